@@ -1,0 +1,63 @@
+# felt — see README.md. Every target installs what it needs (scripts/deps.sh).
+GO        ?= go
+PLUGIN    ?= felt:latest
+PLUGINDIR ?= $(CURDIR)/bin/plugin
+GOTEST    ?= $(GO) test -race -count=1
+
+.PHONY: all build deps plugin plugin-docker plugin-rm image demo test test-unit test-integration test-e2e bench clean
+
+all: build
+
+-include tools/consul/consul.mk
+
+build: bin/felt
+
+bin/felt: $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/felt ./cmd/felt
+
+deps:
+	@scripts/deps.sh
+
+# The managed plugin, assembled without pulling any image, created and enabled.
+plugin: deps
+	scripts/plugin-rootfs.sh $(PLUGINDIR)
+	-docker plugin disable -f $(PLUGIN) >/dev/null 2>&1
+	-docker plugin rm -f $(PLUGIN) >/dev/null 2>&1
+	docker plugin create $(PLUGIN) $(PLUGINDIR)
+	docker plugin enable $(PLUGIN)
+
+# The same, with the rootfs built by the Dockerfile (needs to pull images).
+plugin-docker:
+	docker build -t felt-rootfs .
+	rm -rf $(PLUGINDIR) && mkdir -p $(PLUGINDIR)/rootfs
+	id=$$(docker create felt-rootfs) && docker export $$id | tar -x -C $(PLUGINDIR)/rootfs && docker rm $$id >/dev/null
+	cp config.json $(PLUGINDIR)/
+	-docker plugin rm -f $(PLUGIN) >/dev/null 2>&1
+	docker plugin create $(PLUGIN) $(PLUGINDIR) && docker plugin enable $(PLUGIN)
+
+plugin-rm:
+	-docker plugin disable -f $(PLUGIN)
+	-docker plugin rm -f $(PLUGIN)
+
+# busybox:latest FROM scratch, for the demo and the tests.
+image: deps
+	scripts/busybox-image.sh busybox:latest
+
+demo: deps bin/consul
+	scripts/demo.sh
+
+# Every layer: unit, integration (netns hosts + Consul), end to end (Docker).
+test: deps bin/consul image
+	$(GOTEST) ./...
+
+test-unit:
+	$(GOTEST) -short ./...
+
+test-integration: deps bin/consul
+	$(GOTEST) ./integration/...
+
+test-e2e: deps image
+	$(GOTEST) ./e2e/...
+
+clean:
+	rm -rf bin

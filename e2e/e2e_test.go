@@ -1,0 +1,385 @@
+// Package e2e tests felt as a managed plugin of the real Docker engine:
+// docker plugin create/enable, docker network create, docker run, ping.
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	plugin = "felt-e2e:latest" // not felt:latest, so a user's own install is left alone
+	image  = "busybox:latest"
+	label  = "felt-e2e"
+)
+
+var stateDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if reason := unavailable(); reason != "" {
+			if os.Getenv("CI") == "true" {
+				fmt.Fprintln(os.Stderr, "e2e:", reason, "(CI=true: failing instead of skipping)")
+				return 1
+			}
+			fmt.Fprintln(os.Stderr, "e2e skipped:", reason)
+			return 0
+		}
+		gw := exists("network", "inspect", "docker_gwbridge")
+		cleanup := func() {
+			removeLeftovers()
+			if !gw {
+				// Docker made it for our containers; leave the host as we found it.
+				_, _ = docker("network", "rm", "docker_gwbridge")
+			}
+		}
+		removeLeftovers()
+		if err := installPlugin(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: installing the plugin:", err)
+			cleanup()
+			return 1
+		}
+		code := m.Run()
+		cleanup()
+		return code
+	}())
+}
+
+func unavailable() string {
+	if os.Geteuid() != 0 {
+		return "needs root"
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		return "no docker CLI"
+	}
+	if out, err := docker("info", "--format", "{{.ServerVersion}}"); err != nil {
+		return "docker engine not reachable: " + out
+	}
+	return ""
+}
+
+func docker(args ...string) (string, error) {
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func exists(args ...string) bool { _, err := docker(args...); return err == nil }
+
+func mustDocker(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := docker(args...)
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func installPlugin() error {
+	top, _ := filepath.Abs("..")
+	if out, err := exec.Command(filepath.Join(top, "scripts/busybox-image.sh"), image).CombinedOutput(); err != nil {
+		return fmt.Errorf("busybox image: %v\n%s", err, out)
+	}
+	dir, err := os.MkdirTemp("", "felt-e2e-plugin")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if out, err := exec.Command(filepath.Join(top, "scripts/plugin-rootfs.sh"), dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("rootfs: %v\n%s", err, out)
+	}
+	stateDir, err = os.MkdirTemp("", "felt-e2e-state")
+	if err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"plugin", "create", plugin, dir},
+		{"plugin", "set", plugin, "state.source=" + stateDir, "FELT_LOG_LEVEL=debug"},
+		{"plugin", "enable", plugin},
+	} {
+		if out, err := docker(args...); err != nil {
+			return fmt.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// removeLeftovers removes every container, network and plugin the tests
+// make (also those of an earlier, interrupted run).
+func removeLeftovers() {
+	if ids, _ := docker("ps", "-aq", "--filter", "label="+label); ids != "" {
+		_, _ = docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+	}
+	if nets, _ := docker("network", "ls", "-q", "--filter", "label="+label); nets != "" {
+		_, _ = docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
+	}
+	if exists("plugin", "inspect", plugin) {
+		_, _ = docker("plugin", "disable", "-f", plugin)
+		_, _ = docker("plugin", "rm", "-f", plugin)
+	}
+	if stateDir != "" {
+		_ = os.RemoveAll(stateDir)
+	}
+}
+
+// network creates a felt network removed at cleanup.
+func network(t testing.TB, name string, args ...string) {
+	t.Helper()
+	all := append([]string{"network", "create", "-d", plugin, "--ipam-driver", plugin, "--label", label}, args...)
+	mustDocker(t, append(all, name)...)
+	t.Cleanup(func() { _, _ = docker("network", "rm", name) })
+}
+
+// container starts a detached busybox container running sleep, with extra
+// docker run flags, removed at cleanup; it returns the container's address.
+func container(t testing.TB, name, net string, flags ...string) string {
+	t.Helper()
+	return containerCmd(t, name, net, flags, "sleep", "1d")
+}
+
+// containerCmd is container with a command of its own.
+func containerCmd(t testing.TB, name, net string, flags []string, cmd ...string) string {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", name, "--label", label, "--network", net}, flags...)
+	mustDocker(t, append(append(args, image), cmd...)...)
+	t.Cleanup(func() { _, _ = docker("rm", "-f", name) })
+	return ipOf(t, name, net)
+}
+
+func ipOf(t testing.TB, name, net string) string {
+	t.Helper()
+	return mustDocker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).IPAddress}}`, net), name)
+}
+
+// ping runs a throwaway container on net that pings ip.
+func ping(net, ip string) (string, error) {
+	return docker("run", "--rm", "--label", label, "--network", net, image, "ping", "-c", "1", "-W", "2", ip)
+}
+
+func TestSameNetworkPing(t *testing.T) {
+	network(t, "felt-blue", "--subnet", "10.42.0.0/16")
+	ip := container(t, "felt-a", "felt-blue")
+	if !strings.HasPrefix(ip, "10.42.") {
+		t.Fatalf("container got %q, not an address of 10.42.0.0/16", ip)
+	}
+	if out, err := ping("felt-blue", ip); err != nil {
+		t.Fatalf("ping %s: %v\n%s", ip, err, out)
+	}
+	// docker network inspect shows this host's subnet and its gateway.
+	subnet := mustDocker(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}", "felt-blue")
+	if !strings.HasSuffix(strings.Fields(subnet)[0], "/24") {
+		t.Fatalf("network inspect shows %q, want this host's /24", subnet)
+	}
+}
+
+func TestIsolationBetweenNetworks(t *testing.T) {
+	network(t, "felt-iso1", "--subnet", "10.51.0.0/16")
+	network(t, "felt-iso2", "--subnet", "10.52.0.0/16")
+	ip2 := container(t, "felt-iso-b", "felt-iso2")
+	if out, err := ping("felt-iso1", ip2); err == nil {
+		t.Fatalf("a container of felt-iso1 reached %s on felt-iso2:\n%s", ip2, out)
+	}
+	if out, err := ping("felt-iso2", ip2); err != nil {
+		t.Fatalf("same-network ping failed: %v\n%s", err, out)
+	}
+}
+
+func TestStaticIP(t *testing.T) {
+	network(t, "felt-static", "--subnet", "10.53.0.0/16")
+	subnet := mustDocker(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "felt-static")
+	base := strings.TrimSuffix(subnet, ".0/24")
+	want := base + ".77"
+	if got := container(t, "felt-static-a", "felt-static", "--ip", want); got != want {
+		t.Fatalf("--ip %s gave %s", want, got)
+	}
+	out, err := docker("run", "--rm", "--label", label, "--network", "felt-static", "--ip", "10.53.250.250", image, "true")
+	if err == nil || !strings.Contains(out, "outside this host's subnet "+subnet) {
+		t.Fatalf("--ip outside the host subnet: err=%v\n%s", err, out)
+	}
+}
+
+// -p publishes through docker_gwbridge, and containers reach the host's
+// networks (NAT); an --internal network reaches neither.
+func TestOutsideWorld(t *testing.T) {
+	network(t, "felt-pub", "--subnet", "10.54.0.0/16")
+	network(t, "felt-int", "--internal", "--subnet", "10.55.0.0/16")
+	containerCmd(t, "felt-web", "felt-pub", []string{"-p", "18080:80"}, "sh", "-c", "echo hello-felt > /tmp/index.html && httpd -f -p 80 -h /tmp")
+	var body string
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://127.0.0.1:18080/index.html"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = string(b); strings.Contains(body, "hello-felt") {
+				break
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if !strings.Contains(body, "hello-felt") {
+		t.Fatalf("-p 18080:80 not reachable from the host (got %q)", body)
+	}
+
+	// A server on the host, outside every container network.
+	hostIP := hostAddr(t)
+	l, err := net.Listen("tcp", hostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("outside\n"))
+			c.Close()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	dial := func(net string) (string, error) {
+		return docker("run", "--rm", "--label", label, "--network", net, image, "nc", "-w", "3", hostIP, fmt.Sprint(port))
+	}
+	if out, err := dial("felt-pub"); err != nil || !strings.Contains(out, "outside") {
+		t.Fatalf("container on a felt network cannot reach %s:%d: %v\n%s", hostIP, port, err, out)
+	}
+	if out, err := dial("felt-int"); err == nil && strings.Contains(out, "outside") {
+		t.Fatalf("container on an --internal felt network reached %s:%d", hostIP, port)
+	}
+}
+
+// hostAddr is an address of this host on its default-route interface.
+func hostAddr(t testing.TB) string {
+	out, err := exec.Command("ip", "-4", "-o", "route", "get", "192.0.2.123").Output()
+	if err == nil {
+		f := strings.Fields(string(out))
+		for i := range f {
+			if f[i] == "src" && i+1 < len(f) {
+				return f[i+1]
+			}
+		}
+	}
+	t.Fatalf("no host address found: %v %s", err, out)
+	return ""
+}
+
+func TestBadInputThroughDocker(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "felt needs --subnet"},
+		{[]string{"--subnet", "10.56.0.0/16", "-o", "colour=blue"}, `unknown option "colour"`},
+		{[]string{"--subnet", "10.56.0.0/16", "--ipam-opt", "subnet_len=99"}, "subnet_len=99"},
+	}
+	for _, c := range cases {
+		args := append([]string{"network", "create", "-d", plugin, "--ipam-driver", plugin, "--label", label}, c.args...)
+		out, err := docker(append(args, "felt-bad")...)
+		if err == nil {
+			_, _ = docker("network", "rm", "felt-bad")
+			t.Fatalf("%v: network created, want error %q", c.args, c.want)
+		}
+		if !strings.Contains(out, c.want) {
+			t.Fatalf("%v: error %q, want it to contain %q", c.args, out, c.want)
+		}
+	}
+	// felt IPAM with Docker's bridge driver: a clear error at container start.
+	mustDocker(t, "network", "create", "-d", "bridge", "--ipam-driver", plugin, "--label", label, "--subnet", "10.57.0.0/16", "felt-mixed")
+	defer docker("network", "rm", "felt-mixed")
+	out, err := docker("run", "--rm", "--label", label, "--network", "felt-mixed", image, "true")
+	if err == nil || !strings.Contains(out, "felt's IPAM serves only felt networks") {
+		t.Fatalf("bridge driver with felt IPAM: %v\n%s", err, out)
+	}
+	// felt driver with Docker's default IPAM.
+	out, err = docker("network", "create", "-d", plugin, "--label", label, "--subnet", "10.58.0.0/16", "felt-mixed2")
+	if err == nil {
+		_, _ = docker("network", "rm", "felt-mixed2")
+		t.Fatal("felt driver with the default IPAM was accepted")
+	}
+	if !strings.Contains(out, "needs felt's IPAM") {
+		t.Fatalf("felt driver with default IPAM: %s", out)
+	}
+}
+
+// pluginPID finds the felt process of the managed plugin.
+func pluginPID(t testing.TB) int {
+	t.Helper()
+	id := mustDocker(t, "plugin", "inspect", "-f", "{{.Id}}", plugin)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) != "felt" {
+			continue
+		}
+		if root, err := os.Readlink(filepath.Join("/proc", e.Name(), "root")); err == nil && strings.Contains(root, id) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// Kill -9 the plugin while containers run: Docker restarts it, the
+// containers stay connected, and a new container gets a fresh address.
+func TestPluginKilled(t *testing.T) {
+	network(t, "felt-kill", "--subnet", "10.59.0.0/16")
+	ipA := container(t, "felt-kill-a", "felt-kill")
+	ipB := container(t, "felt-kill-b", "felt-kill")
+	old := pluginPID(t)
+	if old == 0 {
+		t.Fatal("plugin process not found")
+	}
+	if err := exec.Command("kill", "-9", fmt.Sprint(old)).Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for pluginPID(t) == 0 || pluginPID(t) == old {
+		if time.Now().After(deadline) {
+			t.Fatal("Docker did not restart the killed plugin")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, err := docker("exec", "felt-kill-a", "ping", "-c", "1", "-W", "2", ipB); err != nil {
+		t.Fatalf("containers lost connectivity after the plugin restart: %v\n%s", err, out)
+	}
+	ipC := container(t, "felt-kill-c", "felt-kill")
+	if ipC == ipA || ipC == ipB {
+		t.Fatalf("new container got %s, already in use", ipC)
+	}
+	if out, err := docker("exec", "felt-kill-c", "ping", "-c", "1", "-W", "2", ipA); err != nil {
+		t.Fatalf("new container cannot reach an old one: %v\n%s", err, out)
+	}
+	// Stopping a container from before the restart works.
+	mustDocker(t, "rm", "-f", "felt-kill-b")
+}
+
+// Runs last (Go runs tests in file order): removing networks and the plugin
+// leaves no felt link and no felt iptables chain on the host.
+func TestZZNoKernelObjectsLeft(t *testing.T) {
+	network(t, "felt-last", "--subnet", "10.60.0.0/16")
+	container(t, "felt-last-a", "felt-last")
+	mustDocker(t, "rm", "-f", "felt-last-a")
+	mustDocker(t, "network", "rm", "felt-last")
+	mustDocker(t, "plugin", "disable", plugin)
+	out, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "alias felt:") || strings.Contains(l, ": felt-") || strings.Contains(l, ": fv") {
+			t.Errorf("left behind: %s", l)
+		}
+	}
+	if out, err := exec.Command("iptables", "-S", "FELT").CombinedOutput(); err == nil {
+		t.Errorf("iptables chain FELT left behind:\n%s", out)
+	}
+	mustDocker(t, "plugin", "enable", plugin)
+}

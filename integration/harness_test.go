@@ -1,0 +1,261 @@
+// Package integration runs felt daemons inside network-namespace "hosts",
+// drives them over their sockets with the JSON Docker sends, plays Docker's
+// part of moving the container end of each veth into a "container"
+// namespace, and sends real packets.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var feltBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 {
+			if os.Getenv("CI") == "true" {
+				fmt.Fprintln(os.Stderr, "integration tests need root (CI=true: not skipping)")
+				return 1
+			}
+			fmt.Fprintln(os.Stderr, "integration tests need root: skipped")
+			return 0
+		}
+		dir, err := os.MkdirTemp("", "felt-it-bin")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		feltBin = filepath.Join(dir, "felt")
+		build := exec.Command("go", "build", "-race", "-o", feltBin, "../cmd/felt")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building felt:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// run runs a command and fails the test with its output on error.
+func run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// try runs a command and reports its error (and output).
+func try(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+var nsSeq struct {
+	sync.Mutex
+	n int
+}
+
+// newNS creates a network namespace with lo up, removed at cleanup.
+func newNS(t testing.TB, role string) string {
+	t.Helper()
+	nsSeq.Lock()
+	nsSeq.n++
+	name := fmt.Sprintf("fit%d-%s%d", os.Getpid()%100000, role, nsSeq.n)
+	nsSeq.Unlock()
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _, _ = try("ip", "netns", "del", name) })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+func inNS(ns string, args ...string) []string { return append([]string{"ip", "netns", "exec", ns}, args...) }
+
+// Host is a network namespace running a felt daemon.
+type Host struct {
+	t    testing.TB
+	NS   string
+	Dir  string // state dir
+	Sock string
+	Env  []string
+	IP   string // underlay address
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *bytes.Buffer
+}
+
+// HostOptions configure newHost.
+type HostOptions struct {
+	// Underlay: the namespace holding the underlay bridge, and this host's
+	// address on it (CIDR). Empty: a dummy interface with 192.168.250.2/24.
+	UnderlayNS, UnderlayBridge, Addr string
+	Env                              []string
+}
+
+// newHost creates a host namespace with an underlay interface "ul0" and
+// starts felt in it.
+func newHost(t testing.TB, o HostOptions) *Host {
+	t.Helper()
+	ns := newNS(t, "h")
+	h := &Host{t: t, NS: ns, Dir: t.TempDir()}
+	h.Sock = filepath.Join(h.Dir, "felt.sock")
+	addr := o.Addr
+	if o.UnderlayNS == "" {
+		addr = "192.168.250.2/24"
+		run(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
+		run(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
+	} else {
+		peer := "u" + strings.TrimPrefix(ns, "fit")
+		if len(peer) > 15 {
+			peer = peer[len(peer)-15:]
+		}
+		run(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
+		run(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
+	}
+	h.IP = strings.Split(addr, "/")[0]
+	run(t, "ip", "-n", ns, "addr", "add", addr, "dev", "ul0")
+	run(t, "ip", "-n", ns, "link", "set", "ul0", "up")
+	run(t, inNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")...)
+	h.Env = append([]string{
+		"FELT_SOCKET=" + h.Sock, "FELT_STATE_DIR=" + h.Dir, "FELT_IFACE=ul0", "FELT_LOG_LEVEL=debug",
+		"FELT_RESYNC_INTERVAL=1s", "PATH=" + os.Getenv("PATH"),
+	}, o.Env...)
+	h.Start()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// Start launches felt in the host namespace and waits for its socket.
+func (h *Host) Start() {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cmd := exec.Command("ip", inNS(h.NS, feltBin)[1:]...)
+	cmd.Env = h.Env
+	h.log = &bytes.Buffer{}
+	cmd.Stdout = h.log
+	cmd.Stderr = h.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	_ = os.Remove(h.Sock)
+	if err := cmd.Start(); err != nil {
+		h.t.Fatalf("start felt: %v", err)
+	}
+	h.cmd = cmd
+	h.done = make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(h.done)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", h.Sock); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("felt in %s did not open its socket:\n%s", h.NS, h.log.String())
+}
+
+// Kill stops felt with SIGKILL: no chance to clean up, as after a crash.
+func (h *Host) Kill() { h.signal(syscall.SIGKILL) }
+
+// Stop stops felt with SIGTERM (SIGKILL after 10 s, as dockerd does).
+func (h *Host) Stop() { h.signal(syscall.SIGTERM) }
+
+func (h *Host) signal(sig syscall.Signal) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-h.cmd.Process.Pid, sig)
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+		<-h.done
+	}
+	if h.t.Failed() {
+		h.t.Logf("felt log of %s:\n%s", h.NS, h.log.String())
+	}
+	h.cmd = nil
+}
+
+// Call posts req to felt's socket as Docker does and decodes the answer into
+// resp. A non-200 answer is returned as an error holding its "Err".
+func (h *Host) Call(method string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	return h.CallRaw(method, body, resp)
+}
+
+// CallRaw posts body unchanged (for malformed-input tests).
+func (h *Host) CallRaw(method string, body []byte, resp any) error {
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", h.Sock)
+	}}, Timeout: 60 * time.Second}
+	r, err := client.Post("http://felt/"+method, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	data, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusOK {
+		var e struct{ Err string }
+		if json.Unmarshal(data, &e) == nil && e.Err != "" {
+			return &CallError{Status: r.StatusCode, Msg: e.Err}
+		}
+		return &CallError{Status: r.StatusCode, Msg: string(data)}
+	}
+	if resp != nil {
+		return json.Unmarshal(data, resp)
+	}
+	return nil
+}
+
+// CallError is a non-200 answer.
+type CallError struct {
+	Status int
+	Msg    string
+}
+
+func (e *CallError) Error() string { return fmt.Sprintf("status %d: %s", e.Status, e.Msg) }
+
+// must fails the test on err.
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond for up to 15 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

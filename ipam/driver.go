@@ -1,0 +1,380 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/docker/go-plugins-helpers/ipam"
+
+	"github.com/felt-net/felt/internal/ipnet"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/state"
+)
+
+// Docker option keys the IPAM driver reads.
+const (
+	optRequestType = "RequestAddressType"
+	gatewayType    = "com.docker.network.gateway"
+	optMAC         = "com.docker.network.endpoint.macaddress"
+	optEndpoint    = "com.docker.network.endpoint.name"
+)
+
+// Address spaces felt reports; Docker passes them back in RequestPool and
+// felt ignores them (pools are global by construction).
+const (
+	LocalAddressSpace  = "FeltLocal"
+	GlobalAddressSpace = "FeltGlobal"
+)
+
+// Config holds what the IPAM driver depends on.
+type Config struct {
+	State    *state.Store
+	Registry *lease.Registry
+	// Owner describes this host in the leases it takes for pool.
+	Owner func(ctx context.Context, pool netip.Prefix) (lease.Owner, error)
+	// TTL of the leases this host takes; 0 means permanent.
+	TTL time.Duration
+	// HasNetwork reports whether a felt network on this host uses pool: the
+	// IPAM only serves felt networks, and says so to a user who paired it
+	// with another network driver.
+	HasNetwork func(ctx context.Context, pool netip.Prefix) (bool, error)
+	Log        *slog.Logger
+}
+
+// Driver is the IPAM side of felt. Calls are serialised: Docker sends few of
+// them, and one lock keeps pool reference counts and allocations simple.
+type Driver struct {
+	cfg Config
+	mu  sync.Mutex
+}
+
+// New returns an IPAM driver.
+func New(cfg Config) *Driver {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Driver{cfg: cfg}
+}
+
+// GetCapabilities is static. RequiresMACAddress makes Docker put the MAC in
+// endpoint address requests, which is how felt tells them from aux-address
+// reservations. Replay is not required: felt persists its allocations.
+func (d *Driver) GetCapabilities() *Capabilities {
+	return &Capabilities{RequiresMACAddress: true, RequiresRequestReplay: false}
+}
+
+// Capabilities adds the field go-plugins-helpers lacks.
+type Capabilities struct {
+	RequiresMACAddress    bool
+	RequiresRequestReplay bool
+}
+
+// GetDefaultAddressSpaces names felt's address spaces.
+func (d *Driver) GetDefaultAddressSpaces() *api.AddressSpacesResponse {
+	return &api.AddressSpacesResponse{LocalDefaultAddressSpace: LocalAddressSpace, GlobalDefaultAddressSpace: GlobalAddressSpace}
+}
+
+// RequestPool registers a pool: it leases (or finds) this host's subnet of
+// req.Pool and returns that subnet as the pool Docker will show and check
+// --ip against, with its first address as the gateway.
+func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (*api.RequestPoolResponse, error) {
+	if req.V6 {
+		return nil, errors.New("felt supports IPv4 only: create the network without --ipv6")
+	}
+	if req.Pool == "" {
+		// Without this error Docker would keep proposing default pools.
+		return nil, errors.New("felt needs --subnet: the pool shared by every host of the network, the same on each (e.g. --subnet 10.42.0.0/16)")
+	}
+	pool, err := ipnet.ParsePrefix(req.Pool)
+	if err != nil {
+		return nil, fmt.Errorf("--subnet: %w", err)
+	}
+	if pool.Bits() > 30 {
+		return nil, fmt.Errorf("--subnet %s: too small, felt needs at least a /30", pool)
+	}
+	var rng netip.Prefix
+	if req.SubPool != "" {
+		if rng, err = ipnet.ParsePrefix(req.SubPool); err != nil {
+			return nil, fmt.Errorf("--ip-range: %w", err)
+		}
+		if !pool.Contains(rng.Addr()) || rng.Bits() < pool.Bits() {
+			return nil, fmt.Errorf("--ip-range %s is not inside --subnet %s", rng, pool)
+		}
+	}
+	subnetLen, err := parseSubnetLen(req.Options, pool)
+	if err != nil {
+		return nil, err
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id := PoolID(pool, rng)
+	var p Pool
+	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		if subnetLen != 0 && p.Subnet.Bits() != subnetLen {
+			return nil, fmt.Errorf("pool %s is in use on this host with subnet_len=%d; asked for subnet_len=%d", pool, p.Subnet.Bits(), subnetLen)
+		}
+		p.Refs++
+		if err := d.cfg.State.Put(ctx, poolKey(id), p); err != nil {
+			return nil, err
+		}
+		d.cfg.Log.Debug("pool referenced again", "pool", id, "refs", p.Refs)
+		return poolResponse(p), nil
+	}
+	if err := d.checkLocalOverlap(ctx, pool); err != nil {
+		return nil, err
+	}
+
+	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: subnetLen}, false)
+	if err != nil {
+		return nil, err
+	}
+	owner, err := d.cfg.Owner(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	var prefer netip.Prefix
+	if _, err := d.cfg.State.Get(ctx, lastSubnetKey(pool), &prefer); err != nil {
+		return nil, err
+	}
+	l, err := d.cfg.Registry.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner, TTL: d.cfg.TTL, Prefer: prefer, Within: rng})
+	if err != nil {
+		return nil, err
+	}
+	p = Pool{ID: id, Pool: pool, Range: rng, Subnet: l.Subnet, Gateway: ipnet.Nth(l.Subnet, 1), Refs: 1}
+	if err := newAllocator(d.cfg.State, p).ensure(ctx, p.Gateway, KindGateway); err != nil {
+		return nil, err
+	}
+	if err := d.cfg.State.Put(ctx, poolKey(id), p); err != nil {
+		return nil, err
+	}
+	if err := d.cfg.State.Put(ctx, lastSubnetKey(pool), l.Subnet); err != nil {
+		return nil, err
+	}
+	d.cfg.Log.Info("pool registered", "pool", pool, "range", req.SubPool, "subnet", l.Subnet)
+	return poolResponse(p), nil
+}
+
+func poolResponse(p Pool) *api.RequestPoolResponse {
+	return &api.RequestPoolResponse{
+		PoolID: p.ID,
+		Pool:   p.Subnet.String(),
+		Data:   map[string]string{gatewayType: netip.PrefixFrom(p.Gateway, p.Subnet.Bits()).String()},
+	}
+}
+
+// checkLocalOverlap refuses a pool that overlaps another pool held on this
+// host: two bridges with overlapping subnets would make routing ambiguous.
+func (d *Driver) checkLocalOverlap(ctx context.Context, pool netip.Prefix) error {
+	pools, err := state.List[Pool](ctx, d.cfg.State, PoolsPrefix)
+	if err != nil {
+		return err
+	}
+	for _, p := range pools {
+		if p.Pool != pool && p.Pool.Overlaps(pool) {
+			return fmt.Errorf("--subnet %s overlaps the pool %s of another felt network on this host", pool, p.Pool)
+		}
+	}
+	return nil
+}
+
+// ReleasePool drops one reference; the last one gives the host's lease back
+// and forgets the pool's allocations. Unknown pools are fine (idempotent).
+func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var p Pool
+	found, err := d.cfg.State.Get(ctx, poolKey(req.PoolID), &p)
+	if err != nil || !found {
+		return err
+	}
+	if p.Refs > 1 {
+		p.Refs--
+		return d.cfg.State.Put(ctx, poolKey(req.PoolID), p)
+	}
+	if err := newAllocator(d.cfg.State, p).releaseAll(ctx); err != nil {
+		return err
+	}
+	if err := d.cfg.State.Delete(ctx, poolKey(req.PoolID)); err != nil {
+		return err
+	}
+	d.cfg.Log.Info("pool released", "pool", p.Pool, "subnet", p.Subnet)
+	if other, _ := d.poolHoldsSubnet(ctx, p.Subnet); other {
+		return nil // another range of the same pool still uses the lease
+	}
+	owner, err := d.cfg.Owner(ctx, p.Pool)
+	if err != nil {
+		return nil
+	}
+	// The pool is gone locally whatever happens next. If the store is
+	// unreachable the lease is simply not renewed and expires.
+	if err := d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, owner.HostID); err != nil {
+		d.cfg.Log.Warn("could not release lease; it will expire", "subnet", p.Subnet, "err", err)
+	}
+	return nil
+}
+
+func (d *Driver) poolHoldsSubnet(ctx context.Context, subnet netip.Prefix) (bool, error) {
+	pools, err := state.List[Pool](ctx, d.cfg.State, PoolsPrefix)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pools {
+		if p.Subnet == subnet {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// RequestAddress allocates from this host's subnet: the asked address if it
+// is free and inside the subnet, else the next free one.
+func (d *Driver) RequestAddress(ctx context.Context, req *api.RequestAddressRequest) (*api.RequestAddressResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, err := d.pool(ctx, req.PoolID)
+	if err != nil {
+		return nil, err
+	}
+	alloc := newAllocator(d.cfg.State, p)
+	isGateway := req.Options[optRequestType] == gatewayType
+	_, hasMAC := req.Options[optMAC]
+	_, hasName := req.Options[optEndpoint]
+	if (hasMAC || hasName) && d.cfg.HasNetwork != nil {
+		ok, err := d.cfg.HasNetwork(ctx, p.Pool)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("felt's IPAM serves only felt networks: pool %s has no felt network on this host; create the network with both -d felt:latest and --ipam-driver felt:latest", p.Pool)
+		}
+	}
+	var addr netip.Addr
+	switch {
+	case req.Address == "" && isGateway:
+		addr = p.Gateway
+		if err := alloc.ensure(ctx, addr, KindGateway); err != nil {
+			return nil, err
+		}
+	case req.Address == "":
+		if addr, err = alloc.next(ctx); err != nil {
+			return nil, fmt.Errorf("pool %s: %w", p.Pool, err)
+		}
+	default:
+		if addr, err = netip.ParseAddr(req.Address); err != nil || !addr.Is4() {
+			return nil, fmt.Errorf("address %q is not an IPv4 address", req.Address)
+		}
+		if !p.Subnet.Contains(addr) {
+			return nil, fmt.Errorf("address %s is outside this host's subnet %s of pool %s: felt gives each host its own subnet, so --ip (and --gateway, --aux-address) must be inside %s", addr, p.Subnet, p.Pool, p.Subnet)
+		}
+		kind := KindContainer
+		switch {
+		case isGateway:
+			kind = KindGateway
+		case !hasMAC && !hasName:
+			kind = KindAux
+		}
+		if isGateway && addr == p.Gateway {
+			err = alloc.ensure(ctx, addr, kind)
+		} else {
+			err = alloc.reserve(ctx, addr, kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pool %s: %w", p.Pool, err)
+		}
+	}
+	d.cfg.Log.Debug("address allocated", "pool", p.Pool, "addr", addr)
+	return &api.RequestAddressResponse{Address: netip.PrefixFrom(addr, p.Subnet.Bits()).String()}, nil
+}
+
+// ReleaseAddress frees an address; unknown pools and addresses are fine.
+func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var p Pool
+	found, err := d.cfg.State.Get(ctx, poolKey(req.PoolID), &p)
+	if err != nil || !found {
+		return err
+	}
+	addr, err := netip.ParseAddr(req.Address)
+	if err != nil {
+		if pfx, perr := netip.ParsePrefix(req.Address); perr == nil {
+			addr = pfx.Addr()
+		} else {
+			return fmt.Errorf("address %q is not an IP address", req.Address)
+		}
+	}
+	if addr == p.Gateway {
+		return nil // the bridge holds it for as long as the pool lives
+	}
+	return newAllocator(d.cfg.State, p).release(ctx, addr)
+}
+
+func (d *Driver) pool(ctx context.Context, id string) (Pool, error) {
+	var p Pool
+	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
+	if err != nil {
+		return p, err
+	}
+	if !found {
+		return p, fmt.Errorf("unknown pool ID %q: was the network created with --ipam-driver felt:latest on this host?", id)
+	}
+	return p, nil
+}
+
+// Pools lists this host's pools (for the driver and inspection).
+func (d *Driver) Pools(ctx context.Context) ([]Pool, error) {
+	return state.List[Pool](ctx, d.cfg.State, PoolsPrefix)
+}
+
+// Renew extends the lease of every pool this host holds, re-acquiring one
+// that vanished (it expired while the host was down or cut off). It returns
+// the first error, after trying all.
+func (d *Driver) Renew(ctx context.Context) error {
+	d.mu.Lock()
+	pools, err := d.Pools(ctx)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, p := range pools {
+		if err := d.renewPool(ctx, p); err != nil {
+			d.cfg.Log.Warn("lease renewal failed", "subnet", p.Subnet, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func (d *Driver) renewPool(ctx context.Context, p Pool) error {
+	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: p.Pool, SubnetLen: p.Subnet.Bits()}, false)
+	if err != nil {
+		return err
+	}
+	owner, err := d.cfg.Owner(ctx, p.Pool)
+	if err != nil {
+		return err
+	}
+	l, err := d.cfg.Registry.Renew(ctx, n, p.Subnet, owner, d.cfg.TTL)
+	if err != nil {
+		return err
+	}
+	if l.Subnet != p.Subnet {
+		// Cannot happen with Within set to the subnet; guard anyway, since
+		// containers would be stranded on a subnet the host no longer owns.
+		return fmt.Errorf("lease %s: renewed as %s", p.Subnet, l.Subnet)
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package lease_test
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/lease"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+func newRegistry(t *testing.T) (*lease.Registry, *fakeClock) {
+	t.Helper()
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return lease.NewRegistry(s, "felt/", clk), clk
+}
+
+var pool = netip.MustParsePrefix("10.42.0.0/16")
+
+func owner(id, ip string) lease.Owner {
+	return lease.Owner{HostID: id, PublicIP: netip.MustParseAddr(ip)}
+}
+
+func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.SubnetLen != 24 || n.Backend != "" {
+		t.Fatalf("after RequestPool: got %+v, want subnetLen 24 and no backend yet", n)
+	}
+	n, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Backend != "host-gw" || n.VNI != 0 {
+		t.Fatalf("got %+v, want host-gw without VNI", n)
+	}
+	// A second host without options adopts the record.
+	if n2, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err != nil || n2.Backend != "host-gw" {
+		t.Fatalf("adopt: %+v %v", n2, err)
+	}
+	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true)
+	if err == nil || !strings.Contains(err.Error(), "recorded with backend=host-gw") || !strings.Contains(err.Error(), "backend=vxlan") {
+		t.Fatalf("conflict error = %v", err)
+	}
+	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 26}, false)
+	if err == nil || !strings.Contains(err.Error(), "subnet_len=24") {
+		t.Fatalf("subnet_len conflict error = %v", err)
+	}
+}
+
+func TestOverlappingPoolRefused(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.128.0/17")}, false)
+	if err == nil || !strings.Contains(err.Error(), "overlaps the pool 10.42.0.0/16") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	a, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.VNI == 0 || b.VNI == 0 || a.VNI == b.VNI {
+		t.Fatalf("VNIs %d and %d: want distinct non-zero", a.VNI, b.VNI)
+	}
+	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI}, true)
+	if err == nil || !strings.Contains(err.Error(), "already used by the felt network with pool 10.42.0.0/16") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestAcquireReusesAndExpires(t *testing.T) {
+	ctx := context.Background()
+	r, clk := newRegistry(t)
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	a, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Subnet.Bits() != 24 || !pool.Contains(a.Subnet.Addr()) {
+		t.Fatalf("subnet %s not a /24 of %s", a.Subnet, pool)
+	}
+	// Same host, new IP: same subnet, updated in place.
+	again, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.99"), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Subnet != a.Subnet || again.PublicIP.String() != "192.0.2.99" {
+		t.Fatalf("re-acquire: got %s %s, want %s with the new IP", again.Subnet, again.PublicIP, a.Subnet)
+	}
+	// Another host asking for a's subnet does not get it while it is live...
+	b, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("b", "192.0.2.11"), TTL: time.Hour, Prefer: a.Subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Subnet == a.Subnet {
+		t.Fatal("two hosts hold the same subnet")
+	}
+	// ...but does once a's lease expired.
+	clk.Add(2 * time.Hour)
+	c, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("c", "192.0.2.12"), TTL: time.Hour, Prefer: a.Subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subnet != a.Subnet {
+		t.Fatalf("expired subnet not reused: got %s want %s", c.Subnet, a.Subnet)
+	}
+}
+
+func TestAcquireWithinRange(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	within := netip.MustParsePrefix("10.42.7.128/25")
+	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), Within: within})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet.String() != "10.42.7.0/24" {
+		t.Fatalf("got %s, want the /24 holding the range", l.Subnet)
+	}
+}
+
+func TestExhaustion(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	small := netip.MustParsePrefix("10.50.0.0/23")
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: small}, true)
+	for _, h := range []string{"a", "b"} {
+		if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(h, "192.0.2.1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("c", "192.0.2.1")})
+	if err == nil || !strings.Contains(err.Error(), "no free /24 subnet left") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+// Many hosts racing: every one gets a subnet and no two get the same.
+func TestConcurrentAcquireNoDuplicates(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.60.0.0/19")}, true) // 32 subnets
+	const hosts = 20
+	got := make([]netip.Prefix, hosts)
+	errs := make([]error, hosts)
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(string(rune('A'+i)), "192.0.2.1")})
+			got[i], errs[i] = l.Subnet, err
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]int{}
+	for i, s := range got {
+		if errs[i] != nil {
+			t.Fatalf("host %d: %v", i, errs[i])
+		}
+		if j, dup := seen[s]; dup {
+			t.Fatalf("hosts %d and %d both hold %s", j, i, s)
+		}
+		seen[s] = i
+	}
+}
+
+func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"}, true)
+	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Release(ctx, pool, l.Subnet, "someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	if ls, _ := r.Leases(ctx, pool); len(ls) != 1 {
+		t.Fatal("another host's release removed our lease")
+	}
+	if err := r.Release(ctx, pool, l.Subnet, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.GetNetwork(ctx, pool); err == nil {
+		t.Fatal("network record still there after the last lease went")
+	}
+	// Now the pool can be created with other options.
+	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true); err != nil {
+		t.Fatal(err)
+	}
+}

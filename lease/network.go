@@ -1,0 +1,355 @@
+// Package lease keeps the records hosts share about an overlay: one network
+// record per pool (the options every host must agree on) and one lease per
+// host subnet. All writes are single compare-and-set operations on a kv.Store,
+// so hosts racing for the same subnet or the same VNI never both win.
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/felt-net/felt/internal/ipnet"
+	"github.com/felt-net/felt/kv"
+)
+
+// Backend names.
+const (
+	BackendVXLAN  = "vxlan"
+	BackendHostGW = "host-gw"
+	BackendUDP    = "udp"
+)
+
+// Defaults applied when the first host creates a network record.
+const (
+	DefaultSubnetLen = 24
+	DefaultBackend   = BackendVXLAN
+	DefaultUDPPort   = 8285
+	// firstVNI is where automatic VNI allocation starts; 1 is flannel's
+	// default, and starting there keeps tcpdump output familiar.
+	firstVNI = 1
+	maxVNI   = 1<<24 - 1
+)
+
+// Network is the record all hosts of one overlay share, keyed by its pool.
+// Zero values of Backend, VNI and Port mean "not chosen yet": RequestPool
+// records the pool and subnet length, CreateNetwork fills in the rest.
+type Network struct {
+	Pool          netip.Prefix `json:"pool"`
+	SubnetLen     int          `json:"subnetLen"`
+	Backend       string       `json:"backend,omitempty"`
+	VNI           int          `json:"vni,omitempty"`
+	MTU           int          `json:"mtu,omitempty"` // 0: each host derives it from its underlay
+	DirectRouting bool         `json:"directRouting,omitempty"`
+	Port          int          `json:"port,omitempty"` // udp backend
+
+	index uint64
+}
+
+// Spec is what one host asks for. Zero fields are "not given": the recorded
+// value, or the default, is taken. A given field that differs from the
+// recorded one is a conflict, reported with both values.
+type Spec struct {
+	Pool          netip.Prefix
+	SubnetLen     int
+	Backend       string
+	VNI           int
+	MTU           int
+	DirectRouting *bool
+	Port          int
+}
+
+// Registry reads and writes network records and leases under a key prefix.
+type Registry struct {
+	store  kv.Store
+	prefix string
+	clock  Clock
+}
+
+// NewRegistry returns a Registry over store; prefix is e.g. "felt/".
+func NewRegistry(store kv.Store, prefix string, clock Clock) *Registry {
+	if clock == nil {
+		clock = SystemClock{}
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return &Registry{store: store, prefix: prefix, clock: clock}
+}
+
+// Prefix is the key prefix the registry writes under.
+func (r *Registry) Prefix() string { return r.prefix }
+
+// LeasesPrefix is the key prefix under which all leases live; a single
+// blocking query on it tells a host about every peer change.
+func (r *Registry) LeasesPrefix() string { return r.prefix + "leases/" }
+
+func (r *Registry) networkKey(pool netip.Prefix) string {
+	return r.prefix + "networks/" + ipnet.Key(pool)
+}
+
+func (r *Registry) vniKey(vni int) string { return r.prefix + "vnis/" + strconv.Itoa(vni) }
+
+// GetNetwork returns the record for pool, or kv.ErrNotFound.
+func (r *Registry) GetNetwork(ctx context.Context, pool netip.Prefix) (Network, error) {
+	p, err := r.store.Get(ctx, r.networkKey(pool))
+	if err != nil {
+		return Network{}, err
+	}
+	return decodeNetwork(p)
+}
+
+// ListNetworks returns every recorded network.
+func (r *Registry) ListNetworks(ctx context.Context) ([]Network, error) {
+	pairs, _, err := r.store.List(ctx, r.prefix+"networks/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Network, 0, len(pairs))
+	for _, p := range pairs {
+		n, err := decodeNetwork(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func decodeNetwork(p kv.Pair) (Network, error) {
+	var n Network
+	if err := json.Unmarshal(p.Value, &n); err != nil {
+		return Network{}, fmt.Errorf("network record %s: %w", p.Key, err)
+	}
+	n.index = p.ModifyIndex
+	return n, nil
+}
+
+// EnsureNetwork creates the record for spec.Pool, or checks spec against the
+// existing one and fills in what is not chosen yet. With complete set, every
+// field that CreateNetwork decides (backend, VNI, port) is settled on return.
+func (r *Registry) EnsureNetwork(ctx context.Context, spec Spec, complete bool) (Network, error) {
+	for attempt := 0; attempt < 20; attempt++ {
+		cur, err := r.GetNetwork(ctx, spec.Pool)
+		exists := err == nil
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return Network{}, fmt.Errorf("network %s: %w", spec.Pool, err)
+		}
+		if !exists {
+			if err := r.checkOverlap(ctx, spec.Pool); err != nil {
+				return Network{}, err
+			}
+			cur = Network{Pool: spec.Pool}
+		}
+		next, err := merge(cur, spec, complete)
+		if err != nil {
+			return Network{}, err
+		}
+		if exists && next == cur {
+			return cur, nil
+		}
+		claimed := false
+		if complete && next.Backend == BackendVXLAN && (next.VNI == 0 || next.VNI != cur.VNI) {
+			if err := r.claimVNI(ctx, &next); err != nil {
+				return Network{}, err
+			}
+			claimed = true
+		}
+		val, _ := json.Marshal(next)
+		err = r.store.CAS(ctx, r.networkKey(spec.Pool), val, cur.index)
+		if errors.Is(err, kv.ErrConflict) {
+			if claimed {
+				// Another host changed the record first. Give the VNI back
+				// unless the record now holds that very VNI (the claim key
+				// names the pool, so both hosts saw it as theirs).
+				if now, gerr := r.GetNetwork(ctx, spec.Pool); gerr == nil && now.VNI != next.VNI {
+					_ = r.store.Delete(ctx, r.vniKey(next.VNI))
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return Network{}, fmt.Errorf("network %s: %w", spec.Pool, err)
+		}
+		return r.GetNetwork(ctx, spec.Pool)
+	}
+	return Network{}, fmt.Errorf("network %s: too many concurrent updates, try again", spec.Pool)
+}
+
+// merge applies spec to the recorded network, naming the recorded value on a
+// conflict so the user knows what the other hosts use.
+func merge(cur Network, spec Spec, complete bool) (Network, error) {
+	next := cur
+	conflict := func(opt string, recorded, asked any) error {
+		return fmt.Errorf("network %s is recorded with %s=%v; this host asked for %s=%v (omit the option to use the recorded value, or remove the network on every host first)",
+			cur.Pool, opt, recorded, opt, asked)
+	}
+	switch {
+	case spec.SubnetLen == 0:
+	case cur.SubnetLen == 0:
+		next.SubnetLen = spec.SubnetLen
+	case cur.SubnetLen != spec.SubnetLen:
+		return Network{}, conflict("subnet_len", cur.SubnetLen, spec.SubnetLen)
+	}
+	if next.SubnetLen == 0 {
+		next.SubnetLen = DefaultSubnetLen
+		if spec.Pool.Bits() > DefaultSubnetLen {
+			next.SubnetLen = spec.Pool.Bits()
+		}
+	}
+	switch {
+	case spec.Backend == "":
+	case cur.Backend == "":
+		next.Backend = spec.Backend
+	case cur.Backend != spec.Backend:
+		return Network{}, conflict("backend", cur.Backend, spec.Backend)
+	}
+	switch {
+	case spec.MTU == 0:
+	case cur.MTU == 0 && cur.Backend == "":
+		next.MTU = spec.MTU
+	case cur.MTU != spec.MTU:
+		return Network{}, conflict("com.docker.network.driver.mtu", mtuString(cur.MTU), spec.MTU)
+	}
+	if spec.DirectRouting != nil {
+		switch {
+		case cur.Backend == "":
+			next.DirectRouting = *spec.DirectRouting
+		case cur.DirectRouting != *spec.DirectRouting:
+			return Network{}, conflict("directrouting", cur.DirectRouting, *spec.DirectRouting)
+		}
+	}
+	if !complete {
+		return next, nil
+	}
+	if next.Backend == "" {
+		next.Backend = DefaultBackend
+	}
+	switch {
+	case spec.VNI == 0:
+	case cur.VNI == 0:
+		next.VNI = spec.VNI
+	case cur.VNI != spec.VNI:
+		return Network{}, conflict("vni", cur.VNI, spec.VNI)
+	}
+	switch {
+	case spec.Port == 0:
+	case cur.Port == 0:
+		next.Port = spec.Port
+	case cur.Port != spec.Port:
+		return Network{}, conflict("port", cur.Port, spec.Port)
+	}
+	if next.Backend == BackendUDP && next.Port == 0 {
+		next.Port = DefaultUDPPort
+	}
+	return next, nil
+}
+
+func mtuString(mtu int) string {
+	if mtu == 0 {
+		return "unset (derived on each host)"
+	}
+	return strconv.Itoa(mtu)
+}
+
+// checkOverlap refuses a pool that shares addresses with another network's.
+func (r *Registry) checkOverlap(ctx context.Context, pool netip.Prefix) error {
+	nets, err := r.ListNetworks(ctx)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", pool, err)
+	}
+	for _, n := range nets {
+		if n.Pool != pool && n.Pool.Overlaps(pool) {
+			return fmt.Errorf("pool %s overlaps the pool %s of another felt network: choose a --subnet that does not overlap", pool, n.Pool)
+		}
+	}
+	return nil
+}
+
+// claimVNI gives next a VNI no other network holds: the asked one, or the
+// lowest free one. The claim is a create-if-absent key, so two pools racing
+// for the same number cannot both get it.
+func (r *Registry) claimVNI(ctx context.Context, next *Network) error {
+	owner := []byte(ipnet.Key(next.Pool))
+	try := func(vni int) error {
+		err := r.store.CAS(ctx, r.vniKey(vni), owner, 0)
+		if errors.Is(err, kv.ErrConflict) {
+			p, gerr := r.store.Get(ctx, r.vniKey(vni))
+			if gerr == nil && string(p.Value) == string(owner) {
+				return nil // ours already (an earlier attempt)
+			}
+		}
+		return err
+	}
+	if next.VNI != 0 {
+		if next.VNI < 1 || next.VNI > maxVNI {
+			return fmt.Errorf("option vni=%d: must be between 1 and %d", next.VNI, maxVNI)
+		}
+		if err := try(next.VNI); err != nil {
+			if errors.Is(err, kv.ErrConflict) {
+				p, _ := r.store.Get(ctx, r.vniKey(next.VNI))
+				return fmt.Errorf("option vni=%d: already used by the felt network with pool %s", next.VNI, keyToPool(string(p.Value)))
+			}
+			return fmt.Errorf("vni %d: %w", next.VNI, err)
+		}
+		return nil
+	}
+	pairs, _, err := r.store.List(ctx, r.prefix+"vnis/")
+	if err != nil {
+		return fmt.Errorf("vnis: %w", err)
+	}
+	used := map[int]bool{}
+	for _, p := range pairs {
+		n, _ := strconv.Atoi(strings.TrimPrefix(p.Key, r.prefix+"vnis/"))
+		used[n] = true
+	}
+	for vni := firstVNI; vni <= maxVNI; vni++ {
+		if used[vni] {
+			continue
+		}
+		err := try(vni)
+		if err == nil {
+			*next = withVNI(*next, vni)
+			return nil
+		}
+		if !errors.Is(err, kv.ErrConflict) {
+			return fmt.Errorf("vni %d: %w", vni, err)
+		}
+	}
+	return errors.New("no free VNI left")
+}
+
+func withVNI(n Network, vni int) Network { n.VNI = vni; return n }
+
+func keyToPool(k string) string {
+	if p, err := ipnet.ParseKey(k); err == nil {
+		return p.String()
+	}
+	return k
+}
+
+// deleteNetwork removes the record of pool and its VNI claim; called when the
+// last lease of the pool is released, so the next creation starts afresh.
+func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
+	n, err := r.GetNetwork(ctx, pool)
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.store.DeleteCAS(ctx, r.networkKey(pool), n.index); err != nil {
+		if errors.Is(err, kv.ErrConflict) {
+			return nil // someone is using it again
+		}
+		return err
+	}
+	if n.VNI != 0 {
+		return r.store.Delete(ctx, r.vniKey(n.VNI))
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/felt-net/felt/driver"
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/ipam"
+	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/state"
+)
+
+// Listen opens the plugin socket. It comes first at start-up: Docker gives a
+// starting plugin a few seconds to answer before disabling it.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Run serves the plugin until ctx ends.
+func Run(ctx context.Context, s Settings, log *slog.Logger) error {
+	l, err := Listen(s.Socket)
+	if err != nil {
+		return err
+	}
+	srv := NewServer(log, s.ReadyWait)
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(l) }()
+	log.Info("listening", "socket", s.Socket)
+
+	app, err := Build(ctx, s, log)
+	if err != nil {
+		_ = httpSrv.Close()
+		return err
+	}
+	defer app.Close()
+	srv.SetReady(Drivers{Network: app.Driver, IPAM: app.IPAM})
+
+	go app.Background(ctx)
+
+	select {
+	case <-ctx.Done():
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(shut)
+		if err := app.Driver.Shutdown(shut); err != nil {
+			log.Warn("shutdown cleanup incomplete", "err", err)
+		}
+		return nil
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+// App is a built felt: stores, drivers and overlay.
+type App struct {
+	Settings Settings
+	Local    kv.Store
+	Shared   kv.Store
+	State    *state.Store
+	Registry *lease.Registry
+	IPAM     *ipam.Driver
+	Driver   *driver.Driver
+	Overlay  *overlay.Manager
+	Underlay Underlay
+	Log      *slog.Logger
+}
+
+// Build opens the stores and builds the drivers. It does not contact Consul:
+// felt starts and serves existing containers while Consul is unreachable.
+func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
+	local, err := boltkv.Open(filepath.Join(s.StateDir, "felt.db"))
+	if err != nil {
+		return nil, fmt.Errorf("state store in %s: %w", s.StateDir, err)
+	}
+	shared := kv.Store(local)
+	if s.ConsulAddr != "" {
+		cfg := consulapi.DefaultConfig() // reads CONSUL_HTTP_ADDR, _TOKEN, _CACERT...
+		c, err := consulkv.New(cfg)
+		if err != nil {
+			local.Close()
+			return nil, fmt.Errorf("consul %s: %w", s.ConsulAddr, err)
+		}
+		shared = c
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		local.Close()
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	st := state.New(local)
+	hostID, err := st.HostID(ctx)
+	if err != nil {
+		local.Close()
+		return nil, err
+	}
+	reg := lease.NewRegistry(shared, s.KVPrefix, nil)
+	under := Underlay{Iface: s.Iface, PublicIP: s.PublicIP, Netlink: nl}
+	fw, err := firewall.New(netns.None(), log)
+	if err != nil {
+		local.Close()
+		return nil, err
+	}
+	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Log: log}
+	owner := func(ctx context.Context, pool netip.Prefix) (lease.Owner, error) {
+		ip, err := under.Addr()
+		if err != nil {
+			return lease.Owner{}, err
+		}
+		return lease.Owner{HostID: hostID, PublicIP: ip, VtepMAC: overlay.VtepMAC(hostID, pool).String()}, nil
+	}
+	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
+		Registry: reg, Store: shared, Netlink: nl, HostID: hostID, Underlay: under,
+		Resync: s.Resync, Log: log,
+	})
+	var drv *driver.Driver
+	app.IPAM = ipam.New(ipam.Config{
+		State: st, Registry: reg, Owner: owner, TTL: s.LeaseTTL, Log: log,
+		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
+	})
+	drv = driver.New(driver.Config{
+		State: st, Registry: reg, IPAM: app.IPAM, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
+		UnderlayMTU: under.MTU, Log: log,
+	})
+	app.Driver = drv
+	log.Info("felt ready", "host", hostID, "store", storeName(s), "state", s.StateDir)
+	return app, nil
+}
+
+func storeName(s Settings) string {
+	if s.ConsulAddr != "" {
+		return "consul " + s.ConsulAddr
+	}
+	return "embedded"
+}
+
+// Background runs recovery and the periodic loops until ctx ends.
+func (a *App) Background(ctx context.Context) {
+	if err := a.Driver.Recover(ctx); err != nil {
+		a.Log.Error("recovery incomplete", "err", err)
+	}
+	go a.Overlay.Run(ctx)
+	a.renewLoop(ctx)
+}
+
+// renewLoop renews this host's leases well before they expire: every third
+// of the TTL (at most hourly, like flannel's "1 h before"), and a minute
+// (or less, for short test TTLs) after a failure.
+func (a *App) renewLoop(ctx context.Context) {
+	every := min(a.Settings.LeaseTTL/3, time.Hour)
+	retry := min(time.Minute, a.Settings.LeaseTTL/10)
+	next := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+		if err := a.IPAM.Renew(ctx); err != nil {
+			next = retry
+			continue
+		}
+		next = every
+	}
+}
+
+// Close releases the stores.
+func (a *App) Close() {
+	a.Overlay.Close()
+	if a.Shared != a.Local {
+		a.Shared.Close()
+	}
+	a.Local.Close()
+}

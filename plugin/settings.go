@@ -1,0 +1,102 @@
+// Package plugin wires felt together: settings from the environment, the one
+// unix socket serving both the network and the IPAM driver, start-up and
+// recovery, and the loops that keep leases fresh.
+package plugin
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Settings are read from the environment, so the managed plugin (docker
+// plugin set) and the bare binary are configured the same way.
+type Settings struct {
+	ConsulAddr  string        // CONSUL_HTTP_ADDR; empty: embedded store
+	KVPrefix    string        // FELT_KV_PREFIX
+	StateDir    string        // FELT_STATE_DIR
+	Iface       string        // FELT_IFACE; empty: the default route's
+	PublicIP    netip.Addr    // FELT_PUBLIC_IP; invalid: the interface's
+	Socket      string        // FELT_SOCKET
+	LogLevel    slog.Level    // FELT_LOG_LEVEL
+	LeaseTTL    time.Duration // FELT_LEASE_TTL
+	Resync      time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
+	ReadyWait   time.Duration // how long a call waits for start-up to finish
+	UDPQueues   int           // FELT_UDP_QUEUES (udp backend)
+	rawSettings map[string]string
+}
+
+// Defaults.
+const (
+	DefaultKVPrefix = "felt/"
+	DefaultStateDir = "/var/lib/felt"
+	DefaultSocket   = "/run/docker/plugins/felt.sock"
+	DefaultLeaseTTL = 24 * time.Hour
+	DefaultResync   = 30 * time.Second
+)
+
+// SettingNames lists every variable felt reads (for docs and errors).
+var SettingNames = []string{"CONSUL_HTTP_ADDR", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
+	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL"}
+
+// SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
+func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
+	get := func(k, def string) string {
+		if v, ok := lookup(k); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+		return def
+	}
+	s := Settings{
+		ConsulAddr: get("CONSUL_HTTP_ADDR", ""),
+		KVPrefix:   get("FELT_KV_PREFIX", DefaultKVPrefix),
+		StateDir:   get("FELT_STATE_DIR", DefaultStateDir),
+		Iface:      get("FELT_IFACE", ""),
+		Socket:     get("FELT_SOCKET", DefaultSocket),
+		ReadyWait:  25 * time.Second,
+	}
+	if !strings.HasSuffix(s.KVPrefix, "/") {
+		s.KVPrefix += "/"
+	}
+	if v := get("FELT_PUBLIC_IP", ""); v != "" {
+		ip, err := netip.ParseAddr(v)
+		if err != nil || !ip.Is4() {
+			return s, fmt.Errorf("FELT_PUBLIC_IP=%s: must be an IPv4 address", v)
+		}
+		s.PublicIP = ip
+	}
+	switch lvl := strings.ToLower(get("FELT_LOG_LEVEL", "info")); lvl {
+	case "debug":
+		s.LogLevel = slog.LevelDebug
+	case "info":
+		s.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		s.LogLevel = slog.LevelWarn
+	case "error":
+		s.LogLevel = slog.LevelError
+	default:
+		return s, fmt.Errorf("FELT_LOG_LEVEL=%s: must be debug, info, warn or error", lvl)
+	}
+	var err error
+	if s.LeaseTTL, err = duration(get("FELT_LEASE_TTL", DefaultLeaseTTL.String()), "FELT_LEASE_TTL", time.Second); err != nil {
+		return s, err
+	}
+	if s.Resync, err = duration(get("FELT_RESYNC_INTERVAL", DefaultResync.String()), "FELT_RESYNC_INTERVAL", 100*time.Millisecond); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func duration(v, name string, min time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < min {
+		return 0, fmt.Errorf("%s=%s: must be a duration of at least %s (e.g. 24h, 30s)", name, v, min)
+	}
+	return d, nil
+}
+
+// FromOS reads the process environment.
+func FromOS() (Settings, error) { return SettingsFromEnv(os.LookupEnv) }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on a fresh Debian
+# machine: only what is missing, so a second run costs nothing.
+set -euo pipefail
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v xtables-nft-multi >/dev/null || need+=(iptables)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v iperf3 >/dev/null || need+=(iperf3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Assembles the managed plugin's directory (config.json + rootfs/) without
+# pulling any image: the static felt binary plus the host's iptables binaries,
+# their extensions and the shared libraries they load. (Dockerfile does the
+# same from debian:bookworm-slim for machines that can pull images.)
+# usage: scripts/plugin-rootfs.sh OUTDIR
+set -euo pipefail
+out=${1:?usage: $0 OUTDIR}
+top=$(cd "$(dirname "$0")/.." && pwd)
+rm -rf "$out"
+root=$out/rootfs
+mkdir -p "$root"/{run/docker/plugins,var/lib/felt,tmp,etc,dev,proc,sys,usr/sbin}
+
+CGO_ENABLED=0 go build -C "$top" -trimpath -o "$root/felt" ./cmd/felt
+
+# iptables, both flavours: felt picks the one Docker uses at start-up.
+for b in xtables-nft-multi xtables-legacy-multi; do
+  p=$(command -v "$b") || { echo "missing $b: apt-get install iptables" >&2; exit 1; }
+  cp -L "$p" "$root/usr/sbin/$b"
+done
+for n in iptables ip6tables; do
+  for s in "" -save -restore; do
+    ln -sf xtables-nft-multi "$root/usr/sbin/$n-nft$s"
+    ln -sf xtables-legacy-multi "$root/usr/sbin/$n-legacy$s"
+    ln -sf xtables-nft-multi "$root/usr/sbin/$n$s"
+  done
+done
+libs=()
+xt=$(dirname "$(ldconfig -p | awk '/libxtables.so/{print $NF; exit}')")/xtables
+[ -d "$xt" ] || xt=/usr/lib/x86_64-linux-gnu/xtables
+mkdir -p "$root$xt"
+cp -a "$xt"/. "$root$xt"/
+for f in "$root"/usr/sbin/xtables-*-multi "$xt"/*.so; do
+  while read -r lib; do libs+=("$lib"); done < <(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+' || true)
+done
+for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+# iptables reads these for protocol and service names.
+for f in /etc/protocols /etc/services /etc/ethertypes; do [ -f "$f" ] && cp "$f" "$root/etc/" || true; done
+cp "$top/config.json" "$out/config.json"
+echo "plugin directory ready: $out" >&2
