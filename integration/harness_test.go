@@ -40,7 +40,11 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		feltBin = filepath.Join(dir, "felt")
-		build := exec.Command("go", "build", "-race", "-o", feltBin, "../cmd/felt")
+		args := []string{"build", "-race", "-o", feltBin}
+		if ov := os.Getenv("FELT_GO_OVERLAY"); ov != "" { // developers: test with patched files
+			args = append(args, "-overlay", ov)
+		}
+		build := exec.Command("go", append(args, "../cmd/felt")...)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building felt:", err)
@@ -85,7 +89,9 @@ func newNS(t testing.TB, role string) string {
 	return name
 }
 
-func inNS(ns string, args ...string) []string { return append([]string{"ip", "netns", "exec", ns}, args...) }
+func inNS(ns string, args ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, args...)
+}
 
 // Host is a network namespace running a felt daemon.
 type Host struct {
