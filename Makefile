@@ -20,6 +20,7 @@ deps:
 
 # The managed plugin, assembled without pulling any image, created and enabled.
 plugin: deps
+	mkdir -p /var/lib/felt # the state mount's source: Docker does not create it
 	scripts/plugin-rootfs.sh $(PLUGINDIR)
 	-docker plugin disable -f $(PLUGIN) >/dev/null 2>&1
 	-docker plugin rm -f $(PLUGIN) >/dev/null 2>&1

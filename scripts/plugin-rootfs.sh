@@ -25,17 +25,27 @@ for n in iptables ip6tables; do
     ln -sf xtables-nft-multi "$root/usr/sbin/$n$s"
   done
 done
-libs=()
-xt=$(dirname "$(ldconfig -p | awk '/libxtables.so/{print $NF; exit}')")/xtables
-[ -d "$xt" ] || xt=/usr/lib/x86_64-linux-gnu/xtables
+# Shared libraries and xtables extensions, copied to their canonical paths;
+# on merged-/usr hosts /lib and /lib64 are symlinks into /usr, so recreate
+# those links and the ELF interpreter and library paths resolve the same.
+for d in lib lib64 bin sbin; do
+  [ -L "/$d" ] && ln -sfn "$(readlink "/$d")" "$root/$d"
+done
+xt=$(dpkg -L libxtables12 2>/dev/null | grep -m1 '/xtables$' || echo /usr/lib/x86_64-linux-gnu/xtables)
+xt=$(realpath "$xt")
 mkdir -p "$root$xt"
 cp -a "$xt"/. "$root$xt"/
+libs=()
 for f in "$root"/usr/sbin/xtables-*-multi "$xt"/*.so; do
   while read -r lib; do libs+=("$lib"); done < <(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+' || true)
 done
 for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
-  mkdir -p "$root$(dirname "$lib")"
-  cp -L "$lib" "$root$lib"
+  real=$(realpath "$lib")
+  mkdir -p "$root$(dirname "$real")"
+  cp -L "$lib" "$root$real"
+  # keep the name the binaries ask for, when it differs from the target's
+  base=$(realpath "$(dirname "$lib")")/$(basename "$lib")
+  if [ "$base" != "$real" ]; then mkdir -p "$root$(dirname "$base")"; ln -sf "$real" "$root$base"; fi
 done
 # iptables reads these for protocol and service names.
 for f in /etc/protocols /etc/services /etc/ethertypes; do [ -f "$f" ] && cp "$f" "$root/etc/" || true; done
