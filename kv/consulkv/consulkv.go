@@ -1,0 +1,227 @@
+// Package consulkv is kv.Store on Consul's KV API, for the state felt hosts
+// share with each other.
+//
+// Connection settings come from the caller's *api.Config, normally
+// api.DefaultConfig(), which already honours Consul's standard variables
+// (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_HTTP_SSL, ...),
+// so ACLs and TLS work the way they do for the consul CLI. Every error names
+// the Consul address, so an unreachable or misconfigured Consul is obvious.
+package consulkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/felt-net/felt/kv"
+)
+
+// DefaultWaitTime is how long one blocking query may hang in Consul before
+// it answers unchanged and Wait asks again. Consul caps it at 10 minutes.
+const DefaultWaitTime = 5 * time.Minute
+
+// Store is a kv.Store backed by Consul. It is safe for concurrent use.
+type Store struct {
+	kv   *api.KV
+	txn  *api.Txn
+	addr string
+
+	// WaitTime is the WaitTime of Wait's blocking queries.
+	WaitTime time.Duration
+}
+
+var _ kv.Store = (*Store)(nil)
+
+// New returns a store talking to the Consul agent cfg describes; nil means
+// api.DefaultConfig(). It does not contact Consul, so a Consul that is down
+// shows up on first use, not here.
+func New(cfg *api.Config) (*Store, error) {
+	if cfg == nil {
+		cfg = api.DefaultConfig()
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul %s: %w", cfg.Address, err)
+	}
+	// NewClient has filled in defaults and stripped any scheme from Address.
+	return &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, WaitTime: DefaultWaitTime}, nil
+}
+
+// Addr is the Consul address the store talks to, as used in its errors.
+func (s *Store) Addr() string { return s.addr }
+
+// Close does nothing: the HTTP client needs no teardown.
+func (s *Store) Close() error { return nil }
+
+func (s *Store) fail(err error, format string, args ...any) error {
+	return fmt.Errorf("consul %s: %s: %w", s.addr, fmt.Sprintf(format, args...), err)
+}
+
+func queryOpts(ctx context.Context) *api.QueryOptions {
+	return (&api.QueryOptions{}).WithContext(ctx)
+}
+
+func writeOpts(ctx context.Context) *api.WriteOptions {
+	return (&api.WriteOptions{}).WithContext(ctx)
+}
+
+// Get returns the pair at key, or kv.ErrNotFound.
+func (s *Store) Get(ctx context.Context, key string) (kv.Pair, error) {
+	p, _, err := s.kv.Get(key, queryOpts(ctx))
+	if err != nil {
+		return kv.Pair{}, s.fail(err, "get %s", key)
+	}
+	if p == nil {
+		return kv.Pair{}, s.fail(kv.ErrNotFound, "get %s", key)
+	}
+	return pair(p), nil
+}
+
+// List returns the pairs under prefix, sorted by key, and Consul's index.
+func (s *Store) List(ctx context.Context, prefix string) ([]kv.Pair, uint64, error) {
+	ps, meta, err := s.kv.List(prefix, queryOpts(ctx))
+	if err != nil {
+		return nil, 0, s.fail(err, "list %s", prefix)
+	}
+	pairs, idx := result(ps, meta)
+	return pairs, idx, nil
+}
+
+// Put writes value at key unconditionally.
+func (s *Store) Put(ctx context.Context, key string, value []byte) error {
+	if _, err := s.kv.Put(&api.KVPair{Key: key, Value: value}, writeOpts(ctx)); err != nil {
+		return s.fail(err, "put %s", key)
+	}
+	return nil
+}
+
+// CAS writes value at key only if its ModifyIndex is index; index 0 creates
+// only if the key is absent. Consul's ?cas= has exactly these semantics.
+func (s *Store) CAS(ctx context.Context, key string, value []byte, index uint64) error {
+	ok, _, err := s.kv.CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: index}, writeOpts(ctx))
+	if err != nil {
+		return s.fail(err, "cas %s at index %d", key, index)
+	}
+	if !ok {
+		return s.fail(kv.ErrConflict, "cas %s at index %d", key, index)
+	}
+	return nil
+}
+
+// Delete removes key; a missing key is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if _, err := s.kv.Delete(key, writeOpts(ctx)); err != nil {
+		return s.fail(err, "delete %s", key)
+	}
+	return nil
+}
+
+// DeleteCAS removes key only if its ModifyIndex is still index.
+//
+// Consul's own DELETE ?cas= reports success for a key that does not exist,
+// which would let two hosts both believe they removed the same lease. So
+// the delete runs in a transaction behind a check-index op, which fails
+// (rolling the transaction back) when the key is missing or has moved on.
+func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
+	ops := api.TxnOps{
+		{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: key, Index: index}},
+		{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: key, Index: index}},
+	}
+	ok, resp, _, err := s.txn.Txn(ops, queryOpts(ctx))
+	if err != nil {
+		return s.fail(err, "delete-cas %s at index %d", key, index)
+	}
+	if ok {
+		return nil
+	}
+	// Consul runs every op and reports each failure. It is a conflict only
+	// if all of them say the key is missing or has moved on; anything else
+	// (a denied ACL, say) is a real error.
+	var msgs []string
+	conflict := resp != nil && len(resp.Errors) > 0
+	if resp != nil {
+		for _, e := range resp.Errors {
+			msgs = append(msgs, e.What)
+			if !conflictMsg(e.What) {
+				conflict = false
+			}
+		}
+	}
+	if conflict {
+		return s.fail(kv.ErrConflict, "delete-cas %s at index %d", key, index)
+	}
+	return s.fail(fmt.Errorf("transaction failed: %s", strings.Join(msgs, "; ")), "delete-cas %s at index %d", key, index)
+}
+
+// conflictMsg recognises Consul's failure messages for check-index
+// ("key ... doesn't exist", "current modify index N != M") and delete-cas
+// ("index is stale").
+func conflictMsg(what string) bool {
+	for _, m := range []string{"doesn't exist", "modify index", "index is stale"} {
+		if strings.Contains(what, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// Wait blocks until Consul's index for prefix differs from index, or ctx ends,
+// then answers as List. Index 0 does not block.
+//
+// An index lower than the caller's means Consul lost or restored its data
+// (or is another cluster); following Consul's advice the caller must then
+// start over, which it does by taking the fresh answer and its index. A
+// blocking query would sit out its whole WaitTime in that case, since it waits
+// for the index to pass WaitIndex, so a cheap non-blocking read goes first:
+// it makes Wait after a Consul restart return at once instead of minutes
+// later, at the price of one extra request per call.
+func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
+	q := queryOpts(ctx) // the first, non-blocking read
+	for {
+		ps, meta, err := s.kv.List(prefix, q)
+		if err != nil {
+			return nil, 0, s.waitErr(ctx, err, prefix, index)
+		}
+		pairs, idx := result(ps, meta)
+		if index == 0 || idx != index {
+			return pairs, idx, nil
+		}
+		// Unchanged: block until it changes or WaitTime passes, then look
+		// again.
+		q = (&api.QueryOptions{WaitIndex: index, WaitTime: s.WaitTime}).WithContext(ctx)
+	}
+}
+
+// waitErr reports a canceled context as such, rather than as whatever the
+// HTTP client made of it.
+func (s *Store) waitErr(ctx context.Context, err error, prefix string, index uint64) error {
+	if err == nil {
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		err = ctxErr
+	}
+	return s.fail(err, "wait %s after index %d", prefix, index)
+}
+
+func result(ps api.KVPairs, meta *api.QueryMeta) ([]kv.Pair, uint64) {
+	pairs := make([]kv.Pair, 0, len(ps))
+	for _, p := range ps {
+		pairs = append(pairs, pair(p))
+	}
+	// Consul returns keys in order already; make the contract not depend
+	// on that.
+	slices.SortFunc(pairs, func(a, b kv.Pair) int { return strings.Compare(a.Key, b.Key) })
+	// Consul's blocking-query guidance: treat an index of 0 as 1, so it
+	// can never turn a blocking Wait into a non-blocking one.
+	return pairs, max(meta.LastIndex, 1)
+}
+
+func pair(p *api.KVPair) kv.Pair {
+	return kv.Pair{Key: p.Key, Value: p.Value, ModifyIndex: p.ModifyIndex}
+}

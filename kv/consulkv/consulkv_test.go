@@ -1,0 +1,174 @@
+package consulkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/felt-net/felt/internal/testconsul"
+	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/kv/kvtest"
+)
+
+func newStore(t testing.TB, addr string) *Store {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%s): %v", addr, err)
+	}
+	return s
+}
+
+func TestContract(t *testing.T) {
+	// One agent for the whole suite: kvtest keeps each subtest under its
+	// own key root.
+	agent := testconsul.Start(t, testconsul.Options{})
+	kvtest.Run(t, func(t *testing.T) kv.Store { return newStore(t, agent.Addr) })
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestUnreachableErrorsNameAddress(t *testing.T) {
+	addr := closedAddr(t)
+	s := newStore(t, addr)
+	if s.Addr() != addr {
+		t.Fatalf("Addr() = %q; want %q", s.Addr(), addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	_, err := s.Get(ctx, "felt/x")
+	want := fmt.Sprintf("consul %s: get felt/x: ", addr)
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Get error = %v; want prefix %q", err, want)
+	}
+	if errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("unreachable Consul reported as ErrNotFound: %v", err)
+	}
+
+	calls := map[string]func() error{
+		"list":       func() error { _, _, err := s.List(ctx, "felt/"); return err },
+		"put":        func() error { return s.Put(ctx, "felt/x", []byte("v")) },
+		"cas":        func() error { return s.CAS(ctx, "felt/x", []byte("v"), 0) },
+		"delete":     func() error { return s.Delete(ctx, "felt/x") },
+		"delete-cas": func() error { return s.DeleteCAS(ctx, "felt/x", 1) },
+		"wait":       func() error { _, _, err := s.Wait(ctx, "felt/", 5); return err },
+	}
+	for op, call := range calls {
+		err := call()
+		if err == nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), op) {
+			t.Errorf("%s error = %v; want it to name %s and the operation", op, err, addr)
+		}
+		if errors.Is(err, kv.ErrConflict) {
+			t.Errorf("%s: unreachable Consul reported as ErrConflict: %v", op, err)
+		}
+	}
+}
+
+func TestNewUsesConsulEnvironment(t *testing.T) {
+	addr := closedAddr(t)
+	t.Setenv("CONSUL_HTTP_ADDR", "https://"+addr)
+	s, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr() != addr {
+		t.Fatalf("Addr() with CONSUL_HTTP_ADDR=https://%s is %q; want %q", addr, s.Addr(), addr)
+	}
+}
+
+// When Consul goes away, a blocked Wait must fail (naming Consul) instead of
+// hanging, and the same store must work again once Consul is back.
+func TestWaitAcrossOutage(t *testing.T) {
+	agent := testconsul.Start(t, testconsul.Options{Persistent: true})
+	s := newStore(t, agent.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	if err := s.Put(ctx, "felt/w/a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	_, idx, err := s.List(ctx, "felt/w/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Wait(ctx, "felt/w/", idx)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	agent.Stop()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), agent.Addr) {
+			t.Fatalf("Wait during outage = %v; want an error naming %s", err, agent.Addr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait still blocked 30s after Consul stopped")
+	}
+
+	agent.Restart()
+	p, err := s.Get(ctx, "felt/w/a")
+	if err != nil || string(p.Value) != "1" {
+		t.Fatalf("Get after restart = %+v, %v; want value 1", p, err)
+	}
+	// The index survived too, so the old one still blocks until a write.
+	_, idx2, err := s.List(ctx, "felt/w/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx2 != idx {
+		t.Fatalf("prefix index after restart = %d; want %d", idx2, idx)
+	}
+}
+
+// A Consul that lost its data (here: a -dev agent restarted) comes back with
+// a lower index. Wait on the old, higher index must notice at once and hand
+// back the fresh state, not block for WaitTime.
+func TestWaitIndexGoesBackwards(t *testing.T) {
+	agent := testconsul.Start(t, testconsul.Options{})
+	s := newStore(t, agent.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	for i := range 100 {
+		if err := s.Put(ctx, fmt.Sprintf("felt/b/%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, idx, err := s.List(ctx, "felt/b/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.Restart() // -dev: empty again, index starts over
+
+	start := time.Now()
+	pairs, idx2, err := s.Wait(ctx, "felt/b/", idx)
+	if err != nil {
+		t.Fatalf("Wait after data loss: %v", err)
+	}
+	if idx2 >= idx || len(pairs) != 0 {
+		t.Fatalf("Wait after data loss = %d pairs, index %d; want none, index below %d", len(pairs), idx2, idx)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Wait after data loss took %s", d)
+	}
+}
