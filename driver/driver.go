@@ -70,6 +70,8 @@ type Overlay interface {
 	Attach(ctx context.Context, n overlay.Network) error
 	// Detach stops and removes n's overlay state on this host.
 	Detach(ctx context.Context, n overlay.Network) error
+	// Check reports, before creation, why n cannot work with its peers.
+	Check(ctx context.Context, n overlay.Network) error
 }
 
 // Config holds the driver's dependencies.
@@ -163,6 +165,11 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	}
 	n := Network{ID: req.NetworkID, Pool: pool.Pool, Subnet: subnet, Gateway: gw.Addr(), Bridge: BridgeName(req.NetworkID),
 		Backend: rec.Backend, VNI: rec.VNI, MTU: mtu, DirectRouting: rec.DirectRouting, Port: rec.Port, Internal: opts.internal}
+	if d.cfg.Overlay != nil {
+		if err := d.cfg.Overlay.Check(ctx, n.Overlay()); err != nil {
+			return err
+		}
+	}
 	if err := d.ensureNetwork(ctx, n, nets...); err != nil {
 		d.removeNetwork(ctx, n, nets)
 		return err

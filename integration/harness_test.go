@@ -253,10 +253,11 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// waitFor polls cond for up to 15 s.
+// waitFor polls cond for up to 30 s (a bound against hanging, not a timing
+// assertion).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return

@@ -40,6 +40,7 @@ func newCluster(t *testing.T, hosts int, env ...string) *Cluster {
 	c := &Cluster{t: t, UL: newNS(t, "ul")}
 	run(t, "ip", "-n", c.UL, "link", "add", "br0", "type", "bridge")
 	run(t, "ip", "-n", c.UL, "addr", "add", underlayGW+"/24", "dev", "br0")
+	run(t, "ip", "-n", c.UL, "addr", "add", "192.168.78.1/24", "dev", "br0") // a second subnet on the segment
 	run(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
 	c.Consul = testconsul.Start(t, testconsul.Options{NetNS: c.UL, Bind: underlayGW, Client: underlayGW, Persistent: true})
 	c.env = append([]string{"CONSUL_HTTP_ADDR=" + c.Consul.Addr}, env...)
@@ -52,8 +53,15 @@ func newCluster(t *testing.T, hosts int, env ...string) *Cluster {
 // AddHost starts one more felt host on the underlay.
 func (c *Cluster) AddHost() *Host {
 	c.t.Helper()
-	addr := fmt.Sprintf("192.168.77.%d/24", 11+len(c.Hosts))
+	return c.AddHostAt(fmt.Sprintf("192.168.77.%d/24", 11+len(c.Hosts)))
+}
+
+// AddHostAt starts a felt host with the given underlay address (CIDR).
+func (c *Cluster) AddHostAt(addr string) *Host {
+	c.t.Helper()
 	h := newHost(c.t, HostOptions{UnderlayNS: c.UL, UnderlayBridge: "br0", Addr: addr, Env: c.env})
+	gw := netip.MustParsePrefix(addr).Masked().Addr().Next() // the underlay's address in this host's subnet
+	run(c.t, "ip", "-n", h.NS, "route", "add", "default", "via", gw.String())
 	c.Hosts = append(c.Hosts, h)
 	return h
 }
@@ -321,4 +329,47 @@ func TestConsulOutage(t *testing.T) {
 		return err == nil
 	})
 	allPairsPing(t, append(ctrs, late))
+}
+
+// A host whose public IP changes updates its lease in place (same subnet),
+// and peers follow: traffic flows again without restarting anything.
+func TestPublicIPChange(t *testing.T) {
+	c := newCluster(t, 2)
+	var ctrs []*Ctr
+	for _, h := range c.Hosts {
+		ctrs = append(ctrs, h.mustNetwork(t, NetSpec{Subnet: "10.42.0.0/16"}).mustRun(t, ""))
+	}
+	waitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	h := c.Hosts[1]
+	run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	run(t, "ip", "-n", h.NS, "addr", "add", "192.168.77.42/24", "dev", "ul0")
+	subnet := ctrs[1].Net.Subnet
+	waitFor(t, "lease updated with the new IP", func() bool {
+		ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+		if err != nil {
+			return false
+		}
+		for _, l := range ls {
+			if l.Subnet == subnet {
+				return l.PublicIP.String() == "192.168.77.42"
+			}
+		}
+		return false
+	})
+	waitFor(t, "traffic over the new address", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	ctrs[1].mustPing(t, ctrs[0].Addr.Addr())
+}
+
+// host-gw with a peer that is not on this host's L2 segment: network
+// creation fails naming the peer, instead of black-holing its subnet.
+func TestHostGWUnreachablePeer(t *testing.T) {
+	c := newCluster(t, 1)
+	c.Hosts[0].mustNetwork(t, NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
+	far := c.AddHostAt("192.168.78.11/24")
+	_, err := far.CreateNetwork(NetSpec{Subnet: "10.42.0.0/16"})
+	wantErr(t, err, "at "+c.Hosts[0].IP+" is not directly reachable")
+	wantErr(t, err, "one L2 segment")
+	if links := feltLinks(t, far.NS); len(links) > 0 {
+		t.Fatalf("failed create left links: %v", links)
+	}
 }

@@ -231,3 +231,18 @@ func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	}
 	return peers
 }
+
+// Check reports, at network creation, a layout the backend cannot serve:
+// for host-gw, peers already holding leases that are not on this host's L2
+// segment. Done then so `docker network create` fails with the reason,
+// rather than the network silently black-holing traffic to those peers.
+func (m *Manager) Check(ctx context.Context, n Network) error {
+	if n.Backend != "host-gw" {
+		return nil
+	}
+	ls, err := m.cfg.Registry.Leases(ctx, n.Pool)
+	if err != nil {
+		return err
+	}
+	return CheckHostGW(m.cfg.Underlay, m.cfg.Netlink, m.Peers(n, ls))
+}

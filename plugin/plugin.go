@@ -171,23 +171,35 @@ func (a *App) Background(ctx context.Context) {
 }
 
 // renewLoop renews this host's leases well before they expire: every third
-// of the TTL (at most hourly, like flannel's "1 h before"), and a minute
-// (or less, for short test TTLs) after a failure.
+// of the TTL (at most hourly, like flannel's "1 h before"), a minute (or
+// less, for short test TTLs) after a failure, and at once when the host's
+// public IP changed, so peers learn the new address without a restart.
 func (a *App) renewLoop(ctx context.Context) {
 	every := min(a.Settings.LeaseTTL/3, time.Hour)
 	retry := min(time.Minute, a.Settings.LeaseTTL/10)
-	next := time.Duration(0)
+	check := min(every, a.Settings.Resync)
+	var lastIP netip.Addr
+	var due time.Time // zero: renew now
 	for {
+		ip, _ := a.Underlay.Addr()
+		if !time.Now().Before(due) || ip != lastIP {
+			if ip != lastIP && lastIP.IsValid() {
+				a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
+				if c, ok := a.Shared.(interface{ CloseIdleConnections() }); ok {
+					c.CloseIdleConnections() // they were made from the old address
+				}
+			}
+			if err := a.IPAM.Renew(ctx); err != nil {
+				due = time.Now().Add(retry)
+			} else {
+				due, lastIP = time.Now().Add(every), ip
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(next):
+		case <-time.After(check):
 		}
-		if err := a.IPAM.Renew(ctx); err != nil {
-			next = retry
-			continue
-		}
-		next = every
 	}
 }
 

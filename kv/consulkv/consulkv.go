@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ type Store struct {
 	kv   *api.KV
 	txn  *api.Txn
 	addr string
+	http *http.Client
 
 	// WaitTime is the WaitTime of Wait's blocking queries.
 	WaitTime time.Duration
@@ -48,8 +50,18 @@ func New(cfg *api.Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul %s: %w", cfg.Address, err)
 	}
-	// NewClient has filled in defaults and stripped any scheme from Address.
-	return &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, WaitTime: DefaultWaitTime}, nil
+	// NewClient has filled in defaults (HttpClient included) and stripped
+	// any scheme from Address.
+	return &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, http: cfg.HttpClient, WaitTime: DefaultWaitTime}, nil
+}
+
+// CloseIdleConnections drops pooled connections to Consul. Called when this
+// host's address changed: a pooled connection from the old address is dead
+// and a request on it would hang until RequestTimeout.
+func (s *Store) CloseIdleConnections() {
+	if s.http != nil {
+		s.http.CloseIdleConnections()
+	}
 }
 
 // Addr is the Consul address the store talks to, as used in its errors.
@@ -62,6 +74,18 @@ func (s *Store) fail(err error, format string, args ...any) error {
 	return fmt.Errorf("consul %s: %s: %w", s.addr, fmt.Sprintf(format, args...), err)
 }
 
+// RequestTimeout bounds every call but Wait's blocking query: a request on a
+// dead connection (this host's address changed, or Consul vanished without a
+// reset) must fail and be retried, not hang a Docker call or a renewal.
+const RequestTimeout = 10 * time.Second
+
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, RequestTimeout)
+}
+
 func queryOpts(ctx context.Context) *api.QueryOptions {
 	return (&api.QueryOptions{}).WithContext(ctx)
 }
@@ -72,6 +96,8 @@ func writeOpts(ctx context.Context) *api.WriteOptions {
 
 // Get returns the pair at key, or kv.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (kv.Pair, error) {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	p, _, err := s.kv.Get(key, queryOpts(ctx))
 	if err != nil {
 		return kv.Pair{}, s.fail(err, "get %s", key)
@@ -84,6 +110,8 @@ func (s *Store) Get(ctx context.Context, key string) (kv.Pair, error) {
 
 // List returns the pairs under prefix, sorted by key, and Consul's index.
 func (s *Store) List(ctx context.Context, prefix string) ([]kv.Pair, uint64, error) {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	ps, meta, err := s.kv.List(prefix, queryOpts(ctx))
 	if err != nil {
 		return nil, 0, s.fail(err, "list %s", prefix)
@@ -94,6 +122,8 @@ func (s *Store) List(ctx context.Context, prefix string) ([]kv.Pair, uint64, err
 
 // Put writes value at key unconditionally.
 func (s *Store) Put(ctx context.Context, key string, value []byte) error {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	if _, err := s.kv.Put(&api.KVPair{Key: key, Value: value}, writeOpts(ctx)); err != nil {
 		return s.fail(err, "put %s", key)
 	}
@@ -103,6 +133,8 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 // CAS writes value at key only if its ModifyIndex is index; index 0 creates
 // only if the key is absent. Consul's ?cas= has exactly these semantics.
 func (s *Store) CAS(ctx context.Context, key string, value []byte, index uint64) error {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	ok, _, err := s.kv.CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: index}, writeOpts(ctx))
 	if err != nil {
 		return s.fail(err, "cas %s at index %d", key, index)
@@ -115,6 +147,8 @@ func (s *Store) CAS(ctx context.Context, key string, value []byte, index uint64)
 
 // Delete removes key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	if _, err := s.kv.Delete(key, writeOpts(ctx)); err != nil {
 		return s.fail(err, "delete %s", key)
 	}
@@ -128,6 +162,8 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // the delete runs in a transaction behind a check-index op, which fails
 // (rolling the transaction back) when the key is missing or has moved on.
 func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	ops := api.TxnOps{
 		{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: key, Index: index}},
 		{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: key, Index: index}},
