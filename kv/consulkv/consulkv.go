@@ -77,7 +77,7 @@ func (s *Store) fail(err error, format string, args ...any) error {
 // RequestTimeout bounds every call but Wait's blocking query: a request on a
 // dead connection (this host's address changed, or Consul vanished without a
 // reset) must fail and be retried, not hang a Docker call or a renewal.
-const RequestTimeout = 10 * time.Second
+const RequestTimeout = 30 * time.Second
 
 func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {

@@ -1,8 +1,8 @@
-// Package integration runs felt daemons inside network-namespace "hosts",
+// Package testhost runs felt daemons inside network-namespace "hosts",
 // drives them over their sockets with the JSON Docker sends, plays Docker's
 // part of moving the container end of each veth into a "container"
 // namespace, and sends real packets.
-package integration
+package testhost
 
 import (
 	"bytes"
@@ -22,41 +22,8 @@ import (
 	"time"
 )
 
-var feltBin string
-
-func TestMain(m *testing.M) {
-	code := func() int {
-		if os.Geteuid() != 0 {
-			if os.Getenv("CI") == "true" {
-				fmt.Fprintln(os.Stderr, "integration tests need root (CI=true: not skipping)")
-				return 1
-			}
-			fmt.Fprintln(os.Stderr, "integration tests need root: skipped")
-			return 0
-		}
-		dir, err := os.MkdirTemp("", "felt-it-bin")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		feltBin = filepath.Join(dir, "felt")
-		args := []string{"build", "-race", "-o", feltBin}
-		if ov := os.Getenv("FELT_GO_OVERLAY"); ov != "" { // developers: test with patched files
-			args = append(args, "-overlay", ov)
-		}
-		build := exec.Command("go", append(args, "../cmd/felt")...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building felt:", err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
 // run runs a command and fails the test with its output on error.
-func run(t testing.TB, args ...string) string {
+func Run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -66,7 +33,7 @@ func run(t testing.TB, args ...string) string {
 }
 
 // try runs a command and reports its error (and output).
-func try(args ...string) (string, error) {
+func Try(args ...string) (string, error) {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	return string(out), err
 }
@@ -77,19 +44,19 @@ var nsSeq struct {
 }
 
 // newNS creates a network namespace with lo up, removed at cleanup.
-func newNS(t testing.TB, role string) string {
+func NewNS(t testing.TB, role string) string {
 	t.Helper()
 	nsSeq.Lock()
 	nsSeq.n++
 	name := fmt.Sprintf("fit%d-%s%d", os.Getpid()%100000, role, nsSeq.n)
 	nsSeq.Unlock()
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _, _ = try("ip", "netns", "del", name) })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _, _ = Try("ip", "netns", "del", name) })
+	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return name
 }
 
-func inNS(ns string, args ...string) []string {
+func InNS(ns string, args ...string) []string {
 	return append([]string{"ip", "netns", "exec", ns}, args...)
 }
 
@@ -101,6 +68,8 @@ type Host struct {
 	Sock string
 	Env  []string
 	IP   string // underlay address
+	// Binary is the felt binary this host runs.
+	Binary string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -110,6 +79,8 @@ type Host struct {
 
 // HostOptions configure newHost.
 type HostOptions struct {
+	// Binary is the felt binary to run (see BuildFelt).
+	Binary string
 	// Underlay: the namespace holding the underlay bridge, and this host's
 	// address on it (CIDR). Empty: a dummy interface with 192.168.250.2/24.
 	UnderlayNS, UnderlayBridge, Addr string
@@ -118,28 +89,28 @@ type HostOptions struct {
 
 // newHost creates a host namespace with an underlay interface "ul0" and
 // starts felt in it.
-func newHost(t testing.TB, o HostOptions) *Host {
+func NewHost(t testing.TB, o HostOptions) *Host {
 	t.Helper()
-	ns := newNS(t, "h")
-	h := &Host{t: t, NS: ns, Dir: t.TempDir()}
+	ns := NewNS(t, "h")
+	h := &Host{t: t, NS: ns, Dir: t.TempDir(), Binary: o.Binary}
 	h.Sock = filepath.Join(h.Dir, "felt.sock")
 	addr := o.Addr
 	if o.UnderlayNS == "" {
 		addr = "192.168.250.2/24"
-		run(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
-		run(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
+		Run(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
+		Run(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
 	} else {
 		peer := "u" + strings.TrimPrefix(ns, "fit")
 		if len(peer) > 15 {
 			peer = peer[len(peer)-15:]
 		}
-		run(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
-		run(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
+		Run(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
+		Run(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
 	}
 	h.IP = strings.Split(addr, "/")[0]
-	run(t, "ip", "-n", ns, "addr", "add", addr, "dev", "ul0")
-	run(t, "ip", "-n", ns, "link", "set", "ul0", "up")
-	run(t, inNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")...)
+	Run(t, "ip", "-n", ns, "addr", "add", addr, "dev", "ul0")
+	Run(t, "ip", "-n", ns, "link", "set", "ul0", "up")
+	Run(t, InNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")...)
 	h.Env = append([]string{
 		"FELT_SOCKET=" + h.Sock, "FELT_STATE_DIR=" + h.Dir, "FELT_IFACE=ul0", "FELT_LOG_LEVEL=debug",
 		"FELT_RESYNC_INTERVAL=1s", "PATH=" + os.Getenv("PATH"),
@@ -154,7 +125,7 @@ func (h *Host) Start() {
 	h.t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cmd := exec.Command("ip", inNS(h.NS, feltBin)[1:]...)
+	cmd := exec.Command("ip", InNS(h.NS, h.Binary)[1:]...)
 	cmd.Env = h.Env
 	h.log = &bytes.Buffer{}
 	cmd.Stdout = h.log
@@ -246,7 +217,7 @@ type CallError struct {
 func (e *CallError) Error() string { return fmt.Sprintf("status %d: %s", e.Status, e.Msg) }
 
 // must fails the test on err.
-func must(t testing.TB, err error) {
+func Must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +226,7 @@ func must(t testing.TB, err error) {
 
 // waitFor polls cond for up to 30 s (a bound against hanging, not a timing
 // assertion).
-func waitFor(t testing.TB, what string, cond func() bool) {
+func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

@@ -1,4 +1,4 @@
-package integration
+package testhost
 
 import (
 	"crypto/rand"
@@ -15,7 +15,7 @@ import (
 // This file plays Docker: the calls it makes, in Docker's order, for
 // `docker network create`, `docker run` and their undoing.
 
-func randomID() string {
+func RandomID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
@@ -47,7 +47,7 @@ func (h *Host) CreateNetwork(spec NetSpec) (*Net, error) {
 		return nil, err
 	}
 	gw := pool.Data["com.docker.network.gateway"]
-	n := &Net{Host: h, ID: randomID(), PoolID: pool.PoolID}
+	n := &Net{Host: h, ID: RandomID(), PoolID: pool.PoolID}
 	var err error
 	if n.Subnet, err = netip.ParsePrefix(pool.Pool); err != nil {
 		return nil, fmt.Errorf("RequestPool returned pool %q: %w", pool.Pool, err)
@@ -75,7 +75,7 @@ func (h *Host) CreateNetwork(spec NetSpec) (*Net, error) {
 }
 
 // mustNetwork creates a network and removes it at cleanup.
-func (h *Host) mustNetwork(t testing.TB, spec NetSpec) *Net {
+func (h *Host) MustNetwork(t testing.TB, spec NetSpec) *Net {
 	t.Helper()
 	n, err := h.CreateNetwork(spec)
 	if err != nil {
@@ -113,7 +113,7 @@ func (n *Net) Run(t testing.TB, ip string) (*Ctr, error) {
 		Options: map[string]string{"com.docker.network.endpoint.macaddress": mac}}, &addr); err != nil {
 		return nil, err
 	}
-	c := &Ctr{Net: n, EndpointID: randomID()}
+	c := &Ctr{Net: n, EndpointID: RandomID()}
 	var err error
 	if c.Addr, err = netip.ParsePrefix(addr.Address); err != nil {
 		return nil, err
@@ -133,14 +133,14 @@ func (n *Net) Run(t testing.TB, ip string) (*Ctr, error) {
 	if join.Gateway != "" {
 		t.Fatalf("Join returned gateway %q: felt leaves the default route to docker_gwbridge", join.Gateway)
 	}
-	c.NS = newNS(t, "c")
+	c.NS = NewNS(t, "c")
 	src := join.InterfaceName.SrcName
-	run(t, "ip", "-n", h.NS, "link", "set", src, "netns", c.NS)
-	run(t, "ip", "-n", c.NS, "link", "set", src, "name", "eth0")
-	run(t, "ip", "-n", c.NS, "addr", "add", c.Addr.String(), "dev", "eth0")
-	run(t, "ip", "-n", c.NS, "link", "set", "eth0", "up")
+	Run(t, "ip", "-n", h.NS, "link", "set", src, "netns", c.NS)
+	Run(t, "ip", "-n", c.NS, "link", "set", src, "name", "eth0")
+	Run(t, "ip", "-n", c.NS, "addr", "add", c.Addr.String(), "dev", "eth0")
+	Run(t, "ip", "-n", c.NS, "link", "set", "eth0", "up")
 	for _, r := range join.StaticRoutes {
-		run(t, "ip", "-n", c.NS, "route", "add", r.Destination, "via", r.NextHop)
+		Run(t, "ip", "-n", c.NS, "route", "add", r.Destination, "via", r.NextHop)
 	}
 	return c, nil
 }
@@ -148,7 +148,7 @@ func (n *Net) Run(t testing.TB, ip string) (*Ctr, error) {
 func rb() byte { b := make([]byte, 1); _, _ = rand.Read(b); return b[0] }
 
 // mustRun runs a container or fails.
-func (n *Net) mustRun(t testing.TB, ip string) *Ctr {
+func (n *Net) MustRun(t testing.TB, ip string) *Ctr {
 	t.Helper()
 	c, err := n.Run(t, ip)
 	if err != nil {
@@ -173,7 +173,7 @@ func (c *Ctr) Stop() error {
 
 // Ping sends n pings from c to ip and reports whether they were answered.
 func (c *Ctr) Ping(ip netip.Addr) error {
-	out, err := try(inNS(c.NS, "busybox", "ping", "-c", "2", "-i", "0.2", "-W", "1", ip.String())...)
+	out, err := Try(InNS(c.NS, "busybox", "ping", "-c", "2", "-i", "0.2", "-W", "1", ip.String())...)
 	if err != nil {
 		return fmt.Errorf("ping %s from %s: %v\n%s", ip, c.Addr, err, out)
 	}
@@ -181,7 +181,7 @@ func (c *Ctr) Ping(ip netip.Addr) error {
 }
 
 // mustPing fails unless c reaches ip.
-func (c *Ctr) mustPing(t testing.TB, ip netip.Addr) {
+func (c *Ctr) MustPing(t testing.TB, ip netip.Addr) {
 	t.Helper()
 	if err := c.Ping(ip); err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func (c *Ctr) mustPing(t testing.TB, ip netip.Addr) {
 }
 
 // mustNotPing fails if c reaches ip.
-func (c *Ctr) mustNotPing(t testing.TB, ip netip.Addr) {
+func (c *Ctr) MustNotPing(t testing.TB, ip netip.Addr) {
 	t.Helper()
 	if err := c.Ping(ip); err == nil {
 		t.Fatalf("%s reached %s: they must be isolated", c.Addr, ip)
@@ -197,9 +197,9 @@ func (c *Ctr) mustNotPing(t testing.TB, ip netip.Addr) {
 }
 
 // feltLinks lists the links in ns whose alias marks them as felt's.
-func feltLinks(t testing.TB, ns string) []string {
+func FeltLinks(t testing.TB, ns string) []string {
 	t.Helper()
-	out := run(t, "ip", "-n", ns, "-o", "link", "show")
+	out := Run(t, "ip", "-n", ns, "-o", "link", "show")
 	var links []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "alias felt:") || strings.Contains(l, ": felt") || strings.Contains(l, ": fv") || strings.Contains(l, ": fc") {
@@ -209,7 +209,7 @@ func feltLinks(t testing.TB, ns string) []string {
 	return links
 }
 
-func wantErr(t testing.TB, err error, want string) {
+func WantErr(t testing.TB, err error, want string) {
 	t.Helper()
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error = %v, want one containing %q", err, want)
