@@ -48,6 +48,9 @@ type Options struct {
 	Persistent bool
 	// Args are appended to the agent's command line.
 	Args []string
+	// Token is the ACL token the readiness probe uses, for agents started
+	// with ACLs enabled (default deny) through Args.
+	Token string
 }
 
 // Agent is a running (or stopped) test agent.
@@ -314,7 +317,11 @@ func (a *Agent) waitLeader(p *process) error {
 	defer cancel()
 	var last string
 	for {
-		out, err := a.command(ctx, "info", "-http-addr", "http://"+a.Addr).CombinedOutput()
+		args := []string{"info", "-http-addr", "http://" + a.Addr}
+		if a.opts.Token != "" {
+			args = append(args, "-token", a.opts.Token)
+		}
+		out, err := a.command(ctx, args...).CombinedOutput()
 		if err == nil && leaderLine(out) {
 			return nil
 		}

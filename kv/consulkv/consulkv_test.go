@@ -172,3 +172,38 @@ func TestWaitIndexGoesBackwards(t *testing.T) {
 		t.Fatalf("Wait after data loss took %s", d)
 	}
 }
+
+// ACLs through Consul's standard variable: with default-deny ACLs, a store
+// built from api.DefaultConfig() works when CONSUL_HTTP_TOKEN holds a token,
+// and is refused (naming the address) without one.
+func TestACLTokenFromEnvironment(t *testing.T) {
+	const token = "3f1c2c4e-6f9a-4d1b-9a53-5f0c2d7e8a11"
+	agent := testconsul.Start(t, testconsul.Options{Args: []string{
+		"-hcl", `acl { enabled = true default_policy = "deny" tokens { initial_management = "` + token + `" } }`,
+	}, Token: token})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Setenv("CONSUL_HTTP_ADDR", agent.Addr)
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	anon, err := New(api.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = anon.Put(ctx, "felt/acl-test", []byte("x"))
+	if err == nil || !strings.Contains(err.Error(), "consul "+agent.Addr) || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("put without a token: %v; want a 403 naming %s", err, agent.Addr)
+	}
+
+	t.Setenv("CONSUL_HTTP_TOKEN", token)
+	s, err := New(api.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "felt/acl-test", []byte("x")); err != nil {
+		t.Fatalf("put with CONSUL_HTTP_TOKEN: %v", err)
+	}
+	if p, err := s.Get(ctx, "felt/acl-test"); err != nil || string(p.Value) != "x" {
+		t.Fatalf("get with CONSUL_HTTP_TOKEN: %v %v", p, err)
+	}
+}
