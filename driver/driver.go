@@ -293,12 +293,9 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req *api.CreateEndpointRequ
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok, err := d.network(ctx, req.NetworkID)
+	n, err := d.existingNetwork(ctx, req.NetworkID)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("network %.12s is not a felt network on this host", req.NetworkID)
 	}
 	if !n.Subnet.Contains(addr.Addr()) {
 		return nil, fmt.Errorf("endpoint address %s is outside the network's subnet %s on this host", addr, n.Subnet)
@@ -376,12 +373,9 @@ func (d *Driver) EndpointInfo(ctx context.Context, req *api.InfoRequest) (*api.I
 func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok, err := d.network(ctx, req.NetworkID)
+	n, err := d.existingNetwork(ctx, req.NetworkID)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("network %.12s is not a felt network on this host", req.NetworkID)
 	}
 	var ep Endpoint
 	found, err := d.cfg.State.Get(ctx, endpointKey(req.EndpointID), &ep)
@@ -408,6 +402,15 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 
 // Leave has nothing to undo: the veth goes with DeleteEndpoint.
 func (d *Driver) Leave(ctx context.Context, req *api.LeaveRequest) error { return nil }
+
+// existingNetwork is network for calls that need the network to exist.
+func (d *Driver) existingNetwork(ctx context.Context, id string) (Network, error) {
+	n, ok, err := d.network(ctx, id)
+	if err == nil && !ok {
+		err = fmt.Errorf("network %.12s is not a felt network on this host", id)
+	}
+	return n, err
+}
 
 func (d *Driver) network(ctx context.Context, id string) (Network, bool, error) {
 	var n Network
