@@ -2,7 +2,9 @@
 GO        ?= go
 PLUGIN    ?= felt:latest
 PLUGINDIR ?= $(CURDIR)/bin/plugin
-GOTEST    ?= $(GO) test -race -count=1
+# -p 1: the suites share one kernel, one Docker engine and two cores; run
+# them one after another so load from one does not starve another.
+GOTEST    ?= $(GO) test -race -count=1 -p 1
 
 .PHONY: all build deps plugin plugin-docker plugin-rm image demo test test-unit test-integration test-e2e bench clean
 
