@@ -18,7 +18,7 @@ func NewBackends(nl *netlink.Handle, host Host, hostID string, log *slog.Logger)
 	return map[string]Backend{
 		"vxlan":   &vxlan{nl: nl, host: host, hostID: hostID, log: log},
 		"host-gw": &hostGW{nl: nl, host: host, log: log},
-		"udp":     udp{},
+		"udp":     newUDP(nl, host, log),
 	}
 }
 

@@ -90,15 +90,11 @@ func TestHostGW(t *testing.T) {
 	})
 }
 
-func TestUDPNotImplemented(t *testing.T) {
+func TestAllBackendsRegistered(t *testing.T) {
 	b := overlay.NewBackends(nil, fakeHost{}, "h", nil)
 	for _, name := range []string{"vxlan", "host-gw", "udp"} {
 		if b[name] == nil {
 			t.Fatalf("backend %s missing", name)
 		}
-	}
-	err := b["udp"].Setup(context.Background(), overlay.Network{Backend: "udp"})
-	if err == nil || !strings.Contains(err.Error(), "backend udp is not implemented yet") {
-		t.Fatalf("udp Setup: got %v", err)
 	}
 }

@@ -3,21 +3,277 @@ package overlay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay/udp"
 )
 
-// errUDPNotImplemented is what the udp backend answers until it exists.
-var errUDPNotImplemented = errors.New("backend udp is not implemented yet: use backend=vxlan or backend=host-gw")
+// udpBackend is the "udp" backend, flannel's first design made fast: per
+// network a TUN device (UDPDeviceName) holding this host's subnet's .0/32,
+// with a route per peer subnet through it, and a userspace data path
+// (package overlay/udp) carrying each IP packet as one UDP datagram to the
+// peer's public IP and n.Port. It works across routed underlays and needs
+// no kernel module, at the cost of copies through user space.
+//
+// Networks on the same port share one socket, demultiplexed by the inner
+// destination (pools never overlap), so every network can keep the default
+// port 8285.
+type udpBackend struct {
+	nl    *netlink.Handle
+	host  Host
+	log   *slog.Logger
+	ports *udp.Ports
 
-// udp is a stand-in for the "udp" backend (a TUN device and a userspace
-// forwarder, flannel's first design), which another engineer is building.
-// It is registered so that a network asking for it fails with a clear
-// message at Setup instead of "backend not available".
-type udp struct{}
+	mu   sync.Mutex
+	nets map[string]*udpNet // by network ID
+}
 
-func (udp) Setup(context.Context, Network) error               { return errUDPNotImplemented }
-func (udp) Sync(context.Context, Network, []lease.Lease) error { return errUDPNotImplemented }
+// udpNet is what the backend keeps for one network between calls.
+type udpNet struct {
+	n       Network // as last set up (with the port and MTU defaulted)
+	tunnel  *udp.Tunnel
+	ifindex int        // of the tunnel's TUN when it was created
+	peers   []udp.Peer // as last synced, restored into a recreated tunnel
+	ctr     *udp.Counters
+}
 
-// Teardown has nothing to remove: Setup never created anything.
-func (udp) Teardown(context.Context, Network) error { return nil }
+// NetNSHost is a Host living in a network namespace other than the one felt
+// runs in (tests' namespace hosts). Netlink calls reach that namespace
+// through their handle, but a TUN device and a socket are created in the
+// namespace of the thread that opens them, so the udp backend opens them
+// there. A Host without it means felt's own namespace.
+type NetNSHost interface {
+	Host
+	NetNS() netns.NsHandle
+}
+
+// UDPStatsReporter is implemented by the udp backend: the traffic counters
+// of a network it has set up (ok false otherwise).
+type UDPStatsReporter interface {
+	Stats(n Network) (stats udp.Stats, ok bool)
+}
+
+func newUDP(nl *netlink.Handle, host Host, log *slog.Logger) *udpBackend {
+	ns := netns.None()
+	if h, ok := host.(NetNSHost); ok {
+		ns = h.NetNS()
+	}
+	return &udpBackend{nl: nl, host: host, log: log, ports: udp.NewPorts(ns, log), nets: map[string]*udpNet{}}
+}
+
+// Setup makes n's TUN device and data path run: created when missing,
+// recreated when the device was deleted or replaced, its data path
+// stopped, or the network's pool, subnet, port or MTU changed; otherwise
+// only the device's MTU, address and state are repaired.
+func (b *udpBackend) Setup(_ context.Context, n Network) error {
+	n, err := b.complete(n)
+	if err != nil {
+		return err
+	}
+	name := UDPDeviceName(n.Pool)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.nets[n.ID]
+	if st != nil && st.tunnel != nil {
+		why, link := b.stale(st, n, name)
+		if why == "" {
+			if err := b.configureTUN(link, n); err != nil {
+				return fmt.Errorf("udp %s: %w", name, err)
+			}
+			return nil
+		}
+		b.log.Warn("recreating udp tunnel", "network", n.ID, "device", name, "reason", why)
+		if err := st.stop(); err != nil {
+			b.log.Warn("stopping udp tunnel", "network", n.ID, "err", err)
+		}
+	}
+	if other := b.servedBy(name, n.ID); other != "" {
+		// Two networks cannot share a pool; the other one's Teardown is
+		// late (a network deleted and recreated with the same pool).
+		return fmt.Errorf("udp %s: the pool %s is still served by network %s on this host", name, n.Pool, other)
+	}
+	if st == nil {
+		st = &udpNet{ctr: &udp.Counters{}}
+		b.nets[n.ID] = st
+	}
+	st.n = n
+	return b.start(st, name)
+}
+
+// complete checks n and fills in the defaults the driver normally has.
+func (b *udpBackend) complete(n Network) (Network, error) {
+	switch {
+	case !n.Pool.IsValid() || !n.Pool.Addr().Is4():
+		return n, fmt.Errorf("udp: pool %q is not an IPv4 prefix", n.Pool)
+	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !within(n.Subnet, n.Pool):
+		return n, fmt.Errorf("udp %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
+	case n.Port < 0 || n.Port > 0xffff:
+		return n, fmt.Errorf("udp %s: port %d is outside 1-65535", n.Pool, n.Port)
+	}
+	if n.Port == 0 {
+		n.Port = lease.DefaultUDPPort
+	}
+	if n.MTU <= 0 {
+		// The driver always passes one; this only guards a zero Network.
+		if b.host == nil {
+			return n, fmt.Errorf("udp %s: no MTU given and no underlay to derive it from", n.Pool)
+		}
+		mtu, err := b.host.MTU()
+		if err != nil {
+			return n, fmt.Errorf("udp %s: underlay MTU: %w", n.Pool, err)
+		}
+		n.MTU = mtu - Overhead("udp")
+	}
+	return n, nil
+}
+
+// stale says why st's running tunnel cannot serve n, or "" (with its
+// device) when it can.
+func (b *udpBackend) stale(st *udpNet, n Network, name string) (string, netlink.Link) {
+	select {
+	case <-st.tunnel.Done():
+		return "the data path stopped (TUN device deleted?)", nil
+	default:
+	}
+	switch old := st.n; {
+	case old.Pool != n.Pool || old.Subnet != n.Subnet:
+		return fmt.Sprintf("subnet %s of %s, was %s of %s", n.Subnet, n.Pool, old.Subnet, old.Pool), nil
+	case old.Port != n.Port:
+		return fmt.Sprintf("port %d, was %d", n.Port, old.Port), nil
+	case old.MTU != n.MTU:
+		return fmt.Sprintf("MTU %d, was %d", n.MTU, old.MTU), nil
+	}
+	link, err := b.nl.LinkByName(name)
+	switch {
+	case isNotFound(err):
+		return "the TUN device is gone", nil
+	case err != nil:
+		return fmt.Sprintf("looking up the TUN device: %v", err), nil
+	case link.Attrs().Index != st.ifindex:
+		return fmt.Sprintf("the TUN device was replaced (ifindex %d, was %d)", link.Attrs().Index, st.ifindex), nil
+	}
+	return "", link
+}
+
+// start creates st's tunnel and device. A device of that name that is not
+// a running tunnel's is a leftover (felt's TUNs are not persistent, so
+// rather someone's copy) and is deleted first: creating would attach to it.
+func (b *udpBackend) start(st *udpNet, name string) error {
+	n := st.n
+	if link, err := b.nl.LinkByName(name); err == nil {
+		b.log.Warn("deleting leftover device", "device", name, "type", link.Type())
+		if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
+			return fmt.Errorf("udp %s: delete leftover device: %w", name, err)
+		}
+	}
+	t, err := b.ports.Start(udp.Config{Name: name, Port: n.Port, Pool: n.Pool, Subnet: n.Subnet.Masked(), MTU: n.MTU, Counters: st.ctr})
+	if err != nil {
+		return fmt.Errorf("udp %s: %w", n.Pool, err)
+	}
+	link, err := b.nl.LinkByName(name)
+	if err != nil {
+		err = fmt.Errorf("udp %s: the new TUN device is not visible through the netlink handle (%w): "+
+			"the handle is for another network namespace; give the backend a Host implementing NetNSHost", name, err)
+		return errors.Join(err, t.Stop())
+	}
+	// No IPv6 link-local address: it would make the kernel send router
+	// solicitations and MLD reports into the tunnel, to be dropped.
+	if err := b.nl.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+		b.log.Debug("udp tunnel: no IPv6 address generation mode", "device", name, "err", err)
+	}
+	if err := b.configureTUN(link, n); err != nil {
+		return errors.Join(fmt.Errorf("udp %s: %w", name, err), t.Stop())
+	}
+	if err := t.SetPeers(st.peers); err != nil {
+		return errors.Join(fmt.Errorf("udp %s: %w", name, err), t.Stop())
+	}
+	st.tunnel, st.ifindex = t, link.Attrs().Index
+	// A recreated device comes without the routes its predecessor took
+	// along: put back the last synced ones, so traffic flows before the
+	// next Sync.
+	for _, p := range st.peers {
+		r := tunRoute(p.Subnet, st.ifindex)
+		if err := b.nl.RouteReplace(&r); err != nil {
+			b.log.Warn("udp tunnel: restoring route", "device", name, "subnet", p.Subnet, "err", err)
+		}
+	}
+	tunOff, gso, gro := t.Offloads()
+	b.log.Info("udp tunnel up", "network", n.ID, "device", name, "port", n.Port, "mtu", n.MTU,
+		"tunOffload", tunOff, "gso", gso, "gro", gro)
+	return nil
+}
+
+// stop ends st's tunnel, if any; its device goes with it.
+func (st *udpNet) stop() error {
+	if st.tunnel == nil {
+		return nil
+	}
+	err := st.tunnel.Stop()
+	st.tunnel = nil
+	return err
+}
+
+// Teardown stops n's tunnel (closing the port's socket if no other network
+// uses it), which removes its TUN device and the routes through it, then
+// deletes any device left by that name and felt's other routes into the
+// pool. It works without a prior Setup, e.g. after a restart.
+func (b *udpBackend) Teardown(_ context.Context, n Network) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	if st := b.nets[n.ID]; st != nil {
+		if err := st.stop(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(b.nets, n.ID)
+	}
+	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
+		return errors.Join(errs...)
+	}
+	name := UDPDeviceName(n.Pool)
+	if b.servedBy(name, n.ID) != "" {
+		return errors.Join(errs...) // the device and routes are another network's
+	}
+	link, err := b.nl.LinkByName(name)
+	switch {
+	case isNotFound(err):
+	case err != nil:
+		errs = append(errs, fmt.Errorf("udp %s: %w", name, err))
+	default:
+		if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("udp %s: delete: %w", name, err))
+		}
+	}
+	if _, err := pruneRoutes(b.nl, n.Pool, nil); err != nil {
+		errs = append(errs, fmt.Errorf("udp %s: routes: %w", n.Pool, err))
+	}
+	return errors.Join(errs...)
+}
+
+// servedBy returns the ID of a network other than id whose running tunnel
+// has the device name, or "".
+func (b *udpBackend) servedBy(name, id string) string {
+	for other, st := range b.nets {
+		if other != id && st.tunnel != nil && UDPDeviceName(st.n.Pool) == name {
+			return other
+		}
+	}
+	return ""
+}
+
+// Stats returns the counters of n's tunnel (they survive its recreation).
+func (b *udpBackend) Stats(n Network) (udp.Stats, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.nets[n.ID]
+	if st == nil || st.tunnel == nil {
+		return udp.Stats{}, false
+	}
+	return st.tunnel.Stats(), true
+}
