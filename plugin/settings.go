@@ -15,18 +15,16 @@ import (
 // Settings are read from the environment, so the managed plugin (docker
 // plugin set) and the bare binary are configured the same way.
 type Settings struct {
-	ConsulAddr  string        // CONSUL_HTTP_ADDR; empty: embedded store
-	KVPrefix    string        // FELT_KV_PREFIX
-	StateDir    string        // FELT_STATE_DIR
-	Iface       string        // FELT_IFACE; empty: the default route's
-	PublicIP    netip.Addr    // FELT_PUBLIC_IP; invalid: the interface's
-	Socket      string        // FELT_SOCKET
-	LogLevel    slog.Level    // FELT_LOG_LEVEL
-	LeaseTTL    time.Duration // FELT_LEASE_TTL
-	Resync      time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
-	ReadyWait   time.Duration // how long a call waits for start-up to finish
-	UDPQueues   int           // FELT_UDP_QUEUES (udp backend)
-	rawSettings map[string]string
+	ConsulAddr string        // CONSUL_HTTP_ADDR; empty: embedded store
+	KVPrefix   string        // FELT_KV_PREFIX
+	StateDir   string        // FELT_STATE_DIR
+	Iface      string        // FELT_IFACE; empty: the default route's
+	PublicIP   netip.Addr    // FELT_PUBLIC_IP; invalid: the interface's
+	Socket     string        // FELT_SOCKET
+	LogLevel   slog.Level    // FELT_LOG_LEVEL
+	LeaseTTL   time.Duration // FELT_LEASE_TTL
+	Resync     time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
+	ReadyWait  time.Duration // how long a call waits for start-up to finish
 }
 
 // Defaults.
