@@ -82,6 +82,8 @@ type Config struct {
 	Netlink  *netlink.Handle
 	Firewall *firewall.Firewall
 	Overlay  Overlay
+	// Instance names this felt (its host ID) in the kernel objects it marks.
+	Instance string
 	// UnderlayMTU is the MTU of the interface carrying traffic to other hosts.
 	UnderlayMTU func() (int, error)
 	Log         *slog.Logger

@@ -10,12 +10,12 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Every link felt creates carries an alias naming what it belongs to, so
-// start-up can tell felt's leftovers from anything else on the host.
-const (
-	aliasNetwork  = "felt:net:"
-	aliasEndpoint = "felt:ep:"
-)
+// Every link felt creates carries an alias naming the felt instance (its
+// host ID: one per state store) and what the link belongs to, so start-up
+// can tell its own leftovers from anything else on the host, including the
+// links of another felt instance sharing the namespace (a second plugin).
+func (d *Driver) aliasNetwork() string  { return "felt:" + d.cfg.Instance + ":net:" }
+func (d *Driver) aliasEndpoint() string { return "felt:" + d.cfg.Instance + ":ep:" }
 
 // BridgeName is the bridge of a network: "felt-" and 10 characters of the
 // network ID, within the kernel's 15-character limit.
@@ -60,7 +60,7 @@ func (d *Driver) ensureBridge(n Network) error {
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return fmt.Errorf("bridge %s: a %s link of that name exists and is not felt's", n.Bridge, link.Type())
 	}
-	if err := d.nl.LinkSetAlias(link, aliasNetwork+n.ID); err != nil {
+	if err := d.nl.LinkSetAlias(link, d.aliasNetwork()+n.ID); err != nil {
 		return fmt.Errorf("bridge %s: alias: %w", n.Bridge, err)
 	}
 	if link.Attrs().MTU != n.MTU {
@@ -112,7 +112,7 @@ func (d *Driver) createVeth(n Network, ep Endpoint) error {
 	}
 	host, err := d.nl.LinkByName(ep.HostVeth)
 	if err == nil {
-		err = d.nl.LinkSetAlias(host, aliasEndpoint+ep.ID)
+		err = d.nl.LinkSetAlias(host, d.aliasEndpoint()+ep.ID)
 	}
 	if err == nil {
 		err = d.nl.LinkSetUp(host)
@@ -138,10 +138,10 @@ func (d *Driver) feltLinks() (networks, endpoints map[string]netlink.Link, err e
 	for _, l := range links {
 		alias := l.Attrs().Alias
 		switch {
-		case strings.HasPrefix(alias, aliasNetwork):
-			networks[strings.TrimPrefix(alias, aliasNetwork)] = l
-		case strings.HasPrefix(alias, aliasEndpoint):
-			endpoints[strings.TrimPrefix(alias, aliasEndpoint)] = l
+		case strings.HasPrefix(alias, d.aliasNetwork()):
+			networks[strings.TrimPrefix(alias, d.aliasNetwork())] = l
+		case strings.HasPrefix(alias, d.aliasEndpoint()):
+			endpoints[strings.TrimPrefix(alias, d.aliasEndpoint())] = l
 		}
 	}
 	return networks, endpoints, nil

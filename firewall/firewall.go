@@ -31,9 +31,12 @@ type Network struct {
 	Pool   netip.Prefix
 }
 
-// Firewall programs the FELT chain.
+// Firewall programs this felt instance's rules in the FELT chain. Rules are
+// tagged with the instance (its host ID), so two felt instances sharing a
+// namespace (two plugins on one engine, say) leave each other's rules alone.
 type Firewall struct {
-	ipt *iptables.IPTables
+	instance string
+	ipt      *iptables.IPTables
 	ns  netns.NsHandle
 	log *slog.Logger
 	mu  sync.Mutex
@@ -41,11 +44,11 @@ type Firewall struct {
 
 // New finds the iptables flavour the host uses (see Detect) and returns a
 // Firewall working in ns (a closed handle: the current namespace).
-func New(ns netns.NsHandle, log *slog.Logger) (*Firewall, error) {
+func New(ns netns.NsHandle, instance string, log *slog.Logger) (*Firewall, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &Firewall{ns: ns, log: log}
+	f := &Firewall{ns: ns, log: log, instance: instance}
 	err := nsutil.Do(ns, func() error {
 		path := Detect()
 		ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
@@ -93,16 +96,20 @@ func Detect() string {
 	return best
 }
 
-func comment(n Network) []string { return []string{"-m", "comment", "--comment", "felt:" + n.Bridge} }
+func (f *Firewall) tag() string { return "felt:" + f.instance + ":" }
+
+func (f *Firewall) comment(n Network) []string {
+	return []string{"-m", "comment", "--comment", f.tag() + n.Bridge}
+}
 
 func (f *Firewall) accept(n Network) []string {
-	return append([]string{"-s", n.Pool.String(), "-d", n.Pool.String()}, append(comment(n), "-j", "ACCEPT")...)
+	return append([]string{"-s", n.Pool.String(), "-d", n.Pool.String()}, append(f.comment(n), "-j", "ACCEPT")...)
 }
 
 func (f *Firewall) drops(n Network) [][]string {
 	return [][]string{
-		append([]string{"-i", n.Bridge}, append(comment(n), "-j", "DROP")...),
-		append([]string{"-d", n.Pool.String()}, append(comment(n), "-j", "DROP")...),
+		append([]string{"-i", n.Bridge}, append(f.comment(n), "-j", "DROP")...),
+		append([]string{"-d", n.Pool.String()}, append(f.comment(n), "-j", "DROP")...),
 	}
 }
 
@@ -162,7 +169,7 @@ func (f *Firewall) Sync(nets []Network) error {
 			return fmt.Errorf("iptables: list %s: %w", Chain, err)
 		}
 		for _, r := range rules {
-			br, ok := bridgeOfRule(r)
+			br, ok := f.bridgeOfRule(r)
 			if !ok || want[br] {
 				continue
 			}
@@ -191,16 +198,38 @@ func (f *Firewall) Sync(nets []Network) error {
 	})
 }
 
-// Remove deletes felt's chain and the jump to it (plugin uninstall).
+// Remove deletes this instance's rules and, when no other instance has rules
+// left, the chain and the jump to it (the plugin stops with no network).
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return nsutil.Do(f.ns, func() error {
-		_ = f.ipt.DeleteIfExists(table, "FORWARD", "-j", Chain)
-		if ok, _ := f.ipt.ChainExists(table, Chain); ok {
-			return f.ipt.ClearAndDeleteChain(table, Chain)
+		if ok, _ := f.ipt.ChainExists(table, Chain); !ok {
+			return nil
 		}
-		return nil
+		rules, err := f.ipt.List(table, Chain)
+		if err != nil {
+			return fmt.Errorf("iptables: list %s: %w", Chain, err)
+		}
+		others := 0
+		for _, r := range rules {
+			if !strings.HasPrefix(r, "-A ") {
+				continue
+			}
+			if _, mine := f.bridgeOfRule(r); !mine {
+				others++
+				continue
+			}
+			spec := strings.Fields(strings.TrimPrefix(r, "-A "+Chain+" "))
+			if err := f.ipt.Delete(table, Chain, unquote(spec)...); err != nil {
+				return fmt.Errorf("iptables: %w", err)
+			}
+		}
+		if others > 0 {
+			return nil
+		}
+		_ = f.ipt.DeleteIfExists(table, "FORWARD", "-j", Chain)
+		return f.ipt.ClearAndDeleteChain(table, Chain)
 	})
 }
 
@@ -215,12 +244,13 @@ func (f *Firewall) Rules() ([]string, error) {
 	return out, err
 }
 
-func bridgeOfRule(rule string) (string, bool) {
-	i := strings.Index(rule, "felt:")
+// bridgeOfRule returns the bridge a rule of this instance is for.
+func (f *Firewall) bridgeOfRule(rule string) (string, bool) {
+	i := strings.Index(rule, f.tag())
 	if i < 0 {
 		return "", false
 	}
-	rest := strings.Trim(rule[i+len("felt:"):], "\"")
+	rest := strings.Trim(rule[i+len(f.tag()):], "\"")
 	if j := strings.IndexAny(rest, " \""); j >= 0 {
 		rest = rest[:j]
 	}

@@ -101,14 +101,20 @@ func TestRestartKeepsState(t *testing.T) {
 func TestOrphansRemovedAtStart(t *testing.T) {
 	h := testhost.NewHost(t, testhost.HostOptions{Binary: feltBin})
 	h.Stop()
+	inst := h.Instance()
 	testhost.Run(t, "ip", "-n", h.NS, "link", "add", "felt-deadbeef00", "type", "bridge")
-	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "felt-deadbeef00", "alias", "felt:net:deadbeef00ffff")
+	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "felt-deadbeef00", "alias", "felt:"+inst+":net:deadbeef00ffff")
 	testhost.Run(t, "ip", "-n", h.NS, "link", "add", "fvdeadbeef0000", "type", "veth", "peer", "name", "fcdeadbeef0000")
-	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "fvdeadbeef0000", "alias", "felt:ep:deadbeef0000ffff")
-	testhost.Run(t, "ip", "-n", h.NS, "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1") // not felt's
+	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "fvdeadbeef0000", "alias", "felt:"+inst+":ep:deadbeef0000ffff")
+	// Not this felt's: a link of another felt instance (a second plugin in
+	// the same namespace), and a link that is no felt's at all.
+	testhost.Run(t, "ip", "-n", h.NS, "link", "add", "felt-otherinst0", "type", "bridge")
+	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "felt-otherinst0", "alias", "felt:0ther1ns:net:0123456789")
+	testhost.Run(t, "ip", "-n", h.NS, "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1")
 	h.Start()
-	testhost.WaitFor(t, "orphans removed", func() bool { return len(testhost.FeltLinks(t, h.NS)) == 0 })
+	testhost.WaitFor(t, "orphans removed", func() bool { return len(testhost.FeltLinks(t, h.NS)) == 1 })
 	testhost.Run(t, "ip", "-n", h.NS, "link", "show", "keepme0")
+	testhost.Run(t, "ip", "-n", h.NS, "link", "show", "felt-otherinst0")
 }
 
 func TestBadInput(t *testing.T) {

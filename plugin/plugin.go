@@ -123,7 +123,8 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	}
 	reg := lease.NewRegistry(shared, s.KVPrefix, nil)
 	under := Underlay{Iface: s.Iface, PublicIP: s.PublicIP, Netlink: nl}
-	fw, err := firewall.New(netns.None(), log)
+	instance := hostID[:8]
+	fw, err := firewall.New(netns.None(), instance, log)
 	if err != nil {
 		local.Close()
 		return nil, err
@@ -147,7 +148,7 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	})
 	drv = driver.New(driver.Config{
 		State: st, Registry: reg, IPAM: app.IPAM, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
-		UnderlayMTU: under.MTU, Log: log,
+		Instance: instance, UnderlayMTU: under.MTU, Log: log,
 	})
 	app.Driver = drv
 	log.Info("felt ready", "host", hostID, "store", storeName(s), "state", s.StateDir)

@@ -149,6 +149,22 @@ func (h *Host) Start() {
 	h.t.Fatalf("felt in %s did not open its socket:\n%s", h.NS, h.log.String())
 }
 
+// Instance is the felt instance ID (the first 8 characters of its host ID),
+// read from the log of a stopped felt: it tags felt's links and rules.
+func (h *Host) Instance() string {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd != nil {
+		h.t.Fatal("Instance: stop felt first (its log is still being written)")
+	}
+	_, rest, ok := strings.Cut(h.log.String(), "msg=\"felt ready\" host=")
+	if !ok || len(rest) < 8 {
+		h.t.Fatalf("no host ID in felt's log:\n%s", h.log.String())
+	}
+	return rest[:8]
+}
+
 // Kill stops felt with SIGKILL: no chance to clean up, as after a crash.
 func (h *Host) Kill() { h.signal(syscall.SIGKILL) }
 
