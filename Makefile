@@ -62,5 +62,11 @@ test-integration: deps bin/consul
 test-e2e: deps image
 	$(GOTEST) ./e2e/...
 
+# One run, one table: data plane per backend against the bare underlay,
+# control plane at 1,000 leases, docker run on felt vs bridge. Writes
+# bench/results.json, bench/results.png and README.md's Performance table.
+bench: deps bin/consul image
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./bench/
+
 clean:
 	rm -rf bin

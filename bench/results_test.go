@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Results is everything one run measured; results.json holds it as is.
+type Results struct {
+	Machine         Machine      `json:"machine"`
+	DataPlane       []Path       `json:"data_plane"`
+	DataPlaneReason string       `json:"data_plane_reason,omitempty"` // set when the cluster itself failed
+	ControlPlane    ControlPlane `json:"control_plane"`
+	DockerRun       DockerRun    `json:"docker_run"`
+	DurationS       float64      `json:"duration_s"`
+}
+
+// Machine says where the numbers come from.
+type Machine struct {
+	Date      string `json:"date"`
+	NProc     int    `json:"nproc"`
+	CPU       string `json:"cpu"`
+	MemGiB    int    `json:"mem_gib"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	Iperf3    string `json:"iperf3"`
+	Felt      string `json:"felt_commit"`
+	Note      string `json:"note"`
+}
+
+func machine() Machine {
+	m := Machine{
+		Date:      time.Now().UTC().Format(time.RFC3339),
+		NProc:     runtime.NumCPU(),
+		GoVersion: runtime.Version(),
+		Note: "hosts and containers are network namespaces on one kernel: " +
+			"cross-host traffic crosses veths and a bridge, never a physical NIC",
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			m.MemGiB = (kb + 1<<19) >> 20
+		}
+	}
+	if out, err := exec.Command("iperf3", "--version").Output(); err == nil {
+		m.Iperf3 = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		m.Felt = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+func writeJSON(path string, r Results) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// table renders the results as one markdown table: a row per data path,
+// then the control-plane rows under their own header row.
+func table(r Results) string {
+	var b strings.Builder
+	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	row("path", "TCP, 1 stream", "TCP, 4 streams", "TCP request/response p50 / p99", "CPU s per GB (1 stream)")
+	row("---", "---", "---", "---", "---")
+	if r.DataPlaneReason != "" {
+		row("data plane", na(r.DataPlaneReason), "", "", "")
+	}
+	for _, p := range r.DataPlane {
+		if !p.Available {
+			row(p.Name, na(p.Reason), "", "", "")
+			continue
+		}
+		cpu := fmt.Sprintf("%.2f", p.Stream1.SysCPUPerGB)
+		if p.Backend == "udp" {
+			cpu += fmt.Sprintf(" (felt %.2f)", p.Stream1.FeltCPUPerGB)
+		}
+		row(p.Name, gbps(p.Stream1), gbps(p.Stream4),
+			fmt.Sprintf("%.0f / %.0f µs%s", p.Latency.P50, p.Latency.P99, times(p.LatencyRatioToBare)), cpu)
+	}
+	cp := r.ControlPlane
+	row(fmt.Sprintf("**control plane**: %d hosts + %d simulated leases, %s", cp.RealHosts, cp.SimulatedLeases, cp.Backend), "**p50**", "**p99**", "**detail**", "")
+	if !cp.Available {
+		row("control plane", na(cp.Reason), "", "", "")
+	} else {
+		row(fmt.Sprintf("new lease → route on all %d hosts (%d leases)", cp.RealHosts, cp.Propagation.N),
+			ms(cp.Propagation.P50), ms(cp.Propagation.P99),
+			fmt.Sprintf("Acquire call itself p50 %s; %d leases written in %.1f s, all routed on every host after %.1f s",
+				ms(cp.Acquire.P50), cp.SimulatedLeases, cp.BulkWriteS, cp.BulkConvergeS), "")
+		row(fmt.Sprintf("CreateEndpoint + Join over the socket (%d endpoints)", cp.Endpoints),
+			ms(cp.EndpointJoin.P50), ms(cp.EndpointJoin.P99),
+			fmt.Sprintf("Leave + DeleteEndpoint p50 %s", ms(cp.EndpointRemove.P50)), "")
+		row(fmt.Sprintf("felt RSS with %d leases", cp.SimulatedLeases+cp.RealHosts), "", "",
+			fmt.Sprintf("%s max of %d hosts (%s with %d leases)", mib(maxOf(cp.RSSAfterKiB)), cp.RealHosts, mib(maxOf(cp.RSSBeforeKiB)), cp.RealHosts), "")
+	}
+	d := r.DockerRun
+	name := fmt.Sprintf("`docker run --rm`, felt network (%d runs)", d.Runs)
+	if !d.Available {
+		row(name, na(d.Reason), "", "", "")
+	} else {
+		row(name, ms(d.Felt.P50), ms(d.Felt.P99),
+			fmt.Sprintf("bridge network p50 %s: felt/bridge median %.2f×", ms(d.Bridge.P50), d.Ratio), "")
+	}
+	return b.String()
+}
+
+func gbps(t *Throughput) string {
+	return fmt.Sprintf("%.2f Gbit/s%s", t.Gbps, times(t.RatioToBare))
+}
+
+// times is the " (0.85×)" after a value compared with the bare underlay;
+// the bare row itself has no ratio (0).
+func times(r float64) string {
+	if r == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%.2f×)", r)
+}
+
+func ms(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.1f ms", v)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+func mib(kb int) string { return fmt.Sprintf("%.1f MiB", float64(kb)/1024) }
+
+func maxOf(v []int) int {
+	m := 0
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
+
+// na is a table cell for something not measured: the reason's first line,
+// short enough for a table (results.json has it whole).
+func na(reason string) string {
+	line, _, _ := strings.Cut(reason, "\n")
+	if len(line) > 160 {
+		line = line[:160] + "…"
+	}
+	return "not available: " + strings.ReplaceAll(line, "|", "/")
+}
+
+const (
+	readmeBegin = "<!-- bench:begin (written by make bench) -->"
+	readmeEnd   = "<!-- bench:end -->"
+)
+
+// updateReadme replaces what is between the markers in README.md with the
+// table, so the README never shows numbers from another run than
+// results.json. Without the markers it leaves README.md alone.
+func updateReadme(path, tbl string, r Results) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	i, j := bytes.Index(b, []byte(readmeBegin)), bytes.Index(b, []byte(readmeEnd))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q … %q markers; table not written there", path, readmeBegin, readmeEnd)
+	}
+	m := r.Machine
+	body := fmt.Sprintf("%s\n\nMeasured %s on %d CPUs (%s), %d GiB, kernel %s, %s, %s, felt %s.\n\n%s\n",
+		readmeBegin, m.Date[:10], m.NProc, m.CPU, m.MemGiB, m.Kernel, m.GoVersion, m.Iperf3, m.Felt, tbl)
+	out := append(append(append([]byte{}, b[:i]...), body...), b[j:]...)
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
