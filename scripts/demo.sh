@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: felt as a managed Docker plugin on this host, two containers
-# talking on a felt network; then (with bin/consul) two hosts, as network
-# namespaces, whose containers talk across a vxlan overlay through Consul.
+# talking on a felt network; then (with bin/consul, scripts/demo-multihost.sh)
+# two hosts, as network namespaces each running a Docker engine of its own,
+# whose containers talk across a vxlan overlay through Consul.
 # Everything it makes is removed at the end unless KEEP=1.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,21 +28,23 @@ docker run -d --name demo-a --network $net busybox sleep 1d >/dev/null
 docker run -d --name demo-b --network $net busybox sleep 1d >/dev/null
 ipa=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" demo-a)
 ipb=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" demo-b)
-subnet=$(docker network inspect -f '{{(index .IPAM.Config 0).Subnet}} gateway {{(index .IPAM.Config 0).Gateway}}' $net)
+# docker network inspect shows the pool; the host's lease shows in a
+# container's prefix length and on the bridge.
+plen=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPPrefixLen}}" demo-a)
 nid=$(docker network inspect -f '{{.Id}}' $net)
 
 say "demo-a ($ipa) pings demo-b ($ipb)"
 docker exec demo-a ping -c 3 "$ipb"
 
 say "what felt built on this host"
-echo "pool 10.42.0.0/16; this host leased $subnet"
+echo "pool 10.42.0.0/16; this host leased a /$plen of it, gateway on the bridge:"
 echo "bridge felt-${nid:0:10}:"; ip -br addr show "felt-${nid:0:10}"
 echo "veths on it:"; ip -br link show master "felt-${nid:0:10}"
 echo "iptables chain FELT:"; iptables -S FELT
 echo "routes inside demo-a:"; docker exec demo-a ip route
 
 if [ -x bin/consul ] && [ -f scripts/demo-multihost.sh ]; then
-  say "multi-host: two namespace hosts, Consul, vxlan"
+  say "multi-host: two hosts (network namespaces, each with a Docker engine of its own), Consul, vxlan"
   scripts/demo-multihost.sh
 fi
 say "done"

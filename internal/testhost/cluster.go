@@ -39,7 +39,10 @@ const underlayGW = "192.168.77.1"
 func NewCluster(t testing.TB, binary string, hosts int, env ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, UL: NewNS(t, "ul"), Binary: binary}
-	Run(t, "ip", "-n", c.UL, "link", "add", "br0", "type", "bridge")
+	// A fixed MAC: otherwise the bridge takes its lowest port's, and it
+	// changes when a host leaves, stalling everyone's traffic to Consul on
+	// the underlay gateway while their neighbour entries go stale.
+	Run(t, "ip", "-n", c.UL, "link", "add", "br0", "address", "02:fe:17:00:00:01", "type", "bridge")
 	Run(t, "ip", "-n", c.UL, "addr", "add", underlayGW+"/24", "dev", "br0")
 	Run(t, "ip", "-n", c.UL, "addr", "add", "192.168.78.1/24", "dev", "br0") // a second subnet on the segment
 	Run(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
