@@ -28,7 +28,9 @@ log() { printf 'consul-build: %s\n' "$*" >&2; }
 # for a newer Go should fail loudly here, not download one.
 export GOTOOLCHAIN=local
 
-if [[ -x $out ]] && "$out" version 2>/dev/null | head -n1 | grep -qx "Consul v$VERSION"; then
+# sed -n 1p reads all its input: `head` would exit early and, with
+# pipefail, the SIGPIPE of `consul version` would fail the pipeline.
+if [[ -x $out ]] && [[ "$("$out" version 2>/dev/null | sed -n 1p)" == "Consul v$VERSION" ]]; then
 	log "$out is already Consul v$VERSION, nothing to do"
 	exit 0
 fi
@@ -40,11 +42,11 @@ trap 'chmod -R u+w "$tmp" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 log "downloading $MODULE@v$VERSION from the module proxy"
 # Run outside any module so the caller's go.mod/go.sum are never touched.
 info=$(cd "$tmp" && GOFLAGS= go mod download -json "$MODULE@v$VERSION")
-dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$info" | head -n1)
-commit=$(sed -n 's/^[[:space:]]*"Hash": "\([0-9a-f]*\)",\{0,1\}$/\1/p' <<<"$info" | head -n1)
-infofile=$(sed -n 's/^[[:space:]]*"Info": "\(.*\)",\{0,1\}$/\1/p' <<<"$info" | head -n1)
+dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$info" | sed -n 1p)
+commit=$(sed -n 's/^[[:space:]]*"Hash": "\([0-9a-f]*\)",\{0,1\}$/\1/p' <<<"$info" | sed -n 1p)
+infofile=$(sed -n 's/^[[:space:]]*"Info": "\(.*\)",\{0,1\}$/\1/p' <<<"$info" | sed -n 1p)
 # Consul's licensing code reads BuildDate; use the release's commit time.
-date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$infofile" 2>/dev/null | head -n1 || true)
+date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$infofile" 2>/dev/null | sed -n 1p || true)
 if [[ -z $dir || ! -f $dir/go.mod ]]; then
 	log "go mod download gave no source directory:"
 	printf '%s\n' "$info" >&2
@@ -116,7 +118,7 @@ log "building with $(go version) (this takes a few minutes the first time)"
 CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" \
 	go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .
 
-got=$("$out.tmp" version | head -n1)
+got=$("$out.tmp" version | sed -n 1p)
 if [[ $got != "Consul v$VERSION" ]]; then
 	log "built binary reports '$got', expected 'Consul v$VERSION'"
 	rm -f "$out.tmp"
