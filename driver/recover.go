@@ -3,7 +3,9 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
 
@@ -79,4 +81,26 @@ func (d *Driver) Shutdown(ctx context.Context) error {
 		return err
 	}
 	return d.cfg.Firewall.Remove()
+}
+
+// Reassert writes this host's networks back into the shared store where
+// their records are missing or incomplete (the store lost its data, or was
+// replaced), with the options this host created them with. Called before
+// leases are renewed, so a renewal never recreates a record that lacks the
+// backend and VNI the network runs with. A conflicting record written
+// meanwhile by another host is reported, not overwritten.
+func (d *Driver) Reassert(ctx context.Context) error {
+	nets, err := d.networks(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range nets {
+		dr := n.DirectRouting
+		spec := lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, Port: n.Port, DirectRouting: &dr}
+		if _, err := d.cfg.Registry.EnsureNetwork(ctx, spec, true); err != nil {
+			errs = append(errs, fmt.Errorf("network %.12s: %w", n.ID, err))
+		}
+	}
+	return errors.Join(errs...)
 }

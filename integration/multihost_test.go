@@ -246,3 +246,39 @@ func TestHostGWUnreachablePeer(t *testing.T) {
 		t.Fatalf("failed create left links: %v", links)
 	}
 }
+
+// The store loses every felt key (a Consul rebuilt from scratch): hosts
+// write their network records and leases back, with the options they run
+// with and the same subnets, and traffic across hosts resumes.
+func TestStoreDataLossHeals(t *testing.T) {
+	c := testhost.NewCluster(t, feltBin, 2)
+	var ctrs []*testhost.Ctr
+	for _, h := range c.Hosts {
+		ctrs = append(ctrs, h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}}).MustRun(t, ""))
+	}
+	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	reg := c.Registry()
+	ctx := context.Background()
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	// The network record and both leases at least.
+	if n, err := reg.DeleteAll(ctx); err != nil || n < 3 {
+		t.Fatalf("deleted %d keys (%v), want the network record and both leases", n, err)
+	}
+	testhost.WaitFor(t, "records and leases written back", func() bool {
+		n, err := reg.GetNetwork(ctx, pool)
+		if err != nil || n.Backend != "host-gw" {
+			return false
+		}
+		ls, err := reg.Leases(ctx, pool)
+		if err != nil || len(ls) != 2 {
+			return false
+		}
+		for i, l := range ls {
+			if l.Subnet != ctrs[0].Net.Subnet && l.Subnet != ctrs[1].Net.Subnet {
+				t.Fatalf("lease %d came back as %s, not the subnet its host holds", i, l.Subnet)
+			}
+		}
+		return true
+	})
+	testhost.WaitFor(t, "traffic after the store healed", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+}

@@ -378,3 +378,32 @@ func (d *Driver) renewPool(ctx context.Context, p Pool) error {
 	}
 	return nil
 }
+
+// LeasesMissing reports whether a lease this host holds has vanished from
+// the store (Consul lost or replaced its data, or a peer removed it as
+// expired while this host was cut off): it is then renewed at once rather
+// than at the next scheduled renewal, since peers drop routes to it.
+func (d *Driver) LeasesMissing(ctx context.Context) (bool, error) {
+	pools, err := d.Pools(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pools {
+		owner, err := d.cfg.Owner(ctx, p.Pool)
+		if err != nil {
+			return false, err
+		}
+		ls, err := d.cfg.Registry.Leases(ctx, p.Pool)
+		if err != nil {
+			return false, err
+		}
+		found := false
+		for _, l := range ls {
+			found = found || (l.Subnet == p.Subnet && l.HostID == owner.HostID)
+		}
+		if !found {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -353,3 +353,19 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 	}
 	return nil
 }
+
+// DeleteAll removes every key under the registry's prefix and says how
+// many (for tests that simulate a store that lost its data, and for
+// decommissioning).
+func (r *Registry) DeleteAll(ctx context.Context) (int, error) {
+	pairs, _, err := r.store.List(ctx, r.prefix)
+	if err != nil {
+		return 0, err
+	}
+	for i, p := range pairs {
+		if err := r.store.Delete(ctx, p.Key); err != nil {
+			return i, err
+		}
+	}
+	return len(pairs), nil
+}

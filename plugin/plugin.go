@@ -174,7 +174,8 @@ func (a *App) Background(ctx context.Context) {
 // renewLoop renews this host's leases well before they expire: every third
 // of the TTL (at most hourly, like flannel's "1 h before"), a minute (or
 // less, for short test TTLs) after a failure, and at once when the host's
-// public IP changed, so peers learn the new address without a restart.
+// public IP changed (peers learn the new address without a restart) or a
+// lease vanished from the store (peers would drop their routes to it).
 func (a *App) renewLoop(ctx context.Context) {
 	every := min(a.Settings.LeaseTTL/3, time.Hour)
 	retry := min(time.Minute, a.Settings.LeaseTTL/10)
@@ -183,12 +184,16 @@ func (a *App) renewLoop(ctx context.Context) {
 	var due time.Time // zero: renew now
 	for {
 		ip, _ := a.Underlay.Addr()
-		if !time.Now().Before(due) || ip != lastIP {
+		missing, _ := a.IPAM.LeasesMissing(ctx)
+		if !time.Now().Before(due) || ip != lastIP || missing {
 			if ip != lastIP && lastIP.IsValid() {
 				a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
 				if c, ok := a.Shared.(interface{ CloseIdleConnections() }); ok {
 					c.CloseIdleConnections() // they were made from the old address
 				}
+			}
+			if err := a.Driver.Reassert(ctx); err != nil {
+				a.Log.Warn("network records not restored", "err", err)
 			}
 			if err := a.IPAM.Renew(ctx); err != nil {
 				due = time.Now().Add(retry)
