@@ -37,9 +37,9 @@ type Network struct {
 type Firewall struct {
 	instance string
 	ipt      *iptables.IPTables
-	ns  netns.NsHandle
-	log *slog.Logger
-	mu  sync.Mutex
+	ns       netns.NsHandle
+	log      *slog.Logger
+	mu       sync.Mutex
 }
 
 // New finds the iptables flavour the host uses (see Detect) and returns a
