@@ -2,15 +2,12 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/felt-net/felt/internal/testhost"
-	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 // The same network on three hosts: every container reaches every other,
@@ -134,38 +131,7 @@ func TestIsolationAcrossHosts(t *testing.T) {
 // each gets one, no two the same.
 func TestConcurrentLeasesInConsul(t *testing.T) {
 	c := testhost.NewCluster(t, feltBin, 0)
-	reg := c.Registry()
-	ctx := context.Background()
-	pool := netip.MustParsePrefix("10.70.0.0/19")
-	n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
-	testhost.Must(t, err)
-	const hosts = 20
-	got := make([]netip.Prefix, hosts)
-	errs := make([]error, hosts)
-	var wg sync.WaitGroup
-	for i := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: n, TTL: time.Hour,
-				Owner: lease.Owner{HostID: fmt.Sprintf("sim-%d", i), PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}})
-			got[i], errs[i] = l.Subnet, err
-		}()
-	}
-	wg.Wait()
-	seen := map[netip.Prefix]int{}
-	for i, s := range got {
-		testhost.Must(t, errs[i])
-		if j, dup := seen[s]; dup {
-			t.Fatalf("simulated hosts %d and %d both hold %s", j, i, s)
-		}
-		seen[s] = i
-	}
-	ls, err := reg.Leases(ctx, pool)
-	testhost.Must(t, err)
-	if len(ls) != hosts {
-		t.Fatalf("%d leases in Consul, want %d", len(ls), hosts)
-	}
+	leasetest.RaceAcquire(t, c.Registry(), netip.MustParsePrefix("10.70.0.0/19"), 20)
 }
 
 // Consul stops: existing traffic flows, new containers on hosts with a lease

@@ -11,6 +11,7 @@ import (
 
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 type fakeClock struct {
@@ -171,32 +172,8 @@ func TestExhaustion(t *testing.T) {
 
 // Many hosts racing: every one gets a subnet and no two get the same.
 func TestConcurrentAcquireNoDuplicates(t *testing.T) {
-	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.60.0.0/19")}, true) // 32 subnets
-	const hosts = 20
-	got := make([]netip.Prefix, hosts)
-	errs := make([]error, hosts)
-	var wg sync.WaitGroup
-	for i := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(string(rune('A'+i)), "192.0.2.1")})
-			got[i], errs[i] = l.Subnet, err
-		}()
-	}
-	wg.Wait()
-	seen := map[netip.Prefix]int{}
-	for i, s := range got {
-		if errs[i] != nil {
-			t.Fatalf("host %d: %v", i, errs[i])
-		}
-		if j, dup := seen[s]; dup {
-			t.Fatalf("hosts %d and %d both hold %s", j, i, s)
-		}
-		seen[s] = i
-	}
+	leasetest.RaceAcquire(t, r, netip.MustParsePrefix("10.60.0.0/19"), 20) // 32 subnets
 }
 
 func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
