@@ -16,8 +16,11 @@ import (
 
 // socketBuffer is the kernel buffer asked for each way. The default
 // (~200 KB) holds a few GSO sends; a burst from a fast sender needs more
-// while the receive loop is busy writing to the TUN.
-const socketBuffer = 4 << 20
+// while the receive loop is busy writing to the TUN. With UDP_GRO each
+// queued buffer holds up to 64 datagrams and is charged as such: at 4 MB,
+// 4 parallel TCP streams overflowed it (Udp RcvbufErrors, thousands of
+// retransmits); 16 MB took both to zero. It is a limit, not an allocation.
+const socketBuffer = 16 << 20
 
 // socket is one UDP port's socket and what its kernel can do.
 type socket struct {
