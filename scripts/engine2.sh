@@ -6,6 +6,9 @@
 #   engine2.sh stop NS                     stop it and remove everything it made (idempotent, also after a crash)
 #   engine2.sh host NS                     print its DOCKER_HOST (unix://...)
 #   engine2.sh log NS [N]                  print the last N (100) lines of its dockerd log (plugins' output too)
+#   engine2.sh restart NS [DOCKERD-FLAG...] restart only its dockerd (SIGTERM, wait, start again): give the
+#                                          flags given to start; shims, and with --live-restore containers and
+#                                          plugins, survive; the new dockerd joins the old one's mount namespace
 #
 # How: dockerd runs under `nsenter --net` (the namespace) and `unshare --mount
 # --propagation slave` (its mounts stay private and vanish with it), with no
@@ -19,7 +22,7 @@
 # /etc/docker/daemon.json (data-root, storage-driver) does not apply. No
 # default bridge; --iptables=true, so docker_gwbridge works inside NS.
 set -euo pipefail
-usage() { echo "usage: $0 start|stop|host|log NS [DOCKERD-FLAG...]" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|restart|host|log NS [DOCKERD-FLAG...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 ns=$2
 shift 2
@@ -143,9 +146,59 @@ start() {
   echo "unix://$sock"
 }
 
+# restart [DOCKERD-FLAG...]: SIGTERM dockerd (it stops the containerd it
+# started; the shims, and with --live-restore the containers and plugins, keep
+# running), wait for it to exit, and start it again as start does, but in the
+# old dockerd's mount namespace while any process (a shim) still runs there:
+# the mounts it made (containers' network namespaces under the exec root, shm)
+# live in that namespace, as on a host where dockerd restarts. The log is
+# appended to. A dockerd that already died is just started again. On failure
+# the engine is left for stop (and its log for log).
+restart() {
+  local pid="" mnt="" in="" deadline
+  [ -f "$dir/engine.pid" ] && pid=$(cat "$dir/engine.pid")
+  [ -d "$dir/data" ] || { echo "engine2: no engine $ns (start it first)" >&2; exit 1; }
+  if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then # else: it died; start it
+    kill -TERM "$pid"
+    wait_gone "$stopTimeout" "$pid" || { echo "engine2: dockerd $pid did not stop in ${stopTimeout}s" >&2; exit 1; }
+  fi
+  [ -f "$dir/mntns" ] && mnt=$(cat "$dir/mntns")
+  [ "$mnt" = "$(readlink /proc/self/ns/mnt)" ] && mnt=""
+  if [ -n "$mnt" ]; then
+    in=$(find /proc/[0-9]*/ns/mnt -maxdepth 0 -printf '%p %l\n' 2>/dev/null |
+      awk -v m="$mnt" '$2 == m { split($1, a, "/"); print a[3]; exit }' || true)
+  fi
+  local join=(unshare --mount --propagation slave --)
+  [ -n "$in" ] && join=(nsenter --mount="/proc/$in/ns/mnt" --)
+  echo "engine2: restarting dockerd of $ns ($([ -n "$in" ] && echo "in the mount namespace of pid $in" || echo "in a new mount namespace"))" >>"$log"
+  setsid nsenter --net="/run/netns/$ns" -- \
+    "${join[@]}" \
+    dockerd --config-file "$dir/daemon.json" \
+    --data-root "$dir/data" --exec-root "$execroot" --pidfile "$dir/docker.pid" \
+    -H "unix://$sock" \
+    --containerd-namespace "felt-$ns" --containerd-plugins-namespace "felt-$ns-plugins" \
+    --storage-driver vfs --bridge=none --iptables=true \
+    "$@" </dev/null >>"$log" 2>&1 &
+  pid=$!
+  deadline=$((SECONDS + startTimeout))
+  echo "$pid" >"$dir/engine.pid"
+  until docker -H "unix://$sock" version >/dev/null 2>&1; do
+    if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
+      echo "engine2: dockerd in $ns did not come back; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  mnt=$(readlink "/proc/$pid/ns/mnt")
+  [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] && echo "$mnt" >"$dir/mntns"
+  echo "unix://$sock"
+}
+
 case $cmd in
 start) start "$@" ;;
 stop) stop ;;
+restart) restart "$@" ;;
 host) echo "unix://$sock" ;;
 log) tail -n "${1:-100}" "$log" 2>/dev/null || true ;;
 *) usage ;;
