@@ -266,3 +266,31 @@ func (s *syncBuffer) String() string {
 }
 
 func (s *syncBuffer) contains(sub string) bool { return strings.Contains(s.String(), sub) }
+
+// checkRoutesPruned checks what the stale-entry tests seed: felt's stale
+// routes 10.42.9.0/24 and 10.42.8.0/24 are gone, while felt's route outside
+// the pool (10.99.0.0/24) and someone else's route in it (10.42.200.0/24)
+// stay.
+func checkRoutesPruned(t *testing.T, h *tbHost, nl *netlink.Handle) {
+	t.Helper()
+	routes := feltRoutes(t, h)
+	for _, gone := range []string{"10.42.9.0/24", "10.42.8.0/24"} {
+		if _, ok := routes[netip.MustParsePrefix(gone)]; ok {
+			t.Errorf("stale route %s not removed", gone)
+		}
+	}
+	if _, ok := routes[netip.MustParsePrefix("10.99.0.0/24")]; !ok {
+		t.Errorf("route outside the pool was removed")
+	}
+	all, err := nl.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range all {
+		found = found || (r.Dst != nil && r.Dst.String() == "10.42.200.0/24")
+	}
+	if !found {
+		t.Errorf("someone else's route 10.42.200.0/24 was removed")
+	}
+}
