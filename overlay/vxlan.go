@@ -149,32 +149,9 @@ func vtepMismatch(link netlink.Link, want *netlink.Vxlan) string {
 	return ""
 }
 
-// ensureAddr leaves addr/32 as the VTEP's only IPv4 address. The VTEP is
-// felt's, so any other address is a leftover (e.g. this host's previous
-// subnet) and would answer for an address that is no longer ours.
+// ensureAddr leaves addr/32 as the VTEP's only IPv4 address (see onlyAddr).
 func (b *vxlan) ensureAddr(link netlink.Link, addr netip.Addr) error {
-	want := netip.PrefixFrom(addr, 32)
-	list, err := retryDump(func() ([]netlink.Addr, error) { return b.nl.AddrList(link, netlink.FAMILY_V4) })
-	if err != nil {
-		return fmt.Errorf("addresses: %w", err)
-	}
-	have := false
-	for _, a := range list {
-		if prefixOf(a.IPNet) == want {
-			have = true
-			continue
-		}
-		if err := b.nl.AddrDel(link, &a); err != nil && !isNotFound(err) {
-			return fmt.Errorf("delete old address %s: %w", a.IPNet, err)
-		}
-	}
-	if have {
-		return nil
-	}
-	if err := b.nl.AddrAdd(link, &netlink.Addr{IPNet: ipNet(want)}); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("address %s: %w", want, err)
-	}
-	return nil
+	return onlyAddr(b.nl, link, netip.PrefixFrom(addr, 32))
 }
 
 // Teardown deletes the VTEP, which takes its neighbour and FDB entries and
