@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,6 +38,8 @@ type Manager struct {
 	kick     chan struct{}
 	closed   chan struct{}
 	once     sync.Once
+
+	refreshing atomic.Bool // a periodic listing is under way
 
 	leasesMu sync.Mutex
 	leases   []lease.Lease // latest snapshot of all leases
@@ -124,7 +127,16 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			m.refresh(ctx)
+			// The listing runs beside the reconcile, not before it: a store
+			// request hanging on a dead connection (this host's address just
+			// changed) must not hold up repairing devices from what is known.
+			if m.refreshing.CompareAndSwap(false, true) {
+				go func() {
+					defer m.refreshing.Store(false)
+					m.refresh(ctx)
+					m.Kick()
+				}()
+			}
 		case <-m.kick:
 		}
 		m.ReconcileAll(ctx)

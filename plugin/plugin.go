@@ -184,14 +184,19 @@ func (a *App) renewLoop(ctx context.Context) {
 	var due time.Time // zero: renew now
 	for {
 		ip, _ := a.Underlay.Addr()
-		missing, _ := a.IPAM.LeasesMissing(ctx)
-		if !time.Now().Before(due) || ip != lastIP || missing {
-			if ip != lastIP && lastIP.IsValid() {
-				a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
-				if c, ok := a.Shared.(interface{ CloseIdleConnections() }); ok {
-					c.CloseIdleConnections() // they were made from the old address
-				}
+		changed := ip != lastIP
+		if changed && lastIP.IsValid() {
+			a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
+			if c, ok := a.Shared.(interface{ CloseIdleConnections() }); ok {
+				c.CloseIdleConnections() // they were made from the old address
 			}
+			a.Overlay.Kick() // devices bound to the old address (VTEP local IP) now
+		}
+		renew := changed || !time.Now().Before(due)
+		if !renew {
+			renew, _ = a.IPAM.LeasesMissing(ctx) // after the IP check: it may wait on the store
+		}
+		if renew {
 			if err := a.Driver.Reassert(ctx); err != nil {
 				a.Log.Warn("network records not restored", "err", err)
 			}
