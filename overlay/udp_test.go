@@ -131,6 +131,14 @@ func TestUDP(t *testing.T) {
 		if sent := after.TxBytes - before.TxBytes; sent < 8<<20 {
 			t.Fatalf("a counted %d bytes sent, want at least %d: %+v", sent, 8<<20, after)
 		}
+		// TCP super-packets crossed whole: on average far larger than
+		// the 1472-byte MTU, which only frames can carry.
+		if avg := (after.TxBytes - before.TxBytes) / max(1, after.TxPackets-before.TxPackets); avg < 4*1472 {
+			t.Errorf("a sent %d bytes per packet on average: super-packets were cut up before felt", avg)
+		}
+		if after.Incomplete != before.Incomplete || after.TxDropped != before.TxDropped {
+			t.Errorf("frames lost: before %+v after %+v", before, after)
+		}
 		t.Logf("a: %+v", after)
 	})
 
@@ -160,19 +168,23 @@ func TestUDP(t *testing.T) {
 
 	t.Run("MTU raised by hand", func(t *testing.T) {
 		// With both ends' TUN MTU raised, TCP between the hosts' own
-		// addresses agrees on a 8960-byte MSS, and a's TUN hands over
-		// super-packets whose segments exceed the data path's buffers:
-		// dropped, the process unharmed; Setup puts the MTUs back.
+		// addresses agrees on a 8960-byte MSS. Datagrams are cut to the
+		// configured MTU, not the device's: every packet larger than it
+		// travels as a frame of several, so the data still arrives
+		// intact, without IP fragments on the underlay. Setup puts the
+		// MTUs back.
 		for _, h := range []*tbHost{a, c} {
 			if err := h.ns.NL.LinkSetMTU(h.ns.Link(t, udpDev), 9000); err != nil {
 				t.Fatal(err)
 			}
 		}
 		before := udpStats(t, a, n)
-		sink := listenTCP(t, c.ns, netip.AddrPortFrom(c.subnet.Addr(), 5002))
-		_ = sendTCP(a.ns, sink, make([]byte, 1<<20), 2*time.Second)
-		if after := udpStats(t, a, n); after.TxDropped == before.TxDropped {
-			t.Errorf("no drops counted: %+v", after)
+		transferBetween(t, a.ns, c.ns, c.subnet.Addr(), 1<<20)
+		if after := udpStats(t, a, n); after.TxDropped != before.TxDropped || after.Incomplete != before.Incomplete {
+			t.Errorf("packets lost with the MTU raised: before %+v after %+v", before, after)
+		}
+		if frag := ipFragments(t, c.ns); frag != 0 {
+			t.Errorf("c reassembled %d IP fragments: datagrams larger than the underlay MTU were sent", frag)
 		}
 		a.apply(t, n, b, c)
 		c.apply(t, c.network("udp", false), a, b)
@@ -304,11 +316,19 @@ func testForged(t *testing.T, tb *testbed) {
 	// From outside the pool, and from a's own subnet: forgeries.
 	sendDatagram(t, tb.underlay, to, udpPacket(netip.MustParseAddr("192.0.2.1"), a.ctrIP(), port, "outside"))
 	sendDatagram(t, tb.underlay, to, udpPacket(netip.MustParseAddr("10.42.1.7"), a.ctrIP(), port, "own subnet"))
-	// Finally a good one, which must arrive, and arrive first.
+	// The same in frames (frame.go): a forgery cut into two chunks, and
+	// a frame header with an unknown flag.
+	sendDatagrams(t, tb.underlay, to, frameChunks(udpPacket(netip.MustParseAddr("192.0.2.1"), a.ctrIP(), port, "framed outside"), 20, 1))
+	sendDatagram(t, tb.underlay, to, append([]byte{0xf1, 0x80, 0, 1, 0, 0, 0, 2}, udpPacket(b.ctrIP(), a.ctrIP(), port, "bad flag")...))
+	// Finally good ones, which must arrive, and arrive first: a plain
+	// packet, and one cut into three chunks.
 	sendDatagram(t, tb.underlay, to, udpPacket(b.ctrIP(), a.ctrIP(), port, "legit"))
+	sendDatagrams(t, tb.underlay, to, frameChunks(udpPacket(b.ctrIP(), a.ctrIP(), port, "legit in a frame"), 16, 3))
 
-	if got := readUDP(t, atA, 3*time.Second); got != "legit" {
-		t.Fatalf("a's container got %q, want only %q", got, "legit")
+	for _, want := range []string{"legit", "legit in a frame"} {
+		if got := readUDP(t, atA, 3*time.Second); got != want {
+			t.Fatalf("a's container got %q, want only %q", got, want)
+		}
 	}
 	if got := readUDP(t, atC, 500*time.Millisecond); got != "" {
 		t.Fatalf("c's container got %q relayed through a", got)
@@ -317,18 +337,18 @@ func testForged(t *testing.T, tb *testbed) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		after = udpStats(t, a, n)
-		if after.Unclaimed-before.Unclaimed >= 2 && after.RxDropped-before.RxDropped >= 2 || time.Now().After(deadline) {
+		if after.Unclaimed-before.Unclaimed >= 3 && after.RxDropped-before.RxDropped >= 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if d := after.Unclaimed - before.Unclaimed; d != 2 {
-		t.Errorf("unclaimed went up by %d, want 2 (relay attempt and garbage): %+v", d, after)
+	if d := after.Unclaimed - before.Unclaimed; d != 3 {
+		t.Errorf("unclaimed went up by %d, want 3 (relay attempt, garbage, bad frame header): %+v", d, after)
 	}
-	if d := after.RxDropped - before.RxDropped; d != 2 {
-		t.Errorf("rx dropped went up by %d, want 2 (outside the pool, own subnet): %+v", d, after)
+	if d := after.RxDropped - before.RxDropped; d != 3 {
+		t.Errorf("rx dropped went up by %d, want 3 (outside the pool, own subnet, framed outside): %+v", d, after)
 	}
-	if d := after.RxPackets - before.RxPackets; d < 1 {
-		t.Errorf("rx packets went up by %d, want at least 1: %+v", d, after)
+	if d := after.RxPackets - before.RxPackets; d < 2 {
+		t.Errorf("rx packets went up by %d, want at least 2: %+v", d, after)
 	}
 }

@@ -134,13 +134,22 @@ func readUDP(t *testing.T, c *net.UDPConn, timeout time.Duration) string {
 
 func sendDatagram(t *testing.T, ns *testnet.NS, to netip.AddrPort, payload []byte) {
 	t.Helper()
+	sendDatagrams(t, ns, to, [][]byte{payload})
+}
+
+// sendDatagrams sends payloads to to from one socket in ns, as the chunks
+// of a frame come from one sender.
+func sendDatagrams(t *testing.T, ns *testnet.NS, to netip.AddrPort, payloads [][]byte) {
+	t.Helper()
 	var c *net.UDPConn
 	if err := ns.Do(func() (err error) { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(to)); return err }); err != nil {
 		t.Fatalf("dial %s in %s: %v", to, ns.Name, err)
 	}
 	defer c.Close()
-	if _, err := c.Write(payload); err != nil {
-		t.Fatalf("send to %s: %v", to, err)
+	for _, p := range payloads {
+		if _, err := c.Write(p); err != nil {
+			t.Fatalf("send to %s: %v", to, err)
+		}
 	}
 }
 
@@ -188,4 +197,81 @@ func listenTCP(t *testing.T, ns *testnet.NS, at netip.AddrPort) string {
 		}
 	}()
 	return at.String()
+}
+
+// frameChunks cuts pkt into a frame of datagrams carrying size bytes of it
+// each, as another felt would send it (overlay/udp/frame.go), with no
+// offloads pending.
+func frameChunks(pkt []byte, size int, id uint16) [][]byte {
+	n := (len(pkt) + size - 1) / size
+	var out [][]byte
+	for k := range n {
+		h := []byte{0xf1, 0, byte(k), byte(n), 0, 0, byte(id >> 8), byte(id)}
+		out = append(out, append(h, pkt[k*size:min((k+1)*size, len(pkt))]...))
+	}
+	return out
+}
+
+// transferBetween sends size random bytes over TCP from ns to a listener
+// at addr in another namespace and checks they arrive intact.
+func transferBetween(t *testing.T, from, to *testnet.NS, addr netip.Addr, size int) {
+	t.Helper()
+	at := netip.AddrPortFrom(addr, 5003).String()
+	var ln net.Listener
+	if err := to.Do(func() (err error) { ln, err = net.Listen("tcp4", at); return err }); err != nil {
+		t.Fatalf("listen in %s: %v", to.Name, err)
+	}
+	defer ln.Close()
+	got := make(chan [32]byte, 1)
+	go func() {
+		var sum [32]byte
+		defer func() { got <- sum }()
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		h := sha256.New()
+		if _, err := io.Copy(h, conn); err == nil {
+			copy(sum[:], h.Sum(nil))
+		}
+	}()
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	if err := sendTCP(from, at, data, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if sum := <-got; sum != sha256.Sum256(data) {
+		t.Fatalf("%d bytes from %s to %s arrived altered or cut short", size, from.Name, at)
+	}
+}
+
+// ipFragments is the number of IP fragments ns's kernel has received.
+func ipFragments(t *testing.T, ns *testnet.NS) int {
+	t.Helper()
+	out, err := ns.Run("cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "ReasmReqds" && i < len(f) {
+				var n int
+				fmt.Sscan(f[i], &n)
+				return n
+			}
+		}
+	}
+	t.Fatalf("no Ip ReasmReqds in %s's /proc/net/snmp", ns.Name)
+	return 0
 }

@@ -32,8 +32,8 @@ func ipv4Dst(pkt []byte) (dst uint32, ok bool) {
 }
 
 // ipv4Addrs checks that a packet from a peer is a whole IPv4 packet (its
-// header's total length is what arrived: felt sends exactly one packet per
-// datagram) and returns its source and destination. The kernel checks the
+// header's total length is what arrived: a datagram, or a joined frame,
+// holds exactly one packet) and returns its source and destination. The kernel checks the
 // rest (header checksum, options) when the packet is written to the TUN.
 func ipv4Addrs(pkt []byte) (src, dst uint32, ok bool) {
 	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {

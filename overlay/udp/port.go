@@ -44,7 +44,13 @@ type port struct {
 	// (under Ports.mu) when a tunnel joins or leaves.
 	tunnels   atomic.Pointer[[]*Tunnel]
 	unclaimed atomic.Uint64
-	done      chan struct{} // closed when the receive loop has returned
+	// incomplete counts frames abandoned with chunks missing.
+	incomplete atomic.Uint64
+	// frameIDs numbers the frames sent from the port, by every tunnel
+	// using it: the receiver tells frames apart by sender and id, and two
+	// tunnels' frames may interleave.
+	frameIDs atomic.Uint32
+	done     chan struct{} // closed when the receive loop has returned
 }
 
 // acquire returns port num, opening it and starting its receive loop on
@@ -82,6 +88,8 @@ func (ps *Ports) release(p *port) error {
 	}
 	return nil
 }
+
+func (p *port) nextFrameID() uint16 { return uint16(p.frameIDs.Add(1)) }
 
 // attach and detach change the demultiplexing table; the caller holds
 // ps.mu, so the copies never race.

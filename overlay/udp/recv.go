@@ -1,50 +1,40 @@
 package udp
 
 import (
+	"net"
+	"net/netip"
 	"time"
 
 	"golang.org/x/net/ipv4"
 )
 
 const (
-	// headroom is kept in front of every packet handed to the TUN: the
-	// library writes its 10-byte virtio header there.
+	// headroom is kept in front of every datagram read: the vnet header
+	// is written there before the packet goes to the TUN.
 	headroom = 16
-	// rxBuffer holds the largest datagram, a UDP_GRO read included, and
-	// is the room the TUN write needs to coalesce packets into one
-	// super-packet in place.
+	// rxBuffer holds the largest datagram, a UDP_GRO read included.
 	rxBuffer = headroom + 0xffff
-	// rxBatch buffers make one receive batch: at most rxBatch datagrams
-	// read, or packets written to the TUN, per system call.
-	rxBatch = 80
-	// groReads is how many datagrams one read takes when UDP_GRO may hand
-	// over up to maxSegments packets in each. They are read into the last
-	// groReads buffers and split into the first ones; rxBatch-groReads >=
-	// maxSegments-1 makes any read fit once the buffers before it are
-	// flushed to the TUN.
-	groReads = 16
+	// rxBatch is the most datagrams (or UDP_GRO runs of them) one
+	// recvmmsg reads.
+	rxBatch = 16
 )
 
 // receiver holds the receive loop's preallocated state.
 type receiver struct {
-	p     *port
-	bufs  [][]byte // rxBatch buffers of rxBuffer bytes, never reallocated
-	sizes []int    // packet size in bufs[i][headroom:]
-	owner []int    // per packet, the index of its tunnel, or -1
-	msgs  []ipv4.Message
-	wl    [][]byte // the packets for one tunnel's TUN write
+	p    *port
+	bufs [][]byte // rxBatch buffers of rxBuffer bytes
+	msgs []ipv4.Message
+	asm  *assembler
+	// unclaimed counts the datagrams of the batch no tunnel took.
+	unclaimed uint64
 }
 
 func newReceiver(p *port) *receiver {
-	r := &receiver{
-		p: p, bufs: make([][]byte, rxBatch), sizes: make([]int, rxBatch), owner: make([]int, rxBatch),
-		msgs: make([]ipv4.Message, rxBatch), wl: make([][]byte, 0, rxBatch),
-	}
+	r := &receiver{p: p, bufs: make([][]byte, rxBatch), msgs: make([]ipv4.Message, rxBatch), asm: newAssembler()}
 	backing := make([]byte, rxBatch*rxBuffer)
 	for i := range r.bufs {
-		// Capped, so that coalescing in one buffer cannot run into the next.
 		r.bufs[i] = backing[i*rxBuffer : (i+1)*rxBuffer : (i+1)*rxBuffer]
-		r.msgs[i].Buffers = make([][]byte, 1)
+		r.msgs[i].Buffers = [][]byte{r.bufs[i][headroom:]}
 		r.msgs[i].OOB = make([]byte, 64)
 	}
 	return r
@@ -55,17 +45,12 @@ func newReceiver(p *port) *receiver {
 func (p *port) receiveLoop() {
 	defer close(p.done)
 	r := newReceiver(p)
-	first := 0
-	if p.sock.gro {
-		first = rxBatch - groReads
-	}
 	failures := 0
 	for {
-		for i := first; i < rxBatch; i++ {
-			r.msgs[i].Buffers[0] = r.bufs[i][headroom:]
+		for i := range r.msgs {
 			r.msgs[i].OOB = r.msgs[i].OOB[:cap(r.msgs[i].OOB)]
 		}
-		n, err := p.sock.pc.ReadBatch(r.msgs[first:], 0)
+		n, err := p.sock.pc.ReadBatch(r.msgs, 0)
 		if err != nil {
 			if isClosed(err) {
 				return
@@ -78,112 +63,112 @@ func (p *port) receiveLoop() {
 			continue
 		}
 		failures = 0
-		r.split(first, n)
+		for i := range n {
+			r.read(i)
+		}
+		if r.unclaimed > 0 {
+			p.unclaimed.Add(r.unclaimed)
+			r.unclaimed = 0
+		}
+		if r.asm.incomplete > 0 {
+			p.incomplete.Add(r.asm.incomplete)
+			r.asm.incomplete = 0
+		}
 	}
 }
 
-// split lays the packets of the n datagrams read into bufs[first:] out as
-// one packet per buffer from bufs[0], delivering whenever the next
-// datagram's packets would overwrite a datagram not yet split.
-func (r *receiver) split(first, n int) {
-	w := 0 // packets laid out
-	for j := range n {
-		i := first + j
-		m := &r.msgs[i]
-		seg := m.N
-		if r.p.sock.gro {
-			if s := groSize(m.OOB[:m.NN]); s > 0 && s < m.N {
-				seg = s
-			}
-		}
-		if seg == 0 { // an empty datagram
-			r.p.unclaimed.Add(1)
-			continue
-		}
-		count := (m.N + seg - 1) / seg
-		if w+count-1 > i {
-			r.deliver(w)
-			w = 0
-		}
-		if count-1 > i { // more packets than buffers: not from a felt peer
-			r.p.unclaimed.Add(uint64(count))
-			continue
-		}
-		data := r.bufs[i][headroom : headroom+m.N]
-		for off := 0; off < m.N; off += seg {
-			end := min(off+seg, m.N)
-			if w != i || off != 0 {
-				// The last packet of buffer i may be copied onto the start
-				// of buffer i itself: copy moves overlapping bytes safely.
-				copy(r.bufs[w][headroom:], data[off:end])
-			}
-			r.sizes[w] = end - off
-			w++
+// read handles the datagrams of message i: one, or with UDP_GRO a run of
+// them from one sender, all of one size but the last.
+func (r *receiver) read(i int) {
+	m := &r.msgs[i]
+	seg := m.N
+	if r.p.sock.gro {
+		if s := groSize(m.OOB[:m.NN]); s > 0 && s < m.N {
+			seg = s
 		}
 	}
-	r.deliver(w)
-}
-
-// deliver writes the n packets in bufs to the TUNs of the networks they are
-// addressed to, after checking each came from that network's pool.
-func (r *receiver) deliver(n int) {
-	if n == 0 {
+	if seg == 0 { // an empty datagram
+		r.unclaimed++
 		return
 	}
-	tunnels := *r.p.tunnels.Load()
-	var unclaimed uint64
-	for k := range n {
-		r.owner[k] = -1
-		src, dst, ok := ipv4Addrs(r.bufs[k][headroom : headroom+r.sizes[k]])
-		if !ok {
-			unclaimed++
-			continue
-		}
-		claimed := false
-		for ti, t := range tunnels {
-			if !t.subnet.contains(dst) {
-				continue
-			}
-			claimed = true
-			// From this host's own subnet is a forgery; from outside the
-			// pool would make the port a way into the containers.
-			if t.pool.contains(src) && !t.subnet.contains(src) {
-				r.owner[k] = ti
-			} else {
-				t.ctr.rxDropped.Add(1)
-			}
+	ua, _ := m.Addr.(*net.UDPAddr)
+	if ua == nil {
+		r.unclaimed++
+		return
+	}
+	src := ua.AddrPort()
+	buf := r.bufs[i]
+	for off := headroom; off < headroom+m.N; off += seg {
+		end := min(off+seg, headroom+m.N)
+		// Each datagram is done with before the next: whatever is
+		// written in front of the next one only overwrites this one.
+		r.datagram(src, buf, off, end)
+	}
+}
+
+// datagram handles buf[start:end], one datagram from src: an IPv4 packet,
+// or a chunk of a frame. Up to vnetHdrLen bytes in front of start are free.
+func (r *receiver) datagram(src netip.AddrPort, buf []byte, start, end int) {
+	d := buf[start:end]
+	if !isFrame(d) {
+		r.deliver(buf, start, end, 0, 0)
+		return
+	}
+	h, ok := parseFrameHeader(d)
+	if !ok {
+		r.unclaimed++
+		return
+	}
+	if h.count == 1 {
+		r.deliver(buf, start+frameHeaderLen, end, h.flags, h.gsoSize)
+		return
+	}
+	if pkt, done := r.asm.add(src, h, d[frameHeaderLen:]); done {
+		r.deliver(pkt, vnetHdrLen, len(pkt), h.flags, h.gsoSize)
+	}
+}
+
+// deliver writes the packet buf[start:end] to the TUN of the network it is
+// addressed to, after checking it came from that network's pool, with the
+// offloads flags (frame.go) pending. The vnet header goes in front of start.
+func (r *receiver) deliver(buf []byte, start, end int, flags uint8, gsoSize uint16) {
+	pkt := buf[start:end]
+	src, dst, ok := ipv4Addrs(pkt)
+	if !ok {
+		r.unclaimed++
+		return
+	}
+	var t *Tunnel
+	for _, c := range *r.p.tunnels.Load() {
+		if c.subnet.contains(dst) {
+			t = c
 			break
 		}
-		if !claimed {
-			unclaimed++
+	}
+	if t == nil {
+		r.unclaimed++
+		return
+	}
+	// From this host's own subnet is a forgery; from outside the pool
+	// would make the port a way into the containers.
+	if !t.pool.contains(src) || t.subnet.contains(src) {
+		t.ctr.rxDropped.Add(1)
+		return
+	}
+	var vh vnetHdr
+	if flags != 0 {
+		if vh, ok = vnetFor(flags, gsoSize, pkt); !ok {
+			t.ctr.rxDropped.Add(1)
+			return
 		}
 	}
-	if unclaimed > 0 {
-		r.p.unclaimed.Add(unclaimed)
+	vh.put(buf[start-vnetHdrLen : start])
+	if err := t.dev.write(buf[start-vnetHdrLen : end]); err != nil {
+		t.ctr.rxDropped.Add(1)
+		if !isClosed(err) {
+			t.log.Debug("udp tunnel: TUN write failed", "err", err)
+		}
+		return
 	}
-	for ti, t := range tunnels {
-		r.wl = r.wl[:0]
-		var bytes uint64
-		for k := range n {
-			if r.owner[k] == ti {
-				// A fresh slice header each time: the TUN write lengthens
-				// and swaps the ones it is given.
-				r.wl = append(r.wl, r.bufs[k][:headroom+r.sizes[k]])
-				bytes += uint64(r.sizes[k])
-			}
-		}
-		if len(r.wl) == 0 {
-			continue
-		}
-		if _, err := t.dev.Write(r.wl, headroom); err != nil {
-			// Some packets may have gone in; the library does not say
-			// which, so the batch counts as dropped.
-			t.ctr.rxDropped.Add(uint64(len(r.wl)))
-			if !isClosed(err) {
-				t.log.Debug("udp tunnel: TUN write failed", "err", err)
-			}
-			continue
-		}
-		t.ctr.received(uint64(len(r.wl)), bytes)
-	}
+	t.ctr.received(1, uint64(len(pkt)))
 }

@@ -2,70 +2,87 @@ package udp
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
-// maxReadErrors is how many failed TUN reads in a row end the send loop.
-// Single failures happen (a malformed super-packet); an endless run means
-// the device is unusable, and ending lets the next Setup recreate it.
-const maxReadErrors = 100
+const (
+	// maxReadErrors is how many failed TUN reads in a row end the send
+	// loop. Single failures happen; an endless run means the device is
+	// unusable, and ending lets the next Setup recreate it.
+	maxReadErrors = 100
+	// txBatch is the most packets read from the TUN before they are sent
+	// with one sendmmsg. Each may be a 64 KB super-packet.
+	txBatch = 16
+	// txBuffer holds the vnet header and the largest IPv4 packet, plus a
+	// byte: a read that fills the buffer may have been cut short.
+	txBuffer = vnetHdrLen + 0xffff + 1
+)
 
 // sender holds the send loop's preallocated state: the TUN read buffers
-// and the messages of one sendmmsg. A message carries one packet, or, with
-// GSO, several consecutive packets to one peer as one iovec each.
+// and the messages of one sendmmsg. A message carries one packet as it
+// is, or consecutive chunks of one frame, each chunk as two iovecs (its
+// header, then its part of the packet, which is never copied), sent as one
+// UDP GSO send when the socket can.
 type sender struct {
 	t    *Tunnel
 	sock *socket
+	mtu  int // the largest datagram payload: the tunnel's MTU
+	// chunk is the packet bytes in a chunk; perMsg the most chunks one
+	// message holds (UDP_MAX_SEGMENTS, and 64 KB in all).
+	chunk, perMsg int
 
-	bufs  [][]byte // TUN read buffers, one packet each
+	bufs  [][]byte // TUN read buffers, vnet header first
 	sizes []int
-	iov   [][]byte // the packets being sent, in order; messages slice it
+	hdrs  []byte   // frame headers of the batch's chunks
+	iov   [][]byte // what the messages send, in order
 	msgs  []ipv4.Message
 	oob   [][]byte // per message, room for a UDP_SEGMENT control message
-	// Per message: packets, bytes, GSO segment size, and whether a packet
-	// shorter than the segment size ended it (only the last may be short).
-	segs, bytes, segSize []int
-	ended                []bool
-	single               []ipv4.Message // for resending a refused GSO message packet by packet
+	// Per message: where its iovecs start, its datagrams, the packets
+	// whose last part it carries, and their bytes.
+	start, segs, pkts, bytes []int
+	single                   []ipv4.Message // for resending a refused GSO message datagram by datagram
 }
 
 func newSender(t *Tunnel) *sender {
-	n := t.dev.BatchSize() // 128 with the vnet header: the most packets one read can split into
-	// A packet read from the TUN is at most its MTU, split segments
-	// included; MTU-sized buffers keep the set small (~190 KB at 1472).
-	// read copes with an MTU raised behind felt's back.
-	size := t.cfg.MTU
-	backing := make([]byte, n*size)
+	mtu := t.cfg.MTU
+	chunk := mtu - frameHeaderLen
+	perMsg := min(maxSegments, maxPayload/mtu)
+	frameChunks := min(maxChunks, chunkCount(0xffff, chunk)) // the most a packet is cut into
+	frameMsgs := (frameChunks + perMsg - 1) / perMsg
 	s := &sender{
-		t: t, sock: t.port.sock,
-		bufs: make([][]byte, n), sizes: make([]int, n), iov: make([][]byte, n),
-		msgs: make([]ipv4.Message, n), oob: make([][]byte, n),
-		segs: make([]int, n), bytes: make([]int, n), segSize: make([]int, n), ended: make([]bool, n),
-		single: make([]ipv4.Message, maxSegments),
+		t: t, sock: t.port.sock, mtu: mtu, chunk: chunk, perMsg: perMsg,
+		bufs: make([][]byte, txBatch), sizes: make([]int, txBatch),
+		hdrs:   make([]byte, txBatch*frameChunks*frameHeaderLen),
+		iov:    make([][]byte, txBatch*2*frameChunks),
+		msgs:   make([]ipv4.Message, txBatch*frameChunks), // one per chunk without GSO
+		oob:    make([][]byte, txBatch*frameMsgs),
+		start:  make([]int, txBatch*frameChunks),
+		segs:   make([]int, txBatch*frameChunks),
+		pkts:   make([]int, txBatch*frameChunks),
+		bytes:  make([]int, txBatch*frameChunks),
+		single: make([]ipv4.Message, perMsg),
 	}
-	for i := range n {
-		s.bufs[i] = backing[i*size : (i+1)*size : (i+1)*size]
+	backing := make([]byte, txBatch*txBuffer)
+	for i := range s.bufs {
+		s.bufs[i] = backing[i*txBuffer : (i+1)*txBuffer : (i+1)*txBuffer]
+	}
+	for i := range s.oob {
 		s.oob[i] = make([]byte, gsoSpace)
-	}
-	for i := range s.single {
-		s.single[i].Buffers = make([][]byte, 1)
 	}
 	return s
 }
 
 // sendLoop reads batches from the TUN and sends them until the TUN is
-// closed: by Stop, or by the device being deleted (the read then fails with
-// EBADFD, which the library reports as closed).
+// closed: by Stop, or by the device being deleted.
 func (t *Tunnel) sendLoop() {
 	defer close(t.done)
 	s := newSender(t)
 	failures := 0
 	for {
-		n, err := s.read()
+		n, err := t.dev.read(s.bufs, s.sizes)
 		if n > 0 {
 			s.send(n)
 		}
@@ -88,85 +105,94 @@ func (t *Tunnel) sendLoop() {
 	}
 }
 
-// read reads a batch from the TUN, turning a panic into an error. The
-// library assumes 64 KB buffers and slices past smaller ones when a
-// super-packet's segments exceed them; that only happens if someone raised
-// the TUN's MTU by hand above the MTU the buffers are sized for. Until Setup
-// lowers it again, such reads are dropped, not the process.
-func (s *sender) read() (n int, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			n, err = 0, fmt.Errorf("%v (TUN MTU raised above %d?)", r, s.t.cfg.MTU)
-		}
-	}()
-	return s.t.dev.Read(s.bufs, s.sizes, 0)
-}
-
 // send sends the n packets in s.bufs, each to the peer holding its
-// destination, coalescing runs for UDP GSO.
+// destination.
 func (s *sender) send(n int) {
 	tab := s.t.peers.Load()
 	gso := s.sock.gso.Load()
 	var dropped uint64
-	m, nv := 0, 0 // messages and iovecs used
-	var last *peerDest
+	m, nv, nh := 0, 0, 0 // messages, iovecs and frame headers used
+	open := func(d *peerDest) {
+		s.msgs[m] = ipv4.Message{Addr: d.addr}
+		s.start[m], s.segs[m], s.pkts[m], s.bytes[m] = nv, 0, 0, 0
+		m++
+	}
 	for i := range n {
-		if s.sizes[i] > len(s.bufs[i]) { // cannot happen with a sane MTU; never slice past the buffer
-			dropped++
+		if s.sizes[i] < vnetHdrLen || s.sizes[i] >= len(s.bufs[i]) {
+			dropped++ // a runt, or cut short: never sent half
 			continue
 		}
-		pkt := s.bufs[i][:s.sizes[i]]
+		vh := parseVnetHdr(s.bufs[i])
+		pkt := s.bufs[i][vnetHdrLen:s.sizes[i]]
 		dst, ok := ipv4Dst(pkt)
 		if !ok {
+			dropped++ // the kernel sends some IPv6 to any device
+			continue
+		}
+		d := tab.lookup(dst)
+		if d == nil {
 			dropped++
 			continue
 		}
-		d := last
-		if d == nil || !d.subnet.contains(dst) {
-			if d = tab.lookup(dst); d == nil {
-				dropped++
-				continue
-			}
-		}
-		s.iov[nv] = pkt
-		nv++
-		if m > 0 && gso && d == last && s.fits(m-1, len(pkt)) {
-			j := m - 1
-			s.msgs[j].Buffers = s.msgs[j].Buffers[:len(s.msgs[j].Buffers)+1]
-			s.segs[j]++
-			s.bytes[j] += len(pkt)
-			s.ended[j] = len(pkt) < s.segSize[j]
+		if !vh.pending() && len(pkt) <= s.mtu {
+			open(d)
+			s.iov[nv] = pkt
+			nv++
+			s.segs[m-1], s.pkts[m-1], s.bytes[m-1] = 1, 1, len(pkt)
 			continue
 		}
-		s.msgs[m] = ipv4.Message{Buffers: s.iov[nv-1 : nv], Addr: d.addr}
-		s.segs[m], s.bytes[m], s.segSize[m], s.ended[m] = 1, len(pkt), len(pkt), false
-		m++
-		last = d
+		flags, gsoSize, err := frameFlagsFor(vh, pkt)
+		count := chunkCount(len(pkt), s.chunk)
+		if err != nil || count > maxChunks {
+			dropped++
+			s.t.warnOnce.Do(func() {
+				s.t.log.Warn("udp tunnel: dropping a packet felt cannot carry (logged once)", "err", err, "bytes", len(pkt))
+			})
+			continue
+		}
+		id := s.t.port.nextFrameID()
+		for k := range count {
+			if k%s.perMsg == 0 || !gso {
+				open(d)
+			}
+			h := s.hdrs[nh*frameHeaderLen : (nh+1)*frameHeaderLen]
+			nh++
+			frameHeader{flags: flags, index: uint8(k), count: uint8(count), gsoSize: gsoSize, id: id}.put(h)
+			body := pkt[k*s.chunk : min((k+1)*s.chunk, len(pkt))]
+			s.iov[nv], s.iov[nv+1] = h, body
+			nv += 2
+			j := m - 1
+			s.segs[j]++
+			s.bytes[j] += len(body)
+			if k == count-1 {
+				s.pkts[j]++
+			}
+		}
 	}
 	for j := range m {
+		end := nv
+		if j+1 < m {
+			end = s.start[j+1]
+		}
+		s.msgs[j].Buffers = s.iov[s.start[j]:end]
+		s.msgs[j].OOB = nil
 		if s.segs[j] > 1 {
-			s.msgs[j].OOB = putGSO(s.oob[j], uint16(s.segSize[j]))
+			// Every datagram but the last is a full chunk: mtu bytes.
+			s.msgs[j].OOB = putGSO(s.oob[j], uint16(s.mtu))
 		}
 	}
 	sent, bytes, failed := s.write(s.msgs[:m])
 	s.t.ctr.sent(sent, bytes, dropped+failed)
 }
 
-// fits reports whether a packet of size bytes may join message j's GSO
-// send: all segments but the last have the first one's size, and the
-// kernel takes at most maxSegments and maxPayload bytes.
-func (s *sender) fits(j, size int) bool {
-	return !s.ended[j] && size <= s.segSize[j] && s.segs[j] < maxSegments && s.bytes[j]+size <= maxPayload
-}
-
 // write sends msgs with sendmmsg and returns the packets and bytes sent and
-// the packets dropped. sendmmsg stops at the first message that fails;
+// the sends that failed. sendmmsg stops at the first message that fails;
 // that one is dropped (or resent without GSO) and the rest sent.
-func (s *sender) write(msgs []ipv4.Message) (sent, bytes, dropped uint64) {
+func (s *sender) write(msgs []ipv4.Message) (sent, bytes, failed uint64) {
 	for off := 0; off < len(msgs); {
 		n, err := s.sock.pc.WriteBatch(msgs[off:], 0)
 		for j := off; j < off+n; j++ {
-			sent += uint64(s.segs[j])
+			sent += uint64(s.pkts[j])
 			bytes += uint64(s.bytes[j])
 		}
 		off += n
@@ -177,10 +203,7 @@ func (s *sender) write(msgs []ipv4.Message) (sent, bytes, dropped uint64) {
 			continue
 		}
 		if isClosed(err) {
-			for j := off; j < len(msgs); j++ {
-				dropped += uint64(s.segs[j])
-			}
-			return sent, bytes, dropped
+			return sent, bytes, failed + uint64(len(msgs)-off)
 		}
 		if off >= len(msgs) {
 			break
@@ -189,45 +212,41 @@ func (s *sender) write(msgs []ipv4.Message) (sent, bytes, dropped uint64) {
 			if errors.Is(err, unix.EIO) && s.sock.gso.CompareAndSwap(true, false) {
 				s.t.log.Warn("udp tunnel: the kernel refused a UDP GSO send (no checksum offload on the path?); sending datagrams one by one from now on", "err", err)
 			}
-			p, b, d := s.writeEach(&msgs[off])
-			sent, bytes, dropped = sent+p, bytes+b, dropped+d
+			if s.writeEach(&msgs[off]) {
+				sent += uint64(s.pkts[off])
+				bytes += uint64(s.bytes[off])
+			} else {
+				failed++
+			}
 		} else {
-			dropped += uint64(s.segs[off])
+			failed++
 		}
 		off++
 	}
-	return sent, bytes, dropped
+	return sent, bytes, failed
 }
 
-// writeEach resends a GSO message's packets as one datagram each.
-func (s *sender) writeEach(msg *ipv4.Message) (sent, bytes, dropped uint64) {
-	k := len(msg.Buffers)
-	for i, pkt := range msg.Buffers {
-		s.single[i].Buffers[0] = pkt
-		s.single[i].Addr = msg.Addr
-		s.single[i].OOB = nil
+// writeEach resends a GSO message's chunks as one datagram each, and
+// reports whether all went.
+func (s *sender) writeEach(msg *ipv4.Message) bool {
+	k := len(msg.Buffers) / 2
+	for i := range k {
+		s.single[i] = ipv4.Message{Buffers: msg.Buffers[2*i : 2*i+2], Addr: msg.Addr}
 	}
 	for off := 0; off < k; {
 		n, err := s.sock.pc.WriteBatch(s.single[off:k], 0)
-		for _, m := range s.single[off : off+n] {
-			sent++
-			bytes += uint64(len(m.Buffers[0]))
-		}
 		off += n
-		if err != nil {
-			dropped++
-			off++
-		} else if n == 0 {
-			break
+		if err != nil || n == 0 {
+			return false
 		}
 	}
-	return sent, bytes, dropped
+	return true
 }
 
-// gsoRefused reports the errors a UDP GSO send gets that the same packets
-// sent one by one may not: EIO when a device on the path lacks checksum
-// offload, EINVAL or EMSGSIZE when a segment exceeds the path MTU (sent
-// alone, the kernel fragments it).
+// gsoRefused reports the errors a UDP GSO send gets that the same
+// datagrams sent one by one may not: EIO when a device on the path lacks
+// checksum offload, EINVAL or EMSGSIZE when a datagram exceeds the path
+// MTU (sent alone, the kernel fragments it).
 func gsoRefused(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EMSGSIZE)
 }

@@ -22,6 +22,10 @@ type Stats struct {
 	// port. It belongs to the port, so networks sharing a port report the
 	// same number.
 	Unclaimed uint64
+	// Incomplete counts the frames (packets cut into several datagrams)
+	// abandoned with a datagram missing or out of order. Per port, as
+	// Unclaimed.
+	Incomplete uint64
 }
 
 // Counters accumulates a tunnel's Stats. It outlives the tunnel, so a TUN

@@ -1,30 +1,50 @@
 package udp
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/felt-net/felt/internal/nsutil"
 )
 
+// tunDevice is a TUN opened with IFF_VNET_HDR: every packet read or
+// written is preceded by a virtio_net_hdr (vnet.go). It is felt's own
+// rather than a library's because felt wants the super-packets whole
+// (frame.go); wireguard-go's TUN, which felt used first, always splits
+// them and re-coalesces what it writes.
+type tunDevice struct {
+	f      *os.File
+	rc     syscall.RawConn
+	tso    bool // TCPv4 super-packets are offered (TUN_F_TSO4)
+	closed atomic.Bool
+}
+
+// minTSOMTU is the least MTU at which the TUN is offered TCP segmentation:
+// a 64 KB super-packet must fit in maxChunks chunks of MTU-frameHeaderLen
+// bytes. Below it the kernel segments before the TUN and only checksums
+// stay pending, which frames of one or two chunks carry.
+const minTSOMTU = frameHeaderLen + (0xffff+maxChunks-1)/maxChunks
+
 // openTUN creates the TUN device name in ns's namespace (the current one
-// when ns is closed) and returns it. The device is not persistent: it
-// disappears when the device is closed, or when felt dies, so a crash
-// leaves nothing behind but routes, which Sync prunes.
-//
-// The device is created here rather than by tun.CreateTUN because the
-// kernel puts a TUN in the namespace of the thread that opens
-// /dev/net/tun, and because CreateTUN also starts event goroutines felt has
-// no use for. IFF_VNET_HDR makes the library turn on TSO and checksum
-// offload (TUNSETOFFLOAD) and split and coalesce super-packets.
-func openTUN(ns netns.NsHandle, name string) (tun.Device, error) {
+// when ns is closed). The device is not persistent: it disappears when the
+// device is closed, or when felt dies, so a crash leaves nothing behind but
+// routes, which Sync prunes. The kernel puts a TUN in the namespace of the
+// thread that opens /dev/net/tun, hence nsutil.Do.
+func openTUN(ns netns.NsHandle, name string, mtu int) (*tunDevice, error) {
 	fd := -1
+	offloads := unix.TUN_F_CSUM
+	if mtu >= minTSOMTU {
+		offloads |= unix.TUN_F_TSO4
+	}
 	err := nsutil.Do(ns, func() error {
 		var err error
-		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return fmt.Errorf("open /dev/net/tun: %w", err)
 		}
@@ -36,6 +56,11 @@ func openTUN(ns netns.NsHandle, name string) (tun.Device, error) {
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
+		// What the device claims to do in hardware: the kernel then hands
+		// over checksums and TCP segmentation pending, in the vnet header.
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
+			return fmt.Errorf("offloads: %w", err)
+		}
 		return nil
 	})
 	if err != nil {
@@ -44,11 +69,61 @@ func openTUN(ns netns.NsHandle, name string) (tun.Device, error) {
 		}
 		return nil, fmt.Errorf("tun %s: %w", name, err)
 	}
-	// On failure the library has already wrapped fd in an os.File, whose
-	// finalizer closes it; closing it here as well could close a reused fd.
-	dev, _, err := tun.CreateUnmonitoredTUNFromFD(fd)
+	// Non-blocking, so that the os.File uses the runtime's poller: reads
+	// park the goroutine, not a thread, and Close wakes them.
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	rc, err := f.SyscallConn()
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("tun %s: %w", name, err)
 	}
-	return dev, nil
+	return &tunDevice{f: f, rc: rc, tso: offloads&unix.TUN_F_TSO4 != 0}, nil
+}
+
+// read reads packets, vnet header first, into bufs until none is waiting or
+// bufs are full, and returns how many it read, with their sizes in sizes.
+// It waits for the first one. Once the device is closed, or deleted (the
+// kernel then says EBADFD), it returns os.ErrClosed.
+func (d *tunDevice) read(bufs [][]byte, sizes []int) (int, error) {
+	n := 0
+	var rerr error
+	err := d.rc.Read(func(fd uintptr) bool {
+		for n < len(bufs) {
+			m, err := unix.Read(int(fd), bufs[n])
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return n > 0 // nothing (more) to read: wait, or hand over what came
+			case err != nil:
+				rerr = err
+				return true
+			}
+			sizes[n] = m
+			n++
+		}
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil && (d.closed.Load() || errors.Is(err, unix.EBADFD)) {
+		err = os.ErrClosed
+	}
+	return n, err
+}
+
+// write writes one packet, vnet header first.
+func (d *tunDevice) write(b []byte) error {
+	_, err := d.f.Write(b)
+	if err != nil && (d.closed.Load() || errors.Is(err, unix.EBADFD)) {
+		return os.ErrClosed
+	}
+	return err
+}
+
+// close closes the device, which removes it, and wakes a blocked read.
+func (d *tunDevice) close() error {
+	d.closed.Store(true)
+	return d.f.Close()
 }

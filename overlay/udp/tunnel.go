@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // Config describes one network's tunnel on this host.
@@ -28,12 +26,14 @@ type Tunnel struct {
 	cfg    Config
 	ps     *Ports
 	port   *port
-	dev    tun.Device
+	dev    *tunDevice
 	log    *slog.Logger
 	pool   prefix4
 	subnet prefix4
 	ctr    *Counters
 	peers  atomic.Pointer[peerTable]
+
+	warnOnce sync.Once // for a packet the data path cannot carry
 
 	stopOnce sync.Once
 	stopErr  error
@@ -64,7 +64,7 @@ func (ps *Ports) Start(cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunnel %s: %w", cfg.Name, err)
 	}
-	dev, err := openTUN(ps.ns, cfg.Name)
+	dev, err := openTUN(ps.ns, cfg.Name, cfg.MTU)
 	if err != nil {
 		return nil, errors.Join(err, ps.release(p))
 	}
@@ -103,7 +103,7 @@ func (t *Tunnel) Stop() error {
 		t.ps.mu.Lock()
 		defer t.ps.mu.Unlock()
 		t.port.detach(t)
-		err := t.dev.Close()
+		err := t.dev.close()
 		<-t.done
 		t.stopErr = errors.Join(err, t.ps.release(t.port))
 		if t.stopErr != nil {
@@ -117,11 +117,12 @@ func (t *Tunnel) Stop() error {
 func (t *Tunnel) Stats() Stats {
 	s := t.ctr.snapshot()
 	s.Unclaimed = t.port.unclaimed.Load()
+	s.Incomplete = t.port.incomplete.Load()
 	return s
 }
 
-// Offloads says whether the batched paths are on: TUN super-packets (vnet
-// header), UDP GSO sends and UDP GRO reads. For logs and tests.
-func (t *Tunnel) Offloads() (tunOffload, gso, gro bool) {
-	return t.dev.BatchSize() > 1, t.port.sock.gso.Load(), t.port.sock.gro
+// Offloads says whether the batched paths are on: TCP super-packets
+// from the TUN, UDP GSO sends and UDP GRO reads. For logs and tests.
+func (t *Tunnel) Offloads() (tso, gso, gro bool) {
+	return t.dev.tso, t.port.sock.gso.Load(), t.port.sock.gro
 }
