@@ -43,6 +43,7 @@ type sender struct {
 	// Per message: where its iovecs start, its datagrams, the packets
 	// whose last part it carries, and their bytes.
 	start, segs, pkts, bytes []int
+	m, nv, nh                int            // messages, iovecs and frame headers used in the batch
 	single                   []ipv4.Message // for resending a refused GSO message datagram by datagram
 }
 
@@ -111,12 +112,7 @@ func (s *sender) send(n int) {
 	tab := s.t.peers.Load()
 	gso := s.sock.gso.Load()
 	var dropped uint64
-	m, nv, nh := 0, 0, 0 // messages, iovecs and frame headers used
-	open := func(d *peerDest) {
-		s.msgs[m] = ipv4.Message{Addr: d.addr}
-		s.start[m], s.segs[m], s.pkts[m], s.bytes[m] = nv, 0, 0, 0
-		m++
-	}
+	s.m, s.nv, s.nh = 0, 0, 0
 	for i := range n {
 		if s.sizes[i] < vnetHdrLen || s.sizes[i] >= len(s.bufs[i]) {
 			dropped++ // a runt, or cut short: never sent half
@@ -135,42 +131,26 @@ func (s *sender) send(n int) {
 			continue
 		}
 		if !vh.pending() && len(pkt) <= s.mtu {
-			open(d)
-			s.iov[nv] = pkt
-			nv++
-			s.segs[m-1], s.pkts[m-1], s.bytes[m-1] = 1, 1, len(pkt)
+			s.open(d)
+			s.iov[s.nv] = pkt
+			s.nv++
+			j := s.m - 1
+			s.segs[j], s.pkts[j], s.bytes[j] = 1, 1, len(pkt)
 			continue
 		}
 		flags, gsoSize, err := frameFlagsFor(vh, pkt)
-		count := chunkCount(len(pkt), s.chunk)
-		if err != nil || count > maxChunks {
+		if count := chunkCount(len(pkt), s.chunk); err != nil || count > maxChunks {
 			dropped++
 			s.t.warnOnce.Do(func() {
 				s.t.log.Warn("udp tunnel: dropping a packet felt cannot carry (logged once)", "err", err, "bytes", len(pkt))
 			})
 			continue
 		}
-		id := s.t.port.nextFrameID()
-		for k := range count {
-			if k%s.perMsg == 0 || !gso {
-				open(d)
-			}
-			h := s.hdrs[nh*frameHeaderLen : (nh+1)*frameHeaderLen]
-			nh++
-			frameHeader{flags: flags, index: uint8(k), count: uint8(count), gsoSize: gsoSize, id: id}.put(h)
-			body := pkt[k*s.chunk : min((k+1)*s.chunk, len(pkt))]
-			s.iov[nv], s.iov[nv+1] = h, body
-			nv += 2
-			j := m - 1
-			s.segs[j]++
-			s.bytes[j] += len(body)
-			if k == count-1 {
-				s.pkts[j]++
-			}
-		}
+		s.addFrame(d, pkt, flags, gsoSize, gso)
 	}
+	m := s.m
 	for j := range m {
-		end := nv
+		end := s.nv
 		if j+1 < m {
 			end = s.start[j+1]
 		}
@@ -183,6 +163,38 @@ func (s *sender) send(n int) {
 	}
 	sent, bytes, failed := s.write(s.msgs[:m])
 	s.t.ctr.sent(sent, bytes, dropped+failed)
+}
+
+// open starts a message to d.
+func (s *sender) open(d *peerDest) {
+	s.msgs[s.m] = ipv4.Message{Addr: d.addr}
+	s.start[s.m], s.segs[s.m], s.pkts[s.m], s.bytes[s.m] = s.nv, 0, 0, 0
+	s.m++
+}
+
+// addFrame adds pkt to the batch as a frame to d: its chunks, a header and
+// a slice of pkt each, in messages of up to perMsg chunks (one each
+// without GSO).
+func (s *sender) addFrame(d *peerDest, pkt []byte, flags uint8, gsoSize uint16, gso bool) {
+	count := chunkCount(len(pkt), s.chunk)
+	id := s.t.port.nextFrameID()
+	for k := range count {
+		if k%s.perMsg == 0 || !gso {
+			s.open(d)
+		}
+		h := s.hdrs[s.nh*frameHeaderLen : (s.nh+1)*frameHeaderLen]
+		s.nh++
+		frameHeader{flags: flags, index: uint8(k), count: uint8(count), gsoSize: gsoSize, id: id}.put(h)
+		body := pkt[k*s.chunk : min((k+1)*s.chunk, len(pkt))]
+		s.iov[s.nv], s.iov[s.nv+1] = h, body
+		s.nv += 2
+		j := s.m - 1
+		s.segs[j]++
+		s.bytes[j] += len(body)
+		if k == count-1 {
+			s.pkts[j]++
+		}
+	}
 }
 
 // write sends msgs with sendmmsg and returns the packets and bytes sent and
