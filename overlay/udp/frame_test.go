@@ -280,3 +280,59 @@ func TestMinTSOMTU(t *testing.T) {
 		t.Fatalf("MTU %d would do: %d chunks", minTSOMTU-1, n)
 	}
 }
+
+// FuzzReceive feeds arbitrary datagrams from one peer through what the
+// receive loop does before the TUN: frame header, reassembly, the IPv4
+// check and the offloads handed to the kernel, which must always point
+// inside the packet.
+func FuzzReceive(f *testing.F) {
+	pkt := tcpPacket(3000, 20)
+	var seed []byte
+	hs, bs := chunks(pkt, 1000, frameCsum|frameTSO, 1)
+	for k := range hs {
+		hs[k].gsoSize = 1400
+		h := make([]byte, frameHeaderLen)
+		hs[k].put(h)
+		seed = append(append(seed, h...), bs[k]...)
+	}
+	f.Add(seed, uint16(1008))
+	f.Add(tcpPacket(60, 20), uint16(60))
+	src := netip.MustParseAddrPort("192.168.1.2:8285")
+	f.Fuzz(func(t *testing.T, data []byte, size uint16) {
+		if size < frameHeaderLen+1 {
+			size = frameHeaderLen + 1
+		}
+		a := newAssembler()
+		for off := 0; off < len(data); off += int(size) {
+			d := data[off:min(off+int(size), len(data))]
+			if !isFrame(d) {
+				continue
+			}
+			h, ok := parseFrameHeader(d)
+			if !ok {
+				continue
+			}
+			p := d[frameHeaderLen:]
+			if h.count > 1 {
+				buf, done := a.add(src, h, p)
+				if !done {
+					continue
+				}
+				p = buf[vnetHdrLen:]
+			}
+			if _, _, ok := ipv4Addrs(p); !ok {
+				continue
+			}
+			vh, ok := vnetFor(h.flags, h.gsoSize, p)
+			if !ok {
+				continue
+			}
+			if vh.flags != 0 && int(vh.csumStart)+int(vh.csumOffset)+2 > len(p) {
+				t.Fatalf("checksum at %d+%d past a %d-byte packet", vh.csumStart, vh.csumOffset, len(p))
+			}
+			if vh.gsoType != 0 && (vh.gsoSize == 0 || int(vh.hdrLen) > len(p) || vh.flags == 0) {
+				t.Fatalf("segmentation %+v of a %d-byte packet", vh, len(p))
+			}
+		}
+	})
+}
