@@ -30,6 +30,8 @@ const (
 	pool2       = "10.62.0.0/16"
 	vni2        = 4062 // explicit: other felt networks on this machine take the low ones
 	net2        = "felt-2e-net"
+	poolUDP2    = "10.63.0.0/16"
+	netUDP2     = "felt-2e-udp"
 	cmdTimeout  = 90 * time.Second // any single command; dockerd's own start is bounded by engine2.sh
 	pingTimeout = 30 * time.Second
 )
@@ -249,6 +251,57 @@ func TestTwoEngines(t *testing.T) {
 	}
 	if out := mustRun(t, "ip", "-n", ns2, "route", "show", subMain.String()); !strings.Contains(out, "dev "+vtep) {
 		t.Fatalf("%s: route to %s is %q, want one through %s", ns2, subMain, out, vtep)
+	}
+
+	t.Run("udp backend", func(t *testing.T) { testTwoEnginesUDP(t, host1, second) })
+}
+
+// testTwoEnginesUDP does the same with -o backend=udp: the TUN is created
+// inside the managed plugin (config.json gives it /dev/net/tun), and 8 MB
+// over HTTP arrive intact, which cross as TCP super-packets cut into frames.
+func testTwoEnginesUDP(t *testing.T, host1, second engine) {
+	addr := map[string]netip.Addr{}
+	for _, e := range []engine{host1, second} {
+		e.must(t, "network", "create", "-d", plugin2, "--ipam-driver", plugin2, "--label", label2,
+			"--subnet", poolUDP2, "-o", "backend=udp", netUDP2)
+		t.Cleanup(func() { _, _ = e.docker("network", "rm", netUDP2) })
+		name := "felt-2e-udp-" + e.name
+		e.must(t, "run", "-d", "--name", name, "--label", label2, "--network", netUDP2, image, "sleep", "1d")
+		t.Cleanup(func() { _, _ = e.docker("rm", "-f", name) })
+		ip := e.must(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).IPAddress}}`, netUDP2), name)
+		a, err := netip.ParseAddr(ip)
+		if err != nil || !netip.MustParsePrefix(poolUDP2).Contains(a) {
+			t.Fatalf("%s engine: container address %q, want one in %s", e.name, ip, poolUDP2)
+		}
+		addr[e.name] = a
+	}
+	ping := func(e engine, to netip.Addr) {
+		t.Helper()
+		deadline := time.Now().Add(pingTimeout)
+		for {
+			out, err := e.docker("exec", "felt-2e-udp-"+e.name, "ping", "-c", "1", "-W", "1", to.String())
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("udp: container on the %s engine cannot ping %s: %v\n%s", e.name, to, err, out)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	ping(host1, addr["second"])
+	ping(second, addr["main"])
+	sub, _ := addr["second"].Prefix(24)
+	if out := mustRun(t, "ip", "route", "show", sub.String()); !strings.Contains(out, "dev feltu.") {
+		t.Fatalf("root namespace: route to %s is %q, want one through the udp backend's TUN (feltu.…)", sub, out)
+	}
+
+	sum := second.must(t, "exec", "felt-2e-udp-second", "sh", "-c",
+		"mkdir -p /www && dd if=/dev/urandom of=/www/f bs=1M count=8 2>/dev/null && httpd -p 8080 -h /www && md5sum /www/f")
+	got := host1.must(t, "exec", "felt-2e-udp-main", "sh", "-c",
+		fmt.Sprintf("wget -q -O - http://%s:8080/f | md5sum", addr["second"]))
+	if f, g := strings.Fields(sum), strings.Fields(got); len(f) == 0 || len(g) == 0 || f[0] != g[0] {
+		t.Fatalf("8 MB over HTTP across the udp backend: md5 %q at the server, %q received", sum, got)
 	}
 }
 
