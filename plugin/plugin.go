@@ -187,8 +187,11 @@ func (a *App) renewLoop(ctx context.Context) {
 		changed := ip != lastIP
 		if changed && lastIP.IsValid() {
 			a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
-			if c, ok := a.Shared.(interface{ CloseIdleConnections() }); ok {
-				c.CloseIdleConnections() // they were made from the old address
+			if c, ok := a.Shared.(interface{ ResetConnections() }); ok {
+				// Connections from the old address are dead: abort what
+				// waits on them (the overlay's watch, say), which then
+				// retries on fresh ones.
+				c.ResetConnections()
 			}
 			a.Overlay.Kick() // devices bound to the old address (VTEP local IP) now
 		}

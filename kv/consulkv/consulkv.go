@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -35,6 +36,12 @@ type Store struct {
 
 	// WaitTime is the WaitTime of Wait's blocking queries.
 	WaitTime time.Duration
+
+	mu sync.Mutex
+	// epoch ends at ResetConnections, and with it every request begun
+	// before.
+	epoch    context.Context
+	endEpoch context.CancelFunc
 }
 
 var _ kv.Store = (*Store)(nil)
@@ -52,16 +59,38 @@ func New(cfg *api.Config) (*Store, error) {
 	}
 	// NewClient has filled in defaults (HttpClient included) and stripped
 	// any scheme from Address.
-	return &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, http: cfg.HttpClient, WaitTime: DefaultWaitTime}, nil
+	s := &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, http: cfg.HttpClient, WaitTime: DefaultWaitTime}
+	s.epoch, s.endEpoch = context.WithCancel(context.Background())
+	return s, nil
 }
 
-// CloseIdleConnections drops pooled connections to Consul. Called when this
-// host's address changed: a pooled connection from the old address is dead
-// and a request on it would hang until RequestTimeout.
-func (s *Store) CloseIdleConnections() {
+// ErrReset is the error of a request ResetConnections aborted.
+var ErrReset = errors.New("request aborted: connections to Consul were reset (this host's address changed)")
+
+// ResetConnections aborts every request in flight, Wait's blocking query
+// included, and drops pooled connections. Called when this host's address
+// changed: a connection made from the old address is dead, and a request on
+// it would hang until RequestTimeout, a blocking query for its whole
+// WaitTime. Callers see ErrReset and retry on fresh connections.
+func (s *Store) ResetConnections() {
+	s.mu.Lock()
+	s.endEpoch()
+	s.epoch, s.endEpoch = context.WithCancel(context.Background())
+	s.mu.Unlock()
 	if s.http != nil {
 		s.http.CloseIdleConnections()
 	}
+}
+
+// scoped returns ctx, ended also by the next ResetConnections (with cause
+// ErrReset).
+func (s *Store) scoped(ctx context.Context) (context.Context, context.CancelFunc) {
+	s.mu.Lock()
+	epoch := s.epoch
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(epoch, func() { cancel(ErrReset) })
+	return ctx, func() { stop(); cancel(context.Canceled) }
 }
 
 // Addr is the Consul address the store talks to, as used in its errors.
@@ -70,7 +99,13 @@ func (s *Store) Addr() string { return s.addr }
 // Close does nothing: the HTTP client needs no teardown.
 func (s *Store) Close() error { return nil }
 
-func (s *Store) fail(err error, format string, args ...any) error {
+// fail wraps err with the address and what was asked. When ctx has ended,
+// its cause (ErrReset, a deadline) is named rather than whatever the HTTP
+// client made of it.
+func (s *Store) fail(ctx context.Context, err error, format string, args ...any) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		err = fmt.Errorf("%w (%v)", cause, err)
+	}
 	return fmt.Errorf("consul %s: %s: %w", s.addr, fmt.Sprintf(format, args...), err)
 }
 
@@ -79,11 +114,15 @@ func (s *Store) fail(err error, format string, args ...any) error {
 // reset) must fail and be retried, not hang a Docker call or a renewal.
 const RequestTimeout = 30 * time.Second
 
-func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+// bounded returns ctx scoped to the current epoch, with RequestTimeout
+// unless ctx has a deadline already.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := s.scoped(ctx)
 	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+		return ctx, cancel
 	}
-	return context.WithTimeout(ctx, RequestTimeout)
+	ctx, cancelTimeout := context.WithTimeout(ctx, RequestTimeout)
+	return ctx, func() { cancelTimeout(); cancel() }
 }
 
 func queryOpts(ctx context.Context) *api.QueryOptions {
@@ -96,25 +135,25 @@ func writeOpts(ctx context.Context) *api.WriteOptions {
 
 // Get returns the pair at key, or kv.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (kv.Pair, error) {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	p, _, err := s.kv.Get(key, queryOpts(ctx))
 	if err != nil {
-		return kv.Pair{}, s.fail(err, "get %s", key)
+		return kv.Pair{}, s.fail(ctx, err, "get %s", key)
 	}
 	if p == nil {
-		return kv.Pair{}, s.fail(kv.ErrNotFound, "get %s", key)
+		return kv.Pair{}, s.fail(ctx, kv.ErrNotFound, "get %s", key)
 	}
 	return pair(p), nil
 }
 
 // List returns the pairs under prefix, sorted by key, and Consul's index.
 func (s *Store) List(ctx context.Context, prefix string) ([]kv.Pair, uint64, error) {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	ps, meta, err := s.kv.List(prefix, queryOpts(ctx))
 	if err != nil {
-		return nil, 0, s.fail(err, "list %s", prefix)
+		return nil, 0, s.fail(ctx, err, "list %s", prefix)
 	}
 	pairs, idx := result(ps, meta)
 	return pairs, idx, nil
@@ -122,10 +161,10 @@ func (s *Store) List(ctx context.Context, prefix string) ([]kv.Pair, uint64, err
 
 // Put writes value at key unconditionally.
 func (s *Store) Put(ctx context.Context, key string, value []byte) error {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	if _, err := s.kv.Put(&api.KVPair{Key: key, Value: value}, writeOpts(ctx)); err != nil {
-		return s.fail(err, "put %s", key)
+		return s.fail(ctx, err, "put %s", key)
 	}
 	return nil
 }
@@ -133,24 +172,24 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 // CAS writes value at key only if its ModifyIndex is index; index 0 creates
 // only if the key is absent. Consul's ?cas= has exactly these semantics.
 func (s *Store) CAS(ctx context.Context, key string, value []byte, index uint64) error {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	ok, _, err := s.kv.CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: index}, writeOpts(ctx))
 	if err != nil {
-		return s.fail(err, "cas %s at index %d", key, index)
+		return s.fail(ctx, err, "cas %s at index %d", key, index)
 	}
 	if !ok {
-		return s.fail(kv.ErrConflict, "cas %s at index %d", key, index)
+		return s.fail(ctx, kv.ErrConflict, "cas %s at index %d", key, index)
 	}
 	return nil
 }
 
 // Delete removes key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	if _, err := s.kv.Delete(key, writeOpts(ctx)); err != nil {
-		return s.fail(err, "delete %s", key)
+		return s.fail(ctx, err, "delete %s", key)
 	}
 	return nil
 }
@@ -162,7 +201,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // the delete runs in a transaction behind a check-index op, which fails
 // (rolling the transaction back) when the key is missing or has moved on.
 func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
-	ctx, cancel := bounded(ctx)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	ops := api.TxnOps{
 		{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: key, Index: index}},
@@ -170,7 +209,7 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 	}
 	ok, resp, _, err := s.txn.Txn(ops, queryOpts(ctx))
 	if err != nil {
-		return s.fail(err, "delete-cas %s at index %d", key, index)
+		return s.fail(ctx, err, "delete-cas %s at index %d", key, index)
 	}
 	if ok {
 		return nil
@@ -189,9 +228,9 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 		}
 	}
 	if conflict {
-		return s.fail(kv.ErrConflict, "delete-cas %s at index %d", key, index)
+		return s.fail(ctx, kv.ErrConflict, "delete-cas %s at index %d", key, index)
 	}
-	return s.fail(fmt.Errorf("transaction failed: %s", strings.Join(msgs, "; ")), "delete-cas %s at index %d", key, index)
+	return s.fail(ctx, fmt.Errorf("transaction failed: %s", strings.Join(msgs, "; ")), "delete-cas %s at index %d", key, index)
 }
 
 // conflictMsg recognises Consul's failure messages for check-index
@@ -217,11 +256,13 @@ func conflictMsg(what string) bool {
 // it makes Wait after a Consul restart return at once instead of minutes
 // later, at the price of one extra request per call.
 func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
+	ctx, cancel := s.scoped(ctx)
+	defer cancel()
 	q := queryOpts(ctx) // the first, non-blocking read
 	for {
 		ps, meta, err := s.kv.List(prefix, q)
 		if err != nil {
-			return nil, 0, s.waitErr(ctx, err, prefix, index)
+			return nil, 0, s.fail(ctx, err, "wait %s after index %d", prefix, index)
 		}
 		pairs, idx := result(ps, meta)
 		if index == 0 || idx != index {
@@ -231,18 +272,6 @@ func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pai
 		// again.
 		q = (&api.QueryOptions{WaitIndex: index, WaitTime: s.WaitTime}).WithContext(ctx)
 	}
-}
-
-// waitErr reports a canceled context as such, rather than as whatever the
-// HTTP client made of it.
-func (s *Store) waitErr(ctx context.Context, err error, prefix string, index uint64) error {
-	if err == nil {
-		return nil
-	}
-	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-		err = ctxErr
-	}
-	return s.fail(err, "wait %s after index %d", prefix, index)
 }
 
 func result(ps api.KVPairs, meta *api.QueryMeta) ([]kv.Pair, uint64) {

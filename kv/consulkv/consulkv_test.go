@@ -207,3 +207,49 @@ func TestACLTokenFromEnvironment(t *testing.T) {
 		t.Fatalf("get with CONSUL_HTTP_TOKEN: %v %v", p, err)
 	}
 }
+
+// After this host's address changes, requests on connections made from the
+// old one would hang: ResetConnections aborts them, a blocking Wait
+// included, with an error saying so, and the next request works.
+func TestResetConnectionsAbortsWait(t *testing.T) {
+	agent := testconsul.Start(t, testconsul.Options{})
+	s := newStore(t, agent.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Put(ctx, "felt/r/a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_, idx, err := s.List(ctx, "felt/r/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Wait(ctx, "felt/r/", idx) // blocks: nothing changes
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned before any change: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	s.ResetConnections()
+	select {
+	case err := <-done:
+		want := fmt.Sprintf("consul %s: wait felt/r/ after index %d: ", agent.Addr, idx)
+		if !errors.Is(err, ErrReset) || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("Wait after reset: %v; want ErrReset, prefixed %q", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait still blocked after ResetConnections")
+	}
+	if _, err := s.Get(ctx, "felt/r/a"); err != nil {
+		t.Fatalf("Get after reset: %v", err)
+	}
+	// A caller's own cancel is still reported as such.
+	cctx, ccancel := context.WithCancel(ctx)
+	ccancel()
+	if _, _, err := s.Wait(cctx, "felt/r/", idx); !errors.Is(err, context.Canceled) || errors.Is(err, ErrReset) {
+		t.Fatalf("Wait with a canceled context: %v", err)
+	}
+}
