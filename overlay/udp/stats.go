@@ -2,8 +2,11 @@ package udp
 
 import "sync/atomic"
 
-// Stats counts one network's traffic through its tunnel. Bytes are those
-// of the IP packets carried, without the UDP and IP headers around them.
+// Stats counts one network's traffic through its tunnel. Packets are those
+// the TUN handed over or took, so a TCP super-packet of up to 64 KB counts
+// once however many datagrams carried it. Bytes are those of the IP
+// packets carried, without the UDP and IP headers or frame headers around
+// them.
 type Stats struct {
 	TxPackets uint64 // read from the TUN and sent to a peer
 	TxBytes   uint64
