@@ -110,17 +110,20 @@ func measureScoped(s *scope, p Path, setup func(ps *scope) (client, server endpo
 		client, server := setup(ps)
 		startIperfServer(ps, server.ns, server.addr)
 		for _, streams := range []int{1, 4} {
-			r, err := runIperf(client.ns, server.addr, streams, pids)
-			if err != nil && !interrupted.Load() {
-				// Once more before giving the path up: on a shared machine a
-				// run can fail for reasons that are not the path's.
-				logf("  %v; retrying once", err)
-				r, err = runIperf(client.ns, server.addr, streams, pids)
-			}
+			r, err := medianRun(iperfRuns, func() (Throughput, error) {
+				r, err := runIperf(client.ns, server.addr, streams, pids)
+				if err != nil && !interrupted.Load() {
+					// Once more before giving the path up: on a shared machine
+					// a run can fail for reasons that are not the path's.
+					logf("  %v; retrying once", err)
+					r, err = runIperf(client.ns, server.addr, streams, pids)
+				}
+				return r, err
+			})
 			if err != nil {
 				ps.Fatalf("%v", err)
 			}
-			logf("  %d stream(s): %.2f Gbit/s, %d retransmits, %.2f CPU-s/GB", streams, r.Gbps, r.Retransmits, r.SysCPUPerGB)
+			logf("  %d stream(s): %.2f Gbit/s (median of %v), %d retransmits, %.2f CPU-s/GB", streams, r.Gbps, r.Runs, r.Retransmits, r.SysCPUPerGB)
 			if streams == 1 {
 				p.Stream1 = &r
 			} else {

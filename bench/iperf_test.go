@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +19,11 @@ import (
 const (
 	iperfPort    = "5201"
 	iperfSeconds = 10
+	// iperfRuns is how many times each path and stream count is measured;
+	// the run with the median throughput is reported. One 10 s run on this
+	// shared 2-core machine varies by tens of percent, the bare baseline
+	// included, which made single-run ratios swing as much.
+	iperfRuns = 3
 )
 
 // Throughput is one iperf3 run.
@@ -34,6 +41,31 @@ type Throughput struct {
 	// for kernel backends, the userspace data path's cost for udp.
 	FeltCPUPerGB float64 `json:"felt_cpu_s_per_gb"`
 	RatioToBare  float64 `json:"ratio_to_bare,omitempty"`
+	// Runs is the throughput of every run, in order; the other fields are
+	// those of the median one.
+	Runs []float64 `json:"runs_gbit_per_s,omitempty"`
+}
+
+// medianRun runs measure n times and returns the run with the median
+// throughput, holding every run's throughput in Runs.
+func medianRun(n int, measure func() (Throughput, error)) (Throughput, error) {
+	var runs []Throughput
+	for range n {
+		r, err := measure()
+		if err != nil {
+			return r, err
+		}
+		runs = append(runs, r)
+	}
+	all := make([]float64, len(runs))
+	for i, r := range runs {
+		all[i] = r.Gbps
+	}
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b Throughput) int { return cmp.Compare(a.Gbps, b.Gbps) })
+	med := sorted[len(sorted)/2]
+	med.Runs = all
+	return med, nil
 }
 
 // startIperfServer runs `iperf3 -s` bound to addr inside ns until the scope
