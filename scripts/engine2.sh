@@ -104,6 +104,41 @@ stop() {
   rm -rf "$dir" "$execroot"
 }
 
+# launch [DOCKERD-FLAG...]: starts dockerd in NS's network namespace and in
+# the mount namespace the array join sets up, appending to the log, and
+# waits until it answers; prints its DOCKER_HOST. Returns 1, with the log's
+# last lines, if it exits or is not ready in time. setsid: out of the
+# caller's process group (a ^C to the demo does not hit it; the trap stops
+# it). nsenter and the joiner exec in turn: $! is dockerd.
+launch() {
+  setsid nsenter --net="/run/netns/$ns" -- \
+    "${join[@]}" \
+    dockerd --config-file "$dir/daemon.json" \
+    --data-root "$dir/data" --exec-root "$execroot" --pidfile "$dir/docker.pid" \
+    -H "unix://$sock" \
+    --containerd-namespace "felt-$ns" --containerd-plugins-namespace "felt-$ns-plugins" \
+    --storage-driver vfs --bridge=none --iptables=true \
+    "$@" </dev/null >>"$log" 2>&1 &
+  local pid=$! deadline=$((SECONDS + startTimeout)) mnt
+  echo "$pid" >"$dir/engine.pid" # dockerd writes docker.pid itself, once started
+  until docker -H "unix://$sock" version >/dev/null 2>&1; do
+    if ! alive "$pid"; then
+      echo "engine2: dockerd in $ns exited; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "engine2: dockerd in $ns not ready after ${startTimeout}s; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  mnt=$(readlink "/proc/$pid/ns/mnt")
+  [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] && echo "$mnt" >"$dir/mntns"
+  echo "unix://$sock"
+}
+
 start() {
   [ -e "/run/netns/$ns" ] || { echo "engine2: no network namespace $ns (ip netns add $ns)" >&2; exit 1; }
   if [ "/run/netns/$ns" -ef /proc/self/ns/net ]; then echo "engine2: $ns is this shell's own network namespace" >&2; exit 1; fi
@@ -113,37 +148,9 @@ start() {
   stop # an earlier engine of this name, or its leftovers
   mkdir -p "$dir/data" "$execroot"
   echo '{}' >"$dir/daemon.json"
-  # setsid: out of the caller's process group (a ^C to the demo does not hit
-  # it; the trap stops it). nsenter and unshare exec in turn: $! is dockerd.
-  setsid nsenter --net="/run/netns/$ns" -- \
-    unshare --mount --propagation slave -- \
-    dockerd --config-file "$dir/daemon.json" \
-    --data-root "$dir/data" --exec-root "$execroot" --pidfile "$dir/docker.pid" \
-    -H "unix://$sock" \
-    --containerd-namespace "felt-$ns" --containerd-plugins-namespace "felt-$ns-plugins" \
-    --storage-driver vfs --bridge=none --iptables=true \
-    "$@" </dev/null >"$log" 2>&1 &
-  local pid=$! deadline=$((SECONDS + startTimeout))
-  echo "$pid" >"$dir/engine.pid" # dockerd writes docker.pid itself, once started
-  until docker -H "unix://$sock" version >/dev/null 2>&1; do
-    if ! alive "$pid"; then
-      echo "engine2: dockerd in $ns exited; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      stop
-      exit 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "engine2: dockerd in $ns not ready after ${startTimeout}s; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      stop
-      exit 1
-    fi
-    sleep 0.2
-  done
-  local mnt
-  mnt=$(readlink "/proc/$pid/ns/mnt")
-  [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] && echo "$mnt" >"$dir/mntns"
-  echo "unix://$sock"
+  : >"$log"
+  join=(unshare --mount --propagation slave --)
+  launch "$@" || { stop; exit 1; }
 }
 
 # restart [DOCKERD-FLAG...]: SIGTERM dockerd (it stops the containerd it
@@ -155,7 +162,7 @@ start() {
 # appended to. A dockerd that already died is just started again. On failure
 # the engine is left for stop (and its log for log).
 restart() {
-  local pid="" mnt="" in="" deadline
+  local pid="" mnt="" in=""
   [ -f "$dir/engine.pid" ] && pid=$(cat "$dir/engine.pid")
   [ -d "$dir/data" ] || { echo "engine2: no engine $ns (start it first)" >&2; exit 1; }
   if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then # else: it died; start it
@@ -168,31 +175,10 @@ restart() {
     in=$(find /proc/[0-9]*/ns/mnt -maxdepth 0 -printf '%p %l\n' 2>/dev/null |
       awk -v m="$mnt" '$2 == m { split($1, a, "/"); print a[3]; exit }' || true)
   fi
-  local join=(unshare --mount --propagation slave --)
+  join=(unshare --mount --propagation slave --)
   [ -n "$in" ] && join=(nsenter --mount="/proc/$in/ns/mnt" --)
   echo "engine2: restarting dockerd of $ns ($([ -n "$in" ] && echo "in the mount namespace of pid $in" || echo "in a new mount namespace"))" >>"$log"
-  setsid nsenter --net="/run/netns/$ns" -- \
-    "${join[@]}" \
-    dockerd --config-file "$dir/daemon.json" \
-    --data-root "$dir/data" --exec-root "$execroot" --pidfile "$dir/docker.pid" \
-    -H "unix://$sock" \
-    --containerd-namespace "felt-$ns" --containerd-plugins-namespace "felt-$ns-plugins" \
-    --storage-driver vfs --bridge=none --iptables=true \
-    "$@" </dev/null >>"$log" 2>&1 &
-  pid=$!
-  deadline=$((SECONDS + startTimeout))
-  echo "$pid" >"$dir/engine.pid"
-  until docker -H "unix://$sock" version >/dev/null 2>&1; do
-    if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
-      echo "engine2: dockerd in $ns did not come back; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  mnt=$(readlink "/proc/$pid/ns/mnt")
-  [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] && echo "$mnt" >"$dir/mntns"
-  echo "unix://$sock"
+  launch "$@" || exit 1
 }
 
 case $cmd in
