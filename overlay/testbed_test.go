@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -134,6 +135,19 @@ func (tb *testbed) others(h *tbHost) []*tbHost {
 		}
 	}
 	return out
+}
+
+// pairs yields every ordered pair of distinct hosts: a host, then a peer.
+func (tb *testbed) pairs() iter.Seq2[*tbHost, *tbHost] {
+	return func(yield func(*tbHost, *tbHost) bool) {
+		for _, h := range tb.hosts {
+			for _, p := range tb.others(h) {
+				if !yield(h, p) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // apply runs Setup then Sync on h, as the Manager does, failing t on error.

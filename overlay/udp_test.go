@@ -103,18 +103,14 @@ func TestUDP(t *testing.T) {
 		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.42.1.0/32" {
 			t.Fatalf("TUN addresses %v (%v), want only 10.42.1.0/32", addrs, err)
 		}
-		for _, h := range tb.hosts {
-			for _, p := range tb.others(h) {
-				hasTUNRoute(t, h, p)
-			}
+		for h, p := range tb.pairs() {
+			hasTUNRoute(t, h, p)
 		}
 	})
 
 	t.Run("ping", func(t *testing.T) {
-		for _, h := range tb.hosts {
-			for _, p := range tb.others(h) {
-				mustPing(t, h, p)
-			}
+		for h, p := range tb.pairs() {
+			mustPing(t, h, p)
 		}
 		// This host's own traffic leaves from the TUN's address, inside
 		// the pool, so the peer takes it and the reply finds the way back.

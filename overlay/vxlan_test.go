@@ -86,18 +86,14 @@ func TestVXLAN(t *testing.T) {
 	})
 
 	t.Run("entries", func(t *testing.T) {
-		for _, h := range tb.hosts {
-			for _, p := range tb.others(h) {
-				hasTunnel(t, h, p)
-			}
+		for h, p := range tb.pairs() {
+			hasTunnel(t, h, p)
 		}
 	})
 
 	t.Run("ping", func(t *testing.T) {
-		for _, h := range tb.hosts {
-			for _, p := range tb.others(h) {
-				mustPing(t, h, p)
-			}
+		for h, p := range tb.pairs() {
+			mustPing(t, h, p)
 		}
 	})
 
@@ -265,10 +261,8 @@ func TestVXLANDirectRouting(t *testing.T) {
 	hasTunnel(t, a, c) // c is in another subnet: tunnel
 	hasTunnel(t, c, a)
 	hasTunnel(t, c, b)
-	for _, h := range tb.hosts {
-		for _, p := range tb.others(h) {
-			mustPing(t, h, p)
-		}
+	for h, p := range tb.pairs() {
+		mustPing(t, h, p)
 	}
 
 	// Turning directrouting off moves b to the tunnel, and back again.
