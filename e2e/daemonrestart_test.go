@@ -119,21 +119,6 @@ func TestDaemonRestart(t *testing.T) {
 		t.Helper()
 		return e.must(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).%s}}`, drNet, field), name)
 	}
-	ping := func(from, to string) {
-		t.Helper()
-		var out string
-		var err error
-		deadline := time.Now().Add(pingTimeout)
-		for {
-			if out, err = e.docker("exec", from, "ping", "-c", "1", "-W", "1", to); err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s cannot ping %s: %v\n%s", from, to, err, out)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
 	links := func() string { t.Helper(); return mustRun(t, "ip", "-n", drNS, "-o", "link", "show") }
 	hasLink := func(name string) bool { return strings.Contains(links(), " "+name+"@") }
 	// waitGone waits (briefly: removal is synchronous, the kernel may lag)
@@ -172,8 +157,8 @@ func TestDaemonRestart(t *testing.T) {
 	if ipA == ipB || !hasLink(vethA) || !hasLink(vethB) {
 		t.Fatalf("before the restart: addresses %s, %s; veths %s, %s in:\n%s", ipA, ipB, vethA, vethB, links())
 	}
-	ping("felt-dr-a", ipB)
-	ping("felt-dr-b", ipA)
+	pingUntil(t, e, "felt-dr-a", ipB)
+	pingUntil(t, e, "felt-dr-b", ipA)
 	pids := e.must(t, "inspect", "-f", "{{.State.Pid}}", "felt-dr-a", "felt-dr-b")
 
 	since := logSize()
@@ -185,21 +170,21 @@ func TestDaemonRestart(t *testing.T) {
 		running := e.must(t, "inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Pid}}", "felt-dr-a", "felt-dr-b")
 		t.Fatalf("live-restore did not keep the containers: pids before %q, now:\n%s", pids, running)
 	}
-	ping("felt-dr-a", ipB)
-	ping("felt-dr-b", ipA)
+	pingUntil(t, e, "felt-dr-a", ipB)
+	pingUntil(t, e, "felt-dr-b", ipA)
 	run("felt-dr-c")
 	ipC := inspect("felt-dr-c", "IPAddress")
 	if ipC == ipA || ipC == ipB {
 		t.Fatalf("new container got %s, in use by a container from before the restart (%s, %s)", ipC, ipA, ipB)
 	}
-	ping("felt-dr-c", ipA)
+	pingUntil(t, e, "felt-dr-c", ipA)
 	// Leave, DeleteEndpoint, ReleaseAddress of an endpoint from before.
 	e.must(t, "rm", "-f", "felt-dr-b")
 	waitGone(": "+vethB+"@", "the veth "+vethB+" of the removed container")
 	if !hasLink(vethA) {
 		t.Fatalf("%s of the running container felt-dr-a is gone:\n%s", vethA, links())
 	}
-	ping("felt-dr-a", ipC)
+	pingUntil(t, e, "felt-dr-a", ipC)
 	e.must(t, "rm", "-f", "felt-dr-a", "felt-dr-c")
 	// DeleteNetwork (and ReleasePool) of a network from before.
 	e.must(t, "network", "rm", drNet)
@@ -222,7 +207,7 @@ func TestDaemonRestart(t *testing.T) {
 	run("felt-dr-e", "--restart=always", "--stop-timeout=1")
 	ipD, ipE := inspect("felt-dr-d", "IPAddress"), inspect("felt-dr-e", "IPAddress")
 	epD, epE := inspect("felt-dr-d", "EndpointID"), inspect("felt-dr-e", "EndpointID")
-	ping("felt-dr-d", ipE)
+	pingUntil(t, e, "felt-dr-d", ipE)
 
 	since = logSize()
 	restart()
@@ -245,8 +230,8 @@ func TestDaemonRestart(t *testing.T) {
 	for _, ep := range []string{epD, epE} {
 		waitGone(": fv"+drShort(ep)+"@", "the veth of the endpoint "+drShort(ep)+" from before the restart")
 	}
-	ping("felt-dr-d", ipE2)
-	ping("felt-dr-e", ipD2)
+	pingUntil(t, e, "felt-dr-d", ipE2)
+	pingUntil(t, e, "felt-dr-e", ipD2)
 	e.must(t, "rm", "-f", "felt-dr-d", "felt-dr-e")
 	e.must(t, "network", "rm", drNet)
 	allGone()

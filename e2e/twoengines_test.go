@@ -216,24 +216,8 @@ func TestTwoEngines(t *testing.T) {
 	}
 
 	// Across the hosts, both ways.
-	pingFrom := func(e engine, to netip.Addr) {
-		t.Helper()
-		var out string
-		var err error
-		deadline := time.Now().Add(pingTimeout)
-		for {
-			out, err = e.docker("exec", "felt-2e-"+e.name, "ping", "-c", "1", "-W", "1", to.String())
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("container on the %s engine cannot ping %s: %v\n%s", e.name, to, err, out)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
-	pingFrom(host1, addrSecond)
-	pingFrom(second, addrMain)
+	pingUntil(t, host1, "felt-2e-main", addrSecond.String())
+	pingUntil(t, second, "felt-2e-second", addrMain.String())
 
 	// What made it work: the two leases in Consul, and each host's route to
 	// the other's subnet through the VTEP.
@@ -275,22 +259,8 @@ func testTwoEnginesUDP(t *testing.T, host1, second engine) {
 		}
 		addr[e.name] = a
 	}
-	ping := func(e engine, to netip.Addr) {
-		t.Helper()
-		deadline := time.Now().Add(pingTimeout)
-		for {
-			out, err := e.docker("exec", "felt-2e-udp-"+e.name, "ping", "-c", "1", "-W", "1", to.String())
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("udp: container on the %s engine cannot ping %s: %v\n%s", e.name, to, err, out)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
-	ping(host1, addr["second"])
-	ping(second, addr["main"])
+	pingUntil(t, host1, "felt-2e-udp-main", addr["second"].String())
+	pingUntil(t, second, "felt-2e-udp-second", addr["main"].String())
 	sub, _ := addr["second"].Prefix(24)
 	if out := mustRun(t, "ip", "route", "show", sub.String()); !strings.Contains(out, "dev feltu.") {
 		t.Fatalf("root namespace: route to %s is %q, want one through the udp backend's TUN (feltu.…)", sub, out)
@@ -302,6 +272,23 @@ func testTwoEnginesUDP(t *testing.T, host1, second engine) {
 		fmt.Sprintf("wget -q -O - http://%s:8080/f | md5sum", addr["second"]))
 	if f, g := strings.Fields(sum), strings.Fields(got); len(f) == 0 || len(g) == 0 || f[0] != g[0] {
 		t.Fatalf("8 MB over HTTP across the udp backend: md5 %q at the server, %q received", sum, got)
+	}
+}
+
+// pingUntil pings to from container ctr on engine e until it answers, for
+// up to pingTimeout (the overlay's routes may still be on their way).
+func pingUntil(t *testing.T, e engine, ctr, to string) {
+	t.Helper()
+	deadline := time.Now().Add(pingTimeout)
+	for {
+		out, err := e.docker("exec", ctr, "ping", "-c", "1", "-W", "1", to)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s on the %s engine cannot ping %s: %v\n%s", ctr, e.name, to, err, out)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 

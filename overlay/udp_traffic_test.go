@@ -52,44 +52,7 @@ func noDataPath(t *testing.T) {
 // another's and checks they arrive intact.
 func transfer(t *testing.T, from, to *tbHost, size int) {
 	t.Helper()
-	addr := netip.AddrPortFrom(to.ctrIP(), 5001).String()
-	var ln net.Listener
-	if err := to.ctr.Do(func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatalf("listen in %s: %v", to.ctr.Name, err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, conn)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
-	data := make([]byte, size)
-	_, _ = rand.Read(data)
-	start := time.Now()
-	if err := sendTCP(from.ctr, addr, data, 60*time.Second); err != nil {
-		t.Fatalf("%s -> %s: %v", from.id, to.id, err)
-	}
-	r := <-got
-	if r.err != nil || r.n != int64(size) || r.sum != sha256.Sum256(data) {
-		t.Fatalf("%s -> %s: received %d of %d bytes (err %v), content intact: %v", from.id, to.id, r.n, size, r.err, r.sum == sha256.Sum256(data))
-	}
-	t.Logf("%s -> %s: %d bytes intact in %v", from.id, to.id, size, time.Since(start).Round(time.Millisecond))
+	transferBetween(t, from.ctr, to.ctr, to.ctrIP(), size)
 }
 
 // sendTCP connects from inside ns to addr and sends data within timeout.
@@ -212,39 +175,48 @@ func frameChunks(pkt []byte, size int, id uint16) [][]byte {
 	return out
 }
 
-// transferBetween sends size random bytes over TCP from ns to a listener
-// at addr in another namespace and checks they arrive intact.
+// transferBetween sends size random bytes over TCP from namespace from to
+// a listener at addr in namespace to and checks they arrive intact.
 func transferBetween(t *testing.T, from, to *testnet.NS, addr netip.Addr, size int) {
 	t.Helper()
-	at := netip.AddrPortFrom(addr, 5003).String()
+	at := netip.AddrPortFrom(addr, 5001).String()
 	var ln net.Listener
 	if err := to.Do(func() (err error) { ln, err = net.Listen("tcp4", at); return err }); err != nil {
 		t.Fatalf("listen in %s: %v", to.Name, err)
 	}
 	defer ln.Close()
-	got := make(chan [32]byte, 1)
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
 	go func() {
-		var sum [32]byte
-		defer func() { got <- sum }()
 		conn, err := ln.Accept()
 		if err != nil {
+			got <- result{err: err}
 			return
 		}
 		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
 		h := sha256.New()
-		if _, err := io.Copy(h, conn); err == nil {
-			copy(sum[:], h.Sum(nil))
-		}
+		n, err := io.Copy(h, conn)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		got <- r
 	}()
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
-	if err := sendTCP(from, at, data, 30*time.Second); err != nil {
-		t.Fatal(err)
+	start := time.Now()
+	if err := sendTCP(from, at, data, 60*time.Second); err != nil {
+		t.Fatalf("%s -> %s: %v", from.Name, at, err)
 	}
-	if sum := <-got; sum != sha256.Sum256(data) {
-		t.Fatalf("%d bytes from %s to %s arrived altered or cut short", size, from.Name, at)
+	r := <-got
+	if r.err != nil || r.n != int64(size) || r.sum != sha256.Sum256(data) {
+		t.Fatalf("%s -> %s: received %d of %d bytes (err %v), content intact: %v", from.Name, at, r.n, size, r.err, r.sum == sha256.Sum256(data))
 	}
+	t.Logf("%s -> %s: %d bytes intact in %v", from.Name, at, size, time.Since(start).Round(time.Millisecond))
 }
 
 // ipFragments is the number of IP fragments ns's kernel has received.

@@ -139,14 +139,15 @@ func (s *sender) send(n int) {
 			continue
 		}
 		flags, gsoSize, err := frameFlagsFor(vh, pkt)
-		if count := chunkCount(len(pkt), s.chunk); err != nil || count > maxChunks {
+		count := chunkCount(len(pkt), s.chunk)
+		if err != nil || count > maxChunks {
 			dropped++
 			s.t.warnOnce.Do(func() {
 				s.t.log.Warn("udp tunnel: dropping a packet felt cannot carry (logged once)", "err", err, "bytes", len(pkt))
 			})
 			continue
 		}
-		s.addFrame(d, pkt, flags, gsoSize, gso)
+		s.addFrame(d, pkt, count, flags, gsoSize, gso)
 	}
 	m := s.m
 	for j := range m {
@@ -172,11 +173,10 @@ func (s *sender) open(d *peerDest) {
 	s.m++
 }
 
-// addFrame adds pkt to the batch as a frame to d: its chunks, a header and
-// a slice of pkt each, in messages of up to perMsg chunks (one each
-// without GSO).
-func (s *sender) addFrame(d *peerDest, pkt []byte, flags uint8, gsoSize uint16, gso bool) {
-	count := chunkCount(len(pkt), s.chunk)
+// addFrame adds pkt to the batch as a frame to d: its count chunks, a
+// header and a slice of pkt each, in messages of up to perMsg chunks (one
+// each without GSO).
+func (s *sender) addFrame(d *peerDest, pkt []byte, count int, flags uint8, gsoSize uint16, gso bool) {
 	id := s.t.port.nextFrameID()
 	for k := range count {
 		if k%s.perMsg == 0 || !gso {
