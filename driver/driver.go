@@ -114,6 +114,9 @@ func Capabilities() *api.CapabilitiesResponse {
 // CreateNetwork creates the bridge of a felt network, after IPAM leased its
 // subnet. On any error nothing is left behind.
 func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkRequest) error {
+	if err := checkID("NetworkID", req.NetworkID); err != nil {
+		return err
+	}
 	opts, err := parseOptions(req.Options)
 	if err != nil {
 		return err
@@ -124,13 +127,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if len(req.IPv4Data) != 1 {
 		return fmt.Errorf("felt needs exactly one --subnet, got %d", len(req.IPv4Data))
 	}
-	subnet, err := netip.ParsePrefix(req.IPv4Data[0].Pool)
+	subnet, gw, err := parseIPAMData(req.IPv4Data[0])
 	if err != nil {
-		return fmt.Errorf("pool %q: %w", req.IPv4Data[0].Pool, err)
-	}
-	gw, err := netip.ParsePrefix(req.IPv4Data[0].Gateway)
-	if err != nil {
-		return fmt.Errorf("gateway %q: %w", req.IPv4Data[0].Gateway, err)
+		return err
 	}
 
 	d.mu.Lock()
@@ -153,6 +152,10 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 			return fmt.Errorf("pool %s is already used by felt network %.12s on this host: one Docker network per pool", pool.Pool, other.ID)
 		}
 	}
+	// Before anything is written: the bridge's name must be free or ours.
+	if err := d.checkBridgeName(BridgeName(req.NetworkID), req.NetworkID); err != nil {
+		return err
+	}
 	opts.spec.Pool = pool.Pool
 	opts.spec.SubnetLen = pool.Subnet.Bits()
 	rec, err := d.cfg.Registry.EnsureNetwork(ctx, opts.spec, true)
@@ -165,7 +168,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 			return err
 		}
 	}
-	n := Network{ID: req.NetworkID, Pool: pool.Pool, Subnet: subnet, Gateway: gw.Addr(), Bridge: BridgeName(req.NetworkID),
+	n := Network{ID: req.NetworkID, Pool: pool.Pool, Subnet: subnet, Gateway: gw, Bridge: BridgeName(req.NetworkID),
 		Backend: rec.Backend, VNI: rec.VNI, MTU: mtu, DirectRouting: rec.DirectRouting, Port: rec.Port, Internal: opts.internal}
 	if d.cfg.Overlay != nil {
 		if err := d.cfg.Overlay.Check(ctx, n.Overlay()); err != nil {
@@ -240,14 +243,18 @@ func (d *Driver) removeNetwork(ctx context.Context, n Network, others []Network)
 	if err := d.syncFirewall(ctx, others); err != nil {
 		d.cfg.Log.Warn("firewall cleanup failed", "network", short(n.ID, 12), "err", err)
 	}
-	if err := d.deleteLink(n.Bridge); err != nil {
+	if err := d.deleteOwnedLink(n.Bridge, d.aliasNetwork()+n.ID); err != nil {
 		d.cfg.Log.Warn("bridge removal failed", "bridge", n.Bridge, "err", err)
 	}
 }
 
 // DeleteNetwork removes a network; an unknown ID succeeds (Docker would
-// otherwise leave the network half-deleted).
+// otherwise leave the network half-deleted), removing the bridge of that
+// exact ID if one was left behind.
 func (d *Driver) DeleteNetwork(ctx context.Context, req *api.DeleteNetworkRequest) error {
+	if err := checkID("NetworkID", req.NetworkID); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n, ok, err := d.network(ctx, req.NetworkID)
@@ -255,7 +262,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, req *api.DeleteNetworkReques
 		return err
 	}
 	if !ok {
-		return d.deleteLink(BridgeName(req.NetworkID))
+		return d.deleteOwnedLink(BridgeName(req.NetworkID), d.aliasNetwork()+req.NetworkID)
 	}
 	eps, err := state.List[Endpoint](ctx, d.cfg.State, EndpointsPrefix)
 	if err != nil {
@@ -286,12 +293,12 @@ func (d *Driver) DeleteNetwork(ctx context.Context, req *api.DeleteNetworkReques
 
 // CreateEndpoint makes the endpoint's veth pair on the network's bridge.
 func (d *Driver) CreateEndpoint(ctx context.Context, req *api.CreateEndpointRequest) (*api.CreateEndpointResponse, error) {
-	if req.Interface == nil || req.Interface.Address == "" {
-		return nil, errors.New("endpoint has no IPv4 address: felt networks need --ipam-driver felt:latest")
+	if err := checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID); err != nil {
+		return nil, err
 	}
-	addr, err := netip.ParsePrefix(req.Interface.Address)
+	addr, mac, err := parseInterface(req.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint address %q: %w", req.Interface.Address, err)
+		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -299,37 +306,71 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req *api.CreateEndpointRequ
 	if err != nil {
 		return nil, err
 	}
-	if !n.Subnet.Contains(addr.Addr()) {
-		return nil, fmt.Errorf("endpoint address %s is outside the network's subnet %s on this host", addr, n.Subnet)
+	if err := checkEndpointAddress(n, addr); err != nil {
+		return nil, err
 	}
 	resp := &api.CreateEndpointResponse{}
 	var ep Endpoint
-	if found, err := d.cfg.State.Get(ctx, endpointKey(req.EndpointID), &ep); err != nil {
+	found, err := d.cfg.State.Get(ctx, endpointKey(req.EndpointID), &ep)
+	if err != nil {
 		return nil, err
-	} else if found {
-		if _, err := d.nl.LinkByName(ep.HostVeth); err == nil {
-			return resp, nil // repeated call
+	}
+	if found {
+		// A repeated call: it must describe the same endpoint.
+		if ep.NetworkID != n.ID {
+			return nil, fmt.Errorf("endpoint %s already exists on network %s, not on network %s", ep.ID, ep.NetworkID, n.ID)
+		}
+		if ep.Address != addr {
+			return nil, fmt.Errorf("endpoint %s already exists with address %s, not %s", ep.ID, ep.Address, addr)
+		}
+		if mac != "" && mac != ep.MAC {
+			return nil, fmt.Errorf("endpoint %s already exists with MAC address %s, not %s", ep.ID, ep.MAC, mac)
+		}
+	} else {
+		host, peer := vethNames(req.EndpointID)
+		ep = Endpoint{ID: req.EndpointID, NetworkID: n.ID, Address: addr, MAC: mac, HostVeth: host, PeerVeth: peer}
+		if ep.MAC == "" {
+			// Docker sent none: return one derived from the address, as
+			// Docker's bridge driver does, so it is stable and unique
+			// across hosts.
+			ep.MAC = macFromIP(addr.Addr()).String()
 		}
 	}
-	host, peer := vethNames(req.EndpointID)
-	ep = Endpoint{ID: req.EndpointID, NetworkID: n.ID, Address: addr, MAC: req.Interface.MacAddress, HostVeth: host, PeerVeth: peer}
-	if ep.MAC == "" {
-		// Docker sent none: return one derived from the address, as Docker's
-		// bridge driver does, so it is stable and unique across hosts.
-		ep.MAC = macFromIP(addr.Addr()).String()
+	if mac == "" {
 		resp.Interface = &api.EndpointInterface{MacAddress: ep.MAC}
 	}
-	_ = d.deleteLink(host) // a leftover of a crashed attempt
-	_ = d.deleteLink(peer)
-	if err := d.createVeth(n, ep); err != nil {
+	if found {
+		if owned, err := d.ownsLink(ep.HostVeth, d.aliasEndpoint()+ep.ID); err != nil {
+			return nil, err
+		} else if owned {
+			return resp, nil // it is all there
+		}
+	}
+	if err := d.makeVeth(n, ep); err != nil {
 		return nil, err
 	}
 	if err := d.cfg.State.Put(ctx, endpointKey(ep.ID), ep); err != nil {
-		_ = d.deleteLink(host)
+		_ = d.deleteOwnedLink(ep.HostVeth, d.aliasEndpoint()+ep.ID)
 		return nil, err
 	}
-	d.cfg.Log.Debug("endpoint created", "endpoint", short(ep.ID, 12), "address", addr, "veth", host)
+	d.cfg.Log.Debug("endpoint created", "endpoint", short(ep.ID, 12), "address", addr, "veth", ep.HostVeth)
 	return resp, nil
+}
+
+// makeVeth creates ep's pair after clearing its names: a leftover of a
+// crashed attempt goes, a link of anything else is a refusal.
+func (d *Driver) makeVeth(n Network, ep Endpoint) error {
+	if err := d.claimName(ep.HostVeth, d.aliasEndpoint()+ep.ID); err != nil {
+		return err
+	}
+	// The container end of a pair of ours went with its host end: a link of
+	// that name now is someone else's.
+	if l, err := d.linkByName(ep.PeerVeth); err != nil {
+		return err
+	} else if l != nil {
+		return fmt.Errorf("endpoint %s: a link named %s exists and is not felt's (%s)", ep.ID, ep.PeerVeth, owner(l))
+	}
+	return d.createVeth(n, ep)
 }
 
 func macFromIP(ip netip.Addr) net.HardwareAddr {
@@ -337,14 +378,21 @@ func macFromIP(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
 
-// DeleteEndpoint removes the veth pair; unknown endpoints are fine.
+// DeleteEndpoint removes the veth pair; unknown endpoints are fine (the pair
+// of that exact ID goes, if one was left behind).
 func (d *Driver) DeleteEndpoint(ctx context.Context, req *api.DeleteEndpointRequest) error {
+	if err := checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var ep Endpoint
 	found, err := d.cfg.State.Get(ctx, endpointKey(req.EndpointID), &ep)
 	if err != nil {
 		return err
+	}
+	if found && ep.NetworkID != req.NetworkID {
+		return fmt.Errorf("endpoint %s belongs to network %s, not to network %s", ep.ID, ep.NetworkID, req.NetworkID)
 	}
 	if !found {
 		host, peer := vethNames(req.EndpointID)
@@ -353,11 +401,10 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, req *api.DeleteEndpointRequ
 	return d.deleteEndpoint(ctx, ep)
 }
 
+// deleteEndpoint removes ep's pair (deleting the host end takes the
+// container end with it, wherever it is) and its record.
 func (d *Driver) deleteEndpoint(ctx context.Context, ep Endpoint) error {
-	if err := d.deleteLink(ep.HostVeth); err != nil {
-		return err
-	}
-	if err := d.deleteLink(ep.PeerVeth); err != nil {
+	if err := d.deleteOwnedLink(ep.HostVeth, d.aliasEndpoint()+ep.ID); err != nil {
 		return err
 	}
 	return d.cfg.State.Delete(ctx, endpointKey(ep.ID))
@@ -365,6 +412,9 @@ func (d *Driver) deleteEndpoint(ctx context.Context, ep Endpoint) error {
 
 // EndpointInfo has nothing to add to what Docker knows.
 func (d *Driver) EndpointInfo(ctx context.Context, req *api.InfoRequest) (*api.InfoResponse, error) {
+	if err := checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID); err != nil {
+		return nil, err
+	}
 	return &api.InfoResponse{Value: map[string]string{}}, nil
 }
 
@@ -372,7 +422,16 @@ func (d *Driver) EndpointInfo(ctx context.Context, req *api.InfoRequest) (*api.I
 // gateway: Docker then attaches the container to docker_gwbridge for NAT and
 // -p (or not at all for --internal), while a route sends the whole pool,
 // including other hosts' subnets, through the felt bridge.
+//
+// Join is idempotent: while the host end of the pair exists the pair is
+// whole (the kernel deletes both ends together), its container end either
+// still in this namespace or already moved into a container, and a repeated
+// Join answers the same without touching it; recreating it would cut the
+// container off. Only a pair that vanished is made again.
 func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinResponse, error) {
+	if err := checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID); err != nil {
+		return nil, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n, err := d.existingNetwork(ctx, req.NetworkID)
@@ -385,13 +444,19 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("endpoint %.12s does not exist on this host", req.EndpointID)
+		return nil, fmt.Errorf("endpoint %s does not exist on this host", req.EndpointID)
 	}
-	if _, err := d.nl.LinkByName(ep.PeerVeth); err != nil {
-		// The pair vanished (someone deleted it): make it again rather than
-		// fail the container start.
-		_ = d.deleteLink(ep.HostVeth)
-		if err := d.createVeth(n, ep); err != nil {
+	if ep.NetworkID != n.ID {
+		return nil, fmt.Errorf("endpoint %s belongs to network %s, not to network %s", ep.ID, ep.NetworkID, n.ID)
+	}
+	owned, err := d.ownsLink(ep.HostVeth, d.aliasEndpoint()+ep.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !owned {
+		// The pair vanished (someone deleted it): make it again rather
+		// than fail the container start.
+		if err := d.makeVeth(n, ep); err != nil {
 			return nil, err
 		}
 	}
@@ -403,13 +468,15 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 }
 
 // Leave has nothing to undo: the veth goes with DeleteEndpoint.
-func (d *Driver) Leave(ctx context.Context, req *api.LeaveRequest) error { return nil }
+func (d *Driver) Leave(ctx context.Context, req *api.LeaveRequest) error {
+	return checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID)
+}
 
 // existingNetwork is network for calls that need the network to exist.
 func (d *Driver) existingNetwork(ctx context.Context, id string) (Network, error) {
 	n, ok, err := d.network(ctx, id)
 	if err == nil && !ok {
-		err = fmt.Errorf("network %.12s is not a felt network on this host", id)
+		err = fmt.Errorf("network %s is not a felt network on this host", id)
 	}
 	return n, err
 }

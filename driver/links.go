@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 )
@@ -38,12 +39,100 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf)
 }
 
+// Link names carry only a prefix of an ID (the kernel allows 15
+// characters), so a name alone never proves whose a link is: its alias,
+// which records the full ID, does. felt deletes or reuses a link only when
+// its alias names the exact network or endpoint of the request.
+
+// linkByName returns the link called name, or nil if there is none.
+func (d *Driver) linkByName(name string) (netlink.Link, error) {
+	l, err := d.nl.LinkByName(name)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// owner describes whose a link is, for errors.
+func owner(l netlink.Link) string {
+	if a := l.Attrs().Alias; a != "" {
+		return fmt.Sprintf("a %s link with alias %q", l.Type(), a)
+	}
+	return fmt.Sprintf("a %s link without felt's alias", l.Type())
+}
+
+// ownsLink reports whether the link called name exists and carries alias.
+func (d *Driver) ownsLink(name, alias string) (bool, error) {
+	l, err := d.linkByName(name)
+	if err != nil || l == nil {
+		return false, err
+	}
+	return l.Attrs().Alias == alias, nil
+}
+
+// deleteOwnedLink removes the link called name if it carries alias. A
+// missing link is fine; a link of that name carrying anything else belongs
+// to another network or endpoint (whose ID shares the prefix) or to no felt
+// object at all, and is left alone.
+func (d *Driver) deleteOwnedLink(name, alias string) error {
+	l, err := d.linkByName(name)
+	if err != nil || l == nil {
+		return err
+	}
+	if l.Attrs().Alias != alias {
+		d.cfg.Log.Warn("not deleting a link that is not this object's", "link", name, "alias", l.Attrs().Alias, "want", alias)
+		return nil
+	}
+	return d.deleteLink(l)
+}
+
+// claimName frees name for a new link of owner alias: a leftover of the same
+// owner goes, and so does a link of that name with no alias at all (felt
+// sets the alias right after creating a link, so a crash can leave one
+// without); a link of anyone else is an error.
+func (d *Driver) claimName(name, alias string) error {
+	l, err := d.linkByName(name)
+	if err != nil || l == nil {
+		return err
+	}
+	if a := l.Attrs().Alias; a != alias && a != "" {
+		return fmt.Errorf("link name %s is taken by %s: refusing %s", name, owner(l), strings.TrimPrefix(alias, "felt:"+d.cfg.Instance+":"))
+	}
+	return d.deleteLink(l)
+}
+
+// checkBridgeName refuses a network whose bridge name is held by a link of
+// another network (their IDs share the first characters) or of anyone else.
+func (d *Driver) checkBridgeName(name, networkID string) error {
+	l, err := d.linkByName(name)
+	if err != nil || l == nil {
+		return err
+	}
+	switch a := l.Attrs().Alias; {
+	case a == d.aliasNetwork()+networkID, a == "" && isBridge(l):
+		return nil // ours, or a leftover of a crash: ensureBridge adopts it
+	case strings.HasPrefix(a, d.aliasNetwork()):
+		return fmt.Errorf("bridge %s belongs to felt network %s, whose ID shares its first 10 characters with network %s: refusing the new network",
+			name, strings.TrimPrefix(a, d.aliasNetwork()), networkID)
+	default:
+		return fmt.Errorf("network %s: its bridge name %s is taken by %s", networkID, name, owner(l))
+	}
+}
+
+func isBridge(l netlink.Link) bool { _, ok := l.(*netlink.Bridge); return ok }
+
 // ensureBridge creates (or repairs) the bridge of a network: it exists, is up,
 // has the MTU and holds the gateway address.
 func (d *Driver) ensureBridge(n Network) error {
-	link, err := d.nl.LinkByName(n.Bridge)
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	if err := d.checkBridgeName(n.Bridge, n.ID); err != nil {
+		return err
+	}
+	link, err := d.linkByName(n.Bridge)
+	if err != nil {
+		return err
 	}
 	if link == nil {
 		attrs := netlink.NewLinkAttrs()
@@ -57,11 +146,10 @@ func (d *Driver) ensureBridge(n Network) error {
 			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 		}
 	}
-	if _, ok := link.(*netlink.Bridge); !ok {
-		return fmt.Errorf("bridge %s: a %s link of that name exists and is not felt's", n.Bridge, link.Type())
-	}
-	if err := d.nl.LinkSetAlias(link, d.aliasNetwork()+n.ID); err != nil {
-		return fmt.Errorf("bridge %s: alias: %w", n.Bridge, err)
+	if link.Attrs().Alias != d.aliasNetwork()+n.ID {
+		if err := d.nl.LinkSetAlias(link, d.aliasNetwork()+n.ID); err != nil {
+			return fmt.Errorf("bridge %s: alias: %w", n.Bridge, err)
+		}
 	}
 	if link.Attrs().MTU != n.MTU {
 		if err := d.nl.LinkSetMTU(link, n.MTU); err != nil {
@@ -78,24 +166,18 @@ func (d *Driver) ensureBridge(n Network) error {
 	return nil
 }
 
-// deleteLink removes a link by name; a missing one is fine.
-func (d *Driver) deleteLink(name string) error {
-	link, err := d.nl.LinkByName(name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("link %s: %w", name, err)
-	}
-	if err := d.nl.LinkDel(link); err != nil && !isNotFound(err) {
-		return fmt.Errorf("link %s: delete: %w", name, err)
+// deleteLink removes l; one already gone is fine.
+func (d *Driver) deleteLink(l netlink.Link) error {
+	if err := d.nl.LinkDel(l); err != nil && !isNotFound(err) && !errors.Is(err, syscall.ENODEV) {
+		return fmt.Errorf("link %s: delete: %w", l.Attrs().Name, err)
 	}
 	return nil
 }
 
 // createVeth makes an endpoint's pair: the host end on the bridge and up, the
 // container end left in the host namespace for Docker to move. Both ends get
-// the network's MTU, since Docker never sets it.
+// the network's MTU, since Docker never sets it. The host end's alias records
+// the endpoint's full ID.
 func (d *Driver) createVeth(n Network, ep Endpoint) error {
 	br, err := d.nl.LinkByName(n.Bridge)
 	if err != nil {
@@ -105,20 +187,21 @@ func (d *Driver) createVeth(n Network, ep Endpoint) error {
 	attrs.Name = ep.HostVeth
 	attrs.MTU = n.MTU
 	attrs.MasterIndex = br.Attrs().Index
-	mac, _ := net.ParseMAC(ep.MAC)
+	mac, _ := net.ParseMAC(ep.MAC) // checked by CreateEndpoint
 	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.PeerVeth, PeerMTU: uint32(n.MTU), PeerHardwareAddr: mac}
 	if err := d.nl.LinkAdd(veth); err != nil {
 		return fmt.Errorf("veth %s: create: %w", ep.HostVeth, err)
 	}
 	host, err := d.nl.LinkByName(ep.HostVeth)
-	if err == nil {
-		err = d.nl.LinkSetAlias(host, d.aliasEndpoint()+ep.ID)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", ep.HostVeth, err)
 	}
+	err = d.nl.LinkSetAlias(host, d.aliasEndpoint()+ep.ID)
 	if err == nil {
 		err = d.nl.LinkSetUp(host)
 	}
 	if err != nil {
-		_ = d.deleteLink(ep.HostVeth)
+		_ = d.deleteLink(host)
 		return fmt.Errorf("veth %s: %w", ep.HostVeth, err)
 	}
 	return nil

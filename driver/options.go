@@ -15,6 +15,7 @@ const (
 	optGeneric    = "com.docker.network.generic"
 	optInternal   = "com.docker.network.internal"
 	optEnableIPv6 = "com.docker.network.enable_ipv6"
+	optEnableIPv4 = "com.docker.network.enable_ipv4" // Docker 28+: false makes an IPv6-only network
 	optMTU        = "com.docker.network.driver.mtu"
 )
 
@@ -49,10 +50,22 @@ func parseOptions(opts map[string]any) (netOptions, error) {
 	if v, ok := opts[optEnableIPv6]; ok && truthy(v) {
 		return o, errors.New("felt supports IPv4 only: create the network without --ipv6")
 	}
+	if v, ok := opts[optEnableIPv4]; ok && falsy(v) {
+		return o, fmt.Errorf("felt supports IPv4 networks only: %s=false (--ipv4=false) is not possible", optEnableIPv4)
+	}
 	o.internal = truthy(opts[optInternal])
-	generic, _ := opts[optGeneric].(map[string]any)
+	generic, ok := opts[optGeneric].(map[string]any)
+	if !ok && opts[optGeneric] != nil {
+		return o, fmt.Errorf("option %s must be an object of -o options, not %T", optGeneric, opts[optGeneric])
+	}
 	for k, raw := range generic {
 		v := fmt.Sprint(raw)
+		if s, ok := raw.(string); ok {
+			v = s
+		}
+		if len(v) > maxQuoted {
+			v = v[:maxQuoted] + "..."
+		}
 		bad := func() error {
 			return fmt.Errorf("option %s=%s: must be %s", k, v, allowedOptions[k])
 		}
@@ -89,7 +102,7 @@ func parseOptions(opts map[string]any) (netOptions, error) {
 			}
 			o.spec.MTU = n
 		default:
-			return o, fmt.Errorf("unknown option %q: felt accepts %s", k, allowedList())
+			return o, fmt.Errorf("unknown option %s: felt accepts %s", quote(k), allowedList())
 		}
 	}
 	backend := o.spec.Backend
@@ -103,6 +116,18 @@ func parseOptions(opts map[string]any) (netOptions, error) {
 		return o, errors.New("option port applies to backend=udp only: add -o backend=udp")
 	}
 	return o, nil
+}
+
+// falsy is truthy's counterpart: a boolean option explicitly false.
+func falsy(v any) bool {
+	switch t := v.(type) {
+	case bool:
+		return !t
+	case string:
+		b, err := strconv.ParseBool(t)
+		return err == nil && !b
+	}
+	return false
 }
 
 // truthy reads Docker's boolean options, which arrive as JSON booleans or

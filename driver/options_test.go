@@ -25,6 +25,10 @@ func TestParseOptions(t *testing.T) {
 	if err != nil || !o.internal {
 		t.Fatalf("internal: %+v %v", o, err)
 	}
+	// Docker 28+ sends enable_ipv4, true for every network felt can serve.
+	if _, err = parseOptions(map[string]any{optEnableIPv4: true, optGeneric: nil}); err != nil {
+		t.Fatalf("enable_ipv4=true: %v", err)
+	}
 	if o, err = parseOptions(generic("backend", "udp", "port", "9000")); err != nil || o.spec.Port != 9000 {
 		t.Fatalf("udp port: %+v %v", o, err)
 	}
@@ -44,6 +48,10 @@ func TestParseOptionsErrors(t *testing.T) {
 		{generic("backend", "host-gw", "vni", "5"), "vni applies to backend=vxlan only"},
 		{generic("port", "9000"), "port applies to backend=udp only"},
 		{map[string]any{optEnableIPv6: true}, "IPv4 only"},
+		{map[string]any{optEnableIPv4: false}, "com.docker.network.enable_ipv4=false"},
+		{map[string]any{optEnableIPv4: "false"}, "com.docker.network.enable_ipv4=false"},
+		{map[string]any{optGeneric: []any{"backend", "udp"}}, "option com.docker.network.generic must be an object"},
+		{generic("backend", strings.Repeat("x", 1000)), "option backend=" + strings.Repeat("x", 80) + "...: must be"},
 	}
 	for _, c := range cases {
 		_, err := parseOptions(c.opts)
