@@ -6,19 +6,34 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// NewBackends returns the standard backends by name, all working through nl
-// (a handle bound to the host's network namespace; nil means the current
-// one). hostID derives this host's VTEP MAC (VtepMAC), which must match
-// what its leases advertise.
-func NewBackends(nl *netlink.Handle, host Host, hostID string, log *slog.Logger) map[string]Backend {
-	nl = orDefault(nl)
+// BackendConfig is what the standard backends share.
+type BackendConfig struct {
+	// Netlink is a handle bound to the host's network namespace; nil means
+	// the current one.
+	Netlink *netlink.Handle
+	Host    Host
+	// HostID derives this host's VTEP MAC (VtepMAC), which must match what
+	// its leases advertise.
+	HostID string
+	// Instance names this felt in the owner mark of every device the
+	// backends create (OwnerAlias); empty means the first 8 characters of
+	// HostID, as the plugin derives it.
+	Instance string
+	Log      *slog.Logger
+}
+
+// NewBackends returns the standard backends by name.
+func NewBackends(cfg BackendConfig) map[string]Backend {
+	nl := orDefault(cfg.Netlink)
+	log := cfg.Log
 	if log == nil {
 		log = slog.Default()
 	}
+	instance := instanceOf(cfg.Instance, cfg.HostID)
 	return map[string]Backend{
-		"vxlan":   &vxlan{nl: nl, host: host, hostID: hostID, log: log},
-		"host-gw": &hostGW{nl: nl, host: host, log: log},
-		"udp":     newUDP(nl, host, log),
+		"vxlan":   &vxlan{nl: nl, host: cfg.Host, hostID: cfg.HostID, instance: instance, log: log},
+		"host-gw": &hostGW{nl: nl, host: cfg.Host, log: log},
+		"udp":     newUDP(nl, cfg.Host, instance, log),
 	}
 }
 

@@ -91,7 +91,7 @@ func TestHostGW(t *testing.T) {
 }
 
 func TestAllBackendsRegistered(t *testing.T) {
-	b := overlay.NewBackends(nil, fakeHost{}, "h", nil)
+	b := overlay.NewBackends(overlay.BackendConfig{Host: fakeHost{}, HostID: "h"})
 	for _, name := range []string{"vxlan", "host-gw", "udp"} {
 		if b[name] == nil {
 			t.Fatalf("backend %s missing", name)

@@ -20,6 +20,11 @@ type ManagerConfig struct {
 	Store    kv.Store // the shared store the registry writes to; watched
 	Netlink  *netlink.Handle
 	HostID   string
+	// Instance marks the overlay devices of this felt (OwnerAlias); empty
+	// means the first 8 characters of HostID, as the plugin derives it.
+	Instance string
+	// Underlay is the host's underlay. When it implements NetNSHost, kernel
+	// events are followed in that namespace, else in the current one.
 	Underlay Host
 	// Backends by name; nil means the standard ones (NewBackends).
 	Backends map[string]Backend
@@ -30,11 +35,14 @@ type ManagerConfig struct {
 
 // Manager keeps every attached network's overlay in line with the leases.
 // One blocking query on the whole lease prefix serves all networks; each
-// change, and a periodic tick, reconciles every network.
+// change, each kernel change that can cost felt entries (kernel.go), the
+// expiry of a known lease, and a periodic tick reconcile every network.
 type Manager struct {
 	cfg      ManagerConfig
+	nl       *netlink.Handle
+	instance string
 	mu       sync.Mutex
-	networks map[string]Network // by Docker network ID
+	networks map[string]*attached // by Docker network ID
 	kick     chan struct{}
 	closed   chan struct{}
 	once     sync.Once
@@ -46,6 +54,17 @@ type Manager struct {
 	haveAll  bool          // leases holds a full listing
 }
 
+// attached is one network the Manager serves. Its lock is held through a
+// whole reconcile of the network and through its teardown, so the two never
+// overlap, and Detach sets gone under it: a reconcile that took the network
+// from the list before a Detach finds it gone and creates nothing, instead
+// of making the VTEP again after the teardown.
+type attached struct {
+	mu   sync.Mutex
+	n    Network
+	gone bool
+}
+
 // NewManager returns a Manager; call Run to start reconciling.
 func NewManager(cfg ManagerConfig) *Manager {
 	if cfg.Log == nil {
@@ -54,10 +73,13 @@ func NewManager(cfg ManagerConfig) *Manager {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
+	instance := instanceOf(cfg.Instance, cfg.HostID)
 	if cfg.Backends == nil {
-		cfg.Backends = NewBackends(cfg.Netlink, cfg.Underlay, cfg.HostID, cfg.Log)
+		cfg.Backends = NewBackends(BackendConfig{Netlink: cfg.Netlink, Host: cfg.Underlay, HostID: cfg.HostID,
+			Instance: instance, Log: cfg.Log})
 	}
-	return &Manager{cfg: cfg, networks: map[string]Network{}, kick: make(chan struct{}, 1), closed: make(chan struct{})}
+	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
+		kick: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {
@@ -69,32 +91,57 @@ func (m *Manager) backend(name string) (Backend, error) {
 }
 
 // Attach sets up n's device and schedules a reconcile. It does not wait for
-// the store: peers are programmed as soon as leases can be read.
+// the store: peers are programmed as soon as leases can be read. n stays
+// attached when its setup fails, so the reconciler retries it (a start-up
+// before the underlay is ready, say); the driver detaches a network whose
+// creation failed.
 func (m *Manager) Attach(ctx context.Context, n Network) error {
 	b, err := m.backend(n.Backend)
 	if err != nil {
 		return err
 	}
-	if err := b.Setup(ctx, n); err != nil {
-		return err
-	}
 	m.mu.Lock()
-	m.networks[n.ID] = n
+	a := m.networks[n.ID]
+	if a == nil {
+		a = &attached{}
+		m.networks[n.ID] = a
+	}
 	m.mu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gone {
+		return fmt.Errorf("network %s was detached while being attached", n.ID)
+	}
+	a.n = n
+	err = b.Setup(ctx, n)
 	m.Kick()
-	return nil
+	return err
 }
 
-// Detach forgets n and removes its overlay state.
+// Detach forgets n and removes its overlay state. It waits for a reconcile
+// of n under way to finish, and none starts after it.
 func (m *Manager) Detach(ctx context.Context, n Network) error {
 	m.mu.Lock()
+	a := m.networks[n.ID]
 	delete(m.networks, n.ID)
 	m.mu.Unlock()
+	if a != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.gone = true
+	}
 	b, err := m.backend(n.Backend)
 	if err != nil {
 		return err
 	}
 	return b.Teardown(ctx, n)
+}
+
+func (m *Manager) isAttached(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.networks[id]
+	return ok
 }
 
 // Kick asks for a reconcile soon; calls coalesce.
@@ -108,7 +155,9 @@ func (m *Manager) Kick() {
 // Close stops Run.
 func (m *Manager) Close() { m.once.Do(func() { close(m.closed) }) }
 
-// Run reconciles on every lease change and every Resync until ctx ends.
+// Run reconciles on every lease change, kernel change, lease expiry and
+// every Resync until ctx ends. Networks present at start must be attached
+// before: devices of networks that are not are removed.
 func (m *Manager) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -120,13 +169,19 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 	}()
 	go m.watch(ctx)
+	go m.watchKernel(ctx)
+	m.sweep()
 	tick := time.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			m.sweep()
 			// The listing runs beside the reconcile, not before it: a store
 			// request hanging on a dead connection (this host's address just
 			// changed) must not hold up repairing devices from what is known.
@@ -137,35 +192,91 @@ func (m *Manager) Run(ctx context.Context) {
 					m.Kick()
 				}()
 			}
+		case <-expiry.C:
+			m.cfg.Log.Debug("a lease expired; reconciling")
 		case <-m.kick:
 		}
 		m.ReconcileAll(ctx)
+		if d, ok := m.nextExpiry(); ok {
+			expiry.Reset(d)
+		} else {
+			expiry.Stop()
+		}
 	}
 }
 
+func (m *Manager) sweep() {
+	if err := m.removeStray(); err != nil {
+		m.cfg.Log.Warn("removing stray overlay devices", "err", err)
+	}
+}
+
+// nextExpiry is how long until the earliest known lease that has not
+// expired yet does, and a little more: a dead host's lease expires without
+// any event, and its peers' entries must go then, not at the next resync.
+func (m *Manager) nextExpiry() (time.Duration, bool) {
+	m.leasesMu.Lock()
+	defer m.leasesMu.Unlock()
+	now := time.Now()
+	var first time.Time
+	for _, l := range m.leases {
+		if l.Expiry.IsZero() || l.Expired(now) {
+			continue
+		}
+		if first.IsZero() || l.Expiry.Before(first) {
+			first = l.Expiry
+		}
+	}
+	if first.IsZero() {
+		return 0, false
+	}
+	// Expired means strictly after Expiry; the margin also absorbs timer
+	// slack.
+	return first.Sub(now) + 100*time.Millisecond, true
+}
+
+// The lease watch retries a failed query every watchRetry at first, then
+// at most every watchRetryMax: cheap (one request), and a store that comes
+// back is noticed within seconds. (It backed off to 30 s once, and peers
+// that appeared meanwhile took that long to be routed.)
+const (
+	watchRetry    = 500 * time.Millisecond
+	watchRetryMax = 2 * time.Second
+)
+
 // watch follows the lease prefix with blocking queries, keeping the latest
-// snapshot; after an error it backs off and starts again from a full listing.
+// snapshot; after an error it retries and starts again from a full listing.
 func (m *Manager) watch(ctx context.Context) {
 	prefix := m.cfg.Registry.LeasesPrefix()
 	var index uint64
-	backoff := time.Second
+	backoff := watchRetry
+	failing := false
 	for ctx.Err() == nil {
 		pairs, next, err := m.cfg.Store.Wait(ctx, prefix, index)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			m.cfg.Log.Warn("lease watch failed; retrying", "err", err, "in", backoff)
+			if !failing {
+				m.cfg.Log.Warn("lease watch failed; retrying", "err", err, "every", watchRetryMax)
+			} else {
+				m.cfg.Log.Debug("lease watch failed again", "err", err)
+			}
+			failing = true
 			index = 0 // resync from scratch when it works again
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 30*time.Second)
+			backoff = min(backoff*2, watchRetryMax)
 			continue
 		}
-		backoff = time.Second
+		if failing {
+			m.cfg.Log.Info("lease watch recovered")
+			failing = false
+		}
+		backoff = watchRetry
 		if next < index {
 			next = 0 // the store's index went backwards (e.g. Consul restored): full resync
 		}
@@ -199,9 +310,9 @@ func (m *Manager) setLeases(ls []lease.Lease) {
 // the strength of an empty answer would cut traffic that is flowing.
 func (m *Manager) ReconcileAll(ctx context.Context) {
 	m.mu.Lock()
-	nets := make([]Network, 0, len(m.networks))
-	for _, n := range m.networks {
-		nets = append(nets, n)
+	nets := make([]*attached, 0, len(m.networks))
+	for _, a := range m.networks {
+		nets = append(nets, a)
 	}
 	m.mu.Unlock()
 	m.leasesMu.Lock()
@@ -212,22 +323,33 @@ func (m *Manager) ReconcileAll(ctx context.Context) {
 			m.cfg.Log.Info("removed expired leases", "count", n)
 		}
 	}
-	for _, n := range nets {
-		b, err := m.backend(n.Backend)
-		if err != nil {
-			m.cfg.Log.Error("reconcile", "network", n.ID, "err", err)
-			continue
-		}
-		if err := b.Setup(ctx, n); err != nil {
-			m.cfg.Log.Error("overlay device repair failed", "network", n.ID, "err", err)
-			continue
-		}
-		if !have {
-			continue
-		}
-		if err := b.Sync(ctx, n, m.Peers(n, all)); err != nil {
-			m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
-		}
+	for _, a := range nets {
+		m.reconcile(ctx, a, all, have)
+	}
+}
+
+// reconcile syncs one network, unless it was detached meanwhile.
+func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease, have bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gone {
+		return
+	}
+	n := a.n
+	b, err := m.backend(n.Backend)
+	if err != nil {
+		m.cfg.Log.Error("reconcile", "network", n.ID, "err", err)
+		return
+	}
+	if err := b.Setup(ctx, n); err != nil {
+		m.cfg.Log.Error("overlay device repair failed", "network", n.ID, "err", err)
+		return
+	}
+	if !have {
+		return
+	}
+	if err := b.Sync(ctx, n, m.Peers(n, all)); err != nil {
+		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
 	}
 }
 

@@ -98,7 +98,7 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 		h.ctr.AddRoute(t, pool.String(), h.gateway())
 
 		log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		h.b = overlay.NewBackends(h.ns.NL, fakeHost{addr: h.pub}, h.id, log)
+		h.b = overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: h.id, Log: log})
 		tb.hosts = append(tb.hosts, h)
 	}
 	return tb

@@ -25,10 +25,11 @@ import (
 // destination (pools never overlap), so every network can keep the default
 // port 8285.
 type udpBackend struct {
-	nl    *netlink.Handle
-	host  Host
-	log   *slog.Logger
-	ports *udp.Ports
+	nl       *netlink.Handle
+	host     Host
+	instance string // for the owner mark (OwnerAlias)
+	log      *slog.Logger
+	ports    *udp.Ports
 
 	mu   sync.Mutex
 	nets map[string]*udpNet // by network ID
@@ -59,12 +60,12 @@ type UDPStatsReporter interface {
 	Stats(n Network) (stats udp.Stats, ok bool)
 }
 
-func newUDP(nl *netlink.Handle, host Host, log *slog.Logger) *udpBackend {
+func newUDP(nl *netlink.Handle, host Host, instance string, log *slog.Logger) *udpBackend {
 	ns := netns.None()
 	if h, ok := host.(NetNSHost); ok {
 		ns = h.NetNS()
 	}
-	return &udpBackend{nl: nl, host: host, log: log, ports: udp.NewPorts(ns, log), nets: map[string]*udpNet{}}
+	return &udpBackend{nl: nl, host: host, instance: instance, log: log, ports: udp.NewPorts(ns, log), nets: map[string]*udpNet{}}
 }
 
 // Setup makes n's TUN device and data path run: created when missing,

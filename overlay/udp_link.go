@@ -27,11 +27,14 @@ func tunRoute(dst netip.Prefix, link int) netlink.Route {
 	return r
 }
 
-// configureTUN sets the TUN's MTU, leaves <subnet .0>/32 as its only IPv4
-// address and sets it up. The address is the source the kernel picks for
+// configureTUN marks the TUN as n's (OwnerAlias), sets its MTU, leaves
+// <subnet .0>/32 as its only IPv4 address and sets it up. The address is the source the kernel picks for
 // this host's own traffic to peer subnets: inside the pool, so the peer
 // accepts it, and inside this host's subnet, so replies come back.
 func (b *udpBackend) configureTUN(link netlink.Link, n Network) error {
+	if err := setOwner(b.nl, link, OwnerAlias(b.instance, n.ID)); err != nil {
+		return err
+	}
 	if link.Attrs().MTU != n.MTU {
 		if err := b.nl.LinkSetMTU(link, n.MTU); err != nil {
 			return fmt.Errorf("mtu %d: %w", n.MTU, err)

@@ -42,7 +42,7 @@ func newUDPTestbed(t *testing.T, pubs ...string) *testbed {
 	tb := newTestbed(t, pubs...)
 	for _, h := range tb.hosts {
 		log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		h.b["udp"] = overlay.NewBackends(h.ns.NL, nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, h.id, log)["udp"]
+		h.b["udp"] = overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, HostID: h.id, Log: log})["udp"]
 		mtu := 1500 - overlay.Overhead("udp")
 		for _, l := range []struct {
 			ns   *testnet.NS

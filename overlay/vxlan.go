@@ -17,10 +17,11 @@ import (
 // with learning off, and for each peer a static neighbour entry, FDB entry
 // and route (vxlan_sync.go), so the kernel never has to learn or miss.
 type vxlan struct {
-	nl     *netlink.Handle
-	host   Host
-	hostID string
-	log    *slog.Logger
+	nl       *netlink.Handle
+	host     Host
+	hostID   string
+	instance string // for the owner mark (OwnerAlias)
+	log      *slog.Logger
 }
 
 // VXLANPort is the UDP port VTEPs send to and listen on (IANA's, not the
@@ -32,7 +33,8 @@ func VTEPName(vni int) string { return fmt.Sprintf("felt.%d", vni) }
 
 // Setup makes the VTEP exist as n needs it: recreated when missing or when
 // its VNI, local IP, port, parent, MAC or learning differ (those cannot all
-// be changed in place), with n's MTU, the address <subnet .0>/32, and up.
+// be changed in place), with n's MTU, the address <subnet .0>/32, felt's
+// owner mark for n, and up.
 func (b *vxlan) Setup(ctx context.Context, n Network) error {
 	if n.VNI < 1 || n.VNI > 1<<24-1 {
 		return fmt.Errorf("vxlan %s: VNI %d is outside 1-16777215", n.Pool, n.VNI)
@@ -47,6 +49,9 @@ func (b *vxlan) Setup(ctx context.Context, n Network) error {
 	link, err := b.ensureVTEP(want)
 	if err != nil {
 		return err
+	}
+	if err := setOwner(b.nl, link, want.Alias); err != nil {
+		return fmt.Errorf("vxlan %s: %w", want.Name, err)
 	}
 	if link.Attrs().MTU != want.MTU {
 		if err := b.nl.LinkSetMTU(link, want.MTU); err != nil {
@@ -84,7 +89,10 @@ func (b *vxlan) wantVTEP(n Network) (*netlink.Vxlan, error) {
 		mtu = u.link.Attrs().MTU - Overhead("vxlan")
 	}
 	return &netlink.Vxlan{
-		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: VtepMAC(b.hostID, n.Pool)},
+		// The owner mark is set at creation: no VTEP of felt's exists
+		// unmarked, even for a moment a crash could catch.
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: VtepMAC(b.hostID, n.Pool),
+			Alias: OwnerAlias(b.instance, n.ID)},
 		VxlanId:      n.VNI,
 		VtepDevIndex: u.link.Attrs().Index,
 		SrcAddr:      ipOf(local),

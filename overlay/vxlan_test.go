@@ -166,7 +166,7 @@ func TestVXLAN(t *testing.T) {
 	t.Run("VTEP local IP changed", func(t *testing.T) {
 		// The host's public IP moves to a new address: the VTEP follows.
 		a.ns.AddAddr(t, underlayIface, "192.168.77.11/24")
-		moved := overlay.NewBackends(a.ns.NL, fakeHost{addr: netip.MustParseAddr("192.168.77.11")}, a.id, nil)
+		moved := overlay.NewBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: fakeHost{addr: netip.MustParseAddr("192.168.77.11")}, HostID: a.id})
 		if err := moved["vxlan"].Setup(context.Background(), n); err != nil {
 			t.Fatal(err)
 		}

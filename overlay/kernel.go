@@ -1,0 +1,153 @@
+package overlay
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// The kernel deletes felt's entries by itself: every route through the
+// underlay interface when it goes down or loses its address (a DHCP
+// renewal), host-gw's routes and vxlan's direct routes among them; every
+// neighbour, FDB entry and route of a VTEP someone deletes. The Manager
+// follows link, address and route events in the host's namespace and
+// reconciles as soon as they settle, rather than at the next resync.
+//
+// Only events that can cost felt something count: any change of the
+// underlay interface or of felt's own overlay devices, any IPv4 address
+// change, and the deletion of a route carrying felt's protocol. A
+// reconcile makes such events itself (a pruned route, a new VTEP), which
+// cause one more reconcile that finds nothing to do: no loop.
+
+const (
+	// kernelSettle is how long a burst of events (a link going down takes
+	// its addresses and routes along) may run on before the one reconcile
+	// that follows it; also the least time between two such reconciles.
+	kernelSettle = 200 * time.Millisecond
+	// kernelResubscribe is the pause before subscribing again after a
+	// subscription failed (the socket overran, say): events may have been
+	// missed, so a reconcile follows the new subscription.
+	kernelResubscribe = time.Second
+)
+
+// watchKernel turns relevant kernel events into reconciles until ctx ends.
+func (m *Manager) watchKernel(ctx context.Context) {
+	poke := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case poke <- struct{}{}:
+		default:
+		}
+	}
+	var ns *netns.NsHandle
+	if h, ok := m.cfg.Underlay.(NetNSHost); ok {
+		handle := h.NetNS()
+		ns = &handle
+	}
+	onErr := func(err error) { m.cfg.Log.Debug("kernel event subscription", "err", err) }
+	go follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+	}, m.linkMatters, notify)
+	go follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+	}, addrMatters, notify)
+	go follow(ctx, m, "route", func(ch chan netlink.RouteUpdate, done chan struct{}) error {
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+	}, routeMatters, notify)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poke:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(kernelSettle):
+		}
+		select { // events of the burst are seen by the reconcile that follows
+		case <-poke:
+		default:
+		}
+		m.cfg.Log.Debug("kernel change; reconciling")
+		m.Kick()
+	}
+}
+
+// follow keeps one kernel subscription going until ctx ends, calling
+// notify for every update that matters.
+func follow[T any](ctx context.Context, m *Manager, what string, subscribe func(chan T, chan struct{}) error, matters func(T) bool, notify func()) {
+	for first := true; ctx.Err() == nil; first = false {
+		ch := make(chan T, 64)
+		done := make(chan struct{})
+		if err := subscribe(ch, done); err != nil {
+			close(done)
+			m.cfg.Log.Warn("cannot follow kernel events; retrying", "events", what, "err", err)
+		} else {
+			if !first {
+				notify() // what happened while unsubscribed is unknown
+			}
+			receive(ctx, ch, matters, notify)
+			close(done)
+			for range ch { // the library closes ch once its socket is closed
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			m.cfg.Log.Warn("kernel event subscription ended; subscribing again", "events", what)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(kernelResubscribe):
+		}
+	}
+}
+
+// receive passes updates on until ctx ends or ch closes.
+func receive[T any](ctx context.Context, ch chan T, matters func(T) bool, notify func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-ch:
+			if !ok {
+				return
+			}
+			if matters(u) {
+				notify()
+			}
+		}
+	}
+}
+
+// linkMatters: any change of felt's own overlay devices (deleted, set down)
+// or of the underlay interface (down and up flushes its routes).
+func (m *Manager) linkMatters(u netlink.LinkUpdate) bool {
+	if u.Link == nil {
+		return false
+	}
+	a := u.Link.Attrs()
+	if strings.HasPrefix(a.Alias, ownerPrefix(m.instance)) {
+		return true
+	}
+	if m.cfg.Underlay == nil {
+		return false
+	}
+	name, err := m.cfg.Underlay.Name()
+	return err == nil && a.Name == name
+}
+
+// addrMatters: any IPv4 address change. Removing the underlay's address
+// takes the routes via its subnet along; adding it back makes them
+// possible again. Address changes are rare, so no finer filter.
+func addrMatters(u netlink.AddrUpdate) bool { return u.LinkAddress.IP.To4() != nil }
+
+// routeMatters: one of felt's routes was deleted, by hand or by the kernel.
+func routeMatters(u netlink.RouteUpdate) bool {
+	return u.Type == unix.RTM_DELROUTE && u.Protocol == RouteProtocol
+}

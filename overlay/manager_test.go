@@ -1,0 +1,177 @@
+package overlay_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+)
+
+// newManager builds a Manager for h over a fresh embedded store, with
+// backends (nil: h's own), following kernel events in h's namespace.
+func newManager(t *testing.T, h *tbHost, backends map[string]overlay.Backend, resync time.Duration) *overlay.Manager {
+	t.Helper()
+	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if backends == nil {
+		backends = h.b
+	}
+	return overlay.NewManager(overlay.ManagerConfig{
+		Registry: lease.NewRegistry(store, "felt/", nil), Store: store, Netlink: h.ns.NL, HostID: h.id,
+		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: backends, Resync: resync,
+		Log: slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+}
+
+// run runs m until the test ends.
+func run(t *testing.T, m *overlay.Manager) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// gate is a backend whose Setup, once armed, stops before doing anything
+// until released: a reconcile caught between taking its list of networks
+// and creating their devices.
+type gate struct {
+	overlay.Backend
+	mu      sync.Mutex
+	armed   bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) arm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed, g.entered, g.release = true, make(chan struct{}), make(chan struct{})
+}
+
+func (g *gate) Setup(ctx context.Context, n overlay.Network) error {
+	g.mu.Lock()
+	armed, entered, release := g.armed, g.entered, g.release
+	g.armed = false
+	g.mu.Unlock()
+	if armed {
+		close(entered)
+		<-release
+	}
+	return g.Backend.Setup(ctx, n)
+}
+
+// A reconcile that started before a Detach must not create the VTEP again
+// after the teardown (issue 15, defect 6): Detach waits for it, and it
+// sees the network gone. Before the fix, Detach returned at once and the
+// reconcile then made a VTEP nothing would ever remove.
+func TestDetachWaitsForReconcile(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	g := &gate{Backend: h.b["vxlan"]}
+	m := newManager(t, h, map[string]overlay.Backend{"vxlan": g}, time.Hour)
+	ctx := context.Background()
+	n := h.network("vxlan", false)
+	if err := m.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	g.arm()
+	reconciled := make(chan struct{})
+	go func() { m.ReconcileAll(ctx); close(reconciled) }()
+	<-g.entered
+	detached := make(chan error, 1)
+	go func() { detached <- m.Detach(ctx, n) }()
+	early := false
+	select {
+	case err := <-detached:
+		early = true
+		detached <- err
+	case <-time.After(time.Second): // Detach waits, as it should; let the reconcile go on
+	}
+	close(g.release)
+	<-reconciled
+	if err := <-detached; err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+		t.Fatalf("VTEP exists after Detach (Detach returned before the reconcile finished: %v)", early)
+	}
+	// A later reconcile does not bring it back either.
+	m.ReconcileAll(ctx)
+	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+		t.Fatal("VTEP recreated by a reconcile after Detach")
+	}
+}
+
+// felt marks its VTEPs (and TUNs) as it marks its bridges, and removes
+// marked devices of networks that are not attached, at start and at each
+// resync; another instance's devices and attached networks' stay.
+func TestStrayOverlayDevicesRemoved(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	ctx := context.Background()
+	vtep := func(id string, vni int, backends map[string]overlay.Backend) overlay.Network {
+		t.Helper()
+		n := h.network("vxlan", false)
+		n.ID, n.VNI = id, vni
+		if err := backends["vxlan"].Setup(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// A VTEP of a network this felt no longer has, as a crash or a
+	// reconcile racing a delete leaves it; and another instance's.
+	vtep("net-gone", 7, h.b)
+	other := overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: "other-host", Instance: "other"})
+	vtep("net-other", 8, other)
+	t.Cleanup(func() { _ = other["vxlan"].Teardown(ctx, overlay.Network{VNI: 8, Pool: pool}) })
+
+	m := newManager(t, h, nil, 300*time.Millisecond)
+	n := h.network("vxlan", false)
+	if err := m.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", n.ID) {
+		t.Fatalf("VTEP alias %q, want %q", got, overlay.OwnerAlias("host-a", n.ID))
+	}
+	run(t, m)
+	gone := func(name string) func() bool {
+		return func() bool { _, err := h.ns.NL.LinkByName(name); return err != nil }
+	}
+	waitFor(t, "stray VTEP removed at start", gone(overlay.VTEPName(7)))
+	// One appearing later goes at a resync.
+	vtep("net-gone-too", 9, h.b)
+	waitFor(t, "stray VTEP removed at resync", gone(overlay.VTEPName(9)))
+	for _, keep := range []int{vni, 8} {
+		if _, err := h.ns.NL.LinkByName(overlay.VTEPName(keep)); err != nil {
+			t.Errorf("%s removed: %v", overlay.VTEPName(keep), err)
+		}
+	}
+	if err := m.Detach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond for up to 20 s (a bound against hanging, not a timing
+// assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
