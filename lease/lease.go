@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,30 +82,89 @@ type AcquireRequest struct {
 	Prefer netip.Prefix
 	// Within restricts the choice to subnets inside it (--ip-range).
 	Within netip.Prefix
+	// OnTakeover, if set, is told about every lease of another host ID
+	// with this host's public IP that Acquire took over or removed (see
+	// Acquire), so the caller can log it.
+	OnTakeover func(old Lease, action string)
 }
 
 // Acquire returns this host's lease in the pool: the one it already holds
 // (updated in place if its public IP or VTEP changed), else Prefer if free,
-// else a random free subnet. Every claim is one create-if-absent.
+// else a random free subnet. Every claim is one create-if-absent (or one
+// compare-and-set, for a takeover).
+//
+// One public IP is one host, in a pool (as in flannel): peers send a
+// subnet's traffic to its lease's public IP, so two live leases with the
+// same IP can never both work. A lease of another host ID with this host's
+// public IP is therefore an earlier incarnation of this host (its state
+// directory was wiped, so it got a new host ID) that did not release it:
+// Acquire takes it over, subnet included, instead of leasing a second
+// subnet beside it, so peers replace its VTEP MAC rather than keep both.
+// If that lease does not fit the request (outside Within, or another subnet
+// length) or this host already holds a lease, it is removed instead.
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	n := req.Network
+	if !n.Pool.Addr().Is4() || n.SubnetLen < n.Pool.Bits() || n.SubnetLen > 32 {
+		return Lease{}, fmt.Errorf("pool %s: subnet length /%d does not fit the pool", n.Pool, n.SubnetLen)
+	}
 	for attempt := 0; attempt < 10; attempt++ {
 		leases, err := r.Leases(ctx, n.Pool)
 		if err != nil {
 			return Lease{}, err
 		}
 		now := r.clock.Now()
-		taken := map[netip.Prefix]bool{}
+		var mine, stale []Lease
+		var taken []netip.Prefix
 		for _, l := range leases {
-			if l.HostID == req.Owner.HostID && l.Subnet.Bits() == n.SubnetLen && inside(l.Subnet, req.Within) {
-				return r.renew(ctx, l, req, now)
-			}
-			if l.Expired(now) {
+			switch {
+			case l.HostID == req.Owner.HostID:
+				if l.Subnet.Bits() == n.SubnetLen && inside(l.Subnet, req.Within) {
+					mine = append(mine, l)
+				}
+				taken = append(taken, l.Subnet)
+			case l.Expired(now):
 				// A dead host's lease: remove it so the subnet can be reused.
 				_ = r.store.DeleteCAS(ctx, r.leaseKey(n.Pool, l.Subnet), l.index)
+			case req.Owner.PublicIP.IsValid() && l.PublicIP == req.Owner.PublicIP:
+				stale = append(stale, l)
+			default:
+				taken = append(taken, l.Subnet)
+			}
+		}
+		if len(mine) == 0 {
+			if i := slices.IndexFunc(stale, func(l Lease) bool {
+				return l.Subnet.Bits() == n.SubnetLen && n.Pool.Contains(l.Subnet.Addr()) && inside(l.Subnet, req.Within)
+			}); i >= 0 {
+				old := stale[i]
+				stale = slices.Delete(stale, i, i+1)
+				if err := r.dropStale(ctx, req, stale); err != nil {
+					if errors.Is(err, kv.ErrConflict) {
+						continue
+					}
+					return Lease{}, err
+				}
+				l, err := r.renew(ctx, old, req, now)
+				if errors.Is(err, kv.ErrConflict) {
+					continue // it changed meanwhile (renewed, or taken over by another): look again
+				}
+				if err == nil && req.OnTakeover != nil {
+					req.OnTakeover(old, "taken over")
+				}
+				return l, err
+			}
+		}
+		if err := r.dropStale(ctx, req, stale); err != nil {
+			if errors.Is(err, kv.ErrConflict) {
 				continue
 			}
-			taken[l.Subnet] = true
+			return Lease{}, err
+		}
+		if len(mine) > 0 {
+			l, err := r.renew(ctx, mine[0], req, now)
+			if errors.Is(err, kv.ErrConflict) {
+				continue
+			}
+			return l, err
 		}
 		subnet, err := pick(n, req, taken)
 		if err != nil {
@@ -127,6 +187,24 @@ func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, erro
 	return Lease{}, fmt.Errorf("pool %s: could not claim a subnet after 10 attempts (too many hosts racing), try again", n.Pool)
 }
 
+// dropStale removes leases of earlier incarnations of this host (see
+// Acquire). Each delete is conditional: a lease that changed meanwhile is
+// looked at again (kv.ErrConflict).
+func (r *Registry) dropStale(ctx context.Context, req AcquireRequest, stale []Lease) error {
+	for _, l := range stale {
+		if err := r.store.DeleteCAS(ctx, r.leaseKey(l.Pool, l.Subnet), l.index); err != nil {
+			if errors.Is(err, kv.ErrConflict) {
+				return err
+			}
+			return fmt.Errorf("lease %s of %s (this host's public IP %s): remove: %w", l.Subnet, l.HostID, l.PublicIP, err)
+		}
+		if req.OnTakeover != nil {
+			req.OnTakeover(l, "removed")
+		}
+	}
+	return nil
+}
+
 func inside(subnet, within netip.Prefix) bool {
 	if !within.IsValid() {
 		return true
@@ -135,32 +213,31 @@ func inside(subnet, within netip.Prefix) bool {
 }
 
 // pick chooses the subnet to claim. Random rather than lowest-first, as
-// flannel does, so hosts starting together rarely collide.
-func pick(n Network, req AcquireRequest, taken map[netip.Prefix]bool) (netip.Prefix, error) {
-	if req.Prefer.IsValid() && req.Prefer.Bits() == n.SubnetLen && n.Pool.Contains(req.Prefer.Addr()) &&
-		inside(req.Prefer, req.Within) && !taken[req.Prefer] {
-		return req.Prefer, nil
-	}
+// flannel does, so hosts starting together rarely collide. The choice is
+// uniform among the free subnets, found by index arithmetic over the taken
+// ones: memory and time grow with the number of leases, not with the
+// number of subnets in the pool (a /8 in /30s has four million).
+func pick(n Network, req AcquireRequest, taken []netip.Prefix) (netip.Prefix, error) {
 	space := n.Pool
 	if req.Within.IsValid() {
-		space = req.Within
-		if req.Within.Bits() > n.SubnetLen {
+		space = req.Within.Masked()
+		if space.Bits() > n.SubnetLen {
 			// A range smaller than a host subnet: lease the subnet holding it.
-			space = netip.PrefixFrom(req.Within.Addr(), n.SubnetLen).Masked()
+			space = netip.PrefixFrom(space.Addr(), n.SubnetLen).Masked()
+		}
+		if space.Bits() < n.Pool.Bits() || !n.Pool.Contains(space.Addr()) {
+			return netip.Prefix{}, fmt.Errorf("pool %s: range %s is not inside the pool", n.Pool, req.Within)
 		}
 	}
-	total := ipnet.Subnets(space, n.SubnetLen)
-	var free []netip.Prefix
-	for i := uint64(0); i < total; i++ {
-		s := ipnet.Subnet(space, n.SubnetLen, i)
-		if !taken[s] {
-			free = append(free, s)
-		}
+	free := ipnet.NewFreeSubnets(space, n.SubnetLen, taken)
+	if req.Prefer.IsValid() && n.Pool.Contains(req.Prefer.Addr()) && free.IsFree(req.Prefer) {
+		return req.Prefer, nil
 	}
-	if len(free) == 0 {
-		return netip.Prefix{}, fmt.Errorf("pool %s: no free /%d subnet left in %s for this host (all %d are leased by other hosts)", n.Pool, n.SubnetLen, space, total)
+	left := free.Free()
+	if left == 0 {
+		return netip.Prefix{}, fmt.Errorf("pool %s: no free /%d subnet left in %s for this host (all %d are leased by other hosts)", n.Pool, n.SubnetLen, space, free.Total())
 	}
-	return free[rand.IntN(len(free))], nil
+	return free.NthFree(rand.Uint64N(left)), nil
 }
 
 // renew rewrites l with a fresh expiry and the owner's current public IP and
@@ -168,9 +245,10 @@ func pick(n Network, req AcquireRequest, taken map[netip.Prefix]bool) (netip.Pre
 func (r *Registry) renew(ctx context.Context, l Lease, req AcquireRequest, now time.Time) (Lease, error) {
 	next := l
 	next.PublicIP = req.Owner.PublicIP
-	if req.Owner.VtepMAC != "" {
-		next.VtepMAC = req.Owner.VtepMAC
+	if req.Owner.VtepMAC != "" || next.HostID != req.Owner.HostID {
+		next.VtepMAC = req.Owner.VtepMAC // a taken-over lease keeps nothing of the old host's
 	}
+	next.HostID = req.Owner.HostID
 	if req.TTL > 0 {
 		next.Expiry = now.Add(req.TTL)
 	} else {
@@ -217,6 +295,14 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 			}
 		}
 	}
+	return r.ForgetNetwork(ctx, pool)
+}
+
+// ForgetNetwork removes the network record of pool (and its VNI claim) if
+// no lease of pool is left: after the last release, and to undo the record
+// of a request that failed before it got a lease, so that a refused request
+// leaves nothing behind.
+func (r *Registry) ForgetNetwork(ctx context.Context, pool netip.Prefix) error {
 	rest, err := r.Leases(ctx, pool)
 	if err != nil {
 		return err

@@ -2,14 +2,20 @@ package lease_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/lease/leasetest"
 )
@@ -159,12 +165,12 @@ func TestExhaustion(t *testing.T) {
 	r, _ := newRegistry(t)
 	small := netip.MustParsePrefix("10.50.0.0/23")
 	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: small}, true)
-	for _, h := range []string{"a", "b"} {
-		if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(h, "192.0.2.1")}); err != nil {
+	for i, h := range []string{"a", "b"} {
+		if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(h, fmt.Sprintf("192.0.2.%d", i+1))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("c", "192.0.2.1")})
+	_, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("c", "192.0.2.3")})
 	if err == nil || !strings.Contains(err.Error(), "no free /24 subnet left") {
 		t.Fatalf("error = %v", err)
 	}
@@ -200,4 +206,97 @@ func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
 	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Picking a subnet of a huge pool (a /8 in /30s: four million subnets; a /1:
+// half a billion) costs memory in proportion to the leases, not to the
+// subnets: it used to list every free candidate (hundreds of MB for the /8,
+// out of memory for the /1).
+func TestAcquireMemoryIndependentOfPoolSize(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	for i, p := range []string{"10.0.0.0/8", "128.0.0.0/1"} {
+		pool := netip.MustParsePrefix(p)
+		n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 30}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 3 {
+			if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprintf("warm-%d-%d", i, j), fmt.Sprintf("192.0.2.%d", 10*i+j+1))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprintf("h-%d", i), fmt.Sprintf("192.0.2.%d", 100+i))})
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Fatalf("pool %s in /30s: one Acquire allocated %d bytes, want under 4 MiB", pool, got)
+		}
+		if l.Subnet.Bits() != 30 || !pool.Contains(l.Subnet.Addr()) {
+			t.Fatalf("got %s, want a /30 of %s", l.Subnet, pool)
+		}
+	}
+}
+
+// The choice among free subnets stays random (hosts starting together
+// rarely collide) and skips taken ones, and a preferred free subnet wins.
+func TestAcquireRandomAmongFree(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/20")}, true) // 16 subnets
+	seen := map[netip.Prefix]bool{}
+	for i := range 16 {
+		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), fmt.Sprintf("192.0.2.%d", i+1))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[l.Subnet] {
+			t.Fatalf("%s handed out twice", l.Subnet)
+		}
+		seen[l.Subnet] = true
+	}
+	ls, _ := r.Leases(ctx, n.Pool)
+	first := ls[0].Subnet
+	if err := r.Release(ctx, n.Pool, first, ls[0].HostID); err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("late", "192.0.2.99"), Prefer: netip.MustParsePrefix("10.50.3.0/24")})
+	if err != nil || l.Subnet != first {
+		t.Fatalf("got %s (%v), want the only free subnet %s", l.Subnet, err, first)
+	}
+	// Lowest-first would always give 10.50.0.0/24 to a first host.
+	firsts := map[netip.Prefix]bool{}
+	for i := range 20 {
+		r, _ := newRegistry(t)
+		n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/16")}, true)
+		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), "192.0.2.1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		firsts[l.Subnet] = true
+	}
+	if len(firsts) < 2 {
+		t.Fatalf("20 first hosts all got %v: the choice is not random", firsts)
+	}
+}
+
+func TestReincarnationTakesOverLease(t *testing.T) {
+	r, _ := newRegistry(t)
+	leasetest.Reincarnation(t, r, netip.MustParsePrefix("10.61.0.0/16"))
+}
+
+func TestReincarnationTakesOverLeaseInConsul(t *testing.T) {
+	agent := testconsul.Start(t, testconsul.Options{})
+	cfg := consulapi.DefaultConfig()
+	cfg.Address = agent.Addr
+	s, err := consulkv.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	leasetest.Reincarnation(t, lease.NewRegistry(s, "felt/", nil), netip.MustParsePrefix("10.61.0.0/16"))
 }

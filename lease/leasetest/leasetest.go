@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/internal/ipnet"
 	"github.com/felt-net/felt/lease"
 )
 
@@ -52,5 +53,78 @@ func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int
 	}
 	if len(ls) != hosts {
 		t.Fatalf("%d leases in the store, want %d", len(ls), hosts)
+	}
+}
+
+// Reincarnation checks the rule "one public IP is one host, in a pool": a
+// host whose state was wiped comes back with a new host ID but the same
+// public IP, and takes its old lease over (same subnet, its own host ID and
+// VTEP MAC) instead of leasing a second subnet beside it; a peer's lease is
+// left alone; an old lease that does not fit the request is removed.
+func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := func(last byte) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, last}) }
+	acquire := func(host string, pub netip.Addr, mac string, within netip.Prefix) lease.Lease {
+		t.Helper()
+		l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: n, TTL: 24 * time.Hour, Within: within,
+			Owner: lease.Owner{HostID: host, PublicIP: pub, VtepMAC: mac}})
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		return l
+	}
+	leases := func() map[netip.Prefix]lease.Lease {
+		t.Helper()
+		ls, err := reg.Leases(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[netip.Prefix]lease.Lease{}
+		for _, l := range ls {
+			m[l.Subnet] = l
+		}
+		return m
+	}
+
+	old := acquire("old-incarnation", ip(1), "02:00:00:00:00:01", netip.Prefix{})
+	peer := acquire("peer", ip(2), "02:00:00:00:00:02", netip.Prefix{})
+	now := acquire("new-incarnation", ip(1), "02:00:00:00:00:03", netip.Prefix{})
+	if now.Subnet != old.Subnet || now.HostID != "new-incarnation" || now.VtepMAC != "02:00:00:00:00:03" {
+		t.Fatalf("same public IP, new host ID: got %+v, want the old lease %s taken over with the new host ID and VTEP MAC", now, old.Subnet)
+	}
+	got := leases()
+	if len(got) != 2 || got[peer.Subnet].HostID != "peer" || got[old.Subnet].HostID != "new-incarnation" {
+		t.Fatalf("leases %v: want the peer's and the taken-over one only", got)
+	}
+
+	// The next incarnation asks for a range that excludes the old subnet:
+	// the old lease goes, a new one is taken inside the range.
+	var within netip.Prefix
+	for i := uint64(0); i < ipnet.Subnets(pool, n.SubnetLen); i++ {
+		if s := ipnet.Subnet(pool, n.SubnetLen, i); s != old.Subnet && s != peer.Subnet {
+			within = s
+			break
+		}
+	}
+	third := acquire("third-incarnation", ip(1), "02:00:00:00:00:04", within)
+	if third.Subnet != within {
+		t.Fatalf("got %s, want %s (inside --ip-range)", third.Subnet, within)
+	}
+	got = leases()
+	if _, ok := got[old.Subnet]; ok || len(got) != 2 {
+		t.Fatalf("leases %v: the earlier incarnation's lease %s is still there", got, old.Subnet)
+	}
+
+	// A peer whose IP changes to one that a stale lease still names (a
+	// DHCP address handed on): the stale lease goes, the peer keeps its own.
+	acquire("peer", ip(1), "02:00:00:00:00:02", netip.Prefix{})
+	got = leases()
+	if len(got) != 1 || got[peer.Subnet].HostID != "peer" || got[peer.Subnet].PublicIP != ip(1) {
+		t.Fatalf("leases %v: want only the peer's %s, now with %s", got, peer.Subnet, ip(1))
 	}
 }
