@@ -10,6 +10,10 @@
 #                                          flags given to start; shims, and with --live-restore containers and
 #                                          plugins, survive; the new dockerd joins the old one's mount namespace
 #
+# ENGINE2_BIN=DIR (start): run the dockerd, containerd, containerd-shim-runc-v2,
+# runc, docker-proxy and docker-init of DIR (scripts/engines.sh dir 26|29)
+# instead of the machine's; restart and stop use the same ones.
+#
 # How: dockerd runs under `nsenter --net` (the namespace) and `unshare --mount
 # --propagation slave` (its mounts stay private and vanish with it), with no
 # --containerd flag, so it starts a containerd of its own as a child inside
@@ -17,6 +21,20 @@
 # network type host, run in the namespace too. Not `ip netns exec`: it
 # remounts /sys, which hides the cgroup v1 mounts under /sys/fs/cgroup, and
 # dockerd then refuses to start ("Devices cgroup isn't mounted").
+# Its mount namespace is kept by a handle, a bind mount of the namespace
+# (unshare --mount=FILE) under /run/felt-engines (a private mount, as
+# unshare(1) requires), so restart rejoins that very namespace and stop ends
+# it; never by its inode number, which the kernel hands to the next new
+# namespace as soon as this one empties.
+#
+# stop signals only processes of this engine, identified by what they
+# really share, never by a number the kernel recycles: dockerd by its pid
+# *and* its exec root in its command line; containerd and the shims by the
+# exec root in theirs (their config and socket live there); containers and
+# plugins through runc's own state under the exec root (runc delete --force)
+# and by their cgroups, named by their 64-hex IDs in this engine's data
+# root. Not by network namespace: a test may run its own processes there.
+#
 # Its own data root (vfs: no overlay mounts to undo), exec root, pidfile,
 # socket, containerd namespaces and an empty --config-file, so the host's
 # /etc/docker/daemon.json (data-root, storage-driver) does not apply. No
@@ -32,6 +50,8 @@ case $ns in *[!A-Za-z0-9_.-]*|"") echo "engine2: bad namespace name '$ns'" >&2; 
 [ ${#ns} -le 14 ] || { echo "engine2: namespace name '$ns' longer than 14 characters" >&2; exit 2; }
 dir=/tmp/felt-engine-$ns # data root, socket, pidfile, log
 execroot=/run/felt-$ns
+handles=/run/felt-engines # a private mount: the engines' mount namespace handles
+mnth=$handles/$ns.mnt
 sock=$dir/docker.sock
 log=$dir/dockerd.log
 startTimeout=${ENGINE2_START_TIMEOUT:-30} # seconds
@@ -52,22 +72,53 @@ wait_gone() {
   done
 }
 
-# leftover_pids: processes of this engine still running: those in its network
-# namespace (containerd, shims, plugins), in its private mount namespace, or
-# in the cgroup of one of its containers or plugins (IDs from its data root).
+# engine_bin: the directory of this engine's binaries ("" for the machine's).
+engine_bin() { cat "$dir/bin" 2>/dev/null || true; }
+
+# ours PID: true when PID runs with this engine's exec root (or a path in it)
+# as one of its arguments: dockerd (--exec-root), containerd (--config
+# <exec root>/containerd/containerd.toml), the shims (-address <exec
+# root>/containerd/containerd.sock).
+ours() { grep -qszxE -- "$(execroot_re)" "/proc/$1/cmdline"; }
+execroot_re() { printf '%s(/.*)?' "${execroot//./\\.}"; }
+
+# handle_alive: the mount namespace handle is mounted.
+handle_alive() { [ -e "$mnth" ] && mountpoint -q "$mnth"; }
+
+# in_mntns CMD...: run CMD in the engine's mount namespace (where its
+# containers' mounts are), or here when there is none.
+in_mntns() {
+  if handle_alive; then nsenter --mount="$mnth" -- "$@"; else "$@"; fi
+}
+
+# delete_containers: runc delete --force every container and plugin of this
+# engine that runc still has state for (after a crash, a kill -9, or a
+# --live-restore dockerd that left them running). runc finds their
+# processes by its own state and cgroups.
+delete_containers() {
+  local runc st root id bin
+  bin=$(engine_bin)
+  runc=${bin:+$bin/}runc
+  [ -d "$execroot" ] || return 0
+  in_mntns find "$execroot" -maxdepth 6 -name state.json 2>/dev/null | while read -r st; do
+    id=${st%/state.json}
+    root=${id%/*}
+    id=${id##*/}
+    in_mntns "$runc" --root "$root" delete --force "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# leftover_pids: processes of this engine still running: its containerd and
+# shims (exec root in their command line) and whatever runs in the cgroup of
+# one of its containers or plugins (IDs from its data root).
 leftover_pids() {
-  local ids=() d mnt=""
+  local ids=() d
   for d in "$dir"/data/containers/* "$dir"/data/plugins/*; do
     d=${d##*/}
     [[ $d =~ ^[0-9a-f]{64}$ ]] && ids+=("$d")
   done
-  [ -f "$dir/mntns" ] && mnt=$(cat "$dir/mntns")
-  # Never the caller's own mount or network namespace: that would be everyone.
-  [ "$mnt" = "$(readlink /proc/self/ns/mnt)" ] && mnt=""
   {
-    [ -e "/run/netns/$ns" ] && ! [ "/run/netns/$ns" -ef /proc/self/ns/net ] && ip netns pids "$ns" 2>/dev/null
-    [ -n "$mnt" ] && find /proc/[0-9]*/ns/mnt -maxdepth 0 -printf '%p %l\n' 2>/dev/null |
-      awk -v m="$mnt" '$2 == m { split($1, a, "/"); print a[3] }'
+    grep -lszxE -- "$(execroot_re)" /proc/[0-9]*/cmdline | cut -d/ -f3
     [ ${#ids[@]} -gt 0 ] && grep -lsF -f <(printf '%s\n' "${ids[@]}") /proc/[0-9]*/cgroup | cut -d/ -f3
     true
   } | grep -vx "$$" | sort -un || true
@@ -76,7 +127,7 @@ leftover_pids() {
 stop() {
   local pid="" pids
   [ -f "$dir/engine.pid" ] && pid=$(cat "$dir/engine.pid")
-  if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+  if alive "$pid" && ours "$pid"; then
     kill -TERM "$pid"
     # dockerd stops its containers (up to 15 s each), plugins and containerd.
     if ! wait_gone "$stopTimeout" "$pid"; then
@@ -85,12 +136,17 @@ stop() {
       wait_gone 5 "$pid" || true
     fi
   fi
-  # Whatever outlived it (a crash, a kill -9): containerd, shims, containers.
+  # Whatever outlived it (a crash, a kill -9, --live-restore): containers,
+  # plugins, containerd, shims.
+  delete_containers
   pids=$(leftover_pids)
   if [ -n "$pids" ]; then
     kill -TERM $pids 2>/dev/null || true
     wait_gone 5 $pids || { kill -KILL $pids 2>/dev/null || true; wait_gone 5 $pids || true; }
   fi
+  # The handle: the namespace ends with its last process and this mount.
+  handle_alive && umount "$mnth" 2>/dev/null || true
+  rm -f "$mnth"
   # Its mounts were private to it; unmount any that leaked into this namespace.
   awk -v a="$dir" -v b="$execroot" '$5 == a || index($5, a "/") == 1 || $5 == b || index($5, b "/") == 1 { print $5 }' \
     /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -111,7 +167,9 @@ stop() {
 # caller's process group (a ^C to the demo does not hit it; the trap stops
 # it). nsenter and the joiner exec in turn: $! is dockerd.
 launch() {
-  setsid nsenter --net="/run/netns/$ns" -- \
+  local bin
+  bin=$(engine_bin)
+  PATH=${bin:+$bin:}$PATH setsid nsenter --net="/run/netns/$ns" -- \
     "${join[@]}" \
     dockerd --config-file "$dir/daemon.json" \
     --data-root "$dir/data" --exec-root "$execroot" --pidfile "$dir/docker.pid" \
@@ -119,7 +177,7 @@ launch() {
     --containerd-namespace "felt-$ns" --containerd-plugins-namespace "felt-$ns-plugins" \
     --storage-driver vfs --bridge=none --iptables=true \
     "$@" </dev/null >>"$log" 2>&1 &
-  local pid=$! deadline=$((SECONDS + startTimeout)) mnt
+  local pid=$! deadline=$((SECONDS + startTimeout))
   echo "$pid" >"$dir/engine.pid" # dockerd writes docker.pid itself, once started
   until docker -H "unix://$sock" version >/dev/null 2>&1; do
     if ! alive "$pid"; then
@@ -134,51 +192,80 @@ launch() {
     fi
     sleep 0.2
   done
-  mnt=$(readlink "/proc/$pid/ns/mnt")
-  [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] && echo "$mnt" >"$dir/mntns"
   echo "unix://$sock"
 }
 
 start() {
   [ -e "/run/netns/$ns" ] || { echo "engine2: no network namespace $ns (ip netns add $ns)" >&2; exit 1; }
   if [ "/run/netns/$ns" -ef /proc/self/ns/net ]; then echo "engine2: $ns is this shell's own network namespace" >&2; exit 1; fi
-  for b in dockerd containerd runc nsenter unshare; do
+  local bin=${ENGINE2_BIN:-}
+  if [ -n "$bin" ]; then
+    bin=$(cd "$bin" && pwd) || { echo "engine2: ENGINE2_BIN $ENGINE2_BIN is not a directory" >&2; exit 1; }
+  fi
+  for b in dockerd containerd runc; do
+    PATH=${bin:+$bin:}$PATH command -v $b >/dev/null || { echo "engine2: $b not found" >&2; exit 1; }
+  done
+  for b in nsenter unshare mountpoint docker; do
     command -v $b >/dev/null || { echo "engine2: $b not found" >&2; exit 1; }
   done
   stop # an earlier engine of this name, or its leftovers
   mkdir -p "$dir/data" "$execroot"
+  echo "$bin" >"$dir/bin"
   echo '{}' >"$dir/daemon.json"
   : >"$log"
-  join=(unshare --mount --propagation slave --)
+  new_mntns
   launch "$@" || { stop; exit 1; }
+  forget_other_handles
+}
+
+# new_mntns: sets join to unshare a new mount namespace, propagation slave,
+# with its handle at $mnth. /run/felt-engines is made a private mount of its
+# own first (unshare(1): the handle must not be on a shared mount, or the
+# namespace would hold itself).
+new_mntns() {
+  mkdir -p "$handles"
+  (
+    flock 8
+    mountpoint -q "$handles" || mount --bind "$handles" "$handles"
+    mount --make-private "$handles"
+  ) 8>"$handles.lock"
+  : >"$mnth"
+  join=(unshare --mount="$mnth" --propagation slave --)
+}
+
+# forget_other_handles: the new namespace began as a copy of this one, with
+# the other engines' handles in it; unmount them there, so that an engine's
+# namespace ends when its own stop unmounts its handle here.
+forget_other_handles() {
+  handle_alive && nsenter --mount="$mnth" -- umount -l "$handles" 2>/dev/null || true
 }
 
 # restart [DOCKERD-FLAG...]: SIGTERM dockerd (it stops the containerd it
 # started; the shims, and with --live-restore the containers and plugins, keep
-# running), wait for it to exit, and start it again as start does, but in the
-# old dockerd's mount namespace while any process (a shim) still runs there:
-# the mounts it made (containers' network namespaces under the exec root, shm)
-# live in that namespace, as on a host where dockerd restarts. The log is
-# appended to. A dockerd that already died is just started again. On failure
-# the engine is left for stop (and its log for log).
+# running), wait for it to exit, and start it again as start does, in the
+# same mount namespace (through its handle): the mounts it made (containers'
+# network namespaces under the exec root, shm) live there, as on a host where
+# dockerd restarts. The log is appended to. A dockerd that already died is
+# just started again. On failure the engine is left for stop (and its log for
+# log).
 restart() {
-  local pid="" mnt="" in=""
+  local pid=""
   [ -f "$dir/engine.pid" ] && pid=$(cat "$dir/engine.pid")
   [ -d "$dir/data" ] || { echo "engine2: no engine $ns (start it first)" >&2; exit 1; }
-  if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then # else: it died; start it
+  if alive "$pid" && ours "$pid"; then # else: it died; start it
     kill -TERM "$pid"
     wait_gone "$stopTimeout" "$pid" || { echo "engine2: dockerd $pid did not stop in ${stopTimeout}s" >&2; exit 1; }
   fi
-  [ -f "$dir/mntns" ] && mnt=$(cat "$dir/mntns")
-  [ "$mnt" = "$(readlink /proc/self/ns/mnt)" ] && mnt=""
-  if [ -n "$mnt" ]; then
-    in=$(find /proc/[0-9]*/ns/mnt -maxdepth 0 -printf '%p %l\n' 2>/dev/null |
-      awk -v m="$mnt" '$2 == m { split($1, a, "/"); print a[3]; exit }' || true)
+  if handle_alive; then
+    join=(nsenter --mount="$mnth" --)
+    echo "engine2: restarting dockerd of $ns in its mount namespace" >>"$log"
+    launch "$@" || exit 1
+  else
+    new_mntns
+    echo "engine2: restarting dockerd of $ns in a new mount namespace (no handle of the old one)" >>"$log"
+    launch "$@" || exit 1
+    forget_other_handles
   fi
-  join=(unshare --mount --propagation slave --)
-  [ -n "$in" ] && join=(nsenter --mount="/proc/$in/ns/mnt" --)
-  echo "engine2: restarting dockerd of $ns ($([ -n "$in" ] && echo "in the mount namespace of pid $in" || echo "in a new mount namespace"))" >>"$log"
-  launch "$@" || exit 1
 }
 
 case $cmd in
