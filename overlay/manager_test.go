@@ -3,10 +3,13 @@ package overlay_test
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
@@ -16,6 +19,12 @@ import (
 // newManager builds a Manager for h over a fresh embedded store, with
 // backends (nil: h's own), following kernel events in h's namespace.
 func newManager(t *testing.T, h *tbHost, backends map[string]overlay.Backend, resync time.Duration) *overlay.Manager {
+	m, _ := newManagerReg(t, h, backends, resync)
+	return m
+}
+
+// newManagerReg is newManager also returning the registry on its store.
+func newManagerReg(t *testing.T, h *tbHost, backends map[string]overlay.Backend, resync time.Duration) (*overlay.Manager, *lease.Registry) {
 	t.Helper()
 	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
@@ -25,11 +34,34 @@ func newManager(t *testing.T, h *tbHost, backends map[string]overlay.Backend, re
 	if backends == nil {
 		backends = h.b
 	}
+	reg := lease.NewRegistry(store, "felt/", nil)
 	return overlay.NewManager(overlay.ManagerConfig{
-		Registry: lease.NewRegistry(store, "felt/", nil), Store: store, Netlink: h.ns.NL, HostID: h.id,
+		Registry: reg, Store: store, Netlink: h.ns.NL, HostID: h.id,
 		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: backends, Resync: resync,
 		Log: slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}), reg
+}
+
+// putLeases records n's network and a lease of each host's subnet (with
+// ttl, 0 for none) in reg, as the hosts' IPAM would.
+func putLeases(t *testing.T, reg *lease.Registry, n overlay.Network, ttl time.Duration, hosts ...*tbHost) []lease.Lease {
+	t.Helper()
+	ctx := context.Background()
+	direct := n.DirectRouting
+	rec, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, DirectRouting: &direct}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []lease.Lease
+	for _, h := range hosts {
+		l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: rec, TTL: ttl, Prefer: h.subnet, Within: h.subnet,
+			Owner: lease.Owner{HostID: h.id, PublicIP: h.pub, VtepMAC: h.mac()}})
+		if err != nil || l.Subnet != h.subnet {
+			t.Fatalf("lease for %s: %v (got %s)", h.id, err, l.Subnet)
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // run runs m until the test ends.
@@ -174,4 +206,89 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// The kernel deletes felt's routes when the underlay goes down or loses
+// its address, and a VTEP's entries go with it: felt repairs them on the
+// kernel's events, with the resync an hour away (issue 15, defect 9).
+// b shares a's segment (a direct route, directrouting), c is one router
+// away (through the VTEP).
+func TestKernelChangesReconciled(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11", "192.168.77.12", "192.168.78.13")
+	a, b, c := tb.hosts[0], tb.hosts[1], tb.hosts[2]
+	b.apply(t, b.network("vxlan", true), a, c)
+	c.apply(t, c.network("vxlan", true), a, b)
+	m, reg := newManagerReg(t, a, nil, time.Hour)
+	n := a.network("vxlan", true)
+	putLeases(t, reg, n, 0, a, b, c)
+	ctx := context.Background()
+	if err := m.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Detach(ctx, n) })
+	run(t, m)
+	reaches := func(what string) {
+		t.Helper()
+		for _, p := range []*tbHost{b, c} {
+			waitFor(t, a.id+" reaches "+p.id+" "+what, func() bool { return a.ctr.Ping(p.ctrIP(), time.Second) == nil })
+		}
+	}
+	reaches("at first")
+	eth := a.ns.Link(t, underlayIface)
+
+	if err := a.ns.NL.LinkSetDown(eth); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := feltRoutes(t, a)[b.subnet]; ok {
+		t.Fatal("the direct route survived the link going down: the test would prove nothing")
+	}
+	if err := a.ns.NL.LinkSetUp(eth); err != nil {
+		t.Fatal(err)
+	}
+	a.ns.AddRoute(t, "default", netip.MustParseAddr("192.168.77.254")) // gone with the link
+	reaches("after the underlay went down and up")
+
+	addr, err := netlink.ParseAddr(a.pub.String() + "/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ns.NL.AddrDel(eth, addr); err != nil {
+		t.Fatal(err)
+	}
+	a.ns.AddAddr(t, underlayIface, a.pub.String()+"/24")
+	a.ns.AddRoute(t, "default", netip.MustParseAddr("192.168.77.254"))
+	reaches("after the underlay's address was removed and added back")
+
+	if err := a.ns.NL.LinkDel(a.ns.Link(t, overlay.VTEPName(vni))); err != nil {
+		t.Fatal(err)
+	}
+	reaches("after the VTEP was deleted")
+}
+
+// A lease that expires takes its entries along when it does, without any
+// store event or resync (issue 15, defect 7).
+func TestExpiredLeaseDroppedOnTime(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11", "192.168.77.12")
+	a, b := tb.hosts[0], tb.hosts[1]
+	m, reg := newManagerReg(t, a, nil, time.Hour)
+	n := a.network("vxlan", false)
+	putLeases(t, reg, n, 0, a)
+	dead := putLeases(t, reg, n, 3*time.Second, b)[0]
+	ctx := context.Background()
+	if err := m.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Detach(ctx, n) })
+	run(t, m)
+	has := func() bool { _, ok := feltRoutes(t, a)[b.subnet]; return ok }
+	waitFor(t, "route to the peer", has)
+	if time.Now().After(dead.Expiry) {
+		t.Skip("the lease expired before its route was seen (slow machine)")
+	}
+	waitFor(t, "route to the expired peer removed", func() bool { return !has() })
+	if len(neighbours(t, a))+len(fdb(t, a)) > 0 {
+		t.Fatalf("entries of the expired peer left: %v %v", neighbours(t, a), fdb(t, a))
+	}
 }
