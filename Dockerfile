@@ -9,7 +9,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -o /felt ./cmd/felt
+# The version felt reports (`felt --version`, its log's first line):
+# docker build --build-arg VERSION=$(scripts/version.sh) (make plugin-docker does).
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" -o /felt ./cmd/felt
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends iptables \

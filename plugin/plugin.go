@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/storeformat"
 )
 
 // Listen opens the plugin socket. It comes first at start-up: Docker gives a
@@ -96,9 +98,20 @@ type App struct {
 // Build opens the stores and builds the drivers. It does not contact Consul:
 // felt starts and serves existing containers while Consul is unreachable.
 func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
-	local, err := boltkv.Open(filepath.Join(s.StateDir, "felt.db"))
+	dbPath := filepath.Join(s.StateDir, "felt.db")
+	local, err := boltkv.Open(dbPath)
 	if err != nil {
 		return nil, fmt.Errorf("state store in %s: %w", s.StateDir, err)
+	}
+	// The stored state's format (storeformat): this host's records are
+	// checked (and migrated) now; the shared ones before the first write,
+	// since Consul is not contacted at start.
+	writer := "felt " + cmp.Or(s.Version, "dev")
+	_, err = storeformat.Area{Store: local, Prefix: state.Key(), Format: storeformat.Local(), Writer: writer,
+		Where: "local state in " + dbPath, Remedy: "move " + dbPath + " aside to start with empty state"}.Ensure(ctx)
+	if err != nil {
+		local.Close()
+		return nil, err
 	}
 	shared := kv.Store(local)
 	if s.ConsulAddr != "" {
@@ -121,7 +134,12 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		local.Close()
 		return nil, err
 	}
-	reg := lease.NewRegistry(shared, s.KVPrefix, nil)
+	sharedWhere := "shared state in " + storeName(s) + " under " + s.KVPrefix
+	if shared == kv.Store(local) {
+		sharedWhere = "shared state in " + dbPath + " under " + s.KVPrefix
+	}
+	reg := lease.NewRegistry(storeformat.Guard(storeformat.Area{Store: shared, Prefix: s.KVPrefix, Format: storeformat.Shared(),
+		Writer: writer, Where: sharedWhere, Remedy: "give this felt another FELT_KV_PREFIX"}), s.KVPrefix, nil)
 	under := Underlay{Iface: s.Iface, PublicIP: s.PublicIP, Netlink: nl}
 	instance := hostID[:8]
 	fw, err := firewall.New(netns.None(), instance, log)

@@ -25,6 +25,7 @@ type Settings struct {
 	LeaseTTL   time.Duration // FELT_LEASE_TTL
 	Resync     time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
 	ReadyWait  time.Duration // how long a call waits for start-up to finish
+	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
 // Defaults.

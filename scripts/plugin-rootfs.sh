@@ -11,7 +11,9 @@ rm -rf "$out"
 root=$out/rootfs
 mkdir -p "$root"/{run/docker/plugins,var/lib/felt,tmp,etc,dev,proc,sys,usr/sbin}
 
-CGO_ENABLED=0 go build -C "$top" -trimpath -o "$root/felt" ./cmd/felt
+# The version felt reports (FELT_VERSION, else git describe; scripts/version.sh).
+version=$("$top/scripts/version.sh")
+CGO_ENABLED=0 go build -C "$top" -trimpath -ldflags "-X main.version=$version" -o "$root/felt" ./cmd/felt
 
 # iptables, both flavours: felt picks the one Docker uses at start-up.
 for b in xtables-nft-multi xtables-legacy-multi; do
@@ -50,4 +52,4 @@ done
 # iptables reads these for protocol and service names.
 for f in /etc/protocols /etc/services /etc/ethertypes; do [ -f "$f" ] && cp "$f" "$root/etc/" || true; done
 cp "$top/config.json" "$out/config.json"
-echo "plugin directory ready: $out" >&2
+echo "plugin directory ready: $out (felt $version)" >&2

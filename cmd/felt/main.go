@@ -1,5 +1,6 @@
 // Command felt is the felt Docker network plugin. With no arguments it serves
-// the network and IPAM drivers on FELT_SOCKET until SIGTERM or SIGINT.
+// the network and IPAM drivers on FELT_SOCKET until SIGTERM or SIGINT;
+// `felt --version` prints its version.
 package main
 
 import (
@@ -13,17 +14,35 @@ import (
 	"github.com/felt-net/felt/plugin"
 )
 
+// version is felt's version, set when building:
+//
+//	go build -ldflags "-X main.version=$(scripts/version.sh)" ./cmd/felt
+//
+// (make, scripts/plugin-rootfs.sh and the Dockerfile do). "dev" otherwise.
+var version = "dev"
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] != "serve" {
-		fmt.Fprintf(os.Stderr, "usage: felt [serve]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET.\nSettings come from the environment: %v\n", plugin.SettingNames)
-		os.Exit(2)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "serve":
+		case "--version", "-version", "version":
+			fmt.Println("felt", version)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "usage: felt [serve | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET.\nSettings come from the environment: %v\n", plugin.SettingNames)
+			os.Exit(2)
+		}
 	}
 	s, err := plugin.FromOS()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "felt:", err)
+		fmt.Fprintf(os.Stderr, "felt %s: %v\n", version, err)
 		os.Exit(2)
 	}
+	s.Version = version
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.LogLevel}))
+	// First line of every start: which felt this is, for bug reports and
+	// to see an upgrade happen in the daemon's log.
+	log.Info("felt starting", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := plugin.Run(ctx, s, log); err != nil {

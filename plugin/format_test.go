@@ -1,0 +1,63 @@
+package plugin
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/kv/boltkv"
+)
+
+// TestBuildRefusesNewerLocalFormat: a state directory written by a newer
+// felt stops this one at start, with an error saying what to do, and its
+// records are left as they were.
+func TestBuildRefusesNewerLocalFormat(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "felt.db")
+	s, err := boltkv.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	newer := `{"version":3,"writer":"felt 9.0.0"}`
+	if err := s.Put(ctx, "local/format", []byte(newer)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	settings, err := SettingsFromEnv(func(k string) (string, bool) {
+		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings.Version = "1.0.0"
+	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		app.Close()
+		t.Fatal("Build succeeded on state written by a newer felt")
+	}
+	want := "local state in " + db + ": state written by a newer felt (format 3, written by felt 9.0.0; this felt understands up to 1): upgrade felt, or move " + db + " aside to start with empty state"
+	if err.Error() != want {
+		t.Fatalf("Build error\n%v\nwant\n%s", err, want)
+	}
+	s, err = boltkv.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := s.Get(ctx, "local/format")
+	if err != nil || string(p.Value) != newer {
+		t.Fatalf("format record after the refusal: %q, %v; want it untouched", p.Value, err)
+	}
+	if pairs, _, _ := s.List(ctx, "local/"); len(pairs) != 1 {
+		var keys []string
+		for _, p := range pairs {
+			keys = append(keys, p.Key)
+		}
+		t.Fatalf("the refused start wrote %s", strings.Join(keys, ", "))
+	}
+}

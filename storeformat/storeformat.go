@@ -1,0 +1,177 @@
+// Package storeformat versions the layout of what felt stores, so that a
+// later felt can change it without losing anyone's state: this host's own
+// records (under "local/" in the embedded store) and the records hosts share
+// (under FELT_KV_PREFIX in Consul, or in the embedded store without Consul).
+//
+// Each of these areas holds a format record at <prefix>format, e.g.
+// {"version":1,"writer":"felt 1.2.0"}. Ensure writes it when absent, runs
+// the registered migration steps when it names an older format, and refuses,
+// with an error that says what to do, a format newer than this felt knows:
+// an older felt must never rewrite records it does not understand.
+package storeformat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/felt-net/felt/kv"
+)
+
+// Key is the format record's key, under an area's prefix.
+const Key = "format"
+
+// Record is the format record.
+type Record struct {
+	// Version is the format the area's records are in.
+	Version int `json:"version"`
+	// Writer names the felt that wrote the record (created or migrated
+	// the area), e.g. "felt 1.2.0": for people reading the store.
+	Writer string `json:"writer,omitempty"`
+}
+
+// Step migrates an area from one format to the next. It must be idempotent,
+// and safe when two felts run it at once (hosts sharing Consul start
+// together): a crash between the step and the record's update runs it
+// again, and so does a felt that finds a store without a record (a felt from
+// before format records existed, or a store wiped and refilled).
+type Step struct {
+	// Name says what the step changes, for logs and errors.
+	Name string
+	// Migrate rewrites the records under prefix in s.
+	Migrate func(ctx context.Context, s kv.Store, prefix string) error
+}
+
+// Format is what this felt knows of one area's format: the version it
+// writes, and the steps that bring every older version up to it.
+type Format struct {
+	// Version is the newest format this felt understands, the one it
+	// writes. Format 1 is the layout of felt before format records.
+	Version int
+	// Steps[i] migrates format i+1 to i+2, so len(Steps) == Version-1.
+	Steps []Step
+}
+
+// Area is one versioned area of a store: the records under Prefix.
+type Area struct {
+	Store  kv.Store
+	Prefix string // ends in "/"; the record is Prefix + Key
+	Format Format
+	// Writer names this felt in the records it writes ("felt 1.2.0").
+	Writer string
+	// Where names the area in errors ("local state in /var/lib/felt/felt.db").
+	Where string
+	// Remedy ends the error about a newer format, after "upgrade felt, or"
+	// ("give this felt another FELT_KV_PREFIX").
+	Remedy string
+}
+
+// TooNewError says the area holds a format newer than this felt knows. Its
+// records are left untouched.
+type TooNewError struct {
+	Where  string
+	Found  Record
+	Known  int
+	Remedy string
+}
+
+func (e *TooNewError) Error() string {
+	by := ""
+	if e.Found.Writer != "" {
+		by = ", written by " + e.Found.Writer
+	}
+	remedy := "upgrade felt"
+	if e.Remedy != "" {
+		remedy += ", or " + e.Remedy
+	}
+	return fmt.Sprintf("%s: state written by a newer felt (format %d%s; this felt understands up to %d): %s",
+		e.Where, e.Found.Version, by, e.Known, remedy)
+}
+
+// maxConflicts bounds the retries when other felts move the record at the
+// same time (each retry follows someone else's successful write).
+const maxConflicts = 10
+
+// Ensure brings the area to this felt's format and returns its record:
+// it writes the record when absent, migrates an older format step by step
+// (the record advanced after each step, so a crash resumes where it
+// stopped), and returns a *TooNewError for a newer one. Every write of the
+// record is a compare-and-set, so felts sharing a store agree.
+func (a Area) Ensure(ctx context.Context) (Record, error) {
+	f := a.Format
+	if f.Version < 1 || len(f.Steps) != f.Version-1 {
+		return Record{}, fmt.Errorf("%s: format %d needs %d migration steps, %d registered", a.Where, f.Version, max(f.Version-1, 0), len(f.Steps))
+	}
+	key := a.Prefix + Key
+	for conflicts := 0; ; {
+		if conflicts > maxConflicts {
+			return Record{}, fmt.Errorf("%s: format record %s kept changing under us (%d conflicts)", a.Where, key, conflicts)
+		}
+		p, err := a.Store.Get(ctx, key)
+		if errors.Is(err, kv.ErrNotFound) {
+			rec, err := a.create(ctx, key)
+			if errors.Is(err, kv.ErrConflict) {
+				conflicts++
+				continue
+			}
+			if err != nil || rec.Version == f.Version {
+				return rec, err
+			}
+			continue // written at format 1: migrate it
+		}
+		if err != nil {
+			return Record{}, fmt.Errorf("%s: reading format record: %w", a.Where, err)
+		}
+		var rec Record
+		if err := json.Unmarshal(p.Value, &rec); err != nil || rec.Version < 1 {
+			// Not ours to repair: it may be a newer felt's record.
+			return Record{}, fmt.Errorf("%s: format record %s is unreadable (%q): fix or delete it by hand", a.Where, key, p.Value)
+		}
+		switch {
+		case rec.Version > f.Version:
+			return rec, &TooNewError{Where: a.Where, Found: rec, Known: f.Version, Remedy: a.Remedy}
+		case rec.Version == f.Version:
+			return rec, nil
+		}
+		step := f.Steps[rec.Version-1]
+		if err := step.Migrate(ctx, a.Store, a.Prefix); err != nil {
+			return rec, fmt.Errorf("%s: migrating format %d to %d (%s): %w", a.Where, rec.Version, rec.Version+1, step.Name, err)
+		}
+		next := Record{Version: rec.Version + 1, Writer: a.Writer}
+		if err := a.Store.CAS(ctx, key, encode(next), p.ModifyIndex); errors.Is(err, kv.ErrConflict) {
+			conflicts++ // another felt moved it: read it again
+		} else if err != nil {
+			return rec, fmt.Errorf("%s: recording format %d: %w", a.Where, next.Version, err)
+		}
+	}
+}
+
+// create writes the record of an area that has none: this felt's format if
+// the area is empty, else format 1, the layout every felt wrote before
+// format records existed, which Ensure then migrates.
+func (a Area) create(ctx context.Context, key string) (Record, error) {
+	pairs, _, err := a.Store.List(ctx, a.Prefix)
+	if err != nil {
+		return Record{}, fmt.Errorf("%s: looking for existing records: %w", a.Where, err)
+	}
+	rec := Record{Version: a.Format.Version, Writer: a.Writer}
+	for _, p := range pairs {
+		if p.Key != key {
+			rec.Version = 1
+			break
+		}
+	}
+	if err := a.Store.CAS(ctx, key, encode(rec), 0); err != nil {
+		if errors.Is(err, kv.ErrConflict) {
+			return Record{}, err
+		}
+		return Record{}, fmt.Errorf("%s: writing format record: %w", a.Where, err)
+	}
+	return rec, nil
+}
+
+func encode(r Record) []byte {
+	b, _ := json.Marshal(r) // two plain fields: cannot fail
+	return b
+}
