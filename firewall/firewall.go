@@ -1,18 +1,44 @@
-// Package firewall keeps felt's iptables rules: one chain, jumped to first
-// from FORWARD, that lets each felt pool talk to itself (same host and
-// across hosts, whatever the FORWARD policy Docker sets) and nothing else.
-// Traffic to the outside world leaves through Docker's docker_gwbridge, not
-// the felt bridge, so the felt bridge never needs to forward anywhere else.
+// Package firewall keeps felt's iptables rules, which let each felt pool talk
+// to itself (same host and across hosts, whatever the FORWARD policy Docker
+// sets) and nothing else reach a felt pool or leave a felt bridge. Traffic to
+// the outside world leaves through Docker's docker_gwbridge, not the felt
+// bridge, so the felt bridge never needs to forward anywhere else.
+//
+// Two chains, because isolation and permission need different places:
+//
+//   - FELT-ISOLATION, in the mangle table, jumped to first from mangle
+//     FORWARD, drops. The mangle FORWARD hook runs before the filter one,
+//     and no Docker version (20.10 to 29, read in moby's source) writes to
+//     mangle FORWARD, while every one reorders filter FORWARD: 20.10 and 26
+//     insert each new bridge's ACCEPT rules at its top (docker_gwbridge's
+//     `-i docker_gwbridge ! -o docker_gwbridge -j ACCEPT` above felt's rules
+//     when it is created after felt networks), 29 puts DOCKER-USER and
+//     DOCKER-FORWARD back on top at every start, and both move DOCKER-USER
+//     by deleting and re-inserting its jump (a moment without it). A drop
+//     is final whatever accepts come later, in any table or nftables chain,
+//     so the isolation holds whatever order Docker puts its filter rules in
+//     and whenever it does so, with Docker's iptables or nftables backend,
+//     and needs nothing from DOCKER-USER (which users own and often flush).
+//   - FELT, in the filter table, jumped to from FORWARD, accepts each pool's
+//     traffic to itself, which Docker's FORWARD policy DROP would otherwise
+//     drop. Where its jump sits does not matter to Docker's rules (none
+//     drops traffic of a bridge that is not Docker's); it goes after the
+//     jump to DOCKER-USER, so users' rules there apply to felt as to
+//     Docker's own networks.
+//
+// Sync sets both up, and Keep repeats it periodically, so that a flush or a
+// reorder by anyone is repaired within a resync interval.
 package firewall
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"os"
-	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netns"
@@ -20,37 +46,49 @@ import (
 	"github.com/felt-net/felt/internal/nsutil"
 )
 
-// Chain is felt's chain in the filter table.
-const Chain = "FELT"
+// The chains and where they are jumped to from.
+const (
+	Chain          = "FELT"           // filter table, from FORWARD: accepts
+	IsolationChain = "FELT-ISOLATION" // mangle table, first in FORWARD: drops
+)
 
-const table = "filter"
+const (
+	filter     = "filter"
+	mangle     = "mangle"
+	forward    = "FORWARD"
+	dockerUser = "DOCKER-USER"
+)
 
-// Network is what the rules of one felt network depend on.
-type Network struct {
-	Bridge string
-	Pool   netip.Prefix
-}
-
-// Firewall programs this felt instance's rules in the FELT chain. Rules are
-// tagged with the instance (its host ID), so two felt instances sharing a
-// namespace (two plugins on one engine, say) leave each other's rules alone.
+// Firewall programs this felt instance's rules. Rules are tagged with the
+// instance (its host ID) in their comments, so two felt instances sharing a
+// namespace (two plugins on one engine, say) leave each other's rules alone;
+// the chains and jumps are shared, and go with the last instance's rules.
 type Firewall struct {
 	instance string
 	ipt      *iptables.IPTables
 	ns       netns.NsHandle
 	log      *slog.Logger
-	mu       sync.Mutex
+
+	mu     sync.Mutex
+	want   []Network // the last Sync's networks, which Keep re-applies
+	synced bool      // Sync ran (and Remove did not since)
 }
 
-// New finds the iptables flavour the host uses (see Detect) and returns a
-// Firewall working in ns (a closed handle: the current namespace).
-func New(ns netns.NsHandle, instance string, log *slog.Logger) (*Firewall, error) {
+// New returns a Firewall working in ns (a closed handle: the current
+// namespace) with the iptables command at path, or, when path is empty, the
+// flavour Detect picks.
+func New(ns netns.NsHandle, instance, path string, log *slog.Logger) (*Firewall, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if len(instance) > 64 || !safeName.MatchString(instance) {
+		return nil, fmt.Errorf("firewall: instance %q: must be 1 to 64 characters of A-Z a-z 0-9 . _ -", instance)
+	}
 	f := &Firewall{ns: ns, log: log, instance: instance}
 	err := nsutil.Do(ns, func() error {
-		path := Detect()
+		if path == "" {
+			path = Detect()
+		}
 		ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
 		if err != nil {
 			return fmt.Errorf("iptables (%s): %w", path, err)
@@ -62,205 +100,291 @@ func New(ns netns.NsHandle, instance string, log *slog.Logger) (*Firewall, error
 	return f, err
 }
 
-// Detect picks iptables-nft or iptables-legacy: the one already holding the
-// most rules, i.e. the one Docker uses. A rule in the other flavour would be
-// evaluated too, but could not override Docker's FORWARD DROP. FELT_IPTABLES
-// overrides the choice.
-func Detect() string {
-	if p := os.Getenv("FELT_IPTABLES"); p != "" {
-		return p
-	}
-	best, bestRules := "", -1
-	for _, flavour := range []string{"iptables-nft", "iptables-legacy"} {
-		path, err := exec.LookPath(flavour)
-		if err != nil {
-			continue
-		}
-		out, err := exec.Command(path+"-save", "-t", "filter").Output()
-		if err != nil {
-			continue
-		}
-		n := strings.Count(string(out), "\n-A ")
-		if n > bestRules {
-			best, bestRules = path, n
-		}
-	}
-	if best == "" || bestRules == 0 {
-		if p, err := exec.LookPath("iptables"); err == nil {
-			return p
-		}
-	}
-	if best == "" {
-		return "iptables"
-	}
-	return best
-}
-
 func (f *Firewall) tag() string { return "felt:" + f.instance + ":" }
 
-func (f *Firewall) comment(n Network) []string {
-	return []string{"-m", "comment", "--comment", f.tag() + n.Bridge}
+// Sync makes felt's chains hold exactly the rules of nets (and no rule of a
+// network that no longer exists) and the jumps to them sit where they must.
+// Every network is checked before anything is written.
+func (f *Firewall) Sync(nets []Network) error {
+	for _, n := range nets {
+		if err := n.check(); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.want, f.synced = slices.Clone(nets), true
+	changes, err := f.apply(nets)
+	if len(changes) > 0 {
+		f.log.Debug("firewall synced", "changes", changes)
+	}
+	return err
 }
 
-func (f *Firewall) accept(n Network) []string {
-	return append([]string{"-s", n.Pool.String(), "-d", n.Pool.String()}, append(f.comment(n), "-j", "ACCEPT")...)
-}
-
-func (f *Firewall) drops(n Network) [][]string {
-	return [][]string{
-		append([]string{"-i", n.Bridge}, append(f.comment(n), "-j", "DROP")...),
-		append([]string{"-d", n.Pool.String()}, append(f.comment(n), "-j", "DROP")...),
+// Keep re-applies the last Sync every interval until ctx ends: rules or
+// jumps that someone flushed, deleted or moved (a firewall reload, a script's
+// `iptables -F`, an engine's reordering) come back, and are logged.
+func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		f.mu.Lock()
+		if f.synced {
+			changes, err := f.apply(f.want)
+			if len(changes) > 0 {
+				f.log.Info("firewall repaired", "changes", changes)
+			}
+			if err != nil {
+				f.log.Warn("firewall resync failed", "err", err)
+			}
+		}
+		f.mu.Unlock()
 	}
 }
 
-// ensureChain creates the chain and the jump to it at the top of FORWARD.
-func (f *Firewall) ensureChain() error {
-	exists, err := f.ipt.ChainExists(table, Chain)
+// apply does Sync's work in the namespace; it returns what it changed.
+func (f *Firewall) apply(nets []Network) (changes []string, err error) {
+	var heads, tails, accepts []rule
+	for _, n := range nets {
+		h, t := f.isolation(n)
+		heads, tails = append(heads, h), append(tails, t...)
+		accepts = append(accepts, f.accept(n))
+	}
+	err = nsutil.Do(f.ns, func() error {
+		if len(nets) == 0 {
+			// Nothing of felt's stays in the kernel without networks.
+			return f.removeAll(&changes)
+		}
+		// Isolation first, then permission, then the jumps: a chain is
+		// complete before traffic is sent to it.
+		for _, c := range []struct {
+			table, chain string
+			heads, tails []rule
+		}{
+			{mangle, IsolationChain, heads, tails},
+			{filter, Chain, accepts, nil},
+		} {
+			if err := f.ensureChain(c.table, c.chain); err != nil {
+				return err
+			}
+			if err := f.syncChain(c.table, c.chain, c.heads, c.tails, &changes); err != nil {
+				return err
+			}
+		}
+		if err := f.jumpFirst(mangle, forward, IsolationChain, &changes); err != nil {
+			return err
+		}
+		return f.jumpPresent(filter, forward, Chain, &changes)
+	})
+	return changes, err
+}
+
+func (f *Firewall) ensureChain(table, chain string) error {
+	ok, err := f.ipt.ChainExists(table, chain)
 	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
+		return fmt.Errorf("iptables -t %s: %w", table, err)
 	}
-	if !exists {
-		if err := f.ipt.NewChain(table, Chain); err != nil {
-			return fmt.Errorf("iptables: new chain %s: %w", Chain, err)
-		}
-	}
-	rules, err := f.ipt.List(table, "FORWARD")
-	if err != nil {
-		return fmt.Errorf("iptables: list FORWARD: %w", err)
-	}
-	jump := "-A FORWARD -j " + Chain
-	pos := -1
-	for i, r := range rules[1:] { // rules[0] is the policy
-		if r == jump {
-			pos = i
-			break
-		}
-	}
-	// Keep the jump ahead of Docker's own rules (DOCKER-USER may come first:
-	// it only returns unless the user put rules there on purpose).
-	if pos < 0 || pos > 1 {
-		if pos >= 0 {
-			_ = f.ipt.Delete(table, "FORWARD", "-j", Chain)
-		}
-		if err := f.ipt.Insert(table, "FORWARD", 1, "-j", Chain); err != nil {
-			return fmt.Errorf("iptables: jump to %s: %w", Chain, err)
+	if !ok {
+		if err := f.ipt.NewChain(table, chain); err != nil {
+			return fmt.Errorf("iptables -t %s: new chain %s: %w", table, chain, err)
 		}
 	}
 	return nil
 }
 
-// Sync makes the chain hold exactly the rules of nets: accepts at the top,
-// drops at the bottom, and no rule of a network that no longer exists. Pools
-// never overlap, so one network's drops cannot shadow another's accept.
-func (f *Firewall) Sync(nets []Network) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return nsutil.Do(f.ns, func() error {
-		if err := f.ensureChain(); err != nil {
+// syncChain makes this instance's rules in chain be heads (in this order,
+// at the top) and tails (at the bottom): rules of this instance that are not
+// wanted, repeated, or a head found below a tail are deleted; missing ones
+// are added. Rules of others are left alone. Pools never overlap, so one
+// network's tails cannot shadow another network's head.
+func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *[]string) error {
+	isHead, want := map[string]bool{}, map[string]bool{}
+	for _, r := range heads {
+		isHead[r.key()], want[r.key()] = true, true
+	}
+	for _, r := range tails {
+		want[r.key()] = true
+	}
+	lines, err := f.ipt.List(table, chain)
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
+	}
+	seen, tailSeen := map[string]bool{}, false
+	for _, line := range lines {
+		args, ok, err := ruleArgs(line, chain)
+		if err != nil && strings.Contains(line, f.tag()) {
+			f.log.Warn("cannot read a rule of this felt", "rule", line, "err", err)
+		}
+		if !ok || !strings.HasPrefix(commentOf(args), f.tag()) {
+			continue
+		}
+		k := rule(args).key()
+		if want[k] && !seen[k] && !(isHead[k] && tailSeen) {
+			seen[k] = true
+			tailSeen = tailSeen || !isHead[k]
+			continue
+		}
+		if err := f.ipt.Delete(table, chain, args...); err != nil {
+			return fmt.Errorf("iptables -t %s: delete %q: %w", table, line, err)
+		}
+		*changes = append(*changes, "deleted "+line)
+	}
+	for i := len(heads) - 1; i >= 0; i-- {
+		if err := f.add(table, chain, heads[i], seen, true, changes); err != nil {
 			return err
 		}
-		want := map[string]bool{}
-		for _, n := range nets {
-			want[n.Bridge] = true
+	}
+	for _, r := range tails {
+		if err := f.add(table, chain, r, seen, false, changes); err != nil {
+			return err
 		}
-		// Remove rules of networks that are gone (also those of a previous run).
-		rules, err := f.ipt.List(table, Chain)
-		if err != nil {
-			return fmt.Errorf("iptables: list %s: %w", Chain, err)
-		}
-		for _, r := range rules {
-			br, ok := f.bridgeOfRule(r)
-			if !ok || want[br] {
-				continue
-			}
-			spec := strings.Fields(strings.TrimPrefix(r, "-A "+Chain+" "))
-			if err := f.ipt.Delete(table, Chain, unquote(spec)...); err != nil {
-				f.log.Warn("could not delete stale rule", "rule", r, "err", err)
-			}
-		}
-		for _, n := range nets {
-			ok, err := f.ipt.Exists(table, Chain, f.accept(n)...)
-			if err != nil {
-				return fmt.Errorf("iptables: %w", err)
-			}
-			if !ok {
-				if err := f.ipt.Insert(table, Chain, 1, f.accept(n)...); err != nil {
-					return fmt.Errorf("iptables: accept %s: %w", n.Pool, err)
-				}
-			}
-			for _, d := range f.drops(n) {
-				if err := f.ipt.AppendUnique(table, Chain, d...); err != nil {
-					return fmt.Errorf("iptables: isolate %s: %w", n.Pool, err)
-				}
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// Remove deletes this instance's rules and, when no other instance has rules
-// left, the chain and the jump to it (the plugin stops with no network).
+// add inserts (at the top) or appends r unless the listing had it.
+func (f *Firewall) add(table, chain string, r rule, seen map[string]bool, top bool, changes *[]string) error {
+	if seen[r.key()] {
+		return nil
+	}
+	seen[r.key()] = true // nets may repeat a network
+	var err error
+	if top {
+		err = f.ipt.Insert(table, chain, 1, r...)
+	} else {
+		err = f.ipt.Append(table, chain, r...)
+	}
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: add to %s %q: %w", table, chain, strings.Join(r, " "), err)
+	}
+	*changes = append(*changes, fmt.Sprintf("added -t %s -A %s %s", table, chain, strings.Join(r, " ")))
+	return nil
+}
+
+// jumpFirst makes `-j to` the first rule of from, and the only jump to it.
+func (f *Firewall) jumpFirst(table, from, to string, changes *[]string) error {
+	lines, err := f.ipt.List(table, from)
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: list %s: %w", table, from, err)
+	}
+	jump := "-A " + from + " -j " + to
+	var rules []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A ") {
+			rules = append(rules, l)
+		}
+	}
+	if len(rules) > 0 && rules[0] == jump && !slices.Contains(rules[1:], jump) {
+		return nil
+	}
+	// Delete, then insert: iptables has no move. Something was put above
+	// the jump, or it was removed; either is rare, and a resync apart.
+	for i := slices.Index(rules, jump); i >= 0; i = slices.Index(rules, jump) {
+		if err := f.ipt.Delete(table, from, "-j", to); err != nil {
+			return fmt.Errorf("iptables -t %s: move jump to %s: %w", table, to, err)
+		}
+		rules = slices.Delete(rules, i, i+1)
+	}
+	if err := f.ipt.Insert(table, from, 1, "-j", to); err != nil {
+		return fmt.Errorf("iptables -t %s: jump to %s: %w", table, to, err)
+	}
+	*changes = append(*changes, fmt.Sprintf("put -t %s %s first in %s", table, jump, from))
+	return nil
+}
+
+// jumpPresent makes sure from jumps to `to`, adding the jump right after
+// the jump to DOCKER-USER (or first, without one) when it is missing. An
+// existing jump is left where it is: its position does not matter.
+func (f *Firewall) jumpPresent(table, from, to string, changes *[]string) error {
+	ok, err := f.ipt.Exists(table, from, "-j", to)
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: %w", table, err)
+	}
+	if ok {
+		return nil
+	}
+	lines, err := f.ipt.List(table, from)
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: list %s: %w", table, from, err)
+	}
+	pos, n := 1, 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A ") {
+			n++
+			if l == "-A "+from+" -j "+dockerUser {
+				pos = n + 1
+				break
+			}
+		}
+	}
+	if err := f.ipt.Insert(table, from, pos, "-j", to); err != nil {
+		return fmt.Errorf("iptables -t %s: jump to %s: %w", table, to, err)
+	}
+	*changes = append(*changes, fmt.Sprintf("added -t %s -A %s -j %s at %d", table, from, to, pos))
+	return nil
+}
+
+// Remove deletes this instance's rules and, for each chain in which no
+// other instance has rules left, the chain and the jump to it (the plugin
+// stops). Keep does nothing until the next Sync.
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return nsutil.Do(f.ns, func() error {
-		if ok, _ := f.ipt.ChainExists(table, Chain); !ok {
-			return nil
-		}
-		rules, err := f.ipt.List(table, Chain)
-		if err != nil {
-			return fmt.Errorf("iptables: list %s: %w", Chain, err)
-		}
-		others := 0
-		for _, r := range rules {
-			if !strings.HasPrefix(r, "-A ") {
-				continue
-			}
-			if _, mine := f.bridgeOfRule(r); !mine {
-				others++
-				continue
-			}
-			spec := strings.Fields(strings.TrimPrefix(r, "-A "+Chain+" "))
-			if err := f.ipt.Delete(table, Chain, unquote(spec)...); err != nil {
-				return fmt.Errorf("iptables: %w", err)
-			}
-		}
-		if others > 0 {
-			return nil
-		}
-		_ = f.ipt.DeleteIfExists(table, "FORWARD", "-j", Chain)
-		return f.ipt.ClearAndDeleteChain(table, Chain)
-	})
+	f.want, f.synced = nil, false
+	var changes []string
+	err := nsutil.Do(f.ns, func() error { return f.removeAll(&changes) })
+	if len(changes) > 0 {
+		f.log.Debug("firewall removed", "changes", changes)
+	}
+	return err
 }
 
-// Rules lists the chain (for tests and inspection).
-func (f *Firewall) Rules() ([]string, error) {
-	var out []string
-	err := nsutil.Do(f.ns, func() error {
-		var err error
-		out, err = f.ipt.List(table, Chain)
+func (f *Firewall) removeAll(changes *[]string) error {
+	var errs []error
+	for _, c := range []struct{ table, chain string }{{mangle, IsolationChain}, {filter, Chain}} {
+		errs = append(errs, f.removeChain(c.table, c.chain, changes))
+	}
+	return errors.Join(errs...)
+}
+
+// removeChain deletes this instance's rules from chain, and the chain and
+// the jumps to it when no rule of anyone else is left in it.
+func (f *Firewall) removeChain(table, chain string, changes *[]string) error {
+	if ok, err := f.ipt.ChainExists(table, chain); err != nil || !ok {
 		return err
-	})
-	return out, err
-}
-
-// bridgeOfRule returns the bridge a rule of this instance is for.
-func (f *Firewall) bridgeOfRule(rule string) (string, bool) {
-	i := strings.Index(rule, f.tag())
-	if i < 0 {
-		return "", false
 	}
-	rest := strings.Trim(rule[i+len(f.tag()):], "\"")
-	if j := strings.IndexAny(rest, " \""); j >= 0 {
-		rest = rest[:j]
+	if err := f.syncChain(table, chain, nil, nil, changes); err != nil {
+		return err
 	}
-	return rest, rest != ""
-}
-
-func unquote(spec []string) []string {
-	out := make([]string, len(spec))
-	for i, s := range spec {
-		out[i] = strings.Trim(s, "\"")
+	lines, err := f.ipt.List(table, chain)
+	if err != nil {
+		return fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
 	}
-	return out
+	for _, line := range lines {
+		if strings.HasPrefix(line, "-A ") {
+			return nil // another instance's, or a rule felt cannot read: keep
+		}
+	}
+	for {
+		ok, err := f.ipt.Exists(table, forward, "-j", chain)
+		if err != nil {
+			return fmt.Errorf("iptables -t %s: %w", table, err)
+		}
+		if !ok {
+			break
+		}
+		if err := f.ipt.Delete(table, forward, "-j", chain); err != nil {
+			return fmt.Errorf("iptables -t %s: delete jump to %s: %w", table, chain, err)
+		}
+	}
+	if err := f.ipt.ClearAndDeleteChain(table, chain); err != nil {
+		return fmt.Errorf("iptables -t %s: delete chain %s: %w", table, chain, err)
+	}
+	*changes = append(*changes, fmt.Sprintf("deleted -t %s chain %s", table, chain))
+	return nil
 }

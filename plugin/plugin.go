@@ -92,6 +92,7 @@ type App struct {
 	Driver   *driver.Driver
 	Overlay  *overlay.Manager
 	Underlay Underlay
+	Firewall *firewall.Firewall
 	Log      *slog.Logger
 }
 
@@ -142,12 +143,13 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		Writer: writer, Where: sharedWhere, Remedy: "give this felt another FELT_KV_PREFIX"}), s.KVPrefix, nil)
 	under := Underlay{Iface: s.Iface, PublicIP: s.PublicIP, Netlink: nl}
 	instance := hostID[:8]
-	fw, err := firewall.New(netns.None(), instance, log)
+	fw, err := firewall.New(netns.None(), instance, s.Iptables, log)
 	if err != nil {
 		local.Close()
 		return nil, err
 	}
 	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Log: log}
+	app.Firewall = fw
 	owner := func(ctx context.Context, pool netip.Prefix) (lease.Owner, error) {
 		ip, err := under.Addr()
 		if err != nil {
@@ -186,6 +188,7 @@ func (a *App) Background(ctx context.Context) {
 		a.Log.Error("recovery incomplete", "err", err)
 	}
 	go a.Overlay.Run(ctx)
+	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
 	a.renewLoop(ctx)
 }
 

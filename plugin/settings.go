@@ -25,6 +25,7 @@ type Settings struct {
 	LeaseTTL   time.Duration // FELT_LEASE_TTL
 	Resync     time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
 	ReadyWait  time.Duration // how long a call waits for start-up to finish
+	Iptables   string        // FELT_IPTABLES: the iptables command; empty: the flavour Docker uses
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
@@ -39,7 +40,7 @@ const (
 
 // SettingNames lists every variable felt reads (for docs and errors).
 var SettingNames = []string{"CONSUL_HTTP_ADDR", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
-	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL"}
+	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
@@ -55,6 +56,7 @@ func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
 		StateDir:   get("FELT_STATE_DIR", DefaultStateDir),
 		Iface:      get("FELT_IFACE", ""),
 		Socket:     get("FELT_SOCKET", DefaultSocket),
+		Iptables:   get("FELT_IPTABLES", ""),
 		ReadyWait:  25 * time.Second,
 	}
 	if !strings.HasSuffix(s.KVPrefix, "/") {

@@ -1,0 +1,85 @@
+package firewall_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/internal/testnet"
+)
+
+// rulesOf lists the rules (-A lines) of chain in table.
+func rulesOf(t *testing.T, ns *testnet.NS, path, table, chain string) []string {
+	t.Helper()
+	out, err := ns.Run(path, "-w", "-t", table, "-S")
+	if err != nil {
+		t.Fatalf("%s -t %s -S: %v\n%s", path, table, err, out)
+	}
+	var rules []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "-A "+chain+" ") {
+			rules = append(rules, l)
+		}
+	}
+	return rules
+}
+
+func feltRules(t *testing.T, ns *testnet.NS, path string) []string {
+	return append(rulesOf(t, ns, path, "filter", "FELT"), rulesOf(t, ns, path, "mangle", "FELT-ISOLATION")...)
+}
+
+// Defect 5 of issue 15: a rule whose comment iptables lists escaped (a
+// backslash, left by an earlier felt that took a bridge name from a hostile
+// NetworkID) must still be found and deleted.
+func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
+	for _, path := range flavours(t) {
+		t.Run(shortName(path), func(t *testing.T) {
+			ns := testnet.New(t, "fw")
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet)
+			for _, args := range [][]string{
+				{"-i", `felt-a\b`, "-m", "comment", "--comment", `felt:inst0001:felt-a\b`, "-j", "DROP"},
+				{"-d", "10.9.0.0/16", "-m", "comment", "--comment", `felt:inst0001:felt-"q" b`, "-j", "DROP"},
+			} {
+				if out, err := ns.Run(path, append([]string{"-w", "-A", "FELT"}, args...)...); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}
+			mustSync(t, fw, redNet)
+			for _, r := range rulesOf(t, ns, path, "filter", "FELT") {
+				if strings.Contains(r, `felt-a`) || strings.Contains(r, "10.9.0.0") {
+					t.Errorf("stale rule left behind: %s", r)
+				}
+			}
+			if err := fw.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			if left := feltRules(t, ns, path); len(left) > 0 {
+				t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
+			}
+		})
+	}
+}
+
+// Whatever goes into a rule must come out of the listing as it went in, or
+// not go in: a bridge name outside [A-Za-z0-9._-] is refused with an error
+// naming it, before any rule is written.
+func TestUnsafeNamesRefused(t *testing.T) {
+	path := flavours(t)[0]
+	ns := testnet.New(t, "fw")
+	fw := newFirewall(t, ns, path, "inst0001")
+	for _, bad := range []string{`felt-a\b`, `felt-a"b`, "felt a", "", "felt-0123456789a"} {
+		err := fw.Sync([]firewall.Network{redNet, {Bridge: bad, Pool: netip.MustParsePrefix("10.9.0.0/16")}})
+		if err == nil || !strings.Contains(err.Error(), "bridge") {
+			t.Errorf("bridge %q: got %v, want an error naming the bridge", bad, err)
+		}
+		if left := feltRules(t, ns, path); len(left) > 0 {
+			t.Fatalf("bridge %q: rules written although refused:\n%s", bad, strings.Join(left, "\n"))
+		}
+	}
+	err := fw.Sync([]firewall.Network{{Bridge: "felt-x", Pool: netip.Prefix{}}})
+	if err == nil || !strings.Contains(err.Error(), "pool") {
+		t.Errorf("invalid pool: got %v, want an error naming the pool", err)
+	}
+}

@@ -1,0 +1,120 @@
+package firewall_test
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/internal/testnet"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from what the tests produce")
+
+// dump is felt's part of the ruleset as `iptables -S` lists it: the
+// FORWARD chains holding its jumps and its own chains, mangle then filter.
+func dump(t *testing.T, ns *testnet.NS, path string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, c := range []struct{ table, chain string }{
+		{"mangle", "FORWARD"}, {"mangle", firewall.IsolationChain},
+		{"filter", "FORWARD"}, {"filter", firewall.Chain},
+	} {
+		b.WriteString("# -t " + c.table + " -S " + c.chain + "\n")
+		out, err := ns.Run(path, "-w", "-t", c.table, "-S", c.chain)
+		if err != nil {
+			b.WriteString("(no chain)\n")
+			continue
+		}
+		b.WriteString(out)
+	}
+	return b.String()
+}
+
+// golden compares got with testdata/name.golden, or rewrites the file
+// with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("rules differ from %s (run with -update if the change is intended)\ngot:\n%s\nwant:\n%s", file, got, want)
+	}
+}
+
+var greenNet = firewall.Network{Bridge: "felt-green", Pool: netip.MustParsePrefix("10.3.0.0/24")}
+
+// The rules of a set of networks, as libnetwork's bridge driver tests its
+// own: the listing equals a golden file, the same for both iptables
+// flavours (which is also what lets felt read back what it wrote).
+func TestRulesGolden(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, ns *testnet.NS, path string)
+	}{
+		{"one-network", func(t *testing.T, ns *testnet.NS, path string) {
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
+		{"three-networks", func(t *testing.T, ns *testnet.NS, path string) {
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet, blueNet, greenNet)
+		}},
+		{"network-deleted", func(t *testing.T, ns *testnet.NS, path string) {
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet, blueNet, greenNet)
+			mustSync(t, fw, redNet, greenNet)
+		}},
+		{"last-network-deleted", func(t *testing.T, ns *testnet.NS, path string) {
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet)
+			mustSync(t, fw)
+		}},
+		{"two-instances", func(t *testing.T, ns *testnet.NS, path string) {
+			a, b := newFirewall(t, ns, path, "inst000a"), newFirewall(t, ns, path, "inst000b")
+			mustSync(t, a, redNet)
+			mustSync(t, b, blueNet)
+			mustSync(t, a, redNet) // a leaves b's rules alone
+		}},
+		{"two-instances-one-removed", func(t *testing.T, ns *testnet.NS, path string) {
+			a, b := newFirewall(t, ns, path, "inst000a"), newFirewall(t, ns, path, "inst000b")
+			mustSync(t, a, redNet)
+			mustSync(t, b, blueNet)
+			if err := a.Remove(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"docker-20.10-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
+			d := docker{l: &lab{host: ns}, t: t, path: path}
+			d.start20()
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
+		{"docker-29-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
+			d := docker{l: &lab{host: ns}, t: t, path: path}
+			d.start29(true)
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
+	}
+	for _, path := range flavours(t) {
+		for _, c := range cases {
+			t.Run(shortName(path)+"/"+c.name, func(t *testing.T) {
+				ns := testnet.New(t, "fw")
+				c.setup(t, ns, path)
+				golden(t, c.name, dump(t, ns, path))
+			})
+		}
+	}
+}

@@ -1,0 +1,31 @@
+package firewall_test
+
+import (
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/internal/testnet"
+)
+
+var (
+	redNet  = firewall.Network{Bridge: "felt-red", Pool: redPool}
+	blueNet = firewall.Network{Bridge: "felt-blue", Pool: bluePool}
+)
+
+func newFirewall(t *testing.T, ns *testnet.NS, path, instance string) *firewall.Firewall {
+	t.Helper()
+	fw, err := firewall.New(ns.Handle, instance, path, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}
+
+func mustSync(t *testing.T, fw *firewall.Firewall, nets ...firewall.Network) {
+	t.Helper()
+	if err := fw.Sync(nets); err != nil {
+		t.Fatal(err)
+	}
+}
