@@ -32,6 +32,11 @@ const (
 	// subscription failed (the socket overran, say): events may have been
 	// missed, so a reconcile follows the new subscription.
 	kernelResubscribe = time.Second
+	// kernelRcvBuf asks for a socket buffer that holds the burst of route
+	// events a reconcile of many peers makes (the kernel caps it at
+	// net.core.rmem_max); an overrun ends the subscription, which is then
+	// renewed as above.
+	kernelRcvBuf = 1 << 20
 )
 
 // watchKernel turns relevant kernel events into reconciles until ctx ends.
@@ -50,13 +55,13 @@ func (m *Manager) watchKernel(ctx context.Context) {
 	}
 	onErr := func(err error) { m.cfg.Log.Debug("kernel event subscription", "err", err) }
 	go follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
-		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
 	}, m.linkMatters, notify)
 	go follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
-		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
 	}, addrMatters, notify)
 	go follow(ctx, m, "route", func(ch chan netlink.RouteUpdate, done chan struct{}) error {
-		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr})
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
 	}, routeMatters, notify)
 	for {
 		select {

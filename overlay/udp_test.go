@@ -99,6 +99,9 @@ func TestUDP(t *testing.T) {
 		if l.Type() != "tuntap" || l.Attrs().MTU != 1472 || l.Attrs().Flags&net.FlagUp == 0 {
 			t.Fatalf("TUN %s: type %s mtu %d flags %v", udpDev, l.Type(), l.Attrs().MTU, l.Attrs().Flags)
 		}
+		if want := overlay.OwnerAlias(a.id, n.ID); l.Attrs().Alias != want {
+			t.Fatalf("TUN %s: alias %q, want the owner mark %q", udpDev, l.Attrs().Alias, want)
+		}
 		addrs, err := a.ns.NL.AddrList(l, netlink.FAMILY_V4)
 		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.42.1.0/32" {
 			t.Fatalf("TUN addresses %v (%v), want only 10.42.1.0/32", addrs, err)

@@ -79,6 +79,9 @@ func TestVXLAN(t *testing.T) {
 			l.VtepDevIndex != a.ns.Link(t, underlayIface).Attrs().Index {
 			t.Fatalf("VTEP: %+v", l)
 		}
+		if want := overlay.OwnerAlias(a.id, n.ID); l.Attrs().Alias != want {
+			t.Fatalf("VTEP alias %q, want the owner mark %q", l.Attrs().Alias, want)
+		}
 		addrs, err := a.ns.NL.AddrList(l, netlink.FAMILY_V4)
 		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.42.1.0/32" {
 			t.Fatalf("VTEP addresses %v (%v), want only 10.42.1.0/32", addrs, err)
