@@ -1,9 +1,14 @@
 package firewall_test
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/internal/testnet"
@@ -82,4 +87,79 @@ func TestUnsafeNamesRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pool") {
 		t.Errorf("invalid pool: got %v, want an error naming the pool", err)
 	}
+}
+
+// Keep repairs what others flush, delete or reorder, and says so.
+func TestKeepRepairs(t *testing.T) {
+	path := flavours(t)[0]
+	ns := testnet.New(t, "fw")
+	var logs syncBuffer
+	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fw.Keep(ctx, 100*time.Millisecond)
+	mustSync(t, fw, redNet, blueNet)
+	want := dump(t, ns, path)
+	ipt := func(args ...string) {
+		t.Helper()
+		if out, err := ns.Run(path, append([]string{"-w"}, args...)...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not repaired; rules now:\n%s", what, dump(t, ns, path))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	same := func() bool { return dump(t, ns, path) == want }
+
+	ipt("-t", "mangle", "-F", "FORWARD")
+	waitFor("mangle FORWARD flushed", same)
+	ipt("-t", "mangle", "-F", firewall.IsolationChain)
+	waitFor("isolation chain flushed", same)
+	ipt("-F", firewall.Chain)
+	ipt("-D", "FORWARD", "-j", firewall.Chain)
+	waitFor("accept chain flushed and unhooked", same)
+	// Something put above the isolation jump (an ACCEPT would skip it).
+	ipt("-t", "mangle", "-I", "FORWARD", "-i", "lo", "-j", "ACCEPT")
+	waitFor("isolation jump pushed down", func() bool {
+		r := rulesOf(t, ns, path, "mangle", "FORWARD")
+		return len(r) == 2 && r[0] == "-A FORWARD -j "+firewall.IsolationChain
+	})
+	if !strings.Contains(logs.String(), "firewall repaired") {
+		t.Errorf("repairs not logged:\n%s", logs.String())
+	}
+	// After Remove, Keep puts nothing back.
+	if err := fw.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if left := feltRules(t, ns, path); len(left) > 0 {
+		t.Errorf("rules back after Remove:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
