@@ -8,7 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ipamapi "github.com/docker/go-plugins-helpers/ipam"
@@ -28,23 +31,41 @@ type Drivers struct {
 	IPAM    *ipam.Driver
 }
 
+// MaxRequestBody bounds a request's body. Docker's largest requests (a
+// CreateNetwork with its options and aux addresses) are a few kilobytes.
+const MaxRequestBody = 1 << 20
+
+// maxErrorText bounds the error text of an answer: a handler's error may
+// quote a hostile request field.
+const maxErrorText = 2048
+
 // Server is the HTTP handler of the plugin socket. Activate and both
 // GetCapabilities calls are answered at once, before the store is open;
 // every other call waits (up to ReadyWait) for start-up to finish.
+//
+// Every request is answered with JSON: unknown calls with a 404, oversized
+// or malformed bodies with a 4xx, handler errors with a 500, each with the
+// error under "Err" and "Error". A handler that panics (a felt bug) is
+// answered with a 500 too, instead of Docker seeing the connection drop,
+// and counted: tests fail on any (Panics).
 type Server struct {
-	mux     *http.ServeMux
+	routes  map[string]http.HandlerFunc // by exact path: no redirects, no patterns
 	log     *slog.Logger
 	ready   chan struct{}
 	drivers Drivers
 	wait    time.Duration
+	panics  atomic.Int64
 }
 
 // NewServer returns a server whose drivers are supplied later by SetReady.
 func NewServer(log *slog.Logger, wait time.Duration) *Server {
-	s := &Server{mux: http.NewServeMux(), log: log, ready: make(chan struct{}), wait: wait}
-	s.routes()
+	s := &Server{routes: map[string]http.HandlerFunc{}, log: log, ready: make(chan struct{}), wait: wait}
+	s.register()
 	return s
 }
+
+// Panics is how many handler panics the server recovered from.
+func (s *Server) Panics() int64 { return s.panics.Load() }
 
 // SetReady installs the drivers and releases waiting calls.
 func (s *Server) SetReady(d Drivers) {
@@ -52,13 +73,53 @@ func (s *Server) SetReady(d Drivers) {
 	close(s.ready)
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.panics.Add(1)
+		s.log.Error("handler panicked: a felt bug", "call", path, "panic", v, "stack", string(debug.Stack()))
+		s.fail(w, path, http.StatusInternalServerError, fmt.Errorf("internal error in %s: %v (a felt bug; please report it with felt's log)", strings.TrimPrefix(path, "/"), v))
+	}()
+	h, ok := s.routes[path]
+	if !ok {
+		s.fail(w, path, http.StatusNotFound, fmt.Errorf("felt does not implement %s", quoted(path)))
+		return
+	}
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
+	h(w, r)
+}
+
+// route registers the handler of one call.
+func (s *Server) route(path string, h http.HandlerFunc) { s.routes[path] = h }
+
+// quoted renders untrusted text for an error: quoted and cut short.
+func quoted(v string) string {
+	if len(v) > 80 {
+		return strconv.Quote(v[:80]) + "..."
+	}
+	return strconv.Quote(v)
+}
 
 // handle registers a call that decodes req, waits for start-up and runs fn.
 func handle[Req any](s *Server, path string, fn func(ctx context.Context, req *Req) (any, error)) {
-	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+	s.route(path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		body, err := io.ReadAll(r.Body)
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.fail(w, path, http.StatusRequestEntityTooLarge, fmt.Errorf("%s request larger than %d bytes", strings.TrimPrefix(path, "/"), tooLarge.Limit))
+			return
+		}
 		if err != nil {
 			s.fail(w, path, http.StatusBadRequest, fmt.Errorf("reading request: %w", err))
 			return
@@ -95,21 +156,25 @@ func handle[Req any](s *Server, path string, fn func(ctx context.Context, req *R
 // fail answers with a non-200 status and the error under both keys Docker
 // reads: "Err" (network driver, and the plugin client) and "Error" (IPAM).
 func (s *Server) fail(w http.ResponseWriter, path string, status int, err error) {
-	s.log.Error("request failed", "call", path, "err", err)
+	msg := err.Error()
+	if len(msg) > maxErrorText {
+		msg = msg[:maxErrorText] + "... (cut)"
+	}
+	s.log.Error("request failed", "call", quoted(path), "err", msg)
 	w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"Err": err.Error(), "Error": err.Error()})
+	_ = json.NewEncoder(w).Encode(map[string]string{"Err": msg, "Error": msg})
 }
 
 func static(s *Server, path string, v any) {
-	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+	s.route(path, func(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("request", "call", path)
 		sdk.EncodeResponse(w, v, false)
 	})
 }
 
-func (s *Server) routes() {
-	s.mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) register() {
+	s.route("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
 		fmt.Fprintln(w, manifest)
 	})
@@ -155,6 +220,10 @@ func (s *Server) routes() {
 	handle(s, "/NetworkDriver.Leave", func(ctx context.Context, r *netapi.LeaveRequest) (any, error) {
 		return nil, netDrv().Leave(ctx, r)
 	})
+	// GwAllocCheck (Docker 28+) is not served: GetCapabilities does not
+	// announce GwAllocChecker, so Docker never sends it and always takes
+	// the IPv4 gateway from felt's IPAM. Unknown calls get a JSON 404.
+
 	// felt returns no gateway, so Docker handles external connectivity on
 	// docker_gwbridge; these calls have nothing to do. Swarm-only calls too.
 	for _, p := range []string{"ProgramExternalConnectivity", "RevokeExternalConnectivity", "DiscoverNew", "DiscoverDelete", "AllocateNetwork", "FreeNetwork"} {
