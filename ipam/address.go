@@ -18,10 +18,15 @@ const (
 	KindContainer = "container"
 )
 
-// Address is one allocated address of a host subnet.
+// Address is one allocated address of a host subnet. PoolID is the pool
+// request that allocated it: several pool requests can share a host subnet
+// (the same --subnet with different --ip-range), and releasing one must
+// free only its own addresses. Records written before PoolID existed have
+// none; they go only with the last pool request of their subnet.
 type Address struct {
-	Addr netip.Addr `json:"addr"`
-	Kind string     `json:"kind"`
+	Addr   netip.Addr `json:"addr"`
+	Kind   string     `json:"kind"`
+	PoolID string     `json:"poolID,omitempty"`
 }
 
 func addrsPrefix(subnet netip.Prefix) string {
@@ -33,9 +38,11 @@ func addrKey(subnet netip.Prefix, a netip.Addr) string { return addrsPrefix(subn
 func cursorKey(subnet netip.Prefix) string { return state.Key("cursor", ipnet.Key(subnet)) }
 
 // allocator hands out addresses of one host subnet, persisted in the state
-// store. Callers serialise access (the Driver's mutex).
+// store, on behalf of one pool request. Callers serialise access (the
+// Driver's mutex).
 type allocator struct {
 	st     *state.Store
+	poolID string
 	subnet netip.Prefix
 	rng    netip.Prefix // where dynamic addresses come from; the subnet if no --ip-range
 }
@@ -45,7 +52,7 @@ func newAllocator(st *state.Store, p Pool) allocator {
 	if p.Range.IsValid() && p.Range.Bits() > p.Subnet.Bits() && p.Subnet.Contains(p.Range.Addr()) {
 		rng = p.Range
 	}
-	return allocator{st: st, subnet: p.Subnet, rng: rng}
+	return allocator{st: st, poolID: p.ID, subnet: p.Subnet, rng: rng}
 }
 
 // usable reports whether a can be given to anything: inside the subnet and
@@ -54,12 +61,16 @@ func (a allocator) usable(addr netip.Addr) bool {
 	return a.subnet.Contains(addr) && addr != a.subnet.Addr() && addr != ipnet.Last(a.subnet)
 }
 
+func (a allocator) record(addr netip.Addr, kind string) Address {
+	return Address{Addr: addr, Kind: kind, PoolID: a.poolID}
+}
+
 // reserve records addr; it fails if addr is taken or unusable.
 func (a allocator) reserve(ctx context.Context, addr netip.Addr, kind string) error {
 	if !a.usable(addr) {
 		return fmt.Errorf("address %s is the network or broadcast address of %s", addr, a.subnet)
 	}
-	ok, err := a.st.Create(ctx, addrKey(a.subnet, addr), Address{Addr: addr, Kind: kind})
+	ok, err := a.st.Create(ctx, addrKey(a.subnet, addr), a.record(addr, kind))
 	if err != nil {
 		return err
 	}
@@ -71,7 +82,7 @@ func (a allocator) reserve(ctx context.Context, addr netip.Addr, kind string) er
 
 // ensure records addr as kind unless it is recorded already (idempotent).
 func (a allocator) ensure(ctx context.Context, addr netip.Addr, kind string) error {
-	if _, err := a.st.Create(ctx, addrKey(a.subnet, addr), Address{Addr: addr, Kind: kind}); err != nil {
+	if _, err := a.st.Create(ctx, addrKey(a.subnet, addr), a.record(addr, kind)); err != nil {
 		return err
 	}
 	return nil
@@ -80,6 +91,9 @@ func (a allocator) ensure(ctx context.Context, addr netip.Addr, kind string) err
 // next allocates the first free address after the last one handed out,
 // wrapping around: like Docker's own IPAM, a just-released address is not
 // reused at once, so stale ARP entries of peers do not misdirect traffic.
+// The search skips over the allocated addresses (as /32s) by index
+// arithmetic: memory and time grow with the addresses in use, not with the
+// size of the subnet (up to a /8).
 func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 	used, err := a.used(ctx)
 	if err != nil {
@@ -89,23 +103,21 @@ func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 	if _, err := a.st.Get(ctx, cursorKey(a.subnet), &last); err != nil {
 		return netip.Addr{}, err
 	}
-	size := ipnet.Size(a.rng)
 	start := uint64(0)
-	if last.IsValid() && a.rng.Contains(last) {
+	if last.IsValid() && last.Is4() && a.rng.Contains(last) {
 		start = ipnet.Index(a.rng, last) + 1
 	}
-	for i := uint64(0); i < size; i++ {
-		cand := ipnet.Nth(a.rng, (start+i)%size)
-		if !a.usable(cand) || used[cand] {
-			continue
-		}
-		if err := a.reserve(ctx, cand, KindContainer); err != nil {
+	taken := append(used, netip.PrefixFrom(a.subnet.Addr(), 32), netip.PrefixFrom(ipnet.Last(a.subnet), 32))
+	free := ipnet.NewFreeSubnets(a.rng, 32, taken)
+	if cand, ok := free.NextFree(start); ok {
+		addr := cand.Addr()
+		if err := a.reserve(ctx, addr, KindContainer); err != nil {
 			return netip.Addr{}, err
 		}
-		if err := a.st.Put(ctx, cursorKey(a.subnet), cand); err != nil {
+		if err := a.st.Put(ctx, cursorKey(a.subnet), addr); err != nil {
 			return netip.Addr{}, err
 		}
-		return cand, nil
+		return addr, nil
 	}
 	where := a.subnet.String()
 	if a.rng != a.subnet {
@@ -114,25 +126,55 @@ func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("no free address left in %s (this host's subnet): %d addresses in use", where, len(used))
 }
 
-func (a allocator) used(ctx context.Context) (map[netip.Addr]bool, error) {
+// used lists the allocated addresses of the subnet, as /32s.
+func (a allocator) used(ctx context.Context) ([]netip.Prefix, error) {
 	keys, err := a.st.Keys(ctx, addrsPrefix(a.subnet))
 	if err != nil {
 		return nil, err
 	}
-	used := make(map[netip.Addr]bool, len(keys))
+	used := make([]netip.Prefix, 0, len(keys)+2)
 	for _, k := range keys {
-		if addr, err := netip.ParseAddr(strings.TrimPrefix(k, addrsPrefix(a.subnet))); err == nil {
-			used[addr] = true
+		if addr, err := netip.ParseAddr(strings.TrimPrefix(k, addrsPrefix(a.subnet))); err == nil && addr.Is4() {
+			used = append(used, netip.PrefixFrom(addr, 32))
 		}
 	}
 	return used, nil
 }
 
-func (a allocator) release(ctx context.Context, addr netip.Addr) error {
-	return a.st.Delete(ctx, addrKey(a.subnet, addr))
+// release frees addr if this pool request holds it (or it predates owners).
+// It reports whether the address belongs to another pool request sharing
+// the subnet, which keeps it.
+func (a allocator) release(ctx context.Context, addr netip.Addr) (foreign string, err error) {
+	var rec Address
+	found, err := a.st.Get(ctx, addrKey(a.subnet, addr), &rec)
+	if err != nil || !found {
+		return "", err
+	}
+	if rec.PoolID != "" && rec.PoolID != a.poolID {
+		return rec.PoolID, nil
+	}
+	return "", a.st.Delete(ctx, addrKey(a.subnet, addr))
 }
 
-// releaseAll forgets every allocation of the subnet (the pool is gone).
+// releaseOwn frees every address this pool request allocated, the gateway
+// excepted: another pool request shares the subnet and keeps the bridge.
+func (a allocator) releaseOwn(ctx context.Context) error {
+	addrs, err := state.List[Address](ctx, a.st, addrsPrefix(a.subnet))
+	if err != nil {
+		return err
+	}
+	for _, r := range addrs {
+		if r.PoolID == a.poolID && r.Kind != KindGateway && r.Addr.IsValid() {
+			if err := a.st.Delete(ctx, addrKey(a.subnet, r.Addr)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// releaseAll forgets every allocation of the subnet: the last pool request
+// holding it is gone.
 func (a allocator) releaseAll(ctx context.Context) error {
 	keys, err := a.st.Keys(ctx, addrsPrefix(a.subnet))
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	api "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/internal/ipnet"
+	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
@@ -43,7 +44,10 @@ type Config struct {
 	// IPAM only serves felt networks, and says so to a user who paired it
 	// with another network driver.
 	HasNetwork func(ctx context.Context, pool netip.Prefix) (bool, error)
-	Log        *slog.Logger
+	// HostNetworks lists the networks of the host's interfaces; a pool
+	// overlapping one is refused. Nil: no such check (unit tests).
+	HostNetworks func(ctx context.Context) ([]HostNetwork, error)
+	Log          *slog.Logger
 }
 
 // Driver is the IPAM side of felt. Calls are serialised: Docker sends few of
@@ -82,7 +86,16 @@ func (d *Driver) GetDefaultAddressSpaces() *api.AddressSpacesResponse {
 // RequestPool registers a pool: it leases (or finds) this host's subnet of
 // req.Pool and returns that subnet as the pool Docker will show and check
 // --ip against, with its first address as the gateway.
+//
+// Every check comes before the first write: a refused request leaves
+// nothing in the local state or the shared store (a stray network record
+// would make every overlapping pool refused, cluster-wide). The one step
+// that can fail after the network record is written, the lease, undoes the
+// record if this request made it.
 func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (*api.RequestPoolResponse, error) {
+	if req == nil {
+		return nil, errors.New("empty RequestPool request")
+	}
 	if req.V6 {
 		return nil, errors.New("felt supports IPv4 only: create the network without --ipv6")
 	}
@@ -94,8 +107,8 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 	if err != nil {
 		return nil, fmt.Errorf("--subnet: %w", err)
 	}
-	if pool.Bits() > 30 {
-		return nil, fmt.Errorf("--subnet %s: too small, felt needs at least a /30", pool)
+	if err := checkPoolRange(pool); err != nil {
+		return nil, err
 	}
 	var rng netip.Prefix
 	if req.SubPool != "" {
@@ -133,10 +146,14 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 	if err := d.checkLocalOverlap(ctx, pool); err != nil {
 		return nil, err
 	}
-
-	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: subnetLen}, false)
-	if err != nil {
-		return nil, err
+	if d.cfg.HostNetworks != nil {
+		nets, err := d.cfg.HostNetworks(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("--subnet %s: listing this host's networks: %w", pool, err)
+		}
+		if err := checkHostNetworks(pool, nets); err != nil {
+			return nil, err
+		}
 	}
 	owner, err := d.cfg.Owner(ctx, pool)
 	if err != nil {
@@ -146,22 +163,61 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 	if _, err := d.cfg.State.Get(ctx, lastSubnetKey(pool), &prefer); err != nil {
 		return nil, err
 	}
-	l, err := d.cfg.Registry.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner, TTL: d.cfg.TTL, Prefer: prefer, Within: rng})
+	_, err = d.cfg.Registry.GetNetwork(ctx, pool)
+	recordExisted := err == nil
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return nil, fmt.Errorf("network %s: %w", pool, err)
+	}
+
+	// Checks done; writes from here on.
+	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: subnetLen}, false)
 	if err != nil {
 		return nil, err
 	}
+	l, err := d.cfg.Registry.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner, TTL: d.cfg.TTL, Prefer: prefer, Within: rng, OnTakeover: d.logTakeover})
+	if err != nil {
+		if !recordExisted {
+			if ferr := d.cfg.Registry.ForgetNetwork(ctx, pool); ferr != nil {
+				d.cfg.Log.Warn("could not remove the network record of a refused pool", "pool", pool, "err", ferr)
+			}
+		}
+		return nil, err
+	}
 	p = Pool{ID: id, Pool: pool, Range: rng, Subnet: l.Subnet, Gateway: ipnet.Nth(l.Subnet, 1), Refs: 1}
-	if err := newAllocator(d.cfg.State, p).ensure(ctx, p.Gateway, KindGateway); err != nil {
-		return nil, err
-	}
-	if err := d.cfg.State.Put(ctx, poolKey(id), p); err != nil {
-		return nil, err
-	}
-	if err := d.cfg.State.Put(ctx, lastSubnetKey(pool), l.Subnet); err != nil {
+	if err := d.saveNewPool(ctx, p); err != nil {
+		if others, _ := d.subnetHolders(ctx, p); len(others) == 0 {
+			if rerr := d.cfg.Registry.Release(ctx, pool, l.Subnet, owner.HostID); rerr != nil {
+				d.cfg.Log.Warn("could not release lease; it will expire", "subnet", l.Subnet, "err", rerr)
+			}
+		}
 		return nil, err
 	}
 	d.cfg.Log.Info("pool registered", "pool", pool, "range", req.SubPool, "subnet", l.Subnet)
 	return poolResponse(p), nil
+}
+
+// saveNewPool records a new pool request locally, or none of it.
+func (d *Driver) saveNewPool(ctx context.Context, p Pool) error {
+	err := newAllocator(d.cfg.State, p).ensure(ctx, p.Gateway, KindGateway)
+	if err == nil {
+		err = d.cfg.State.Put(ctx, poolKey(p.ID), p)
+	}
+	if err == nil {
+		err = d.cfg.State.Put(ctx, lastSubnetKey(p.Pool), p.Subnet)
+	}
+	if err != nil {
+		_ = d.cfg.State.Delete(ctx, poolKey(p.ID))
+		if others, _ := d.subnetHolders(ctx, p); len(others) == 0 {
+			_ = newAllocator(d.cfg.State, p).releaseAll(ctx)
+		}
+	}
+	return err
+}
+
+func (d *Driver) logTakeover(old lease.Lease, action string) {
+	d.cfg.Log.Warn("lease of this host's public IP held by another host ID "+action+
+		": an earlier felt on this host whose state was lost (if another host really uses this address, give each host its own FELT_PUBLIC_IP)",
+		"subnet", old.Subnet, "hostID", old.HostID, "publicIP", old.PublicIP)
 }
 
 func poolResponse(p Pool) *api.RequestPoolResponse {
@@ -187,9 +243,15 @@ func (d *Driver) checkLocalOverlap(ctx context.Context, pool netip.Prefix) error
 	return nil
 }
 
-// ReleasePool drops one reference; the last one gives the host's lease back
-// and forgets the pool's allocations. Unknown pools are fine (idempotent).
+// ReleasePool drops one reference of the pool request. The last one frees
+// the addresses that pool request allocated; the host's subnet (its
+// gateway, its lease) goes only with the last pool request holding it: the
+// same --subnet with another --ip-range shares the subnet, and its live
+// containers keep their addresses. Unknown pools are fine (idempotent).
 func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) error {
+	if req == nil || !validPoolID(req.PoolID) {
+		return nil // not a pool felt made, so not one it holds
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var p Pool
@@ -201,16 +263,28 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 		p.Refs--
 		return d.cfg.State.Put(ctx, poolKey(req.PoolID), p)
 	}
-	if err := newAllocator(d.cfg.State, p).releaseAll(ctx); err != nil {
+	others, err := d.subnetHolders(ctx, p)
+	if err != nil {
+		return err
+	}
+	alloc := newAllocator(d.cfg.State, p)
+	if len(others) > 0 {
+		if err := alloc.releaseOwn(ctx); err != nil {
+			return err
+		}
+		if err := d.cfg.State.Delete(ctx, poolKey(req.PoolID)); err != nil {
+			return err
+		}
+		d.cfg.Log.Info("pool released; its subnet stays with the other pool requests sharing it", "pool", p.ID, "subnet", p.Subnet, "sharedWith", others)
+		return nil
+	}
+	if err := alloc.releaseAll(ctx); err != nil {
 		return err
 	}
 	if err := d.cfg.State.Delete(ctx, poolKey(req.PoolID)); err != nil {
 		return err
 	}
 	d.cfg.Log.Info("pool released", "pool", p.Pool, "subnet", p.Subnet)
-	if other, _ := d.poolHoldsSubnet(ctx, p.Subnet); other {
-		return nil // another range of the same pool still uses the lease
-	}
 	owner, err := d.cfg.Owner(ctx, p.Pool)
 	if err != nil {
 		return nil
@@ -223,22 +297,27 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 	return nil
 }
 
-func (d *Driver) poolHoldsSubnet(ctx context.Context, subnet netip.Prefix) (bool, error) {
+// subnetHolders lists the other pool requests holding p's subnet.
+func (d *Driver) subnetHolders(ctx context.Context, p Pool) ([]string, error) {
 	pools, err := state.List[Pool](ctx, d.cfg.State, PoolsPrefix)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	for _, p := range pools {
-		if p.Subnet == subnet {
-			return true, nil
+	var ids []string
+	for _, o := range pools {
+		if o.Subnet == p.Subnet && o.ID != p.ID {
+			ids = append(ids, o.ID)
 		}
 	}
-	return false, nil
+	return ids, nil
 }
 
 // RequestAddress allocates from this host's subnet: the asked address if it
 // is free and inside the subnet, else the next free one.
 func (d *Driver) RequestAddress(ctx context.Context, req *api.RequestAddressRequest) (*api.RequestAddressResponse, error) {
+	if req == nil {
+		return nil, errors.New("empty RequestAddress request")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p, err := d.pool(ctx, req.PoolID)
@@ -298,6 +377,9 @@ func (d *Driver) RequestAddress(ctx context.Context, req *api.RequestAddressRequ
 
 // ReleaseAddress frees an address; unknown pools and addresses are fine.
 func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequest) error {
+	if req == nil || !validPoolID(req.PoolID) {
+		return nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var p Pool
@@ -316,14 +398,21 @@ func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequ
 	if addr == p.Gateway {
 		return nil // the bridge holds it for as long as the pool lives
 	}
-	return newAllocator(d.cfg.State, p).release(ctx, addr)
+	other, err := newAllocator(d.cfg.State, p).release(ctx, addr)
+	if other != "" {
+		d.cfg.Log.Warn("address not released: another pool request sharing the subnet holds it", "addr", addr, "pool", req.PoolID, "holder", other)
+	}
+	return err
 }
 
 func (d *Driver) pool(ctx context.Context, id string) (Pool, error) {
 	var p Pool
-	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
-	if err != nil {
-		return p, err
+	found := false
+	var err error
+	if validPoolID(id) {
+		if found, err = d.cfg.State.Get(ctx, poolKey(id), &p); err != nil {
+			return p, err
+		}
 	}
 	if !found {
 		return p, fmt.Errorf("unknown pool ID %q: was the network created with --ipam-driver felt:latest on this host?", id)
@@ -359,15 +448,17 @@ func (d *Driver) Renew(ctx context.Context) error {
 }
 
 func (d *Driver) renewPool(ctx context.Context, p Pool) error {
-	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: p.Pool, SubnetLen: p.Subnet.Bits()}, false)
-	if err != nil {
-		return err
-	}
 	owner, err := d.cfg.Owner(ctx, p.Pool)
 	if err != nil {
 		return err
 	}
-	l, err := d.cfg.Registry.Renew(ctx, n, p.Subnet, owner, d.cfg.TTL)
+	n, err := d.cfg.Registry.EnsureNetwork(ctx, lease.Spec{Pool: p.Pool, SubnetLen: p.Subnet.Bits()}, false)
+	if err != nil {
+		return err
+	}
+	// As Registry.Renew, with takeovers logged.
+	l, err := d.cfg.Registry.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner, TTL: d.cfg.TTL,
+		Prefer: p.Subnet, Within: p.Subnet, OnTakeover: d.logTakeover})
 	if err != nil {
 		return err
 	}

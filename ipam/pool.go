@@ -58,6 +58,14 @@ func ParsePoolID(id string) (pool, rng netip.Prefix, err error) {
 	return pool, rng, nil
 }
 
+// validPoolID reports whether id is a PoolID as felt makes them, in
+// canonical form: anything else names no pool of felt's (and two spellings
+// must not reach the same record).
+func validPoolID(id string) bool {
+	pool, rng, err := ParsePoolID(id)
+	return err == nil && PoolID(pool, rng) == id
+}
+
 func poolKey(id string) string { return state.Key("pools", strings.ReplaceAll(id, "/", "_")) }
 
 // PoolsPrefix is where pool records live; the driver reads them to map a

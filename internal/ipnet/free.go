@@ -99,3 +99,34 @@ func (f FreeSubnets) NthFree(k uint64) netip.Prefix {
 	}
 	return Subnet(f.space, f.bits, i)
 }
+
+// NextFree returns the first free subnet at index from or after it,
+// wrapping around to the start of the space; false if none is free.
+func (f FreeSubnets) NextFree(from uint64) (netip.Prefix, bool) {
+	total := f.Total()
+	if from >= total {
+		from = 0
+	}
+	if i, ok := f.firstFree(from, total); ok {
+		return Subnet(f.space, f.bits, i), true
+	}
+	if i, ok := f.firstFree(0, from); ok {
+		return Subnet(f.space, f.bits, i), true
+	}
+	return netip.Prefix{}, false
+}
+
+// firstFree is the lowest free index in [from, to).
+func (f FreeSubnets) firstFree(from, to uint64) (uint64, bool) {
+	i := from
+	for _, s := range f.taken {
+		if s.hi < i {
+			continue
+		}
+		if s.lo > i {
+			break
+		}
+		i = s.hi + 1
+	}
+	return i, i < to
+}

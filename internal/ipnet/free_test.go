@@ -38,6 +38,23 @@ func TestFreeSubnetsMatchesListing(t *testing.T) {
 		if f.Free() != uint64(len(free)) {
 			t.Fatalf("space %s /%d taken %v: Free() = %d, want %d", space, bits, taken, f.Free(), len(free))
 		}
+		for try := 0; try < 4; try++ {
+			from := r.Uint64N(Subnets(space, bits))
+			var want netip.Prefix
+			for _, c := range free {
+				if Index(space, c.Addr())>>(32-bits) >= from {
+					want = c
+					break
+				}
+			}
+			if !want.IsValid() && len(free) > 0 {
+				want = free[0]
+			}
+			got, ok := f.NextFree(from)
+			if got != want || ok != want.IsValid() {
+				t.Fatalf("space %s /%d taken %v: NextFree(%d) = %s %v, want %s", space, bits, taken, from, got, ok, want)
+			}
+		}
 		for k, want := range free {
 			if got := f.NthFree(uint64(k)); got != want {
 				t.Fatalf("space %s /%d taken %v: NthFree(%d) = %s, want %s", space, bits, taken, k, got, want)
