@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// gwNet is what `docker network inspect` says of docker_gwbridge that is
+// needed to make it again as it was.
+type gwNet struct {
+	Driver string
+	IPAM   struct {
+		Config []struct{ Subnet, Gateway string }
+	}
+	Options    map[string]string
+	Labels     map[string]string
+	Containers map[string]json.RawMessage
+}
+
+func inspectGwbridge(t testing.TB) (gwNet, bool) {
+	t.Helper()
+	out, err := docker("network", "inspect", "--format", "{{json .}}", "docker_gwbridge")
+	if err != nil {
+		return gwNet{}, false
+	}
+	var n gwNet
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		t.Fatalf("docker_gwbridge: %v\n%s", err, out)
+	}
+	return n, true
+}
+
+// withoutGwbridge removes docker_gwbridge for the test and puts it back as
+// it was afterwards (Docker makes it again for the test's containers, with
+// its defaults; a different one is replaced by the recorded one). A
+// gwbridge some container uses is left alone and the test skipped.
+func withoutGwbridge(t *testing.T) {
+	t.Helper()
+	was, ok := inspectGwbridge(t)
+	if !ok {
+		return
+	}
+	if len(was.Containers) > 0 {
+		t.Skipf("docker_gwbridge is in use by %d containers: not removing it", len(was.Containers))
+	}
+	mustDocker(t, "network", "rm", "docker_gwbridge")
+	t.Cleanup(func() {
+		now, ok := inspectGwbridge(t)
+		if ok && len(now.Containers) > 0 {
+			t.Errorf("docker_gwbridge still used by %d containers: not restored", len(now.Containers))
+			return
+		}
+		if ok && sameGwbridge(was, now) {
+			return
+		}
+		if ok {
+			if out, err := docker("network", "rm", "docker_gwbridge"); err != nil {
+				t.Errorf("restoring docker_gwbridge: %v\n%s", err, out)
+				return
+			}
+		}
+		args := []string{"network", "create", "--driver", was.Driver}
+		for _, c := range was.IPAM.Config {
+			if c.Subnet != "" {
+				args = append(args, "--subnet", c.Subnet)
+			}
+			if c.Gateway != "" {
+				args = append(args, "--gateway", c.Gateway)
+			}
+		}
+		for k, v := range was.Options {
+			args = append(args, "-o", k+"="+v)
+		}
+		for k, v := range was.Labels {
+			args = append(args, "--label", k+"="+v)
+		}
+		if out, err := docker(append(args, "docker_gwbridge")...); err != nil {
+			t.Errorf("restoring docker_gwbridge: %v\n%s", err, out)
+		}
+	})
+}
+
+func sameGwbridge(a, b gwNet) bool {
+	ja, _ := json.Marshal([]any{a.Driver, a.IPAM, a.Options, a.Labels})
+	jb, _ := json.Marshal([]any{b.Driver, b.IPAM, b.Options, b.Labels})
+	return string(ja) == string(jb)
+}
+
+func forwardRules(t testing.TB) []string {
+	out, err := exec.Command("iptables", "-S", "FORWARD").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -S FORWARD: %v\n%s", err, out)
+	}
+	var rules []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasPrefix(l, "-") { // not the warnings iptables-nft prints
+			rules = append(rules, l)
+		}
+	}
+	return rules
+}
+
+// The isolation leak of issue 8: felt networks made before docker_gwbridge
+// exists; the first container start makes Docker create it, and Docker
+// (20.10, 26) inserts `-i docker_gwbridge ! -o docker_gwbridge -j ACCEPT`
+// at the top of FORWARD, above felt's jump. The isolation must not depend on
+// that order: red cannot reach blue (through docker_gwbridge, its default
+// route), a container on Docker's own bridge network cannot reach either,
+// and containers of one network reach each other.
+func TestIsolationOrderGwbridgeAfterFelt(t *testing.T) {
+	withoutGwbridge(t)
+	network(t, "felt-ord-red", "--subnet", "10.61.0.0/16")
+	network(t, "felt-ord-blue", "--subnet", "10.62.0.0/16")
+	blue := container(t, "felt-ord-blue1", "felt-ord-blue") // Docker creates docker_gwbridge now
+	container(t, "felt-ord-blue2", "felt-ord-blue")
+	red := container(t, "felt-ord-red1", "felt-ord-red")
+	plain := container(t, "felt-ord-plain", "bridge")
+	if _, ok := inspectGwbridge(t); !ok {
+		t.Fatal("Docker did not create docker_gwbridge for the felt containers")
+	}
+	fwd := forwardRules(t)
+	gwAccept := slices.Index(fwd, "-A FORWARD -i docker_gwbridge ! -o docker_gwbridge -j ACCEPT")
+	feltJump := slices.Index(fwd, "-A FORWARD -j FELT")
+	t.Logf("FORWARD after docker_gwbridge was created (gwbridge ACCEPT at %d, felt's jump at %d):\n%s",
+		gwAccept, feltJump, strings.Join(fwd, "\n"))
+	if gwAccept >= 0 && feltJump >= 0 && gwAccept > feltJump {
+		t.Logf("this engine did not put docker_gwbridge's ACCEPT above felt's jump: the leak's precondition did not arise")
+	}
+
+	pingFrom := func(ctr, ip string) (string, error) {
+		return docker("exec", ctr, "ping", "-c", "1", "-W", "2", ip)
+	}
+	for _, c := range []struct{ from, to, what string }{
+		{"felt-ord-red1", blue, "red to blue"},
+		{"felt-ord-blue1", red, "blue to red"},
+		{"felt-ord-plain", blue, "a Docker bridge network to blue"},
+		{"felt-ord-plain", red, "a Docker bridge network to red"},
+	} {
+		if out, err := pingFrom(c.from, c.to); err == nil {
+			t.Errorf("%s: %s reached %s:\n%s", c.what, c.from, c.to, out)
+		}
+	}
+	if out, err := pingFrom("felt-ord-blue2", blue); err != nil {
+		t.Errorf("same-network ping failed: %v\n%s", err, out)
+	}
+	if out, err := pingFrom("felt-ord-plain", plain); err != nil {
+		t.Errorf("the Docker bridge container cannot reach itself (test broken?): %v\n%s", err, out)
+	}
+}
