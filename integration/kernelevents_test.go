@@ -1,0 +1,61 @@
+package integration
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/felt-net/felt/internal/testhost"
+)
+
+// The kernel deletes every route through an interface that goes down or
+// loses its address (a DHCP renewal does that), host-gw's routes included.
+// felt follows kernel events and puts them back at once, not at the next
+// periodic resync (issue 15, defect 9): here the resync is an hour away.
+func TestKernelChangesRepairedAtOnce(t *testing.T) {
+	c := testhost.NewCluster(t, feltBin, 2, longResync)
+	var ctrs []*testhost.Ctr
+	for _, h := range c.Hosts {
+		n := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
+		ctrs = append(ctrs, n.MustRun(t, ""))
+	}
+	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
+	h := c.Hosts[1]
+	peer := ctrs[0].Net.Subnet
+	route := func() string {
+		out, _ := testhost.Try("ip", "-n", h.NS, "route", "show", peer.String(), "proto", "76")
+		return strings.TrimSpace(out)
+	}
+	if route() == "" {
+		t.Fatalf("no host-gw route to %s on %s", peer, h.NS)
+	}
+	repaired := func(what string) {
+		t.Helper()
+		within(t, 10*time.Second, "route to "+peer.String()+" back after "+what, func() bool { return route() != "" })
+		within(t, 10*time.Second, "traffic after "+what, func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
+		ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
+	}
+
+	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "down")
+	if r := route(); r != "" {
+		t.Fatalf("route %q survived the link going down: the test would prove nothing", r)
+	}
+	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "up")
+	repaired("the underlay link went down and up")
+
+	// A DHCP renewal that removes the address and adds it back; the default
+	// route the cluster gave the host goes with it and is put back too.
+	gw := netip.MustParsePrefix(h.IP + "/24").Masked().Addr().Next()
+	testhost.Run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	if r := route(); r != "" {
+		t.Fatalf("route %q survived the address going: the test would prove nothing", r)
+	}
+	testhost.Run(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "ul0")
+	testhost.Run(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
+	repaired("the underlay address was removed and added back")
+
+	// Someone deletes felt's route by hand.
+	testhost.Run(t, "ip", "-n", h.NS, "route", "del", peer.String())
+	repaired("the route was deleted")
+}
