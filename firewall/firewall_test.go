@@ -163,3 +163,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A Sync of what is already there changes nothing (no rule deleted and
+// added again: no moment without it).
+func TestSyncIdempotent(t *testing.T) {
+	path := flavours(t)[0]
+	ns := testnet.New(t, "fw")
+	var logs syncBuffer
+	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, fw, redNet, blueNet)
+	if !strings.Contains(logs.String(), "firewall synced") {
+		t.Fatalf("the first Sync logged no change:\n%s", logs.String())
+	}
+	before := logs.String()
+	mustSync(t, fw, blueNet, redNet)
+	if after := logs.String(); after != before {
+		t.Errorf("a repeated Sync changed rules:\n%s", strings.TrimPrefix(after, before))
+	}
+}

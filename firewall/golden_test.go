@@ -97,6 +97,18 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"upgrade-from-one-chain", func(t *testing.T, ns *testnet.NS, path string) {
+			// What felt before the mangle chain left: accepts and drops in
+			// filter FELT, jumped to first from FORWARD.
+			d := docker{l: &lab{host: ns}, t: t, path: path}
+			d.run("-N", "FELT")
+			d.run("-I", "FORWARD", "-j", "FELT")
+			c := []string{"-m", "comment", "--comment", "felt:inst0001:felt-red"}
+			d.run(append(append([]string{"-A", "FELT", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16"}, c...), "-j", "ACCEPT")...)
+			d.run(append(append([]string{"-A", "FELT", "-i", "felt-red"}, c...), "-j", "DROP")...)
+			d.run(append(append([]string{"-A", "FELT", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
 		{"docker-20.10-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start20()

@@ -50,3 +50,12 @@ func FuzzSplitRule(f *testing.F) {
 	f.Add(`-i felt-a\b -m comment --comment "felt:a:felt-a\\b" -j DROP`)
 	f.Fuzz(func(t *testing.T, line string) { _, _ = splitRule(line) })
 }
+
+func TestRuleKeyIgnoresOrder(t *testing.T) {
+	a := rule{"-s", "10.1.0.0/16", "-d", "10.1.0.0/16", "-m", "comment", "--comment", "felt:i:b", "-j", "RETURN"}
+	b := rule{"-m", "comment", "--comment", "felt:i:b", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16", "-j", "RETURN"}
+	c := rule{"-s", "10.1.0.0/16", "-d", "10.1.0.0/16", "-m", "comment", "--comment", "felt:i:b", "-j", "ACCEPT"}
+	if a.key() != b.key() || a.key() == c.key() {
+		t.Errorf("keys: %q %q %q", a.key(), b.key(), c.key())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -31,11 +32,19 @@ func (n Network) check() error {
 	return nil
 }
 
-// rule is a rule specification: what follows the chain in -A, -C or -D, in
-// the order `iptables -S` lists it, so a listed rule compares equal.
+// rule is a rule specification: what follows the chain in -A, -C or -D,
+// written in the order `iptables -S` lists it (see the golden files).
 type rule []string
 
-func (r rule) key() string { return strings.Join(r, "\x00") }
+// key compares a listed rule with a wanted one as multisets of words, so a
+// version of iptables that lists matches in another order still finds
+// felt's rules instead of deleting and adding them at every resync. felt's
+// rules never differ only in the order of their words.
+func (r rule) key() string {
+	words := slices.Clone(r)
+	slices.Sort(words)
+	return strings.Join(words, "\x00")
+}
 
 func (f *Firewall) comment(n Network) []string {
 	return []string{"-m", "comment", "--comment", f.tag() + n.Bridge}
