@@ -1,7 +1,8 @@
 // Package testconsul runs a throwaway Consul agent (the pinned bin/consul) for
 // tests: on free loopback ports by default, or inside a named network
-// namespace for the integration tests. The agent is always killed by
-// t.Cleanup, also when the test fails or is skipped.
+// namespace for the integration tests; plain HTTP by default, or locked down
+// as production Consul should be (Options.TLS, Options.ACL). The agent is
+// always killed by t.Cleanup, also when the test fails or is skipped.
 package testconsul
 
 import (
@@ -49,8 +50,25 @@ type Options struct {
 	// Args are appended to the agent's command line.
 	Args []string
 	// Token is the ACL token the readiness probe uses, for agents started
-	// with ACLs enabled (default deny) through Args.
+	// with ACLs enabled (default deny) through Args. With ACL it is the
+	// management token (a random one if empty).
 	Token string
+	// TLS serves the HTTP API over HTTPS only (no plain HTTP port) and
+	// requires client certificates signed by the agent's CA
+	// (verify_incoming). The CA, the server's certificate and a client
+	// certificate are made for the agent: see Agent.TLS.
+	TLS bool
+	// ACL enables ACLs with default policy deny; Agent.Token is the
+	// management token. Agent.CreateToken makes tokens with fewer rights.
+	ACL bool
+}
+
+// TLSFiles are the PEM files of a TLS agent, in the test's temporary
+// directory.
+type TLSFiles struct {
+	CA                    *CA    // signed the server and client certificates
+	ServerCert, ServerKey string // the agent's own (names: its Client address, 127.0.0.1, localhost)
+	ClientCert, ClientKey string // a client certificate the agent accepts
 }
 
 // Agent is a running (or stopped) test agent.
@@ -59,6 +77,10 @@ type Agent struct {
 	Addr string
 	// DataDir is the agent's data directory, kept across Restart.
 	DataDir string
+	// Token is the management token with Options.ACL (else Options.Token).
+	Token string
+	// TLS holds the certificates of an agent started with Options.TLS.
+	TLS *TLSFiles
 
 	t       testing.TB
 	opts    Options
@@ -90,10 +112,19 @@ func Start(t testing.TB, opts Options) *Agent {
 	if opts.Client == "" {
 		opts.Client = "127.0.0.1"
 	}
-	a := &Agent{t: t, opts: opts, binary: Binary(t)}
+	if opts.ACL && opts.Token == "" {
+		opts.Token = randomUUID(t)
+	}
+	a := &Agent{t: t, opts: opts, binary: Binary(t), Token: opts.Token}
 	dir := t.TempDir()
 	a.DataDir = filepath.Join(dir, "data")
 	a.logPath = filepath.Join(dir, "consul.log")
+	if opts.TLS {
+		ca := NewCA(t, filepath.Join(dir, "tls"), "consul-ca")
+		a.TLS = &TLSFiles{CA: ca}
+		a.TLS.ServerCert, a.TLS.ServerKey = ca.ServerCert(t, "consul-server", opts.Client, "127.0.0.1", "localhost")
+		a.TLS.ClientCert, a.TLS.ClientKey = ca.ClientCert(t, "consul-client")
+	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() {
 		a.Stop()
@@ -199,7 +230,6 @@ func (a *Agent) pickPorts() error {
 	args := []string{"agent",
 		"-bind", a.opts.Bind,
 		"-client", a.opts.Client,
-		"-http-port", strconv.Itoa(http),
 		"-serf-lan-port", strconv.Itoa(serfLAN),
 		"-serf-wan-port", strconv.Itoa(serfWAN),
 		"-server-port", strconv.Itoa(server),
@@ -210,6 +240,18 @@ func (a *Agent) pickPorts() error {
 		"-node", "felt-test",
 		// No phoning home: only the module proxy is reachable anyway.
 		"-hcl", "disable_update_check = true",
+	}
+	if a.TLS != nil {
+		// HTTPS only: a client that forgets TLS must fail, not fall back.
+		// The -http-port flag would override the config's ports block.
+		args = append(args, "-hcl", fmt.Sprintf("ports { http = -1 https = %d }", http),
+			"-hcl", fmt.Sprintf(`tls { defaults { ca_file = %q cert_file = %q key_file = %q verify_incoming = true } }`,
+				a.TLS.CA.CertFile, a.TLS.ServerCert, a.TLS.ServerKey))
+	} else {
+		args = append(args, "-http-port", strconv.Itoa(http))
+	}
+	if a.opts.ACL {
+		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, a.Token))
 	}
 	if a.opts.Persistent {
 		// What -dev does for speed, minus the in-memory Raft store.
@@ -317,11 +359,7 @@ func (a *Agent) waitLeader(p *process) error {
 	defer cancel()
 	var last string
 	for {
-		args := []string{"info", "-http-addr", "http://" + a.Addr}
-		if a.opts.Token != "" {
-			args = append(args, "-token", a.opts.Token)
-		}
-		out, err := a.command(ctx, args...).CombinedOutput()
+		out, err := a.command(ctx, append([]string{"info"}, a.clientFlags()...)...).CombinedOutput()
 		if err == nil && leaderLine(out) {
 			return nil
 		}

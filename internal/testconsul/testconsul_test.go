@@ -1,6 +1,8 @@
 package testconsul
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -135,5 +137,99 @@ func TestNetNS(t *testing.T) {
 	a.Restart()
 	if out, err := consul("kv", "get", "felt/ns"); err == nil {
 		t.Fatalf("-dev agent kept felt/ns = %q across restart", out)
+	}
+}
+
+// tlsClient is an HTTPS client trusting caFile, presenting the client
+// certificate when certFile is set.
+func tlsClient(t *testing.T, caFile, certFile, keyFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", caFile)
+	}
+	cfg := &tls.Config{RootCAs: pool}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+}
+
+// TestTLSAndACLAgent: HTTPS only, client certificates required and checked,
+// default-deny ACLs. Each missing piece is refused; all of them together
+// (ClientEnv's) work, and so does a token CreateToken makes.
+func TestTLSAndACLAgent(t *testing.T) {
+	a := Start(t, Options{TLS: true, ACL: true})
+	if a.TLS == nil || a.Token == "" || !strings.HasPrefix(a.URL(), "https://") {
+		t.Fatalf("TLS agent: files %+v, token %q, URL %s", a.TLS, a.Token, a.URL())
+	}
+	do := func(c *http.Client, method, token, key, body string) (int, string, error) {
+		req, err := http.NewRequest(method, a.URL()+"/v1/kv/"+key+"?raw", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("X-Consul-Token", token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b)), nil
+	}
+	full := tlsClient(t, a.TLS.CA.CertFile, a.TLS.ClientCert, a.TLS.ClientKey)
+	if code, body, err := do(full, http.MethodPut, a.Token, "felt/t", "v"); err != nil || code != 200 {
+		t.Fatalf("put with certificate and token: %d %s %v", code, body, err)
+	}
+	if code, body, err := do(full, http.MethodGet, a.Token, "felt/t", ""); err != nil || code != 200 || body != "v" {
+		t.Fatalf("get with certificate and token: %d %q %v", code, body, err)
+	}
+
+	// No token: ACLs deny.
+	if code, body, err := do(full, http.MethodPut, "", "felt/t", "x"); err != nil || code != http.StatusForbidden {
+		t.Fatalf("put without a token: %d %s %v; want 403", code, body, err)
+	}
+	// No client certificate: the TLS handshake is refused.
+	if code, body, err := do(tlsClient(t, a.TLS.CA.CertFile, "", ""), http.MethodGet, a.Token, "felt/t", ""); err == nil {
+		t.Fatalf("get without a client certificate: %d %s; want a TLS error", code, body)
+	}
+	// A client certificate from another CA: refused too.
+	other := NewCA(t, t.TempDir(), "other-ca")
+	oc, ok := other.ClientCert(t, "stranger")
+	if code, body, err := do(tlsClient(t, a.TLS.CA.CertFile, oc, ok), http.MethodGet, a.Token, "felt/t", ""); err == nil {
+		t.Fatalf("get with a stranger's client certificate: %d %s; want a TLS error", code, body)
+	}
+	// Trusting another CA: the server's certificate is refused.
+	if _, _, err := do(tlsClient(t, other.CertFile, a.TLS.ClientCert, a.TLS.ClientKey), http.MethodGet, a.Token, "felt/t", ""); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("get trusting another CA: %v; want unknown authority", err)
+	}
+	// Plain HTTP: the port speaks only TLS.
+	if resp, err := http.Get("http://" + a.Addr + "/v1/kv/felt/t"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP served")
+		}
+	}
+
+	// A token for felt's prefix only.
+	tok := a.CreateToken("felt-rw", `key_prefix "felt/" { policy = "write" }`)
+	if code, body, err := do(full, http.MethodPut, tok, "felt/u", "w"); err != nil || code != 200 {
+		t.Fatalf("put under felt/ with the felt token: %d %s %v", code, body, err)
+	}
+	if code, body, err := do(full, http.MethodPut, tok, "other/u", "w"); err != nil || code != http.StatusForbidden {
+		t.Fatalf("put outside felt/ with the felt token: %d %s %v; want 403", code, body, err)
+	}
+	if got := a.CLI([]string{"kv", "get"}, "felt/u"); got != "w" {
+		t.Fatalf("consul kv get felt/u = %q; want w", got)
 	}
 }
