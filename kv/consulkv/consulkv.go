@@ -5,7 +5,9 @@
 // api.DefaultConfig(), which already honours Consul's standard variables
 // (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_HTTP_SSL, ...),
 // so ACLs and TLS work the way they do for the consul CLI. Every error names
-// the Consul address, so an unreachable or misconfigured Consul is obvious.
+// the Consul address, so an unreachable or misconfigured Consul is obvious,
+// and an error caused by a setting (a wrong CA, a refused client
+// certificate, a missing token) also names the variable to fix.
 package consulkv
 
 import (
@@ -33,6 +35,8 @@ type Store struct {
 	txn  *api.Txn
 	addr string
 	http *http.Client
+	// access explains errors caused by TLS or ACL settings.
+	access access
 
 	// WaitTime is the WaitTime of Wait's blocking queries.
 	WaitTime time.Duration
@@ -53,13 +57,31 @@ func New(cfg *api.Config) (*Store, error) {
 	if cfg == nil {
 		cfg = api.DefaultConfig()
 	}
+	// Errors name the address as every later one will: without a scheme.
+	_, addr, ok := strings.Cut(cfg.Address, "://")
+	if !ok {
+		addr = cfg.Address
+	}
+	if err := checkFiles(cfg); err != nil {
+		return nil, fmt.Errorf("consul %s: %w", addr, err)
+	}
+	if cfg.HttpClient == nil && cfg.Transport != nil {
+		// HTTP/1.1 only. Consul's client gets HTTP/2 by accident (the
+		// pooled transport it takes from go-cleanhttp forces it), and Go's
+		// HTTP/2 client reports a TLS session the server ends right after
+		// the handshake (Consul refusing our client certificate) as just
+		// "http2: client conn could not be established", losing the why.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		cfg.Transport.Protocols = &p
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("consul %s: %w", cfg.Address, err)
+		return nil, fmt.Errorf("consul %s: %w", addr, err)
 	}
 	// NewClient has filled in defaults (HttpClient included) and stripped
 	// any scheme from Address.
-	s := &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, http: cfg.HttpClient, WaitTime: DefaultWaitTime}
+	s := &Store{kv: client.KV(), txn: client.Txn(), addr: cfg.Address, http: cfg.HttpClient, access: accessOf(cfg), WaitTime: DefaultWaitTime}
 	s.epoch, s.endEpoch = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -103,6 +125,7 @@ func (s *Store) Close() error { return nil }
 // its cause (ErrReset, a deadline) is named rather than whatever the HTTP
 // client made of it.
 func (s *Store) fail(ctx context.Context, err error, format string, args ...any) error {
+	err = s.access.explain(err)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
