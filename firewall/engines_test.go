@@ -1,8 +1,13 @@
 package firewall_test
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/felt-net/felt/internal/testnet"
 )
 
 // What each Docker engine does to the filter table at the events that
@@ -150,6 +155,59 @@ func (d docker) start29(gw bool) {
 	}
 }
 
+// nft29 is dockerd 29 with --firewall-backend=nftables: its own table
+// (moby's nftablesdoc: filter-FORWARD at priority filter, policy accept,
+// verdict maps by bridge name), which accepts docker_gwbridge's outgoing
+// traffic whatever felt's iptables rules say; no DOCKER-USER, and no
+// iptables rule at all.
+func (d docker) nft29() {
+	d.t.Helper()
+	script := `
+table ip docker-bridges {
+	chain filter-forward-in__docker0 {
+		ct state established,related counter accept
+		iifname "docker0" counter accept comment "ICC"
+		counter drop comment "UNPUBLISHED PORT DROP"
+	}
+	chain filter-forward-out__docker0 {
+		ct state established,related counter accept
+		counter accept comment "OUTGOING"
+	}
+	chain filter-forward-in__docker_gwbridge {
+		ct state established,related counter accept
+		iifname "docker_gwbridge" counter drop comment "ICC"
+		counter drop comment "UNPUBLISHED PORT DROP"
+	}
+	chain filter-forward-out__docker_gwbridge {
+		ct state established,related counter accept
+		counter accept comment "OUTGOING"
+	}
+	map filter-forward-in-jumps {
+		type ifname : verdict
+		elements = { "docker0" : jump filter-forward-in__docker0,
+			     "docker_gwbridge" : jump filter-forward-in__docker_gwbridge }
+	}
+	map filter-forward-out-jumps {
+		type ifname : verdict
+		elements = { "docker0" : jump filter-forward-out__docker0,
+			     "docker_gwbridge" : jump filter-forward-out__docker_gwbridge }
+	}
+	chain filter-FORWARD {
+		type filter hook forward priority filter; policy accept;
+		oifname vmap @filter-forward-in-jumps
+		iifname vmap @filter-forward-out-jumps
+	}
+}
+`
+	file := filepath.Join(d.t.TempDir(), "docker.nft")
+	if err := os.WriteFile(file, []byte(script), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	if out, err := d.l.host.Run("nft", "-f", file); err != nil {
+		d.t.Fatalf("nft -f: %v\n%s", err, out)
+	}
+}
+
 // An engine scenario: what Docker did before felt set up, and what it does
 // after. felt syncs its networks in between and is never told of the later
 // events, as in real life until its next resync.
@@ -166,6 +224,7 @@ var scenarios = []struct {
 		func(d docker) { d.start29(false) }, func(d docker) { d.bridge29("docker_gwbridge", false) }},
 	{"29: dockerd restarts after felt",
 		func(d docker) { d.start29(true) }, func(d docker) { d.start29(true) }},
+	{"29 with the nftables backend", func(docker) {}, func(d docker) { d.nft29() }},
 }
 
 // Isolation holds whatever order Docker puts its rules in and whenever it
@@ -177,6 +236,11 @@ func TestIsolationSurvivesDockerOrdering(t *testing.T) {
 	for _, path := range flavours(t) {
 		for _, sc := range scenarios {
 			t.Run(shortName(path)+"/"+sc.name, func(t *testing.T) {
+				if strings.Contains(sc.name, "nftables") {
+					if _, err := exec.LookPath("nft"); err != nil {
+						testnet.Unavailable(t, "no nft command: %v", err)
+					}
+				}
 				l := newLab(t)
 				l.check(t, false) // control: with no rule every flow passes
 				d := docker{l: l, t: t, path: path}
