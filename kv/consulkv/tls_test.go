@@ -159,12 +159,12 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 				"put":        func() error { return s.Put(ctx, "felt/x", []byte("v")) },
 				"cas":        func() error { return s.CAS(ctx, "felt/x", []byte("v"), 0) },
 				"delete-cas": func() error { return s.DeleteCAS(ctx, "felt/x", 1) },
+				"get":        func() error { _, err := s.Get(ctx, "felt/x"); return err },
 			}
 			if !strings.Contains(tc.name, "token") {
-				// Reads under default deny are filtered rather than refused
-				// (a missing key, an empty list), so only connection-level
+				// Listings under default deny are filtered rather than
+				// refused (an empty list), so only connection-level
 				// failures show on them.
-				calls["get"] = func() error { _, err := s.Get(ctx, "felt/x"); return err }
 				calls["list"] = func() error { _, _, err := s.List(ctx, "felt/"); return err }
 				calls["wait"] = func() error { _, _, err := s.Wait(ctx, "felt/", 5); return err }
 			}
