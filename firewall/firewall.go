@@ -21,10 +21,12 @@
 //     and needs nothing from DOCKER-USER (which users own and often flush).
 //   - FELT, in the filter table, jumped to from FORWARD, accepts each pool's
 //     traffic to itself, which Docker's FORWARD policy DROP would otherwise
-//     drop. Where its jump sits does not matter to Docker's rules (none
-//     drops traffic of a bridge that is not Docker's); it goes after the
-//     jump to DOCKER-USER, so users' rules there apply to felt as to
-//     Docker's own networks.
+//     drop, then repeats the drops (the one layer felt had before the mangle
+//     chain; a second one now, for a moment when mangle was flushed). Where
+//     its jump sits does not matter to the accepts (no Docker rule drops
+//     traffic of a bridge that is not Docker's); it is added after the jump
+//     to DOCKER-USER, so users' rules there apply to felt as to Docker's own
+//     networks, and left where it is.
 //
 // Sync sets both up, and Keep repeats it periodically, so that a flush or a
 // reorder by anyone is repaired within a resync interval.
@@ -155,6 +157,9 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 		heads, tails = append(heads, h), append(tails, t...)
 		accepts = append(accepts, f.accept(n))
 	}
+	// The filter chain repeats the drops after its accepts: a second layer
+	// for when the mangle chain was flushed and Keep has not yet put it
+	// back, effective wherever FELT's jump sits above Docker's accepts.
 	err = nsutil.Do(f.ns, func() error {
 		if len(nets) == 0 {
 			// Nothing of felt's stays in the kernel without networks.
@@ -167,7 +172,7 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 			heads, tails []rule
 		}{
 			{mangle, IsolationChain, heads, tails},
-			{filter, Chain, accepts, nil},
+			{filter, Chain, accepts, tails},
 		} {
 			if err := f.ensureChain(c.table, c.chain); err != nil {
 				return err
