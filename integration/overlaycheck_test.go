@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -101,6 +102,10 @@ func readOverlay(t testing.TB, nl *netlink.Handle) overlayState {
 		s.routes[netip.PrefixFrom(dst.Unmap(), ones)] = "via " + r.Gw.String() + " dev " + names[r.LinkIndex]
 	}
 	return s
+}
+
+func (s overlayState) String() string {
+	return fmt.Sprintf("devices %v, routes %v, neighbours %v, fdb %v", s.devices, s.routes, s.neigh, s.fdb)
 }
 
 func (s overlayState) empty() bool {
