@@ -12,6 +12,7 @@ import (
 
 	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
 )
 
 // Many hosts deleting and creating the same network at once, round after
@@ -162,4 +163,32 @@ func converged(t *testing.T, nls []*netlink.Handle, nets []*testhost.Net, reg *l
 		}
 	}
 	return true
+}
+
+// A VTEP carrying this felt's owner mark for a network it does not have
+// (left by a crash between creating it and recording the network, or by a
+// reconcile that raced a delete in an older felt) goes when felt starts;
+// one marked by another felt instance stays.
+func TestStrayVTEPRemovedAtStart(t *testing.T) {
+	c := testhost.NewCluster(t, feltBin, 1, longResync)
+	h := c.Hosts[0]
+	// Any call but the static ones waits for felt to be built, so its host
+	// ID is in the log.
+	testhost.Must(t, h.Call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, nil))
+	h.Stop()
+	instance := h.Instance()
+	stray := testhost.RandomID()
+	for _, l := range []struct{ name, vni, alias string }{
+		{"felt.77", "77", overlay.OwnerAlias(instance, stray)},
+		{"felt.78", "78", overlay.OwnerAlias("0therfel", stray)},
+	} {
+		testhost.Run(t, "ip", "-n", h.NS, "link", "add", l.name, "type", "vxlan", "id", l.vni, "dstport", "4789", "dev", "ul0")
+		testhost.Run(t, "ip", "-n", h.NS, "link", "set", l.name, "alias", l.alias)
+	}
+	h.Start()
+	testhost.WaitFor(t, "stray VTEP removed", func() bool {
+		_, err := testhost.Try("ip", "-n", h.NS, "link", "show", "felt.77")
+		return err != nil
+	})
+	testhost.Run(t, "ip", "-n", h.NS, "link", "show", "felt.78")
 }
