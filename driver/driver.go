@@ -472,6 +472,17 @@ func (d *Driver) Leave(ctx context.Context, req *api.LeaveRequest) error {
 	return checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID)
 }
 
+// ProgramExternalConnectivity has nothing to do: felt returns no gateway,
+// so Docker handles NAT and -p on docker_gwbridge.
+func (d *Driver) ProgramExternalConnectivity(ctx context.Context, req *api.ProgramExternalConnectivityRequest) error {
+	return checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID)
+}
+
+// RevokeExternalConnectivity has nothing to undo, as above.
+func (d *Driver) RevokeExternalConnectivity(ctx context.Context, req *api.RevokeExternalConnectivityRequest) error {
+	return checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID)
+}
+
 // existingNetwork is network for calls that need the network to exist.
 func (d *Driver) existingNetwork(ctx context.Context, id string) (Network, error) {
 	n, ok, err := d.network(ctx, id)

@@ -178,6 +178,12 @@ func TestMalformedIDsRefused(t *testing.T) {
 				"Leave EndpointID": func() error {
 					return e.d.Leave(ctx, &api.LeaveRequest{NetworkID: n.ID, EndpointID: badID})
 				},
+				"ProgramExternalConnectivity EndpointID": func() error {
+					return e.d.ProgramExternalConnectivity(ctx, &api.ProgramExternalConnectivityRequest{NetworkID: n.ID, EndpointID: badID})
+				},
+				"RevokeExternalConnectivity NetworkID": func() error {
+					return e.d.RevokeExternalConnectivity(ctx, &api.RevokeExternalConnectivityRequest{NetworkID: badID, EndpointID: good})
+				},
 				"EndpointOperInfo EndpointID": func() error {
 					_, err := e.d.EndpointInfo(ctx, &api.InfoRequest{NetworkID: n.ID, EndpointID: badID})
 					return err

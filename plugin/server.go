@@ -224,9 +224,14 @@ func (s *Server) register() {
 	// announce GwAllocChecker, so Docker never sends it and always takes
 	// the IPv4 gateway from felt's IPAM. Unknown calls get a JSON 404.
 
-	// felt returns no gateway, so Docker handles external connectivity on
-	// docker_gwbridge; these calls have nothing to do. Swarm-only calls too.
-	for _, p := range []string{"ProgramExternalConnectivity", "RevokeExternalConnectivity", "DiscoverNew", "DiscoverDelete", "AllocateNetwork", "FreeNetwork"} {
+	handle(s, "/NetworkDriver.ProgramExternalConnectivity", func(ctx context.Context, r *netapi.ProgramExternalConnectivityRequest) (any, error) {
+		return nil, netDrv().ProgramExternalConnectivity(ctx, r)
+	})
+	handle(s, "/NetworkDriver.RevokeExternalConnectivity", func(ctx context.Context, r *netapi.RevokeExternalConnectivityRequest) (any, error) {
+		return nil, netDrv().RevokeExternalConnectivity(ctx, r)
+	})
+	// Swarm-only calls, never sent to a local-scope driver: nothing to do.
+	for _, p := range []string{"DiscoverNew", "DiscoverDelete", "AllocateNetwork", "FreeNetwork"} {
 		handle(s, "/NetworkDriver."+p, func(ctx context.Context, r *map[string]any) (any, error) { return nil, nil })
 	}
 }
