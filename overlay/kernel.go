@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"net"
 	"strings"
 	"time"
 
@@ -56,7 +57,7 @@ func (m *Manager) watchKernel(ctx context.Context) {
 	onErr := func(err error) { m.cfg.Log.Debug("kernel event subscription", "err", err) }
 	go follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
 		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-	}, m.linkMatters, notify)
+	}, m.linkFilter(), notify)
 	go follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
 		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
 	}, addrMatters, notify)
@@ -130,21 +131,29 @@ func receive[T any](ctx context.Context, ch chan T, matters func(T) bool, notify
 	}
 }
 
-// linkMatters: any change of felt's own overlay devices (deleted, set down)
-// or of the underlay interface (down and up flushes its routes).
-func (m *Manager) linkMatters(u netlink.LinkUpdate) bool {
-	if u.Link == nil {
-		return false
+// linkFilter returns what says which link updates matter: any change of
+// felt's own overlay devices (deleted, set down) or of the underlay
+// interface (down and up flushes its routes). The underlay's name is the
+// last one found: one found by the default route cannot be found while
+// the link is down, since the default route went with it.
+func (m *Manager) linkFilter() func(netlink.LinkUpdate) bool {
+	var underlay string
+	return func(u netlink.LinkUpdate) bool {
+		if u.Link == nil {
+			return false
+		}
+		a := u.Link.Attrs()
+		if strings.HasPrefix(a.Alias, ownerPrefix(m.instance)) {
+			return true
+		}
+		if m.cfg.Underlay == nil {
+			return false
+		}
+		if name, err := m.cfg.Underlay.Name(); err == nil {
+			underlay = name
+		}
+		return a.Name == underlay
 	}
-	a := u.Link.Attrs()
-	if strings.HasPrefix(a.Alias, ownerPrefix(m.instance)) {
-		return true
-	}
-	if m.cfg.Underlay == nil {
-		return false
-	}
-	name, err := m.cfg.Underlay.Name()
-	return err == nil && a.Name == name
 }
 
 // addrMatters: any IPv4 address change. Removing the underlay's address
@@ -152,7 +161,24 @@ func (m *Manager) linkMatters(u netlink.LinkUpdate) bool {
 // possible again. Address changes are rare, so no finer filter.
 func addrMatters(u netlink.AddrUpdate) bool { return u.LinkAddress.IP.To4() != nil }
 
-// routeMatters: one of felt's routes was deleted, by hand or by the kernel.
+// routeMatters: one of felt's routes was deleted, by hand or by the
+// kernel; or a default route appeared, which is how the underlay is found
+// when FELT_IFACE is not set (a DHCP client adds it back after the link
+// came up).
 func routeMatters(u netlink.RouteUpdate) bool {
-	return u.Type == unix.RTM_DELROUTE && u.Protocol == RouteProtocol
+	switch u.Type {
+	case unix.RTM_DELROUTE:
+		return u.Protocol == RouteProtocol
+	case unix.RTM_NEWROUTE:
+		return u.Family == netlink.FAMILY_V4 && isDefault(u.Dst)
+	}
+	return false
+}
+
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
