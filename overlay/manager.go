@@ -103,7 +103,7 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 	m.mu.Lock()
 	a := m.networks[n.ID]
 	if a == nil {
-		a = &attached{}
+		a = &attached{n: n} // complete before a reconcile can see it
 		m.networks[n.ID] = a
 	}
 	m.mu.Unlock()
