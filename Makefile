@@ -4,12 +4,12 @@ PLUGIN    ?= felt:latest
 PLUGINDIR ?= $(CURDIR)/bin/plugin
 # -p 1: the suites share one kernel, one Docker engine and two cores; run
 # them one after another so load from one does not starve another.
-GOTEST    ?= $(GO) test -race -count=1 -p 1
+GOTEST    ?= $(GO) test -race -count=1 -p 1 -timeout 60m
 # felt's version (felt --version, the plugin's tag): VERSION=x.y.z, else
 # git describe (scripts/version.sh).
 VERSION   ?= $(shell scripts/version.sh)
 
-.PHONY: all build deps plugin plugin-docker plugin-rm release image demo test test-unit test-integration test-e2e bench clean
+.PHONY: all build deps engines plugin plugin-docker plugin-rm release image demo test test-unit test-integration test-e2e bench clean
 
 all: build
 
@@ -23,6 +23,11 @@ bin/felt: $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 deps:
 	@scripts/deps.sh
+
+# Docker 26 and 29 for the e2e version matrix, fetched and built into a cache
+# outside the clone (scripts/engines.sh); cheap when they are there.
+engines: deps
+	scripts/engines.sh build
 
 # The managed plugin, assembled without pulling any image, created and enabled.
 plugin: deps
@@ -59,7 +64,7 @@ demo: deps bin/consul
 	scripts/demo.sh
 
 # Every layer: unit, integration (netns hosts + Consul), end to end (Docker).
-test: deps bin/consul bin/registry image
+test: deps bin/consul bin/registry image engines
 	$(GOTEST) ./...
 
 test-unit:
@@ -68,7 +73,7 @@ test-unit:
 test-integration: deps bin/consul
 	$(GOTEST) ./integration/...
 
-test-e2e: deps bin/registry image
+test-e2e: deps bin/consul bin/registry image engines
 	$(GOTEST) ./e2e/...
 
 # One run, one table: data plane per backend against the bare underlay,

@@ -7,6 +7,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v xtables-nft-multi >/dev/null || need+=(iptables)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iperf3 >/dev/null || need+=(iperf3)
+# scripts/engines.sh: runc with seccomp (cgo), trixie's packages unpacked.
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
