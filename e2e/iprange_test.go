@@ -46,3 +46,34 @@ func TestIPRangeRefusalKeepsLiveAddresses(t *testing.T) {
 		t.Fatalf("live container cannot reach the new one at %s: %v\n%s", newIP, err, out)
 	}
 }
+
+// Issue 15, defect 1, through the real engine: pools that cannot be a
+// container network are refused with felt's reason, and leave nothing
+// behind: a normal network on a pool they contain works afterwards (the
+// 0.0.0.0/0 record used to make every later pool "overlap" it).
+func TestUnusablePoolsRefusedThroughDocker(t *testing.T) {
+	hostNet := netip.MustParsePrefix(hostAddr(t) + "/32")
+	cases := []struct{ subnet, want string }{
+		{"0.0.0.0/0", "is the default route"},
+		{"10.0.0.0/7", "is too large"},
+		{"127.42.0.0/16", "overlaps the loopback range"},
+		{"224.1.0.0/16", "overlaps the multicast range"},
+		{"240.0.0.0/16", "overlaps the reserved range"},
+		{netip.PrefixFrom(hostNet.Addr(), 30).Masked().String(), "the network of this host's interface"},
+	}
+	for _, c := range cases {
+		out, err := docker("network", "create", "-d", plugin, "--ipam-driver", plugin, "--label", label, "--subnet", c.subnet, "felt-unusable")
+		if err == nil {
+			_, _ = docker("network", "rm", "felt-unusable")
+			t.Fatalf("--subnet %s: network created, want it refused (%q)", c.subnet, c.want)
+		}
+		if !strings.Contains(out, c.want) {
+			t.Fatalf("--subnet %s: error %q, want it to contain %q", c.subnet, out, c.want)
+		}
+	}
+	network(t, "felt-after-unusable", "--subnet", "10.72.0.0/16")
+	ip := container(t, "felt-after-unusable-a", "felt-after-unusable")
+	if out, err := ping("felt-after-unusable", ip); err != nil {
+		t.Fatalf("ping %s on a network created after the refusals: %v\n%s", ip, err, out)
+	}
+}
