@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/felt-net/felt/internal/testconsul"
+	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
@@ -299,4 +301,32 @@ func TestReincarnationTakesOverLeaseInConsul(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	leasetest.Reincarnation(t, lease.NewRegistry(s, "felt/", nil), netip.MustParsePrefix("10.61.0.0/16"))
+}
+
+// failNetworkWrites fails every write of a network record.
+type failNetworkWrites struct{ kv.Store }
+
+func (s failNetworkWrites) CAS(ctx context.Context, key string, v []byte, index uint64) error {
+	if strings.Contains(key, "/networks/") {
+		return errors.New("injected")
+	}
+	return s.Store.CAS(ctx, key, v, index)
+}
+
+// A network record that cannot be written leaves no VNI claim behind (the
+// VNI would be lost to every later network).
+func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
+	ctx := context.Background()
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
+	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err == nil {
+		t.Fatal("network record written through a failing store")
+	}
+	if pairs, _, _ := s.List(ctx, "felt/"); len(pairs) != 0 {
+		t.Fatalf("left behind: %v", pairs)
+	}
 }

@@ -173,6 +173,10 @@ func (r *Registry) EnsureNetwork(ctx context.Context, spec Spec, complete bool) 
 			continue
 		}
 		if err != nil {
+			if claimed {
+				// The record was not written: the claim must not outlive it.
+				_ = r.store.Delete(ctx, r.vniKey(next.VNI))
+			}
 			return Network{}, fmt.Errorf("network %s: %w", spec.Pool, err)
 		}
 		return r.GetNetwork(ctx, spec.Pool)
