@@ -3,9 +3,11 @@ package overlay_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,5 +292,84 @@ func TestExpiredLeaseDroppedOnTime(t *testing.T) {
 	waitFor(t, "route to the expired peer removed", func() bool { return !has() })
 	if len(neighbours(t, a))+len(fdb(t, a)) > 0 {
 		t.Fatalf("entries of the expired peer left: %v %v", neighbours(t, a), fdb(t, a))
+	}
+}
+
+// counting wraps a backend and counts its Syncs: one per reconcile of a
+// network once leases are known.
+type counting struct {
+	overlay.Backend
+	syncs atomic.Int64
+}
+
+func (c *counting) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
+	c.syncs.Add(1)
+	return c.Backend.Sync(ctx, n, peers)
+}
+
+// waitQuiet waits until c has not synced for a while and returns the
+// count; it fails t when reconciles never stop (20 s).
+func waitQuiet(t *testing.T, what string, c *counting) int64 {
+	t.Helper()
+	const quiet = 2 * time.Second // ten times kernelSettle
+	deadline := time.Now().Add(20 * time.Second)
+	last := c.syncs.Load()
+	for time.Now().Before(deadline) {
+		time.Sleep(quiet)
+		now := c.syncs.Load()
+		if now == last {
+			return now
+		}
+		last = now
+	}
+	t.Fatalf("%s: reconciles never stop (%d so far): the reconciler's own changes trigger it again", what, last)
+	return 0
+}
+
+// The kernel events a reconcile causes itself (a VTEP created, its
+// address, a direct route and VTEP routes added, stale routes pruned) make
+// at most a reconcile or two more, which change nothing: the reconciler
+// settles, and after a route deleted by hand it repairs and settles again.
+func TestReconcilesSettle(t *testing.T) {
+	t.Parallel()
+	for _, backend := range []string{"vxlan", "udp", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			tb := newTestbed(t, "192.168.77.11", "192.168.77.12", "192.168.78.13")
+			a, b, c := tb.hosts[0], tb.hosts[1], tb.hosts[2]
+			peers := []*tbHost{a, b}
+			if backend != "host-gw" { // host-gw cannot reach c, one router away
+				peers = append(peers, c)
+			}
+			own := overlay.NewBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: nsHost{fakeHost{addr: a.pub}, a.ns.Handle}, HostID: a.id,
+				Log: slog.New(slog.NewTextHandler(a.logs, nil))})
+			cnt := &counting{Backend: own[backend]}
+			m, reg := newManagerReg(t, a, map[string]overlay.Backend{backend: cnt}, time.Hour)
+			n := a.network(backend, true)
+			putLeases(t, reg, n, 0, peers...)
+			// A stale route of felt's in the pool: pruning it makes a
+			// deletion event of felt's own protocol.
+			stale := &netlink.Route{Dst: ipnet("10.42.9.0/24"), Gw: net.ParseIP("192.168.77.254"), Protocol: overlay.RouteProtocol}
+			if err := a.ns.NL.RouteReplace(stale); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := m.Attach(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = m.Detach(ctx, n) })
+			run(t, m)
+			waitFor(t, "route to "+b.id, func() bool { _, ok := feltRoutes(t, a)[b.subnet]; return ok })
+			before := waitQuiet(t, "after attaching", cnt)
+			if _, ok := feltRoutes(t, a)[netip.MustParsePrefix("10.42.9.0/24")]; ok {
+				t.Fatal("the stale route was not pruned")
+			}
+			r := feltRoutes(t, a)[b.subnet]
+			if err := a.ns.NL.RouteDel(&r); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "route to "+b.id+" repaired", func() bool { _, ok := feltRoutes(t, a)[b.subnet]; return ok })
+			after := waitQuiet(t, "after a route was deleted", cnt)
+			t.Logf("%d syncs to settle after attaching, %d more after a route deletion", before, after-before)
+		})
 	}
 }
