@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -40,8 +41,11 @@ const (
 	kernelRcvBuf = 1 << 20
 )
 
-// watchKernel turns relevant kernel events into reconciles until ctx ends.
+// watchKernel turns relevant kernel events into reconciles until ctx ends;
+// it returns once its subscriptions are closed.
 func (m *Manager) watchKernel(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	poke := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -55,15 +59,21 @@ func (m *Manager) watchKernel(ctx context.Context) {
 		ns = &handle
 	}
 	onErr := func(err error) { m.cfg.Log.Debug("kernel event subscription", "err", err) }
-	go follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
-		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-	}, m.linkFilter(), notify)
-	go follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
-		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-	}, addrMatters, notify)
-	go follow(ctx, m, "route", func(ch chan netlink.RouteUpdate, done chan struct{}) error {
-		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-	}, routeMatters, notify)
+	wg.Go(func() {
+		follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
+			return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
+		}, m.linkFilter(), notify)
+	})
+	wg.Go(func() {
+		follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
+			return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
+		}, addrMatters, notify)
+	})
+	wg.Go(func() {
+		follow(ctx, m, "route", func(ch chan netlink.RouteUpdate, done chan struct{}) error {
+			return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
+		}, routeMatters, notify)
+	})
 	for {
 		select {
 		case <-ctx.Done():

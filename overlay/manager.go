@@ -44,8 +44,10 @@ type Manager struct {
 	mu       sync.Mutex
 	networks map[string]*attached // by Docker network ID
 	kick     chan struct{}
-	closed   chan struct{}
+	closed   chan struct{} // closed by Close
 	once     sync.Once
+	runMu    sync.Mutex
+	running  []chan struct{} // one per Run under way, closed when it returns
 
 	refreshing atomic.Bool // a periodic listing is under way
 
@@ -152,24 +154,42 @@ func (m *Manager) Kick() {
 	}
 }
 
-// Close stops Run.
-func (m *Manager) Close() { m.once.Do(func() { close(m.closed) }) }
+// Close stops Run and waits for it to return, so that the caller may then
+// close the store Run reads.
+func (m *Manager) Close() {
+	m.once.Do(func() { close(m.closed) })
+	m.runMu.Lock()
+	running := m.running
+	m.runMu.Unlock()
+	for _, done := range running {
+		<-done
+	}
+}
 
 // Run reconciles on every lease change, kernel change, lease expiry and
-// every Resync until ctx ends. Networks present at start must be attached
-// before: devices of networks that are not are removed.
+// every Resync until ctx ends or Close. Networks present at start must be
+// attached before: devices of networks that are not are removed. Run
+// returns once everything it started has stopped (kernel subscriptions
+// closed, no store request under way), so its caller may close the store.
 func (m *Manager) Run(ctx context.Context) {
+	done := make(chan struct{})
+	m.runMu.Lock()
+	m.running = append(m.running, done)
+	m.runMu.Unlock()
+	defer close(done) // last: after wg.Wait
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, deferred below
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
+	wg.Go(func() {
 		select {
 		case <-m.closed:
 			cancel()
 		case <-ctx.Done():
 		}
-	}()
-	go m.watch(ctx)
-	go m.watchKernel(ctx)
+	})
+	wg.Go(func() { m.watch(ctx) })
+	wg.Go(func() { m.watchKernel(ctx) })
 	m.sweep()
 	tick := time.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
@@ -186,11 +206,11 @@ func (m *Manager) Run(ctx context.Context) {
 			// request hanging on a dead connection (this host's address just
 			// changed) must not hold up repairing devices from what is known.
 			if m.refreshing.CompareAndSwap(false, true) {
-				go func() {
+				wg.Go(func() {
 					defer m.refreshing.Store(false)
 					m.refresh(ctx)
 					m.Kick()
-				}()
+				})
 			}
 		case <-expiry.C:
 			m.cfg.Log.Debug("a lease expired; reconciling")

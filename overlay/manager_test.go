@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -372,4 +374,63 @@ func TestReconcilesSettle(t *testing.T) {
 			t.Logf("%d syncs to settle after attaching, %d more after a route deletion", before, after-before)
 		})
 	}
+}
+
+// managerGoroutines counts the goroutines running the Manager's code.
+func managerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "felt/overlay.") && !strings.Contains(g, "felt/overlay_test.") {
+			count++
+		}
+	}
+	return count
+}
+
+// When Run returns, everything it started has stopped: the lease watch,
+// the kernel event subscriptions (their sockets closed) and a listing
+// under way. Nothing of a stopped Manager logs or touches a store its
+// owner is about to close.
+func TestRunStopsEverything(t *testing.T) {
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	before := managerGoroutines()
+	m := newManager(t, h, nil, 50*time.Millisecond) // resyncs start listings
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	// Run, the lease watch, the kernel watch and its three subscriptions.
+	waitFor(t, "the Manager's goroutines", func() bool { return managerGoroutines() >= before+6 })
+	time.Sleep(300 * time.Millisecond) // a few resyncs
+	cancel()
+	<-done
+	if n := managerGoroutines(); n > before {
+		t.Fatalf("%d goroutines of the Manager still run after Run returned", n-before)
+	}
+}
+
+// Close returns once Run has stopped, as the plugin closes the stores
+// right after it.
+func TestCloseWaitsForRun(t *testing.T) {
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	before := managerGoroutines()
+	m := newManager(t, h, nil, 50*time.Millisecond)
+	go m.Run(context.Background())
+	waitFor(t, "the Manager's goroutines", func() bool { return managerGoroutines() >= before+6 })
+	time.Sleep(300 * time.Millisecond)
+	m.Close()
+	if n := managerGoroutines(); n > before {
+		t.Fatalf("%d goroutines of the Manager still run after Close returned", n-before)
+	}
+	m.Close() // again: no effect, no hang
 }
