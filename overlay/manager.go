@@ -103,6 +103,12 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 		return err
 	}
 	m.mu.Lock()
+	if other := m.deviceUser(n); other != "" {
+		m.mu.Unlock()
+		return fmt.Errorf("network %s: its device %s is already network %s's on this host "+
+			"(two felt networks with one VNI or pool: the store's records are inconsistent; remove one network)",
+			n.ID, deviceName(n), other)
+	}
 	a := m.networks[n.ID]
 	if a == nil {
 		a = &attached{n: n} // complete before a reconcile can see it
@@ -137,6 +143,39 @@ func (m *Manager) Detach(ctx context.Context, n Network) error {
 		return err
 	}
 	return b.Teardown(ctx, n)
+}
+
+// deviceUser returns the ID of another attached network whose device has
+// n's device's name, or "". Both cannot be served: each reconcile would
+// recreate the device as the other's, and each recreation's kernel events
+// would start the next reconcile, forever. Called with m.mu held.
+func (m *Manager) deviceUser(n Network) string {
+	name := deviceName(n)
+	if name == "" {
+		return ""
+	}
+	for id, a := range m.networks {
+		if id != n.ID && deviceName(a.n) == name {
+			return id
+		}
+	}
+	return ""
+}
+
+// deviceName is the name of the device n's backend makes for it, or "" for
+// none (host-gw) or a network too malformed to have one (Setup says why).
+func deviceName(n Network) string {
+	switch n.Backend {
+	case "vxlan":
+		if n.VNI > 0 {
+			return VTEPName(n.VNI)
+		}
+	case "udp":
+		if n.Pool.IsValid() && n.Pool.Addr().Is4() {
+			return UDPDeviceName(n.Pool)
+		}
+	}
+	return ""
 }
 
 func (m *Manager) isAttached(id string) bool {

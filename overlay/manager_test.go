@@ -434,3 +434,41 @@ func TestCloseWaitsForRun(t *testing.T) {
 	}
 	m.Close() // again: no effect, no hang
 }
+
+// Two networks whose devices would have one name (vxlan: the same VNI;
+// udp: the same pool) cannot both be served here: each reconcile would
+// recreate the device as the other's, and each recreation's kernel events
+// would start the next, forever. The store hands a VNI to one pool only,
+// but a record deleted while in use (a race between the last release and
+// a new lease) can make it hand it out again; the second Attach is refused
+// naming the first network, which keeps its device.
+func TestAttachRefusesDeviceOfAnother(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	m := newManager(t, h, nil, time.Hour)
+	ctx := context.Background()
+	first := h.network("vxlan", false)
+	if err := m.Attach(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Detach(ctx, first) })
+	second := first
+	second.ID = "net-second"
+	second.Pool, second.Subnet = netip.MustParsePrefix("10.43.0.0/16"), netip.MustParsePrefix("10.43.1.0/24")
+	err := m.Attach(ctx, second)
+	if err == nil || !strings.Contains(err.Error(), first.ID) || !strings.Contains(err.Error(), overlay.VTEPName(vni)) {
+		t.Fatalf("second network with VNI %d attached: %v; want an error naming %s and the device", vni, err, first.ID)
+	}
+	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
+		t.Fatalf("VTEP now marked %q, want the first network's", got)
+	}
+	m.ReconcileAll(ctx)
+	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
+		t.Fatalf("after a reconcile the VTEP is marked %q, want the first network's", got)
+	}
+	// Attaching the first again (a restart's recovery) is no conflict.
+	if err := m.Attach(ctx, first); err != nil {
+		t.Fatalf("attaching %s again: %v", first.ID, err)
+	}
+}
