@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // gwNet is what `docker network inspect` says of docker_gwbridge that is
@@ -149,4 +150,58 @@ func TestIsolationOrderGwbridgeAfterFelt(t *testing.T) {
 	if out, err := pingFrom("felt-ord-plain", plain); err != nil {
 		t.Errorf("the Docker bridge container cannot reach itself (test broken?): %v\n%s", err, out)
 	}
+}
+
+// Whoever flushes or unhooks felt's isolation chain (a firewall script, a
+// reload), the plugin puts it back at its next resync (FELT_RESYNC_INTERVAL,
+// 30 s by default), and the isolation holds again.
+func TestIsolationRulesRepaired(t *testing.T) {
+	network(t, "felt-rep-red", "--subnet", "10.63.0.0/16")
+	network(t, "felt-rep-blue", "--subnet", "10.64.0.0/16")
+	blue := container(t, "felt-rep-blue1", "felt-rep-blue")
+	container(t, "felt-rep-red1", "felt-rep-red")
+	ipt := func(args ...string) string {
+		out, err := exec.Command("iptables", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// The chain's rules, in no order: a repair may order networks
+	// differently, which does not matter (pools never overlap).
+	isolation := func() string {
+		var rules []string
+		for _, l := range strings.Split(ipt("-t", "mangle", "-S", "FELT-ISOLATION"), "\n") {
+			if strings.HasPrefix(l, "-A ") {
+				rules = append(rules, l)
+			}
+		}
+		slices.Sort(rules)
+		return strings.Join(rules, "\n")
+	}
+	want := isolation()
+	if !strings.Contains(want, "10.64.0.0/16") {
+		t.Fatalf("no isolation rule for felt-rep-blue's pool:\n%s", want)
+	}
+	ipt("-t", "mangle", "-F", "FELT-ISOLATION")
+	ipt("-t", "mangle", "-D", "FORWARD", "-j", "FELT-ISOLATION")
+	deadline := time.Now().Add(90 * time.Second)
+	for isolation() != want || !strings.HasPrefix(firstRule(ipt("-t", "mangle", "-S", "FORWARD")), "-A FORWARD -j FELT-ISOLATION") {
+		if time.Now().After(deadline) {
+			t.Fatalf("isolation chain not repaired within 90 s:\n%s\nwant:\n%s\n%s", isolation(), want, ipt("-t", "mangle", "-S", "FORWARD"))
+		}
+		time.Sleep(time.Second)
+	}
+	if out, err := docker("exec", "felt-rep-red1", "ping", "-c", "1", "-W", "2", blue); err == nil {
+		t.Errorf("red reached blue after the repair:\n%s", out)
+	}
+}
+
+func firstRule(listing string) string {
+	for _, l := range strings.Split(listing, "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			return l
+		}
+	}
+	return ""
 }
