@@ -20,23 +20,32 @@ type access struct {
 	caFile, caPath        string
 	clientCert, clientKey string
 	token                 bool   // a token is set (CONSUL_HTTP_TOKEN or the file's)
-	tokenFile             string // CONSUL_HTTP_TOKEN_FILE, which wins over CONSUL_HTTP_TOKEN
+	tokenFile             string // CONSUL_HTTP_TOKEN_FILE
+	tokenFromFile         bool   // the token is the file's
 }
 
 // tokenSource names where the token came from.
 func (a access) tokenSource() string {
-	if a.tokenFile != "" {
+	if a.tokenFromFile {
 		return "the file CONSUL_HTTP_TOKEN_FILE=" + a.tokenFile
 	}
 	return "CONSUL_HTTP_TOKEN"
 }
 
+// accessOf reads cfg after api.NewClient, which has put the token file's
+// token into cfg.Token, unless the file is empty: then CONSUL_HTTP_TOKEN's
+// stays, and errors must name that variable, not the file.
 func accessOf(cfg *api.Config) access {
-	return access{
+	a := access{
 		caFile: cfg.TLSConfig.CAFile, caPath: cfg.TLSConfig.CAPath,
 		clientCert: cfg.TLSConfig.CertFile, clientKey: cfg.TLSConfig.KeyFile,
 		token: cfg.Token != "", tokenFile: cfg.TokenFile,
 	}
+	if a.token && a.tokenFile != "" {
+		data, err := os.ReadFile(a.tokenFile)
+		a.tokenFromFile = err == nil && strings.TrimSpace(string(data)) == cfg.Token
+	}
+	return a
 }
 
 // checkFiles loads the CA, client certificate and token files as the

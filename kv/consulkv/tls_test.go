@@ -116,6 +116,11 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	emptyTokenFile := filepath.Join(t.TempDir(), "empty-token")
+	if err := os.WriteFile(emptyTokenFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// A plain HTTP server, for TLS asked of a server without it.
 	plain := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(plain.Close)
@@ -145,6 +150,8 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 			[]string{"does not know the token in CONSUL_HTTP_TOKEN", "ACL not found"}},
 		{"unknown token in a file", with(good, "CONSUL_HTTP_TOKEN_FILE="+unknownTokenFile),
 			[]string{"does not know the token in the file CONSUL_HTTP_TOKEN_FILE=" + unknownTokenFile}},
+		{"unknown token beside an empty token file", with(good, "CONSUL_HTTP_TOKEN="+unknownToken, "CONSUL_HTTP_TOKEN_FILE="+emptyTokenFile),
+			[]string{"does not know the token in CONSUL_HTTP_TOKEN (", "ACL not found"}},
 		{"token without the right", with(good, "CONSUL_HTTP_TOKEN="+otherPrefix),
 			[]string{"the token in CONSUL_HTTP_TOKEN lacks permission", "Permission denied"}},
 	} {
