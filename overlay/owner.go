@@ -73,3 +73,26 @@ func (m *Manager) removeStray() error {
 	}
 	return errors.Join(errs...)
 }
+
+// deleteDevice deletes the device called name if it is the one marked
+// alias, or unmarked (made by a felt that did not mark devices yet), and
+// says whether it left one marked otherwise: another network's, made under
+// the same name (the same VNI or pool) once this one was detached, while
+// its teardown was still to come. Deleting by name alone would cut that
+// network off.
+func deleteDevice(nl *netlink.Handle, name, alias string) (others bool, err error) {
+	link, err := nl.LinkByName(name)
+	switch {
+	case isNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	if a := link.Attrs().Alias; a != "" && a != alias {
+		return true, nil
+	}
+	if err := nl.LinkDel(link); err != nil && !isNotFound(err) {
+		return false, fmt.Errorf("delete: %w", err)
+	}
+	return false, nil
+}

@@ -241,15 +241,12 @@ func (b *udpBackend) Teardown(_ context.Context, n Network) error {
 	if b.servedBy(name, n.ID) != "" {
 		return errors.Join(errs...) // the device and routes are another network's
 	}
-	link, err := b.nl.LinkByName(name)
-	switch {
-	case isNotFound(err):
-	case err != nil:
+	others, err := deleteDevice(b.nl, name, OwnerAlias(b.instance, n.ID))
+	if err != nil {
 		errs = append(errs, fmt.Errorf("udp %s: %w", name, err))
-	default:
-		if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("udp %s: delete: %w", name, err))
-		}
+	}
+	if others {
+		return errors.Join(errs...) // the pool's device and routes are another network's
 	}
 	if _, err := pruneRoutes(b.nl, n.Pool, nil); err != nil {
 		errs = append(errs, fmt.Errorf("udp %s: routes: %w", n.Pool, err))

@@ -162,21 +162,15 @@ func (b *vxlan) ensureAddr(link netlink.Link, addr netip.Addr) error {
 	return onlyAddr(b.nl, link, netip.PrefixFrom(addr, 32))
 }
 
-// Teardown deletes the VTEP, which takes its neighbour and FDB entries and
-// the routes through it along, and the direct routes of the pool.
+// Teardown deletes the VTEP (unless it is another network's by now, see
+// deleteDevice), which takes its neighbour and FDB entries and the routes
+// through it along, and the direct routes of the pool.
 func (b *vxlan) Teardown(_ context.Context, n Network) error {
 	var errs []error
 	if n.VNI > 0 {
 		name := VTEPName(n.VNI)
-		link, err := b.nl.LinkByName(name)
-		switch {
-		case isNotFound(err):
-		case err != nil:
+		if _, err := deleteDevice(b.nl, name, OwnerAlias(b.instance, n.ID)); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
-		default:
-			if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
-				errs = append(errs, fmt.Errorf("vxlan %s: delete: %w", name, err))
-			}
 		}
 	}
 	if _, err := pruneRoutes(b.nl, n.Pool, nil); err != nil {

@@ -292,3 +292,35 @@ func mustMAC(s string) net.HardwareAddr {
 	}
 	return m
 }
+
+// Teardown deletes the VTEP only when it is the network's: one marked as
+// another network's (made with the same VNI after this one was detached,
+// while this one's teardown was late) stays; an unmarked one (made by a
+// felt that did not mark its devices yet) goes.
+func TestVXLANTeardownLeavesAnothersVTEP(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	ctx := context.Background()
+	old := h.network("vxlan", false)
+	h.apply(t, old)
+	next := old
+	next.ID = "net-next"
+	h.apply(t, next) // takes the device over (the same VNI and pool)
+	if err := h.b["vxlan"].Teardown(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", next.ID) {
+		t.Fatalf("VTEP alias %q, want %s's", got, next.ID)
+	}
+	// Unmarked: made by a felt before devices were marked; it goes.
+	if err := h.ns.NL.LinkSetAlias(h.ns.Link(t, overlay.VTEPName(vni)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.b["vxlan"].Teardown(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+		t.Fatal("an unmarked VTEP of the network's name stayed")
+	}
+}
