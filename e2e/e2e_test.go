@@ -369,23 +369,3 @@ func TestPluginKilled(t *testing.T) {
 	// Stopping a container from before the restart works.
 	mustDocker(t, "rm", "-f", "felt-kill-b")
 }
-
-// Runs last (Go runs tests in file order): removing networks and the plugin
-// leaves no felt link and no felt iptables chain on the host.
-func TestZZNoKernelObjectsLeft(t *testing.T) {
-	network(t, "felt-last", "--subnet", "10.60.0.0/16")
-	container(t, "felt-last-a", "felt-last")
-	mustDocker(t, "rm", "-f", "felt-last-a")
-	mustDocker(t, "network", "rm", "felt-last")
-	mustDocker(t, "plugin", "disable", plugin)
-	out, _ := exec.Command("ip", "-o", "link", "show").Output()
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "alias felt:") || strings.Contains(l, ": felt-") || strings.Contains(l, ": fv") {
-			t.Errorf("left behind: %s", l)
-		}
-	}
-	if out, err := exec.Command("iptables", "-S", "FELT").CombinedOutput(); err == nil {
-		t.Errorf("iptables chain FELT left behind:\n%s", out)
-	}
-	mustDocker(t, "plugin", "enable", plugin)
-}
