@@ -472,3 +472,50 @@ func TestAttachRefusesDeviceOfAnother(t *testing.T) {
 		t.Fatalf("attaching %s again: %v", first.ID, err)
 	}
 }
+
+// slowSetup is a backend whose Setup, once it made the device, waits for
+// release: an Attach caught between creating the device and returning.
+type slowSetup struct {
+	overlay.Backend
+	made, release chan struct{}
+}
+
+func (s *slowSetup) Setup(ctx context.Context, n overlay.Network) error {
+	err := s.Backend.Setup(ctx, n)
+	select {
+	case <-s.made: // the reconciles' Setups after the first pass
+	default:
+		close(s.made)
+		<-s.release
+	}
+	return err
+}
+
+// The stray sweep at each resync never takes the device of a network
+// being attached for a stray: Attach records the network before its
+// Setup makes the device.
+func TestSweepSparesNetworkBeingAttached(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11")
+	h := tb.hosts[0]
+	s := &slowSetup{Backend: h.b["vxlan"], made: make(chan struct{}), release: make(chan struct{})}
+	m := newManager(t, h, map[string]overlay.Backend{"vxlan": s}, 20*time.Millisecond)
+	run(t, m)
+	ctx := context.Background()
+	n := h.network("vxlan", false)
+	attached := make(chan error, 1)
+	go func() { attached <- m.Attach(ctx, n) }()
+	<-s.made
+	// Several sweeps while the Attach is under way: each lists the links
+	// first, so it either misses the device or finds the network attached.
+	time.Sleep(300 * time.Millisecond)
+	close(s.release)
+	if err := <-attached; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Detach(ctx, n) })
+	if h.logs.contains("removing stray overlay device") {
+		t.Fatalf("the sweep took the device of a network being attached for a stray:\n%s", h.logs)
+	}
+	h.ns.Link(t, overlay.VTEPName(vni))
+}
