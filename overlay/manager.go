@@ -50,6 +50,7 @@ type Manager struct {
 	running  []chan struct{} // one per Run under way, closed when it returns
 
 	refreshing atomic.Bool // a periodic listing is under way
+	removing   atomic.Bool // expired leases are being removed from the store
 
 	leasesMu sync.Mutex
 	leases   []lease.Lease // latest snapshot of all leases
@@ -256,6 +257,15 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-m.kick:
 		}
 		m.ReconcileAll(ctx)
+		// Removing expired leases from the store is housekeeping (Peers
+		// ignores them already): beside the loop, like the listing, so a
+		// store that hangs does not hold up the next repair.
+		if m.removing.CompareAndSwap(false, true) {
+			wg.Go(func() {
+				defer m.removing.Store(false)
+				m.removeExpired(ctx)
+			})
+		}
 		if d, ok := m.nextExpiry(); ok {
 			expiry.Reset(d)
 		} else {
@@ -377,13 +387,23 @@ func (m *Manager) ReconcileAll(ctx context.Context) {
 	m.leasesMu.Lock()
 	all, have := m.leases, m.haveAll
 	m.leasesMu.Unlock()
-	if have {
-		if n := m.cfg.Registry.RemoveExpired(ctx, all); n > 0 {
-			m.cfg.Log.Info("removed expired leases", "count", n)
-		}
-	}
 	for _, a := range nets {
 		m.reconcile(ctx, a, all, have)
+	}
+}
+
+// removeExpired deletes the known leases past their expiry from the store
+// (hosts that died without releasing), so that their subnets can be leased
+// again.
+func (m *Manager) removeExpired(ctx context.Context) {
+	m.leasesMu.Lock()
+	all, have := m.leases, m.haveAll
+	m.leasesMu.Unlock()
+	if !have {
+		return
+	}
+	if n := m.cfg.Registry.RemoveExpired(ctx, all); n > 0 {
+		m.cfg.Log.Info("removed expired leases", "count", n)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
@@ -30,11 +31,22 @@ func newManager(t *testing.T, h *tbHost, backends map[string]overlay.Backend, re
 // newManagerReg is newManager also returning the registry on its store.
 func newManagerReg(t *testing.T, h *tbHost, backends map[string]overlay.Backend, resync time.Duration) (*overlay.Manager, *lease.Registry) {
 	t.Helper()
+	return newManagerOn(t, h, newStore(t), backends, resync)
+}
+
+func newStore(t *testing.T) kv.Store {
+	t.Helper()
 	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// newManagerOn is newManagerReg on the given store.
+func newManagerOn(t *testing.T, h *tbHost, store kv.Store, backends map[string]overlay.Backend, resync time.Duration) (*overlay.Manager, *lease.Registry) {
+	t.Helper()
 	if backends == nil {
 		backends = h.b
 	}
@@ -518,4 +530,56 @@ func TestSweepSparesNetworkBeingAttached(t *testing.T) {
 		t.Fatalf("the sweep took the device of a network being attached for a stray:\n%s", h.logs)
 	}
 	h.ns.Link(t, overlay.VTEPName(vni))
+}
+
+// hangingDeletes is a store whose deletes, once armed, hang until their
+// context ends: Consul behind a dead connection (this host's address
+// changed) or a partition.
+type hangingDeletes struct {
+	kv.Store
+	armed atomic.Bool
+}
+
+func (s *hangingDeletes) DeleteCAS(ctx context.Context, key string, index uint64) error {
+	if s.armed.Load() {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Store.DeleteCAS(ctx, key, index)
+}
+
+// An expired lease's entries go when it expires even while the store
+// hangs: removing the lease from the store is housekeeping that must not
+// hold up the kernel (it ran before the networks' reconcile and held it
+// for the store's request timeout, here for ever).
+func TestExpiredLeaseDroppedWhileStoreHangs(t *testing.T) {
+	t.Parallel()
+	tb := newTestbed(t, "192.168.77.11", "192.168.77.12", "192.168.77.13")
+	a, b, c := tb.hosts[0], tb.hosts[1], tb.hosts[2]
+	store := &hangingDeletes{Store: newStore(t)}
+	m, reg := newManagerOn(t, a, store, nil, time.Hour)
+	n := a.network("vxlan", false)
+	putLeases(t, reg, n, 0, a, b)
+	dead := putLeases(t, reg, n, 3*time.Second, c)[0]
+	store.armed.Store(true)
+	ctx := context.Background()
+	if err := m.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Detach(ctx, n) })
+	run(t, m)
+	has := func(p *tbHost) func() bool {
+		return func() bool { _, ok := feltRoutes(t, a)[p.subnet]; return ok }
+	}
+	waitFor(t, "route to the live peer", has(b))
+	if time.Now().After(dead.Expiry) {
+		t.Skip("the lease expired before its route was seen (slow machine)")
+	}
+	waitFor(t, "route to the expired peer removed", func() bool { return !has(c)() })
+	// And the kernel is still repaired at once after that.
+	r := feltRoutes(t, a)[b.subnet]
+	if err := a.ns.NL.RouteDel(&r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "route to the live peer repaired", has(b))
 }
