@@ -66,6 +66,9 @@ type attached struct {
 	mu   sync.Mutex
 	n    Network
 	gone bool
+	// device is deviceName(n), kept under the Manager's mutex (n is under
+	// mu) for deviceUser.
+	device string
 }
 
 // NewManager returns a Manager; call Run to start reconciling.
@@ -115,6 +118,7 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 		a = &attached{n: n} // complete before a reconcile can see it
 		m.networks[n.ID] = a
 	}
+	a.device = deviceName(n)
 	m.mu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -156,7 +160,7 @@ func (m *Manager) deviceUser(n Network) string {
 		return ""
 	}
 	for id, a := range m.networks {
-		if id != n.ID && deviceName(a.n) == name {
+		if id != n.ID && a.device == name {
 			return id
 		}
 	}

@@ -479,10 +479,20 @@ func TestAttachRefusesDeviceOfAnother(t *testing.T) {
 	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
 		t.Fatalf("after a reconcile the VTEP is marked %q, want the first network's", got)
 	}
-	// Attaching the first again (a restart's recovery) is no conflict.
-	if err := m.Attach(ctx, first); err != nil {
-		t.Fatalf("attaching %s again: %v", first.ID, err)
-	}
+	// Attaching the first again (a restart's recovery) is no conflict,
+	// also while the second tries again.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := m.Attach(ctx, first); err != nil {
+			t.Errorf("attaching %s again: %v", first.ID, err)
+		}
+	})
+	wg.Go(func() {
+		if err := m.Attach(ctx, second); err == nil {
+			t.Errorf("second network attached on its second try")
+		}
+	})
+	wg.Wait()
 }
 
 // slowSetup is a backend whose Setup, once it made the device, waits for
