@@ -59,8 +59,18 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) error {
 
 	app, err := Build(ctx, s, log)
 	if err != nil {
-		_ = httpSrv.Close()
-		return err
+		// Keep the socket: Docker then shows this error to the user at
+		// their next felt call, instead of failing to dial a plugin that
+		// exited (its log is only in the daemon's).
+		log.Error("start-up failed; answering every call with the error", "err", err)
+		srv.SetFailed(err)
+		select {
+		case <-ctx.Done():
+			_ = httpSrv.Close()
+			return nil
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	defer app.Close()
 	srv.SetReady(Drivers{Network: app.Driver, IPAM: app.IPAM})
@@ -120,7 +130,7 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		c, err := consulkv.New(cfg)
 		if err != nil {
 			local.Close()
-			return nil, fmt.Errorf("consul %s: %w", s.ConsulAddr, err)
+			return nil, err // names the address and the setting at fault
 		}
 		shared = c
 	}

@@ -53,6 +53,7 @@ type Server struct {
 	log     *slog.Logger
 	ready   chan struct{}
 	drivers Drivers
+	failed  error // start-up's error, set instead of drivers
 	wait    time.Duration
 	panics  atomic.Int64
 }
@@ -70,6 +71,15 @@ func (s *Server) Panics() int64 { return s.panics.Load() }
 // SetReady installs the drivers and releases waiting calls.
 func (s *Server) SetReady(d Drivers) {
 	s.drivers = d
+	close(s.ready)
+}
+
+// SetFailed records why start-up failed and releases waiting calls: every
+// call but Activate and GetCapabilities is then answered with that error.
+// felt keeps serving rather than exiting, so that the user sees the reason
+// in `docker network create` instead of a plugin Docker cannot dial.
+func (s *Server) SetFailed(err error) {
+	s.failed = err
 	close(s.ready)
 }
 
@@ -138,6 +148,10 @@ func handle[Req any](s *Server, path string, fn func(ctx context.Context, req *R
 			s.fail(w, path, http.StatusServiceUnavailable, errors.New("felt is still starting (opening its state store); try again"))
 			return
 		case <-r.Context().Done():
+			return
+		}
+		if s.failed != nil {
+			s.fail(w, path, http.StatusServiceUnavailable, fmt.Errorf("felt could not start: %w", s.failed))
 			return
 		}
 		resp, err := fn(r.Context(), req)

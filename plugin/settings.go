@@ -39,7 +39,9 @@ const (
 )
 
 // SettingNames lists every variable felt reads (for docs and errors).
-var SettingNames = []string{"CONSUL_HTTP_ADDR", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
+// The CONSUL_* ones besides CONSUL_HTTP_ADDR are read by Consul's client.
+var SettingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
+	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
