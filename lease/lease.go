@@ -102,7 +102,23 @@ type AcquireRequest struct {
 // subnet beside it, so peers replace its VTEP MAC rather than keep both.
 // If that lease does not fit the request (outside Within, or another subnet
 // length) or this host already holds a lease, it is removed instead.
+//
+// The network record is rewritten after the lease (see deleteNetwork), or
+// made again from req.Network if a host releasing the pool's last lease
+// removed it meanwhile.
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
+	l, err := r.acquire(ctx, req)
+	if err != nil {
+		return l, err
+	}
+	if err := r.keepNetwork(ctx, req.Network); err != nil {
+		return Lease{}, err
+	}
+	return l, nil
+}
+
+// acquire is Acquire up to the lease written.
+func (r *Registry) acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	n := req.Network
 	if !n.Pool.Addr().Is4() || n.SubnetLen < n.Pool.Bits() || n.SubnetLen > 32 {
 		return Lease{}, fmt.Errorf("pool %s: subnet length /%d does not fit the pool", n.Pool, n.SubnetLen)
@@ -303,14 +319,8 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 // of a request that failed before it got a lease, so that a refused request
 // leaves nothing behind.
 func (r *Registry) ForgetNetwork(ctx context.Context, pool netip.Prefix) error {
-	rest, err := r.Leases(ctx, pool)
-	if err != nil {
-		return err
-	}
-	if len(rest) == 0 {
-		if err := r.deleteNetwork(ctx, pool); err != nil {
-			return fmt.Errorf("network %s: %w", pool, err)
-		}
+	if err := r.deleteNetwork(ctx, pool); err != nil {
+		return fmt.Errorf("network %s: %w", pool, err)
 	}
 	return nil
 }

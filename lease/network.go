@@ -280,11 +280,21 @@ func (r *Registry) checkOverlap(ctx context.Context, pool netip.Prefix) error {
 func (r *Registry) claimVNI(ctx context.Context, next *Network) error {
 	owner := []byte(ipnet.Key(next.Pool))
 	try := func(vni int) error {
-		err := r.store.CAS(ctx, r.vniKey(vni), owner, 0)
-		if errors.Is(err, kv.ErrConflict) {
+		var err error
+		for range 3 {
+			err = r.store.CAS(ctx, r.vniKey(vni), owner, 0)
+			if !errors.Is(err, kv.ErrConflict) {
+				return err
+			}
 			p, gerr := r.store.Get(ctx, r.vniKey(vni))
-			if gerr == nil && string(p.Value) == string(owner) {
-				return nil // ours already (an earlier attempt)
+			if gerr != nil || string(p.Value) != string(owner) {
+				return err
+			}
+			// Ours already (an earlier attempt, or the record's before a
+			// deleteNetwork): rewritten, so that a deleteNetwork that read
+			// the claim before leaves it.
+			if err = r.store.CAS(ctx, p.Key, owner, p.ModifyIndex); !errors.Is(err, kv.ErrConflict) {
+				return err
 			}
 		}
 		return err
@@ -336,8 +346,17 @@ func keyToPool(k string) string {
 	return k
 }
 
-// deleteNetwork removes the record of pool and its VNI claim; called when the
-// last lease of the pool is released, so the next creation starts afresh.
+// deleteNetwork removes the record of pool and its VNI claim if no lease of
+// pool is left, so the next creation starts afresh.
+//
+// Another host may be taking a lease meanwhile, on the strength of the
+// record as it is (no write to it). Every lease write is followed by a
+// rewrite of the record (keepNetwork), so the record is read first, the
+// leases listed after, and the record deleted only if it is unchanged: a
+// lease written before the listing is seen in it, and one written after
+// rewrites the record before or after the delete (the delete fails, or
+// the writer finds no record and makes it again). The VNI claim goes only
+// if unchanged too: a host making the record again rewrites its claim.
 func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 	n, err := r.GetNetwork(ctx, pool)
 	if errors.Is(err, kv.ErrNotFound) {
@@ -346,14 +365,69 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 	if err != nil {
 		return err
 	}
+	rest, err := r.Leases(ctx, pool)
+	if err != nil || len(rest) > 0 {
+		return err
+	}
+	var claim kv.Pair
+	if n.VNI != 0 {
+		if claim, err = r.store.Get(ctx, r.vniKey(n.VNI)); err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+	}
 	if err := r.store.DeleteCAS(ctx, r.networkKey(pool), n.index); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
 			return nil // someone is using it again
 		}
 		return err
 	}
-	if n.VNI != 0 {
-		return r.store.Delete(ctx, r.vniKey(n.VNI))
+	if claim.Key != "" && string(claim.Value) == ipnet.Key(pool) {
+		if err := r.store.DeleteCAS(ctx, claim.Key, claim.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
+			return err
+		}
+	}
+	return nil
+}
+
+// keepNetwork follows every lease write: it rewrites the record of n.Pool
+// unchanged, so that a deleteNetwork that read it before fails (see
+// there), or makes it again from n when it is gone. Without it a host could
+// hold a lease of a pool without a record, and the next host to create the
+// network would get another VNI.
+func (r *Registry) keepNetwork(ctx context.Context, n Network) error {
+	key := r.networkKey(n.Pool)
+	p, err := r.store.Get(ctx, key)
+	if err == nil {
+		err = r.store.CAS(ctx, key, p.Value, p.ModifyIndex)
+		if !errors.Is(err, kv.ErrConflict) {
+			if err != nil {
+				return fmt.Errorf("network %s: %w", n.Pool, err)
+			}
+			return nil
+		}
+		// Written meanwhile, after the lease: that serves as well, unless
+		// the write removed the record, or it was made anew otherwise.
+		p, err = r.store.Get(ctx, key)
+		if err == nil {
+			cur, err := decodeNetwork(p)
+			if err != nil {
+				return err
+			}
+			if n.VNI != 0 && cur.VNI != n.VNI {
+				return fmt.Errorf("network %s: its record was made again with vni=%d meanwhile (this host had %d): try again", n.Pool, cur.VNI, n.VNI)
+			}
+			return nil
+		}
+	}
+	if !errors.Is(err, kv.ErrNotFound) {
+		return fmt.Errorf("network %s: %w", n.Pool, err)
+	}
+	spec := Spec{Pool: n.Pool, SubnetLen: n.SubnetLen, Backend: n.Backend, VNI: n.VNI, MTU: n.MTU, Port: n.Port}
+	if n.Backend != "" {
+		spec.DirectRouting = &n.DirectRouting
+	}
+	if _, err := r.EnsureNetwork(ctx, spec, n.Backend != ""); err != nil {
+		return fmt.Errorf("network %s: its record was removed meanwhile and cannot be made again: %w", n.Pool, err)
 	}
 	return nil
 }
