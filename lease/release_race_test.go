@@ -28,81 +28,24 @@ func (s *pausing) DeleteCAS(ctx context.Context, key string, index uint64) error
 	return s.Store.DeleteCAS(ctx, key, index)
 }
 
-// While host A releases the last lease of a pool, host B takes a lease of
-// it using the existing record (no write to the record: nothing changed).
-// A then deletes the record and its VNI claim, though B holds a lease:
-// the pool is in use without a record, its VNI is free for another pool,
-// and a host creating the network next gets whatever VNI is lowest.
-func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
-	ctx := context.Background()
-	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ps := &pausing{Store: store, prefix: "felt/networks/"}
-	regA := lease.NewRegistry(ps, "felt/", nil)
-	regB := lease.NewRegistry(store, "felt/", nil)
-	pool := netip.MustParsePrefix("10.42.0.0/16")
-	spec := lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}
-	recA, err := regA.EnsureNetwork(ctx, spec, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	la, err := regA.Acquire(ctx, lease.AcquireRequest{Network: recA, Owner: lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lb lease.Lease
-	ps.hook = func() { // B, between A's "no lease left" and its delete
-		recB, err := regB.EnsureNetwork(ctx, spec, true)
-		if err != nil {
-			t.Errorf("B: %v", err)
-			return
-		}
-		lb, err = regB.Acquire(ctx, lease.AcquireRequest{Network: recB, Owner: lease.Owner{HostID: "host-b", PublicIP: netip.MustParseAddr("192.0.2.2")}})
-		if err != nil {
-			t.Errorf("B: %v", err)
-		}
-	}
-	if err := regA.Release(ctx, pool, la.Subnet, "host-a"); err != nil {
-		t.Fatal(err)
-	}
-	if !lb.Subnet.IsValid() {
-		t.Fatal("the race was not staged: B got no lease")
-	}
-	rec, err := regB.GetNetwork(ctx, pool)
-	if err != nil {
-		t.Fatalf("host-b holds lease %s of %s, but the network record is gone: %v", lb.Subnet, pool, err)
-	}
-	if rec.VNI != recA.VNI {
-		t.Fatalf("record's VNI %d, host-b uses %d", rec.VNI, recA.VNI)
-	}
-	// Another pool must not get the VNI the first one still uses.
-	other, err := regB.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if other.VNI == recA.VNI {
-		t.Fatalf("pool 10.43.0.0/16 got VNI %d, still used by %s", other.VNI, pool)
-	}
-}
+var racePool = netip.MustParsePrefix("10.42.0.0/16")
 
-// The other order: A has removed the record and is about to remove the VNI
-// claim when B, holding the record as it was, takes a lease. B makes the
-// record again with its VNI, and the claim stays with it.
-func TestAcquireAfterRecordRemovedKeepsTheClaim(t *testing.T) {
+// releaseRacingAcquire stages host A releasing the last lease of racePool
+// while host B takes one: B acts through acquire just before A's first
+// conditional delete of a key under pausePrefix. It returns A's network
+// record (B's VNI) once A's Release returned, failing t if B got no lease.
+func releaseRacingAcquire(t *testing.T, pausePrefix string, acquire func(b *lease.Registry, rec lease.Network) (lease.Lease, error)) (*lease.Registry, lease.Network) {
+	t.Helper()
 	ctx := context.Background()
 	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	ps := &pausing{Store: store, prefix: "felt/vnis/"}
+	ps := &pausing{Store: store, prefix: pausePrefix}
 	regA := lease.NewRegistry(ps, "felt/", nil)
 	regB := lease.NewRegistry(store, "felt/", nil)
-	pool := netip.MustParsePrefix("10.42.0.0/16")
-	rec, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+	rec, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,27 +54,62 @@ func TestAcquireAfterRecordRemovedKeepsTheClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lb lease.Lease
-	ps.hook = func() { // B, with the record it read before A removed it
-		lb, err = regB.Acquire(ctx, lease.AcquireRequest{Network: rec, Owner: lease.Owner{HostID: "host-b", PublicIP: netip.MustParseAddr("192.0.2.2")}})
-		if err != nil {
+	ps.hook = func() {
+		if lb, err = acquire(regB, rec); err != nil {
 			t.Errorf("B: %v", err)
 		}
 	}
-	if err := regA.Release(ctx, pool, la.Subnet, "host-a"); err != nil {
+	if err := regA.Release(ctx, racePool, la.Subnet, "host-a"); err != nil {
 		t.Fatal(err)
 	}
 	if !lb.Subnet.IsValid() {
 		t.Fatal("the race was not staged: B got no lease")
 	}
-	now, err := regB.GetNetwork(ctx, pool)
-	if err != nil || now.VNI != rec.VNI {
-		t.Fatalf("host-b holds lease %s of %s with VNI %d; record %+v, %v", lb.Subnet, pool, rec.VNI, now, err)
+	return regB, rec
+}
+
+func acquireB(reg *lease.Registry, n lease.Network) (lease.Lease, error) {
+	return reg.Acquire(context.Background(), lease.AcquireRequest{Network: n, Owner: lease.Owner{HostID: "host-b", PublicIP: netip.MustParseAddr("192.0.2.2")}})
+}
+
+// checkRecordKept: racePool's record is there with vni, and another pool
+// created now gets another VNI.
+func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
+	t.Helper()
+	ctx := context.Background()
+	now, err := reg.GetNetwork(ctx, racePool)
+	if err != nil || now.VNI != vni {
+		t.Fatalf("host-b holds a lease of %s with VNI %d; the record is %+v, %v", racePool, vni, now, err)
 	}
-	other, err := regB.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN}, true)
+	other, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if other.VNI == rec.VNI {
-		t.Fatalf("pool 10.43.0.0/16 got VNI %d, still used by %s", other.VNI, pool)
+	if other.VNI == vni {
+		t.Fatalf("pool 10.43.0.0/16 got VNI %d, still used by %s", other.VNI, racePool)
 	}
+}
+
+// While host A releases the last lease of a pool, host B takes a lease of
+// it using the existing record (which it does not write: nothing changed).
+// A deleted the record and its VNI claim though B held a lease: the pool
+// was in use without a record, its VNI free for another pool, and the next
+// host creating the network got whatever VNI was lowest.
+func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
+	reg, rec := releaseRacingAcquire(t, "felt/networks/", func(b *lease.Registry, _ lease.Network) (lease.Lease, error) {
+		n, err := b.EnsureNetwork(context.Background(), lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN}, true)
+		if err != nil {
+			return lease.Lease{}, err
+		}
+		return acquireB(b, n)
+	})
+	checkRecordKept(t, reg, rec.VNI)
+}
+
+// The other order: A has removed the record and is about to remove the VNI
+// claim when B, holding the record as it read it before, takes a lease. B
+// makes the record again with its VNI, and the claim stays with it.
+func TestAcquireAfterRecordRemovedKeepsTheClaim(t *testing.T) {
+	reg, rec := releaseRacingAcquire(t, "felt/vnis/", acquireB)
+	checkRecordKept(t, reg, rec.VNI)
 }
