@@ -1,0 +1,86 @@
+package firewall_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/internal/testnet"
+)
+
+// recordingIptables returns the path of an iptables command that runs the
+// real one (and its -restore), and after every command that may change a
+// table records in a log whether mangle FORWARD jumps to the isolation
+// chain at that moment; log returns the records, one per command.
+func recordingIptables(t *testing.T, real string) (path string, log func() []string) {
+	t.Helper()
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "log")
+	check := fmt.Sprintf(`if %q -w -t mangle -C FORWARD -j %s 2>/dev/null; then s=jump; else s=none; fi
+echo "$s $*" >>%q
+exit $rc
+`, real, firewall.IsolationChain, logFile)
+	scripts := map[string]string{
+		"iptables": fmt.Sprintf(`#!/bin/sh
+%q "$@"; rc=$?
+case " $* " in *" -S "*|*" -C "*|*" --version "*) exit $rc;; esac
+`, real) + check,
+		"iptables-restore": fmt.Sprintf(`#!/bin/sh
+%q "$@"; rc=$?
+`, real+"-restore") + check,
+	}
+	for name, script := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "iptables"), func() []string {
+		b, err := os.ReadFile(logFile)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+}
+
+// Putting the isolation jump back on top, when something was put above it
+// (or a copy of it was added below), leaves no moment without it: during
+// such a moment, with the filter chain's jump below Docker's ACCEPTs (see
+// engines_test.go), nothing would drop traffic between networks.
+func TestJumpMovedWithoutGap(t *testing.T) {
+	for _, real := range flavours(t) {
+		t.Run(shortName(real), func(t *testing.T) {
+			ns := testnet.New(t, "fw")
+			path, log := recordingIptables(t, real)
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet)
+			ipt := func(args ...string) {
+				t.Helper()
+				if out, err := ns.Run(real, append([]string{"-w", "-t", "mangle"}, args...)...); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}
+			ipt("-I", "FORWARD", "-i", "lo", "-j", "ACCEPT")
+			ipt("-A", "FORWARD", "-j", firewall.IsolationChain)
+			mustSync(t, fw, redNet)
+			want := []string{"-A FORWARD -j " + firewall.IsolationChain, "-A FORWARD -i lo -j ACCEPT"}
+			if got := rulesOf(t, ns, real, "mangle", "FORWARD"); !slices.Equal(got, want) {
+				t.Errorf("mangle FORWARD:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			records := log()
+			first := slices.IndexFunc(records, func(r string) bool { return strings.HasPrefix(r, "jump ") })
+			if first < 0 {
+				t.Fatalf("the jump was never seen:\n%s", strings.Join(records, "\n"))
+			}
+			for _, r := range records[first:] {
+				if strings.HasPrefix(r, "none ") {
+					t.Errorf("no jump to %s after: %s", firewall.IsolationChain, strings.TrimPrefix(r, "none "))
+				}
+			}
+		})
+	}
+}
