@@ -106,19 +106,30 @@ type AcquireRequest struct {
 // The network record is rewritten after the lease (see deleteNetwork), or
 // made again from req.Network if a host releasing the pool's last lease
 // removed it meanwhile.
+//
+// A lease this call created is removed again if Acquire then fails: the
+// caller holds nothing, so nothing would release it. A lease held before
+// (renewed or taken over) stays.
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
-	l, err := r.acquire(ctx, req)
-	if err != nil {
-		return l, err
+	var created kv.Pair
+	l, err := r.acquire(ctx, req, &created)
+	if err == nil {
+		err = r.keepNetwork(ctx, req.Network)
 	}
-	if err := r.keepNetwork(ctx, req.Network); err != nil {
+	if err != nil {
+		if created.Key != "" {
+			if derr := r.store.DeleteCAS(ctx, created.Key, created.ModifyIndex); derr != nil && !errors.Is(derr, kv.ErrConflict) {
+				err = errors.Join(err, fmt.Errorf("lease %s: remove after the failure: %w", l.Subnet, derr))
+			}
+		}
 		return Lease{}, err
 	}
 	return l, nil
 }
 
-// acquire is Acquire up to the lease written.
-func (r *Registry) acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
+// acquire is Acquire up to the lease written; a lease it creates (rather
+// than renews or takes over) is recorded in created.
+func (r *Registry) acquire(ctx context.Context, req AcquireRequest, created *kv.Pair) (Lease, error) {
 	n := req.Network
 	if !n.Pool.Addr().Is4() || n.SubnetLen < n.Pool.Bits() || n.SubnetLen > 32 {
 		return Lease{}, fmt.Errorf("pool %s: subnet length /%d does not fit the pool", n.Pool, n.SubnetLen)
@@ -198,7 +209,11 @@ func (r *Registry) acquire(ctx context.Context, req AcquireRequest) (Lease, erro
 		if err != nil {
 			return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
 		}
-		return r.get(ctx, n.Pool, subnet)
+		got, err := r.get(ctx, n.Pool, subnet)
+		if err == nil {
+			*created = kv.Pair{Key: r.leaseKey(n.Pool, subnet), ModifyIndex: got.index}
+		}
+		return got, err
 	}
 	return Lease{}, fmt.Errorf("pool %s: could not claim a subnet after 10 attempts (too many hosts racing), try again", n.Pool)
 }

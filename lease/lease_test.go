@@ -330,3 +330,26 @@ func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
 		t.Fatalf("left behind: %v", pairs)
 	}
 }
+
+// A lease this Acquire wrote is taken back when Acquire fails after it (the
+// network record's rewrite fails): the caller sees an error and holds
+// nothing, so nothing would ever release the lease (with TTL 0, never).
+func TestFailedAcquireLeavesNoLease(t *testing.T) {
+	ctx := context.Background()
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	n, err := lease.NewRegistry(s, "felt/", nil).EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
+	if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")}); err == nil {
+		t.Fatal("Acquire succeeded though the network record could not be written")
+	}
+	if ls, err := r.Leases(ctx, pool); err != nil || len(ls) != 0 {
+		t.Fatalf("leases left behind by a failed Acquire: %+v %v", ls, err)
+	}
+}
