@@ -126,7 +126,14 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 			}
 		}
 		if len(of) != 1 {
-			return fmt.Sprintf("%d leases of %s in Consul, want 1: %s", len(of), w.IP, describeLeases(of))
+			msg := fmt.Sprintf("%d leases of %s in Consul, want 1: %s", len(of), w.IP, describeLeases(of))
+			// What the peers make of it, against the new network's lease.
+			if i := slices.IndexFunc(of, func(l lease.Lease) bool { return l.Subnet == n.Subnet }); i >= 0 {
+				if p := peersProblem(peers, rec, wIP, of[i], old.VtepMAC); p != "" {
+					msg += "; and on the peers: " + p
+				}
+			}
+			return msg
 		}
 		if cur = of[0]; cur.HostID == old.HostID {
 			return fmt.Sprintf("the lease of %s still names the first incarnation %s", w.IP, old.HostID)
