@@ -437,7 +437,7 @@ func (d *Driver) Renew(ctx context.Context) error {
 	}
 	var first error
 	for _, p := range pools {
-		if err := d.renewPool(ctx, p); err != nil {
+		if err := d.renewHeld(ctx, p.ID); err != nil {
 			d.cfg.Log.Warn("lease renewal failed", "subnet", p.Subnet, "err", err)
 			if first == nil {
 				first = err
@@ -445,6 +445,21 @@ func (d *Driver) Renew(ctx context.Context) error {
 		}
 	}
 	return first
+}
+
+// renewHeld renews the pool request id if this host still holds it. The
+// lock keeps a ReleasePool out until the renewal is done: a renewal that
+// read the pool before its last ReleasePool would lease the subnet again
+// (and remake the network record) for a pool nothing here holds any more.
+func (d *Driver) renewHeld(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var p Pool
+	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
+	if err != nil || !found {
+		return err
+	}
+	return d.renewPool(ctx, p)
 }
 
 func (d *Driver) renewPool(ctx context.Context, p Pool) error {

@@ -1,0 +1,75 @@
+package ipam_test
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	api "github.com/docker/go-plugins-helpers/ipam"
+
+	"github.com/felt-net/felt/ipam"
+	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/state"
+)
+
+// A renewal that started before the pool's last ReleasePool (docker network
+// rm during the periodic renewal) must not lease the released subnet again:
+// nothing on this host would renew or release that lease, and its network
+// record would keep every overlapping pool refused, cluster-wide.
+func TestRenewRacingReleasePoolLeavesNoLease(t *testing.T) {
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	reg := lease.NewRegistry(s, "felt/", nil)
+	var (
+		mu    sync.Mutex
+		hook  func()
+		d     *ipam.Driver
+		owner = lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}
+	)
+	d = ipam.New(ipam.Config{State: state.New(s), Registry: reg, TTL: time.Hour,
+		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
+			mu.Lock()
+			h := hook
+			hook = nil
+			mu.Unlock()
+			if h != nil {
+				h()
+			}
+			return owner, nil
+		}})
+	resp, err := d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	mu.Lock()
+	hook = func() { // the renewal is under way: docker network rm now
+		go func() { released <- d.ReleasePool(ctx, &api.ReleasePoolRequest{PoolID: resp.PoolID}) }()
+		select { // let it finish unless the renewal keeps it waiting
+		case err := <-released:
+			released <- err
+		case <-time.After(2 * time.Second):
+		}
+	}
+	mu.Unlock()
+	if err := d.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	if ls, _ := reg.Leases(ctx, pool); len(ls) != 0 {
+		t.Fatalf("after the pool's last release, leases remain: %+v", ls)
+	}
+	if n, err := reg.GetNetwork(ctx, pool); err == nil {
+		t.Fatalf("after the pool's last release, its network record remains: %+v", n)
+	}
+}
