@@ -64,10 +64,10 @@ func checkPoolRange(pool netip.Prefix) error {
 type HostNetwork struct {
 	Iface  string
 	Prefix netip.Prefix
-	// Felt is set for links felt made (bridges, veths, overlay devices):
-	// those inside the requested pool are felt's own for that pool (left
-	// from before a restart, or a network being re-created), not a
-	// conflict.
+	// Felt is set for links this felt instance made (bridges, overlay
+	// devices): those inside the requested pool are its own for that pool
+	// (left from before a restart, or a network being re-created), not a
+	// conflict. Another instance's links are not flagged.
 	Felt bool
 }
 

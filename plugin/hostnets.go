@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -11,11 +12,23 @@ import (
 	"github.com/felt-net/felt/ipam"
 )
 
+// legacyFeltName matches the names felt gave its links before it marked them
+// with aliases: bridges felt-<10 characters of the network ID>, VTEPs
+// felt.<VNI>, TUNs feltu.<pool address in hex>. Exact shapes, so a bridge
+// someone named felt-something (docker network create -o
+// com.docker.network.bridge.name=felt-lab) is not taken for felt's.
+var legacyFeltName = regexp.MustCompile(`^(felt-[0-9a-f]{10}|felt\.[0-9]{1,8}|feltu\.[0-9a-f]{8})$`)
+
 // hostNetworks lists the networks of this host's IPv4 addresses, for the
-// IPAM to refuse pools that overlap them. Links felt made are flagged: by
-// their alias (felt:<instance>:…), or by name for those made before
-// aliases (felt-… bridges, felt.<VNI> VTEPs, feltu.… TUNs).
-func hostNetworks(nl *netlink.Handle) func(context.Context) ([]ipam.HostNetwork, error) {
+// IPAM to refuse pools that overlap them. Links of this felt instance are
+// flagged (the IPAM lets a pool hold them: they are its own, left from
+// before a restart): by their alias (felt:<instance>:…), or, without an
+// alias, by a name of the shape felt gave links before aliases. Another
+// instance's links (a second felt on the host, or an earlier felt whose
+// state directory was wiped) are not this felt's: a pool over them would
+// put two bridges on the same addresses.
+func hostNetworks(nl *netlink.Handle, instance string) func(context.Context) ([]ipam.HostNetwork, error) {
+	ours := "felt:" + instance + ":"
 	return func(context.Context) ([]ipam.HostNetwork, error) {
 		addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 		if err != nil {
@@ -41,8 +54,7 @@ func hostNetworks(nl *netlink.Handle) func(context.Context) ([]ipam.HostNetwork,
 			if l != nil {
 				at := l.Attrs()
 				n.Iface = at.Name
-				n.Felt = strings.HasPrefix(at.Alias, "felt:") || strings.HasPrefix(at.Name, "felt-") ||
-					strings.HasPrefix(at.Name, "felt.") || strings.HasPrefix(at.Name, "feltu.")
+				n.Felt = strings.HasPrefix(at.Alias, ours) || (at.Alias == "" && legacyFeltName.MatchString(at.Name))
 			}
 			out = append(out, n)
 		}

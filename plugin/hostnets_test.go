@@ -29,7 +29,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nets, err := hostNetworks(ns.NL)(context.Background())
+	nets, err := hostNetworks(ns.NL, "0123abcd")(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	d := ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL),
+	d := ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr("10.99.1.7")}, nil
 		}})
@@ -59,5 +59,45 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 	}
 	if _, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: "10.42.0.0/16"}); err != nil {
 		t.Fatalf("pool holding felt's own bridge: %v", err)
+	}
+}
+
+// Only this felt's links are let inside a pool: a bridge merely named
+// felt-something (Docker's -o com.docker.network.bridge.name=felt-lab) and
+// another felt instance's bridge are the host's networks like any other; a
+// bridge named as felt named them before aliases, without an alias, is
+// felt's.
+func TestPoolOverFeltLookalikeRefused(t *testing.T) {
+	ns := testnet.New(t, "hostnets2")
+	for _, l := range []struct{ name, addr, alias string }{
+		{"felt-lab", "10.43.1.1/24", ""},
+		{"fbr2", "10.44.1.1/24", "felt:99999999:net:y"},
+		{"felt-0123456789", "10.45.1.1/24", ""},
+	} {
+		ns.Bridge(t, l.name)
+		ns.AddAddr(t, l.name, l.addr)
+		if l.alias != "" {
+			if err := ns.NL.LinkSetAlias(ns.Link(t, l.name), l.alias); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
+		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
+			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr("192.0.2.7")}, nil
+		}})
+	for pool, iface := range map[string]string{"10.43.0.0/16": "felt-lab", "10.44.0.0/16": "fbr2"} {
+		_, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: pool})
+		if err == nil || !strings.Contains(err.Error(), "this host's interface "+iface) {
+			t.Errorf("pool %s over %s: %v", pool, iface, err)
+		}
+	}
+	if _, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: "10.45.0.0/16"}); err != nil {
+		t.Errorf("pool holding felt's own unaliased bridge: %v", err)
 	}
 }
