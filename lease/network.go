@@ -316,10 +316,24 @@ func (r *Registry) claimVNI(ctx context.Context, next *Network) error {
 	if err != nil {
 		return fmt.Errorf("vnis: %w", err)
 	}
+	// A claim already naming this pool is taken first (try rewrites it):
+	// an earlier attempt's whose record write failed (the record was
+	// removed meanwhile), or one left by a crash. Passed over, it would
+	// stay claimed for good, by a pool that does not use it.
 	used := map[int]bool{}
+	var ours []int
 	for _, p := range pairs {
 		n, _ := strconv.Atoi(strings.TrimPrefix(p.Key, r.prefix+"vnis/"))
 		used[n] = true
+		if string(p.Value) == string(owner) && n >= firstVNI && n <= maxVNI {
+			ours = append(ours, n)
+		}
+	}
+	for _, vni := range ours {
+		if try(vni) == nil {
+			*next = withVNI(*next, vni)
+			return nil
+		}
 	}
 	for vni := firstVNI; vni <= maxVNI; vni++ {
 		if used[vni] {

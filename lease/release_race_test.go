@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -112,4 +113,59 @@ func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
 func TestAcquireAfterRecordRemovedKeepsTheClaim(t *testing.T) {
 	reg, rec := releaseRacingAcquire(t, "felt/vnis/", acquireB)
 	checkRecordKept(t, reg, rec.VNI)
+}
+
+// hookedCAS runs hook once, just before the first CAS of a key with the
+// given prefix at a non-zero index (an update, not a create).
+type hookedCAS struct {
+	kv.Store
+	prefix string
+	hook   func()
+}
+
+func (s *hookedCAS) CAS(ctx context.Context, key string, v []byte, index uint64) error {
+	if h := s.hook; h != nil && index != 0 && strings.HasPrefix(key, s.prefix) {
+		s.hook = nil
+		h()
+	}
+	return s.Store.CAS(ctx, key, v, index)
+}
+
+// Host B completes a pool's record (claims a VNI) while host A removes that
+// record (its RequestPool failed; no lease). B's write then fails and B
+// makes the record afresh: with the VNI it had claimed, not the next one,
+// which left the first claim behind for good, a VNI lost to every network.
+func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
+	ctx := context.Background()
+	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	hs := &hookedCAS{Store: store, prefix: "felt/networks/"}
+	regA := lease.NewRegistry(store, "felt/", nil)
+	regB := lease.NewRegistry(hs, "felt/", nil)
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	if _, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+		t.Fatal(err)
+	}
+	hs.hook = func() {
+		if err := regA.ForgetNetwork(ctx, pool); err != nil {
+			t.Errorf("A: %v", err)
+		}
+	}
+	n, err := regB.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.hook != nil {
+		t.Fatal("the race was not staged")
+	}
+	claims, _, err := store.List(ctx, "felt/vnis/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claims) != 1 || claims[0].Key != "felt/vnis/"+strconv.Itoa(n.VNI) {
+		t.Fatalf("record with VNI %d; claims %v: want that one only", n.VNI, claims)
+	}
 }
