@@ -38,6 +38,10 @@ type Config struct {
 	Registry *lease.Registry
 	// Owner describes this host in the leases it takes for pool.
 	Owner func(ctx context.Context, pool netip.Prefix) (lease.Owner, error)
+	// HostID is this host's ID, the one Owner puts in leases: releasing a
+	// lease needs only it, so a release works when Owner cannot tell the
+	// public IP. Empty: taken from Owner.
+	HostID string
 	// TTL of the leases this host takes; 0 means permanent.
 	TTL time.Duration
 	// HasNetwork reports whether a felt network on this host uses pool: the
@@ -285,16 +289,25 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 		return err
 	}
 	d.cfg.Log.Info("pool released", "pool", p.Pool, "subnet", p.Subnet)
-	owner, err := d.cfg.Owner(ctx, p.Pool)
-	if err != nil {
-		return nil
-	}
 	// The pool is gone locally whatever happens next. If the store is
 	// unreachable the lease is simply not renewed and expires.
-	if err := d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, owner.HostID); err != nil {
+	hostID, err := d.hostID(ctx, p.Pool)
+	if err == nil {
+		err = d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, hostID)
+	}
+	if err != nil {
 		d.cfg.Log.Warn("could not release lease; it will expire", "subnet", p.Subnet, "err", err)
 	}
 	return nil
+}
+
+// hostID is the ID this host's leases carry.
+func (d *Driver) hostID(ctx context.Context, pool netip.Prefix) (string, error) {
+	if d.cfg.HostID != "" {
+		return d.cfg.HostID, nil
+	}
+	owner, err := d.cfg.Owner(ctx, pool)
+	return owner.HostID, err
 }
 
 // subnetHolders lists the other pool requests holding p's subnet.
@@ -495,7 +508,7 @@ func (d *Driver) LeasesMissing(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	for _, p := range pools {
-		owner, err := d.cfg.Owner(ctx, p.Pool)
+		hostID, err := d.hostID(ctx, p.Pool)
 		if err != nil {
 			return false, err
 		}
@@ -505,7 +518,7 @@ func (d *Driver) LeasesMissing(ctx context.Context) (bool, error) {
 		}
 		found := false
 		for _, l := range ls {
-			found = found || (l.Subnet == p.Subnet && l.HostID == owner.HostID)
+			found = found || (l.Subnet == p.Subnet && l.HostID == hostID)
 		}
 		if !found {
 			return true, nil

@@ -2,8 +2,10 @@ package ipam_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,5 +73,42 @@ func TestRenewRacingReleasePoolLeavesNoLease(t *testing.T) {
 	}
 	if n, err := reg.GetNetwork(ctx, pool); err == nil {
 		t.Fatalf("after the pool's last release, its network record remains: %+v", n)
+	}
+}
+
+// The last ReleasePool gives the lease back even when this host's public IP
+// cannot be found at that moment (the underlay has no address): the release
+// needs only the host ID. It used to return quietly with the lease and the
+// network record kept, refusing every overlapping pool until the lease
+// expired (a day by default), on this host too with the embedded store.
+func TestReleasePoolWithoutPublicIPReleasesLease(t *testing.T) {
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	reg := lease.NewRegistry(s, "felt/", nil)
+	var noIP bool
+	d := ipam.New(ipam.Config{State: state.New(s), Registry: reg, TTL: time.Hour, HostID: "host-a",
+		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
+			if noIP {
+				return lease.Owner{}, errors.New("underlay eth0 has no IPv4 address")
+			}
+			return lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
+		}})
+	resp, err := d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noIP = true
+	if err := d.ReleasePool(ctx, &api.ReleasePoolRequest{PoolID: resp.PoolID}); err != nil {
+		t.Fatal(err)
+	}
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	if ls, _ := reg.Leases(ctx, pool); len(ls) != 0 {
+		t.Fatalf("leases kept: %+v", ls)
+	}
+	if _, err := d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/17"}); err == nil || !strings.Contains(err.Error(), "no IPv4 address") {
+		t.Fatalf("an overlapping pool must now fail only for the missing IP: %v", err)
 	}
 }

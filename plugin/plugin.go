@@ -173,7 +173,7 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	})
 	var drv *driver.Driver
 	app.IPAM = ipam.New(ipam.Config{
-		State: st, Registry: reg, Owner: owner, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
+		State: st, Registry: reg, Owner: owner, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
 		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
 	})
 	drv = driver.New(driver.Config{
