@@ -179,9 +179,36 @@ func (r *Registry) EnsureNetwork(ctx context.Context, spec Spec, complete bool) 
 			}
 			return Network{}, fmt.Errorf("network %s: %w", spec.Pool, err)
 		}
-		return r.GetNetwork(ctx, spec.Pool)
+		made, err := r.GetNetwork(ctx, spec.Pool)
+		if err == nil && !exists {
+			err = r.undoIfOverlapping(ctx, made)
+		}
+		return made, err
 	}
 	return Network{}, fmt.Errorf("network %s: too many concurrent updates, try again", spec.Pool)
+}
+
+// undoIfOverlapping looks for overlapping pools again once the record of
+// n.Pool is made: the check before it and the write are separate steps, so
+// two hosts creating overlapping pools at once both passed the check. Any
+// overlap found now makes this creation back off (record and VNI claim
+// removed, unless another host has used the record meanwhile). Safe: of two
+// records made at once, the one written last sees the other. Both may back
+// off; the users try again.
+func (r *Registry) undoIfOverlapping(ctx context.Context, n Network) error {
+	overlap := r.checkOverlap(ctx, n.Pool)
+	if overlap == nil {
+		return nil
+	}
+	if err := r.store.DeleteCAS(ctx, r.networkKey(n.Pool), n.index); err != nil {
+		return errors.Join(overlap, fmt.Errorf("network %s: not removed again: %w", n.Pool, err))
+	}
+	if n.VNI != 0 {
+		if claim, err := r.store.Get(ctx, r.vniKey(n.VNI)); err == nil && string(claim.Value) == ipnet.Key(n.Pool) {
+			_ = r.store.DeleteCAS(ctx, claim.Key, claim.ModifyIndex)
+		}
+	}
+	return overlap
 }
 
 // merge applies spec to the recorded network, naming the recorded value on a

@@ -169,3 +169,60 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 		t.Fatalf("record with VNI %d; claims %v: want that one only", n.VNI, claims)
 	}
 }
+
+// createHook runs hook once, just before the first create (CAS at index 0)
+// of a key with the given prefix.
+type createHook struct {
+	kv.Store
+	prefix string
+	hook   func()
+}
+
+func (s *createHook) CAS(ctx context.Context, key string, v []byte, index uint64) error {
+	if h := s.hook; h != nil && index == 0 && strings.HasPrefix(key, s.prefix) {
+		s.hook = nil
+		h()
+	}
+	return s.Store.CAS(ctx, key, v, index)
+}
+
+// Two hosts create overlapping pools at once (10.42.0.0/16 and
+// 10.42.0.0/17): each checked for overlaps before the other's record
+// existed. One of them must be refused; both used to be recorded.
+func TestOverlappingPoolsCreatedAtOnceOneRefused(t *testing.T) {
+	ctx := context.Background()
+	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	cs := &createHook{Store: store, prefix: "felt/networks/"}
+	regA := lease.NewRegistry(store, "felt/", nil)
+	regB := lease.NewRegistry(cs, "felt/", nil)
+	var errA error
+	cs.hook = func() { // A, after B's overlap check and before B's write
+		_, errA = regA.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")}, true)
+	}
+	_, errB := regB.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")}, true)
+	if cs.hook != nil {
+		t.Fatal("the race was not staged")
+	}
+	nets, err := regA.ListNetworks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) > 1 {
+		t.Fatalf("overlapping pools both recorded: %+v (A: %v, B: %v)", nets, errA, errB)
+	}
+	if errA == nil && errB == nil {
+		t.Fatal("both creations succeeded")
+	}
+	for _, err := range []error{errA, errB} {
+		if err != nil && !strings.Contains(err.Error(), "overlaps the pool") {
+			t.Fatalf("error %v: want it to name the overlapping pool", err)
+		}
+	}
+	if claims, _, _ := store.List(ctx, "felt/vnis/"); len(claims) != len(nets) {
+		t.Fatalf("%d VNI claims for %d networks: %v", len(claims), len(nets), claims)
+	}
+}
