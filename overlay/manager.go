@@ -304,9 +304,15 @@ func (m *Manager) nextExpiry() (time.Duration, bool) {
 		return 0, false
 	}
 	// Expired means strictly after Expiry; the margin also absorbs timer
-	// slack.
-	return first.Sub(now) + 100*time.Millisecond, true
+	// slack. Capped: a lease centuries ahead (a broken clock, a hostile
+	// record) makes Sub saturate, and the margin would then overflow into
+	// a negative wait that fires at once, every time.
+	return min(first.Sub(now), maxExpiryWait) + 100*time.Millisecond, true
 }
+
+// maxExpiryWait bounds the expiry timer; it is armed again after each
+// reconcile anyway.
+const maxExpiryWait = time.Hour
 
 // The lease watch retries a failed query every watchRetry at first, then
 // at most every watchRetryMax: cheap (one request), and a store that comes
