@@ -450,7 +450,7 @@ func (d *Driver) Renew(ctx context.Context) error {
 	}
 	var first error
 	for _, p := range pools {
-		if err := d.renewHeld(ctx, p.ID); err != nil {
+		if err := d.renewHeld(ctx, p); err != nil {
 			d.cfg.Log.Warn("lease renewal failed", "subnet", p.Subnet, "err", err)
 			if first == nil {
 				first = err
@@ -460,19 +460,35 @@ func (d *Driver) Renew(ctx context.Context) error {
 	return first
 }
 
-// renewHeld renews the pool request id if this host still holds it. The
-// lock keeps a ReleasePool out until the renewal is done: a renewal that
-// read the pool before its last ReleasePool would lease the subnet again
-// (and remake the network record) for a pool nothing here holds any more.
-func (d *Driver) renewHeld(ctx context.Context, id string) error {
+// renewHeld renews the lease of pool request p, then makes sure this host
+// still holds that subnet: a ReleasePool during the renewal (docker network
+// rm) released the lease, and the renewal, which read the pool before,
+// leased the subnet again (and remade the network record) for a pool
+// nothing here holds any more; that lease is released again. The lock is
+// not held during the renewal itself: with the store unreachable it waits
+// up to the store's timeout, and address requests, which need only the
+// local state, must not wait with it.
+func (d *Driver) renewHeld(ctx context.Context, p Pool) error {
+	err := d.renewPool(ctx, p)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var p Pool
-	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
-	if err != nil || !found {
-		return err
+	pools, lerr := d.Pools(ctx)
+	if lerr != nil {
+		return errors.Join(err, lerr)
 	}
-	return d.renewPool(ctx, p)
+	for _, o := range pools {
+		if o.Pool == p.Pool && o.Subnet == p.Subnet {
+			return err // still held
+		}
+	}
+	hostID, herr := d.hostID(ctx, p.Pool)
+	if herr == nil {
+		herr = d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, hostID)
+	}
+	if herr != nil {
+		d.cfg.Log.Warn("could not release the lease of a pool released during its renewal; it will expire", "subnet", p.Subnet, "err", herr)
+	}
+	return nil
 }
 
 func (d *Driver) renewPool(ctx context.Context, p Pool) error {

@@ -54,7 +54,7 @@ func TestRenewRacingReleasePoolLeavesNoLease(t *testing.T) {
 	mu.Lock()
 	hook = func() { // the renewal is under way: docker network rm now
 		go func() { released <- d.ReleasePool(ctx, &api.ReleasePoolRequest{PoolID: resp.PoolID}) }()
-		select { // let it finish unless the renewal keeps it waiting
+		select { // let it finish, unless the renewal keeps it waiting
 		case err := <-released:
 			released <- err
 		case <-time.After(2 * time.Second):
