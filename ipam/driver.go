@@ -253,15 +253,14 @@ func (d *Driver) checkLocalOverlap(ctx context.Context, pool netip.Prefix) error
 // same --subnet with another --ip-range shares the subnet, and its live
 // containers keep their addresses. Unknown pools are fine (idempotent).
 func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) error {
-	if req == nil || !validPoolID(req.PoolID) {
-		return nil // not a pool felt made, so not one it holds
+	if req == nil {
+		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var p Pool
-	found, err := d.cfg.State.Get(ctx, poolKey(req.PoolID), &p)
+	p, found, err := d.held(ctx, req.PoolID)
 	if err != nil || !found {
-		return err
+		return err // unknown: not a pool felt holds
 	}
 	if p.Refs > 1 {
 		p.Refs--
@@ -390,13 +389,12 @@ func (d *Driver) RequestAddress(ctx context.Context, req *api.RequestAddressRequ
 
 // ReleaseAddress frees an address; unknown pools and addresses are fine.
 func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequest) error {
-	if req == nil || !validPoolID(req.PoolID) {
+	if req == nil {
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var p Pool
-	found, err := d.cfg.State.Get(ctx, poolKey(req.PoolID), &p)
+	p, found, err := d.held(ctx, req.PoolID)
 	if err != nil || !found {
 		return err
 	}
@@ -419,18 +417,23 @@ func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequ
 }
 
 func (d *Driver) pool(ctx context.Context, id string) (Pool, error) {
+	p, found, err := d.held(ctx, id)
+	if err == nil && !found {
+		err = fmt.Errorf("unknown pool ID %q: was the network created with --ipam-driver felt:latest on this host?", id)
+	}
+	return p, err
+}
+
+// held reads the record of pool request id; an ID not in felt's canonical
+// form names no pool of felt's (and two spellings must not reach the same
+// record).
+func (d *Driver) held(ctx context.Context, id string) (Pool, bool, error) {
 	var p Pool
-	found := false
-	var err error
-	if validPoolID(id) {
-		if found, err = d.cfg.State.Get(ctx, poolKey(id), &p); err != nil {
-			return p, err
-		}
+	if !validPoolID(id) {
+		return p, false, nil
 	}
-	if !found {
-		return p, fmt.Errorf("unknown pool ID %q: was the network created with --ipam-driver felt:latest on this host?", id)
-	}
-	return p, nil
+	found, err := d.cfg.State.Get(ctx, poolKey(id), &p)
+	return p, found, err
 }
 
 // Pools lists this host's pools (for the driver and inspection).
