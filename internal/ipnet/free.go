@@ -69,7 +69,7 @@ func (f FreeSubnets) Free() uint64 {
 	for _, s := range f.taken {
 		used += s.hi - s.lo + 1
 	}
-	return f.Total() - used
+	return f.Total() - min(used, f.Total()) // no subnets at all for a bits outside the space's range
 }
 
 // IsFree reports whether sub is one of the space's subnets and overlaps no

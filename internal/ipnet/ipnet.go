@@ -4,7 +4,6 @@ package ipnet
 
 import (
 	"fmt"
-	"math/big"
 	"net/netip"
 )
 
@@ -51,9 +50,14 @@ func FromUint32(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// Subnets returns how many subnets of length bits p splits into.
+// Subnets returns how many subnets of length bits p splits into: none for a
+// length shorter than p's or longer than 32 (a negative shift used to ask
+// for a number of 2^64 bits, and panicked).
 func Subnets(p netip.Prefix, bits int) uint64 {
-	return new(big.Int).Lsh(big.NewInt(1), uint(bits-p.Bits())).Uint64()
+	if bits < p.Bits() || bits > 32 {
+		return 0
+	}
+	return 1 << uint(bits-p.Bits())
 }
 
 // Subnet returns the i-th subnet of length bits inside p.
