@@ -7,7 +7,9 @@
 // Two chains, because isolation and permission need different places:
 //
 //   - FELT-ISOLATION, in the mangle table, jumped to first from mangle
-//     FORWARD, drops. The mangle FORWARD hook runs before the filter one,
+//     FORWARD, drops (only drops, each matching nothing of the pools' own
+//     traffic, and told by interfaces too, so that a forged source address
+//     does not pass: see isolation in rules.go). The mangle FORWARD hook runs before the filter one,
 //     and no Docker version (20.10 to 29, read in moby's source) writes to
 //     mangle FORWARD, while every one reorders filter FORWARD: 20.10 and 26
 //     insert each new bridge's ACCEPT rules at its top (docker_gwbridge's
@@ -161,15 +163,16 @@ func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
 
 // apply does Sync's work in the namespace; it returns what it changed.
 func (f *Firewall) apply(nets []Network) (changes []string, err error) {
-	var heads, tails, accepts []rule
+	var isolation, accepts, drops []rule
 	for _, n := range nets {
-		h, t := f.isolation(n)
-		heads, tails = append(heads, h), append(tails, t...)
+		isolation = append(isolation, f.isolation(n)...)
 		accepts = append(accepts, f.accept(n))
+		drops = append(drops, f.filterDrops(n)...)
 	}
-	// The filter chain repeats the drops after its accepts: a second layer
-	// for when the mangle chain was flushed and Keep has not yet put it
-	// back, effective wherever FELT's jump sits above Docker's accepts.
+	// The filter chain has drops after its accepts: a second layer for
+	// when the mangle chain was flushed and Keep has not yet put it back,
+	// effective wherever FELT's jump sits above Docker's accepts (the
+	// accepts come first there, so it does not stop forged sources).
 	err = nsutil.Do(f.ns, func() error {
 		if len(nets) == 0 {
 			// Nothing of felt's stays in the kernel without networks.
@@ -181,8 +184,8 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 			table, chain string
 			heads, tails []rule
 		}{
-			{mangle, IsolationChain, heads, tails},
-			{filter, Chain, accepts, tails},
+			{mangle, IsolationChain, nil, isolation}, // in any order
+			{filter, Chain, accepts, drops},
 		} {
 			if err := f.ensureChain(c.table, c.chain); err != nil {
 				return err

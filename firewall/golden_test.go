@@ -109,6 +109,18 @@ func TestRulesGolden(t *testing.T) {
 			d.run(append(append([]string{"-A", "FELT", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
+		{"upgrade-from-mangle-return", func(t *testing.T, ns *testnet.NS, path string) {
+			// What felt left when its mangle chain let each pool's own
+			// traffic RETURN first (which forged sources passed).
+			d := docker{l: &lab{host: ns}, t: t, path: path}
+			d.run("-t", "mangle", "-N", "FELT-ISOLATION")
+			d.run("-t", "mangle", "-I", "FORWARD", "-j", "FELT-ISOLATION")
+			c := []string{"-m", "comment", "--comment", "felt:inst0001:felt-red"}
+			d.run(append(append([]string{"-t", "mangle", "-A", "FELT-ISOLATION", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16"}, c...), "-j", "RETURN")...)
+			d.run(append(append([]string{"-t", "mangle", "-A", "FELT-ISOLATION", "-i", "felt-red"}, c...), "-j", "DROP")...)
+			d.run(append(append([]string{"-t", "mangle", "-A", "FELT-ISOLATION", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
 		{"docker-20.10-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start20()

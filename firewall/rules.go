@@ -66,13 +66,41 @@ func samePool(n Network) []string {
 // br_netfilter passes bridged frames through iptables.
 func (f *Firewall) accept(n Network) rule { return f.rule(n, samePool(n), "ACCEPT") }
 
-// isolation is the network's part of the isolation chain: its own traffic
-// returns (to be accepted later), then anything else leaving the bridge or
-// bound for the pool is dropped.
-func (f *Firewall) isolation(n Network) (head rule, tails []rule) {
+// Interfaces of Docker's that never carry a felt pool's own traffic but do
+// carry containers that could forge a source in it: docker_gwbridge (every
+// felt container's default route) and the default bridge network's.
+var dockerBridges = []string{"docker_gwbridge", "docker0"}
+
+// isolation is the network's part of the isolation chain: drops, each of
+// which matches only traffic that is not the pool's own (both addresses in
+// the pool, coming from the bridge, felt's overlay devices or the
+// underlay), so no other network's traffic either (pools never overlap).
+// They need no order among themselves or with other networks' rules, and
+// there is no RETURN for the pool's own traffic: such a RETURN, first
+// matching on addresses, let a container of any network (or of a Docker
+// bridge) that forged a source in the pool (CAP_NET_RAW, in Docker's
+// defaults, is enough) past every later network's drops.
+func (f *Firewall) isolation(n Network) []rule {
 	p := n.Pool.Masked().String()
-	return f.rule(n, samePool(n), "RETURN"), []rule{
+	drops := []rule{
+		// Leaving the bridge: only the pool's traffic to itself.
+		f.rule(n, []string{"-i", n.Bridge, "!", "-s", p}, "DROP"),
+		f.rule(n, []string{"-i", n.Bridge, "!", "-d", p}, "DROP"),
+		// Bound for the pool: only from the pool...
+		f.rule(n, []string{"!", "-s", p, "-d", p}, "DROP"),
+	}
+	// ...and never from Docker's bridges, whatever the source says.
+	for _, br := range dockerBridges {
+		drops = append(drops, f.rule(n, []string{"-i", br, "-d", p}, "DROP"))
+	}
+	return drops
+}
+
+// filterDrops are the filter chain's drops after its accepts (a second
+// layer, see apply): the pool's own traffic was accepted above them.
+func (f *Firewall) filterDrops(n Network) []rule {
+	return []rule{
 		f.rule(n, []string{"-i", n.Bridge}, "DROP"),
-		f.rule(n, []string{"-d", p}, "DROP"),
+		f.rule(n, []string{"-d", n.Pool.Masked().String()}, "DROP"),
 	}
 }
