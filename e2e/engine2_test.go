@@ -64,8 +64,8 @@ func TestEngine2Harness(t *testing.T) {
 	ctrPID := pidOf(t, e.must(t, "inspect", "-f", "{{.State.Pid}}", "felt-e2h-c"))
 
 	// The strangers.
-	inNet := stranger(t, "ip", "netns", "exec", e2hNS, "sleep", "1d")
-	inMnt := stranger(t, "unshare", "--mount", "sleep", "1d")
+	inNet := stranger(t, "sleep", "ip", "netns", "exec", e2hNS, "sleep", "1d")
+	inMnt := stranger(t, "sleep", "unshare", "--mount", "sleep", "1d")
 	strangerMnt := nsOf(t, inMnt, "mnt")
 	// Where engine2.sh kept its namespace's number before, as it wrote it.
 	if err := os.WriteFile(filepath.Join(dir, "mntns"), []byte(strangerMnt+"\n"), 0o644); err != nil {
@@ -128,8 +128,10 @@ func loadImage(t testing.TB, e engine) {
 	}
 }
 
-// stranger starts a process the engine has nothing to do with; killed at cleanup.
-func stranger(t testing.TB, name string, args ...string) int {
+// stranger starts a process the engine has nothing to do with, killed at
+// cleanup; it returns when the process runs comm (ip netns exec, unshare
+// exec their command).
+func stranger(t testing.TB, comm, name string, args ...string) int {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -139,14 +141,13 @@ func stranger(t testing.TB, name string, args ...string) int {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	// ip netns exec and unshare exec the command: wait until it is sleep.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(b)) == "sleep" {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(b)) == comm {
 			return cmd.Process.Pid
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %v did not start sleeping", name, args)
+			t.Fatalf("%s %v did not start %s", name, args, comm)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -10,6 +10,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 # scripts/engines.sh: runc with seccomp (cgo), trixie's packages unpacked.
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev pkg-config)
+command -v docker-compose >/dev/null || need+=(docker-compose) # e2e/matrix_test.go
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
