@@ -153,7 +153,7 @@ build() { # N
   log "built $dst in $((SECONDS - start)) s"
 }
 
-[ $# -ge 1 ] || { sed -n '2,10s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,8s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 cmd=$1
 shift
 case $cmd in
