@@ -308,12 +308,15 @@ func (r *Registry) claimVNI(ctx context.Context, next *Network) error {
 	owner := []byte(ipnet.Key(next.Pool))
 	try := func(vni int) error {
 		var err error
-		for range 3 {
+		for range 10 {
 			err = r.store.CAS(ctx, r.vniKey(vni), owner, 0)
 			if !errors.Is(err, kv.ErrConflict) {
 				return err
 			}
 			p, gerr := r.store.Get(ctx, r.vniKey(vni))
+			if errors.Is(gerr, kv.ErrNotFound) {
+				continue // removed meanwhile (its pool's last lease went): free again
+			}
 			if gerr != nil || string(p.Value) != string(owner) {
 				return err
 			}
@@ -333,6 +336,9 @@ func (r *Registry) claimVNI(ctx context.Context, next *Network) error {
 		if err := try(next.VNI); err != nil {
 			if errors.Is(err, kv.ErrConflict) {
 				p, _ := r.store.Get(ctx, r.vniKey(next.VNI))
+				if string(p.Value) == string(owner) || p.Value == nil {
+					return fmt.Errorf("vni %d: its claim kept changing (hosts creating and removing this network at once), try again", next.VNI)
+				}
 				return fmt.Errorf("option vni=%d: already used by the felt network with pool %s", next.VNI, keyToPool(string(p.Value)))
 			}
 			return fmt.Errorf("vni %d: %w", next.VNI, err)

@@ -8,9 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 // pausing is a store that runs hook once, just before the first DeleteCAS
@@ -224,5 +229,72 @@ func TestOverlappingPoolsCreatedAtOnceOneRefused(t *testing.T) {
 	}
 	if claims, _, _ := store.List(ctx, "felt/vnis/"); len(claims) != len(nets) {
 		t.Fatalf("%d VNI claims for %d networks: %v", len(claims), len(nets), claims)
+	}
+}
+
+// Many hosts creating, leasing from and releasing one network at once.
+func TestChurnOnePool(t *testing.T) {
+	r, _ := newRegistry(t)
+	leasetest.ChurnOnePool(t, r, netip.MustParsePrefix("10.62.0.0/16"), 8, 30)
+}
+
+func TestChurnOnePoolInConsul(t *testing.T) {
+	agent := testconsul.Start(t, testconsul.Options{})
+	cfg := consulapi.DefaultConfig()
+	cfg.Address = agent.Addr
+	s, err := consulkv.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	leasetest.ChurnOnePool(t, lease.NewRegistry(s, "felt/", nil), netip.MustParsePrefix("10.62.0.0/16"), 8, 30)
+}
+
+// getHook runs hook once, just before the first Get of key.
+type getHook struct {
+	kv.Store
+	key  string
+	hook func()
+}
+
+func (s *getHook) Get(ctx context.Context, key string) (kv.Pair, error) {
+	if h := s.hook; h != nil && key == s.key {
+		s.hook = nil
+		h()
+	}
+	return s.Store.Get(ctx, key)
+}
+
+// A VNI claim of the pool itself vanishes between the create that found it
+// and the read that looks at it (the host that released the pool's last
+// lease removed it): the VNI is free, and the record is made with it. It
+// was refused as "already used by the felt network with pool" — the same
+// pool; seen when many hosts churn one network (TestChurnOnePool).
+func TestClaimVanishingUnderCreateIsTaken(t *testing.T) {
+	ctx := context.Background()
+	store, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	if err := store.Put(ctx, "felt/vnis/7", []byte("10.42.0.0-16")); err != nil {
+		t.Fatal(err)
+	}
+	gs := &getHook{Store: store, key: "felt/vnis/7"}
+	gs.hook = func() {
+		if err := store.Delete(ctx, "felt/vnis/7"); err != nil {
+			t.Error(err)
+		}
+	}
+	n, err := lease.NewRegistry(gs, "felt/", nil).EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7}, true)
+	if err != nil || n.VNI != 7 {
+		t.Fatalf("got %+v, %v; want the record made with vni 7", n, err)
+	}
+	if gs.hook != nil {
+		t.Fatal("the race was not staged")
+	}
+	if p, err := store.Get(ctx, "felt/vnis/7"); err != nil || string(p.Value) != "10.42.0.0-16" {
+		t.Fatalf("claim of vni 7: %q %v", p.Value, err)
 	}
 }

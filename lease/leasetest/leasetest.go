@@ -128,3 +128,58 @@ func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 		t.Fatalf("leases %v: want only the peer's %s, now with %s", got, peer.Subnet, ip(1))
 	}
 }
+
+// ChurnOnePool has hosts simulated hosts create the network of pool, take a
+// lease and release it, rounds times each, all at once: the way many hosts
+// run and remove one network together. While a host holds its lease the
+// network record must exist with the VNI the host got, and at the end
+// nothing may be left: no lease, no record, no VNI claim.
+func ChurnOnePool(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts, rounds int) {
+	t.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, hosts)
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			own := lease.Owner{HostID: fmt.Sprintf("churn-%d", i), PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}
+			for round := range rounds {
+				n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+				if err != nil {
+					errs <- fmt.Errorf("host %d round %d: ensure: %w", i, round, err)
+					return
+				}
+				l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: own, TTL: time.Hour})
+				if err != nil {
+					errs <- fmt.Errorf("host %d round %d: acquire: %w", i, round, err)
+					return
+				}
+				now, err := reg.GetNetwork(ctx, pool)
+				if err != nil || now.VNI != n.VNI {
+					errs <- fmt.Errorf("host %d round %d: holds lease %s with VNI %d; record %+v, %v", i, round, l.Subnet, n.VNI, now, err)
+					return
+				}
+				if err := reg.Release(ctx, pool, l.Subnet, own.HostID); err != nil {
+					errs <- fmt.Errorf("host %d round %d: release: %w", i, round, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	left, err := reg.DeleteAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d keys left after every host released its lease", left)
+	}
+}
