@@ -51,14 +51,18 @@ type Config struct {
 	// HostNetworks lists the networks of the host's interfaces; a pool
 	// overlapping one is refused. Nil: no such check (unit tests).
 	HostNetworks func(ctx context.Context) ([]HostNetwork, error)
-	Log          *slog.Logger
+	// ForgetHost removes what an earlier felt of this host, named by its
+	// host ID, left in the kernel (forget.go). Nil: nothing is removed.
+	ForgetHost func(ctx context.Context, hostID string) error
+	Log        *slog.Logger
 }
 
 // Driver is the IPAM side of felt. Calls are serialised: Docker sends few of
 // them, and one lock keeps pool reference counts and allocations simple.
 type Driver struct {
-	cfg Config
-	mu  sync.Mutex
+	cfg     Config
+	mu      sync.Mutex
+	earlier earlierHosts // taken-over leases' host IDs (forget.go)
 }
 
 // New returns an IPAM driver.
@@ -150,6 +154,11 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 	if err := d.checkLocalOverlap(ctx, pool); err != nil {
 		return nil, err
 	}
+	// An earlier felt of this host goes first: its bridge in the pool is
+	// no other felt's, and must not refuse the pool (forget.go).
+	if err := d.forgetEarlierIn(ctx, pool); err != nil {
+		return nil, err
+	}
 	if d.cfg.HostNetworks != nil {
 		nets, err := d.cfg.HostNetworks(ctx)
 		if err != nil {
@@ -188,7 +197,13 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 		return nil, err
 	}
 	p = Pool{ID: id, Pool: pool, Range: rng, Subnet: l.Subnet, Gateway: ipnet.Nth(l.Subnet, 1), Refs: 1}
-	if err := d.saveNewPool(ctx, p); err != nil {
+	// A taken-over lease's earlier felt goes before CreateNetwork makes the
+	// new bridge: its bridge would hold the subnet's route.
+	err = d.ForgetEarlier(ctx)
+	if err == nil {
+		err = d.saveNewPool(ctx, p)
+	}
+	if err != nil {
 		if others, _ := d.subnetHolders(ctx, p); len(others) == 0 {
 			if rerr := d.cfg.Registry.Release(ctx, pool, l.Subnet, owner.HostID); rerr != nil {
 				d.cfg.Log.Warn("could not release lease; it will expire", "subnet", l.Subnet, "err", rerr)
@@ -219,6 +234,7 @@ func (d *Driver) saveNewPool(ctx context.Context, p Pool) error {
 }
 
 func (d *Driver) logTakeover(old lease.Lease, action string) {
+	d.earlier.note(old.HostID)
 	d.cfg.Log.Warn("lease of this host's public IP held by another host ID "+action+
 		": an earlier felt on this host whose state was lost (if another host really uses this address, give each host its own FELT_PUBLIC_IP)",
 		"subnet", old.Subnet, "hostID", old.HostID, "publicIP", old.PublicIP)

@@ -175,6 +175,14 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
 		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
+		// An earlier felt of this host (its lease was taken over: ipam/forget.go)
+		// left links, overlay devices and rules marked with its instance.
+		ForgetHost: func(ctx context.Context, earlier string) error {
+			if old := earlier[:min(8, len(earlier))]; old != instance { // else nothing tells its objects from ours
+				return errors.Join(drv.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
+			}
+			return nil
+		},
 	})
 	drv = driver.New(driver.Config{
 		State: st, Registry: reg, IPAM: app.IPAM, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
@@ -238,6 +246,9 @@ func (a *App) renewLoop(ctx context.Context) {
 				due = time.Now().Add(retry)
 			} else {
 				due, lastIP = time.Now().Add(every), ip
+			}
+			if err := a.IPAM.ForgetEarlier(ctx); err != nil { // after takeovers in renewals
+				a.Log.Error("leftovers of an earlier felt of this host not removed; retried at the next renewal", "err", err)
 			}
 		}
 		select {
