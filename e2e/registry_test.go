@@ -207,7 +207,7 @@ http:
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			t.Logf("registry log:\n%s", tail(string(b), 40))
+			t.Logf("registry log:\n%s", tail(string(b), 10))
 		}
 	})
 	client := l.httpClient()
@@ -311,8 +311,7 @@ func (l *regLab) install(t testing.TB, h regHost, ref, alias string) string {
 	if alias != "" {
 		args, name = append(args, "--alias", alias), alias
 	}
-	args = append(args, ref, "CONSUL_HTTP_ADDR="+l.Consul.Addr, "FELT_IFACE=ul0", "state.source="+h.state,
-		"FELT_LOG_LEVEL=debug", "FELT_RESYNC_INTERVAL=2s")
+	args = append(append(args, ref), l.settings(h)...)
 	t.Cleanup(func() {
 		_, _ = h.docker("plugin", "disable", "-f", name)
 		_, _ = h.docker("plugin", "rm", "-f", name)
@@ -324,6 +323,13 @@ func (l *regLab) install(t testing.TB, h regHost, ref, alias string) string {
 	return name
 }
 
+// settings are the plugin's settings on host h, as docker plugin install
+// and docker plugin set take them.
+func (l *regLab) settings(h regHost) []string {
+	return []string{"CONSUL_HTTP_ADDR=" + l.Consul.Addr, "FELT_IFACE=ul0", "state.source=" + h.state,
+		"FELT_LOG_LEVEL=debug", "FELT_RESYNC_INTERVAL=2s"}
+}
+
 // pluginVersionLogged waits until host h's dockerd log shows felt's first
 // line naming version (the plugin's output is in the engine's log).
 func (l *regLab) pluginVersionLogged(t testing.TB, h regHost, version string) {
@@ -332,14 +338,21 @@ func (l *regLab) pluginVersionLogged(t testing.TB, h regHost, version string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// dockerd quotes the plugin's line: msg="... msg=\"felt starting\" version=…"
-		log, _ := runCmd(l.engine2, "log", h.ns, "5000")
+		log, _ := runCmd(l.engine2, "log", h.ns, "100000")
 		for _, line := range strings.Split(log, "\n") {
 			if started.MatchString(line) {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: felt's start with version=%s is not in the engine's log", h.ns, version)
+			var seen []string
+			for _, line := range strings.Split(log, "\n") {
+				if strings.Contains(line, "felt starting") || strings.Contains(line, "felt stopped") ||
+					strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") || strings.Contains(line, "plugin") && strings.Contains(line, "level=warning") {
+					seen = append(seen, line)
+				}
+			}
+			t.Fatalf("%s: felt's start with version=%s is not in the engine's log; its starts, warnings and errors:\n%s", h.ns, version, tail(strings.Join(seen, "\n"), 30))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
