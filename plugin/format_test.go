@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	ipamapi "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/kv/boltkv"
 )
@@ -59,5 +62,51 @@ func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 			keys = append(keys, p.Key)
 		}
 		t.Fatalf("the refused start wrote %s", strings.Join(keys, ", "))
+	}
+}
+
+// TestSharedNewerFormatRefusedOnFirstWrite: felt starts on shared state
+// written by a newer felt (it must not contact the shared store at start),
+// and its first write there fails with the error saying what to do, leaving
+// the store as it was. The embedded store plays the shared one here.
+func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("Build needs root (netlink, iptables)")
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "felt.db")
+	s, err := boltkv.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	newer := `{"version":5,"writer":"felt 9.0.0"}`
+	if err := s.Put(ctx, "felt/format", []byte(newer)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	settings, err := SettingsFromEnv(func(k string) (string, bool) {
+		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("Build on shared state of a newer format: %v; want it to start (the check comes before the first write)", err)
+	}
+	defer app.Close()
+	_, err = app.IPAM.RequestPool(ctx, &ipamapi.RequestPoolRequest{Pool: "10.201.0.0/16"})
+	want := "shared state in " + db + " under felt/: state written by a newer felt (format 5, written by felt 9.0.0; this felt understands up to 1): upgrade felt, or give this felt another FELT_KV_PREFIX"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("RequestPool error = %v\nwant it to contain\n%s", err, want)
+	}
+	pairs, _, err := app.Local.List(ctx, "felt/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pairs) != 1 || string(pairs[0].Value) != newer {
+		t.Fatalf("shared records after the refusal: %v; want only the untouched format record", pairs)
 	}
 }
