@@ -220,7 +220,7 @@ func (f *Firewall) ensureChain(table, chain string) error {
 // wanted, repeated, or a head found below a tail are deleted; missing ones
 // are added. Rules of others are left alone. Pools never overlap, so one
 // network's tails cannot shadow another network's head.
-func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *[]string) error {
+func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *[]string) (err error) {
 	isHead, want := map[string]bool{}, map[string]bool{}
 	for _, r := range heads {
 		isHead[r.key()], want[r.key()] = true, true
@@ -233,6 +233,7 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 		return fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
 	}
 	seen, tailSeen := map[string]bool{}, false
+	var unwanted [][]string // listed rules to delete, with their lines
 	for _, line := range lines {
 		args, ok, err := ruleArgs(line, chain)
 		if err != nil && strings.Contains(line, f.tag()) {
@@ -247,10 +248,31 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 			tailSeen = tailSeen || !isHead[k]
 			continue
 		}
-		if err := f.ipt.Delete(table, chain, args...); err != nil {
-			return fmt.Errorf("iptables -t %s: delete %q: %w", table, line, err)
+		unwanted = append(unwanted, append([]string{line}, args...))
+	}
+	del := func() error {
+		for _, u := range unwanted {
+			if err := f.ipt.Delete(table, chain, u[1:]...); err != nil {
+				return fmt.Errorf("iptables -t %s: delete %q: %w", table, u[0], err)
+			}
+			*changes = append(*changes, "deleted "+u[0])
 		}
-		*changes = append(*changes, "deleted "+line)
+		return nil
+	}
+	if len(heads) == 0 {
+		// Rules in any order (the isolation chain's drops): the new ones
+		// go in before the old ones go, so that a change of layout (an
+		// upgrade) leaves no moment with neither.
+		defer func() {
+			if err == nil {
+				err = del()
+			}
+		}()
+	} else if err := del(); err != nil {
+		// Heads and tails: a head found below a tail is deleted before
+		// it is inserted on top again (deleting a rule by its
+		// specification deletes its first copy).
+		return err
 	}
 	for i := len(heads) - 1; i >= 0; i-- {
 		if err := f.add(table, chain, heads[i], seen, true, changes); err != nil {

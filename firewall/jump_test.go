@@ -14,16 +14,21 @@ import (
 
 // recordingIptables returns the path of an iptables command that runs the
 // real one (and its -restore), and after every command that may change a
-// table records in a log whether mangle FORWARD jumps to the isolation
-// chain at that moment; log returns the records, one per command.
-func recordingIptables(t *testing.T, real string) (path string, log func() []string) {
+// table records in a log whether cond (a shell condition; by default: mangle
+// FORWARD jumps to the isolation chain) holds at that moment, as "jump" or
+// "none"; log returns the records, one per command.
+func recordingIptables(t *testing.T, real string, cond ...string) (path string, log func() []string) {
 	t.Helper()
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "log")
-	check := fmt.Sprintf(`if %q -w -t mangle -C FORWARD -j %s 2>/dev/null; then s=jump; else s=none; fi
+	c := fmt.Sprintf("%q -w -t mangle -C FORWARD -j %s 2>/dev/null", real, firewall.IsolationChain)
+	if len(cond) > 0 {
+		c = cond[0]
+	}
+	check := fmt.Sprintf(`if %s; then s=jump; else s=none; fi
 echo "$s $*" >>%q
 exit $rc
-`, real, firewall.IsolationChain, logFile)
+`, c, logFile)
 	scripts := map[string]string{
 		"iptables": fmt.Sprintf(`#!/bin/sh
 %q "$@"; rc=$?
@@ -80,6 +85,44 @@ func TestJumpMovedWithoutGap(t *testing.T) {
 				if strings.HasPrefix(r, "none ") {
 					t.Errorf("no jump to %s after: %s", firewall.IsolationChain, strings.TrimPrefix(r, "none "))
 				}
+			}
+		})
+	}
+}
+
+// Upgrading from the mangle layout with a RETURN per pool (see the golden
+// file upgrade-from-mangle-return) replaces its rules without a moment in
+// which the mangle chain has no drop for traffic into the pool.
+func TestUpgradeWithoutGap(t *testing.T) {
+	for _, real := range flavours(t) {
+		t.Run(shortName(real), func(t *testing.T) {
+			ns := testnet.New(t, "fw")
+			c := []string{"-m", "comment", "--comment", "felt:inst0001:felt-red"}
+			ipt := func(args ...string) {
+				t.Helper()
+				if out, err := ns.Run(real, append([]string{"-w", "-t", "mangle"}, args...)...); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}
+			ipt("-N", firewall.IsolationChain)
+			ipt("-I", "FORWARD", "-j", firewall.IsolationChain)
+			ipt(append(append([]string{"-A", firewall.IsolationChain, "-s", "10.1.0.0/16", "-d", "10.1.0.0/16"}, c...), "-j", "RETURN")...)
+			ipt(append(append([]string{"-A", firewall.IsolationChain, "-i", "felt-red"}, c...), "-j", "DROP")...)
+			ipt(append(append([]string{"-A", firewall.IsolationChain, "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
+			has := func(args ...string) string {
+				return fmt.Sprintf("%q -w -t mangle -C %s %s 2>/dev/null", real, firewall.IsolationChain, strings.Join(append(append(args, c...), "-j", "DROP"), " "))
+			}
+			// The old drop of traffic into the pool, or the new one.
+			cond := has("-d", "10.1.0.0/16") + " || " + has("!", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16")
+			path, log := recordingIptables(t, real, cond)
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+			for _, r := range log() {
+				if strings.HasPrefix(r, "none ") {
+					t.Errorf("no drop into red's pool after: %s", strings.TrimPrefix(r, "none "))
+				}
+			}
+			if got := rulesOf(t, ns, real, "mangle", firewall.IsolationChain); len(got) != 5 || strings.Contains(strings.Join(got, "\n"), "RETURN") {
+				t.Errorf("isolation chain after the upgrade:\n%s", strings.Join(got, "\n"))
 			}
 		})
 	}
