@@ -134,16 +134,18 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if existing, ok, err := d.network(ctx, req.NetworkID); err != nil {
-		return err
-	} else if ok {
-		return d.ensureNetwork(ctx, existing) // a repeated call: just make sure it is all there
-	}
-	pool, err := d.poolOfSubnet(ctx, subnet)
+	nets, err := d.networks(ctx)
 	if err != nil {
 		return err
 	}
-	nets, err := d.networks(ctx)
+	if existing, ok, err := d.network(ctx, req.NetworkID); err != nil {
+		return err
+	} else if ok {
+		// A repeated call: just make sure it is all there. With every
+		// network: the firewall is synced to exactly the list it gets.
+		return d.ensureNetwork(ctx, existing, nets...)
+	}
+	pool, err := d.poolOfSubnet(ctx, subnet)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,37 @@
+package driver
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	api "github.com/docker/go-plugins-helpers/network"
+
+	"github.com/felt-net/felt/firewall"
+)
+
+// A repeated CreateNetwork of an existing network (Docker resending it, or
+// anyone on the socket) keeps the firewall rules of the host's other felt
+// networks: it re-synced the firewall with that one network alone, so every
+// other network lost its isolation rules (and Keep kept them lost).
+func TestRepeatedCreateNetworkKeepsOtherNetworksRules(t *testing.T) {
+	e := newEnv(t)
+	fw, err := firewall.New(e.host.Handle, "testinst", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Skipf("no iptables: %v", err)
+	}
+	e.d.cfg.Firewall = fw
+	a := e.network(t, id("aa", 'a'), "10.60.0.0/16")
+	b := e.network(t, id("bb", 'b'), "10.61.0.0/16")
+	rules := func() string { return e.host.MustRun(t, "iptables-save") }
+	if r := rules(); !strings.Contains(r, BridgeName(a.ID)) || !strings.Contains(r, BridgeName(b.ID)) {
+		t.Fatalf("rules of both networks expected before the repeat:\n%s", r)
+	}
+	must(t, e.d.CreateNetwork(ctx, &api.CreateNetworkRequest{NetworkID: b.ID,
+		Options:  map[string]any{optGeneric: map[string]any{}},
+		IPv4Data: []*api.IPAMData{{Pool: b.Subnet.String(), Gateway: b.Gateway}}}))
+	if r := rules(); !strings.Contains(r, BridgeName(a.ID)) {
+		t.Fatalf("a repeated CreateNetwork of %s removed the rules of network %s:\n%s", BridgeName(b.ID), BridgeName(a.ID), r)
+	}
+}
