@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/felt-net/felt/internal/instance"
 )
 
 // An earlier incarnation of this felt (the same host, before its state
@@ -18,40 +20,26 @@ import (
 // bridge holding the same subnet would keep the connected route and cut the
 // new network off.
 
-// CheckInstance refuses an instance that is not what felt derives from a
-// host ID (its first 8 characters, lowercase hex): the instance to forget
-// comes from the shared store, and only an exact instance may reach a match
-// on link aliases or rule comments.
-func CheckInstance(instance string) error {
-	ok := len(instance) == 8
-	for i := 0; ok && i < len(instance); i++ {
-		c := instance[i]
-		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
-	}
-	if !ok {
-		return fmt.Errorf("felt instance %s: must be 8 lowercase hex characters (the first 8 of a host ID)", quote(instance))
-	}
-	return nil
-}
-
 // ForgetInstance deletes the bridges and veths marked with instance, an
 // earlier felt of this host: veths first (each takes its container end
 // along, wherever it is: a container of the earlier felt, stale in Docker
 // too, is cut off, as it would be by its bridge going), then bridges. Links
 // of this instance and of any other stay. Idempotent: a second call finds
 // nothing. It carries on past errors and returns them joined.
-func (d *Driver) ForgetInstance(ctx context.Context, instance string) error {
-	if err := CheckInstance(instance); err != nil {
+func (d *Driver) ForgetInstance(ctx context.Context, inst string) error {
+	// inst comes from the shared store: only an exact instance may reach a
+	// match on aliases (internal/instance).
+	if err := instance.Check(inst); err != nil {
 		return err
 	}
-	if instance == d.cfg.Instance {
-		return fmt.Errorf("felt instance %s is this felt's own: not forgetting it", instance)
+	if inst == d.cfg.Instance {
+		return fmt.Errorf("felt instance %s is this felt's own: not forgetting it", inst)
 	}
 	links, err := d.nl.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
-	netPrefix, epPrefix := "felt:"+instance+":net:", "felt:"+instance+":ep:"
+	netPrefix, epPrefix := "felt:"+inst+":net:", "felt:"+inst+":ep:"
 	var veths, bridges []string
 	for _, l := range links {
 		switch a := l.Attrs().Alias; {
@@ -82,11 +70,11 @@ func (d *Driver) ForgetInstance(ctx context.Context, instance string) error {
 				continue
 			}
 			d.cfg.Log.Info("removed a "+group.kind+" of this host's earlier felt", "link", name,
-				"alias", l.Attrs().Alias, "instance", instance)
+				"alias", l.Attrs().Alias, "instance", inst)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("links of earlier felt instance %s: %w", instance, err)
+		return fmt.Errorf("links of earlier felt instance %s: %w", inst, err)
 	}
 	return nil
 }

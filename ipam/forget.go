@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/felt-net/felt/internal/instance"
 	"github.com/felt-net/felt/state"
 )
 
@@ -72,12 +73,7 @@ func (e *earlierHosts) take() []string {
 // key of the local state and, through its first 8 characters, a match on
 // kernel objects.
 func validHostID(id string) bool {
-	ok := len(id) >= 8 && len(id) <= 64
-	for i := 0; ok && i < len(id); i++ {
-		c := id[i]
-		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
-	}
-	return ok
+	return len(id) >= instance.Len && len(id) <= 64 && instance.LowerHex(id)
 }
 
 // forgetEarlierIn forgets the earlier felts of this host holding leases of

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	feltinstance "github.com/felt-net/felt/internal/instance"
 )
 
 // ForgetInstance deletes the overlay devices marked with instance (VTEPs,
@@ -13,8 +15,8 @@ import (
 // through a device go with it. Devices of this Manager's instance and of any
 // other stay. Idempotent; it carries on past errors and returns them joined.
 func (m *Manager) ForgetInstance(instance string) error {
-	if !isInstance(instance) {
-		return fmt.Errorf("felt instance %q: must be 8 lowercase hex characters (the first 8 of a host ID)", instance)
+	if err := feltinstance.Check(instance); err != nil {
+		return err
 	}
 	if instance == m.instance {
 		return fmt.Errorf("felt instance %s is this felt's own: not forgetting it", instance)
@@ -40,16 +42,4 @@ func (m *Manager) ForgetInstance(instance string) error {
 		return fmt.Errorf("overlay devices of earlier felt instance %s: %w", instance, err)
 	}
 	return nil
-}
-
-// isInstance reports whether s is an instance as felt derives it: the first
-// 8 characters of a host ID, lowercase hex. The instance to forget comes
-// from the shared store; only an exact one may reach a match on aliases.
-func isInstance(s string) bool {
-	ok := len(s) == 8
-	for i := 0; ok && i < len(s); i++ {
-		c := s[i]
-		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
-	}
-	return ok
 }
