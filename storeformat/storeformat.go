@@ -90,7 +90,8 @@ func (e *TooNewError) Error() string {
 }
 
 // maxConflicts bounds the retries when other felts move the record at the
-// same time (each retry follows someone else's successful write).
+// same time (each retry follows someone else's successful write, and a
+// conflict just means: read it again).
 const maxConflicts = 10
 
 // Ensure brings the area to this felt's format and returns its record:
@@ -104,15 +105,19 @@ func (a Area) Ensure(ctx context.Context) (Record, error) {
 		return Record{}, fmt.Errorf("%s: format %d needs %d migration steps, %d registered", a.Where, f.Version, max(f.Version-1, 0), len(f.Steps))
 	}
 	key := a.Prefix + Key
-	for conflicts := 0; ; {
-		if conflicts > maxConflicts {
-			return Record{}, fmt.Errorf("%s: format record %s kept changing under us (%d conflicts)", a.Where, key, conflicts)
+	// Undisturbed, Ensure reads the record at most f.Version+1 times (a
+	// create, one read per step, the final read). Every other round
+	// follows someone else's write: a conflict, or the record vanishing
+	// after it was written (a store wiped meanwhile). Bounding the rounds,
+	// not only the conflicts, ends both.
+	for rounds := 0; ; rounds++ {
+		if rounds > f.Version+1+maxConflicts {
+			return Record{}, fmt.Errorf("%s: format record %s kept changing under us (%d tries)", a.Where, key, rounds)
 		}
 		p, err := a.Store.Get(ctx, key)
 		if errors.Is(err, kv.ErrNotFound) {
 			rec, err := a.create(ctx, key)
 			if errors.Is(err, kv.ErrConflict) {
-				conflicts++
 				continue
 			}
 			if err != nil || rec.Version == f.Version {
@@ -139,9 +144,7 @@ func (a Area) Ensure(ctx context.Context) (Record, error) {
 			return rec, fmt.Errorf("%s: migrating format %d to %d (%s): %w", a.Where, rec.Version, rec.Version+1, step.Name, err)
 		}
 		next := Record{Version: rec.Version + 1, Writer: a.Writer}
-		if err := a.Store.CAS(ctx, key, encode(next), p.ModifyIndex); errors.Is(err, kv.ErrConflict) {
-			conflicts++ // another felt moved it: read it again
-		} else if err != nil {
+		if err := a.Store.CAS(ctx, key, encode(next), p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
 			return rec, fmt.Errorf("%s: recording format %d: %w", a.Where, next.Version, err)
 		}
 	}

@@ -277,7 +277,7 @@ func testUnreadable(t *testing.T, s kv.Store, prefix string) {
 }
 
 func testOtherPrefix(t *testing.T, s kv.Store, prefix string) {
-	put(t, s, prefix+"other/data/a", "x")                     // another area's data
+	put(t, s, prefix+"other/data/a", "x")                      // another area's data
 	put(t, s, strings.TrimSuffix(prefix, "/")+"x/data/a", "x") // shares the prefix's characters, not its slash
 	var calls atomic.Int32
 	mine := prefix + "mine/"
