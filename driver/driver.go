@@ -155,7 +155,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 		}
 	}
 	// Before anything is written: the bridge's name must be free or ours.
-	if err := d.checkBridgeName(BridgeName(req.NetworkID), req.NetworkID); err != nil {
+	if err := d.checkBridgeName(BridgeName(req.NetworkID), req.NetworkID, netip.PrefixFrom(gw, subnet.Bits())); err != nil {
 		return err
 	}
 	opts.spec.Pool = pool.Pool

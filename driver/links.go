@@ -106,14 +106,26 @@ func (d *Driver) claimName(name, alias string) error {
 
 // checkBridgeName refuses a network whose bridge name is held by a link of
 // another network (their IDs share the first characters) or of anyone else.
-func (d *Driver) checkBridgeName(name, networkID string) error {
+// gw is the gateway (with the subnet's length) the bridge is to hold.
+func (d *Driver) checkBridgeName(name, networkID string, gw netip.Prefix) error {
 	l, err := d.linkByName(name)
 	if err != nil || l == nil {
 		return err
 	}
 	switch a := l.Attrs().Alias; {
-	case a == d.aliasNetwork()+networkID, a == "" && isBridge(l):
-		return nil // ours, or a leftover of a crash: ensureBridge adopts it
+	case a == d.aliasNetwork()+networkID:
+		return nil // ours: ensureBridge repairs it
+	case a == "" && isBridge(l):
+		// felt marks a bridge right after creating it, so a crash can
+		// leave one unmarked: ensureBridge adopts it. A stranger's bridge
+		// of that name (Docker's -o com.docker.network.bridge.name, a VM
+		// bridge) is not adopted: felt would join its network to theirs.
+		if why, err := d.strangerBridge(l, gw); err != nil {
+			return err
+		} else if why != "" {
+			return fmt.Errorf("network %s: its bridge name %s is taken by a bridge that is not felt's (no felt alias, %s)", networkID, name, why)
+		}
+		return nil
 	case strings.HasPrefix(a, d.aliasNetwork()):
 		return fmt.Errorf("bridge %s belongs to felt network %s, whose ID shares its first 10 characters with network %s: refusing the new network",
 			name, strings.TrimPrefix(a, d.aliasNetwork()), networkID)
@@ -122,12 +134,39 @@ func (d *Driver) checkBridgeName(name, networkID string) error {
 	}
 }
 
+// strangerBridge says why br, an unmarked bridge, is not a leftover of
+// felt's ("" if it may be one): a leftover holds no IPv4 address but gw and
+// has no ports (felt adds both only after marking it).
+func (d *Driver) strangerBridge(br netlink.Link, gw netip.Prefix) (string, error) {
+	addrs, err := d.nl.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return "", fmt.Errorf("bridge %s: addresses: %w", br.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		p, ok := netip.AddrFromSlice(a.IP.To4())
+		bits, _ := a.Mask.Size()
+		if !ok || netip.PrefixFrom(p, bits) != gw {
+			return fmt.Sprintf("it holds address %s", a.IPNet), nil
+		}
+	}
+	links, err := d.nl.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return fmt.Sprintf("%s is its port", l.Attrs().Name), nil
+		}
+	}
+	return "", nil
+}
+
 func isBridge(l netlink.Link) bool { _, ok := l.(*netlink.Bridge); return ok }
 
 // ensureBridge creates (or repairs) the bridge of a network: it exists, is up,
 // has the MTU and holds the gateway address.
 func (d *Driver) ensureBridge(n Network) error {
-	if err := d.checkBridgeName(n.Bridge, n.ID); err != nil {
+	if err := d.checkBridgeName(n.Bridge, n.ID, netip.PrefixFrom(n.Gateway, n.Subnet.Bits())); err != nil {
 		return err
 	}
 	link, err := d.linkByName(n.Bridge)
