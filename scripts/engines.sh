@@ -6,6 +6,7 @@
 #
 #   engines.sh build [26|29]...  fetch/build the engines missing from the cache (all without arguments)
 #   engines.sh dir 26|29         print an engine's bin directory; exit 1 if it is not in the cache
+#   engines.sh versions 26|29    print what the cache's docker-N/versions must say (its pins)
 #
 #   26: Debian trixie's docker.io 26.1 (dockerd, docker-proxy), containerd 1.7
 #       and its shims, docker CLI and tini (docker-init), downloaded with apt
@@ -144,7 +145,8 @@ build() { # N
   "$tmp/engine/bin/containerd" --version >&2 || die "docker-$n: containerd does not run"
   "$tmp/engine/bin/runc" --version >&2 || die "docker-$n: runc does not run"
   { want "$n"; [ -f "$tmp/engine/debs" ] && cat "$tmp/engine/debs"; rm -f "$tmp/engine/debs"; } >"$tmp/engine/versions"
-  # Swap in atomically: the old copy is renamed away before the new one is renamed in.
+  # Swap in by renames: the old copy away, then the new one in. A reader (`dir`,
+  # which takes no lock) sees the old copy, none, or the new one, never half of one.
   [ -e "$dst" ] && mv -T "$dst" "$tmp/old"
   mv -T "$tmp/engine" "$dst"
   chmod -R u+w "$tmp" 2>/dev/null || true
@@ -153,7 +155,7 @@ build() { # N
   log "built $dst in $((SECONDS - start)) s"
 }
 
-[ $# -ge 1 ] || { sed -n '2,8s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,9s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 cmd=$1
 shift
 case $cmd in
@@ -162,6 +164,14 @@ build)
   mkdir -p "$cache"
   exec 9>"$cache/.lock"
   flock 9
+  # Leftovers of a build killed before its EXIT trap could run (SIGKILL, a
+  # lost machine), hundreds of MB each: with the lock held none is running.
+  for d in "$cache"/.build-*; do
+    [ -e "$d" ] || continue
+    log "removing $d, left by an interrupted build"
+    chmod -R u+w "$d" 2>/dev/null || true
+    rm -rf "$d"
+  done
   for n in "$@"; do build "$n"; done
   ;;
 dir)
@@ -170,5 +180,9 @@ dir)
   fresh "$1" || { log "docker-$1 is not in $cache (scripts/engines.sh build $1)"; exit 1; }
   echo "$cache/docker-$1/bin"
   ;;
-*) die "usage: $0 build [26|29]... | dir 26|29" ;;
+versions)
+  [ $# -eq 1 ] || die "usage: $0 versions 26|29"
+  want "$1"
+  ;;
+*) die "usage: $0 build [26|29]... | dir 26|29 | versions 26|29" ;;
 esac
