@@ -18,9 +18,21 @@ if [ -z "$registry" ]; then
   exit 2
 fi
 registry=${registry%/}
-case $registry in
-  *[!A-Za-z0-9.:/_-]* | /* | *//*) echo "release: REGISTRY='$registry' is not host[:port][/path]" >&2; exit 2 ;;
-esac
+# Docker's reference grammar, checked now rather than by `docker plugin
+# create` after the build: a host (a dot, a port or "localhost" makes the
+# first part one; else it is a Docker Hub account) and lower-case path parts.
+label='[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?'
+part='[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*'
+first=${registry%%/*}
+if [[ $first == *[.:]* || $first == localhost ]]; then
+  re="^$label(\.$label)*(:[0-9]+)?(/$part)*\$"
+else
+  re="^$part(/$part)*\$"
+fi
+if ! [[ $registry =~ $re ]]; then
+  echo "release: REGISTRY='$registry' is not host[:port][/path] (path parts in lower case: letters, digits, '.', '_', '-' inside)" >&2
+  exit 2
+fi
 top=$(cd "$(dirname "$0")/.." && pwd)
 version=$("$top/scripts/version.sh")
 ref=$registry/felt:$version

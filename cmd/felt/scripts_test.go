@@ -58,3 +58,39 @@ func TestEnginesBuildRemovesStaleBuildDirs(t *testing.T) {
 		t.Errorf("engines.sh dir 26 = %q, %v; want %s", out, err, bin)
 	}
 }
+
+// TestReleaseChecksRegistry: release.sh refuses, before building anything,
+// a REGISTRY Docker would refuse only after the build (upper case in a
+// repository path, a port that is no number, empty parts), and lets through
+// what Docker accepts: with a stub docker that reports the plugin as
+// installed, an accepted one stops at that check.
+func TestReleaseChecksRegistry(t *testing.T) {
+	stub := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stub, "docker"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_VERSION=1.2.3")
+	run := func(registry string) (string, int) {
+		cmd := exec.Command(script("release.sh"), registry)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	for _, bad := range []string{"", "Localhost:5000/Felt", "localhost:5000/a//b", "/x", "host:port", "host:5000:1",
+		"-host", "host-.example", "a b", "myOrg", "host.example/x_-y"} {
+		if out, code := run(bad); code != 2 {
+			t.Errorf("release.sh %q = exit %d\n%s\nwant 2, refused", bad, code, out)
+		}
+	}
+	for _, good := range []string{"localhost:5000", "127.0.0.1:5000/", "Registry.Example.com/org/felt-builds", "myorg", "ghcr.io/felt-net", "host:5000/a__b.c-d"} {
+		if out, code := run(good); code != 1 || !strings.Contains(out, "already installed") {
+			t.Errorf("release.sh %q = exit %d\n%s\nwant it accepted (then stopped by the stub's installed plugin)", good, code, out)
+		}
+	}
+}
