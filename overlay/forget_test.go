@@ -1,11 +1,15 @@
 package overlay_test
 
 import (
+	"context"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 )
 
@@ -51,5 +55,70 @@ func TestForgetInstanceRemovesOnlyThatInstancesDevices(t *testing.T) {
 		if want := alias != "" && alias[:13] == "felt:0a1b2c3d"; gone != want {
 			t.Errorf("device %s (mark %q): gone = %v, want %v", name, alias, gone, want)
 		}
+	}
+}
+
+// adopting is a vxlan Setup reduced to what matters here: it takes the
+// device of n's name over (as ensureVTEP does with a matching VTEP left by
+// an earlier run), marking it n's, once the test releases it.
+type adopting struct {
+	overlay.Backend
+	nl               *netlink.Handle
+	instance         string
+	entered, release chan struct{}
+}
+
+func (a *adopting) Setup(ctx context.Context, n overlay.Network) error {
+	close(a.entered)
+	<-a.release
+	l, err := a.nl.LinkByName(overlay.VTEPName(n.VNI))
+	if err != nil {
+		return err
+	}
+	return a.nl.LinkSetAlias(l, overlay.OwnerAlias(a.instance, n.ID))
+}
+
+func (a *adopting) Sync(context.Context, overlay.Network, []lease.Lease) error { return nil }
+func (a *adopting) Teardown(context.Context, overlay.Network) error            { return nil }
+
+// ForgetInstance running while an Attach takes the earlier felt's device
+// over (the same VNI: the network record in the shared store outlived the
+// state directory) leaves the device to the Attach: it listed the device
+// as the earlier felt's and deleted it after the Attach had made it the
+// new network's, cutting that network off until a resync.
+func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
+	ns := testnet.New(t, "ov")
+	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: overlay.VTEPName(7)}}
+	if err := ns.NL.LinkAdd(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.NL.LinkSetAlias(l, overlay.OwnerAlias("0a1b2c3d", "net-old")); err != nil {
+		t.Fatal(err)
+	}
+	b := &adopting{nl: ns.NL, instance: "99aabbcc", entered: make(chan struct{}), release: make(chan struct{})}
+	m := overlay.NewManager(overlay.ManagerConfig{Netlink: ns.NL, HostID: "99aabbcc00000000",
+		Backends: map[string]overlay.Backend{"vxlan": b}})
+	t.Cleanup(m.Close)
+	n := overlay.Network{ID: "net-new", Backend: "vxlan", VNI: 7,
+		Pool: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix("10.42.3.0/24")}
+	attached := make(chan error, 1)
+	go func() { attached <- m.Attach(context.Background(), n) }()
+	<-b.entered // the Attach is under way, the device still marked the earlier felt's
+	forgot := make(chan error, 1)
+	go func() { forgot <- m.ForgetInstance("0a1b2c3d") }()
+	time.Sleep(200 * time.Millisecond) // let ForgetInstance get as far as it goes
+	close(b.release)
+	if err := <-attached; err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if err := <-forgot; err != nil {
+		t.Fatalf("ForgetInstance: %v", err)
+	}
+	got, err := ns.NL.LinkByName(overlay.VTEPName(7))
+	if err != nil {
+		t.Fatalf("the device the new network adopted was deleted: %v", err)
+	}
+	if a := got.Attrs().Alias; a != overlay.OwnerAlias("99aabbcc", n.ID) {
+		t.Fatalf("device mark %q", a)
 	}
 }
