@@ -31,7 +31,9 @@ func (g *guarded) ensure(ctx context.Context) error {
 		return nil
 	}
 	if _, err := g.area.Ensure(ctx); err != nil {
-		return err
+		// Never a kv.ErrConflict (Ensure sees to it): the caller would
+		// take it for a conflict on its own key.
+		return noConflict(err)
 	}
 	g.checked = true
 	return nil

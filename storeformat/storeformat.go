@@ -140,12 +140,14 @@ func (a Area) Ensure(ctx context.Context) (Record, error) {
 			return rec, nil
 		}
 		step := f.Steps[rec.Version-1]
-		if err := step.Migrate(ctx, a.Store, a.Prefix); err != nil {
-			return rec, fmt.Errorf("%s: migrating format %d to %d (%s): %w", a.Where, rec.Version, rec.Version+1, step.Name, err)
+		if err := step.Migrate(ctx, a.Store, a.Prefix); errors.Is(err, kv.ErrConflict) {
+			continue // another felt is migrating too: read the record again
+		} else if err != nil {
+			return rec, fmt.Errorf("%s: migrating format %d to %d (%s): %w", a.Where, rec.Version, rec.Version+1, step.Name, noConflict(err))
 		}
 		next := Record{Version: rec.Version + 1, Writer: a.Writer}
 		if err := a.Store.CAS(ctx, key, encode(next), p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
-			return rec, fmt.Errorf("%s: recording format %d: %w", a.Where, next.Version, err)
+			return rec, fmt.Errorf("%s: recording format %d: %w", a.Where, next.Version, noConflict(err))
 		}
 	}
 }
@@ -172,6 +174,16 @@ func (a Area) create(ctx context.Context, key string) (Record, error) {
 		return Record{}, fmt.Errorf("%s: writing format record: %w", a.Where, err)
 	}
 	return rec, nil
+}
+
+// noConflict returns err, but never as kv.ErrConflict: Ensure's errors
+// reach the callers of Guard's writes, and the lease code reads a conflict
+// as "my own key changed: read it again" (or, deleting, "already gone").
+func noConflict(err error) error {
+	if errors.Is(err, kv.ErrConflict) {
+		return errors.New(err.Error())
+	}
+	return err
 }
 
 func encode(r Record) []byte {
