@@ -32,7 +32,16 @@ func (d *Driver) Recover(ctx context.Context) error {
 	}
 	knownEp := map[string]bool{}
 	for _, ep := range eps {
-		knownEp[ep.ID] = true
+		if knownNet[ep.NetworkID] {
+			knownEp[ep.ID] = true
+			continue
+		}
+		// Its network is gone (DeleteNetwork carries on past an endpoint
+		// it could not remove): the record goes, and its veth below.
+		d.cfg.Log.Info("removing the record of an endpoint whose network is gone", "endpoint", short(ep.ID, 12))
+		if err := d.cfg.State.Delete(ctx, endpointKey(ep.ID)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	bridges, veths, err := d.feltLinks()
 	if err != nil {

@@ -1,0 +1,32 @@
+package driver
+
+import (
+	"testing"
+)
+
+// An endpoint whose network record is gone (DeleteNetwork carries on past
+// an endpoint it could not remove, then deletes the network's record) is an
+// orphan at start-up like a veth without a record: Recover removes its veth
+// and its record. It kept both for good: the record made the veth "known".
+func TestRecoverRemovesEndpointsOfGoneNetworks(t *testing.T) {
+	e := newEnv(t)
+	n := e.network(t, id("aa", 'a'), "10.64.0.0/16")
+	keep := e.network(t, id("bb", 'b'), "10.65.0.0/16")
+	epID, keepID := id("cc", 'c'), id("dd", 'd')
+	ctr := e.endpoint(t, n, epID)
+	kept := e.endpoint(t, keep, keepID)
+	must(t, e.d.cfg.State.Delete(ctx, networkKey(n.ID)))
+	must(t, e.d.Recover(ctx))
+	host, peer := vethNames(epID)
+	if link(t, e.host, host) != nil || link(t, ctr, peer) != nil {
+		t.Fatal("the veth of an endpoint whose network is gone survived Recover")
+	}
+	var ep Endpoint
+	if found, err := e.d.cfg.State.Get(ctx, endpointKey(epID), &ep); err != nil || found {
+		t.Fatalf("its record: found %v, %v", found, err)
+	}
+	khost, kpeer := vethNames(keepID)
+	if link(t, e.host, khost) == nil || link(t, kept, kpeer) == nil {
+		t.Fatal("the veth of a live endpoint was removed")
+	}
+}
