@@ -94,3 +94,46 @@ func TestReleaseChecksRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionFromReleaseTags: version.sh takes the version from release
+// tags (v1.2.0) only: another tag (a backup, a test marker) on a later
+// commit does not become felt's version and the plugin's tag.
+func TestVersionFromReleaseTags(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("needs git")
+	}
+	repo := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(repo, "scripts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(script("version.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "scripts", "version.sh"), src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "scripts/version.sh")
+	git("commit", "-q", "-m", "one")
+	git("tag", "v1.2.0")
+	git("commit", "-q", "--allow-empty", "-m", "two")
+	git("tag", "backup-before-rebase")
+	head := git("rev-parse", "--short", "HEAD")
+
+	cmd := exec.Command(filepath.Join(repo, "scripts", "version.sh"))
+	cmd.Env = append(os.Environ(), "FELT_VERSION=")
+	out, err := cmd.CombinedOutput()
+	if want := "1.2.0-1-g" + head; err != nil || strings.TrimSpace(string(out)) != want {
+		t.Errorf("version.sh = %q, %v; want %s (the release tag, not backup-before-rebase)", out, err, want)
+	}
+}
