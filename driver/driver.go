@@ -141,6 +141,10 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if existing, ok, err := d.network(ctx, req.NetworkID); err != nil {
 		return err
 	} else if ok {
+		if existing.Subnet != subnet || existing.Gateway != gw {
+			return fmt.Errorf("network %s already exists with subnet %s and gateway %s, not %s and %s",
+				existing.ID, existing.Subnet, existing.Gateway, subnet, gw)
+		}
 		// A repeated call: just make sure it is all there. With every
 		// network: the firewall is synced to exactly the list it gets.
 		return d.ensureNetwork(ctx, existing, nets...)

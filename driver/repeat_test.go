@@ -35,3 +35,24 @@ func TestRepeatedCreateNetworkKeepsOtherNetworksRules(t *testing.T) {
 		t.Fatalf("a repeated CreateNetwork of %s removed the rules of network %s:\n%s", BridgeName(b.ID), BridgeName(a.ID), r)
 	}
 }
+
+// A repeated CreateNetwork must describe the network that exists, as a
+// repeated CreateEndpoint must: one naming another subnet or gateway was
+// answered with success while the bridge kept the first, so the caller
+// believed in a network that does not exist.
+func TestRepeatedCreateNetworkWithOtherAddressesRefused(t *testing.T) {
+	e := newEnv(t)
+	n := e.network(t, id("aa", 'a'), "10.66.0.0/16")
+	other, err := e.ipam.RequestPool(ctx, ipamPool("10.67.0.0/16"))
+	must(t, err)
+	for _, data := range []*api.IPAMData{
+		{Pool: other.Pool, Gateway: other.Data["com.docker.network.gateway"]},
+		{Pool: n.Subnet.String(), Gateway: addrIn(n, 9)},
+	} {
+		err := e.d.CreateNetwork(ctx, &api.CreateNetworkRequest{NetworkID: n.ID, IPv4Data: []*api.IPAMData{data}})
+		wantErr(t, err, "already exists")
+	}
+	// The same one again is fine.
+	must(t, e.d.CreateNetwork(ctx, &api.CreateNetworkRequest{NetworkID: n.ID,
+		IPv4Data: []*api.IPAMData{{Pool: n.Subnet.String(), Gateway: n.Gateway}}}))
+}
