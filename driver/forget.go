@@ -28,7 +28,8 @@ import (
 // nothing. It carries on past errors and returns them joined.
 //
 // It takes no driver lock, and must not: the IPAM calls it under the IPAM's
-// lock, while CreateNetwork calls the IPAM under the driver's. It needs
+// lock, while CreateNetwork calls into the IPAM (Pools, lock-free today)
+// under the driver's; both ways round, the two locks could deadlock. It needs
 // none, since the driver never adopts a link marked with another instance
 // (claimName and checkBridgeName refuse them), so a link it finds marked
 // with inst stays that instance's until it is deleted.
