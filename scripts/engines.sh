@@ -100,10 +100,18 @@ trixie_apt() {
     : >"$a/state/status"
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$a/etc/sources.list"
   fi
+  # The machine's apt proxies (Acquire::http(s)::Proxy and per-host ones),
+  # which its own configuration files hold and the private one never reads:
+  # without them a machine that reaches Debian only through a proxy fails
+  # here (http_proxy in the environment works either way).
+  local proxy=() f v
+  while read -r f v; do
+    [ -n "$v" ] && proxy+=(-o "$f=$v")
+  done < <(apt-config dump --format '%f %v%n' Acquire::http::Proxy Acquire::https::Proxy 2>/dev/null | grep -E '^Acquire::https?::Proxy(::[^ ]+)? ' || true)
   apt-get -q -o Dir::Etc="$a/etc" -o Dir::Etc::main=/dev/null -o Dir::Etc::parts="$a/etc/apt.conf.d" \
     -o Dir::State="$a/state" -o Dir::State::status="$a/state/status" -o Dir::Cache="$a/cache" \
     -o APT::Architecture=amd64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root \
-    -o Acquire::Languages=none "$@"
+    -o Acquire::Languages=none "${proxy[@]}" "$@"
 }
 
 build26() {

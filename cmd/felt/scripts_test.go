@@ -137,3 +137,49 @@ func TestVersionFromReleaseTags(t *testing.T) {
 		t.Errorf("version.sh = %q, %v; want %s (the release tag, not backup-before-rebase)", out, err, want)
 	}
 }
+
+// TestEnginesAptUsesMachineProxy: engines.sh fetches Docker 26 with a
+// private apt configuration, which reads none of the machine's files; the
+// machine's apt proxies go with it, or a machine that reaches Debian only
+// through one cannot build the engine (before, they were dropped). A stub
+// apt-get records what it is given.
+func TestEnginesAptUsesMachineProxy(t *testing.T) {
+	for _, b := range []string{"apt-config", "flock"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("needs %s", b)
+		}
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "apt.conf")
+	if err := os.WriteFile(conf, []byte(`Acquire::http::Proxy "http://proxy.example:3128";
+Acquire::http::Proxy::deb.debian.org "http://other.example:8080";
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stub := filepath.Join(dir, "bin")
+	record := filepath.Join(dir, "apt-get.args")
+	if err := os.MkdirAll(stub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stub, "apt-get"), []byte("#!/bin/sh\nprintf '%s\\n' \"$@\" >>\"$RECORD\"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(script("engines.sh"), "build", "26")
+	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "RECORD="+record,
+		"APT_CONFIG="+conf, "FELT_ENGINES_CACHE="+filepath.Join(dir, "cache"))
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("engines.sh build 26 with a failing apt-get succeeded:\n%s", out)
+	}
+	args, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("apt-get was not run: %v", err)
+	}
+	for _, want := range []string{"Acquire::http::Proxy=http://proxy.example:3128\n", "Acquire::http::Proxy::deb.debian.org=http://other.example:8080\n", "update\n"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("apt-get's arguments lack %q:\n%s", want, args)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "cache", ".build-*")); len(left) != 0 {
+		t.Errorf("the failed build left %v", left)
+	}
+}
