@@ -183,3 +183,35 @@ Acquire::http::Proxy::deb.debian.org "http://other.example:8080";
 		t.Errorf("the failed build left %v", left)
 	}
 }
+
+// TestRegistryBuildSaysWhenBinaryFails: tools/registry/build.sh runs the
+// registry it built to check its version; a binary that fails there ends
+// the build with a message saying so (before, `set -o pipefail` ended the
+// script silently, with status 1 and no word why). A stub go "builds" it.
+func TestRegistryBuildSaysWhenBinaryFails(t *testing.T) {
+	dir := t.TempDir()
+	stub := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(stub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goStub := `#!/bin/sh
+case $1 in
+version) echo "go version stub" ;;
+install) mkdir -p "$GOBIN" && printf '#!/bin/sh\nexit 3\n' >"$GOBIN/registry" && chmod +x "$GOBIN/registry" ;;
+*) exit 1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(stub, "go"), []byte(goStub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "registry")
+	cmd := exec.Command(filepath.Join("..", "..", "tools", "registry", "build.sh"))
+	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_REGISTRY_BIN="+out)
+	got, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(got), "built binary reports ''") {
+		t.Fatalf("build.sh with a failing binary = %v\n%s\nwant it to fail saying what the binary reported", err, got)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the failing binary was installed at %s (%v)", out, err)
+	}
+}

@@ -28,8 +28,9 @@ log() { printf 'registry-build: %s\n' "$*" >&2; }
 # newer Go should fail loudly here, not download one.
 export GOTOOLCHAIN=local
 
-# `registry --version` prints "<binary path> <module> <version>".
-version_of() { "$1" --version 2>/dev/null | sed -n 1p | cut -d' ' -f2-; }
+# `registry --version` prints "<binary path> <module> <version>"; a binary
+# that does not run reports "" (and the callers say so), not a silent exit.
+version_of() { { "$1" --version 2>/dev/null || true; } | sed -n 1p | cut -d' ' -f2-; }
 
 if [[ -x $out ]] && [[ "$(version_of "$out")" == "$want" ]]; then
 	log "$out is already $want, nothing to do"
