@@ -215,3 +215,43 @@ esac
 		t.Errorf("the failing binary was installed at %s (%v)", out, err)
 	}
 }
+
+// TestRegistryMakeTargetIsTheBinary: `make bin/registry` builds the file it
+// names, whatever FELT_REGISTRY_BIN says in the environment (before, the
+// build went there and make's touch left an empty bin/registry, which the
+// e2e tests then found and could not run). A stub go "builds" a registry
+// that reports the pinned version.
+func TestRegistryMakeTargetIsTheBinary(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("needs make")
+	}
+	dir := t.TempDir()
+	stub := filepath.Join(dir, "stub")
+	if err := os.MkdirAll(stub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goStub := `#!/bin/sh
+case $1 in
+version) echo "go version stub" ;;
+install) mkdir -p "$GOBIN" && printf '#!/bin/sh\necho "$0 github.com/distribution/distribution/v3 v3.1.2"\n' >"$GOBIN/registry" && chmod +x "$GOBIN/registry" ;;
+*) exit 1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(stub, "go"), []byte(goStub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mk, err := filepath.Abs(filepath.Join("..", "..", "tools", "registry", "registry.mk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(dir, "elsewhere", "registry")
+	cmd := exec.Command("make", "-s", "-C", dir, "-f", mk, "bin/registry")
+	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_REGISTRY_BIN="+elsewhere)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make bin/registry: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(dir, "bin", "registry"), "--version").Output()
+	if err != nil || !strings.Contains(string(out), "distribution/v3 v3.1.2") {
+		t.Fatalf("bin/registry --version = %q, %v; want the built registry there", out, err)
+	}
+}

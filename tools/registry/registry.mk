@@ -9,10 +9,12 @@
 
 REGISTRY_MK_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
 
+# FELT_REGISTRY_BIN names the target: the binary is built where make
+# expects it, whatever the environment says.
 bin/registry: $(REGISTRY_MK_DIR)build.sh
-	$(REGISTRY_MK_DIR)build.sh
+	FELT_REGISTRY_BIN=$(abspath $@) $(REGISTRY_MK_DIR)build.sh
 	touch $@
 
 .PHONY: registry
 registry:
-	$(REGISTRY_MK_DIR)build.sh
+	FELT_REGISTRY_BIN=$(abspath bin/registry) $(REGISTRY_MK_DIR)build.sh
