@@ -34,6 +34,9 @@
 set -euo pipefail
 
 cache=${FELT_ENGINES_CACHE:-/var/cache/felt/engines}
+# Absolute: `dir` prints paths used from elsewhere, and go install's GOBIN,
+# set from it after a cd, must be absolute.
+[[ $cache == /* ]] || cache=$PWD/$cache
 
 readonly TRIXIE_PKGS="docker.io docker-cli containerd tini"
 readonly RUNC26=v1.1.15

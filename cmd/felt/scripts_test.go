@@ -57,6 +57,19 @@ func TestEnginesBuildRemovesStaleBuildDirs(t *testing.T) {
 	if out, err := cmd.Output(); err != nil || strings.TrimSpace(string(out)) != bin {
 		t.Errorf("engines.sh dir 26 = %q, %v; want %s", out, err, bin)
 	}
+	// A relative cache is taken from the working directory, and what dir
+	// prints is absolute (it is used from elsewhere; go install's GOBIN
+	// must be absolute too).
+	abs, err := filepath.Abs(script("engines.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(abs, "dir", "26")
+	cmd.Dir = filepath.Dir(cache)
+	cmd.Env = append(os.Environ(), "FELT_ENGINES_CACHE="+filepath.Base(cache))
+	if out, err := cmd.Output(); err != nil || strings.TrimSpace(string(out)) != bin {
+		t.Errorf("engines.sh dir 26 with FELT_ENGINES_CACHE=%s = %q, %v; want %s", filepath.Base(cache), out, err, bin)
+	}
 }
 
 // TestReleaseChecksRegistry: release.sh refuses, before building anything,
