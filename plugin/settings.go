@@ -4,6 +4,8 @@
 package plugin
 
 import (
+	"github.com/felt-net/felt/state"
+
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -63,6 +65,11 @@ func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	}
 	if !strings.HasSuffix(s.KVPrefix, "/") {
 		s.KVPrefix += "/"
+	}
+	// The embedded store keeps this host's own records under local/ beside
+	// the shared ones: a shared area there would mix the two.
+	if strings.HasPrefix(s.KVPrefix, state.Key()) {
+		return s, fmt.Errorf("FELT_KV_PREFIX=%s: %s is where felt keeps this host's own state; choose another prefix (default %s)", s.KVPrefix, state.Key(), DefaultKVPrefix)
 	}
 	if v := get("FELT_PUBLIC_IP", ""); v != "" {
 		ip, err := netip.ParseAddr(v)
