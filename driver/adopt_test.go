@@ -2,6 +2,7 @@ package driver
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	api "github.com/docker/go-plugins-helpers/network"
@@ -76,5 +77,20 @@ func TestCrashLeftoverBridgeAdopted(t *testing.T) {
 	}
 	if a := link(t, e.host, br).Attrs().Alias; a != e.d.aliasNetwork()+netID {
 		t.Fatalf("alias %q", a)
+	}
+}
+
+// A CreateNetwork failing after its bridge was made leaves no bridge: one
+// whose marking failed (here: an alias longer than the kernel's 255 bytes)
+// was left unmarked, which removeNetwork, deleting only marked links, kept.
+func TestFailedCreateNetworkLeavesNoUnmarkedBridge(t *testing.T) {
+	e := newEnv(t)
+	e.d.cfg.Instance = strings.Repeat("i", 240)
+	netID := id("0123456789", 'a')
+	if _, err := e.createOn(t, netID, "10.68.0.0/16"); err == nil {
+		t.Fatal("CreateNetwork with an alias the kernel refuses succeeded")
+	}
+	if l := link(t, e.host, BridgeName(netID)); l != nil {
+		t.Fatalf("bridge %s left behind (alias %q)", BridgeName(netID), l.Attrs().Alias)
 	}
 }

@@ -164,8 +164,9 @@ func (d *Driver) strangerBridge(br netlink.Link, gw netip.Prefix) (string, error
 func isBridge(l netlink.Link) bool { _, ok := l.(*netlink.Bridge); return ok }
 
 // ensureBridge creates (or repairs) the bridge of a network: it exists, is up,
-// has the MTU and holds the gateway address.
-func (d *Driver) ensureBridge(n Network) error {
+// has the MTU and holds the gateway address. A bridge it created goes again
+// when a later step fails: unmarked, nothing else would remove it.
+func (d *Driver) ensureBridge(n Network) (err error) {
 	if err := d.checkBridgeName(n.Bridge, n.ID, netip.PrefixFrom(n.Gateway, n.Subnet.Bits())); err != nil {
 		return err
 	}
@@ -184,6 +185,11 @@ func (d *Driver) ensureBridge(n Network) error {
 		if link, err = d.nl.LinkByName(n.Bridge); err != nil {
 			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 		}
+		defer func() {
+			if err != nil {
+				_ = d.deleteLink(link)
+			}
+		}()
 	}
 	if link.Attrs().Alias != d.aliasNetwork()+n.ID {
 		if err := d.nl.LinkSetAlias(link, d.aliasNetwork()+n.ID); err != nil {
