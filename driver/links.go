@@ -211,6 +211,31 @@ func (d *Driver) ensureBridge(n Network) (err error) {
 	return nil
 }
 
+// ensurePort puts the host end of ep's pair, if it exists, on n's bridge
+// and up: the kernel takes ports off a bridge that is deleted.
+func (d *Driver) ensurePort(n Network, ep Endpoint) error {
+	l, err := d.linkByName(ep.HostVeth)
+	if err != nil || l == nil || l.Attrs().Alias != d.aliasEndpoint()+ep.ID {
+		return err
+	}
+	br, err := d.linkByName(n.Bridge)
+	if err != nil || br == nil {
+		return err
+	}
+	if l.Attrs().MasterIndex != br.Attrs().Index {
+		d.cfg.Log.Info("putting an endpoint's veth back on its bridge", "veth", ep.HostVeth, "bridge", n.Bridge)
+		if err := d.nl.LinkSetMasterByIndex(l, br.Attrs().Index); err != nil {
+			return fmt.Errorf("veth %s: onto bridge %s: %w", ep.HostVeth, n.Bridge, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := d.nl.LinkSetUp(l); err != nil {
+			return fmt.Errorf("veth %s: up: %w", ep.HostVeth, err)
+		}
+	}
+	return nil
+}
+
 // deleteLink removes l; one already gone is fine.
 func (d *Driver) deleteLink(l netlink.Link) error {
 	if err := d.nl.LinkDel(l); err != nil && !isNotFound(err) && !errors.Is(err, syscall.ENODEV) {

@@ -63,10 +63,22 @@ func (d *Driver) Recover(ctx context.Context) error {
 			}
 		}
 	}
+	restored := map[string]Network{}
 	for _, n := range nets {
 		if err := d.ensureNetwork(ctx, n, nets...); err != nil {
 			d.cfg.Log.Error("could not restore network", "network", short(n.ID, 12), "err", err)
 			errs = append(errs, err)
+			continue
+		}
+		restored[n.ID] = n
+	}
+	// A bridge made again (it went while felt was down) lost its ports
+	// as it went: the endpoints' veths go back on it.
+	for _, ep := range eps {
+		if n, ok := restored[ep.NetworkID]; ok {
+			if err := d.ensurePort(n, ep); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if len(nets) == 0 {

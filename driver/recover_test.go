@@ -30,3 +30,28 @@ func TestRecoverRemovesEndpointsOfGoneNetworks(t *testing.T) {
 		t.Fatal("the veth of a live endpoint was removed")
 	}
 }
+
+// A bridge that went while felt was down (deleted by hand, or by a script
+// cleaning felt-* links) is made again by Recover, with its endpoints'
+// veths on it again: the kernel took them off the bridge as it went, and
+// Recover left them loose, so running containers stayed cut off.
+func TestRecoverPutsVethsBackOnRecreatedBridge(t *testing.T) {
+	e := newEnv(t)
+	n := e.network(t, id("aa", 'a'), "10.69.0.0/16")
+	epID := id("cc", 'c')
+	e.endpoint(t, n, epID)
+	must(t, e.host.NL.LinkDel(link(t, e.host, BridgeName(n.ID))))
+	must(t, e.d.Recover(ctx))
+	br := link(t, e.host, BridgeName(n.ID))
+	if br == nil {
+		t.Fatal("bridge not made again")
+	}
+	host, _ := vethNames(epID)
+	v := link(t, e.host, host)
+	if v == nil {
+		t.Fatal("host end of the veth gone")
+	}
+	if v.Attrs().MasterIndex != br.Attrs().Index {
+		t.Fatalf("veth %s is not on the bridge again (master %d, bridge %d)", host, v.Attrs().MasterIndex, br.Attrs().Index)
+	}
+}
