@@ -60,7 +60,7 @@ func TestForgetInstanceRemovesOnlyThatInstancesRules(t *testing.T) {
 			if err := cur.ForgetInstance("4e5f6a7b"); err != nil {
 				t.Fatal(err)
 			}
-			out, err := ns.Run(path+"-save")
+			out, err := ns.Run(path + "-save")
 			if err != nil {
 				t.Fatalf("%v: %s", err, out)
 			}
