@@ -5,6 +5,7 @@ package plugin
 
 import (
 	"github.com/felt-net/felt/state"
+	"strconv"
 
 	"fmt"
 	"log/slog"
@@ -70,6 +71,14 @@ func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	// the shared ones: a shared area there would mix the two.
 	if strings.HasPrefix(s.KVPrefix, state.Key()) {
 		return s, fmt.Errorf("FELT_KV_PREFIX=%s: %s is where felt keeps this host's own state; choose another prefix (default %s)", s.KVPrefix, state.Key(), DefaultKVPrefix)
+	}
+	// Consul's client reads CONSUL_HTTP_SSL itself but ignores a value it
+	// cannot parse (with only a warning on stderr): refuse it here, so that
+	// the user does not get TLS errors telling them to set what they set.
+	if v := get("CONSUL_HTTP_SSL", ""); v != "" {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return s, fmt.Errorf("CONSUL_HTTP_SSL=%s: must be true or false", v)
+		}
 	}
 	if v := get("FELT_PUBLIC_IP", ""); v != "" {
 		ip, err := netip.ParseAddr(v)

@@ -33,7 +33,7 @@ func TestSettingsParsed(t *testing.T) {
 }
 
 func TestSettingsErrorsNameTheVariable(t *testing.T) {
-	for k, v := range map[string]string{"FELT_PUBLIC_IP": "nope", "FELT_LEASE_TTL": "soon", "FELT_LOG_LEVEL": "loud", "FELT_RESYNC_INTERVAL": "1ms", "FELT_KV_PREFIX": "local/shared/"} {
+	for k, v := range map[string]string{"FELT_PUBLIC_IP": "nope", "FELT_LEASE_TTL": "soon", "FELT_LOG_LEVEL": "loud", "FELT_RESYNC_INTERVAL": "1ms", "FELT_KV_PREFIX": "local/shared/", "CONSUL_HTTP_SSL": "yes"} {
 		_, err := SettingsFromEnv(env(map[string]string{k: v}))
 		if err == nil || !strings.Contains(err.Error(), k+"="+v) {
 			t.Errorf("%s=%s: error %v, want it to name the variable and value", k, v, err)

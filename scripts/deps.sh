@@ -11,6 +11,8 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev pkg-config)
 command -v docker-compose >/dev/null || need+=(docker-compose) # e2e/matrix_test.go
+# scripts/engines.sh checks trixie's packages against Debian's archive key.
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
