@@ -166,7 +166,7 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 	var isolation, accepts, drops []rule
 	for _, n := range nets {
 		isolation = append(isolation, f.isolation(n)...)
-		accepts = append(accepts, f.accept(n))
+		accepts = append(accepts, f.accept(n), f.acceptBridged(n))
 		drops = append(drops, f.filterDrops(n)...)
 	}
 	// The filter chain has drops after its accepts: a second layer for

@@ -113,7 +113,7 @@ func TestUpgradeWithoutGap(t *testing.T) {
 				return fmt.Sprintf("%q -w -t mangle -C %s %s 2>/dev/null", real, firewall.IsolationChain, strings.Join(append(append(args, c...), "-j", "DROP"), " "))
 			}
 			// The old drop of traffic into the pool, or the new one.
-			cond := has("-d", "10.1.0.0/16") + " || " + has("!", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16")
+			cond := has("-d", "10.1.0.0/16") + " || " + has("!", "-i", "felt-red", "!", "-s", "10.1.0.0/16", "-d", "10.1.0.0/16")
 			path, log := recordingIptables(t, real, cond)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 			for _, r := range log() {

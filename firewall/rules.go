@@ -22,6 +22,11 @@ var safeName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 // maxBridge is the longest interface name Linux takes (IFNAMSIZ - 1).
 const maxBridge = 15
 
+// Check reports why Sync would refuse n (its bridge name or pool), so
+// that a caller holding one bad entry among good ones (old or tampered
+// state) can leave it out instead of having the whole list refused.
+func (n Network) Check() error { return n.check() }
+
 func (n Network) check() error {
 	if len(n.Bridge) > maxBridge || !safeName.MatchString(n.Bridge) {
 		return fmt.Errorf("firewall: bridge name %q: must be 1 to %d characters of A-Z a-z 0-9 . _ - (it is written into rule comments, which must list back exactly)", n.Bridge, maxBridge)
@@ -66,6 +71,16 @@ func samePool(n Network) []string {
 // br_netfilter passes bridged frames through iptables.
 func (f *Firewall) accept(n Network) rule { return f.rule(n, samePool(n), "ACCEPT") }
 
+// acceptBridged lets through everything the bridge forwards to itself:
+// with br_netfilter, frames bridged between two of its ports reach filter
+// FORWARD as `-i BRIDGE -o BRIDGE`, also broadcast to 255.255.255.255 and
+// multicast (mDNS, 224.0.0.251), whose destination is not in the pool.
+// `-o BRIDGE` means the packet goes back out to this network's own ports:
+// it never leaves the felt network, so this opens no path between networks.
+func (f *Firewall) acceptBridged(n Network) rule {
+	return f.rule(n, []string{"-i", n.Bridge, "-o", n.Bridge}, "ACCEPT")
+}
+
 // Interfaces of Docker's that never carry a felt pool's own traffic but do
 // carry containers that could forge a source in it: docker_gwbridge (every
 // felt container's default route) and the default bridge network's.
@@ -80,14 +95,27 @@ var dockerBridges = []string{"docker_gwbridge", "docker0"}
 // matching on addresses, let a container of any network (or of a Docker
 // bridge) that forged a source in the pool (CAP_NET_RAW, in Docker's
 // defaults, is enough) past every later network's drops.
+//
+// None matches what the bridge forwards back to itself (`-i BRIDGE -o
+// BRIDGE`: with br_netfilter, frames bridged between two of its ports,
+// among them broadcast to 255.255.255.255 and multicast such as mDNS, whose
+// destination is outside the pool). Such traffic goes out to this
+// network's own ports only, so it never leaves the felt network, whatever
+// its addresses. This is done with `! -o BRIDGE` / `! -i BRIDGE` in the
+// drops, not with a RETURN, so that the drops stay free of order; a RETURN
+// on `-i BRIDGE -o BRIDGE` would be safe too (it matches nothing bound for
+// another bridge, so it skips none of another network's drops that could
+// apply), but it would need to sit above the drops.
 func (f *Firewall) isolation(n Network) []rule {
 	p := n.Pool.Masked().String()
+	notBack := []string{"!", "-o", n.Bridge}
 	drops := []rule{
 		// Leaving the bridge: only the pool's traffic to itself.
-		f.rule(n, []string{"-i", n.Bridge, "!", "-s", p}, "DROP"),
-		f.rule(n, []string{"-i", n.Bridge, "!", "-d", p}, "DROP"),
-		// Bound for the pool: only from the pool...
-		f.rule(n, []string{"!", "-s", p, "-d", p}, "DROP"),
+		f.rule(n, append([]string{"-i", n.Bridge}, append(notBack, "!", "-s", p)...), "DROP"),
+		f.rule(n, append([]string{"-i", n.Bridge}, append(notBack, "!", "-d", p)...), "DROP"),
+		// Bound for the pool: only from the pool (from the bridge itself,
+		// the first drop covers what leaves it)...
+		f.rule(n, []string{"!", "-i", n.Bridge, "!", "-s", p, "-d", p}, "DROP"),
 	}
 	// ...and never from Docker's bridges, whatever the source says.
 	for _, br := range dockerBridges {
