@@ -231,10 +231,21 @@ func (d *Driver) syncFirewall(ctx context.Context, nets []Network) error {
 	fw := make([]firewall.Network, 0, len(nets))
 	seen := map[string]bool{}
 	for _, n := range nets {
-		if !seen[n.ID] {
-			seen[n.ID] = true
-			fw = append(fw, firewall.Network{Bridge: n.Bridge, Pool: n.Pool})
+		if seen[n.ID] {
+			continue
 		}
+		seen[n.ID] = true
+		f := firewall.Network{Bridge: n.Bridge, Pool: n.Pool}
+		if err := f.Check(); err != nil {
+			// Sync refuses its whole list for one bad entry, which
+			// would cost every network its rules. felt never names a
+			// bridge outside what Check allows (BridgeName of a checked
+			// ID), so this record is old or tampered state, not a
+			// bridge of felt's: it gets no rules, the others keep theirs.
+			d.cfg.Log.Error("firewall: skipping a stored network it cannot write rules for", "network", short(n.ID, 12), "err", err)
+			continue
+		}
+		fw = append(fw, f)
 	}
 	return d.cfg.Firewall.Sync(fw)
 }
