@@ -306,14 +306,20 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 	d.cfg.Log.Info("pool released", "pool", p.Pool, "subnet", p.Subnet)
 	// The pool is gone locally whatever happens next. If the store is
 	// unreachable the lease is simply not renewed and expires.
+	d.releaseLease(ctx, p, "could not release lease; it will expire")
+	return nil
+}
+
+// releaseLease gives this host's lease of p's subnet back; a failure is
+// only logged (as what), since the lease then expires by itself.
+func (d *Driver) releaseLease(ctx context.Context, p Pool, what string) {
 	hostID, err := d.hostID(ctx, p.Pool)
 	if err == nil {
 		err = d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, hostID)
 	}
 	if err != nil {
-		d.cfg.Log.Warn("could not release lease; it will expire", "subnet", p.Subnet, "err", err)
+		d.cfg.Log.Warn(what, "subnet", p.Subnet, "err", err)
 	}
-	return nil
 }
 
 // hostID is the ID this host's leases carry.
@@ -500,13 +506,7 @@ func (d *Driver) renewHeld(ctx context.Context, p Pool) error {
 			return err // still held
 		}
 	}
-	hostID, herr := d.hostID(ctx, p.Pool)
-	if herr == nil {
-		herr = d.cfg.Registry.Release(ctx, p.Pool, p.Subnet, hostID)
-	}
-	if herr != nil {
-		d.cfg.Log.Warn("could not release the lease of a pool released during its renewal; it will expire", "subnet", p.Subnet, "err", herr)
-	}
+	d.releaseLease(ctx, p, "could not release the lease of a pool released during its renewal; it will expire")
 	return nil
 }
 
