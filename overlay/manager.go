@@ -240,6 +240,10 @@ func (m *Manager) Run(ctx context.Context) {
 	expiry := time.NewTimer(time.Hour)
 	expiry.Stop()
 	defer expiry.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	retryIn := reconcileRetry
 	for {
 		select {
 		case <-ctx.Done():
@@ -258,9 +262,16 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		case <-expiry.C:
 			m.cfg.Log.Debug("a lease expired; reconciling")
+		case <-retry.C:
 		case <-m.kick:
 		}
-		m.ReconcileAll(ctx)
+		if m.ReconcileAll(ctx) {
+			retry.Stop()
+			retryIn = reconcileRetry
+		} else {
+			retry.Reset(retryIn)
+			retryIn = min(retryIn*2, reconcileRetryMax)
+		}
 		// Removing expired leases from the store is housekeeping (Peers
 		// ignores them already): beside the loop, like the listing, so a
 		// store that hangs does not hold up the next repair.
@@ -277,6 +288,13 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 	}
 }
+
+// A reconcile that failed is tried again after reconcileRetry, doubling up
+// to reconcileRetryMax while it keeps failing.
+const (
+	reconcileRetry    = 500 * time.Millisecond
+	reconcileRetryMax = 10 * time.Second
+)
 
 func (m *Manager) sweep() {
 	if err := m.removeStray(); err != nil {
@@ -387,7 +405,12 @@ func (m *Manager) setLeases(ls []lease.Lease) {
 // ReconcileAll syncs every attached network with the latest leases. Until
 // the store has answered once, it only repairs devices: removing entries on
 // the strength of an empty answer would cut traffic that is flowing.
-func (m *Manager) ReconcileAll(ctx context.Context) {
+//
+// It reports whether every network reconciled: Run retries soon when one
+// did not (a route to a peer refused while the kernel was still bringing
+// the underlay back, say), not at the next event or resync, which may not
+// come for a long time.
+func (m *Manager) ReconcileAll(ctx context.Context) bool {
 	m.mu.Lock()
 	nets := make([]*attached, 0, len(m.networks))
 	for _, a := range m.networks {
@@ -397,9 +420,11 @@ func (m *Manager) ReconcileAll(ctx context.Context) {
 	m.leasesMu.Lock()
 	all, have := m.leases, m.haveAll
 	m.leasesMu.Unlock()
+	ok := true
 	for _, a := range nets {
-		m.reconcile(ctx, a, all, have)
+		ok = m.reconcile(ctx, a, all, have) && ok
 	}
+	return ok
 }
 
 // removeExpired deletes the known leases past their expiry from the store
@@ -418,28 +443,31 @@ func (m *Manager) removeExpired(ctx context.Context) {
 }
 
 // reconcile syncs one network, unless it was detached meanwhile.
-func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease, have bool) {
+// It reports whether the network's state is now as wanted.
+func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease, have bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.gone {
-		return
+		return true
 	}
 	n := a.n
 	b, err := m.backend(n.Backend)
 	if err != nil {
 		m.cfg.Log.Error("reconcile", "network", n.ID, "err", err)
-		return
+		return true // retrying cannot help: the backend is unknown
 	}
 	if err := b.Setup(ctx, n); err != nil {
 		m.cfg.Log.Error("overlay device repair failed", "network", n.ID, "err", err)
-		return
+		return false
 	}
 	if !have {
-		return
+		return true
 	}
 	if err := b.Sync(ctx, n, m.Peers(n, all)); err != nil {
 		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
+		return false
 	}
+	return true
 }
 
 // Peers are the live leases of n's pool held by other hosts.
