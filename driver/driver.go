@@ -82,6 +82,9 @@ type Config struct {
 	Netlink  *netlink.Handle
 	Firewall *firewall.Firewall
 	Overlay  Overlay
+	// Backends describe the overlay backends: the options each takes, its
+	// overhead, the default one (overlay.Backends).
+	Backends *overlay.Backends
 	// Instance names this felt (its host ID) in the kernel objects it marks.
 	Instance string
 	// UnderlayMTU is the MTU of the interface carrying traffic to other hosts.
@@ -117,7 +120,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if err := checkID("NetworkID", req.NetworkID); err != nil {
 		return err
 	}
-	opts, err := parseOptions(req.Options)
+	opts, err := parseOptions(req.Options, d.cfg.Backends)
 	if err != nil {
 		return err
 	}
@@ -204,7 +207,11 @@ func (d *Driver) derivedMTU(backend string) (int, error) {
 		}
 		under = m
 	}
-	return under - overlay.Overhead(backend), nil
+	overhead, err := d.cfg.Backends.Overhead(backend)
+	if err != nil {
+		return 0, err
+	}
+	return under - overhead, nil
 }
 
 // ensureNetwork makes the kernel state of n exist: bridge, firewall, overlay.

@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *env {
 		},
 		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return e.d.HasNetworkForPool(ctx, pool) },
 	})
-	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Instance: "testinst", Log: log})
+	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Backends: testBackends(), Instance: "testinst", Log: log})
 	return e
 }
 

@@ -36,7 +36,7 @@ func newEnvIn(t *testing.T, host *testnet.NS, inst string) *env {
 		},
 		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return e.d.HasNetworkForPool(ctx, pool) },
 	})
-	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Instance: inst, Log: log})
+	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Backends: testBackends(), Instance: inst, Log: log})
 	return e
 }
 

@@ -21,8 +21,10 @@ type Lease struct {
 	Subnet   netip.Prefix `json:"subnet"`
 	HostID   string       `json:"hostID"`
 	PublicIP netip.Addr   `json:"publicIP"`
-	// VtepMAC is the vxlan backend's data: the owner's VTEP address.
-	VtepMAC string `json:"vtepMAC,omitempty"`
+	// BackendData is what the owner's backends publish for their peers (a
+	// JSON object, opaque to lease; vxlan's VTEP MAC, say). Its keys are
+	// flattened into the record (record.go), where they have always been.
+	BackendData json.RawMessage `json:"-"`
 	// Expiry zero means a permanent reservation, as in flannel.
 	Expiry time.Time `json:"expiry,omitzero"`
 
@@ -33,7 +35,8 @@ type Lease struct {
 type Owner struct {
 	HostID   string
 	PublicIP netip.Addr
-	VtepMAC  string
+	// BackendData goes into the owner's leases as Lease.BackendData.
+	BackendData json.RawMessage
 }
 
 // Expired reports whether the lease is past its expiry at now.
@@ -89,7 +92,7 @@ type AcquireRequest struct {
 }
 
 // Acquire returns this host's lease in the pool: the one it already holds
-// (updated in place if its public IP or VTEP changed), else Prefer if free,
+// (updated in place if its public IP or backend data changed), else Prefer if free,
 // else a random free subnet. Every claim is one create-if-absent (or one
 // compare-and-set, for a takeover).
 //
@@ -99,7 +102,7 @@ type AcquireRequest struct {
 // public IP is therefore an earlier incarnation of this host (its state
 // directory was wiped, so it got a new host ID) that did not release it:
 // Acquire takes it over, subnet included, instead of leasing a second
-// subnet beside it, so peers replace its VTEP MAC rather than keep both.
+// subnet beside it, so peers replace its backend data (vxlan's VTEP MAC) rather than keep both.
 // If that lease does not fit the request (outside Within, or another subnet
 // length) or this host already holds a lease, it is removed instead.
 //
@@ -197,11 +200,14 @@ func (r *Registry) acquire(ctx context.Context, req AcquireRequest, created *kv.
 		if err != nil {
 			return Lease{}, err
 		}
-		l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, VtepMAC: req.Owner.VtepMAC}
+		l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, BackendData: req.Owner.BackendData}
 		if req.TTL > 0 {
 			l.Expiry = now.Add(req.TTL)
 		}
-		val, _ := json.Marshal(l)
+		val, err := json.Marshal(l)
+		if err != nil {
+			return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
+		}
 		err = r.store.CAS(ctx, r.leaseKey(n.Pool, subnet), val, 0)
 		if errors.Is(err, kv.ErrConflict) {
 			continue // another host won that subnet; choose again
@@ -272,12 +278,12 @@ func pick(n Network, req AcquireRequest, taken []netip.Prefix) (netip.Prefix, er
 }
 
 // renew rewrites l with a fresh expiry and the owner's current public IP and
-// VTEP: a host whose address changed keeps its subnet.
+// backend data: a host whose address changed keeps its subnet.
 func (r *Registry) renew(ctx context.Context, l Lease, req AcquireRequest, now time.Time) (Lease, error) {
 	next := l
 	next.PublicIP = req.Owner.PublicIP
-	if req.Owner.VtepMAC != "" || next.HostID != req.Owner.HostID {
-		next.VtepMAC = req.Owner.VtepMAC // a taken-over lease keeps nothing of the old host's
+	if !emptyData(req.Owner.BackendData) || next.HostID != req.Owner.HostID {
+		next.BackendData = req.Owner.BackendData // a taken-over lease keeps nothing of the old host's
 	}
 	next.HostID = req.Owner.HostID
 	if req.TTL > 0 {
@@ -285,7 +291,10 @@ func (r *Registry) renew(ctx context.Context, l Lease, req AcquireRequest, now t
 	} else {
 		next.Expiry = time.Time{}
 	}
-	val, _ := json.Marshal(next)
+	val, err := json.Marshal(next)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
+	}
 	if err := r.store.CAS(ctx, r.leaseKey(l.Pool, l.Subnet), val, l.index); err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
 	}

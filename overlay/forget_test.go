@@ -11,6 +11,7 @@ import (
 	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 )
 
 // A felt whose state directory was wiped removes the overlay devices of its
@@ -58,9 +59,9 @@ func TestForgetInstanceRemovesOnlyThatInstancesDevices(t *testing.T) {
 	}
 }
 
-// adopting is a vxlan Setup reduced to what matters here: it takes the
-// device of n's name over (as ensureVTEP does with a matching VTEP left by
-// an earlier run), marking it n's, once the test releases it.
+// adopting is a vxlan backend whose Setup is reduced to what matters here:
+// it takes the device of n's name over (as ensureVTEP does with a matching
+// VTEP left by an earlier run), marking it n's, once the test releases it.
 type adopting struct {
 	overlay.Backend
 	nl               *netlink.Handle
@@ -71,7 +72,7 @@ type adopting struct {
 func (a *adopting) Setup(ctx context.Context, n overlay.Network) error {
 	close(a.entered)
 	<-a.release
-	l, err := a.nl.LinkByName(overlay.VTEPName(n.VNI))
+	l, err := a.nl.LinkByName(vxlan.VTEPName(n.VNI))
 	if err != nil {
 		return err
 	}
@@ -88,16 +89,16 @@ func (a *adopting) Teardown(context.Context, overlay.Network) error            {
 // new network's, cutting that network off until a resync.
 func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
 	ns := testnet.New(t, "ov")
-	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: overlay.VTEPName(7)}}
+	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: vxlan.VTEPName(7)}}
 	if err := ns.NL.LinkAdd(l); err != nil {
 		t.Fatal(err)
 	}
 	if err := ns.NL.LinkSetAlias(l, overlay.OwnerAlias("0a1b2c3d", "net-old")); err != nil {
 		t.Fatal(err)
 	}
-	b := &adopting{nl: ns.NL, instance: "99aabbcc", entered: make(chan struct{}), release: make(chan struct{})}
+	b := &adopting{Backend: vxlan.New(overlay.BackendConfig{Netlink: ns.NL}), nl: ns.NL, instance: "99aabbcc", entered: make(chan struct{}), release: make(chan struct{})}
 	m := overlay.NewManager(overlay.ManagerConfig{Netlink: ns.NL, HostID: "99aabbcc00000000",
-		Backends: map[string]overlay.Backend{"vxlan": b}})
+		Backends: overlay.NewBackends(b)})
 	t.Cleanup(m.Close)
 	n := overlay.Network{ID: "net-new", Backend: "vxlan", VNI: 7,
 		Pool: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix("10.42.3.0/24")}
@@ -114,7 +115,7 @@ func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
 	if err := <-forgot; err != nil {
 		t.Fatalf("ForgetInstance: %v", err)
 	}
-	got, err := ns.NL.LinkByName(overlay.VTEPName(7))
+	got, err := ns.NL.LinkByName(vxlan.VTEPName(7))
 	if err != nil {
 		t.Fatalf("the device the new network adopted was deleted: %v", err)
 	}

@@ -9,7 +9,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/hostgw"
 )
 
 func TestHostGW(t *testing.T) {
@@ -22,7 +24,7 @@ func TestHostGW(t *testing.T) {
 
 	t.Run("unreachable peer", func(t *testing.T) {
 		err := a.try(n, b, c)
-		var unreachable *overlay.UnreachablePeerError
+		var unreachable *hostgw.UnreachablePeerError
 		if !errors.As(err, &unreachable) || unreachable.HostID != c.id || unreachable.PublicIP != c.pub {
 			t.Fatalf("Sync with a peer in another subnet: got %v, want an UnreachablePeerError for %s", err, c.id)
 		}
@@ -46,12 +48,14 @@ func TestHostGW(t *testing.T) {
 		mustPing(t, b, a)
 	})
 
-	t.Run("CheckHostGW", func(t *testing.T) {
-		host := fakeHost{addr: a.pub}
-		if err := overlay.CheckHostGW(host, a.ns.NL, leases(b)); err != nil {
+	t.Run("Check", func(t *testing.T) {
+		check := func(peers ...*tbHost) error {
+			return a.b["host-gw"].Check(context.Background(), n, func(context.Context) ([]lease.Lease, error) { return leases(peers...), nil })
+		}
+		if err := check(b); err != nil {
 			t.Fatalf("peer on the same segment: %v", err)
 		}
-		err := overlay.CheckHostGW(host, a.ns.NL, leases(b, c))
+		err := check(b, c)
 		if err == nil || !strings.Contains(err.Error(), c.id) || !strings.Contains(err.Error(), c.pub.String()) ||
 			strings.Contains(err.Error(), b.id) {
 			t.Fatalf("got %v, want an error naming %s at %s only", err, c.id, c.pub)
@@ -88,13 +92,4 @@ func TestHostGW(t *testing.T) {
 			t.Fatalf("routes remain after Teardown: %v", routes)
 		}
 	})
-}
-
-func TestAllBackendsRegistered(t *testing.T) {
-	b := overlay.NewBackends(overlay.BackendConfig{Host: fakeHost{}, HostID: "h"})
-	for _, name := range []string{"vxlan", "host-gw", "udp"} {
-		if b[name] == nil {
-			t.Fatalf("backend %s missing", name)
-		}
-	}
 }

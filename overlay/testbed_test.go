@@ -3,11 +3,14 @@ package overlay_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"iter"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +22,8 @@ import (
 	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/backends"
+	"github.com/felt-net/felt/overlay/vxlan"
 )
 
 // The testbed is a few "hosts", each a network namespace, whose eth0 is
@@ -98,7 +103,7 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 		h.ctr.AddRoute(t, pool.String(), h.gateway())
 
 		log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		h.b = overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: h.id, Log: log})
+		h.b = standardBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: h.id, Log: log})
 		tb.hosts = append(tb.hosts, h)
 	}
 	return tb
@@ -106,15 +111,45 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 
 func (h *tbHost) gateway() netip.Addr { return h.subnet.Addr().Next() }
 func (h *tbHost) ctrIP() netip.Addr   { return h.gateway().Next() }
-func (h *tbHost) mac() string         { return overlay.VtepMAC(h.id, pool).String() }
+func (h *tbHost) mac() string         { return vxlan.VtepMAC(h.id, pool).String() }
+
+// leaseData is the backend data of h's lease, as plugin.Build's owner
+// publishes it: the merged data of every backend.
+func (h *tbHost) leaseData() json.RawMessage {
+	data, err := registryOf(h.b).LeaseData(pool)
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
 
 func (h *tbHost) lease() lease.Lease {
-	return lease.Lease{Pool: pool, Subnet: h.subnet, HostID: h.id, PublicIP: h.pub, VtepMAC: h.mac()}
+	return lease.Lease{Pool: pool, Subnet: h.subnet, HostID: h.id, PublicIP: h.pub, BackendData: h.leaseData()}
+}
+
+// standardBackends are felt's backends (backends.All) by name, for tests
+// that replace one of them with a wrapper.
+func standardBackends(cfg overlay.BackendConfig) map[string]overlay.Backend {
+	reg := backends.All(cfg)
+	out := map[string]overlay.Backend{}
+	for _, name := range reg.Names() {
+		out[name], _ = reg.Get(name)
+	}
+	return out
+}
+
+// registryOf registers the backends of m (by name, so in a fixed order).
+func registryOf(m map[string]overlay.Backend) *overlay.Backends {
+	var bs []overlay.Backend
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		bs = append(bs, m[name])
+	}
+	return overlay.NewBackends(bs...)
 }
 
 func (h *tbHost) network(backend string, direct bool) overlay.Network {
 	return overlay.Network{ID: "net-" + backend, Pool: pool, Subnet: h.subnet, Bridge: bridge,
-		Backend: backend, VNI: vni, MTU: 1500 - overlay.Overhead(backend), DirectRouting: direct}
+		Backend: backend, VNI: vni, MTU: 1500 - h.b[backend].Overhead(), DirectRouting: direct}
 }
 
 // leases returns the leases of hosts.
@@ -215,7 +250,7 @@ func feltRoutes(t *testing.T, h *tbHost) map[netip.Prefix]netlink.Route {
 // neighbours returns the VTEP's IPv4 neighbour entries, address -> MAC.
 func neighbours(t *testing.T, h *tbHost) map[netip.Addr]netlink.Neigh {
 	t.Helper()
-	list, err := h.ns.NL.NeighList(h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index, netlink.FAMILY_V4)
+	list, err := h.ns.NL.NeighList(h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatalf("%s: neighbours: %v", h.id, err)
 	}
@@ -230,7 +265,7 @@ func neighbours(t *testing.T, h *tbHost) map[netip.Addr]netlink.Neigh {
 // fdb returns the VTEP's unicast FDB entries, MAC -> destination.
 func fdb(t *testing.T, h *tbHost) map[string]netip.Addr {
 	t.Helper()
-	list, err := h.ns.NL.NeighList(h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index, unix.AF_BRIDGE)
+	list, err := h.ns.NL.NeighList(h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {
 		t.Fatalf("%s: fdb: %v", h.id, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/udp"
 )
 
 func TestUDPSharedPort(t *testing.T) {
@@ -50,7 +51,7 @@ func TestUDPSharedPort(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.ns.NL.LinkByName(overlay.UDPDeviceName(pool2)); err != nil {
+	if _, err := a.ns.NL.LinkByName(udp.DeviceName(pool2)); err != nil {
 		t.Fatalf("second TUN: %v", err)
 	}
 	ping2 := func(from, to second) error {
@@ -89,10 +90,10 @@ func TestUDPSharedPort(t *testing.T) {
 	if err := ping2(nets[0], nets[1]); err == nil {
 		t.Fatal("second network still works after its teardown")
 	}
-	for _, name := range []string{udpDev, overlay.UDPDeviceName(pool2)} {
+	for _, name := range []string{udpDev, udp.DeviceName(pool2)} {
 		if _, err := a.ns.NL.LinkByName(name); err == nil {
 			t.Fatalf("%s remains after Teardown", name)
 		}
 	}
-	portFree(t, a.ns, lease.DefaultUDPPort)
+	portFree(t, a.ns, udp.DefaultPort)
 }

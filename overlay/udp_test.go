@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/internal/testnet"
-	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/udp"
+	"github.com/felt-net/felt/overlay/udp/dataplane"
 )
 
 // nsHost is a testbed host as the udp backend needs it: naming its
@@ -28,7 +28,7 @@ type nsHost struct {
 
 func (h nsHost) NetNS() netns.NsHandle { return h.ns }
 
-var udpDev = overlay.UDPDeviceName(pool)
+var udpDev = udp.DeviceName(pool)
 
 // newUDPTestbed is newTestbed with each host's "udp" backend working in the
 // host's namespace and the layout the driver makes for udp: bridge and
@@ -42,8 +42,8 @@ func newUDPTestbed(t *testing.T, pubs ...string) *testbed {
 	tb := newTestbed(t, pubs...)
 	for _, h := range tb.hosts {
 		log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		h.b["udp"] = overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, HostID: h.id, Log: log})["udp"]
-		mtu := 1500 - overlay.Overhead("udp")
+		h.b["udp"] = standardBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, HostID: h.id, Log: log})["udp"]
+		mtu := 1500 - h.b["udp"].Overhead()
 		for _, l := range []struct {
 			ns   *testnet.NS
 			name string
@@ -64,9 +64,9 @@ func newUDPTestbed(t *testing.T, pubs ...string) *testbed {
 	return tb
 }
 
-func udpStats(t *testing.T, h *tbHost, n overlay.Network) udp.Stats {
+func udpStats(t *testing.T, h *tbHost, n overlay.Network) dataplane.Stats {
 	t.Helper()
-	s, ok := h.b["udp"].(overlay.UDPStatsReporter).Stats(n)
+	s, ok := h.b["udp"].(udp.StatsReporter).Stats(n)
 	if !ok {
 		t.Fatalf("%s: no udp stats for %s", h.id, n.ID)
 	}
@@ -285,10 +285,10 @@ func TestUDP(t *testing.T) {
 				t.Fatalf("route %s remains after Teardown", dst)
 			}
 		}
-		if _, ok := a.b["udp"].(overlay.UDPStatsReporter).Stats(n); ok {
+		if _, ok := a.b["udp"].(udp.StatsReporter).Stats(n); ok {
 			t.Fatal("stats for a torn down network")
 		}
-		portFree(t, a.ns, lease.DefaultUDPPort)
+		portFree(t, a.ns, udp.DefaultPort)
 		noDataPath(t)
 		// Idempotent: nothing left to remove is not an error.
 		if err := a.b["udp"].Teardown(context.Background(), n); err != nil {
@@ -306,7 +306,7 @@ func testForged(t *testing.T, tb *testbed) {
 	const port = 9999
 	atA := listenUDP(t, a.ctr, netip.AddrPortFrom(a.ctrIP(), port))
 	atC := listenUDP(t, c.ctr, netip.AddrPortFrom(c.ctrIP(), port))
-	to := netip.AddrPortFrom(a.pub, lease.DefaultUDPPort)
+	to := netip.AddrPortFrom(a.pub, udp.DefaultPort)
 	before := udpStats(t, a, n)
 
 	// To c's container through a: the port must not relay.
@@ -332,7 +332,7 @@ func testForged(t *testing.T, tb *testbed) {
 	if got := readUDP(t, atC, 500*time.Millisecond); got != "" {
 		t.Fatalf("c's container got %q relayed through a", got)
 	}
-	var after udp.Stats
+	var after dataplane.Stats
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		after = udpStats(t, a, n)

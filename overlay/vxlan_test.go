@@ -10,12 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 )
 
 // hasTunnel checks h reaches p through the VTEP: neighbour, FDB entry, route.
 func hasTunnel(t *testing.T, h, p *tbHost) {
 	t.Helper()
-	vtep := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index
+	vtep := h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index
 	n, ok := neighbours(t, h)[p.subnet.Addr()]
 	if !ok || n.HardwareAddr.String() != p.mac() || n.State != netlink.NUD_PERMANENT {
 		t.Fatalf("%s: neighbour for %s: got %+v, want permanent lladdr %s", h.id, p.subnet.Addr(), n, p.mac())
@@ -25,7 +26,7 @@ func hasTunnel(t *testing.T, h, p *tbHost) {
 	}
 	r, ok := feltRoutes(t, h)[p.subnet]
 	if !ok || !r.Gw.Equal(net.IP(p.subnet.Addr().AsSlice())) || r.LinkIndex != vtep || r.Flags&int(netlink.FLAG_ONLINK) == 0 {
-		t.Fatalf("%s: route %s: got %+v (present %v), want via %s onlink dev %s", h.id, p.subnet, r, ok, p.subnet.Addr(), overlay.VTEPName(vni))
+		t.Fatalf("%s: route %s: got %+v (present %v), want via %s onlink dev %s", h.id, p.subnet, r, ok, p.subnet.Addr(), vxlan.VTEPName(vni))
 	}
 }
 
@@ -70,11 +71,11 @@ func TestVXLAN(t *testing.T) {
 	tb.applyAll(t, "vxlan", false)
 
 	t.Run("device", func(t *testing.T) {
-		l, ok := a.ns.Link(t, overlay.VTEPName(vni)).(*netlink.Vxlan)
+		l, ok := a.ns.Link(t, vxlan.VTEPName(vni)).(*netlink.Vxlan)
 		if !ok {
-			t.Fatalf("%s is not a vxlan device", overlay.VTEPName(vni))
+			t.Fatalf("%s is not a vxlan device", vxlan.VTEPName(vni))
 		}
-		if l.VxlanId != vni || l.Port != overlay.VXLANPort || l.Learning || !l.SrcAddr.Equal(net.IP(a.pub.AsSlice())) ||
+		if l.VxlanId != vni || l.Port != vxlan.Port || l.Learning || !l.SrcAddr.Equal(net.IP(a.pub.AsSlice())) ||
 			l.HardwareAddr.String() != a.mac() || l.MTU != 1450 || l.Attrs().Flags&net.FlagUp == 0 ||
 			l.VtepDevIndex != a.ns.Link(t, underlayIface).Attrs().Index {
 			t.Fatalf("VTEP: %+v", l)
@@ -101,10 +102,10 @@ func TestVXLAN(t *testing.T) {
 	})
 
 	t.Run("idempotent", func(t *testing.T) {
-		before := a.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index
+		before := a.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index
 		a.apply(t, n, b, c)
 		a.apply(t, n, b, c)
-		if after := a.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index; after != before {
+		if after := a.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index; after != before {
 			t.Fatalf("Setup recreated a correct VTEP: ifindex %d -> %d", before, after)
 		}
 		hasTunnel(t, a, b)
@@ -123,7 +124,7 @@ func TestVXLAN(t *testing.T) {
 	})
 
 	t.Run("VTEP deleted", func(t *testing.T) {
-		if err := a.ns.NL.LinkDel(a.ns.Link(t, overlay.VTEPName(vni))); err != nil {
+		if err := a.ns.NL.LinkDel(a.ns.Link(t, vxlan.VTEPName(vni))); err != nil {
 			t.Fatal(err)
 		}
 		mustNotPing(t, a, b)
@@ -135,12 +136,12 @@ func TestVXLAN(t *testing.T) {
 	})
 
 	t.Run("VTEP wrong MAC", func(t *testing.T) {
-		l := a.ns.Link(t, overlay.VTEPName(vni))
+		l := a.ns.Link(t, vxlan.VTEPName(vni))
 		if err := a.ns.NL.LinkSetHardwareAddr(l, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x66}); err != nil {
 			t.Fatal(err)
 		}
 		a.apply(t, n, b, c)
-		got := a.ns.Link(t, overlay.VTEPName(vni))
+		got := a.ns.Link(t, vxlan.VTEPName(vni))
 		if got.Attrs().HardwareAddr.String() != a.mac() || got.Attrs().Index == l.Attrs().Index {
 			t.Fatalf("VTEP not recreated: mac %s ifindex %d (was %d)", got.Attrs().HardwareAddr, got.Attrs().Index, l.Attrs().Index)
 		}
@@ -151,16 +152,16 @@ func TestVXLAN(t *testing.T) {
 	})
 
 	t.Run("VTEP wrong VNI", func(t *testing.T) {
-		if err := a.ns.NL.LinkDel(a.ns.Link(t, overlay.VTEPName(vni))); err != nil {
+		if err := a.ns.NL.LinkDel(a.ns.Link(t, vxlan.VTEPName(vni))); err != nil {
 			t.Fatal(err)
 		}
 		eth := a.ns.Link(t, underlayIface).Attrs().Index
-		wrong := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: overlay.VTEPName(vni)}, VxlanId: 7, VtepDevIndex: eth, Port: overlay.VXLANPort}
+		wrong := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxlan.VTEPName(vni)}, VxlanId: 7, VtepDevIndex: eth, Port: vxlan.Port}
 		if err := a.ns.NL.LinkAdd(wrong); err != nil {
 			t.Fatal(err)
 		}
 		a.apply(t, n, b, c)
-		if got := a.ns.Link(t, overlay.VTEPName(vni)).(*netlink.Vxlan); got.VxlanId != vni {
+		if got := a.ns.Link(t, vxlan.VTEPName(vni)).(*netlink.Vxlan); got.VxlanId != vni {
 			t.Fatalf("VTEP not recreated: VNI %d", got.VxlanId)
 		}
 		mustPing(t, a, b)
@@ -169,16 +170,16 @@ func TestVXLAN(t *testing.T) {
 	t.Run("VTEP local IP changed", func(t *testing.T) {
 		// The host's public IP moves to a new address: the VTEP follows.
 		a.ns.AddAddr(t, underlayIface, "192.168.77.11/24")
-		moved := overlay.NewBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: fakeHost{addr: netip.MustParseAddr("192.168.77.11")}, HostID: a.id})
+		moved := standardBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: fakeHost{addr: netip.MustParseAddr("192.168.77.11")}, HostID: a.id})
 		if err := moved["vxlan"].Setup(context.Background(), n); err != nil {
 			t.Fatal(err)
 		}
-		got := a.ns.Link(t, overlay.VTEPName(vni)).(*netlink.Vxlan)
+		got := a.ns.Link(t, vxlan.VTEPName(vni)).(*netlink.Vxlan)
 		if got.SrcAddr.String() != "192.168.77.11" {
 			t.Fatalf("VTEP local IP %s, want 192.168.77.11", got.SrcAddr)
 		}
 		a.apply(t, n, b, c) // and back, as the peers still know a at .1
-		if got := a.ns.Link(t, overlay.VTEPName(vni)).(*netlink.Vxlan); !got.SrcAddr.Equal(net.IP(a.pub.AsSlice())) {
+		if got := a.ns.Link(t, vxlan.VTEPName(vni)).(*netlink.Vxlan); !got.SrcAddr.Equal(net.IP(a.pub.AsSlice())) {
 			t.Fatalf("VTEP local IP %s, want %s", got.SrcAddr, a.pub)
 		}
 		mustPing(t, a, c)
@@ -186,7 +187,7 @@ func TestVXLAN(t *testing.T) {
 
 	t.Run("stale entries", func(t *testing.T) {
 		nl := a.ns.NL
-		vtep := a.ns.Link(t, overlay.VTEPName(vni)).Attrs().Index
+		vtep := a.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Index
 		eth := a.ns.Link(t, underlayIface).Attrs().Index
 		staleMAC := net.HardwareAddr{0x02, 0, 0, 0, 0x09, 0x09}
 		seed := []netlink.Route{
@@ -237,7 +238,7 @@ func TestVXLAN(t *testing.T) {
 		if err := a.b["vxlan"].Teardown(context.Background(), n); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+		if _, err := a.ns.NL.LinkByName(vxlan.VTEPName(vni)); err == nil {
 			t.Fatal("VTEP remains after Teardown")
 		}
 		for dst := range feltRoutes(t, a) {
@@ -310,17 +311,17 @@ func TestVXLANTeardownLeavesAnothersVTEP(t *testing.T) {
 	if err := h.b["vxlan"].Teardown(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", next.ID) {
+	if got := h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", next.ID) {
 		t.Fatalf("VTEP alias %q, want %s's", got, next.ID)
 	}
 	// Unmarked: made by a felt before devices were marked; it goes.
-	if err := h.ns.NL.LinkSetAlias(h.ns.Link(t, overlay.VTEPName(vni)), ""); err != nil {
+	if err := h.ns.NL.LinkSetAlias(h.ns.Link(t, vxlan.VTEPName(vni)), ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.b["vxlan"].Teardown(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+	if _, err := h.ns.NL.LinkByName(vxlan.VTEPName(vni)); err == nil {
 		t.Fatal("an unmarked VTEP of the network's name stayed")
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/state"
 )
 
@@ -130,11 +132,11 @@ func newFuzzWorld(f testing.TB) *fuzzWorld {
 	ipamDrv := ipam.New(ipam.Config{
 		State: w.st, Registry: reg, Log: log, TTL: time.Hour,
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "fuzz-host", PublicIP: netip.MustParseAddr("192.0.2.1"), VtepMAC: "02:00:00:00:00:01"}, nil
+			return lease.Owner{HostID: "fuzz-host", PublicIP: netip.MustParseAddr("192.0.2.1"), BackendData: json.RawMessage(`{"vtepMAC":"02:00:00:00:00:01"}`)}, nil
 		},
 		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
 	})
-	drv = driver.New(driver.Config{State: w.st, Registry: reg, IPAM: ipamDrv, Netlink: nl, Instance: "fuzzinst", Log: log})
+	drv = driver.New(driver.Config{State: w.st, Registry: reg, IPAM: ipamDrv, Netlink: nl, Backends: backends.All(overlay.BackendConfig{}), Instance: "fuzzinst", Log: log})
 	w.srv = NewServer(log, time.Second)
 	w.srv.SetReady(Drivers{Network: drv, IPAM: ipamDrv})
 	return w

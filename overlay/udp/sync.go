@@ -1,4 +1,4 @@
-package overlay
+package udp
 
 import (
 	"context"
@@ -7,61 +7,63 @@ import (
 	"net/netip"
 
 	"github.com/felt-net/felt/lease"
-	"github.com/felt-net/felt/overlay/udp"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
+	"github.com/felt-net/felt/overlay/udp/dataplane"
 )
 
 // Sync gives the data path the peers, then routes each peer's subnet
 // through the TUN and removes felt's other routes into the pool. Table
 // first: a route must not lead packets to a tunnel that does not know
 // where to send them.
-func (b *udpBackend) Sync(ctx context.Context, n Network, peers []lease.Lease) error {
+func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
 	n, err := b.complete(n)
 	if err != nil {
 		return err
 	}
-	name := UDPDeviceName(n.Pool)
+	name := DeviceName(n.Pool)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.nets[n.ID]
 	if st == nil || st.tunnel == nil {
-		return fmt.Errorf("udp %s: no tunnel (Setup must create it first)", name)
+		return fmt.Errorf(Name+" %s: no tunnel (Setup must create it first)", name)
 	}
 	link, err := b.nl.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("udp %s: %w (Setup must create it first)", name, err)
+		return fmt.Errorf(Name+" %s: %w (Setup must create it first)", name, err)
 	}
 	var errs []error
-	var table []udp.Peer
+	var table []dataplane.Peer
 	var valid []lease.Lease
 	for _, p := range peers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := checkPeer(n, p); err != nil {
-			errs = append(errs, fmt.Errorf("udp %s: %w", name, err))
+		if err := overlay.CheckPeer(n, p); err != nil {
+			errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
 			continue
 		}
-		table = append(table, udp.Peer{Subnet: p.Subnet, Addr: netip.AddrPortFrom(p.PublicIP, uint16(n.Port))})
+		table = append(table, dataplane.Peer{Subnet: p.Subnet, Addr: netip.AddrPortFrom(p.PublicIP, uint16(n.Port))})
 		valid = append(valid, p)
 	}
 	if err := st.tunnel.SetPeers(table); err != nil {
-		return errors.Join(append(errs, fmt.Errorf("udp %s: %w", name, err))...)
+		return errors.Join(append(errs, fmt.Errorf(Name+" %s: %w", name, err))...)
 	}
 	st.peers = table
-	want := map[routeKey]bool{}
+	want := map[kernel.RouteKey]bool{}
 	for _, p := range valid {
 		r := tunRoute(p.Subnet, link.Attrs().Index)
-		want[keyOf(r)] = true
+		want[kernel.KeyOf(r)] = true
 		if err := b.nl.RouteReplace(&r); err != nil {
-			errs = append(errs, fmt.Errorf("udp %s: route %s dev %s: %w", name, p.Subnet, name, err))
+			errs = append(errs, fmt.Errorf(Name+" %s: route %s dev %s: %w", name, p.Subnet, name, err))
 		}
 	}
-	removed, err := pruneRoutes(b.nl, n.Pool, want)
+	removed, err := kernel.PruneRoutes(b.nl, n.Pool, want)
 	if len(removed) > 0 {
-		b.log.Info("removed stale routes", "network", n.ID, "backend", "udp", "subnets", removed)
+		b.log.Info("removed stale routes", "network", n.ID, "backend", Name, "subnets", removed)
 	}
 	if err != nil {
-		errs = append(errs, fmt.Errorf("udp %s: %w", name, err))
+		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
 	}
 	return errors.Join(errs...)
 }

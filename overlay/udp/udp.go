@@ -1,35 +1,49 @@
-package overlay
+// Package udp is the "udp" backend, flannel's first design made fast: per
+// network a TUN device (DeviceName, tun.go) holding this host's subnet's
+// .0/32, with a route per peer subnet through it (sync.go), and a
+// userspace data path (package overlay/udp/dataplane) carrying each IP
+// packet as one UDP datagram to the peer's public IP and n.Port. It works
+// across routed underlays and needs no kernel module, at the cost of
+// copies through user space.
+//
+// Networks on the same port share one socket, demultiplexed by the inner
+// destination (pools never overlap), so every network can keep the default
+// port 8285.
+package udp
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/lease"
-	"github.com/felt-net/felt/overlay/udp"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
+	"github.com/felt-net/felt/overlay/udp/dataplane"
 )
 
-// udpBackend is the "udp" backend, flannel's first design made fast: per
-// network a TUN device (UDPDeviceName) holding this host's subnet's .0/32,
-// with a route per peer subnet through it, and a userspace data path
-// (package overlay/udp) carrying each IP packet as one UDP datagram to the
-// peer's public IP and n.Port. It works across routed underlays and needs
-// no kernel module, at the cost of copies through user space.
-//
-// Networks on the same port share one socket, demultiplexed by the inner
-// destination (pools never overlap), so every network can keep the default
-// port 8285.
-type udpBackend struct {
+// Name selects the backend: -o backend=udp.
+const Name = "udp"
+
+// DefaultPort is the UDP port of a network created without -o port.
+const DefaultPort = 8285
+
+// overhead is outer IP 20 + UDP 8.
+const overhead = 28
+
+// Backend is the udp backend of one host.
+type Backend struct {
 	nl       *netlink.Handle
-	host     Host
+	host     overlay.Host
 	instance string // for the owner mark (OwnerAlias)
 	log      *slog.Logger
-	ports    *udp.Ports
+	ports    *dataplane.Ports
 
 	mu   sync.Mutex
 	nets map[string]*udpNet // by network ID
@@ -37,47 +51,64 @@ type udpBackend struct {
 
 // udpNet is what the backend keeps for one network between calls.
 type udpNet struct {
-	n       Network // as last set up (with the port and MTU defaulted)
-	tunnel  *udp.Tunnel
-	ifindex int        // of the tunnel's TUN when it was created
-	peers   []udp.Peer // as last synced, restored into a recreated tunnel
-	ctr     *udp.Counters
+	n       overlay.Network // as last set up (with the port and MTU defaulted)
+	tunnel  *dataplane.Tunnel
+	ifindex int              // of the tunnel's TUN when it was created
+	peers   []dataplane.Peer // as last synced, restored into a recreated tunnel
+	ctr     *dataplane.Counters
 }
 
-// NetNSHost is a Host living in a network namespace other than the one felt
-// runs in (tests' namespace hosts). Netlink calls reach that namespace
-// through their handle, but a TUN device and a socket are created in the
-// namespace of the thread that opens them, so the udp backend opens them
-// there. A Host without it means felt's own namespace.
-type NetNSHost interface {
-	Host
-	NetNS() netns.NsHandle
-}
-
-// UDPStatsReporter is implemented by the udp backend: the traffic counters
-// of a network it has set up (ok false otherwise).
-type UDPStatsReporter interface {
-	Stats(n Network) (stats udp.Stats, ok bool)
-}
-
-func newUDP(nl *netlink.Handle, host Host, instance string, log *slog.Logger) *udpBackend {
+// New returns the backend for the host cfg describes. A Host implementing
+// overlay.NetNSHost has its TUN devices and sockets opened in its namespace.
+func New(cfg overlay.BackendConfig) *Backend {
+	cfg = cfg.WithDefaults()
 	ns := netns.None()
-	if h, ok := host.(NetNSHost); ok {
+	if h, ok := cfg.Host.(overlay.NetNSHost); ok {
 		ns = h.NetNS()
 	}
-	return &udpBackend{nl: nl, host: host, instance: instance, log: log, ports: udp.NewPorts(ns, log), nets: map[string]*udpNet{}}
+	return &Backend{nl: cfg.Netlink, host: cfg.Host, instance: cfg.Instance, log: cfg.Log,
+		ports: dataplane.NewPorts(ns, cfg.Log), nets: map[string]*udpNet{}}
+}
+
+func (*Backend) Name() string  { return Name }
+func (*Backend) Overhead() int { return overhead }
+
+// Options: a port, DefaultPort when not given.
+func (*Backend) Options() overlay.Options { return overlay.Options{DefaultPort: DefaultPort} }
+
+// LeaseData is nothing: peers send to the public IP in every lease, on the
+// network's port, which is in the shared network record.
+func (*Backend) LeaseData(netip.Prefix) map[string]any { return nil }
+
+// DeviceName is n's TUN device's (DeviceName), for a valid pool.
+func (*Backend) DeviceName(n overlay.Network) string {
+	if n.Pool.IsValid() && n.Pool.Addr().Is4() {
+		return DeviceName(n.Pool)
+	}
+	return ""
+}
+
+// Check has nothing to refuse: udp reaches any peer the underlay routes to.
+func (*Backend) Check(context.Context, overlay.Network, func(context.Context) ([]lease.Lease, error)) error {
+	return nil
+}
+
+// StatsReporter is implemented by the udp backend: the traffic counters
+// of a network it has set up (ok false otherwise).
+type StatsReporter interface {
+	Stats(n overlay.Network) (stats dataplane.Stats, ok bool)
 }
 
 // Setup makes n's TUN device and data path run: created when missing,
 // recreated when the device was deleted or replaced, its data path
 // stopped, or the network's pool, subnet, port or MTU changed; otherwise
 // only the device's MTU, address and state are repaired.
-func (b *udpBackend) Setup(_ context.Context, n Network) error {
+func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 	n, err := b.complete(n)
 	if err != nil {
 		return err
 	}
-	name := UDPDeviceName(n.Pool)
+	name := DeviceName(n.Pool)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.nets[n.ID]
@@ -85,7 +116,7 @@ func (b *udpBackend) Setup(_ context.Context, n Network) error {
 		why, link := b.stale(st, n, name)
 		if why == "" {
 			if err := b.configureTUN(link, n); err != nil {
-				return fmt.Errorf("udp %s: %w", name, err)
+				return fmt.Errorf(Name+" %s: %w", name, err)
 			}
 			return nil
 		}
@@ -97,10 +128,10 @@ func (b *udpBackend) Setup(_ context.Context, n Network) error {
 	if other := b.servedBy(name, n.ID); other != "" {
 		// Two networks cannot share a pool; the other one's Teardown is
 		// late (a network deleted and recreated with the same pool).
-		return fmt.Errorf("udp %s: the pool %s is still served by network %s on this host", name, n.Pool, other)
+		return fmt.Errorf(Name+" %s: the pool %s is still served by network %s on this host", name, n.Pool, other)
 	}
 	if st == nil {
-		st = &udpNet{ctr: &udp.Counters{}}
+		st = &udpNet{ctr: &dataplane.Counters{}}
 		b.nets[n.ID] = st
 	}
 	st.n = n
@@ -108,35 +139,35 @@ func (b *udpBackend) Setup(_ context.Context, n Network) error {
 }
 
 // complete checks n and fills in the defaults the driver normally has.
-func (b *udpBackend) complete(n Network) (Network, error) {
+func (b *Backend) complete(n overlay.Network) (overlay.Network, error) {
 	switch {
 	case !n.Pool.IsValid() || !n.Pool.Addr().Is4():
-		return n, fmt.Errorf("udp: pool %q is not an IPv4 prefix", n.Pool)
-	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !within(n.Subnet, n.Pool):
-		return n, fmt.Errorf("udp %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
+		return n, fmt.Errorf(Name+": pool %q is not an IPv4 prefix", n.Pool)
+	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !kernel.Within(n.Subnet, n.Pool):
+		return n, fmt.Errorf(Name+" %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
 	case n.Port < 0 || n.Port > 0xffff:
-		return n, fmt.Errorf("udp %s: port %d is outside 1-65535", n.Pool, n.Port)
+		return n, fmt.Errorf(Name+" %s: port %d is outside 1-65535", n.Pool, n.Port)
 	}
 	if n.Port == 0 {
-		n.Port = lease.DefaultUDPPort
+		n.Port = DefaultPort
 	}
 	if n.MTU <= 0 {
 		// The driver always passes one; this only guards a zero Network.
 		if b.host == nil {
-			return n, fmt.Errorf("udp %s: no MTU given and no underlay to derive it from", n.Pool)
+			return n, fmt.Errorf(Name+" %s: no MTU given and no underlay to derive it from", n.Pool)
 		}
 		mtu, err := b.host.MTU()
 		if err != nil {
-			return n, fmt.Errorf("udp %s: underlay MTU: %w", n.Pool, err)
+			return n, fmt.Errorf(Name+" %s: underlay MTU: %w", n.Pool, err)
 		}
-		n.MTU = mtu - Overhead("udp")
+		n.MTU = mtu - overhead
 	}
 	return n, nil
 }
 
 // stale says why st's running tunnel cannot serve n, or "" (with its
 // device) when it can.
-func (b *udpBackend) stale(st *udpNet, n Network, name string) (string, netlink.Link) {
+func (b *Backend) stale(st *udpNet, n overlay.Network, name string) (string, netlink.Link) {
 	select {
 	case <-st.tunnel.Done():
 		return "the data path stopped (TUN device deleted?)", nil
@@ -152,7 +183,7 @@ func (b *udpBackend) stale(st *udpNet, n Network, name string) (string, netlink.
 	}
 	link, err := b.nl.LinkByName(name)
 	switch {
-	case isNotFound(err):
+	case kernel.IsNotFound(err):
 		return "the TUN device is gone", nil
 	case err != nil:
 		return fmt.Sprintf("looking up the TUN device: %v", err), nil
@@ -165,21 +196,21 @@ func (b *udpBackend) stale(st *udpNet, n Network, name string) (string, netlink.
 // start creates st's tunnel and device. A device of that name that is not
 // a running tunnel's is a leftover (felt's TUNs are not persistent, so
 // rather someone's copy) and is deleted first: creating would attach to it.
-func (b *udpBackend) start(st *udpNet, name string) error {
+func (b *Backend) start(st *udpNet, name string) error {
 	n := st.n
 	if link, err := b.nl.LinkByName(name); err == nil {
 		b.log.Warn("deleting leftover device", "device", name, "type", link.Type())
-		if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
-			return fmt.Errorf("udp %s: delete leftover device: %w", name, err)
+		if err := b.nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+			return fmt.Errorf(Name+" %s: delete leftover device: %w", name, err)
 		}
 	}
-	t, err := b.ports.Start(udp.Config{Name: name, Port: n.Port, Pool: n.Pool, Subnet: n.Subnet.Masked(), MTU: n.MTU, Counters: st.ctr})
+	t, err := b.ports.Start(dataplane.Config{Name: name, Port: n.Port, Pool: n.Pool, Subnet: n.Subnet.Masked(), MTU: n.MTU, Counters: st.ctr})
 	if err != nil {
-		return fmt.Errorf("udp %s: %w", n.Pool, err)
+		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
 	link, err := b.nl.LinkByName(name)
 	if err != nil {
-		err = fmt.Errorf("udp %s: the new TUN device is not visible through the netlink handle (%w): "+
+		err = fmt.Errorf(Name+" %s: the new TUN device is not visible through the netlink handle (%w): "+
 			"the handle is for another network namespace; give the backend a Host implementing NetNSHost", name, err)
 		return errors.Join(err, t.Stop())
 	}
@@ -189,10 +220,10 @@ func (b *udpBackend) start(st *udpNet, name string) error {
 		b.log.Debug("udp tunnel: no IPv6 address generation mode", "device", name, "err", err)
 	}
 	if err := b.configureTUN(link, n); err != nil {
-		return errors.Join(fmt.Errorf("udp %s: %w", name, err), t.Stop())
+		return errors.Join(fmt.Errorf(Name+" %s: %w", name, err), t.Stop())
 	}
 	if err := t.SetPeers(st.peers); err != nil {
-		return errors.Join(fmt.Errorf("udp %s: %w", name, err), t.Stop())
+		return errors.Join(fmt.Errorf(Name+" %s: %w", name, err), t.Stop())
 	}
 	st.tunnel, st.ifindex = t, link.Attrs().Index
 	// A recreated device comes without the routes its predecessor took
@@ -224,7 +255,7 @@ func (st *udpNet) stop() error {
 // uses it), which removes its TUN device and the routes through it, then
 // deletes any device left by that name and felt's other routes into the
 // pool. It works without a prior Setup, e.g. after a restart.
-func (b *udpBackend) Teardown(_ context.Context, n Network) error {
+func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var errs []error
@@ -237,28 +268,28 @@ func (b *udpBackend) Teardown(_ context.Context, n Network) error {
 	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
 		return errors.Join(errs...)
 	}
-	name := UDPDeviceName(n.Pool)
+	name := DeviceName(n.Pool)
 	if b.servedBy(name, n.ID) != "" {
 		return errors.Join(errs...) // the device and routes are another network's
 	}
-	others, err := deleteDevice(b.nl, name, OwnerAlias(b.instance, n.ID))
+	others, err := overlay.DeleteDevice(b.nl, name, overlay.OwnerAlias(b.instance, n.ID))
 	if err != nil {
-		errs = append(errs, fmt.Errorf("udp %s: %w", name, err))
+		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
 	}
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
 	}
-	if _, err := pruneRoutes(b.nl, n.Pool, nil); err != nil {
-		errs = append(errs, fmt.Errorf("udp %s: routes: %w", n.Pool, err))
+	if _, err := kernel.PruneRoutes(b.nl, n.Pool, nil); err != nil {
+		errs = append(errs, fmt.Errorf(Name+" %s: routes: %w", n.Pool, err))
 	}
 	return errors.Join(errs...)
 }
 
 // servedBy returns the ID of a network other than id whose running tunnel
 // has the device name, or "".
-func (b *udpBackend) servedBy(name, id string) string {
+func (b *Backend) servedBy(name, id string) string {
 	for other, st := range b.nets {
-		if other != id && st.tunnel != nil && UDPDeviceName(st.n.Pool) == name {
+		if other != id && st.tunnel != nil && DeviceName(st.n.Pool) == name {
 			return other
 		}
 	}
@@ -266,12 +297,12 @@ func (b *udpBackend) servedBy(name, id string) string {
 }
 
 // Stats returns the counters of n's tunnel (they survive its recreation).
-func (b *udpBackend) Stats(n Network) (udp.Stats, bool) {
+func (b *Backend) Stats(n overlay.Network) (dataplane.Stats, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.nets[n.ID]
 	if st == nil || st.tunnel == nil {
-		return udp.Stats{}, false
+		return dataplane.Stats{}, false
 	}
 	return st.tunnel.Stats(), true
 }

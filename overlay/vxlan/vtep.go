@@ -1,41 +1,25 @@
-package overlay
+package vxlan
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
-
-// vxlan is the "vxlan" backend, flannel's L3 design: one VTEP per network
-// with learning off, and for each peer a static neighbour entry, FDB entry
-// and route (vxlan_sync.go), so the kernel never has to learn or miss.
-type vxlan struct {
-	nl       *netlink.Handle
-	host     Host
-	hostID   string
-	instance string // for the owner mark (OwnerAlias)
-	log      *slog.Logger
-}
-
-// VXLANPort is the UDP port VTEPs send to and listen on (IANA's, not the
-// Linux default 8472): every host must use the same.
-const VXLANPort = 4789
-
-// VTEPName is the name of the VTEP of the network with this VNI.
-func VTEPName(vni int) string { return fmt.Sprintf("felt.%d", vni) }
 
 // Setup makes the VTEP exist as n needs it: recreated when missing or when
 // its VNI, local IP, port, parent, MAC or learning differ (those cannot all
 // be changed in place), with n's MTU, the address <subnet .0>/32, felt's
 // owner mark for n, and up.
-func (b *vxlan) Setup(ctx context.Context, n Network) error {
+func (b *Backend) Setup(ctx context.Context, n overlay.Network) error {
 	if n.VNI < 1 || n.VNI > 1<<24-1 {
 		return fmt.Errorf("vxlan %s: VNI %d is outside 1-16777215", n.Pool, n.VNI)
 	}
@@ -50,7 +34,7 @@ func (b *vxlan) Setup(ctx context.Context, n Network) error {
 	if err != nil {
 		return err
 	}
-	if err := setOwner(b.nl, link, want.Alias); err != nil {
+	if err := overlay.SetOwner(b.nl, link, want.Alias); err != nil {
 		return fmt.Errorf("vxlan %s: %w", want.Name, err)
 	}
 	if link.Attrs().MTU != want.MTU {
@@ -70,9 +54,9 @@ func (b *vxlan) Setup(ctx context.Context, n Network) error {
 }
 
 // wantVTEP is the device n needs on this host.
-func (b *vxlan) wantVTEP(n Network) (*netlink.Vxlan, error) {
+func (b *Backend) wantVTEP(n overlay.Network) (*netlink.Vxlan, error) {
 	name := VTEPName(n.VNI)
-	u, err := lookupUnderlay(b.nl, b.host)
+	u, err := kernel.LookupUnderlay(b.nl, b.host)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: %w", name, err)
 	}
@@ -86,26 +70,26 @@ func (b *vxlan) wantVTEP(n Network) (*netlink.Vxlan, error) {
 	mtu := n.MTU
 	if mtu <= 0 {
 		// The driver always passes one; this only guards a zero Network.
-		mtu = u.link.Attrs().MTU - Overhead("vxlan")
+		mtu = u.Link.Attrs().MTU - overhead
 	}
 	return &netlink.Vxlan{
 		// The owner mark is set at creation: no VTEP of felt's exists
 		// unmarked, even for a moment a crash could catch.
 		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: VtepMAC(b.hostID, n.Pool),
-			Alias: OwnerAlias(b.instance, n.ID)},
+			Alias: overlay.OwnerAlias(b.instance, n.ID)},
 		VxlanId:      n.VNI,
-		VtepDevIndex: u.link.Attrs().Index,
-		SrcAddr:      ipOf(local),
-		Port:         VXLANPort,
+		VtepDevIndex: u.Link.Attrs().Index,
+		SrcAddr:      kernel.IPOf(local),
+		Port:         Port,
 		Learning:     false,
 	}, nil
 }
 
 // ensureVTEP returns the VTEP, creating or recreating it as needed.
-func (b *vxlan) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
+func (b *Backend) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
 	link, err := b.nl.LinkByName(want.Name)
 	switch {
-	case isNotFound(err):
+	case kernel.IsNotFound(err):
 		b.log.Info("creating VTEP", "device", want.Name, "vni", want.VxlanId, "local", want.SrcAddr.String(), "mac", want.HardwareAddr.String())
 	case err != nil:
 		return nil, fmt.Errorf("vxlan %s: %w", want.Name, err)
@@ -115,7 +99,7 @@ func (b *vxlan) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
 			return link, nil
 		}
 		b.log.Warn("recreating VTEP", "device", want.Name, "reason", why)
-		if err := b.nl.LinkDel(link); err != nil && !isNotFound(err) {
+		if err := b.nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
 			return nil, fmt.Errorf("vxlan %s: delete to recreate (%s): %w", want.Name, why, err)
 		}
 	}
@@ -157,23 +141,24 @@ func vtepMismatch(link netlink.Link, want *netlink.Vxlan) string {
 	return ""
 }
 
-// ensureAddr leaves addr/32 as the VTEP's only IPv4 address (see onlyAddr).
-func (b *vxlan) ensureAddr(link netlink.Link, addr netip.Addr) error {
-	return onlyAddr(b.nl, link, netip.PrefixFrom(addr, 32))
+// ensureAddr leaves addr/32 as the VTEP's only IPv4 address (see
+// kernel.OnlyAddr).
+func (b *Backend) ensureAddr(link netlink.Link, addr netip.Addr) error {
+	return kernel.OnlyAddr(b.nl, link, netip.PrefixFrom(addr, 32))
 }
 
 // Teardown deletes the VTEP (unless it is another network's by now, see
 // deleteDevice), which takes its neighbour and FDB entries and the routes
 // through it along, and the direct routes of the pool.
-func (b *vxlan) Teardown(_ context.Context, n Network) error {
+func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	var errs []error
 	if n.VNI > 0 {
 		name := VTEPName(n.VNI)
-		if _, err := deleteDevice(b.nl, name, OwnerAlias(b.instance, n.ID)); err != nil {
+		if _, err := overlay.DeleteDevice(b.nl, name, overlay.OwnerAlias(b.instance, n.ID)); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 		}
 	}
-	if _, err := pruneRoutes(b.nl, n.Pool, nil); err != nil {
+	if _, err := kernel.PruneRoutes(b.nl, n.Pool, nil); err != nil {
 		errs = append(errs, fmt.Errorf("vxlan %s: direct routes: %w", n.Pool, err))
 	}
 	return errors.Join(errs...)

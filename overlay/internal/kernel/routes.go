@@ -1,4 +1,4 @@
-package overlay
+package kernel
 
 import (
 	"errors"
@@ -17,18 +17,18 @@ import (
 // not assigned in the kernel's rtnetlink.h nor in iproute2's rt_protos.
 const RouteProtocol netlink.RouteProtocol = 0x4c
 
-// routeKey identifies a route as Sync wants it: same destination, gateway
+// RouteKey identifies a route as Sync wants it: same destination, gateway
 // and device. A route that differs in any of them is replaced.
-type routeKey struct {
+type RouteKey struct {
 	dst  netip.Prefix
 	gw   netip.Addr
 	link int
 }
 
-func keyOf(r netlink.Route) routeKey {
-	k := routeKey{link: r.LinkIndex}
+func KeyOf(r netlink.Route) RouteKey {
+	k := RouteKey{link: r.LinkIndex}
 	if r.Dst != nil {
-		k.dst = prefixOf(r.Dst)
+		k.dst = PrefixOf(r.Dst)
 	}
 	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
 		k.gw = gw.Unmap()
@@ -36,12 +36,12 @@ func keyOf(r netlink.Route) routeKey {
 	return k
 }
 
-// peerRoute is the route felt installs for a peer's subnet: via gw on the
+// PeerRoute is the route felt installs for a peer's subnet: via gw on the
 // device with index link; onlink when gw is the peer's VTEP address, which
 // no local subnet holds.
-func peerRoute(dst netip.Prefix, gw netip.Addr, link int, onlink bool) netlink.Route {
+func PeerRoute(dst netip.Prefix, gw netip.Addr, link int, onlink bool) netlink.Route {
 	r := netlink.Route{
-		Dst:       ipNet(dst),
+		Dst:       IPNet(dst),
 		Gw:        net.IP(gw.AsSlice()),
 		LinkIndex: link,
 		Protocol:  RouteProtocol,
@@ -55,7 +55,7 @@ func peerRoute(dst netip.Prefix, gw netip.Addr, link int, onlink bool) netlink.R
 // ownedRoutes lists the routes felt installed for pool's subnets, in the
 // main table, on any device.
 func ownedRoutes(nl *netlink.Handle, pool netip.Prefix) ([]netlink.Route, error) {
-	all, err := retryDump(func() ([]netlink.Route, error) {
+	all, err := RetryDump(func() ([]netlink.Route, error) {
 		return nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
@@ -63,16 +63,16 @@ func ownedRoutes(nl *netlink.Handle, pool netip.Prefix) ([]netlink.Route, error)
 	}
 	var out []netlink.Route
 	for _, r := range all {
-		if r.Dst != nil && within(prefixOf(r.Dst), pool) {
+		if r.Dst != nil && Within(PrefixOf(r.Dst), pool) {
 			out = append(out, r)
 		}
 	}
 	return out, nil
 }
 
-// pruneRoutes deletes felt's routes into pool that are not in want; a nil
+// PruneRoutes deletes felt's routes into pool that are not in want; a nil
 // want deletes them all. It returns what it deleted, for the log.
-func pruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[routeKey]bool) ([]netip.Prefix, error) {
+func PruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[RouteKey]bool) ([]netip.Prefix, error) {
 	routes, err := ownedRoutes(nl, pool)
 	if err != nil {
 		return nil, err
@@ -80,11 +80,11 @@ func pruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[routeKey]bool) 
 	var removed []netip.Prefix
 	var errs []error
 	for _, r := range routes {
-		k := keyOf(r)
+		k := KeyOf(r)
 		if want[k] {
 			continue
 		}
-		if err := nl.RouteDel(&r); err != nil && !isNotFound(err) {
+		if err := nl.RouteDel(&r); err != nil && !IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stale route %s via %s: %w", k.dst, k.gw, err))
 			continue
 		}
@@ -93,10 +93,10 @@ func pruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[routeKey]bool) 
 	return removed, errors.Join(errs...)
 }
 
-// retryDump repeats a netlink dump the kernel reports as interrupted (the
+// RetryDump repeats a netlink dump the kernel reports as interrupted (the
 // table changed meanwhile): acting on a partial listing could miss stale
 // entries.
-func retryDump[T any](list func() ([]T, error)) ([]T, error) {
+func RetryDump[T any](list func() ([]T, error)) ([]T, error) {
 	var err error
 	for range 5 {
 		var out []T

@@ -1,5 +1,5 @@
-// Package udp is the data path of felt's udp backend, flannel's first
-// design done in batches: per network a TUN device whose IP packets are
+// Package dataplane is the data path of felt's udp backend (overlay/udp),
+// flannel's first design done in batches: per network a TUN device whose IP packets are
 // sent in UDP to the host holding the destination's subnet; per UDP port
 // one socket whose datagrams are written to the TUN of the network they
 // are addressed to.
@@ -32,4 +32,4 @@
 // elsewhere in that network's pool, and only the offloads felt itself
 // offers (checksums, TCPv4 segmentation) are passed to the kernel, with
 // offsets taken from the packet rather than from the peer.
-package udp
+package dataplane
