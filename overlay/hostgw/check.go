@@ -11,6 +11,7 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/internal/kernel"
+	"github.com/felt-net/felt/overlay/vxlan"
 )
 
 // UnreachablePeerError says a peer's public IP is not on a subnet connected
@@ -23,10 +24,10 @@ type UnreachablePeerError struct {
 }
 
 func (e *UnreachablePeerError) Error() string {
-	return fmt.Sprintf(Name+": peer %s (subnet %s) at %s is not directly reachable: %v; "+
-		"host-gw routes each host's subnet via that host's public IP, so all hosts must be on one L2 segment "+
-		"(one subnet of the underlay interface): use backend=vxlan (with directrouting=true to keep direct routes where possible)",
-		e.HostID, e.Subnet, e.PublicIP, e.Reason)
+	return fmt.Sprintf("%s: peer %s (subnet %s) at %s is not directly reachable: %v; "+
+		"%s routes each host's subnet via that host's public IP, so all hosts must be on one L2 segment "+
+		"(one subnet of the underlay interface): use backend=%s (with directrouting=true to keep direct routes where possible)",
+		Name, e.HostID, e.Subnet, e.PublicIP, e.Reason, Name, vxlan.Name)
 }
 
 func (e *UnreachablePeerError) Unwrap() error { return e.Reason }
@@ -38,7 +39,7 @@ func (b *Backend) Check(ctx context.Context, _ overlay.Network, peers func(conte
 	if err != nil {
 		return err
 	}
-	return reachable(b.host, b.nl, ps)
+	return reachable(b.cfg.Host, b.cfg.Netlink, ps)
 }
 
 // reachable returns an error naming every peer host-gw could not route to

@@ -8,10 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
@@ -23,16 +20,11 @@ const Name = "host-gw"
 
 // Backend is the host-gw backend of one host.
 type Backend struct {
-	nl   *netlink.Handle
-	host overlay.Host
-	log  *slog.Logger
+	cfg overlay.BackendConfig
 }
 
 // New returns the backend for the host cfg describes.
-func New(cfg overlay.BackendConfig) *Backend {
-	cfg = cfg.WithDefaults()
-	return &Backend{nl: cfg.Netlink, host: cfg.Host, log: cfg.Log}
-}
+func New(cfg overlay.BackendConfig) *Backend { return &Backend{cfg: cfg.WithDefaults()} }
 
 func (*Backend) Name() string  { return Name }
 func (*Backend) Overhead() int { return 0 } // no encapsulation
@@ -48,7 +40,7 @@ func (*Backend) DeviceName(overlay.Network) string { return "" }
 
 // Setup only checks the underlay interface exists: host-gw has no device.
 func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
-	if _, err := kernel.LookupUnderlay(b.nl, b.host); err != nil {
+	if _, err := kernel.LookupUnderlay(b.cfg.Netlink, b.cfg.Host); err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
 	return nil
@@ -59,7 +51,7 @@ func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 // returned as errors, and get no route: a route via an address that is not
 // one hop away would send the subnet's traffic nowhere.
 func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
-	u, err := kernel.LookupUnderlay(b.nl, b.host)
+	u, err := kernel.LookupUnderlay(b.cfg.Netlink, b.cfg.Host)
 	if err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
@@ -75,20 +67,20 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		}
 		if err := u.Direct(p.PublicIP); err != nil {
 			e := &UnreachablePeerError{HostID: p.HostID, Subnet: p.Subnet, PublicIP: p.PublicIP, Reason: err}
-			b.log.Error(Name+" cannot reach peer; no route installed", "network", n.ID, "peer", p.HostID,
+			b.cfg.Log.Error(Name+" cannot reach peer; no route installed", "network", n.ID, "peer", p.HostID,
 				"subnet", p.Subnet, "publicIP", p.PublicIP, "underlay", u.Name(), "err", e)
 			errs = append(errs, e)
 			continue
 		}
 		r := kernel.PeerRoute(p.Subnet, p.PublicIP, u.Link.Attrs().Index, false)
 		want[kernel.KeyOf(r)] = true
-		if err := b.nl.RouteReplace(&r); err != nil {
+		if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
 			errs = append(errs, fmt.Errorf(Name+" %s: route %s via %s dev %s: %w", n.Pool, p.Subnet, p.PublicIP, u.Name(), err))
 		}
 	}
-	removed, err := kernel.PruneRoutes(b.nl, n.Pool, want)
+	removed, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, want)
 	if len(removed) > 0 {
-		b.log.Info("removed stale routes", "network", n.ID, "backend", Name, "subnets", removed)
+		b.cfg.Log.Info("removed stale routes", "network", n.ID, "backend", Name, "subnets", removed)
 	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", n.Pool, err))
@@ -98,7 +90,7 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 
 // Teardown removes felt's routes into the pool.
 func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
-	if _, err := kernel.PruneRoutes(b.nl, n.Pool, nil); err != nil {
+	if _, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, nil); err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
 	return nil

@@ -17,18 +17,14 @@ import (
 // first: a route must not lead packets to a tunnel that does not know
 // where to send them.
 func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
-	n, err := b.complete(n)
-	if err != nil {
-		return err
-	}
-	name := DeviceName(n.Pool)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	st := b.nets[n.ID]
+	return b.locked(n, func(n overlay.Network, name string, st *udpNet) error { return b.sync(ctx, n, name, st, peers) })
+}
+
+func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *udpNet, peers []lease.Lease) error {
 	if st == nil || st.tunnel == nil {
 		return fmt.Errorf(Name+" %s: no tunnel (Setup must create it first)", name)
 	}
-	link, err := b.nl.LinkByName(name)
+	link, err := b.cfg.Netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf(Name+" %s: %w (Setup must create it first)", name, err)
 	}
@@ -54,13 +50,13 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 	for _, p := range valid {
 		r := tunRoute(p.Subnet, link.Attrs().Index)
 		want[kernel.KeyOf(r)] = true
-		if err := b.nl.RouteReplace(&r); err != nil {
+		if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
 			errs = append(errs, fmt.Errorf(Name+" %s: route %s dev %s: %w", name, p.Subnet, name, err))
 		}
 	}
-	removed, err := kernel.PruneRoutes(b.nl, n.Pool, want)
+	removed, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, want)
 	if len(removed) > 0 {
-		b.log.Info("removed stale routes", "network", n.ID, "backend", Name, "subnets", removed)
+		b.cfg.Log.Info("removed stale routes", "network", n.ID, "backend", Name, "subnets", removed)
 	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))

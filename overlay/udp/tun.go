@@ -33,19 +33,19 @@ func tunRoute(dst netip.Prefix, link int) netlink.Route {
 // this host's own traffic to peer subnets: inside the pool, so the peer
 // accepts it, and inside this host's subnet, so replies come back.
 func (b *Backend) configureTUN(link netlink.Link, n overlay.Network) error {
-	if err := overlay.SetOwner(b.nl, link, overlay.OwnerAlias(b.instance, n.ID)); err != nil {
+	if err := overlay.SetOwner(b.cfg.Netlink, link, overlay.OwnerAlias(b.cfg.Instance, n.ID)); err != nil {
 		return err
 	}
 	if link.Attrs().MTU != n.MTU {
-		if err := b.nl.LinkSetMTU(link, n.MTU); err != nil {
+		if err := b.cfg.Netlink.LinkSetMTU(link, n.MTU); err != nil {
 			return fmt.Errorf("mtu %d: %w", n.MTU, err)
 		}
 	}
-	if err := kernel.OnlyAddr(b.nl, link, netip.PrefixFrom(n.Subnet.Masked().Addr(), 32)); err != nil {
+	if err := kernel.OnlyAddr(b.cfg.Netlink, link, netip.PrefixFrom(n.Subnet.Masked().Addr(), 32)); err != nil {
 		return err
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := b.nl.LinkSetUp(link); err != nil {
+		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("up: %w", err)
 		}
 	}

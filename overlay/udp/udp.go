@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"sync"
 
@@ -34,16 +33,10 @@ const Name = "udp"
 // DefaultPort is the UDP port of a network created without -o port.
 const DefaultPort = 8285
 
-// overhead is outer IP 20 + UDP 8.
-const overhead = 28
-
 // Backend is the udp backend of one host.
 type Backend struct {
-	nl       *netlink.Handle
-	host     overlay.Host
-	instance string // for the owner mark (OwnerAlias)
-	log      *slog.Logger
-	ports    *dataplane.Ports
+	cfg   overlay.BackendConfig
+	ports *dataplane.Ports
 
 	mu   sync.Mutex
 	nets map[string]*udpNet // by network ID
@@ -66,12 +59,13 @@ func New(cfg overlay.BackendConfig) *Backend {
 	if h, ok := cfg.Host.(overlay.NetNSHost); ok {
 		ns = h.NetNS()
 	}
-	return &Backend{nl: cfg.Netlink, host: cfg.Host, instance: cfg.Instance, log: cfg.Log,
-		ports: dataplane.NewPorts(ns, cfg.Log), nets: map[string]*udpNet{}}
+	return &Backend{cfg: cfg, ports: dataplane.NewPorts(ns, cfg.Log), nets: map[string]*udpNet{}}
 }
 
-func (*Backend) Name() string  { return Name }
-func (*Backend) Overhead() int { return overhead }
+func (*Backend) Name() string { return Name }
+
+// Overhead is outer IP 20 + UDP 8.
+func (*Backend) Overhead() int { return 28 }
 
 // Options: a port, DefaultPort when not given.
 func (*Backend) Options() overlay.Options { return overlay.Options{DefaultPort: DefaultPort} }
@@ -104,14 +98,23 @@ type StatsReporter interface {
 // stopped, or the network's pool, subnet, port or MTU changed; otherwise
 // only the device's MTU, address and state are repaired.
 func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
-	n, err := b.complete(n)
+	return b.locked(n, b.setup)
+}
+
+// locked completes n (complete) and calls f with it, its device name and
+// what the backend keeps for it (nil if nothing yet), under the backend's
+// lock.
+func (b *Backend) locked(n overlay.Network, f func(n overlay.Network, name string, st *udpNet) error) error {
+	n, name, err := b.complete(n)
 	if err != nil {
 		return err
 	}
-	name := DeviceName(n.Pool)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := b.nets[n.ID]
+	return f(n, name, b.nets[n.ID])
+}
+
+func (b *Backend) setup(n overlay.Network, name string, st *udpNet) error {
 	if st != nil && st.tunnel != nil {
 		why, link := b.stale(st, n, name)
 		if why == "" {
@@ -120,9 +123,9 @@ func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 			}
 			return nil
 		}
-		b.log.Warn("recreating udp tunnel", "network", n.ID, "device", name, "reason", why)
+		b.cfg.Log.Warn("recreating udp tunnel", "network", n.ID, "device", name, "reason", why)
 		if err := st.stop(); err != nil {
-			b.log.Warn("stopping udp tunnel", "network", n.ID, "err", err)
+			b.cfg.Log.Warn("stopping udp tunnel", "network", n.ID, "err", err)
 		}
 	}
 	if other := b.servedBy(name, n.ID); other != "" {
@@ -138,31 +141,32 @@ func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 	return b.start(st, name)
 }
 
-// complete checks n and fills in the defaults the driver normally has.
-func (b *Backend) complete(n overlay.Network) (overlay.Network, error) {
+// complete checks n and fills in the defaults the driver normally has; it
+// returns n's device name too.
+func (b *Backend) complete(n overlay.Network) (overlay.Network, string, error) {
 	switch {
 	case !n.Pool.IsValid() || !n.Pool.Addr().Is4():
-		return n, fmt.Errorf(Name+": pool %q is not an IPv4 prefix", n.Pool)
+		return n, "", fmt.Errorf(Name+": pool %q is not an IPv4 prefix", n.Pool)
 	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !kernel.Within(n.Subnet, n.Pool):
-		return n, fmt.Errorf(Name+" %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
+		return n, "", fmt.Errorf(Name+" %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
 	case n.Port < 0 || n.Port > 0xffff:
-		return n, fmt.Errorf(Name+" %s: port %d is outside 1-65535", n.Pool, n.Port)
+		return n, "", fmt.Errorf(Name+" %s: port %d is outside 1-65535", n.Pool, n.Port)
 	}
 	if n.Port == 0 {
 		n.Port = DefaultPort
 	}
 	if n.MTU <= 0 {
 		// The driver always passes one; this only guards a zero Network.
-		if b.host == nil {
-			return n, fmt.Errorf(Name+" %s: no MTU given and no underlay to derive it from", n.Pool)
+		if b.cfg.Host == nil {
+			return n, "", fmt.Errorf(Name+" %s: no MTU given and no underlay to derive it from", n.Pool)
 		}
-		mtu, err := b.host.MTU()
+		mtu, err := b.cfg.Host.MTU()
 		if err != nil {
-			return n, fmt.Errorf(Name+" %s: underlay MTU: %w", n.Pool, err)
+			return n, "", fmt.Errorf(Name+" %s: underlay MTU: %w", n.Pool, err)
 		}
-		n.MTU = mtu - overhead
+		n.MTU = mtu - b.Overhead()
 	}
-	return n, nil
+	return n, DeviceName(n.Pool), nil
 }
 
 // stale says why st's running tunnel cannot serve n, or "" (with its
@@ -181,7 +185,7 @@ func (b *Backend) stale(st *udpNet, n overlay.Network, name string) (string, net
 	case old.MTU != n.MTU:
 		return fmt.Sprintf("MTU %d, was %d", n.MTU, old.MTU), nil
 	}
-	link, err := b.nl.LinkByName(name)
+	link, err := b.cfg.Netlink.LinkByName(name)
 	switch {
 	case kernel.IsNotFound(err):
 		return "the TUN device is gone", nil
@@ -198,9 +202,9 @@ func (b *Backend) stale(st *udpNet, n overlay.Network, name string) (string, net
 // rather someone's copy) and is deleted first: creating would attach to it.
 func (b *Backend) start(st *udpNet, name string) error {
 	n := st.n
-	if link, err := b.nl.LinkByName(name); err == nil {
-		b.log.Warn("deleting leftover device", "device", name, "type", link.Type())
-		if err := b.nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+	if link, err := b.cfg.Netlink.LinkByName(name); err == nil {
+		b.cfg.Log.Warn("deleting leftover device", "device", name, "type", link.Type())
+		if err := b.cfg.Netlink.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
 			return fmt.Errorf(Name+" %s: delete leftover device: %w", name, err)
 		}
 	}
@@ -208,7 +212,7 @@ func (b *Backend) start(st *udpNet, name string) error {
 	if err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
-	link, err := b.nl.LinkByName(name)
+	link, err := b.cfg.Netlink.LinkByName(name)
 	if err != nil {
 		err = fmt.Errorf(Name+" %s: the new TUN device is not visible through the netlink handle (%w): "+
 			"the handle is for another network namespace; give the backend a Host implementing NetNSHost", name, err)
@@ -216,8 +220,8 @@ func (b *Backend) start(st *udpNet, name string) error {
 	}
 	// No IPv6 link-local address: it would make the kernel send router
 	// solicitations and MLD reports into the tunnel, to be dropped.
-	if err := b.nl.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
-		b.log.Debug("udp tunnel: no IPv6 address generation mode", "device", name, "err", err)
+	if err := b.cfg.Netlink.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+		b.cfg.Log.Debug("udp tunnel: no IPv6 address generation mode", "device", name, "err", err)
 	}
 	if err := b.configureTUN(link, n); err != nil {
 		return errors.Join(fmt.Errorf(Name+" %s: %w", name, err), t.Stop())
@@ -231,12 +235,12 @@ func (b *Backend) start(st *udpNet, name string) error {
 	// next Sync.
 	for _, p := range st.peers {
 		r := tunRoute(p.Subnet, st.ifindex)
-		if err := b.nl.RouteReplace(&r); err != nil {
-			b.log.Warn("udp tunnel: restoring route", "device", name, "subnet", p.Subnet, "err", err)
+		if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+			b.cfg.Log.Warn("udp tunnel: restoring route", "device", name, "subnet", p.Subnet, "err", err)
 		}
 	}
 	tunOff, gso, gro := t.Offloads()
-	b.log.Info("udp tunnel up", "network", n.ID, "device", name, "port", n.Port, "mtu", n.MTU,
+	b.cfg.Log.Info("udp tunnel up", "network", n.ID, "device", name, "port", n.Port, "mtu", n.MTU,
 		"tunOffload", tunOff, "gso", gso, "gro", gro)
 	return nil
 }
@@ -272,14 +276,14 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	if b.servedBy(name, n.ID) != "" {
 		return errors.Join(errs...) // the device and routes are another network's
 	}
-	others, err := overlay.DeleteDevice(b.nl, name, overlay.OwnerAlias(b.instance, n.ID))
+	others, err := overlay.DeleteDevice(b.cfg.Netlink, name, overlay.OwnerAlias(b.cfg.Instance, n.ID))
 	if err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
 	}
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
 	}
-	if _, err := kernel.PruneRoutes(b.nl, n.Pool, nil); err != nil {
+	if _, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, nil); err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: routes: %w", n.Pool, err))
 	}
 	return errors.Join(errs...)

@@ -34,11 +34,11 @@ func (b *Backend) Setup(ctx context.Context, n overlay.Network) error {
 	if err != nil {
 		return err
 	}
-	if err := overlay.SetOwner(b.nl, link, want.Alias); err != nil {
+	if err := overlay.SetOwner(b.cfg.Netlink, link, want.Alias); err != nil {
 		return fmt.Errorf("vxlan %s: %w", want.Name, err)
 	}
 	if link.Attrs().MTU != want.MTU {
-		if err := b.nl.LinkSetMTU(link, want.MTU); err != nil {
+		if err := b.cfg.Netlink.LinkSetMTU(link, want.MTU); err != nil {
 			return fmt.Errorf("vxlan %s: mtu %d: %w", want.Name, want.MTU, err)
 		}
 	}
@@ -46,7 +46,7 @@ func (b *Backend) Setup(ctx context.Context, n overlay.Network) error {
 		return fmt.Errorf("vxlan %s: %w", want.Name, err)
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := b.nl.LinkSetUp(link); err != nil {
+		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("vxlan %s: up: %w", want.Name, err)
 		}
 	}
@@ -56,11 +56,11 @@ func (b *Backend) Setup(ctx context.Context, n overlay.Network) error {
 // wantVTEP is the device n needs on this host.
 func (b *Backend) wantVTEP(n overlay.Network) (*netlink.Vxlan, error) {
 	name := VTEPName(n.VNI)
-	u, err := kernel.LookupUnderlay(b.nl, b.host)
+	u, err := kernel.LookupUnderlay(b.cfg.Netlink, b.cfg.Host)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: %w", name, err)
 	}
-	local, err := b.host.Addr()
+	local, err := b.cfg.Host.Addr()
 	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: local IP: %w", name, err)
 	}
@@ -70,13 +70,13 @@ func (b *Backend) wantVTEP(n overlay.Network) (*netlink.Vxlan, error) {
 	mtu := n.MTU
 	if mtu <= 0 {
 		// The driver always passes one; this only guards a zero Network.
-		mtu = u.Link.Attrs().MTU - overhead
+		mtu = u.Link.Attrs().MTU - b.Overhead()
 	}
 	return &netlink.Vxlan{
 		// The owner mark is set at creation: no VTEP of felt's exists
 		// unmarked, even for a moment a crash could catch.
-		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: VtepMAC(b.hostID, n.Pool),
-			Alias: overlay.OwnerAlias(b.instance, n.ID)},
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: VtepMAC(b.cfg.HostID, n.Pool),
+			Alias: overlay.OwnerAlias(b.cfg.Instance, n.ID)},
 		VxlanId:      n.VNI,
 		VtepDevIndex: u.Link.Attrs().Index,
 		SrcAddr:      kernel.IPOf(local),
@@ -87,10 +87,10 @@ func (b *Backend) wantVTEP(n overlay.Network) (*netlink.Vxlan, error) {
 
 // ensureVTEP returns the VTEP, creating or recreating it as needed.
 func (b *Backend) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
-	link, err := b.nl.LinkByName(want.Name)
+	link, err := b.cfg.Netlink.LinkByName(want.Name)
 	switch {
 	case kernel.IsNotFound(err):
-		b.log.Info("creating VTEP", "device", want.Name, "vni", want.VxlanId, "local", want.SrcAddr.String(), "mac", want.HardwareAddr.String())
+		b.cfg.Log.Info("creating VTEP", "device", want.Name, "vni", want.VxlanId, "local", want.SrcAddr.String(), "mac", want.HardwareAddr.String())
 	case err != nil:
 		return nil, fmt.Errorf("vxlan %s: %w", want.Name, err)
 	default:
@@ -98,16 +98,16 @@ func (b *Backend) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
 		if why == "" {
 			return link, nil
 		}
-		b.log.Warn("recreating VTEP", "device", want.Name, "reason", why)
-		if err := b.nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+		b.cfg.Log.Warn("recreating VTEP", "device", want.Name, "reason", why)
+		if err := b.cfg.Netlink.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
 			return nil, fmt.Errorf("vxlan %s: delete to recreate (%s): %w", want.Name, why, err)
 		}
 	}
 	add := *want // LinkAdd writes into its argument; keep want as it was
-	if err := b.nl.LinkAdd(&add); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := b.cfg.Netlink.LinkAdd(&add); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("vxlan %s: create: %w", want.Name, err)
 	}
-	link, err = b.nl.LinkByName(want.Name)
+	link, err = b.cfg.Netlink.LinkByName(want.Name)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: after create: %w", want.Name, err)
 	}
@@ -144,7 +144,7 @@ func vtepMismatch(link netlink.Link, want *netlink.Vxlan) string {
 // ensureAddr leaves addr/32 as the VTEP's only IPv4 address (see
 // kernel.OnlyAddr).
 func (b *Backend) ensureAddr(link netlink.Link, addr netip.Addr) error {
-	return kernel.OnlyAddr(b.nl, link, netip.PrefixFrom(addr, 32))
+	return kernel.OnlyAddr(b.cfg.Netlink, link, netip.PrefixFrom(addr, 32))
 }
 
 // Teardown deletes the VTEP (unless it is another network's by now, see
@@ -154,11 +154,11 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	var errs []error
 	if n.VNI > 0 {
 		name := VTEPName(n.VNI)
-		if _, err := overlay.DeleteDevice(b.nl, name, overlay.OwnerAlias(b.instance, n.ID)); err != nil {
+		if _, err := overlay.DeleteDevice(b.cfg.Netlink, name, overlay.OwnerAlias(b.cfg.Instance, n.ID)); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 		}
 	}
-	if _, err := kernel.PruneRoutes(b.nl, n.Pool, nil); err != nil {
+	if _, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, nil); err != nil {
 		errs = append(errs, fmt.Errorf("vxlan %s: direct routes: %w", n.Pool, err))
 	}
 	return errors.Join(errs...)

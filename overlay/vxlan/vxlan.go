@@ -11,11 +11,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
@@ -28,26 +25,18 @@ const Name = "vxlan"
 // default 8472): every host must use the same.
 const Port = 4789
 
-// overhead is outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8.
-const overhead = 50
-
 // Backend is the vxlan backend of one host.
 type Backend struct {
-	nl       *netlink.Handle
-	host     overlay.Host
-	hostID   string
-	instance string // for the owner mark (OwnerAlias)
-	log      *slog.Logger
+	cfg overlay.BackendConfig // the host ID derives the VTEP MAC (VtepMAC)
 }
 
 // New returns the backend for the host cfg describes.
-func New(cfg overlay.BackendConfig) *Backend {
-	cfg = cfg.WithDefaults()
-	return &Backend{nl: cfg.Netlink, host: cfg.Host, hostID: cfg.HostID, instance: cfg.Instance, log: cfg.Log}
-}
+func New(cfg overlay.BackendConfig) *Backend { return &Backend{cfg: cfg.WithDefaults()} }
 
-func (*Backend) Name() string  { return Name }
-func (*Backend) Overhead() int { return overhead }
+func (*Backend) Name() string { return Name }
+
+// Overhead is outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8.
+func (*Backend) Overhead() int { return 50 }
 
 // Options: a VNI (allocated when not given), and directrouting.
 func (*Backend) Options() overlay.Options { return overlay.Options{VNI: true, DirectRouting: true} }
@@ -61,7 +50,7 @@ type leaseData struct {
 
 // LeaseData publishes this host's VTEP MAC for pool (VtepMAC).
 func (b *Backend) LeaseData(pool netip.Prefix) map[string]any {
-	return map[string]any{"vtepMAC": VtepMAC(b.hostID, pool).String()}
+	return map[string]any{"vtepMAC": VtepMAC(b.cfg.HostID, pool).String()}
 }
 
 // LeaseVtepMAC is the VTEP MAC l publishes, as written; "" for none.
