@@ -66,8 +66,8 @@ type attached struct {
 	mu   sync.Mutex
 	n    Network
 	gone bool
-	// device is the backend's DeviceName(n), kept under the Manager's mutex (n is under
-	// mu) for deviceUser.
+	// device is the backend's DeviceName(n), kept under the Manager's
+	// mutex (n is under mu) for deviceUser.
 	device string
 }
 
