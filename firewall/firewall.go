@@ -161,14 +161,20 @@ func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
 	}
 }
 
-// apply does Sync's work in the namespace; it returns what it changed.
-func (f *Firewall) apply(nets []Network) (changes []string, err error) {
-	var isolation, accepts, drops []rule
+// rules renders the rules of nets: the isolation chain's drops (in any
+// order), the filter chain's accepts (its heads) and drops (its tails).
+func (f *Firewall) rules(nets []Network) (isolation, accepts, drops []rule) {
 	for _, n := range nets {
 		isolation = append(isolation, f.isolation(n)...)
 		accepts = append(accepts, f.accept(n), f.acceptBridged(n))
 		drops = append(drops, f.filterDrops(n)...)
 	}
+	return isolation, accepts, drops
+}
+
+// apply does Sync's work in the namespace; it returns what it changed.
+func (f *Firewall) apply(nets []Network) (changes []string, err error) {
+	isolation, accepts, drops := f.rules(nets)
 	// The filter chain has drops after its accepts: a second layer for
 	// when the mangle chain was flushed and Keep has not yet put it back,
 	// effective wherever FELT's jump sits above Docker's accepts (the
