@@ -303,6 +303,16 @@ type waitResult struct {
 	err   error
 }
 
+// mustIndex is the store index that List reports for prefix, to Wait on.
+func mustIndex(t *testing.T, s kv.Store, prefix string) uint64 {
+	t.Helper()
+	_, idx, err := s.List(ctxFor(t), prefix)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return idx
+}
+
 func startWait(ctx context.Context, s kv.Store, prefix string, idx uint64) <-chan waitResult {
 	ch := make(chan waitResult, 1)
 	go func() {
@@ -339,10 +349,7 @@ func testWaitWakesOnPut(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
@@ -370,10 +377,7 @@ func testWaitWakesOnDelete(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
 	mustPut(t, s, prefix+"b", []byte("2"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
 	// Deleting the newest key must still move the prefix's index forward.
@@ -393,10 +397,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	// The write happens before Wait is called: Wait must see that its
 	// index is already stale instead of sleeping until the next write.
 	mustPut(t, s, prefix+"a", []byte("2"))
@@ -409,10 +410,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 func testWaitCancel(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctxFor(t), prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := startWait(ctx, s, prefix, idx)
@@ -431,14 +429,11 @@ func testWaitCancel(t *testing.T, s kv.Store, root string) {
 func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctxFor(t), prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), quiet)
 	defer cancel()
 	start := time.Now()
-	_, _, err = s.Wait(ctx, prefix, idx)
+	_, _, err := s.Wait(ctx, prefix, idx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait past deadline = %v; want context.DeadlineExceeded", err)
 	}
