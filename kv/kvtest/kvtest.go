@@ -444,20 +444,27 @@ func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 
 const racers = 20
 
-func testRaceCreate(t *testing.T, s kv.Store, root string) {
-	ctx := ctxFor(t)
-	k := root + "k"
+// race runs fn for racers goroutines released at once, and returns their
+// errors by racer.
+func race(fn func(racer int) error) []error {
 	errs := make([]error, racers)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			errs[i] = s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0)
+			errs[i] = fn(i)
 		})
 	}
 	close(start)
 	wg.Wait()
+	return errs
+}
+
+func testRaceCreate(t *testing.T, s kv.Store, root string) {
+	ctx := ctxFor(t)
+	k := root + "k"
+	errs := race(func(i int) error { return s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0) })
 
 	winner := -1
 	for i, err := range errs {
@@ -480,22 +487,14 @@ func testRaceCounter(t *testing.T, s kv.Store, root string) {
 	const perRacer = 5
 	ctx := ctxFor(t)
 	k := root + "counter"
-	errs := make([]error, racers)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range racers {
-		wg.Go(func() {
-			<-start
-			for range perRacer {
-				if err := increment(ctx, s, k); err != nil {
-					errs[i] = err
-					return
-				}
+	errs := race(func(int) error {
+		for range perRacer {
+			if err := increment(ctx, s, k); err != nil {
+				return err
 			}
-		})
-	}
-	close(start)
-	wg.Wait()
+		}
+		return nil
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("racer %d: %v", i, err)
