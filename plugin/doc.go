@@ -10,6 +10,6 @@
 //   - app.go: App and Build, the composition root (stores, drivers,
 //     overlay, firewall), and the App's Background loops and Close.
 //   - renew.go: the lease renewal policy (renewLoop).
-//   - host.go, hostnets.go: this host's underlay interface and address,
+//   - underlay.go, hostnets.go: this host's underlay interface and address,
 //     and the networks of its addresses that pools must not overlap.
 package plugin
