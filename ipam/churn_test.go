@@ -41,11 +41,12 @@ func TestChurnPoolAcrossHosts(t *testing.T) {
 		}
 		t.Cleanup(func() { local.Close() })
 		host := fmt.Sprintf("host-%d", i)
-		d := ipam.New(ipam.Config{State: state.New(local), Registry: reg, TTL: time.Hour, HostID: host,
+		st := state.New(local)
+		withFeltNetwork(t, st, pool.String())
+		d := ipam.New(ipam.Config{State: st, Registry: reg, TTL: time.Hour, HostID: host,
 			Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 				return lease.Owner{HostID: host, PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}, nil
-			},
-			HasNetwork: func(context.Context, netip.Prefix) (bool, error) { return true, nil }})
+			}})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

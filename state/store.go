@@ -2,12 +2,18 @@
 // JSON records in the embedded store under "local/". Docker never replays
 // pools, networks or endpoints to a remote plugin, so everything a later
 // Leave, DeleteEndpoint or Release needs must be found here after a restart.
+//
+// Both drivers read and write their records here, one file per record kind
+// (networks.go, endpoints.go, pools.go, addresses.go, forget.go, hostid.go):
+// the network driver finds the pool of a subnet in the IPAM's pool records,
+// the IPAM finds the network of a pool in the driver's network records, and
+// neither package imports the other. The key layout is this package's own;
+// its format is storeformat.Local, so keys and JSON field names must not
+// change without a migration step there.
 package state
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,20 +24,19 @@ import (
 
 const root = "local/"
 
-// Store reads and writes JSON records in a kv.Store.
+// Store reads and writes this host's records in a kv.Store. It adds no
+// locking: each driver serialises its own calls.
 type Store struct{ kv kv.Store }
 
 // New wraps s.
 func New(s kv.Store) *Store { return &Store{kv: s} }
 
-// KV is the underlying store.
-func (s *Store) KV() kv.Store { return s.kv }
-
-// Key joins parts under the local root.
+// Key joins parts under the local root; Key() is the root itself, the
+// prefix storeformat checks and FELT_KV_PREFIX must stay clear of.
 func Key(parts ...string) string { return root + strings.Join(parts, "/") }
 
-// Get decodes the record at key into v; it reports false if absent.
-func (s *Store) Get(ctx context.Context, key string, v any) (bool, error) {
+// get decodes the record at key into v; it reports false if absent.
+func (s *Store) get(ctx context.Context, key string, v any) (bool, error) {
 	p, err := s.kv.Get(ctx, key)
 	if errors.Is(err, kv.ErrNotFound) {
 		return false, nil
@@ -45,8 +50,8 @@ func (s *Store) Get(ctx context.Context, key string, v any) (bool, error) {
 	return true, nil
 }
 
-// Put writes v at key.
-func (s *Store) Put(ctx context.Context, key string, v any) error {
+// put writes v at key.
+func (s *Store) put(ctx context.Context, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("state %s: %w", key, err)
@@ -57,9 +62,9 @@ func (s *Store) Put(ctx context.Context, key string, v any) error {
 	return nil
 }
 
-// Create writes v at key only if the key is absent; it reports false if the
+// create writes v at key only if the key is absent; it reports false if the
 // key existed already.
-func (s *Store) Create(ctx context.Context, key string, v any) (bool, error) {
+func (s *Store) create(ctx context.Context, key string, v any) (bool, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return false, fmt.Errorf("state %s: %w", key, err)
@@ -74,16 +79,16 @@ func (s *Store) Create(ctx context.Context, key string, v any) (bool, error) {
 	return true, nil
 }
 
-// Delete removes key; absent is fine.
-func (s *Store) Delete(ctx context.Context, key string) error {
+// delete removes key; absent is fine.
+func (s *Store) delete(ctx context.Context, key string) error {
 	if err := s.kv.Delete(ctx, key); err != nil {
 		return fmt.Errorf("state %s: %w", key, err)
 	}
 	return nil
 }
 
-// List decodes every record under prefix with decode, in key order.
-func List[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+// list decodes every record under prefix, in key order.
+func list[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
 	pairs, _, err := s.kv.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", prefix, err)
@@ -99,8 +104,8 @@ func List[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
 	return out, nil
 }
 
-// Keys lists the keys under prefix.
-func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
+// keys lists the keys under prefix.
+func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
 	pairs, _, err := s.kv.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", prefix, err)
@@ -110,23 +115,4 @@ func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
 		keys[i] = p.Key
 	}
 	return keys, nil
-}
-
-// HostID returns this host's stable identity, creating it on first use. It
-// names the host's leases, so a host whose IP changes keeps its subnets.
-func (s *Store) HostID(ctx context.Context) (string, error) {
-	key := Key("host-id")
-	var id string
-	if ok, err := s.Get(ctx, key, &id); err != nil || ok {
-		return id, err
-	}
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	if _, err := s.Create(ctx, key, hex.EncodeToString(b)); err != nil {
-		return "", err
-	}
-	_, err := s.Get(ctx, key, &id)
-	return id, err
 }
