@@ -53,7 +53,7 @@ func TestCreateNetworkMalformed(t *testing.T) {
 	if l := link(t, e.host, BridgeName(netID)); l != nil {
 		t.Fatalf("refused CreateNetwork left bridge %s", l.Attrs().Name)
 	}
-	if nets, _ := e.d.Networks(ctx); len(nets) != 0 {
+	if nets, _ := e.d.cfg.State.Networks(ctx); len(nets) != 0 {
 		t.Fatalf("refused CreateNetwork recorded %+v", nets)
 	}
 	// The same pool works afterwards.
