@@ -16,12 +16,12 @@ import (
 	"github.com/felt-net/felt/state"
 )
 
-// poolIDPrefix starts every PoolID felt hands out.
+// poolIDPrefix starts every pool ID felt hands out.
 const poolIDPrefix = "felt/"
 
-// PoolID renders a deterministic ID for (pool, range): the same request after
+// poolIDOf renders a deterministic ID for (pool, range): the same request after
 // a restart gets the same ID, and the ID alone tells which pool it names.
-func PoolID(pool, rng netip.Prefix) string {
+func poolIDOf(pool, rng netip.Prefix) string {
 	id := poolIDPrefix + pool.String()
 	if rng.IsValid() {
 		id += "/" + rng.String()
@@ -29,7 +29,7 @@ func PoolID(pool, rng netip.Prefix) string {
 	return id
 }
 
-// parsePoolID is the inverse of PoolID.
+// parsePoolID is the inverse of poolIDOf.
 func parsePoolID(id string) (pool, rng netip.Prefix, err error) {
 	rest, ok := strings.CutPrefix(id, poolIDPrefix)
 	parts := strings.Split(rest, "/")
@@ -52,7 +52,7 @@ func parsePoolID(id string) (pool, rng netip.Prefix, err error) {
 // must not reach the same record).
 func validPoolID(id string) bool {
 	pool, rng, err := parsePoolID(id)
-	return err == nil && PoolID(pool, rng) == id
+	return err == nil && poolIDOf(pool, rng) == id
 }
 
 // Options are the --ipam-opt keys felt understands.
@@ -121,7 +121,7 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	id := PoolID(pool, rng)
+	id := poolIDOf(pool, rng)
 	p, found, err := d.cfg.State.Pool(ctx, id)
 	if err != nil {
 		return nil, err
