@@ -315,4 +315,3 @@ func TestUndecodableRecord(t *testing.T) {
 		t.Fatalf("Networks with a corrupt record: %v", err)
 	}
 }
-
