@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	api "github.com/docker/go-plugins-helpers/network"
+
+	"github.com/felt-net/felt/state"
 )
 
 // Join hands Docker the container end of the veth. felt returns no default
@@ -23,19 +25,9 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, err := d.existingNetwork(ctx, req.NetworkID)
+	n, ep, err := d.joinable(ctx, req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
-	}
-	ep, found, err := d.cfg.State.Endpoint(ctx, req.EndpointID)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("endpoint %s does not exist on this host", req.EndpointID)
-	}
-	if ep.NetworkID != n.ID {
-		return nil, fmt.Errorf("endpoint %s belongs to network %s, not to network %s", ep.ID, ep.NetworkID, n.ID)
 	}
 	owned, err := d.ownsLink(ep.HostVeth, d.aliasEndpoint()+ep.ID)
 	if err != nil {
@@ -53,6 +45,24 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 		resp.StaticRoutes = []*api.StaticRoute{{Destination: n.Pool.String(), RouteType: 0, NextHop: n.Gateway.String()}}
 	}
 	return resp, nil
+}
+
+// joinable reads the records of network netID and of its endpoint epID,
+// both of which must exist.
+func (d *Driver) joinable(ctx context.Context, netID, epID string) (state.Network, state.Endpoint, error) {
+	n, err := d.existingNetwork(ctx, netID)
+	if err != nil {
+		return n, state.Endpoint{}, err
+	}
+	ep, found, err := d.cfg.State.Endpoint(ctx, epID)
+	switch {
+	case err != nil:
+	case !found:
+		err = fmt.Errorf("endpoint %s does not exist on this host", epID)
+	case ep.NetworkID != n.ID:
+		err = fmt.Errorf("endpoint %s belongs to network %s, not to network %s", ep.ID, ep.NetworkID, n.ID)
+	}
+	return n, ep, err
 }
 
 // Leave has nothing to undo: the veth goes with DeleteEndpoint.

@@ -82,18 +82,19 @@ func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequ
 	if req == nil {
 		return nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p, found, err := d.held(ctx, req.PoolID)
-	if err != nil || !found {
-		return err
-	}
-	addr, err := netip.ParseAddr(req.Address)
+	return d.withHeld(ctx, req.PoolID, func(ctx context.Context, p state.Pool) error {
+		return d.releaseAddress(ctx, p, req.Address)
+	})
+}
+
+// releaseAddress is ReleaseAddress of address in the held pool request p.
+func (d *Driver) releaseAddress(ctx context.Context, p state.Pool, address string) error {
+	addr, err := netip.ParseAddr(address)
 	if err != nil {
-		if pfx, perr := netip.ParsePrefix(req.Address); perr == nil {
+		if pfx, perr := netip.ParsePrefix(address); perr == nil {
 			addr = pfx.Addr()
 		} else {
-			return fmt.Errorf("address %q is not an IP address", req.Address)
+			return fmt.Errorf("address %q is not an IP address", address)
 		}
 	}
 	if addr == p.Gateway {
@@ -101,7 +102,7 @@ func (d *Driver) ReleaseAddress(ctx context.Context, req *api.ReleaseAddressRequ
 	}
 	other, err := newAllocator(d.cfg.State, p).release(ctx, addr)
 	if other != "" {
-		d.cfg.Log.Warn("address not released: another pool request sharing the subnet holds it", "addr", addr, "pool", req.PoolID, "holder", other)
+		d.cfg.Log.Warn("address not released: another pool request sharing the subnet holds it", "addr", addr, "pool", p.ID, "holder", other)
 	}
 	return err
 }

@@ -251,12 +251,11 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 	if req == nil {
 		return nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p, found, err := d.held(ctx, req.PoolID)
-	if err != nil || !found {
-		return err // unknown: not a pool felt holds
-	}
+	return d.withHeld(ctx, req.PoolID, d.releasePool)
+}
+
+// releasePool is ReleasePool of the held pool request p.
+func (d *Driver) releasePool(ctx context.Context, p state.Pool) error {
 	if p.Refs > 1 {
 		p.Refs--
 		return d.cfg.State.PutPool(ctx, p)
@@ -270,7 +269,7 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 		if err := alloc.releaseOwn(ctx); err != nil {
 			return err
 		}
-		if err := d.cfg.State.DeletePool(ctx, req.PoolID); err != nil {
+		if err := d.cfg.State.DeletePool(ctx, p.ID); err != nil {
 			return err
 		}
 		d.cfg.Log.Info("pool released; its subnet stays with the other pool requests sharing it", "pool", p.ID, "subnet", p.Subnet, "sharedWith", others)
@@ -279,7 +278,7 @@ func (d *Driver) ReleasePool(ctx context.Context, req *api.ReleasePoolRequest) e
 	if err := alloc.releaseAll(ctx); err != nil {
 		return err
 	}
-	if err := d.cfg.State.DeletePool(ctx, req.PoolID); err != nil {
+	if err := d.cfg.State.DeletePool(ctx, p.ID); err != nil {
 		return err
 	}
 	d.cfg.Log.Info("pool released", "pool", p.Pool, "subnet", p.Subnet)
@@ -310,6 +309,19 @@ func (d *Driver) pool(ctx context.Context, id string) (state.Pool, error) {
 		err = fmt.Errorf("unknown pool ID %q: was the network created with --ipam-driver felt:latest on this host?", id)
 	}
 	return p, err
+}
+
+// withHeld runs f on the record of pool request id under the driver's
+// lock; an ID of no pool felt holds is no error, and f does not run:
+// Docker's releases of unknown things succeed.
+func (d *Driver) withHeld(ctx context.Context, id string, f func(context.Context, state.Pool) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, found, err := d.held(ctx, id)
+	if err != nil || !found {
+		return err
+	}
+	return f(ctx, p)
 }
 
 // held reads the record of pool request id; an ID not in felt's canonical

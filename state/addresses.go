@@ -28,39 +28,35 @@ type Address struct {
 	PoolID string     `json:"poolID,omitempty"`
 }
 
-const (
-	addrsPrefix  = root + "addrs/"
-	cursorPrefix = root + "cursor/"
-)
+// addresses of subnet are keyed by the address.
+func (s *Store) addresses(subnet netip.Prefix) table[Address] {
+	return table[Address]{s, root + "addrs/" + ipnet.Key(subnet) + "/"}
+}
 
-func subnetAddrsPrefix(subnet netip.Prefix) string { return addrsPrefix + ipnet.Key(subnet) + "/" }
-
-func addrKey(subnet netip.Prefix, a netip.Addr) string { return subnetAddrsPrefix(subnet) + a.String() }
-
-func cursorKey(subnet netip.Prefix) string { return cursorPrefix + ipnet.Key(subnet) }
+// cursors are keyed by subnet.
+func (s *Store) cursors() table[netip.Addr] { return table[netip.Addr]{s, root + "cursor/"} }
 
 // Address reads the record of addr in subnet; it reports false if absent.
 func (s *Store) Address(ctx context.Context, subnet netip.Prefix, addr netip.Addr) (Address, bool, error) {
-	var a Address
-	ok, err := s.get(ctx, addrKey(subnet, addr), &a)
-	return a, ok, err
+	return s.addresses(subnet).get(ctx, addr.String())
 }
 
 // Addresses lists the address records of subnet, in key order.
 func (s *Store) Addresses(ctx context.Context, subnet netip.Prefix) ([]Address, error) {
-	return list[Address](ctx, s, subnetAddrsPrefix(subnet))
+	return s.addresses(subnet).all(ctx)
 }
 
 // UsedAddrs lists the allocated addresses of subnet from the keys alone: an
 // address whose record does not decode is still taken.
 func (s *Store) UsedAddrs(ctx context.Context, subnet netip.Prefix) ([]netip.Addr, error) {
-	keys, err := s.keys(ctx, subnetAddrsPrefix(subnet))
+	t := s.addresses(subnet)
+	keys, err := s.keys(ctx, t.prefix)
 	if err != nil {
 		return nil, err
 	}
 	used := make([]netip.Addr, 0, len(keys))
 	for _, k := range keys {
-		if addr, err := netip.ParseAddr(strings.TrimPrefix(k, subnetAddrsPrefix(subnet))); err == nil {
+		if addr, err := netip.ParseAddr(strings.TrimPrefix(k, t.prefix)); err == nil {
 			used = append(used, addr)
 		}
 	}
@@ -70,17 +66,17 @@ func (s *Store) UsedAddrs(ctx context.Context, subnet netip.Prefix) ([]netip.Add
 // CreateAddress records a in subnet unless its address is recorded
 // already; it reports false if it was.
 func (s *Store) CreateAddress(ctx context.Context, subnet netip.Prefix, a Address) (bool, error) {
-	return s.create(ctx, addrKey(subnet, a.Addr), a)
+	return s.addresses(subnet).create(ctx, a.Addr.String(), a)
 }
 
 // DeleteAddress removes the record of addr in subnet; absent is fine.
 func (s *Store) DeleteAddress(ctx context.Context, subnet netip.Prefix, addr netip.Addr) error {
-	return s.delete(ctx, addrKey(subnet, addr))
+	return s.addresses(subnet).delete(ctx, addr.String())
 }
 
 // DeleteAddresses removes every address record of subnet, then its cursor.
 func (s *Store) DeleteAddresses(ctx context.Context, subnet netip.Prefix) error {
-	keys, err := s.keys(ctx, subnetAddrsPrefix(subnet))
+	keys, err := s.keys(ctx, s.addresses(subnet).prefix)
 	if err != nil {
 		return err
 	}
@@ -89,18 +85,17 @@ func (s *Store) DeleteAddresses(ctx context.Context, subnet netip.Prefix) error 
 			return err
 		}
 	}
-	return s.delete(ctx, cursorKey(subnet))
+	return s.cursors().delete(ctx, ipnet.Key(subnet))
 }
 
 // Cursor is the address of subnet handed out last (invalid if none), where
 // the search for the next free one starts.
 func (s *Store) Cursor(ctx context.Context, subnet netip.Prefix) (netip.Addr, error) {
-	var last netip.Addr
-	_, err := s.get(ctx, cursorKey(subnet), &last)
+	last, _, err := s.cursors().get(ctx, ipnet.Key(subnet))
 	return last, err
 }
 
 // PutCursor records addr as the address of subnet handed out last.
 func (s *Store) PutCursor(ctx context.Context, subnet netip.Prefix, addr netip.Addr) error {
-	return s.put(ctx, cursorKey(subnet), addr)
+	return s.cursors().put(ctx, ipnet.Key(subnet), addr)
 }

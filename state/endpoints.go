@@ -16,28 +16,23 @@ type Endpoint struct {
 	PeerVeth  string       `json:"peerVeth"`
 }
 
-const endpointsPrefix = root + "endpoints/"
-
-func endpointKey(id string) string { return endpointsPrefix + id }
+// endpoints are keyed by Docker's endpoint ID.
+func (s *Store) endpoints() table[Endpoint] { return table[Endpoint]{s, root + "endpoints/"} }
 
 // Endpoint reads the record of endpoint id; it reports false if absent.
 func (s *Store) Endpoint(ctx context.Context, id string) (Endpoint, bool, error) {
-	var ep Endpoint
-	ok, err := s.get(ctx, endpointKey(id), &ep)
-	return ep, ok, err
+	return s.endpoints().get(ctx, id)
 }
 
 // Endpoints lists every endpoint record, in ID order.
-func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
-	return list[Endpoint](ctx, s, endpointsPrefix)
-}
+func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) { return s.endpoints().all(ctx) }
 
 // PutEndpoint writes ep's record.
 func (s *Store) PutEndpoint(ctx context.Context, ep Endpoint) error {
-	return s.put(ctx, endpointKey(ep.ID), ep)
+	return s.endpoints().put(ctx, ep.ID, ep)
 }
 
 // DeleteEndpoint removes the record of endpoint id; absent is fine.
 func (s *Store) DeleteEndpoint(ctx context.Context, id string) error {
-	return s.delete(ctx, endpointKey(id))
+	return s.endpoints().delete(ctx, id)
 }

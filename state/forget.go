@@ -6,19 +6,20 @@ import "context"
 // took over (see ipam/forget.go), recorded until what they left in the
 // kernel is removed, so a failure is retried after a restart too.
 
-const forgetPrefix = root + "forget/"
+// earlierHosts are keyed by host ID, and hold it.
+func (s *Store) earlierHosts() table[string] { return table[string]{s, root + "forget/"} }
 
 // EarlierHosts lists the recorded host IDs, in key order.
 func (s *Store) EarlierHosts(ctx context.Context) ([]string, error) {
-	return list[string](ctx, s, forgetPrefix)
+	return s.earlierHosts().all(ctx)
 }
 
 // PutEarlierHost records hostID.
 func (s *Store) PutEarlierHost(ctx context.Context, hostID string) error {
-	return s.put(ctx, forgetPrefix+hostID, hostID)
+	return s.earlierHosts().put(ctx, hostID, hostID)
 }
 
 // DeleteEarlierHost removes the record of hostID; absent is fine.
 func (s *Store) DeleteEarlierHost(ctx context.Context, hostID string) error {
-	return s.delete(ctx, forgetPrefix+hostID)
+	return s.earlierHosts().delete(ctx, hostID)
 }

@@ -22,44 +22,30 @@ type Network struct {
 	Internal      bool         `json:"internal,omitempty"`
 }
 
-const networksPrefix = root + "networks/"
-
-func networkKey(id string) string { return networksPrefix + id }
+// networks are keyed by Docker's network ID.
+func (s *Store) networks() table[Network] { return table[Network]{s, root + "networks/"} }
 
 // Network reads the record of network id; it reports false if absent.
 func (s *Store) Network(ctx context.Context, id string) (Network, bool, error) {
-	var n Network
-	ok, err := s.get(ctx, networkKey(id), &n)
-	return n, ok, err
+	return s.networks().get(ctx, id)
 }
 
 // Networks lists every network record, in ID order.
-func (s *Store) Networks(ctx context.Context) ([]Network, error) {
-	return list[Network](ctx, s, networksPrefix)
-}
+func (s *Store) Networks(ctx context.Context) ([]Network, error) { return s.networks().all(ctx) }
 
-// NetworkOfPool reports whether a network of this host uses pool, and
-// which (one Docker network per pool and host: CreateNetwork refuses a
-// second).
+// NetworkOfPool finds the network of this host that uses pool; it reports
+// false if none does. There is one at most: CreateNetwork refuses a second
+// Docker network of a pool on a host.
 func (s *Store) NetworkOfPool(ctx context.Context, pool netip.Prefix) (Network, bool, error) {
-	nets, err := s.Networks(ctx)
-	if err != nil {
-		return Network{}, false, err
-	}
-	for _, n := range nets {
-		if n.Pool == pool {
-			return n, true, nil
-		}
-	}
-	return Network{}, false, nil
+	return s.networks().find(ctx, func(n Network) bool { return n.Pool == pool })
 }
 
 // PutNetwork writes n's record.
 func (s *Store) PutNetwork(ctx context.Context, n Network) error {
-	return s.put(ctx, networkKey(n.ID), n)
+	return s.networks().put(ctx, n.ID, n)
 }
 
 // DeleteNetwork removes the record of network id; absent is fine.
 func (s *Store) DeleteNetwork(ctx context.Context, id string) error {
-	return s.delete(ctx, networkKey(id))
+	return s.networks().delete(ctx, id)
 }

@@ -22,57 +22,50 @@ type Pool struct {
 	Refs    int          `json:"refs"`
 }
 
-const (
-	poolsPrefix      = root + "pools/"
-	lastSubnetPrefix = root + "last-subnet/"
-)
+// pools are keyed by pool ID ("felt/<pool>[/<range>]"), its slashes
+// flattened.
+func (s *Store) pools() table[Pool] { return table[Pool]{s, root + "pools/"} }
 
-// poolKey flattens the ID's slashes: a pool ID is "felt/<pool>[/<range>]".
-func poolKey(id string) string { return poolsPrefix + strings.ReplaceAll(id, "/", "_") }
+func poolName(id string) string { return strings.ReplaceAll(id, "/", "_") }
 
 // Pool reads the record of pool request id; it reports false if absent.
 func (s *Store) Pool(ctx context.Context, id string) (Pool, bool, error) {
-	var p Pool
-	ok, err := s.get(ctx, poolKey(id), &p)
-	return p, ok, err
+	return s.pools().get(ctx, poolName(id))
 }
 
 // Pools lists every pool record, in key order.
-func (s *Store) Pools(ctx context.Context) ([]Pool, error) {
-	return list[Pool](ctx, s, poolsPrefix)
-}
+func (s *Store) Pools(ctx context.Context) ([]Pool, error) { return s.pools().all(ctx) }
 
 // PoolOfSubnet finds the pool record whose leased subnet is subnet; it
 // reports false if none is.
 func (s *Store) PoolOfSubnet(ctx context.Context, subnet netip.Prefix) (Pool, bool, error) {
-	pools, err := s.Pools(ctx)
-	if err != nil {
-		return Pool{}, false, err
-	}
-	for _, p := range pools {
-		if p.Subnet == subnet {
-			return p, true, nil
-		}
-	}
-	return Pool{}, false, nil
+	return s.pools().find(ctx, func(p Pool) bool { return p.Subnet == subnet })
 }
 
 // PutPool writes p's record.
-func (s *Store) PutPool(ctx context.Context, p Pool) error { return s.put(ctx, poolKey(p.ID), p) }
+func (s *Store) PutPool(ctx context.Context, p Pool) error {
+	return s.pools().put(ctx, poolName(p.ID), p)
+}
 
 // DeletePool removes the record of pool request id; absent is fine.
-func (s *Store) DeletePool(ctx context.Context, id string) error { return s.delete(ctx, poolKey(id)) }
+func (s *Store) DeletePool(ctx context.Context, id string) error {
+	return s.pools().delete(ctx, poolName(id))
+}
+
+// lastSubnets are keyed by pool.
+func (s *Store) lastSubnets() table[netip.Prefix] {
+	return table[netip.Prefix]{s, root + "last-subnet/"}
+}
 
 // LastSubnet is the subnet this host last leased in pool (invalid if
 // none): asked for again, so containers are not stranded on restart. It
 // outlives the pool record on purpose.
 func (s *Store) LastSubnet(ctx context.Context, pool netip.Prefix) (netip.Prefix, error) {
-	var subnet netip.Prefix
-	_, err := s.get(ctx, lastSubnetPrefix+ipnet.Key(pool), &subnet)
+	subnet, _, err := s.lastSubnets().get(ctx, ipnet.Key(pool))
 	return subnet, err
 }
 
 // PutLastSubnet records subnet as this host's last in pool.
 func (s *Store) PutLastSubnet(ctx context.Context, pool, subnet netip.Prefix) error {
-	return s.put(ctx, lastSubnetPrefix+ipnet.Key(pool), subnet)
+	return s.lastSubnets().put(ctx, ipnet.Key(pool), subnet)
 }

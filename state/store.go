@@ -116,3 +116,51 @@ func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
 	}
 	return keys, nil
 }
+
+// table is one kind of record: JSON values of T, one key per name under
+// prefix. The accessors of each kind are thin over it.
+type table[T any] struct {
+	s      *Store
+	prefix string
+}
+
+// get reads the record of name; it reports false if absent.
+func (t table[T]) get(ctx context.Context, name string) (T, bool, error) {
+	var v T
+	ok, err := t.s.get(ctx, t.prefix+name, &v)
+	return v, ok, err
+}
+
+// all lists every record, in key order.
+func (t table[T]) all(ctx context.Context) ([]T, error) { return list[T](ctx, t.s, t.prefix) }
+
+// find returns the first record, in key order, that match accepts; it
+// reports false if none does.
+func (t table[T]) find(ctx context.Context, match func(T) bool) (T, bool, error) {
+	var zero T
+	all, err := t.all(ctx)
+	if err != nil {
+		return zero, false, err
+	}
+	for _, v := range all {
+		if match(v) {
+			return v, true, nil
+		}
+	}
+	return zero, false, nil
+}
+
+func (t table[T]) put(ctx context.Context, name string, v T) error {
+	return t.s.put(ctx, t.prefix+name, v)
+}
+
+// create writes v as name's record unless one exists; it reports false if
+// one did.
+func (t table[T]) create(ctx context.Context, name string, v T) (bool, error) {
+	return t.s.create(ctx, t.prefix+name, v)
+}
+
+// delete removes name's record; absent is fine.
+func (t table[T]) delete(ctx context.Context, name string) error {
+	return t.s.delete(ctx, t.prefix+name)
+}
