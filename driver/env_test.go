@@ -141,6 +141,14 @@ func wantErr(t *testing.T, err error, want ...string) {
 	}
 }
 
+// wantNetworks fails unless want networks are recorded, saying after what.
+func (e *env) wantNetworks(t *testing.T, want int, after string) {
+	t.Helper()
+	if nets, err := e.d.cfg.State.Networks(ctx); err != nil || len(nets) != want {
+		t.Fatalf("%s: networks recorded %+v (%v), want %d", after, nets, err, want)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

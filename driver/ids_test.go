@@ -64,9 +64,7 @@ func TestCreateNetworkSharedPrefixRefused(t *testing.T) {
 	if len(addrs) != 1 {
 		t.Fatalf("live bridge has addresses %v, want only its gateway %s", addrs, live.Gateway)
 	}
-	if nets, _ := e.d.cfg.State.Networks(ctx); len(nets) != 1 {
-		t.Fatalf("refused network recorded: %+v", nets)
-	}
+	e.wantNetworks(t, 1, "a refused network")
 }
 
 // A CreateEndpoint whose ID shares the veth name with a live endpoint is
@@ -207,9 +205,7 @@ func TestMalformedIDsRefused(t *testing.T) {
 	if link(t, e.host, BridgeName(n.ID)) == nil {
 		t.Fatal("the live bridge was deleted by a malformed delete")
 	}
-	if nets, _ := e.d.cfg.State.Networks(ctx); len(nets) != 1 {
-		t.Fatalf("networks after malformed calls: %+v", nets)
-	}
+	e.wantNetworks(t, 1, "malformed calls")
 }
 
 // Deletes of objects felt has no record of (its state was lost) still remove

@@ -13,7 +13,6 @@ import (
 	api "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/ipam"
-	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
@@ -41,16 +40,8 @@ var publicIP = netip.MustParseAddr("192.0.2.1")
 func newForgetEnv(t *testing.T) *forgetEnv {
 	t.Helper()
 	dir := t.TempDir()
-	shared, err := boltkv.Open(filepath.Join(dir, "shared.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shared.Close() })
-	local, err := boltkv.Open(filepath.Join(dir, "local.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { local.Close() })
+	shared := openKV(t, filepath.Join(dir, "shared.db"))
+	local := openKV(t, filepath.Join(dir, "local.db"))
 	e := &forgetEnv{reg: lease.NewRegistry(shared, "felt/", nil), st: state.New(local)}
 	e.d = ipam.New(ipam.Config{
 		State: e.st, Registry: e.reg, HostID: newID,

@@ -36,13 +36,20 @@ func withFeltNetwork(t *testing.T, st *state.Store, pool string) string {
 	return id
 }
 
-func newDriver(t *testing.T, path string) *env {
+// openKV opens an embedded store at path, closed when the test ends.
+func openKV(t *testing.T, path string) *boltkv.Store {
 	t.Helper()
 	s, err := boltkv.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newDriver(t *testing.T, path string) *env {
+	t.Helper()
+	s := openKV(t, path)
 	e := &env{st: state.New(s)}
 	withFeltNetwork(t, e.st, testPool)
 	e.d = ipam.New(ipam.Config{

@@ -15,7 +15,6 @@ import (
 
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv"
-	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
@@ -51,11 +50,7 @@ type checkEnv struct {
 
 func newCheckDriver(t *testing.T) *checkEnv {
 	t.Helper()
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openKV(t, filepath.Join(t.TempDir(), "db"))
 	e := &checkEnv{store: &faultStore{Store: s}}
 	e.st = state.New(e.store)
 	e.d = ipam.New(ipam.Config{
