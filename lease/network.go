@@ -150,7 +150,8 @@ func (r *Registry) SettleNetwork(ctx context.Context, spec Spec) (Network, error
 	return r.writeNetwork(ctx, spec, true)
 }
 
-// writeNetwork is ReservePool (settle false) and SettleNetwork.
+// writeNetwork is ReservePool (complete false: only the pool and subnet
+// length are merged) and SettleNetwork (complete true).
 func (r *Registry) writeNetwork(ctx context.Context, spec Spec, complete bool) (Network, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		cur, err := r.GetNetwork(ctx, spec.Pool)
