@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/felt-net/felt/internal/instance"
+	"github.com/felt-net/felt/lease"
 )
 
 // A lease of this host's public IP held by another host ID, which Acquire
@@ -137,4 +138,13 @@ func (d *Driver) ForgetEarlier(ctx context.Context) error {
 		d.earlier.forgotten(id)
 	}
 	return errors.Join(errs...)
+}
+
+// logTakeover is Acquire's OnTakeover: it notes the earlier felt and
+// warns, since the same public IP may also be a misconfiguration.
+func (d *Driver) logTakeover(old lease.Lease, action string) {
+	d.earlier.note(old.HostID)
+	d.cfg.Log.Warn("lease of this host's public IP held by another host ID "+action+
+		": an earlier felt on this host whose state was lost (if another host really uses this address, give each host its own FELT_PUBLIC_IP)",
+		"subnet", old.Subnet, "hostID", old.HostID, "publicIP", old.PublicIP)
 }

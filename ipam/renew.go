@@ -10,6 +10,9 @@ import (
 	"github.com/felt-net/felt/state"
 )
 
+// This host's leases once RequestPool took them: renewed, checked for, and
+// given back.
+
 // Renew extends the lease of every pool this host holds, re-acquiring one
 // that vanished (it expired while the host was down or cut off). It returns
 // the first error, after trying all.
@@ -128,11 +131,4 @@ func (d *Driver) hostID(ctx context.Context, pool netip.Prefix) (string, error) 
 	}
 	owner, err := d.cfg.Owner(ctx, pool)
 	return owner.HostID, err
-}
-
-func (d *Driver) logTakeover(old lease.Lease, action string) {
-	d.earlier.note(old.HostID)
-	d.cfg.Log.Warn("lease of this host's public IP held by another host ID "+action+
-		": an earlier felt on this host whose state was lost (if another host really uses this address, give each host its own FELT_PUBLIC_IP)",
-		"subnet", old.Subnet, "hostID", old.HostID, "publicIP", old.PublicIP)
 }
