@@ -35,7 +35,7 @@ const (
 // Address spaces felt reports; Docker passes them back in RequestPool and
 // felt ignores them (pools are global by construction).
 const (
-	LocalAddressSpace  = "FeltLocal"
+	localAddressSpace  = "FeltLocal"
 	GlobalAddressSpace = "FeltGlobal"
 )
 
@@ -93,5 +93,5 @@ type Capabilities struct {
 
 // GetDefaultAddressSpaces names felt's address spaces.
 func (d *Driver) GetDefaultAddressSpaces() *api.AddressSpacesResponse {
-	return &api.AddressSpacesResponse{LocalDefaultAddressSpace: LocalAddressSpace, GlobalDefaultAddressSpace: GlobalAddressSpace}
+	return &api.AddressSpacesResponse{LocalDefaultAddressSpace: localAddressSpace, GlobalDefaultAddressSpace: GlobalAddressSpace}
 }
