@@ -105,24 +105,22 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		Registry: reg, Store: shared, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Resync: s.Resync, Log: log,
 	})
-	var drv *driver.Driver
+	// The network driver first: the IPAM's ForgetHost removes its links.
+	app.Driver = driver.New(driver.Config{
+		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
+		Instance: instance, UnderlayMTU: under.MTU, Log: log,
+	})
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
-		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
 		// An earlier felt of this host (its lease was taken over: ipam/forget.go)
 		// left links, overlay devices and rules marked with its instance.
 		ForgetHost: func(ctx context.Context, earlier string) error {
 			if old := earlier[:min(8, len(earlier))]; old != instance { // else nothing tells its objects from ours
-				return errors.Join(drv.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
+				return errors.Join(app.Driver.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
 			}
 			return nil
 		},
 	})
-	drv = driver.New(driver.Config{
-		State: st, Registry: reg, IPAM: app.IPAM, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
-		Instance: instance, UnderlayMTU: under.MTU, Log: log,
-	})
-	app.Driver = drv
 	log.Info("felt ready", "host", hostID, "store", storeName(s), "state", s.StateDir)
 	return app, nil
 }
