@@ -21,7 +21,7 @@ import (
 func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.EnsureNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool}, true)
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int
 func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.EnsureNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool}, true)
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func ChurnOnePool(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts, r
 			defer wg.Done()
 			own := lease.Owner{HostID: fmt.Sprintf("churn-%d", i), PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}
 			for round := range rounds {
-				n, err := reg.EnsureNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool, Backend: "vxlan"}, true)
+				n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool, Backend: "vxlan"})
 				if err != nil {
 					errs <- fmt.Errorf("host %d round %d: ensure: %w", i, round, err)
 					return
