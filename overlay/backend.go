@@ -29,10 +29,10 @@ type Backend interface {
 	// Options says which network options it takes.
 	Options() Options
 	// LeaseData is what this host publishes in its lease of pool for its
-	// peers' backends (vxlan: the VTEP MAC), as the fields of a JSON
-	// object; nil for nothing. Its keys must not be lease's own
+	// peers' backends (vxlan: the VTEP MAC): a value that encodes as a JSON
+	// object, or nil for nothing. Its keys must not be lease's own
 	// (lease.IsLeaseKey) nor another backend's.
-	LeaseData(pool netip.Prefix) map[string]any
+	LeaseData(pool netip.Prefix) any
 	// DeviceName is the name of the device Setup makes for n, or "" for
 	// none (host-gw) or a network too malformed to have one (Setup says
 	// why). Two networks whose devices share a name cannot both be served.

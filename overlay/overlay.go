@@ -1,7 +1,8 @@
 // Package overlay connects a felt network's bridge on this host to the same
 // network's subnets on other hosts. A Backend knows one encapsulation (or
 // none) and describes itself; each lives in its own package (overlay/vxlan,
-// overlay/hostgw, overlay/udp) and is registered in Backends by the plugin.
+// overlay/hostgw, overlay/udp) and is registered in Backends by
+// overlay/backends.All.
 // The Manager runs one reconciler per network that keeps kernel state equal
 // to the leases in the store, through the network's backend.
 package overlay

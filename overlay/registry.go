@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
-	"slices"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -16,8 +13,9 @@ import (
 
 // Backends is the registry of the backends this felt offers, in the order
 // registered; the first is the default, the backend of a network created
-// without -o backend. plugin.Build registers felt's standard backends,
-// each from its own package (overlay/vxlan, overlay/hostgw, overlay/udp).
+// without -o backend. overlay/backends.All registers felt's backends, each
+// from its own package (overlay/vxlan, overlay/hostgw, overlay/udp), and
+// plugin.Build uses it.
 // It implements lease.Backends, which is how the shared network record
 // learns the default backend, which backends need a VNI, and default ports.
 type Backends struct {
@@ -125,10 +123,14 @@ func (r *Backends) Overhead(backend string) (int, error) {
 // whatever backend the network ends up with. A key two backends publish,
 // or one of lease's own, is refused.
 func (r *Backends) LeaseData(pool netip.Prefix) (json.RawMessage, error) {
-	merged := map[string]any{}
+	merged := map[string]json.RawMessage{}
 	owner := map[string]string{}
 	for _, b := range r.list {
-		for k, v := range b.LeaseData(pool) {
+		fields, err := objectFields(b.LeaseData(pool))
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: lease data: %w", b.Name(), err)
+		}
+		for k, v := range fields {
 			if lease.IsLeaseKey(k) {
 				return nil, fmt.Errorf("backend %s: lease data key %q is one of the lease record's own", b.Name(), k)
 			}
@@ -141,11 +143,23 @@ func (r *Backends) LeaseData(pool netip.Prefix) (json.RawMessage, error) {
 	if len(merged) == 0 {
 		return nil, nil
 	}
-	data, err := json.Marshal(merged)
-	if err != nil {
-		return nil, fmt.Errorf("lease data of %s: %w", strings.Join(slices.Sorted(maps.Keys(owner)), ", "), err)
+	return json.Marshal(merged)
+}
+
+// objectFields are the fields of v encoded as a JSON object; none for nil.
+func objectFields(v any) (map[string]json.RawMessage, error) {
+	if v == nil {
+		return nil, nil
 	}
-	return data, nil
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, fmt.Errorf("%.80s is not a JSON object", data)
+	}
+	return fields, nil
 }
 
 // BackendConfig is what the standard backends share.

@@ -17,9 +17,20 @@ type publishing struct {
 	data map[string]any
 }
 
-func (p publishing) Name() string                          { return p.name }
-func (p publishing) LeaseData(netip.Prefix) map[string]any { return p.data }
-func (p publishing) Options() overlay.Options              { return overlay.Options{} }
+func (p publishing) Name() string { return p.name }
+func (p publishing) LeaseData(netip.Prefix) any {
+	if p.data == nil {
+		return nil
+	}
+	return p.data
+}
+func (p publishing) Options() overlay.Options { return overlay.Options{} }
+
+// badData publishes an array, which cannot be flattened into a lease.
+type badData struct{ publishing }
+
+func (badData) Name() string               { return "bad" }
+func (badData) LeaseData(netip.Prefix) any { return []int{1} }
 
 // The owner's lease carries the data of every backend, since the lease is
 // taken before the network's backend is known: today vxlan's VTEP MAC.
@@ -35,6 +46,10 @@ func TestLeaseDataMergesEveryBackend(t *testing.T) {
 	two := overlay.NewBackends(publishing{name: "a", data: map[string]any{"x": 1}}, publishing{name: "b", data: map[string]any{"y": "z"}})
 	if data, err := two.LeaseData(pool); err != nil || string(data) != `{"x":1,"y":"z"}` {
 		t.Fatalf("merged %s, %v", data, err)
+	}
+	if _, err := overlay.NewBackends(publishing{name: "a", data: map[string]any{}}, badData{}).LeaseData(pool); err == nil ||
+		!strings.Contains(err.Error(), "backend bad: lease data: [1] is not a JSON object") {
+		t.Fatalf("data that is not an object: %v", err)
 	}
 	none := overlay.NewBackends(publishing{name: "a"})
 	if data, err := none.LeaseData(pool); err != nil || data != nil {

@@ -33,7 +33,7 @@ func (*Backend) Overhead() int { return 0 } // no encapsulation
 func (*Backend) Options() overlay.Options { return overlay.Options{} }
 
 // LeaseData is nothing: a peer's public IP, in every lease, is all it needs.
-func (*Backend) LeaseData(netip.Prefix) map[string]any { return nil }
+func (*Backend) LeaseData(netip.Prefix) any { return nil }
 
 // DeviceName is "": host-gw routes through the underlay interface.
 func (*Backend) DeviceName(overlay.Network) string { return "" }

@@ -72,7 +72,7 @@ func (*Backend) Options() overlay.Options { return overlay.Options{DefaultPort: 
 
 // LeaseData is nothing: peers send to the public IP in every lease, on the
 // network's port, which is in the shared network record.
-func (*Backend) LeaseData(netip.Prefix) map[string]any { return nil }
+func (*Backend) LeaseData(netip.Prefix) any { return nil }
 
 // DeviceName is n's TUN device's (DeviceName), for a valid pool.
 func (*Backend) DeviceName(n overlay.Network) string {

@@ -49,8 +49,8 @@ type leaseData struct {
 }
 
 // LeaseData publishes this host's VTEP MAC for pool (VtepMAC).
-func (b *Backend) LeaseData(pool netip.Prefix) map[string]any {
-	return map[string]any{"vtepMAC": VtepMAC(b.cfg.HostID, pool).String()}
+func (b *Backend) LeaseData(pool netip.Prefix) any {
+	return leaseData{VtepMAC: VtepMAC(b.cfg.HostID, pool).String()}
 }
 
 // LeaseVtepMAC is the VTEP MAC l publishes, as written; "" for none.
