@@ -1,4 +1,4 @@
-package overlay_test
+package udp_test
 
 import (
 	"crypto/rand"
@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/overlay/internal/testbed"
 )
 
 // portFree checks the udp port can be bound in ns: no socket holds it.
@@ -50,9 +51,9 @@ func noDataPath(t *testing.T) {
 
 // transfer sends size random bytes over TCP from one host's container to
 // another's and checks they arrive intact.
-func transfer(t *testing.T, from, to *tbHost, size int) {
+func transfer(t *testing.T, from, to *testbed.Host, size int) {
 	t.Helper()
-	transferBetween(t, from.ctr, to.ctr, to.ctrIP(), size)
+	transferBetween(t, from.Ctr, to.Ctr, to.CtrIP(), size)
 }
 
 // sendTCP connects from inside ns to addr and sends data within timeout.

@@ -1,4 +1,4 @@
-package overlay_test
+package udp_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/felt-net/felt/internal/nsutil"
 	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/overlay/internal/testbed"
 )
 
 // TestUDPThroughput measures with iperf3 the TCP throughput between two
@@ -34,28 +35,28 @@ func TestUDPThroughput(t *testing.T) {
 		t.Skip("iperf3 not installed")
 	}
 	tb := newUDPTestbed(t, "192.168.77.1", "192.168.77.2")
-	a, b := tb.hosts[0], tb.hosts[1]
-	tb.applyAll(t, "udp", false)
-	mustPing(t, a, b)
+	a, b := tb.Hosts[0], tb.Hosts[1]
+	tb.ApplyAll(t, "udp", false)
+	testbed.MustPing(t, a, b)
 
-	host := iperf(t, a.ns, b.ns, b.pub.String())
-	hostLat := pingPong(t, a.ns, b.ns, b.pub)
-	udp := iperf(t, a.ctr, b.ctr, b.ctrIP().String())
-	udpLat := pingPong(t, a.ctr, b.ctr, b.ctrIP())
-	for _, h := range tb.hosts {
-		out, _ := h.ns.Run("ip", "-s", "link", "show", udpDev)
-		if snmp, err := h.ns.Run("grep", "^Udp:", "/proc/net/snmp"); err == nil {
+	host := iperf(t, a.NS, b.NS, b.Pub.String())
+	hostLat := pingPong(t, a.NS, b.NS, b.Pub)
+	udp := iperf(t, a.Ctr, b.Ctr, b.CtrIP().String())
+	udpLat := pingPong(t, a.Ctr, b.Ctr, b.CtrIP())
+	for _, h := range tb.Hosts {
+		out, _ := h.NS.Run("ip", "-s", "link", "show", udpDev)
+		if snmp, err := h.NS.Run("grep", "^Udp:", "/proc/net/snmp"); err == nil {
 			out += snmp
 		}
-		t.Logf("%s: %+v\n%s", h.id, udpStats(t, h, h.network("udp", false)), out)
-		if err := h.b["udp"].Teardown(context.Background(), h.network("udp", false)); err != nil {
+		t.Logf("%s: %+v\n%s", h.ID, udpStats(t, h, h.Network("udp", false)), out)
+		if err := h.B["udp"].Teardown(context.Background(), h.Network("udp", false)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tb.applyAll(t, "vxlan", false)
-	mustPing(t, a, b)
-	vxlan := iperf(t, a.ctr, b.ctr, b.ctrIP().String())
-	vxlanLat := pingPong(t, a.ctr, b.ctr, b.ctrIP())
+	tb.ApplyAll(t, "vxlan", false)
+	testbed.MustPing(t, a, b)
+	vxlan := iperf(t, a.Ctr, b.Ctr, b.CtrIP().String())
+	vxlanLat := pingPong(t, a.Ctr, b.Ctr, b.CtrIP())
 	t.Logf("host to host over the underlay: %.2f Gbit/s, round trip %v", host/1e9, hostLat)
 	t.Logf("container to container over udp: %.2f Gbit/s (%.0f%% of the underlay), round trip %v", udp/1e9, 100*udp/host, udpLat)
 	t.Logf("container to container over vxlan: %.2f Gbit/s (%.0f%% of the underlay), round trip %v", vxlan/1e9, 100*vxlan/host, vxlanLat)
