@@ -51,6 +51,17 @@ func newUnitManager(t *testing.T, src overlay.LeaseSource, b overlay.Backend, lo
 	return m
 }
 
+// attachAndRun attaches nets to m and starts m.
+func attachAndRun(t *testing.T, m *overlay.Manager, nets ...overlay.Network) {
+	t.Helper()
+	for _, n := range nets {
+		if err := m.Attach(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go m.Run(context.Background())
+}
+
 // subnets are the subnets of ls, sorted.
 func subnets(ls []lease.Lease) []string {
 	var out []string
@@ -110,14 +121,8 @@ func TestLeaseChangeReachesSync(t *testing.T) {
 	)
 	b := newFakeBackend()
 	m := newUnitManager(t, src, b, &syncBuffer{})
-	ctx := context.Background()
 	n, other := unitNetwork("net-a", "10.42.0.0/16", "10.42.1.0/24"), unitNetwork("net-b", "10.43.0.0/16", "10.43.1.0/24")
-	for _, n := range []overlay.Network{n, other} {
-		if err := m.Attach(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	go m.Run(ctx)
+	attachAndRun(t, m, n, other)
 	waitPeers(t, b, n.ID, "10.42.2.0/24")
 	waitPeers(t, b, other.ID, "10.43.2.0/24")
 
@@ -146,12 +151,8 @@ func TestExpiryTimerDropsDeadPeer(t *testing.T) {
 	b := newFakeBackend()
 	logs := &syncBuffer{}
 	m := newUnitManager(t, src, b, logs)
-	ctx := context.Background()
 	n := unitNetwork("net-a", "10.42.0.0/16", "10.42.1.0/24")
-	if err := m.Attach(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	go m.Run(ctx)
+	attachAndRun(t, m, n)
 	waitPeers(t, b, n.ID, "10.42.2.0/24", "10.42.3.0/24")
 	if time.Now().After(dies) {
 		t.Skip("the lease expired before it was synced (slow machine)")
@@ -177,10 +178,7 @@ func TestWatchErrorBacksOffAndRecovers(t *testing.T) {
 	m := newUnitManager(t, src, b, logs)
 	ctx := context.Background()
 	n := unitNetwork("net-a", "10.42.0.0/16", "10.42.1.0/24")
-	if err := m.Attach(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	go m.Run(ctx)
+	attachAndRun(t, m, n)
 	time.Sleep(1600 * time.Millisecond) // retries at 0, 0.5 and 1.5 s
 	if got := src.failedWatches(); got < 2 || got > 4 {
 		t.Fatalf("%d watch attempts in 1.6 s; want 2 to 4 (0.5 s, doubling)", got)
@@ -225,12 +223,7 @@ func TestDetachStopsReconciles(t *testing.T) {
 	m := newUnitManager(t, src, b, &syncBuffer{})
 	ctx := context.Background()
 	gone, stays := unitNetwork("net-gone", "10.42.0.0/16", "10.42.1.0/24"), unitNetwork("net-stays", "10.43.0.0/16", "10.43.1.0/24")
-	for _, n := range []overlay.Network{gone, stays} {
-		if err := m.Attach(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	go m.Run(ctx)
+	attachAndRun(t, m, gone, stays)
 	waitPeers(t, b, gone.ID, "10.42.2.0/24")
 	waitPeers(t, b, stays.ID, "10.43.2.0/24")
 	if err := m.Detach(ctx, gone); err != nil {
