@@ -28,7 +28,10 @@ type fakeLeases struct {
 	removed []lease.Lease
 }
 
-var _ overlay.LeaseSource = (*fakeLeases)(nil)
+var (
+	_ overlay.LeaseSource = (*fakeLeases)(nil)
+	_ overlay.LeaseSource = (*lease.Registry)(nil) // the real one
+)
 
 func newFakeLeases(ls ...lease.Lease) *fakeLeases {
 	return &fakeLeases{leases: ls, index: 1, changed: make(chan struct{})}

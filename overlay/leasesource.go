@@ -10,8 +10,8 @@ import (
 
 // LeaseSource is what the Manager needs of the shared leases: reading and
 // watching them, removing expired ones, and the clock they expire by.
-// *lease.Registry is one; the Manager never sees the store or its keys.
-// Unit tests pass a fake.
+// *lease.Registry is the one felt uses (plugin.Build); the Manager never
+// sees the store or its keys. Unit tests pass a fake (fakes_test.go).
 type LeaseSource interface {
 	// Leases lists pool's leases, expired ones included.
 	Leases(ctx context.Context, pool netip.Prefix) ([]lease.Lease, error)
@@ -27,5 +27,3 @@ type LeaseSource interface {
 	// Now is the time leases expire by.
 	Now() time.Time
 }
-
-var _ LeaseSource = (*lease.Registry)(nil)
