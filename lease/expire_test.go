@@ -16,13 +16,13 @@ import (
 func TestRemoveExpired(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The dead host's lease is of another pool: Acquire removes the
 	// expired leases of the pool it claims from itself.
-	other, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")}, true)
+	other, err := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}

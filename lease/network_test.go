@@ -12,17 +12,17 @@ import (
 	"github.com/felt-net/felt/lease"
 )
 
-func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
+func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false)
+	n, err := r.ReservePool(ctx, pool, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.SubnetLen != 24 || n.Backend != "" {
 		t.Fatalf("after RequestPool: got %+v, want subnetLen 24 and no backend yet", n)
 	}
-	n, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"}, true)
+	n, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,14 +30,14 @@ func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
 		t.Fatalf("got %+v, want host-gw without VNI", n)
 	}
 	// A second host without options adopts the record.
-	if n2, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err != nil || n2.Backend != "host-gw" {
+	if n2, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err != nil || n2.Backend != "host-gw" {
 		t.Fatalf("adopt: %+v %v", n2, err)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true)
+	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"})
 	if err == nil || !strings.Contains(err.Error(), "recorded with backend=host-gw") || !strings.Contains(err.Error(), "backend=vxlan") {
 		t.Fatalf("conflict error = %v", err)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 26}, false)
+	_, err = r.ReservePool(ctx, pool, 26)
 	if err == nil || !strings.Contains(err.Error(), "subnet_len=24") {
 		t.Fatalf("subnet_len conflict error = %v", err)
 	}
@@ -46,10 +46,10 @@ func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
 func TestOverlappingPoolRefused(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+	if _, err := r.ReservePool(ctx, pool, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.128.0/17")}, false)
+	_, err := r.ReservePool(ctx, netip.MustParsePrefix("10.42.128.0/17"), 0)
 	if err == nil || !strings.Contains(err.Error(), "overlaps the pool 10.42.0.0/16") {
 		t.Fatalf("error = %v", err)
 	}
@@ -58,18 +58,18 @@ func TestOverlappingPoolRefused(t *testing.T) {
 func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	a, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	a, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")}, true)
+	b, err := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.VNI == 0 || b.VNI == 0 || a.VNI == b.VNI {
 		t.Fatalf("VNIs %d and %d: want distinct non-zero", a.VNI, b.VNI)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI}, true)
+	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI})
 	if err == nil || !strings.Contains(err.Error(), "already used by the felt network with pool 10.42.0.0/16") {
 		t.Fatalf("error = %v", err)
 	}
@@ -91,7 +91,7 @@ func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
-	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err == nil {
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err == nil {
 		t.Fatal("network record written through a failing store")
 	}
 	if pairs, _, _ := s.List(ctx, "felt/"); len(pairs) != 0 {
@@ -110,7 +110,7 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 	regA := lease.NewRegistry(store, "felt/", nil)
 	regB := lease.NewRegistry(hs, "felt/", nil)
 	pool := netip.MustParsePrefix("10.42.0.0/16")
-	if _, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+	if _, err := regA.ReservePool(ctx, pool, 0); err != nil {
 		t.Fatal(err)
 	}
 	hs.hook = func() {
@@ -118,7 +118,7 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 			t.Errorf("A: %v", err)
 		}
 	}
-	n, err := regB.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+	n, err := regB.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +145,9 @@ func TestOverlappingPoolsCreatedAtOnceOneRefused(t *testing.T) {
 	regB := lease.NewRegistry(cs, "felt/", nil)
 	var errA error
 	cs.hook = func() { // A, after B's overlap check and before B's write
-		_, errA = regA.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")}, true)
+		_, errA = regA.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")})
 	}
-	_, errB := regB.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")}, true)
+	_, errB := regB.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")})
 	if cs.hook != nil {
 		t.Fatal("the race was not staged")
 	}
@@ -189,7 +189,7 @@ func TestClaimVanishingUnderCreateIsTaken(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	n, err := lease.NewRegistry(gs, "felt/", nil).EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7}, true)
+	n, err := lease.NewRegistry(gs, "felt/", nil).SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7})
 	if err != nil || n.VNI != 7 {
 		t.Fatalf("got %+v, %v; want the record made with vni 7", n, err)
 	}

@@ -16,7 +16,7 @@ import (
 func TestRenew(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func TestWatchLeases(t *testing.T) {
 		defer cancel()
 		acquire := func(p netip.Prefix, host, ip string) lease.Lease {
 			t.Helper()
-			n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: p}, true)
+			n, err := r.SettleNetwork(ctx, lease.Spec{Pool: p})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +125,7 @@ func TestUnreadableLeaseSkipped(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	r := lease.NewRegistry(s, "felt/", nil)
-	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,25 +18,9 @@ import (
 // felt stops this one at start, with an error saying what to do, and its
 // records are left as they were.
 func TestBuildRefusesNewerLocalFormat(t *testing.T) {
-	dir := t.TempDir()
-	db := filepath.Join(dir, "felt.db")
-	s, err := boltkv.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	newer := `{"version":3,"writer":"felt 9.0.0"}`
-	if err := s.Put(ctx, "local/format", []byte(newer)); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-
-	settings, err := SettingsFromEnv(func(k string) (string, bool) {
-		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, settings := stateWithRecord(t, "local/format", newer)
 	settings.Version = "1.0.0"
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil {
@@ -47,7 +31,7 @@ func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("Build error\n%v\nwant\n%s", err, want)
 	}
-	s, err = boltkv.Open(db)
+	s, err := boltkv.Open(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,25 +57,9 @@ func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("Build needs root (netlink, iptables)")
 	}
-	dir := t.TempDir()
-	db := filepath.Join(dir, "felt.db")
-	s, err := boltkv.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	newer := `{"version":5,"writer":"felt 9.0.0"}`
-	if err := s.Put(ctx, "felt/format", []byte(newer)); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-
-	settings, err := SettingsFromEnv(func(k string) (string, bool) {
-		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, settings := stateWithRecord(t, "felt/format", newer)
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("Build on shared state of a newer format: %v; want it to start (the check comes before the first write)", err)
@@ -109,4 +77,27 @@ func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
 	if len(pairs) != 1 || string(pairs[0].Value) != newer {
 		t.Fatalf("shared records after the refusal: %v; want only the untouched format record", pairs)
 	}
+}
+
+// stateWithRecord makes a state directory whose store (db) holds value at
+// key, and the settings of a felt using it.
+func stateWithRecord(t *testing.T, key, value string) (db string, settings Settings) {
+	t.Helper()
+	dir := t.TempDir()
+	db = filepath.Join(dir, "felt.db")
+	s, err := boltkv.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), key, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	settings, err = SettingsFromEnv(func(k string) (string, bool) {
+		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, settings
 }

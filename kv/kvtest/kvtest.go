@@ -303,6 +303,16 @@ type waitResult struct {
 	err   error
 }
 
+// mustIndex is the store index that List reports for prefix, to Wait on.
+func mustIndex(t *testing.T, s kv.Store, prefix string) uint64 {
+	t.Helper()
+	_, idx, err := s.List(ctxFor(t), prefix)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return idx
+}
+
 func startWait(ctx context.Context, s kv.Store, prefix string, idx uint64) <-chan waitResult {
 	ch := make(chan waitResult, 1)
 	go func() {
@@ -339,10 +349,7 @@ func testWaitWakesOnPut(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
@@ -370,10 +377,7 @@ func testWaitWakesOnDelete(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
 	mustPut(t, s, prefix+"b", []byte("2"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
 	// Deleting the newest key must still move the prefix's index forward.
@@ -393,10 +397,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctx, prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	// The write happens before Wait is called: Wait must see that its
 	// index is already stale instead of sleeping until the next write.
 	mustPut(t, s, prefix+"a", []byte("2"))
@@ -409,10 +410,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 func testWaitCancel(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctxFor(t), prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := startWait(ctx, s, prefix, idx)
@@ -431,14 +429,11 @@ func testWaitCancel(t *testing.T, s kv.Store, root string) {
 func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	_, idx, err := s.List(ctxFor(t), prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), quiet)
 	defer cancel()
 	start := time.Now()
-	_, _, err = s.Wait(ctx, prefix, idx)
+	_, _, err := s.Wait(ctx, prefix, idx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait past deadline = %v; want context.DeadlineExceeded", err)
 	}
@@ -449,20 +444,27 @@ func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 
 const racers = 20
 
-func testRaceCreate(t *testing.T, s kv.Store, root string) {
-	ctx := ctxFor(t)
-	k := root + "k"
+// race runs fn for racers goroutines released at once, and returns their
+// errors by racer.
+func race(fn func(racer int) error) []error {
 	errs := make([]error, racers)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			errs[i] = s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0)
+			errs[i] = fn(i)
 		})
 	}
 	close(start)
 	wg.Wait()
+	return errs
+}
+
+func testRaceCreate(t *testing.T, s kv.Store, root string) {
+	ctx := ctxFor(t)
+	k := root + "k"
+	errs := race(func(i int) error { return s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0) })
 
 	winner := -1
 	for i, err := range errs {
@@ -485,22 +487,14 @@ func testRaceCounter(t *testing.T, s kv.Store, root string) {
 	const perRacer = 5
 	ctx := ctxFor(t)
 	k := root + "counter"
-	errs := make([]error, racers)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range racers {
-		wg.Go(func() {
-			<-start
-			for range perRacer {
-				if err := increment(ctx, s, k); err != nil {
-					errs[i] = err
-					return
-				}
+	errs := race(func(int) error {
+		for range perRacer {
+			if err := increment(ctx, s, k); err != nil {
+				return err
 			}
-		})
-	}
-	close(start)
-	wg.Wait()
+		}
+		return nil
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("racer %d: %v", i, err)
