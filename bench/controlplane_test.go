@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 const (
@@ -60,10 +60,10 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	*cp = ControlPlane{RealHosts: realHosts, SimulatedLeases: simulatedLeases, Pool: cpPool, Backend: "vxlan"}
 	ctx := context.Background()
 	pool := netip.MustParsePrefix(cpPool)
-	c := testhost.NewCluster(s, bin, realHosts, hostEnv...)
-	var nets []*testhost.Net
+	c := hosts.NewCluster(s, bin, realHosts, hostEnv...)
+	var nets []*hosts.Net
 	for _, h := range c.Hosts {
-		nets = append(nets, h.MustNetwork(s, testhost.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
+		nets = append(nets, h.MustNetwork(s, hosts.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
 	}
 	reg := c.Registry()
 	rec, err := reg.GetNetwork(ctx, pool)

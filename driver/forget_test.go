@@ -9,16 +9,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // newEnvIn is newEnv for a felt of instance inst in host, a namespace it
 // may share with other felts (each with its own store).
-func newEnvIn(t *testing.T, host *testnet.NS, inst string) *env {
+func newEnvIn(t *testing.T, host *netns.NS, inst string) *env {
 	t.Helper()
 	kv, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
@@ -46,7 +46,7 @@ func newEnvIn(t *testing.T, host *testnet.NS, inst string) *env {
 // own stay. Refused: its own instance, and anything not shaped like an
 // instance (it comes from the shared store).
 func TestForgetInstanceRemovesOnlyThatInstancesLinks(t *testing.T) {
-	host := testnet.New(t, "host")
+	host := netns.New(t, "host")
 	old := newEnvIn(t, host, "0a1b2c3d")   // the earlier incarnation
 	other := newEnvIn(t, host, "4e5f6a7b") // a second felt on the host
 	cur := newEnvIn(t, host, "99aabbcc")   // the felt after the wipe
@@ -75,7 +75,7 @@ func TestForgetInstanceRemovesOnlyThatInstancesLinks(t *testing.T) {
 	}
 	for _, n := range []struct {
 		net, ep string
-		ctr     *testnet.NS
+		ctr     *netns.NS
 	}{{id("02", 'a'), id("02", 'b'), otherCtr}, {id("03", 'a'), id("03", 'b'), nil}} {
 		if link(t, host, BridgeName(n.net)) == nil {
 			t.Errorf("bridge %s of another instance was removed", BridgeName(n.net))

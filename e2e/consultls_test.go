@@ -12,9 +12,9 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // TestConsulTLSManagedPlugin's names: a plugin of its own, so the suite's
@@ -33,7 +33,7 @@ const (
 // them at CONSUL_CACERT etc.; docker network create works, and with a wrong
 // CA or no token its error says which.
 func TestConsulTLSManagedPlugin(t *testing.T) {
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	// A second felt in the root namespace would take another felt's
 	// networks' links for its own orphans at start-up and remove them.
 	if out, _ := runCmd("ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
@@ -43,9 +43,9 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 	t.Cleanup(removeTLSLeftovers) // a safety net; each step cleans up after itself too
 
 	// The plugin uses the host's network: a Consul on 127.0.0.1 is reachable.
-	consul := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
-	token := consul.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
-	other := testconsul.NewCA(t, t.TempDir(), "other-ca")
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
+	token := agent.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
+	other := consul.NewCA(t, t.TempDir(), "other-ca")
 
 	// The certificates into the state directory, as a user would: the
 	// plugin sees it at the state mount's destination.
@@ -55,7 +55,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, src := range map[string]string{
-		"ca.pem": consul.TLS.CA.CertFile, "client.pem": consul.TLS.ClientCert, "client-key.pem": consul.TLS.ClientKey,
+		"ca.pem": agent.TLS.CA.CertFile, "client.pem": agent.TLS.ClientCert, "client-key.pem": agent.TLS.ClientKey,
 		"other-ca.pem": other.CertFile,
 	} {
 		b, err := os.ReadFile(src)
@@ -84,7 +84,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 		_, _ = docker("plugin", "rm", "-f", pluginTLS)
 	})
 	mustDocker(t, "plugin", "set", pluginTLS, "state.source="+state, "FELT_LOG_LEVEL=debug",
-		"CONSUL_HTTP_ADDR="+consul.Addr, "CONSUL_HTTP_SSL=true",
+		"CONSUL_HTTP_ADDR="+agent.Addr, "CONSUL_HTTP_SSL=true",
 		"CONSUL_CACERT="+inPlugin("ca.pem"),
 		"CONSUL_CLIENT_CERT="+inPlugin("client.pem"), "CONSUL_CLIENT_KEY="+inPlugin("client-key.pem"),
 		"CONSUL_HTTP_TOKEN_FILE="+inPlugin("token"))
@@ -103,7 +103,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 			t.Fatalf("ping %s on %s: %v\n%s", ip, netTLS, err, out)
 		}
 		// The lease went through the locked-down Consul.
-		ls := tlsLeases(t, consul)
+		ls := tlsLeases(t, agent)
 		if len(ls) != 1 || !ls[0].Subnet.Contains(ip) {
 			t.Fatalf("leases in Consul %+v: want one, holding the container's %s", ls, ip)
 		}
@@ -139,10 +139,10 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 				_, _ = docker("network", "rm", netTLS)
 				t.Fatalf("docker network create with %v succeeded:\n%s", tc.set, out)
 			}
-			if !strings.Contains(out, tc.want) || !strings.Contains(out, "consul "+consul.Addr) {
-				t.Fatalf("docker network create with %v:\n%s\nwant the error to say %q and name consul %s", tc.set, out, tc.want, consul.Addr)
+			if !strings.Contains(out, tc.want) || !strings.Contains(out, "consul "+agent.Addr) {
+				t.Fatalf("docker network create with %v:\n%s\nwant the error to say %q and name consul %s", tc.set, out, tc.want, agent.Addr)
 			}
-			if strings.Contains(out, token) || strings.Contains(out, consul.Token) {
+			if strings.Contains(out, token) || strings.Contains(out, agent.Token) {
 				t.Fatalf("the error shows a token:\n%s", out)
 			}
 		})
@@ -179,10 +179,10 @@ func stateMountDestination(t testing.TB) string {
 }
 
 // tlsLeases reads poolTLS's leases from Consul with the management token.
-func tlsLeases(t testing.TB, consul *testconsul.Agent) []lease.Lease {
+func tlsLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 	t.Helper()
-	s, err := consulkv.New(&consulapi.Config{Address: consul.Addr, Scheme: "https", Token: consul.Token,
-		TLSConfig: consulapi.TLSConfig{CAFile: consul.TLS.CA.CertFile, CertFile: consul.TLS.ClientCert, KeyFile: consul.TLS.ClientKey}})
+	s, err := consulkv.New(&consulapi.Config{Address: agent.Addr, Scheme: "https", Token: agent.Token,
+		TLSConfig: consulapi.TLSConfig{CAFile: agent.TLS.CA.CertFile, CertFile: agent.TLS.ClientCert, KeyFile: agent.TLS.ClientKey}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testconsul"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // The version matrix: the user's whole flow, once per Docker engine, each a
@@ -124,7 +124,7 @@ func TestMatrix(t *testing.T) {
 			unavailableT(t, "needs %s: %v", b, err)
 		}
 	}
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	top, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestMatrix(t *testing.T) {
 	mustRun(t, "ip", "-n", mxUL, "link", "add", mxBridge, "type", "bridge")
 	mustRun(t, "ip", "-n", mxUL, "addr", "add", mxULAddr+"/24", "dev", mxBridge)
 	mustRun(t, "ip", "-n", mxUL, "link", "set", mxBridge, "up")
-	consul := testconsul.Start(t, testconsul.Options{NetNS: mxUL, Bind: mxULAddr, Client: mxULAddr})
+	agent := consul.Start(t, consul.Options{NetNS: mxUL, Bind: mxULAddr, Client: mxULAddr})
 	www := t.TempDir()
 	if err := os.WriteFile(filepath.Join(www, "o"), []byte(mxOutBody+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestMatrix(t *testing.T) {
 				}
 				bin = lastLine(dir)
 			}
-			h := mxStart(t, v, bin, engine2, pluginDir, consul.Addr)
+			h := mxStart(t, v, bin, engine2, pluginDir, agent.Addr)
 			hosts[v.name] = h
 			mxFlow(t, h, engine2)
 			mxCompose(t, h)

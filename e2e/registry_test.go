@@ -20,9 +20,9 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // A registry lab is what a user of felt's releases has: hosts with Docker,
@@ -41,7 +41,7 @@ type regLab struct {
 	ul       string // the underlay namespace
 	gw       netip.Addr
 	Registry string // host:port
-	Consul   *testconsul.Agent
+	Consul   *consul.Agent
 	Hosts    []regHost
 }
 
@@ -62,7 +62,7 @@ func regLabAvailable(t *testing.T) {
 			unavailableT(t, "needs %s: %v", b, err)
 		}
 	}
-	testconsul.Binary(t)
+	consul.Binary(t)
 	if _, err := os.Stat(registryBinary(t)); err != nil {
 		unavailableT(t, "%s not found: run `make registry` to build the pinned registry", registryBinary(t))
 	}
@@ -99,7 +99,7 @@ func newRegLab(t *testing.T, name string, subnet, hosts int) *regLab {
 	mustRun(t, "ip", "-n", l.ul, "link", "set", "br0", "up")
 
 	l.startRegistry()
-	l.Consul = testconsul.Start(t, testconsul.Options{NetNS: l.ul, Bind: l.gw.String(), Client: l.gw.String()})
+	l.Consul = consul.Start(t, consul.Options{NetNS: l.ul, Bind: l.gw.String(), Client: l.gw.String()})
 
 	for i := 1; i <= hosts; i++ {
 		h := regHost{ns: fmt.Sprintf("%s-h%d", name, i), ip: netip.AddrFrom4([4]byte{192, 168, byte(subnet), byte(10 + i)}), state: t.TempDir()}

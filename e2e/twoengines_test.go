@@ -13,9 +13,9 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // TestTwoEngines's hosts, names and addresses.
@@ -97,7 +97,7 @@ func TestTwoEngines(t *testing.T) {
 			unavailableT(t, "needs %s: %v", b, err)
 		}
 	}
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	top, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestTwoEngines(t *testing.T) {
 	mustRun(t, "ip", "-n", ns2, "link", "set", vethNS2, "up")
 	mustRun(t, "ip", "-n", ns2, "route", "add", "default", "via", ipMain)
 
-	consul := testconsul.Start(t, testconsul.Options{Bind: ipMain, Client: ipMain})
+	agent := consul.Start(t, consul.Options{Bind: ipMain, Client: ipMain})
 
 	// The second engine.
 	start := time.Now()
@@ -181,7 +181,7 @@ func TestTwoEngines(t *testing.T) {
 			_, _ = x.e.docker("plugin", "disable", "-f", plugin2)
 			_, _ = x.e.docker("plugin", "rm", "-f", plugin2)
 		})
-		x.e.must(t, "plugin", "set", plugin2, "state.source="+state, "CONSUL_HTTP_ADDR="+consul.Addr,
+		x.e.must(t, "plugin", "set", plugin2, "state.source="+state, "CONSUL_HTTP_ADDR="+agent.Addr,
 			"FELT_IFACE="+x.iface, "FELT_LOG_LEVEL=debug")
 		x.e.must(t, "plugin", "enable", plugin2)
 	}
@@ -221,7 +221,7 @@ func TestTwoEngines(t *testing.T) {
 
 	// What made it work: the two leases in Consul, and each host's route to
 	// the other's subnet through the VTEP.
-	leases := consulLeases(t, consul.Addr)
+	leases := consulLeases(t, agent.Addr)
 	byIP := map[netip.Addr]netip.Prefix{}
 	for _, l := range leases {
 		byIP[l.PublicIP] = l.Subnet

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // With br_netfilter active (Docker loads it and sets
@@ -24,7 +24,7 @@ func TestBridgedBroadcastAndMulticastPass(t *testing.T) {
 			l := newLab(t)
 			brnf := "/proc/sys/net/bridge/bridge-nf-call-iptables"
 			if err := l.host.Do(func() error { _, err := os.Stat(brnf); return err }); err != nil {
-				testnet.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
+				netns.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
 			}
 			l.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
 			d := docker{l: l, t: t, path: path}
@@ -69,7 +69,7 @@ func TestBridgedBroadcastAndMulticastPass(t *testing.T) {
 }
 
 // broadcastConn is a UDP socket in ns allowed to send broadcasts.
-func broadcastConn(t *testing.T, ns *testnet.NS) net.PacketConn {
+func broadcastConn(t *testing.T, ns *netns.NS) net.PacketConn {
 	t.Helper()
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error

@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // udpConn opens a UDP socket on addr (port 0: any) inside ns; it stays in
 // ns whatever goroutine uses it.
-func udpConn(t *testing.T, ns *testnet.NS, addr string) net.PacketConn {
+func udpConn(t *testing.T, ns *netns.NS, addr string) net.PacketConn {
 	t.Helper()
 	var c net.PacketConn
 	if err := ns.Do(func() error {

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // rulesOf lists the rules (-A lines) of chain in table.
-func rulesOf(t *testing.T, ns *testnet.NS, path, table, chain string) []string {
+func rulesOf(t *testing.T, ns *netns.NS, path, table, chain string) []string {
 	t.Helper()
 	out, err := ns.Run(path, "-w", "-t", table, "-S")
 	if err != nil {
@@ -30,7 +30,7 @@ func rulesOf(t *testing.T, ns *testnet.NS, path, table, chain string) []string {
 	return rules
 }
 
-func feltRules(t *testing.T, ns *testnet.NS, path string) []string {
+func feltRules(t *testing.T, ns *netns.NS, path string) []string {
 	return append(rulesOf(t, ns, path, "filter", "FELT"), rulesOf(t, ns, path, "mangle", "FELT-ISOLATION")...)
 }
 
@@ -40,7 +40,7 @@ func feltRules(t *testing.T, ns *testnet.NS, path string) []string {
 func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
 	for _, path := range flavours(t) {
 		t.Run(shortName(path), func(t *testing.T) {
-			ns := testnet.New(t, "fw")
+			ns := netns.New(t, "fw")
 			fw := newFirewall(t, ns, path, "inst0001")
 			mustSync(t, fw, redNet)
 			for _, args := range [][]string{
@@ -72,7 +72,7 @@ func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
 // naming it, before any rule is written.
 func TestUnsafeNamesRefused(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
+	ns := netns.New(t, "fw")
 	fw := newFirewall(t, ns, path, "inst0001")
 	for _, bad := range []string{`felt-a\b`, `felt-a"b`, "felt a", "", "felt-0123456789a"} {
 		err := fw.Sync([]firewall.Network{redNet, {Bridge: bad, Pool: netip.MustParsePrefix("10.9.0.0/16")}})
@@ -92,7 +92,7 @@ func TestUnsafeNamesRefused(t *testing.T) {
 // Keep repairs what others flush, delete or reorder, and says so.
 func TestKeepRepairs(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
+	ns := netns.New(t, "fw")
 	var logs syncBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -168,7 +168,7 @@ func (s *syncBuffer) String() string {
 // added again: no moment without it).
 func TestSyncIdempotent(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
+	ns := netns.New(t, "fw")
 	var logs syncBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {

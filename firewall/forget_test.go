@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // A felt whose state directory was wiped removes its earlier instance's
@@ -14,7 +14,7 @@ import (
 func TestForgetInstanceRemovesOnlyThatInstancesRules(t *testing.T) {
 	for _, path := range flavours(t) {
 		t.Run(shortName(path), func(t *testing.T) {
-			ns := testnet.New(t, "fw")
+			ns := netns.New(t, "fw")
 			old := newFirewall(t, ns, path, "0a1b2c3d")
 			other := newFirewall(t, ns, path, "4e5f6a7b")
 			cur := newFirewall(t, ns, path, "99aabbcc")

@@ -1,5 +1,5 @@
 // Package integration runs felt daemons inside network-namespace "hosts"
-// (internal/testhost), drives them over their sockets with the JSON Docker
+// (testkit/hosts), drives them over their sockets with the JSON Docker
 // sends, and sends real packets between "containers".
 package integration
 
@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // feltBin is the felt binary under test, built once by TestMain.
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		if feltBin, err = testhost.BuildFelt(filepath.Join(dir, "felt"), true); err != nil {
+		if feltBin, err = hosts.BuildFelt(filepath.Join(dir, "felt"), true); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -14,12 +14,12 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/lease/leasetest"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 type fakeClock struct {
@@ -292,7 +292,7 @@ func TestReincarnationTakesOverLease(t *testing.T) {
 }
 
 func TestReincarnationTakesOverLeaseInConsul(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	cfg := consulapi.DefaultConfig()
 	cfg.Address = agent.Addr
 	s, err := consulkv.New(cfg)

@@ -13,10 +13,10 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/udp"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // nsHost is a testbed host as the udp backend needs it: naming its

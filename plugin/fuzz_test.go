@@ -20,11 +20,11 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/driver"
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // FuzzSocketAPI drives the plugin's HTTP handler, decoding included, with
@@ -92,7 +92,7 @@ type fuzzWorld struct {
 	srv  *Server
 	st   *state.Store
 	kv   *boltkv.Store
-	ns   *testnet.NS // nil without root
+	ns   *netns.NS // nil without root
 	logs *syncBuffer
 }
 
@@ -100,7 +100,7 @@ func newFuzzWorld(f testing.TB) *fuzzWorld {
 	w := &fuzzWorld{logs: &syncBuffer{}}
 	var nl *netlink.Handle
 	if os.Geteuid() == 0 {
-		w.ns = testnet.New(f, "fuzz")
+		w.ns = netns.New(f, "fuzz")
 		nl = w.ns.NL
 	} else {
 		h, err := netlink.NewHandle()

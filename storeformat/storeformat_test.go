@@ -15,10 +15,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // The same suite against both stores felt keeps state in, each subtest
@@ -36,7 +36,7 @@ func TestEmbedded(t *testing.T) {
 }
 
 func TestConsul(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	run(t, func(t *testing.T) kv.Store {
 		cfg := api.DefaultConfig()
 		cfg.Address, cfg.Token = agent.Addr, ""

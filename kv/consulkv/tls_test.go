@@ -13,9 +13,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/kvtest"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // consulVars are the variables api.DefaultConfig reads that matter here;
@@ -62,7 +62,7 @@ func with(env []string, set ...string) []string {
 // variables: the whole store contract holds with a token that may only
 // write its own prefix.
 func TestContractOverTLSWithACLs(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
 	token := agent.CreateToken("kvtest-rw", `key_prefix "kvtest/" { policy = "write" }`)
 	env := with(agent.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
 	if !strings.HasPrefix(agent.URL(), "https://") {
@@ -105,8 +105,8 @@ func TestContractOverTLSWithACLs(t *testing.T) {
 // which setting, for writes, reads, transactions and blocking queries
 // alike, and never shows the token.
 func TestSettingErrorsNameTheVariable(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
-	other := testconsul.NewCA(t, t.TempDir(), "other-ca")
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
+	other := consul.NewCA(t, t.TempDir(), "other-ca")
 	strangerCert, strangerKey := other.ClientCert(t, "stranger")
 	otherPrefix := agent.CreateToken("other-rw", `key_prefix "other/" { policy = "write" }`)
 	const unknownToken = "6b1c7a0e-0d53-4c3f-9a8e-2f8f1f6f7e21"
@@ -208,7 +208,7 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 func TestMissingTLSFilesNameTheVariable(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.pem")
-	ca := testconsul.NewCA(t, dir, "ca")
+	ca := consul.NewCA(t, dir, "ca")
 	cert, key := ca.ClientCert(t, "client")
 	notPEM := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o644); err != nil {

@@ -1,4 +1,4 @@
-package testhost
+package hosts
 
 import (
 	"bytes"
@@ -16,9 +16,9 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // Cluster is several felt hosts on one underlay: a bridge in its own
@@ -27,7 +27,7 @@ type Cluster struct {
 	t      testing.TB
 	UL     string // underlay namespace
 	Binary string
-	Consul *testconsul.Agent
+	Consul *consul.Agent
 	Hosts  []*Host
 	env    []string
 }
@@ -46,7 +46,7 @@ func NewCluster(t testing.TB, binary string, hosts int, env ...string) *Cluster 
 	Run(t, "ip", "-n", c.UL, "addr", "add", underlayGW+"/24", "dev", "br0")
 	Run(t, "ip", "-n", c.UL, "addr", "add", "192.168.78.1/24", "dev", "br0") // a second subnet on the segment
 	Run(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
-	c.Consul = testconsul.Start(t, testconsul.Options{NetNS: c.UL, Bind: underlayGW, Client: underlayGW, Persistent: true})
+	c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: underlayGW, Client: underlayGW, Persistent: true})
 	c.env = append([]string{"CONSUL_HTTP_ADDR=" + c.Consul.Addr}, env...)
 	for range hosts {
 		c.AddHost()

@@ -1,4 +1,4 @@
-package testhost
+package hosts
 
 import (
 	"fmt"

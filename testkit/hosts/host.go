@@ -1,8 +1,8 @@
-// Package testhost runs felt daemons inside network-namespace "hosts",
+// Package hosts runs felt daemons inside network-namespace "hosts",
 // drives them over their sockets with the JSON Docker sends, plays Docker's
 // part of moving the container end of each veth into a "container"
 // namespace, and sends real packets.
-package testhost
+package hosts
 
 import (
 	"bytes"

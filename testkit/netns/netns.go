@@ -1,4 +1,4 @@
-// Package testnet builds throwaway network namespaces for tests that need a
+// Package netns builds throwaway network namespaces for tests that need a
 // real kernel: the overlay backends' tests, and integration tests that wire
 // several "hosts" together.
 //
@@ -10,7 +10,7 @@
 //
 // Namespaces are created with the ip(8) tool ("ip netns add"), the one
 // outside command this package needs; everything else goes through netlink.
-package testnet
+package netns
 
 import (
 	"fmt"

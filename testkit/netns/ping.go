@@ -1,4 +1,4 @@
-package testnet
+package netns
 
 import (
 	"encoding/binary"
@@ -70,7 +70,7 @@ func echoRequest(id, seq uint16) []byte {
 	b[0] = 8 // echo request
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
-	copy(b[8:], "felt testnet ping payload.......")
+	copy(b[8:], "felt testkit ping payload.......")
 	binary.BigEndian.PutUint16(b[2:], checksum(b))
 	return b
 }
