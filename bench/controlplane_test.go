@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/testkit/hosts"
 )
@@ -65,7 +66,11 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	for _, h := range c.Hosts {
 		nets = append(nets, h.MustNetwork(s, hosts.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
 	}
-	reg := c.Registry()
+	store, err := consulkv.New(c.ConsulConfig()) // the leases in Consul, read directly
+	if err != nil {
+		s.Fatalf("consul client: %v", err)
+	}
+	reg := lease.NewRegistry(store, "felt/", nil)
 	rec, err := reg.GetNetwork(ctx, pool)
 	if err != nil {
 		s.Fatalf("network record of %s: %v", pool, err)

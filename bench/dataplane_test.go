@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -48,7 +49,7 @@ func dataPlane(s *scope, bin string) []Path {
 	for _, h := range c.Hosts {
 		// As Docker sets it: felt's FELT chain has to accept pool traffic,
 		// and that rule traversal is part of the cost measured.
-		hosts.Run(s, hosts.InNS(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
+		testkit.MustRun(s, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
 	}
 	pids, err := feltPIDs(c.Hosts)
 	if err != nil {
@@ -63,7 +64,7 @@ func dataPlane(s *scope, bin string) []Path {
 	paths = append(paths, measureScoped(s, Path{Name: "same host, container ↔ container"}, func(ps *scope) (endpoint, endpoint) {
 		n := h0.MustNetwork(ps, hosts.NetSpec{Subnet: "10.41.0.0/16"})
 		a, b := n.MustRun(ps, ""), n.MustRun(ps, "")
-		hosts.WaitFor(ps, "containers on one host reach each other", func() bool { return a.Ping(b.Addr.Addr()) == nil })
+		testkit.WaitFor(ps, "containers on one host reach each other", func() bool { return a.Ping(b.Addr.Addr()) == nil })
 		return ctrEnd(a), ctrEnd(b)
 	}, pids))
 
@@ -73,7 +74,7 @@ func dataPlane(s *scope, bin string) []Path {
 		paths = append(paths, measureScoped(s, p, func(ps *scope) (endpoint, endpoint) {
 			a := h0.MustNetwork(ps, hosts.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
 			b := h1.MustNetwork(ps, hosts.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
-			hosts.WaitFor(ps, bc.name+" containers reach each other across hosts", func() bool { return a.Ping(b.Addr.Addr()) == nil })
+			testkit.WaitFor(ps, bc.name+" containers reach each other across hosts", func() bool { return a.Ping(b.Addr.Addr()) == nil })
 			return ctrEnd(a), ctrEnd(b)
 		}, pids))
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit"
 )
 
 // lockedBuffer is a log sink safe for the driver's goroutines.
@@ -40,7 +40,7 @@ func TestHostileStoredBridgeNameSkipped(t *testing.T) {
 	e := newEnv(t)
 	fw, err := firewall.New(e.host.Handle, "testinst", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		netns.Unavailable(t, "iptables: %v", err) // fails with CI=true
+		testkit.Unavailable(t, "iptables: %v", err) // fails with CI=true
 	}
 	e.d.cfg.Firewall = fw
 	var logs lockedBuffer

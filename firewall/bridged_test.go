@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
 )
 
@@ -24,7 +25,7 @@ func TestBridgedBroadcastAndMulticastPass(t *testing.T) {
 			l := newLab(t)
 			brnf := "/proc/sys/net/bridge/bridge-nf-call-iptables"
 			if err := l.host.Do(func() error { _, err := os.Stat(brnf); return err }); err != nil {
-				netns.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
+				testkit.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
 			}
 			l.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
 			d := docker{l: l, t: t, path: path}

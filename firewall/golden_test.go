@@ -29,7 +29,7 @@ func dump(t *testing.T, ns *netns.NS, path string) string {
 			b.WriteString("(no chain)\n")
 			continue
 		}
-		b.WriteString(out)
+		b.WriteString(out + "\n") // ns.Run trims the listing's last newline
 	}
 	return b.String()
 }

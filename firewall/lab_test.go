@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
 )
 
@@ -172,7 +173,7 @@ func flavours(t *testing.T) []string {
 		}
 	}
 	if len(out) == 0 {
-		netns.Unavailable(t, "no iptables-nft or iptables-legacy")
+		testkit.Unavailable(t, "no iptables-nft or iptables-legacy")
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -31,11 +32,11 @@ func testKernelChanges(t *testing.T, iface string) {
 		n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
 		ctrs = append(ctrs, n.MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
 	h := c.Hosts[1]
 	peer := ctrs[0].Net.Subnet
 	route := func() string {
-		out, _ := hosts.Try("ip", "-n", h.NS, "route", "show", peer.String(), "proto", "76")
+		out, _ := testkit.Run("ip", "-n", h.NS, "route", "show", peer.String(), "proto", "76")
 		return strings.TrimSpace(out)
 	}
 	if route() == "" {
@@ -55,23 +56,23 @@ func testKernelChanges(t *testing.T, iface string) {
 		ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 	}
 
-	hosts.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "down")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "ul0", "down")
 	gone("the link going down")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "up")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "ul0", "up")
 	time.Sleep(500 * time.Millisecond) // the DHCP client takes a moment
-	hosts.Run(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
 	repaired("the underlay link went down and up")
 
 	// A DHCP renewal that removes the address and adds it back, then the
 	// default route.
-	hosts.Run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
 	gone("the address going")
-	hosts.Run(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "ul0")
 	time.Sleep(500 * time.Millisecond)
-	hosts.Run(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
 	repaired("the underlay address was removed and added back")
 
 	// Someone deletes felt's route by hand.
-	hosts.Run(t, "ip", "-n", h.NS, "route", "del", peer.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "del", peer.String())
 	repaired("the route was deleted")
 }

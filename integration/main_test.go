@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -18,12 +21,7 @@ var feltBin string
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
-			if os.Getenv("CI") == "true" {
-				fmt.Fprintln(os.Stderr, "integration tests need root (CI=true: not skipping)")
-				return 1
-			}
-			fmt.Fprintln(os.Stderr, "integration tests need root: skipped")
-			return 0
+			return testkit.UnavailableMain("integration", "the tests need root")
 		}
 		dir, err := os.MkdirTemp("", "felt-it-bin")
 		if err != nil {
@@ -36,4 +34,13 @@ func TestMain(m *testing.M) {
 		}
 		return m.Run()
 	}())
+}
+
+// registryOf reads the leases in the cluster's Consul directly, as a check
+// on what its hosts stored.
+func registryOf(t testing.TB, c *hosts.Cluster) *lease.Registry {
+	t.Helper()
+	s, err := consulkv.New(c.ConsulConfig())
+	testkit.Must(t, err)
+	return lease.NewRegistry(s, "felt/", nil)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/lease/leasetest"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -25,14 +26,14 @@ func TestMultiHostBackends(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := hosts.NewCluster(t, feltBin, 3)
 			for _, h := range c.Hosts {
-				hosts.Run(t, hosts.InNS(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
+				testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
 			}
 			var ctrs []*hosts.Ctr
 			for _, h := range c.Hosts {
 				n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: tc.opts})
 				ctrs = append(ctrs, n.MustRun(t, ""))
 			}
-			hosts.WaitFor(t, "all pairs reachable", func() bool {
+			testkit.WaitFor(t, "all pairs reachable", func() bool {
 				for _, a := range ctrs {
 					for _, b := range ctrs {
 						if a != b && a.Ping(b.Addr.Addr()) != nil {
@@ -55,8 +56,8 @@ func TestMultiHostBackends(t *testing.T) {
 				ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 			}
 			h.Start()
-			ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
-			hosts.Must(t, err)
+			ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+			testkit.Must(t, err)
 			held := 0
 			for _, l := range ls {
 				if l.Subnet == before {
@@ -66,13 +67,13 @@ func TestMultiHostBackends(t *testing.T) {
 			if held != 1 || len(ls) != 3 {
 				t.Fatalf("after restart: leases %v, want 3 with %s still held", ls, before)
 			}
-			hosts.WaitFor(t, "traffic after the restart", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+			testkit.WaitFor(t, "traffic after the restart", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 			n2 := ctrs[1].Net
 			d := n2.MustRun(t, "")
 			if !before.Contains(d.Addr.Addr()) {
 				t.Fatalf("new container on the restarted host got %s, outside its subnet %s", d.Addr, before)
 			}
-			hosts.WaitFor(t, "new container reachable", func() bool { return ctrs[2].Ping(d.Addr.Addr()) == nil })
+			testkit.WaitFor(t, "new container reachable", func() bool { return ctrs[2].Ping(d.Addr.Addr()) == nil })
 			hosts.AllPairsPing(t, append(ctrs, d))
 		})
 	}
@@ -88,14 +89,14 @@ func TestDeadHostLeaseExpires(t *testing.T) {
 	}
 	dead := nets[2].Subnet
 	route := func(h *hosts.Host) string {
-		out, _ := hosts.Try("ip", "-n", h.NS, "route", "show", dead.String())
+		out, _ := testkit.Run("ip", "-n", h.NS, "route", "show", dead.String())
 		return strings.TrimSpace(out)
 	}
-	hosts.WaitFor(t, "route to the third host's subnet", func() bool { return route(c.Hosts[0]) != "" && route(c.Hosts[1]) != "" })
+	testkit.WaitFor(t, "route to the third host's subnet", func() bool { return route(c.Hosts[0]) != "" && route(c.Hosts[1]) != "" })
 	c.Hosts[2].Kill()
-	hosts.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
-	ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
-	hosts.Must(t, err)
+	testkit.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
+	ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+	testkit.Must(t, err)
 	for _, l := range ls {
 		if l.Subnet == dead {
 			t.Fatalf("expired lease %s still in Consul", dead)
@@ -118,10 +119,10 @@ func TestIsolationAcrossHosts(t *testing.T) {
 		red = append(red, r.MustRun(t, ""))
 	}
 	for _, x := range append(blue, red...) {
-		hosts.Run(t, "ip", "-n", x.NS, "route", "add", "default", "via", x.Net.Gateway.String())
+		testkit.MustRun(t, "ip", "-n", x.NS, "route", "add", "default", "via", x.Net.Gateway.String())
 	}
-	hosts.WaitFor(t, "blue across hosts", func() bool { return blue[0].Ping(blue[1].Addr.Addr()) == nil })
-	hosts.WaitFor(t, "red across hosts", func() bool { return red[0].Ping(red[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "blue across hosts", func() bool { return blue[0].Ping(blue[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "red across hosts", func() bool { return red[0].Ping(red[1].Addr.Addr()) == nil })
 	blue[0].MustNotPing(t, red[1].Addr.Addr())
 	red[1].MustNotPing(t, blue[0].Addr.Addr())
 	blue[1].MustNotPing(t, red[0].Addr.Addr())
@@ -131,7 +132,7 @@ func TestIsolationAcrossHosts(t *testing.T) {
 // each gets one, no two the same.
 func TestConcurrentLeasesInConsul(t *testing.T) {
 	c := hosts.NewCluster(t, feltBin, 0)
-	leasetest.RaceAcquire(t, c.Registry(), netip.MustParsePrefix("10.70.0.0/19"), 20)
+	leasetest.RaceAcquire(t, registryOf(t, c), netip.MustParsePrefix("10.70.0.0/19"), 20)
 }
 
 // Consul stops: existing traffic flows, new containers on hosts with a lease
@@ -146,7 +147,7 @@ func TestConsulOutage(t *testing.T) {
 		nets = append(nets, n)
 		ctrs = append(ctrs, n.MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	c.Consul.Stop()
 	ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 	late := nets[1].MustRun(t, "")
@@ -157,10 +158,10 @@ func TestConsulOutage(t *testing.T) {
 	c.Hosts[0].Start()
 	ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 	_, err := c.Hosts[0].CreateNetwork(hosts.NetSpec{Subnet: "10.43.0.0/16"})
-	hosts.WantErr(t, err, c.Consul.Addr)
+	testkit.WantErr(t, err, c.Consul.Addr)
 
 	c.Consul.Restart()
-	hosts.WaitFor(t, "network creation once Consul is back", func() bool {
+	testkit.WaitFor(t, "network creation once Consul is back", func() bool {
 		n, err := c.Hosts[0].CreateNetwork(hosts.NetSpec{Subnet: "10.43.0.0/16"})
 		if err == nil {
 			t.Cleanup(func() { _ = n.Delete() })
@@ -178,13 +179,13 @@ func TestPublicIPChange(t *testing.T) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"}).MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	h := c.Hosts[1]
-	hosts.Run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
-	hosts.Run(t, "ip", "-n", h.NS, "addr", "add", "192.168.77.42/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "add", "192.168.77.42/24", "dev", "ul0")
 	subnet := ctrs[1].Net.Subnet
-	hosts.WaitFor(t, "lease updated with the new IP", func() bool {
-		ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+	testkit.WaitFor(t, "lease updated with the new IP", func() bool {
+		ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
 		if err != nil {
 			return false
 		}
@@ -195,7 +196,7 @@ func TestPublicIPChange(t *testing.T) {
 		}
 		return false
 	})
-	hosts.WaitFor(t, "traffic over the new address", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "traffic over the new address", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	ctrs[1].MustPing(t, ctrs[0].Addr.Addr())
 }
 
@@ -206,8 +207,8 @@ func TestHostGWUnreachablePeer(t *testing.T) {
 	c.Hosts[0].MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
 	far := c.AddHostAt("192.168.78.11/24")
 	_, err := far.CreateNetwork(hosts.NetSpec{Subnet: "10.42.0.0/16"})
-	hosts.WantErr(t, err, "at "+c.Hosts[0].IP+" is not directly reachable")
-	hosts.WantErr(t, err, "one L2 segment")
+	testkit.WantErr(t, err, "at "+c.Hosts[0].IP+" is not directly reachable")
+	testkit.WantErr(t, err, "one L2 segment")
 	if links := hosts.FeltLinks(t, far.NS); len(links) > 0 {
 		t.Fatalf("failed create left links: %v", links)
 	}
@@ -222,15 +223,15 @@ func TestStoreDataLossHeals(t *testing.T) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}}).MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
-	reg := c.Registry()
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	reg := registryOf(t, c)
 	ctx := context.Background()
 	pool := netip.MustParsePrefix("10.42.0.0/16")
 	// The network record and both leases at least.
 	if n, err := reg.DeleteAll(ctx); err != nil || n < 3 {
 		t.Fatalf("deleted %d keys (%v), want the network record and both leases", n, err)
 	}
-	hosts.WaitFor(t, "records and leases written back", func() bool {
+	testkit.WaitFor(t, "records and leases written back", func() bool {
 		n, err := reg.GetNetwork(ctx, pool)
 		if err != nil || n.Backend != "host-gw" {
 			return false
@@ -246,5 +247,5 @@ func TestStoreDataLossHeals(t *testing.T) {
 		}
 		return true
 	})
-	hosts.WaitFor(t, "traffic after the store healed", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "traffic after the store healed", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -47,7 +48,7 @@ func TestDeleteCreateRace(t *testing.T) {
 			}
 		}
 	})
-	reg := c.Registry()
+	reg := registryOf(t, c)
 
 	for round := range rounds {
 		created := round%2 == 0
@@ -174,7 +175,7 @@ func TestStrayVTEPRemovedAtStart(t *testing.T) {
 	h := c.Hosts[0]
 	// Any call but the static ones waits for felt to be built, so its host
 	// ID is in the log.
-	hosts.Must(t, h.Call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, nil))
+	testkit.Must(t, h.Call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, nil))
 	h.Stop()
 	instance := h.Instance()
 	stray := hosts.RandomID()
@@ -182,13 +183,13 @@ func TestStrayVTEPRemovedAtStart(t *testing.T) {
 		{"felt.77", "77", overlay.OwnerAlias(instance, stray)},
 		{"felt.78", "78", overlay.OwnerAlias("0therfel", stray)},
 	} {
-		hosts.Run(t, "ip", "-n", h.NS, "link", "add", l.name, "type", "vxlan", "id", l.vni, "dstport", "4789", "dev", "ul0")
-		hosts.Run(t, "ip", "-n", h.NS, "link", "set", l.name, "alias", l.alias)
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", l.name, "type", "vxlan", "id", l.vni, "dstport", "4789", "dev", "ul0")
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", l.name, "alias", l.alias)
 	}
 	h.Start()
-	hosts.WaitFor(t, "stray VTEP removed", func() bool {
-		_, err := hosts.Try("ip", "-n", h.NS, "link", "show", "felt.77")
+	testkit.WaitFor(t, "stray VTEP removed", func() bool {
+		_, err := testkit.Run("ip", "-n", h.NS, "link", "show", "felt.77")
 		return err != nil
 	})
-	hosts.Run(t, "ip", "-n", h.NS, "link", "show", "felt.78")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "show", "felt.78")
 }

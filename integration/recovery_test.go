@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // routeTo is felt's route to subnet on h, or "".
 func routeTo(h *hosts.Host, subnet netip.Prefix) string {
-	out, _ := hosts.Try("ip", "-n", h.NS, "route", "show", subnet.String(), "proto", "76")
+	out, _ := testkit.Run("ip", "-n", h.NS, "route", "show", subnet.String(), "proto", "76")
 	return strings.TrimSpace(out)
 }
 
@@ -28,7 +29,7 @@ func TestLeaseWatchRecoversAfterOutage(t *testing.T) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"}).MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 
 	c.Consul.Stop()
 	late := c.AddHost() // joins during the outage
@@ -39,7 +40,7 @@ func TestLeaseWatchRecoversAfterOutage(t *testing.T) {
 	c.Consul.Restart()
 
 	var n *hosts.Net
-	hosts.WaitFor(t, "network creation on the late host once Consul is back", func() bool {
+	testkit.WaitFor(t, "network creation on the late host once Consul is back", func() bool {
 		var err error
 		n, err = late.CreateNetwork(hosts.NetSpec{Subnet: "10.42.0.0/16"})
 		return err == nil
@@ -64,25 +65,25 @@ func TestExpiredLeaseRemovedOnTime(t *testing.T) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: pool.String()}).MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 
 	// A host that took a lease and died: written straight into Consul.
-	reg := c.Registry()
+	reg := registryOf(t, c)
 	ctx := context.Background()
 	rec, err := reg.GetNetwork(ctx, pool)
-	hosts.Must(t, err)
+	testkit.Must(t, err)
 	const ttl = 8 * time.Second
 	dead, err := reg.Acquire(ctx, lease.AcquireRequest{Network: rec, TTL: ttl,
 		Owner: lease.Owner{HostID: "dead-host", PublicIP: netip.MustParseAddr("192.168.77.99"), VtepMAC: "02:de:ad:00:00:01"}})
-	hosts.Must(t, err)
+	testkit.Must(t, err)
 	for _, h := range c.Hosts {
-		hosts.WaitFor(t, "route to the dead host's subnet on "+h.NS, func() bool { return routeTo(h, dead.Subnet) != "" })
+		testkit.WaitFor(t, "route to the dead host's subnet on "+h.NS, func() bool { return routeTo(h, dead.Subnet) != "" })
 	}
 	for _, h := range c.Hosts {
 		within(t, time.Until(dead.Expiry)+10*time.Second, "dead host's route removed from "+h.NS,
 			func() bool { return routeTo(h, dead.Subnet) == "" })
 	}
-	hosts.WaitFor(t, "expired lease removed from Consul", func() bool {
+	testkit.WaitFor(t, "expired lease removed from Consul", func() bool {
 		ls, err := reg.Leases(ctx, pool)
 		if err != nil {
 			return false

@@ -7,6 +7,7 @@ import (
 
 	netapi "github.com/docker/go-plugins-helpers/network"
 
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -16,7 +17,7 @@ import (
 // felt's own traffic.
 func TestSingleHostConnectivityAndIsolation(t *testing.T) {
 	h := hosts.NewHost(t, hosts.HostOptions{Binary: feltBin})
-	hosts.Run(t, hosts.InNS(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
+	testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
 	blue := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"})
 	red := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.43.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
 	a := blue.MustRun(t, "")
@@ -30,19 +31,19 @@ func TestSingleHostConnectivityAndIsolation(t *testing.T) {
 	a.MustPing(t, blue.Gateway)
 	// A route to the other network through the felt gateway; the firewall
 	// must drop what the routing table would deliver.
-	hosts.Run(t, "ip", "-n", a.NS, "route", "add", "default", "via", blue.Gateway.String())
-	hosts.Run(t, "ip", "-n", c.NS, "route", "add", "default", "via", red.Gateway.String())
+	testkit.MustRun(t, "ip", "-n", a.NS, "route", "add", "default", "via", blue.Gateway.String())
+	testkit.MustRun(t, "ip", "-n", c.NS, "route", "add", "default", "via", red.Gateway.String())
 	a.MustNotPing(t, c.Addr.Addr())
-	hosts.Run(t, hosts.InNS(h.NS, "iptables", "-P", "FORWARD", "ACCEPT")...)
+	testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "ACCEPT")...)
 	a.MustNotPing(t, c.Addr.Addr())
 	c.MustNotPing(t, a.Addr.Addr())
 
 	// MTU on the bridge and both veth ends: dummy underlay 1500 - vxlan 50.
-	out := hosts.Run(t, "ip", "-n", a.NS, "link", "show", "eth0")
+	out := testkit.MustRun(t, "ip", "-n", a.NS, "link", "show", "eth0")
 	if !strings.Contains(out, "mtu 1450") {
 		t.Fatalf("container eth0 MTU is not 1450:\n%s", out)
 	}
-	out = hosts.Run(t, "ip", "-n", c.NS, "link", "show", "eth0")
+	out = testkit.MustRun(t, "ip", "-n", c.NS, "link", "show", "eth0")
 	if !strings.Contains(out, "mtu 1500") { // host-gw adds nothing
 		t.Fatalf("host-gw container MTU is not 1500:\n%s", out)
 	}
@@ -57,14 +58,14 @@ func TestExplicitMTUAndStaticIP(t *testing.T) {
 		t.Fatalf("--ip %s gave %s", want, a.Addr)
 	}
 	for _, dev := range [][]string{{h.NS, "felt-" + n.ID[:10]}, {a.NS, "eth0"}} {
-		if out := hosts.Run(t, "ip", "-n", dev[0], "link", "show", dev[1]); !strings.Contains(out, "mtu 1280") {
+		if out := testkit.MustRun(t, "ip", "-n", dev[0], "link", "show", dev[1]); !strings.Contains(out, "mtu 1280") {
 			t.Fatalf("%s: MTU not 1280:\n%s", dev[1], out)
 		}
 	}
 	_, err := n.Run(t, want.String())
-	hosts.WantErr(t, err, want.String()+" is already in use")
+	testkit.WantErr(t, err, want.String()+" is already in use")
 	_, err = n.Run(t, "10.44.250.250")
-	hosts.WantErr(t, err, "outside this host's subnet "+n.Subnet.String())
+	testkit.WantErr(t, err, "outside this host's subnet "+n.Subnet.String())
 }
 
 // kill -9 and restart: containers stay connected, new containers get fresh
@@ -83,14 +84,14 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatalf("new container got %s, already in use", c.Addr)
 	}
 	c.MustPing(t, a.Addr.Addr())
-	hosts.Must(t, b.Stop())
-	hosts.Must(t, b.Stop()) // idempotent
+	testkit.Must(t, b.Stop())
+	testkit.Must(t, b.Stop()) // idempotent
 	h.Kill()
 	h.Start()
-	hosts.Must(t, a.Stop())
-	hosts.Must(t, c.Stop())
-	hosts.Must(t, n.Delete())
-	hosts.Must(t, n.Delete()) // idempotent
+	testkit.Must(t, a.Stop())
+	testkit.Must(t, c.Stop())
+	testkit.Must(t, n.Delete())
+	testkit.Must(t, n.Delete()) // idempotent
 	if links := hosts.FeltLinks(t, h.NS); len(links) > 0 {
 		t.Fatalf("felt links left after deleting everything:\n%s", strings.Join(links, "\n"))
 	}
@@ -102,19 +103,19 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 	h := hosts.NewHost(t, hosts.HostOptions{Binary: feltBin})
 	h.Stop()
 	inst := h.Instance()
-	hosts.Run(t, "ip", "-n", h.NS, "link", "add", "felt-deadbeef00", "type", "bridge")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "set", "felt-deadbeef00", "alias", "felt:"+inst+":net:deadbeef00ffff")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "add", "fvdeadbeef0000", "type", "veth", "peer", "name", "fcdeadbeef0000")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "set", "fvdeadbeef0000", "alias", "felt:"+inst+":ep:deadbeef0000ffff")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", "felt-deadbeef00", "type", "bridge")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "felt-deadbeef00", "alias", "felt:"+inst+":net:deadbeef00ffff")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", "fvdeadbeef0000", "type", "veth", "peer", "name", "fcdeadbeef0000")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "fvdeadbeef0000", "alias", "felt:"+inst+":ep:deadbeef0000ffff")
 	// Not this felt's: a link of another felt instance (a second plugin in
 	// the same namespace), and a link that is no felt's at all.
-	hosts.Run(t, "ip", "-n", h.NS, "link", "add", "felt-otherinst0", "type", "bridge")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "set", "felt-otherinst0", "alias", "felt:0ther1ns:net:0123456789")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", "felt-otherinst0", "type", "bridge")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "felt-otherinst0", "alias", "felt:0ther1ns:net:0123456789")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1")
 	h.Start()
-	hosts.WaitFor(t, "orphans removed", func() bool { return len(hosts.FeltLinks(t, h.NS)) == 1 })
-	hosts.Run(t, "ip", "-n", h.NS, "link", "show", "keepme0")
-	hosts.Run(t, "ip", "-n", h.NS, "link", "show", "felt-otherinst0")
+	testkit.WaitFor(t, "orphans removed", func() bool { return len(hosts.FeltLinks(t, h.NS)) == 1 })
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "show", "keepme0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "show", "felt-otherinst0")
 }
 
 func TestBadInput(t *testing.T) {
@@ -133,7 +134,7 @@ func TestBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := h.CreateNetwork(c.spec)
-			hosts.WantErr(t, err, c.want)
+			testkit.WantErr(t, err, c.want)
 		})
 	}
 	// Nothing half-created: the failed creations left no bridge and no pool,
@@ -145,21 +146,21 @@ func TestBadInput(t *testing.T) {
 	// A /30 has one address besides the gateway: the second container exhausts it.
 	n.MustRun(t, "")
 	_, err := n.Run(t, "")
-	hosts.WantErr(t, err, "no free address left in "+n.Subnet.String())
+	testkit.WantErr(t, err, "no free address left in "+n.Subnet.String())
 
 	// Malformed JSON on the socket.
 	err = h.CallRaw("NetworkDriver.CreateNetwork", []byte(`{"NetworkID": `), nil)
-	hosts.WantErr(t, err, "malformed JSON in NetworkDriver.CreateNetwork request")
+	testkit.WantErr(t, err, "malformed JSON in NetworkDriver.CreateNetwork request")
 	if ce, ok := err.(*hosts.CallError); !ok || ce.Status != 400 {
 		t.Fatalf("malformed JSON answered %v, want status 400", err)
 	}
 	// Network driver with another IPAM's pool.
 	err = h.Call("NetworkDriver.CreateNetwork", netapi.CreateNetworkRequest{NetworkID: hosts.RandomID(),
 		IPv4Data: []*netapi.IPAMData{{Pool: "172.30.0.0/16", Gateway: "172.30.0.1/16"}}}, nil)
-	hosts.WantErr(t, err, "needs felt's IPAM")
+	testkit.WantErr(t, err, "needs felt's IPAM")
 	// Static answers work.
 	var caps netapi.CapabilitiesResponse
-	hosts.Must(t, h.Call("NetworkDriver.GetCapabilities", struct{}{}, &caps))
+	testkit.Must(t, h.Call("NetworkDriver.GetCapabilities", struct{}{}, &caps))
 	if caps.Scope != "local" || caps.ConnectivityScope != "global" {
 		t.Fatalf("capabilities %+v", caps)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 
@@ -53,7 +54,7 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, spec).MustRun(t, ""))
 	}
-	hosts.WaitFor(t, "all pairs reachable", func() bool {
+	testkit.WaitFor(t, "all pairs reachable", func() bool {
 		for _, a := range ctrs {
 			for _, b := range ctrs {
 				if a != b && a.Ping(b.Addr.Addr()) != nil {
@@ -64,10 +65,10 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 		return true
 	})
 
-	reg := c.Registry()
+	reg := registryOf(t, c)
 	ctx := context.Background()
 	rec, err := reg.GetNetwork(ctx, pool)
-	hosts.Must(t, err)
+	testkit.Must(t, err)
 	w := c.Hosts[1] // the host whose state is wiped
 	peers := []*hosts.Host{c.Hosts[0], c.Hosts[2]}
 	wIP := netip.MustParseAddr(w.IP)
@@ -97,9 +98,9 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 		w.Stop()
 	}
 	entries, err := os.ReadDir(w.Dir)
-	hosts.Must(t, err)
+	testkit.Must(t, err)
 	for _, e := range entries {
-		hosts.Must(t, os.RemoveAll(filepath.Join(w.Dir, e.Name())))
+		testkit.Must(t, os.RemoveAll(filepath.Join(w.Dir, e.Name())))
 	}
 	w.Start()
 
@@ -176,7 +177,7 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 	}
 
 	live := []*hosts.Ctr{ctrs[0], d, ctrs[2]}
-	hosts.WaitFor(t, "the new container reaching its peers", func() bool {
+	testkit.WaitFor(t, "the new container reaching its peers", func() bool {
 		return d.Ping(ctrs[0].Addr.Addr()) == nil && d.Ping(ctrs[2].Addr.Addr()) == nil
 	})
 	hosts.AllPairsPing(t, live)
@@ -194,12 +195,12 @@ func forgetKernelState(t *testing.T, h *hosts.Host) {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		hosts.Run(t, "ip", "-n", h.NS, "link", "del", name)
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "del", name)
 	}
-	hosts.Run(t, "ip", "-n", h.NS, "route", "flush", "proto", fmt.Sprint(int(overlay.RouteProtocol)))
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "flush", "proto", fmt.Sprint(int(overlay.RouteProtocol)))
 	for _, table := range []string{"filter", "nat", "mangle"} {
-		hosts.Run(t, hosts.InNS(h.NS, "iptables", "-t", table, "-F")...)
-		hosts.Run(t, hosts.InNS(h.NS, "iptables", "-t", table, "-X")...)
+		testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-F")...)
+		testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-X")...)
 	}
 	if left := hosts.FeltLinks(t, h.NS); len(left) > 0 {
 		t.Fatalf("links left after the reboot: %v", left)
@@ -218,7 +219,7 @@ func leftoversOf(t *testing.T, h *hosts.Host, inst string) string {
 		}
 	}
 	for _, table := range []string{"filter", "mangle"} {
-		for _, r := range lines(hosts.Run(t, hosts.InNS(h.NS, "iptables", "-t", table, "-S")...)) {
+		for _, r := range lines(testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-S")...)) {
 			if strings.Contains(r, mark) {
 				left = append(left, "-t "+table+" "+r)
 			}
@@ -234,7 +235,7 @@ func leftoversOf(t *testing.T, h *hosts.Host, inst string) string {
 func onlyLeaseOf(t *testing.T, reg *lease.Registry, pool netip.Prefix, ip netip.Addr) lease.Lease {
 	t.Helper()
 	ls, err := reg.Leases(context.Background(), pool)
-	hosts.Must(t, err)
+	testkit.Must(t, err)
 	var of []lease.Lease
 	for _, l := range ls {
 		if l.PublicIP == ip {
@@ -279,7 +280,7 @@ func peersProblem(peers []*hosts.Host, rec lease.Network, ip netip.Addr, l lease
 
 func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
 	vtep := overlay.VTEPName(rec.VNI)
-	out, err := hosts.Try("bridge", "-n", p.NS, "fdb", "show", "dev", vtep)
+	out, err := testkit.Run("bridge", "-n", p.NS, "fdb", "show", "dev", vtep)
 	if err != nil {
 		return fmt.Sprintf("fdb of %s: %v: %s", vtep, err, out)
 	}
@@ -293,7 +294,7 @@ func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease
 	if len(macs) != 1 || macs[0] != l.VtepMAC {
 		return fmt.Sprintf("FDB entries on %s for %s: %v, want exactly [%s]\n%s", vtep, ip, macs, l.VtepMAC, out)
 	}
-	out, err = hosts.Try("ip", "-n", p.NS, "neigh", "show", "dev", vtep)
+	out, err = testkit.Run("ip", "-n", p.NS, "neigh", "show", "dev", vtep)
 	if err != nil {
 		return fmt.Sprintf("neighbours of %s: %v: %s", vtep, err, out)
 	}
@@ -324,7 +325,7 @@ func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease
 }
 
 func hostGWProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease) string {
-	out, err := hosts.Try("ip", "-n", p.NS, "route", "show", "root", rec.Pool.String(), "via", ip.String())
+	out, err := testkit.Run("ip", "-n", p.NS, "route", "show", "root", rec.Pool.String(), "via", ip.String())
 	if err != nil {
 		return fmt.Sprintf("routes: %v: %s", err, out)
 	}
@@ -352,7 +353,7 @@ func macsOf(out string) []string {
 
 // linkMAC is the MAC of link dev on host h, or "" when it is missing.
 func linkMAC(h *hosts.Host, dev string) string {
-	out, err := hosts.Try("ip", "-n", h.NS, "-o", "link", "show", dev)
+	out, err := testkit.Run("ip", "-n", h.NS, "-o", "link", "show", dev)
 	if err != nil {
 		return ""
 	}

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 const (
@@ -155,33 +157,18 @@ func Start(t testing.TB, opts Options) *Agent {
 	return nil
 }
 
-// Binary returns the path of the pinned bin/consul at the module root, found
-// by walking up from the working directory to go.mod. When it is missing the
-// test is skipped, or failed when CI=true, with a hint to run `make consul`.
+// Binary returns the path of the pinned bin/consul at the module root
+// (testkit.ModuleRoot). When it is missing the test is skipped, or failed
+// when CI=true (testkit.Unavailable), with a hint to run `make consul`.
 func Binary(t testing.TB) string {
 	t.Helper()
-	wd, err := os.Getwd()
+	top, err := testkit.ModuleRoot()
 	if err != nil {
 		t.Fatalf("testkit/consul: %v", err)
 	}
-	dir := wd
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("testkit/consul: no go.mod above %s", wd)
-		}
-		dir = parent
-	}
-	bin := filepath.Join(dir, "bin", "consul")
+	bin := filepath.Join(top, "bin", "consul")
 	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("testkit/consul: %s not found; run `make consul` to build the pinned Consul", bin)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testkit.Unavailable(t, "testkit/consul: %s not found; run `make consul` to build the pinned Consul", bin)
 	}
 	return bin
 }

@@ -16,8 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/kv/consulkv"
-	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/consul"
 )
 
@@ -29,26 +28,56 @@ type Cluster struct {
 	Binary string
 	Consul *consul.Agent
 	Hosts  []*Host
-	env    []string
+	// Env is added to the environment of each host AddHost starts: Consul's
+	// client settings, then ClusterOptions.Env.
+	Env []string
 }
 
-const underlayGW = "192.168.77.1"
+// ClusterOptions configure NewClusterWith.
+type ClusterOptions struct {
+	Binary string   // the felt binary the hosts run (BuildFelt)
+	Hosts  int      // hosts started at once; AddHost adds more
+	Env    []string // added to each host's environment
+	// Secure locks Consul down as production should: HTTPS only, client
+	// certificates verified (verify_incoming), ACLs with default deny.
+	// Hosts then get the CA, a client certificate and a token that may
+	// write felt's prefix only.
+	Secure bool
+}
+
+// UnderlayGW is the underlay bridge's address, where Consul listens; host
+// n of a cluster is 192.168.77.(10+n).
+const UnderlayGW = "192.168.77.1"
 
 // NewCluster starts Consul on a fresh underlay and hosts felt hosts running
 // binary, with env added to each host's environment.
 func NewCluster(t testing.TB, binary string, hosts int, env ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, UL: NewNS(t, "ul"), Binary: binary}
+	return NewClusterWith(t, ClusterOptions{Binary: binary, Hosts: hosts, Env: env})
+}
+
+// NewClusterWith is NewCluster with every option.
+func NewClusterWith(t testing.TB, o ClusterOptions) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, UL: NewNS(t, "ul"), Binary: o.Binary}
 	// A fixed MAC: otherwise the bridge takes its lowest port's, and it
 	// changes when a host leaves, stalling everyone's traffic to Consul on
 	// the underlay gateway while their neighbour entries go stale.
-	Run(t, "ip", "-n", c.UL, "link", "add", "br0", "address", "02:fe:17:00:00:01", "type", "bridge")
-	Run(t, "ip", "-n", c.UL, "addr", "add", underlayGW+"/24", "dev", "br0")
-	Run(t, "ip", "-n", c.UL, "addr", "add", "192.168.78.1/24", "dev", "br0") // a second subnet on the segment
-	Run(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
-	c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: underlayGW, Client: underlayGW, Persistent: true})
-	c.env = append([]string{"CONSUL_HTTP_ADDR=" + c.Consul.Addr}, env...)
-	for range hosts {
+	testkit.MustRun(t, "ip", "-n", c.UL, "link", "add", "br0", "address", "02:fe:17:00:00:01", "type", "bridge")
+	testkit.MustRun(t, "ip", "-n", c.UL, "addr", "add", UnderlayGW+"/24", "dev", "br0")
+	testkit.MustRun(t, "ip", "-n", c.UL, "addr", "add", "192.168.78.1/24", "dev", "br0") // a second subnet on the segment
+	testkit.MustRun(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
+	if o.Secure {
+		c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: UnderlayGW, Client: UnderlayGW,
+			Persistent: true, TLS: true, ACL: true})
+		token := c.Consul.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
+		c.Env = testkit.SetEnv(c.Consul.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
+	} else {
+		c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: UnderlayGW, Client: UnderlayGW, Persistent: true})
+		c.Env = []string{"CONSUL_HTTP_ADDR=" + c.Consul.Addr}
+	}
+	c.Env = append(c.Env, o.Env...)
+	for range o.Hosts {
 		c.AddHost()
 	}
 	return c
@@ -63,22 +92,32 @@ func (c *Cluster) AddHost() *Host {
 // AddHostAt starts a felt host with the given underlay address (CIDR).
 func (c *Cluster) AddHostAt(addr string) *Host {
 	c.t.Helper()
-	h := NewHost(c.t, HostOptions{Binary: c.Binary, UnderlayNS: c.UL, UnderlayBridge: "br0", Addr: addr, Env: c.env})
+	h := NewHost(c.t, HostOptions{Binary: c.Binary, UnderlayNS: c.UL, UnderlayBridge: "br0", Addr: addr, Env: c.Env})
 	gw := netip.MustParsePrefix(addr).Masked().Addr().Next() // the underlay's address in this host's subnet
-	Run(c.t, "ip", "-n", h.NS, "route", "add", "default", "via", gw.String())
+	testkit.MustRun(c.t, "ip", "-n", h.NS, "route", "add", "default", "via", gw.String())
 	c.Hosts = append(c.Hosts, h)
 	return h
 }
 
-// Registry reads the leases in Consul directly, as a check on the hosts.
-func (c *Cluster) Registry() *lease.Registry {
+// ConsulConfig is the configuration of a client of the cluster's Consul
+// with every right (its certificates and management token when Secure), for
+// a test to check what the hosts stored. Consul listens inside the underlay
+// namespace, so the client dials from there (a socket stays in the
+// namespace it was created in).
+func (c *Cluster) ConsulConfig() *consulapi.Config {
+	c.t.Helper()
 	cfg := consulapi.DefaultConfig()
 	cfg.Address = c.Consul.Addr
+	if a := c.Consul; a.TLS != nil {
+		cfg.Scheme = "https"
+		cfg.TLSConfig = consulapi.TLSConfig{CAFile: a.TLS.CA.CertFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
+	}
+	if c.Consul.Token != "" {
+		cfg.Token = c.Consul.Token
+	}
 	ns, err := netns.GetFromName(c.UL)
-	Must(c.t, err)
+	testkit.Must(c.t, err)
 	c.t.Cleanup(func() { ns.Close() })
-	// Consul listens inside the underlay namespace: dial from there. A
-	// socket stays in the namespace it was created in.
 	cfg.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := nsutil.Do(ns, func() (err error) {
@@ -87,12 +126,10 @@ func (c *Cluster) Registry() *lease.Registry {
 		})
 		return conn, err
 	}}
-	s, err := consulkv.New(cfg)
-	Must(c.t, err)
-	return lease.NewRegistry(s, "felt/", nil)
+	return cfg
 }
 
-// transfer sends size random bytes from one container to another over TCP
+// Transfer sends size random bytes from one container to another over TCP
 // and checks they arrived intact. The sockets are made inside the container
 // namespaces (a socket stays in the namespace it was created in).
 func Transfer(t testing.TB, from, to *Ctr, size int) {
@@ -100,7 +137,7 @@ func Transfer(t testing.TB, from, to *Ctr, size int) {
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
 	var ln net.Listener
-	Must(t, InNetNS(t, to.NS, func() (err error) { ln, err = net.Listen("tcp", to.Addr.Addr().String()+":5001"); return err }))
+	testkit.Must(t, InNetNS(t, to.NS, func() (err error) { ln, err = net.Listen("tcp", to.Addr.Addr().String()+":5001"); return err }))
 	defer ln.Close()
 	got := make(chan []byte, 1)
 	go func() {
@@ -115,7 +152,7 @@ func Transfer(t testing.TB, from, to *Ctr, size int) {
 		got <- b
 	}()
 	var conn net.Conn
-	Must(t, InNetNS(t, from.NS, func() (err error) {
+	testkit.Must(t, InNetNS(t, from.NS, func() (err error) {
 		conn, err = net.DialTimeout("tcp", to.Addr.Addr().String()+":5001", 5*time.Second)
 		return err
 	}))
@@ -129,7 +166,7 @@ func Transfer(t testing.TB, from, to *Ctr, size int) {
 	}
 }
 
-// inNetNS runs fn with the calling thread in the named namespace.
+// InNetNS runs fn with the calling thread in the named namespace.
 func InNetNS(t testing.TB, name string, fn func() error) error {
 	ns, err := netns.GetFromName(name)
 	if err != nil {
@@ -139,6 +176,7 @@ func InNetNS(t testing.TB, name string, fn func() error) error {
 	return nsutil.Do(ns, fn)
 }
 
+// AllPairsPing fails t unless every container reaches every other.
 func AllPairsPing(t testing.TB, ctrs []*Ctr) {
 	t.Helper()
 	for _, a := range ctrs {
