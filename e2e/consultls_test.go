@@ -14,6 +14,7 @@ import (
 
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/consul"
 )
 
@@ -36,8 +37,8 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	// A second felt in the root namespace would take another felt's
 	// networks' links for its own orphans at start-up and remove them.
-	if out, _ := runCmd("ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
-		unavailableT(t, "the root namespace holds another felt plugin's networks: a second felt here would remove them; remove those networks first")
+	if out, _ := testkit.RunWithin(cmdTimeout, "ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
+		testkit.Unavailable(t, "the root namespace holds another felt plugin's networks: a second felt here would remove them; remove those networks first")
 	}
 	removeTLSLeftovers()
 	t.Cleanup(removeTLSLeftovers) // a safety net; each step cleans up after itself too
@@ -77,7 +78,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mustRun(t, filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir)
+	testkit.MustRun(t, filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir)
 	mustDocker(t, "plugin", "create", pluginTLS, dir)
 	t.Cleanup(func() { // before the state directory goes
 		_, _ = docker("plugin", "disable", "-f", pluginTLS)

@@ -1,16 +1,15 @@
 package firewall_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
 )
 
@@ -93,7 +92,7 @@ func TestUnsafeNamesRefused(t *testing.T) {
 func TestKeepRepairs(t *testing.T) {
 	path := flavours(t)[0]
 	ns := netns.New(t, "fw")
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -147,29 +146,12 @@ func TestKeepRepairs(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A Sync of what is already there changes nothing (no rule deleted and
 // added again: no moment without it).
 func TestSyncIdempotent(t *testing.T) {
 	path := flavours(t)[0]
 	ns := netns.New(t, "fw")
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

@@ -155,13 +155,7 @@ func pingOutcome(from *netns.NS, dst netip.Addr, expectReply bool) error {
 	if !expectReply {
 		return from.Ping(dst, 1500*time.Millisecond)
 	}
-	var err error
-	for range 5 {
-		if err = from.Ping(dst, 3*time.Second); err == nil {
-			return nil
-		}
-	}
-	return err
+	return from.PingTries(dst, 5, 3*time.Second)
 }
 
 // flavours are the iptables commands installed: the tests run with each.

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
 )
 
@@ -93,11 +92,11 @@ type fuzzWorld struct {
 	st   *state.Store
 	kv   *boltkv.Store
 	ns   *netns.NS // nil without root
-	logs *syncBuffer
+	logs *testkit.LogBuffer
 }
 
 func newFuzzWorld(f testing.TB) *fuzzWorld {
-	w := &fuzzWorld{logs: &syncBuffer{}}
+	w := &fuzzWorld{logs: &testkit.LogBuffer{}}
 	var nl *netlink.Handle
 	if os.Geteuid() == 0 {
 		w.ns = netns.New(f, "fuzz")
@@ -253,21 +252,3 @@ func hugeScripts() []string {
 		"/NetworkDriver.Join " + strings.Repeat("[", 100_000),
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil // enough to explain a failure
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuffer) Reset()         { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }
