@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/kv/kvtest"
 	"github.com/felt-net/felt/testkit/consul"
 )
 
@@ -48,35 +48,23 @@ func TestConsul(t *testing.T) {
 	})
 }
 
+// run runs the suite with kv/kvtest's runner, each subtest under its own
+// prefix "sftest/<subtest>-<nanoseconds>/".
 func run(t *testing.T, newStore func(t *testing.T) kv.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s kv.Store, prefix string)
-	}{
-		{"FreshAreaGetsThisFormat", testFresh},
-		{"FreshAreaSkipsMigrations", testFreshSkipsSteps},
-		{"RecordedFormatKept", testKept},
-		{"AreaWithoutRecordIsFormat1", testLegacy},
-		{"MigratesStepByStep", testStepByStep},
-		{"FailedStepResumes", testFailedStepResumes},
-		{"NewerFormatRefused", testTooNew},
-		{"UnreadableRecordRefused", testUnreadable},
-		{"OtherPrefixesIgnored", testOtherPrefix},
-		{"ConcurrentFelts", testConcurrent},
-		{"GuardChecksBeforeFirstWrite", testGuard},
-		{"GuardRefusesWritesToNewerFormat", testGuardTooNew},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newStore(t), prefixFor(t))
-		})
-	}
-}
-
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
-func prefixFor(t *testing.T) string {
-	return fmt.Sprintf("sftest/%s-%d/", unsafe.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
+	kvtest.Suite(t, "sftest", newStore, []kvtest.Case{
+		{Name: "FreshAreaGetsThisFormat", Fn: testFresh},
+		{Name: "FreshAreaSkipsMigrations", Fn: testFreshSkipsSteps},
+		{Name: "RecordedFormatKept", Fn: testKept},
+		{Name: "AreaWithoutRecordIsFormat1", Fn: testLegacy},
+		{Name: "MigratesStepByStep", Fn: testStepByStep},
+		{Name: "FailedStepResumes", Fn: testFailedStepResumes},
+		{Name: "NewerFormatRefused", Fn: testTooNew},
+		{Name: "UnreadableRecordRefused", Fn: testUnreadable},
+		{Name: "OtherPrefixesIgnored", Fn: testOtherPrefix},
+		{Name: "ConcurrentFelts", Fn: testConcurrent},
+		{Name: "GuardChecksBeforeFirstWrite", Fn: testGuard},
+		{Name: "GuardRefusesWritesToNewerFormat", Fn: testGuardTooNew},
+	})
 }
 
 func ctx(t *testing.T) context.Context {
