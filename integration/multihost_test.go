@@ -33,16 +33,7 @@ func TestMultiHostBackends(t *testing.T) {
 				n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: tc.opts})
 				ctrs = append(ctrs, n.MustRun(t, ""))
 			}
-			testkit.WaitFor(t, "all pairs reachable", func() bool {
-				for _, a := range ctrs {
-					for _, b := range ctrs {
-						if a != b && a.Ping(b.Addr.Addr()) != nil {
-							return false
-						}
-					}
-				}
-				return true
-			})
+			hosts.WaitAllPairs(t, ctrs)
 			hosts.AllPairsPing(t, ctrs)
 			hosts.Transfer(t, ctrs[0], ctrs[2], 2<<20)
 

@@ -54,16 +54,7 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, spec).MustRun(t, ""))
 	}
-	testkit.WaitFor(t, "all pairs reachable", func() bool {
-		for _, a := range ctrs {
-			for _, b := range ctrs {
-				if a != b && a.Ping(b.Addr.Addr()) != nil {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	hosts.WaitAllPairs(t, ctrs)
 
 	reg := registryOf(t, c)
 	ctx := context.Background()

@@ -458,20 +458,26 @@ func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 
 const racers = 20
 
-func testRaceCreate(t *testing.T, s kv.Store, root string) {
-	ctx := ctxFor(t)
-	k := root + "k"
-	errs := make([]error, racers)
+// race runs fn(0) ... fn(racers-1) in goroutines released at the same
+// moment, and returns when all have.
+func race(fn func(i int)) {
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			errs[i] = s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0)
+			fn(i)
 		})
 	}
 	close(start)
 	wg.Wait()
+}
+
+func testRaceCreate(t *testing.T, s kv.Store, root string) {
+	ctx := ctxFor(t)
+	k := root + "k"
+	errs := make([]error, racers)
+	race(func(i int) { errs[i] = s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0) })
 
 	winner := -1
 	for i, err := range errs {
@@ -495,21 +501,14 @@ func testRaceCounter(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	k := root + "counter"
 	errs := make([]error, racers)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range racers {
-		wg.Go(func() {
-			<-start
-			for range perRacer {
-				if err := increment(ctx, s, k); err != nil {
-					errs[i] = err
-					return
-				}
+	race(func(i int) {
+		for range perRacer {
+			if err := increment(ctx, s, k); err != nil {
+				errs[i] = err
+				return
 			}
-		})
-	}
-	close(start)
-	wg.Wait()
+		}
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("racer %d: %v", i, err)

@@ -176,6 +176,22 @@ func InNetNS(t testing.TB, name string, fn func() error) error {
 	return nsutil.Do(ns, fn)
 }
 
+// WaitAllPairs waits (testkit.WaitFor) until every container reaches every
+// other: the overlay has converged.
+func WaitAllPairs(t testing.TB, ctrs []*Ctr) {
+	t.Helper()
+	testkit.WaitFor(t, "all pairs reachable", func() bool {
+		for _, a := range ctrs {
+			for _, b := range ctrs {
+				if a != b && a.Ping(b.Addr.Addr()) != nil {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // AllPairsPing fails t unless every container reaches every other.
 func AllPairsPing(t testing.TB, ctrs []*Ctr) {
 	t.Helper()
