@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/testkit"
@@ -182,8 +180,7 @@ func stateMountDestination(t testing.TB) string {
 // tlsLeases reads poolTLS's leases from Consul with the management token.
 func tlsLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 	t.Helper()
-	s, err := consulkv.New(&consulapi.Config{Address: agent.Addr, Scheme: "https", Token: agent.Token,
-		TLSConfig: consulapi.TLSConfig{CAFile: agent.TLS.CA.CertFile, CertFile: agent.TLS.ClientCert, KeyFile: agent.TLS.ClientKey}})
+	s, err := consulkv.New(agent.APIConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-	"github.com/vishvananda/netns"
-
-	"github.com/felt-net/felt/internal/nsutil"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/testkit"
@@ -234,25 +230,12 @@ http:
 // httpClient dials from inside the underlay namespace, where the registry
 // and Consul listen (a socket stays in the namespace it was made in).
 func (l *regLab) httpClient() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ns, err := netns.GetFromName(l.ul)
-		if err != nil {
-			return nil, err
-		}
-		defer ns.Close()
-		var conn net.Conn
-		err = nsutil.Do(ns, func() (err error) {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: testkit.NetNSTransport(l.ul)}
 }
 
 // consulStore talks to the lab's Consul from the test.
 func (l *regLab) consulStore() kv.Store {
-	cfg := consulapi.DefaultConfig()
-	cfg.Address, cfg.Token = l.Consul.Addr, ""
+	cfg := l.Consul.APIConfig()
 	cfg.HttpClient = l.httpClient()
 	s, err := consulkv.New(cfg)
 	if err != nil {

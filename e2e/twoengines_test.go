@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/testkit"
@@ -188,7 +186,7 @@ func TestTwoEngines(t *testing.T) {
 
 	// What made it work: the two leases in Consul, and each host's route to
 	// the other's subnet through the VTEP.
-	leases := consulLeases(t, agent.Addr)
+	leases := consulLeases(t, agent)
 	byIP := map[netip.Addr]netip.Prefix{}
 	for _, l := range leases {
 		byIP[l.PublicIP] = l.Subnet
@@ -260,12 +258,9 @@ func pingUntil(t *testing.T, e engine, ctr, to string) {
 }
 
 // consulLeases reads the pool's leases from Consul directly.
-func consulLeases(t testing.TB, addr string) []lease.Lease {
+func consulLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 	t.Helper()
-	cfg := consulapi.DefaultConfig()
-	cfg.Address = addr
-	cfg.Token = ""
-	s, err := consulkv.New(cfg)
+	s, err := consulkv.New(agent.APIConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

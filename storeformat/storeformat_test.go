@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
@@ -38,9 +36,7 @@ func TestEmbedded(t *testing.T) {
 func TestConsul(t *testing.T) {
 	agent := consul.Start(t, consul.Options{})
 	run(t, func(t *testing.T) kv.Store {
-		cfg := api.DefaultConfig()
-		cfg.Address, cfg.Token = agent.Addr, ""
-		s, err := consulkv.New(cfg)
+		s, err := consulkv.New(agent.APIConfig())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
 )
 
 // URL is the agent's HTTP API as CONSUL_HTTP_ADDR takes it:
@@ -32,6 +34,19 @@ func (a *Agent) ClientEnv() []string {
 		env = append(env, "CONSUL_HTTP_TOKEN="+a.Token)
 	}
 	return env
+}
+
+// APIConfig is ClientEnv as a Consul API client's configuration: the
+// agent's address, its CA and client certificate with TLS, the management
+// token with ACLs. It reads no CONSUL_* variable of the test's own
+// environment.
+func (a *Agent) APIConfig() *consulapi.Config {
+	cfg := &consulapi.Config{Address: a.Addr, Scheme: "http", Token: a.Token}
+	if a.TLS != nil {
+		cfg.Scheme = "https"
+		cfg.TLSConfig = consulapi.TLSConfig{CAFile: a.TLS.CA.CertFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
+	}
+	return cfg
 }
 
 // clientFlags are the consul CLI's flags for ClientEnv.

@@ -2,12 +2,10 @@ package hosts
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -100,32 +98,12 @@ func (c *Cluster) AddHostAt(addr string) *Host {
 }
 
 // ConsulConfig is the configuration of a client of the cluster's Consul
-// with every right (its certificates and management token when Secure), for
-// a test to check what the hosts stored. Consul listens inside the underlay
-// namespace, so the client dials from there (a socket stays in the
-// namespace it was created in).
+// with every right (consul.Agent.APIConfig), for a test to check what the
+// hosts stored. Consul listens inside the underlay namespace, so the client
+// dials from there (testkit.NetNSTransport).
 func (c *Cluster) ConsulConfig() *consulapi.Config {
-	c.t.Helper()
-	cfg := consulapi.DefaultConfig()
-	cfg.Address = c.Consul.Addr
-	if a := c.Consul; a.TLS != nil {
-		cfg.Scheme = "https"
-		cfg.TLSConfig = consulapi.TLSConfig{CAFile: a.TLS.CA.CertFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
-	}
-	if c.Consul.Token != "" {
-		cfg.Token = c.Consul.Token
-	}
-	ns, err := netns.GetFromName(c.UL)
-	testkit.Must(c.t, err)
-	c.t.Cleanup(func() { ns.Close() })
-	cfg.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := nsutil.Do(ns, func() (err error) {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}}
+	cfg := c.Consul.APIConfig()
+	cfg.Transport = testkit.NetNSTransport(c.UL)
 	return cfg
 }
 
