@@ -195,15 +195,4 @@ func tlsLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 
 // removeTLSLeftovers removes what TestConsulTLSManagedPlugin makes, also
 // after an interrupted run.
-func removeTLSLeftovers() {
-	if ids, _ := docker("ps", "-aq", "--filter", "label="+labelTLS); ids != "" {
-		_, _ = docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
-	if nets, _ := docker("network", "ls", "-q", "--filter", "label="+labelTLS); nets != "" {
-		_, _ = docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
-	}
-	if exists("plugin", "inspect", pluginTLS) {
-		_, _ = docker("plugin", "disable", "-f", pluginTLS)
-		_, _ = docker("plugin", "rm", "-f", pluginTLS)
-	}
-}
+func removeTLSLeftovers() { removeLabelled(docker, labelTLS, pluginTLS) }

@@ -118,18 +118,25 @@ func installPlugin() error {
 // removeLeftovers removes every container, network and plugin the tests
 // make (also those of an earlier, interrupted run).
 func removeLeftovers() {
+	removeLabelled(docker, label, plugin)
+	if stateDir != "" {
+		_ = os.RemoveAll(stateDir)
+	}
+}
+
+// removeLabelled removes, through the docker CLI runner docker, the
+// containers and networks labelled label and the plugin: what one test
+// makes, also when an earlier run was interrupted.
+func removeLabelled(docker func(args ...string) (string, error), label, plugin string) {
 	if ids, _ := docker("ps", "-aq", "--filter", "label="+label); ids != "" {
 		_, _ = docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	}
 	if nets, _ := docker("network", "ls", "-q", "--filter", "label="+label); nets != "" {
 		_, _ = docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
 	}
-	if exists("plugin", "inspect", plugin) {
+	if _, err := docker("plugin", "inspect", plugin); err == nil {
 		_, _ = docker("plugin", "disable", "-f", plugin)
 		_, _ = docker("plugin", "rm", "-f", plugin)
-	}
-	if stateDir != "" {
-		_ = os.RemoveAll(stateDir)
 	}
 }
 

@@ -277,17 +277,7 @@ func consulLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 // interrupted run: the main engine's containers, network and plugin, the
 // second engine (and whatever of it outlived a crash), the namespace, the veth.
 func removeTwoEnginesLeftovers(engine2 string) {
-	host1 := engine{name: "main"}
-	if ids, _ := host1.docker("ps", "-aq", "--filter", "label="+label2); ids != "" {
-		_, _ = host1.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
-	if nets, _ := host1.docker("network", "ls", "-q", "--filter", "label="+label2); nets != "" {
-		_, _ = host1.docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
-	}
-	if _, err := host1.docker("plugin", "inspect", plugin2); err == nil {
-		_, _ = host1.docker("plugin", "disable", "-f", plugin2)
-		_, _ = host1.docker("plugin", "rm", "-f", plugin2)
-	}
+	removeLabelled(engine{name: "main"}.docker, label2, plugin2)
 	_, _ = testkit.RunWithin(cmdTimeout, engine2, "stop", ns2)
 	if _, err := os.Stat(filepath.Join("/run/netns", ns2)); err == nil {
 		_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", ns2)
