@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,31 +11,40 @@ import (
 	ipamapi "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/testkit"
 )
 
-// TestBuildRefusesNewerLocalFormat: a state directory written by a newer
-// felt stops this one at start, with an error saying what to do, and its
-// records are left as they were.
-func TestBuildRefusesNewerLocalFormat(t *testing.T) {
+// stateWithFormat makes a state directory whose embedded store holds a
+// format record (key, record) and returns felt's settings for it and the
+// store's path.
+func stateWithFormat(t *testing.T, key, record string) (Settings, string) {
+	t.Helper()
 	dir := t.TempDir()
 	db := filepath.Join(dir, "felt.db")
 	s, err := boltkv.Open(db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	newer := `{"version":3,"writer":"felt 9.0.0"}`
-	if err := s.Put(ctx, "local/format", []byte(newer)); err != nil {
+	if err := s.Put(context.Background(), key, []byte(record)); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-
 	settings, err := SettingsFromEnv(func(k string) (string, bool) {
 		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return settings, db
+}
+
+// TestBuildRefusesNewerLocalFormat: a state directory written by a newer
+// felt stops this one at start, with an error saying what to do, and its
+// records are left as they were.
+func TestBuildRefusesNewerLocalFormat(t *testing.T) {
+	ctx := context.Background()
+	newer := `{"version":3,"writer":"felt 9.0.0"}`
+	settings, db := stateWithFormat(t, "local/format", newer)
 	settings.Version = "1.0.0"
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil {
@@ -47,7 +55,7 @@ func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("Build error\n%v\nwant\n%s", err, want)
 	}
-	s, err = boltkv.Open(db)
+	s, err := boltkv.Open(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,28 +78,10 @@ func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 // and its first write there fails with the error saying what to do, leaving
 // the store as it was. The embedded store plays the shared one here.
 func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("Build needs root (netlink, iptables)")
-	}
-	dir := t.TempDir()
-	db := filepath.Join(dir, "felt.db")
-	s, err := boltkv.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.NeedRoot(t) // Build needs root (netlink, iptables)
 	ctx := context.Background()
 	newer := `{"version":5,"writer":"felt 9.0.0"}`
-	if err := s.Put(ctx, "felt/format", []byte(newer)); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-
-	settings, err := SettingsFromEnv(func(k string) (string, bool) {
-		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	settings, db := stateWithFormat(t, "felt/format", newer)
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("Build on shared state of a newer format: %v; want it to start (the check comes before the first write)", err)

@@ -44,15 +44,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 		t.Fatalf("fbr: %+v (all: %+v)", n, nets)
 	}
 
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	d := ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
-		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr("10.99.1.7")}, nil
-		}})
+	d := ipamSeeing(t, ns, "10.99.1.7")
 	_, err = d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: "10.99.0.0/16"})
 	if err == nil || !strings.Contains(err.Error(), "overlaps 10.99.1.0/24, the network of this host's interface ul0") {
 		t.Fatalf("pool over ul0's network: %v", err)
@@ -82,15 +74,7 @@ func TestPoolOverFeltLookalikeRefused(t *testing.T) {
 			}
 		}
 	}
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	d := ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
-		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr("192.0.2.7")}, nil
-		}})
+	d := ipamSeeing(t, ns, "192.0.2.7")
 	for pool, iface := range map[string]string{"10.43.0.0/16": "felt-lab", "10.44.0.0/16": "fbr2"} {
 		_, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: pool})
 		if err == nil || !strings.Contains(err.Error(), "this host's interface "+iface) {
@@ -100,4 +84,20 @@ func TestPoolOverFeltLookalikeRefused(t *testing.T) {
 	if _, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: "10.45.0.0/16"}); err != nil {
 		t.Errorf("pool holding felt's own unaliased bridge: %v", err)
 	}
+}
+
+// ipamSeeing is felt's IPAM driver, with embedded state, on a host whose
+// networks are those of ns (instance 0123abcd) and whose public address is
+// publicIP.
+func ipamSeeing(t *testing.T, ns *netns.NS, publicIP string) *ipam.Driver {
+	t.Helper()
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
+		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
+			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr(publicIP)}, nil
+		}})
 }
