@@ -17,31 +17,25 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
-var nsSeq struct {
-	sync.Mutex
-	n int
-}
-
-// NewNS creates a network namespace with lo up, removed at cleanup, and
-// returns its name: short, because host veth peers are named after it.
+// NewNS creates a network namespace (testkit/netns) with lo up, removed at
+// cleanup, and returns its name: hosts and containers are driven by name,
+// through ip -n and ip netns exec.
 func NewNS(t testing.TB, role string) string {
 	t.Helper()
-	nsSeq.Lock()
-	nsSeq.n++
-	name := fmt.Sprintf("fit%d-%s%d", os.Getpid()%100000, role, nsSeq.n)
-	nsSeq.Unlock()
-	testkit.MustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _, _ = testkit.Run("ip", "netns", "del", name) })
-	testkit.MustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return netns.New(t, role).Name
 }
+
+// peerSeq names the underlay ends of host veths, unique in this process.
+var peerSeq atomic.Uint64
 
 // Host is a network namespace running a felt daemon.
 type Host struct {
@@ -83,10 +77,7 @@ func NewHost(t testing.TB, o HostOptions) *Host {
 		testkit.MustRun(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
 		testkit.MustRun(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
 	} else {
-		peer := "u" + strings.TrimPrefix(ns, "fit")
-		if len(peer) > 15 {
-			peer = peer[len(peer)-15:]
-		}
+		peer := fmt.Sprintf("u%d-%d", os.Getpid()%100000, peerSeq.Add(1)) // at most 15 characters
 		testkit.MustRun(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
 		testkit.MustRun(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
 	}
