@@ -37,33 +37,31 @@ func feltRules(t *testing.T, ns *netns.NS, path string) []string {
 // backslash, left by an earlier felt that took a bridge name from a hostile
 // NetworkID) must still be found and deleted.
 func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
-	for _, path := range flavours(t) {
-		t.Run(shortName(path), func(t *testing.T) {
-			ns := netns.New(t, "fw")
-			fw := newFirewall(t, ns, path, "inst0001")
-			mustSync(t, fw, redNet)
-			for _, args := range [][]string{
-				{"-i", `felt-a\b`, "-m", "comment", "--comment", `felt:inst0001:felt-a\b`, "-j", "DROP"},
-				{"-d", "10.9.0.0/16", "-m", "comment", "--comment", `felt:inst0001:felt-"q" b`, "-j", "DROP"},
-			} {
-				if out, err := ns.Run(path, append([]string{"-w", "-A", "FELT"}, args...)...); err != nil {
-					t.Fatalf("%v: %s", err, out)
-				}
+	eachFlavour(t, func(t *testing.T, path string) {
+		ns := netns.New(t, "fw")
+		fw := newFirewall(t, ns, path, "inst0001")
+		mustSync(t, fw, redNet)
+		for _, args := range [][]string{
+			{"-i", `felt-a\b`, "-m", "comment", "--comment", `felt:inst0001:felt-a\b`, "-j", "DROP"},
+			{"-d", "10.9.0.0/16", "-m", "comment", "--comment", `felt:inst0001:felt-"q" b`, "-j", "DROP"},
+		} {
+			if out, err := ns.Run(path, append([]string{"-w", "-A", "FELT"}, args...)...); err != nil {
+				t.Fatalf("%v: %s", err, out)
 			}
-			mustSync(t, fw, redNet)
-			for _, r := range rulesOf(t, ns, path, "filter", "FELT") {
-				if strings.Contains(r, `felt-a`) || strings.Contains(r, "10.9.0.0") {
-					t.Errorf("stale rule left behind: %s", r)
-				}
+		}
+		mustSync(t, fw, redNet)
+		for _, r := range rulesOf(t, ns, path, "filter", "FELT") {
+			if strings.Contains(r, `felt-a`) || strings.Contains(r, "10.9.0.0") {
+				t.Errorf("stale rule left behind: %s", r)
 			}
-			if err := fw.Remove(); err != nil {
-				t.Fatal(err)
-			}
-			if left := feltRules(t, ns, path); len(left) > 0 {
-				t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
-			}
-		})
-	}
+		}
+		if err := fw.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if left := feltRules(t, ns, path); len(left) > 0 {
+			t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
+		}
+	})
 }
 
 // Whatever goes into a rule must come out of the listing as it went in, or

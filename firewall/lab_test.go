@@ -158,6 +158,14 @@ func pingOutcome(from *netns.NS, dst netip.Addr, expectReply bool) error {
 	return from.PingTries(dst, 5, 3*time.Second)
 }
 
+// eachFlavour runs fn as a subtest for each iptables command installed
+// (flavours), named after it.
+func eachFlavour(t *testing.T, fn func(t *testing.T, path string)) {
+	for _, path := range flavours(t) {
+		t.Run(shortName(path), func(t *testing.T) { fn(t, path) })
+	}
+}
+
 // flavours are the iptables commands installed: the tests run with each.
 func flavours(t *testing.T) []string {
 	var out []string
