@@ -30,7 +30,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	host := netns.New(t, "host")
+	return newEnvIn(t, netns.New(t, "host"), "testinst")
+}
+
+// newEnvIn is newEnv for a felt of instance inst in host, a namespace it
+// may share with other felts (each with its own store).
+func newEnvIn(t *testing.T, host *netns.NS, inst string) *env {
+	t.Helper()
 	kv, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +49,10 @@ func newEnv(t *testing.T) *env {
 	e.ipam = ipam.New(ipam.Config{
 		State: st, Registry: reg, Log: log,
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "test-host", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
+			return lease.Owner{HostID: inst + "-host", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
 		},
-		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return e.d.HasNetworkForPool(ctx, pool) },
 	})
-	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Instance: "testinst", Log: log})
+	e.d = New(Config{State: st, Registry: reg, Netlink: host.NL, Instance: inst, Log: log})
 	return e
 }
 
@@ -133,6 +138,14 @@ func wantErr(t *testing.T, err error, want ...string) {
 		if !strings.Contains(err.Error(), w) {
 			t.Fatalf("error = %.300s, want one containing %q", err, w)
 		}
+	}
+}
+
+// wantNetworks fails unless want networks are recorded, saying after what.
+func (e *env) wantNetworks(t *testing.T, want int, after string) {
+	t.Helper()
+	if nets, err := e.d.cfg.State.Networks(ctx); err != nil || len(nets) != want {
+		t.Fatalf("%s: networks recorded %+v (%v), want %d", after, nets, err, want)
 	}
 }
 

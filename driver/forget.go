@@ -27,12 +27,11 @@ import (
 // of this instance and of any other stay. Idempotent: a second call finds
 // nothing. It carries on past errors and returns them joined.
 //
-// It takes no driver lock, and must not: the IPAM calls it under the IPAM's
-// lock, while CreateNetwork calls into the IPAM (Pools, lock-free today)
-// under the driver's; both ways round, the two locks could deadlock. It needs
-// none, since the driver never adopts a link marked with another instance
-// (claimName and checkBridgeName refuse them), so a link it finds marked
-// with inst stays that instance's until it is deleted.
+// It takes no driver lock: the IPAM calls it under the IPAM's lock, and
+// the drivers' locks are never nested. It needs none, since the driver
+// never adopts a link marked with another instance (claimName and
+// checkBridgeName refuse them), so a link it finds marked with inst stays
+// that instance's until it is deleted.
 func (d *Driver) ForgetInstance(ctx context.Context, inst string) error {
 	// inst comes from the shared store: only an exact instance may reach a
 	// match on aliases (internal/instance).

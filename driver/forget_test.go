@@ -1,44 +1,11 @@
 package driver
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/ipam"
-	"github.com/felt-net/felt/kv/boltkv"
-	"github.com/felt-net/felt/lease"
-	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/testkit/netns"
 )
-
-// newEnvIn is newEnv for a felt of instance inst in host, a namespace it
-// may share with other felts (each with its own store).
-func newEnvIn(t *testing.T, host *netns.NS, inst string) *env {
-	t.Helper()
-	kv, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kv.Close() })
-	st := state.New(kv)
-	reg := lease.NewRegistry(kv, "felt/", nil)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &env{host: host}
-	e.ipam = ipam.New(ipam.Config{
-		State: st, Registry: reg, Log: log,
-		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: inst + "-host", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
-		},
-		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return e.d.HasNetworkForPool(ctx, pool) },
-	})
-	e.d = New(Config{State: st, Registry: reg, IPAM: e.ipam, Netlink: host.NL, Instance: inst, Log: log})
-	return e
-}
 
 // A felt whose state directory was wiped forgets its earlier instance:
 // that instance's bridge and veths (the container end going along) are

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/testkit"
 )
 
@@ -46,10 +47,10 @@ func TestHostileStoredBridgeNameSkipped(t *testing.T) {
 	var logs lockedBuffer
 	e.d.cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
 	const hostile = "x -j ACCEPT #"
-	bad := Network{ID: id("ee", 'e'), Pool: netip.MustParsePrefix("10.62.0.0/16"),
+	bad := state.Network{ID: id("ee", 'e'), Pool: netip.MustParsePrefix("10.62.0.0/16"),
 		Subnet: netip.MustParsePrefix("10.62.1.0/24"), Gateway: netip.MustParseAddr("10.62.1.1"),
 		Bridge: hostile, Backend: "vxlan", MTU: 1450}
-	must(t, e.d.cfg.State.Put(ctx, networkKey(bad.ID), bad))
+	must(t, e.d.cfg.State.PutNetwork(ctx, bad))
 
 	a := e.network(t, id("aa", 'a'), "10.60.0.0/16") // failed here before: the whole Sync was refused
 	r := e.host.MustRun(t, "iptables-save")

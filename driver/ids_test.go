@@ -64,9 +64,7 @@ func TestCreateNetworkSharedPrefixRefused(t *testing.T) {
 	if len(addrs) != 1 {
 		t.Fatalf("live bridge has addresses %v, want only its gateway %s", addrs, live.Gateway)
 	}
-	if nets, _ := e.d.Networks(ctx); len(nets) != 1 {
-		t.Fatalf("refused network recorded: %+v", nets)
-	}
+	e.wantNetworks(t, 1, "a refused network")
 }
 
 // A CreateEndpoint whose ID shares the veth name with a live endpoint is
@@ -207,9 +205,7 @@ func TestMalformedIDsRefused(t *testing.T) {
 	if link(t, e.host, BridgeName(n.ID)) == nil {
 		t.Fatal("the live bridge was deleted by a malformed delete")
 	}
-	if nets, _ := e.d.Networks(ctx); len(nets) != 1 {
-		t.Fatalf("networks after malformed calls: %+v", nets)
-	}
+	e.wantNetworks(t, 1, "malformed calls")
 }
 
 // Deletes of objects felt has no record of (its state was lost) still remove
@@ -231,8 +227,8 @@ func TestLeftoversOfTheSameIDRemoved(t *testing.T) {
 	}
 
 	// Records lost: the deletes find the links by name and alias.
-	must(t, e.d.cfg.State.Delete(ctx, endpointKey(epID)))
-	must(t, e.d.cfg.State.Delete(ctx, networkKey(n.ID)))
+	must(t, e.d.cfg.State.DeleteEndpoint(ctx, epID))
+	must(t, e.d.cfg.State.DeleteNetwork(ctx, n.ID))
 	must(t, e.d.DeleteEndpoint(ctx, &api.DeleteEndpointRequest{NetworkID: n.ID, EndpointID: epID}))
 	if link(t, e.host, host) != nil || link(t, e.host, peer) != nil {
 		t.Fatal("DeleteEndpoint of an unrecorded endpoint left its pair")

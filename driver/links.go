@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/felt-net/felt/state"
 )
 
 // Every link felt creates carries an alias naming the felt instance (its
@@ -166,7 +168,7 @@ func isBridge(l netlink.Link) bool { _, ok := l.(*netlink.Bridge); return ok }
 // ensureBridge creates (or repairs) the bridge of a network: it exists, is up,
 // has the MTU and holds the gateway address. A bridge it created goes again
 // when a later step fails: unmarked, nothing else would remove it.
-func (d *Driver) ensureBridge(n Network) (err error) {
+func (d *Driver) ensureBridge(n state.Network) (err error) {
 	if err := d.checkBridgeName(n.Bridge, n.ID, netip.PrefixFrom(n.Gateway, n.Subnet.Bits())); err != nil {
 		return err
 	}
@@ -213,7 +215,7 @@ func (d *Driver) ensureBridge(n Network) (err error) {
 
 // ensurePort puts the host end of ep's pair, if it exists, on n's bridge
 // and up: the kernel takes ports off a bridge that is deleted.
-func (d *Driver) ensurePort(n Network, ep Endpoint) error {
+func (d *Driver) ensurePort(n state.Network, ep state.Endpoint) error {
 	l, err := d.linkByName(ep.HostVeth)
 	if err != nil || l == nil || l.Attrs().Alias != d.aliasEndpoint()+ep.ID {
 		return err
@@ -248,7 +250,7 @@ func (d *Driver) deleteLink(l netlink.Link) error {
 // container end left in the host namespace for Docker to move. Both ends get
 // the network's MTU, since Docker never sets it. The host end's alias records
 // the endpoint's full ID.
-func (d *Driver) createVeth(n Network, ep Endpoint) error {
+func (d *Driver) createVeth(n state.Network, ep state.Endpoint) error {
 	br, err := d.nl.LinkByName(n.Bridge)
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", n.Bridge, err)

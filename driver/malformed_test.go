@@ -53,9 +53,7 @@ func TestCreateNetworkMalformed(t *testing.T) {
 	if l := link(t, e.host, BridgeName(netID)); l != nil {
 		t.Fatalf("refused CreateNetwork left bridge %s", l.Attrs().Name)
 	}
-	if nets, _ := e.d.Networks(ctx); len(nets) != 0 {
-		t.Fatalf("refused CreateNetwork recorded %+v", nets)
-	}
+	e.wantNetworks(t, 0, "refused CreateNetworks")
 	// The same pool works afterwards.
 	must(t, e.d.CreateNetwork(ctx, &api.CreateNetworkRequest{NetworkID: netID, IPv4Data: data(subnet, gw)}))
 }

@@ -18,11 +18,11 @@ func (d *Driver) Recover(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
-	nets, err := d.networks(ctx)
+	nets, err := d.cfg.State.Networks(ctx)
 	if err != nil {
 		return err
 	}
-	eps, err := state.List[Endpoint](ctx, d.cfg.State, EndpointsPrefix)
+	eps, err := d.cfg.State.Endpoints(ctx)
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (d *Driver) Recover(ctx context.Context) error {
 		// Its network is gone (DeleteNetwork carries on past an endpoint
 		// it could not remove): the record goes, and its veth below.
 		d.cfg.Log.Info("removing the record of an endpoint whose network is gone", "endpoint", short(ep.ID, 12))
-		if err := d.cfg.State.Delete(ctx, endpointKey(ep.ID)); err != nil {
+		if err := d.cfg.State.DeleteEndpoint(ctx, ep.ID); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -63,7 +63,7 @@ func (d *Driver) Recover(ctx context.Context) error {
 			}
 		}
 	}
-	restored := map[string]Network{}
+	restored := map[string]state.Network{}
 	for _, n := range nets {
 		if err := d.ensureNetwork(ctx, n, nets...); err != nil {
 			d.cfg.Log.Error("could not restore network", "network", short(n.ID, 12), "err", err)
@@ -97,7 +97,7 @@ func (d *Driver) Recover(ctx context.Context) error {
 func (d *Driver) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	nets, err := d.networks(ctx)
+	nets, err := d.cfg.State.Networks(ctx)
 	if err != nil || len(nets) > 0 || d.cfg.Firewall == nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (d *Driver) Shutdown(ctx context.Context) error {
 // backend and VNI the network runs with. A conflicting record written
 // meanwhile by another host is reported, not overwritten.
 func (d *Driver) Reassert(ctx context.Context) error {
-	nets, err := d.networks(ctx)
+	nets, err := d.cfg.State.Networks(ctx)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (d *Driver) Reassert(ctx context.Context) error {
 	for _, n := range nets {
 		dr := n.DirectRouting
 		spec := lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, Port: n.Port, DirectRouting: &dr}
-		if _, err := d.cfg.Registry.EnsureNetwork(ctx, spec, true); err != nil {
+		if _, err := d.cfg.Registry.SettleNetwork(ctx, spec); err != nil {
 			errs = append(errs, fmt.Errorf("network %.12s: %w", n.ID, err))
 		}
 	}

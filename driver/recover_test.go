@@ -15,14 +15,13 @@ func TestRecoverRemovesEndpointsOfGoneNetworks(t *testing.T) {
 	epID, keepID := id("cc", 'c'), id("dd", 'd')
 	ctr := e.endpoint(t, n, epID)
 	kept := e.endpoint(t, keep, keepID)
-	must(t, e.d.cfg.State.Delete(ctx, networkKey(n.ID)))
+	must(t, e.d.cfg.State.DeleteNetwork(ctx, n.ID))
 	must(t, e.d.Recover(ctx))
 	host, peer := vethNames(epID)
 	if link(t, e.host, host) != nil || link(t, ctr, peer) != nil {
 		t.Fatal("the veth of an endpoint whose network is gone survived Recover")
 	}
-	var ep Endpoint
-	if found, err := e.d.cfg.State.Get(ctx, endpointKey(epID), &ep); err != nil || found {
+	if _, found, err := e.d.cfg.State.Endpoint(ctx, epID); err != nil || found {
 		t.Fatalf("its record: found %v, %v", found, err)
 	}
 	khost, kpeer := vethNames(keepID)

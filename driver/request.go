@@ -9,6 +9,7 @@ import (
 	api "github.com/docker/go-plugins-helpers/network"
 
 	"github.com/felt-net/felt/internal/ipnet"
+	"github.com/felt-net/felt/state"
 )
 
 // Checks of the addresses in Docker's requests. Every field may be hostile:
@@ -81,7 +82,7 @@ func parseInterface(iface *api.EndpointInterface) (addr netip.Prefix, mac string
 
 // checkEndpointAddress refuses an endpoint address this host's subnet of n
 // cannot give a container.
-func checkEndpointAddress(n Network, addr netip.Prefix) error {
+func checkEndpointAddress(n state.Network, addr netip.Prefix) error {
 	a := addr.Addr()
 	switch {
 	case !n.Subnet.Contains(a):

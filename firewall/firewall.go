@@ -82,7 +82,7 @@ type Firewall struct {
 
 // New returns a Firewall working in ns (a closed handle: the current
 // namespace) with the iptables command at path, or, when path is empty, the
-// flavour Detect picks.
+// flavour detect picks.
 func New(ns netns.NsHandle, instance, path string, log *slog.Logger) (*Firewall, error) {
 	if log == nil {
 		log = slog.Default()
@@ -93,7 +93,7 @@ func New(ns netns.NsHandle, instance, path string, log *slog.Logger) (*Firewall,
 	f := &Firewall{ns: ns, log: log, instance: instance}
 	err := nsutil.Do(ns, func() error {
 		if path == "" {
-			path = Detect()
+			path = detect()
 		}
 		ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
 		if err != nil {
@@ -102,7 +102,7 @@ func New(ns netns.NsHandle, instance, path string, log *slog.Logger) (*Firewall,
 		f.ipt = ipt
 		// The flavour's iptables-restore changes a table in one
 		// transaction (see jumpFirst): iptables-nft-restore for
-		// iptables-nft, as Detect finds iptables-nft-save.
+		// iptables-nft, as detect finds iptables-nft-save.
 		if p, err := exec.LookPath(path + "-restore"); err == nil {
 			f.restore = p
 		} else {
@@ -161,14 +161,20 @@ func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
 	}
 }
 
-// apply does Sync's work in the namespace; it returns what it changed.
-func (f *Firewall) apply(nets []Network) (changes []string, err error) {
-	var isolation, accepts, drops []rule
+// rules renders the rules of nets: the isolation chain's drops (in any
+// order), the filter chain's accepts (its heads) and drops (its tails).
+func (f *Firewall) rules(nets []Network) (isolation, accepts, drops []rule) {
 	for _, n := range nets {
 		isolation = append(isolation, f.isolation(n)...)
 		accepts = append(accepts, f.accept(n), f.acceptBridged(n))
 		drops = append(drops, f.filterDrops(n)...)
 	}
+	return isolation, accepts, drops
+}
+
+// apply does Sync's work in the namespace; it returns what it changed.
+func (f *Firewall) apply(nets []Network) (changes []string, err error) {
+	isolation, accepts, drops := f.rules(nets)
 	// The filter chain has drops after its accepts: a second layer for
 	// when the mangle chain was flushed and Keep has not yet put it back,
 	// effective wherever FELT's jump sits above Docker's accepts (the

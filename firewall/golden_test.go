@@ -97,6 +97,14 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"earlier-instance-forgotten", func(t *testing.T, ns *netns.NS, path string) {
+			old, cur := newFirewall(t, ns, path, "0a1b2c3d"), newFirewall(t, ns, path, "99aabbcc")
+			mustSync(t, old, redNet)
+			mustSync(t, cur, blueNet)
+			if err := cur.ForgetInstance("0a1b2c3d"); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"upgrade-from-one-chain", func(t *testing.T, ns *netns.NS, path string) {
 			// What felt before the mangle chain left: accepts and drops in
 			// filter FELT, jumped to first from FORWARD.

@@ -37,8 +37,9 @@ func (n Network) check() error {
 	return nil
 }
 
-// rule is a rule specification: what follows the chain in -A, -C or -D,
-// written in the order `iptables -S` lists it (see the golden files).
+// rule is a rule specification: what follows the chain in -A, -C or -D.
+// `iptables -S` may list its words in another order (the isolation drops'
+// matches are; see the golden files and key).
 type rule []string
 
 // key compares a listed rule with a wanted one as multisets of words, so a

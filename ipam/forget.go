@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/felt-net/felt/internal/instance"
-	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/lease"
 )
 
 // A lease of this host's public IP held by another host ID, which Acquire
@@ -18,7 +18,7 @@ import (
 // veths, overlay devices, firewall rules) carries its own instance mark,
 // which the new felt otherwise leaves alone as another felt's; its bridge
 // would even keep the connected route of the subnet the new felt took over.
-// So the host IDs of such leases are recorded, here under local/forget/,
+// So the host IDs of such leases are recorded (state.Store.EarlierHosts),
 // and Config.ForgetHost removes their objects: in RequestPool before the
 // check of the host's networks (the earlier felt's bridge in the pool would
 // refuse it) and again after Acquire, for a lease it took over meanwhile,
@@ -26,10 +26,6 @@ import (
 // (ForgetEarlier). A record goes only once its objects are gone, so a
 // failure is retried at the next RequestPool or renewal, also after a
 // restart.
-
-var forgetPrefix = state.Key("forget") + "/"
-
-func forgetKey(hostID string) string { return forgetPrefix + hostID }
 
 // earlierHosts collects the host IDs Acquire reported, until ForgetEarlier
 // records them: the takeover callback has no context to write with, and
@@ -117,11 +113,11 @@ func (d *Driver) ForgetEarlier(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := d.cfg.State.Put(ctx, forgetKey(id), id); err != nil {
+		if err := d.cfg.State.PutEarlierHost(ctx, id); err != nil {
 			return fmt.Errorf("earlier felt %s of this host: %w", id, err)
 		}
 	}
-	ids, err := state.List[string](ctx, d.cfg.State, forgetPrefix)
+	ids, err := d.cfg.State.EarlierHosts(ctx)
 	if err != nil {
 		return err
 	}
@@ -135,11 +131,20 @@ func (d *Driver) ForgetEarlier(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("removing what the earlier felt of this host (host ID %s, state directory lost) left in the kernel: %w", id, err))
 			continue
 		}
-		if err := d.cfg.State.Delete(ctx, forgetKey(id)); err != nil {
+		if err := d.cfg.State.DeleteEarlierHost(ctx, id); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		d.earlier.forgotten(id)
 	}
 	return errors.Join(errs...)
+}
+
+// logTakeover is Acquire's OnTakeover: it notes the earlier felt and
+// warns, since the same public IP may also be a misconfiguration.
+func (d *Driver) logTakeover(old lease.Lease, action string) {
+	d.earlier.note(old.HostID)
+	d.cfg.Log.Warn("lease of this host's public IP held by another host ID "+action+
+		": an earlier felt on this host whose state was lost (if another host really uses this address, give each host its own FELT_PUBLIC_IP)",
+		"subnet", old.Subnet, "hostID", old.HostID, "publicIP", old.PublicIP)
 }

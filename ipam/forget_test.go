@@ -13,7 +13,6 @@ import (
 	api "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/ipam"
-	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
@@ -24,6 +23,7 @@ import (
 // answers forgetErr.
 type forgetEnv struct {
 	d         *ipam.Driver
+	st        *state.Store
 	reg       *lease.Registry
 	mu        sync.Mutex
 	forgot    []string
@@ -40,19 +40,11 @@ var publicIP = netip.MustParseAddr("192.0.2.1")
 func newForgetEnv(t *testing.T) *forgetEnv {
 	t.Helper()
 	dir := t.TempDir()
-	shared, err := boltkv.Open(filepath.Join(dir, "shared.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shared.Close() })
-	local, err := boltkv.Open(filepath.Join(dir, "local.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { local.Close() })
-	e := &forgetEnv{reg: lease.NewRegistry(shared, "felt/", nil)}
+	shared := openKV(t, filepath.Join(dir, "shared.db"))
+	local := openKV(t, filepath.Join(dir, "local.db"))
+	e := &forgetEnv{reg: lease.NewRegistry(shared, "felt/", nil), st: state.New(local)}
 	e.d = ipam.New(ipam.Config{
-		State: state.New(local), Registry: e.reg, HostID: newID,
+		State: e.st, Registry: e.reg, HostID: newID,
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: newID, PublicIP: publicIP}, nil
 		},
@@ -70,7 +62,7 @@ func newForgetEnv(t *testing.T) *forgetEnv {
 // earlier felt held it.
 func (e *forgetEnv) leaseOf(t *testing.T, pool, hostID string) lease.Lease {
 	t.Helper()
-	n, err := e.reg.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix(pool), SubnetLen: 24}, false)
+	n, err := e.reg.ReservePool(ctx, netip.MustParsePrefix(pool), 24)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +115,7 @@ func TestRequestPoolRetriesFailedForget(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "link busy") || !strings.Contains(err.Error(), earlierID) {
 		t.Fatalf("RequestPool error = %v, want the removal's failure naming host ID %s", err, earlierID)
 	}
-	if pools, _ := e.d.Pools(ctx); len(pools) != 0 {
+	if pools, _ := e.st.Pools(ctx); len(pools) != 0 {
 		t.Fatalf("refused RequestPool recorded %+v", pools)
 	}
 	// The lease goes (it expired, say): the record alone remembers.

@@ -17,25 +17,47 @@ import (
 )
 
 type env struct {
-	d    *ipam.Driver
-	hasN bool
+	d  *ipam.Driver
+	st *state.Store
 }
 
-func newDriver(t *testing.T, path string) *env {
+// testPool is the pool of the felt network newDriver records.
+const testPool = "10.42.0.0/16"
+
+// withFeltNetwork records a felt network of pool in st, as the network
+// driver's CreateNetwork does: the IPAM hands containers addresses only in
+// the pools of felt networks. It returns the network's ID.
+func withFeltNetwork(t *testing.T, st *state.Store, pool string) string {
+	t.Helper()
+	id := "net-" + strings.ReplaceAll(pool, "/", "_")
+	if err := st.PutNetwork(ctx, state.Network{ID: id, Pool: netip.MustParsePrefix(pool)}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// openKV opens an embedded store at path, closed when the test ends.
+func openKV(t *testing.T, path string) *boltkv.Store {
 	t.Helper()
 	s, err := boltkv.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	e := &env{hasN: true}
+	return s
+}
+
+func newDriver(t *testing.T, path string) *env {
+	t.Helper()
+	s := openKV(t, path)
+	e := &env{st: state.New(s)}
+	withFeltNetwork(t, e.st, testPool)
 	e.d = ipam.New(ipam.Config{
-		State:    state.New(s),
+		State:    e.st,
 		Registry: lease.NewRegistry(s, "felt/", nil),
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
 		},
-		HasNetwork: func(context.Context, netip.Prefix) (bool, error) { return e.hasN, nil },
 	})
 	return e
 }
@@ -142,6 +164,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 				return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
 			}})
 	}
+	withFeltNetwork(t, state.New(s), testPool)
 	d := mk(s)
 	resp, err := d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/16"})
 	if err != nil {
@@ -222,7 +245,9 @@ func TestStaticAddressAndRange(t *testing.T) {
 
 func TestFeltIPAMWithOtherDriverRefused(t *testing.T) {
 	e := newDriver(t, filepath.Join(t.TempDir(), "db"))
-	e.hasN = false
+	if err := e.st.DeleteNetwork(ctx, withFeltNetwork(t, e.st, testPool)); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := e.d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/16"})
 	if err != nil {
 		t.Fatal(err)

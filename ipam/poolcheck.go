@@ -12,8 +12,8 @@ import (
 // ranges, or public ones. /8 is the largest private range (10.0.0.0/8).
 // At the other end a /30 holds a gateway and one container.
 const (
-	MinPoolBits = 8
-	MaxPoolBits = 30
+	minPoolBits = 8
+	maxPoolBits = 30
 )
 
 // unusableRange is an address range that can never hold a container
@@ -46,10 +46,10 @@ func checkPoolRange(pool netip.Prefix) error {
 	switch {
 	case pool.Bits() == 0:
 		return fmt.Errorf("--subnet %s is the default route (every IPv4 address), not a network: %s", pool, choosePool)
-	case pool.Bits() < MinPoolBits:
-		return fmt.Errorf("--subnet %s is too large: felt accepts pools from /%d to /%d; %s", pool, MinPoolBits, MaxPoolBits, choosePool)
-	case pool.Bits() > MaxPoolBits:
-		return fmt.Errorf("--subnet %s: too small, felt needs at least a /%d (a gateway and one container)", pool, MaxPoolBits)
+	case pool.Bits() < minPoolBits:
+		return fmt.Errorf("--subnet %s is too large: felt accepts pools from /%d to /%d; %s", pool, minPoolBits, maxPoolBits, choosePool)
+	case pool.Bits() > maxPoolBits:
+		return fmt.Errorf("--subnet %s: too small, felt needs at least a /%d (a gateway and one container)", pool, maxPoolBits)
 	}
 	for _, u := range unusableRanges {
 		if pool.Overlaps(u.prefix) {

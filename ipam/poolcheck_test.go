@@ -15,7 +15,6 @@ import (
 
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv"
-	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
 )
@@ -44,20 +43,18 @@ func (s *faultStore) Put(ctx context.Context, key string, v []byte) error {
 
 type checkEnv struct {
 	d     *ipam.Driver
+	st    *state.Store
 	store *faultStore
 	nets  []ipam.HostNetwork
 }
 
 func newCheckDriver(t *testing.T) *checkEnv {
 	t.Helper()
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openKV(t, filepath.Join(t.TempDir(), "db"))
 	e := &checkEnv{store: &faultStore{Store: s}}
+	e.st = state.New(e.store)
 	e.d = ipam.New(ipam.Config{
-		State:    state.New(e.store),
+		State:    e.st,
 		Registry: lease.NewRegistry(e.store, "felt/", nil),
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
@@ -167,6 +164,7 @@ func TestFailedLeaseLeavesNoNetworkRecord(t *testing.T) {
 // what is in use, not to the pool.
 func TestHugePoolSmallSubnetsMemory(t *testing.T) {
 	e := newCheckDriver(t)
+	withFeltNetwork(t, e.st, "10.0.0.0/8")
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	resp, err := e.d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.0.0.0/8", Options: map[string]string{"subnet_len": "30"}})
@@ -196,6 +194,7 @@ func TestHugePoolSmallSubnetsMemory(t *testing.T) {
 // PoolID spelled differently does not reach another pool's record.
 func TestMalformedRequests(t *testing.T) {
 	e := newCheckDriver(t)
+	withFeltNetwork(t, e.st, testPool)
 	resp, err := e.d.RequestPool(ctx, &api.RequestPoolRequest{Pool: "10.42.0.0/16"})
 	if err != nil {
 		t.Fatal(err)

@@ -46,3 +46,13 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// ConnectionResetter is a Store that holds connections bound to this host's
+// address (consulkv's to Consul; the embedded store has none). When the
+// address changes, those connections are dead and a request on them would
+// hang until its timeout: the renewal loop calls ResetConnections, which
+// aborts what is in flight (a blocking Wait included, which its caller then
+// retries on fresh connections) and drops idle ones.
+type ConnectionResetter interface {
+	ResetConnections()
+}

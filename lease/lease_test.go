@@ -47,17 +47,17 @@ func owner(id, ip string) lease.Owner {
 	return lease.Owner{HostID: id, PublicIP: netip.MustParseAddr(ip)}
 }
 
-func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
+func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false)
+	n, err := r.ReservePool(ctx, pool, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.SubnetLen != 24 || n.Backend != "" {
 		t.Fatalf("after RequestPool: got %+v, want subnetLen 24 and no backend yet", n)
 	}
-	n, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"}, true)
+	n, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +65,14 @@ func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
 		t.Fatalf("got %+v, want host-gw without VNI", n)
 	}
 	// A second host without options adopts the record.
-	if n2, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err != nil || n2.Backend != "host-gw" {
+	if n2, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err != nil || n2.Backend != "host-gw" {
 		t.Fatalf("adopt: %+v %v", n2, err)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true)
+	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"})
 	if err == nil || !strings.Contains(err.Error(), "recorded with backend=host-gw") || !strings.Contains(err.Error(), "backend=vxlan") {
 		t.Fatalf("conflict error = %v", err)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 26}, false)
+	_, err = r.ReservePool(ctx, pool, 26)
 	if err == nil || !strings.Contains(err.Error(), "subnet_len=24") {
 		t.Fatalf("subnet_len conflict error = %v", err)
 	}
@@ -81,10 +81,10 @@ func TestEnsureNetworkDefaultsAndConflicts(t *testing.T) {
 func TestOverlappingPoolRefused(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+	if _, err := r.ReservePool(ctx, pool, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.128.0/17")}, false)
+	_, err := r.ReservePool(ctx, netip.MustParsePrefix("10.42.128.0/17"), 0)
 	if err == nil || !strings.Contains(err.Error(), "overlaps the pool 10.42.0.0/16") {
 		t.Fatalf("error = %v", err)
 	}
@@ -93,18 +93,18 @@ func TestOverlappingPoolRefused(t *testing.T) {
 func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	a, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	a, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")}, true)
+	b, err := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.VNI == 0 || b.VNI == 0 || a.VNI == b.VNI {
 		t.Fatalf("VNIs %d and %d: want distinct non-zero", a.VNI, b.VNI)
 	}
-	_, err = r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI}, true)
+	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI})
 	if err == nil || !strings.Contains(err.Error(), "already used by the felt network with pool 10.42.0.0/16") {
 		t.Fatalf("error = %v", err)
 	}
@@ -113,7 +113,7 @@ func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
 func TestAcquireReusesAndExpires(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	a, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestAcquireReusesAndExpires(t *testing.T) {
 func TestAcquireWithinRange(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	within := netip.MustParsePrefix("10.42.7.128/25")
 	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), Within: within})
 	if err != nil {
@@ -166,7 +166,7 @@ func TestExhaustion(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
 	small := netip.MustParsePrefix("10.50.0.0/23")
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: small}, true)
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: small})
 	for i, h := range []string{"a", "b"} {
 		if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(h, fmt.Sprintf("192.0.2.%d", i+1))}); err != nil {
 			t.Fatal(err)
@@ -187,7 +187,7 @@ func TestConcurrentAcquireNoDuplicates(t *testing.T) {
 func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"}, true)
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"})
 	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
 		t.Fatal("network record still there after the last lease went")
 	}
 	// Now the pool can be created with other options.
-	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}, true); err != nil {
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -219,7 +219,7 @@ func TestAcquireMemoryIndependentOfPoolSize(t *testing.T) {
 	r, _ := newRegistry(t)
 	for i, p := range []string{"10.0.0.0/8", "128.0.0.0/1"} {
 		pool := netip.MustParsePrefix(p)
-		n, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 30}, true)
+		n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 30})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +249,7 @@ func TestAcquireMemoryIndependentOfPoolSize(t *testing.T) {
 func TestAcquireRandomAmongFree(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/20")}, true) // 16 subnets
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/20")}) // 16 subnets
 	seen := map[netip.Prefix]bool{}
 	for i := range 16 {
 		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), fmt.Sprintf("192.0.2.%d", i+1))})
@@ -274,7 +274,7 @@ func TestAcquireRandomAmongFree(t *testing.T) {
 	firsts := map[netip.Prefix]bool{}
 	for i := range 20 {
 		r, _ := newRegistry(t)
-		n, _ := r.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/16")}, true)
+		n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/16")})
 		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), "192.0.2.1")})
 		if err != nil {
 			t.Fatal(err)
@@ -323,7 +323,7 @@ func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
-	if _, err := r.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true); err == nil {
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err == nil {
 		t.Fatal("network record written through a failing store")
 	}
 	if pairs, _, _ := s.List(ctx, "felt/"); len(pairs) != 0 {
@@ -341,7 +341,7 @@ func TestFailedAcquireLeavesNoLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	n, err := lease.NewRegistry(s, "felt/", nil).EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := lease.NewRegistry(s, "felt/", nil).SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

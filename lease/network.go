@@ -36,16 +36,21 @@ const (
 )
 
 // Network is the record all hosts of one overlay share, keyed by its pool.
-// Zero values of Backend, VNI and Port mean "not chosen yet": RequestPool
-// records the pool and subnet length, CreateNetwork fills in the rest.
+// Each field has one writer. Pool and SubnetLen are the IPAM's: its
+// RequestPool (and each lease renewal) records them through ReservePool
+// before it takes a lease. The rest is the network driver's: CreateNetwork
+// (and Reassert) settles them through SettleNetwork. Zero values of Backend,
+// VNI and Port mean "not settled yet": the network is reserved but no host
+// has created it. Acquire rewrites the record unchanged after each lease
+// (keepNetwork), making it again by the same two calls if it went.
 type Network struct {
-	Pool          netip.Prefix `json:"pool"`
-	SubnetLen     int          `json:"subnetLen"`
-	Backend       string       `json:"backend,omitempty"`
-	VNI           int          `json:"vni,omitempty"`
-	MTU           int          `json:"mtu,omitempty"` // 0: each host derives it from its underlay
-	DirectRouting bool         `json:"directRouting,omitempty"`
-	Port          int          `json:"port,omitempty"` // udp backend
+	Pool          netip.Prefix `json:"pool"`                    // ReservePool
+	SubnetLen     int          `json:"subnetLen"`               // ReservePool
+	Backend       string       `json:"backend,omitempty"`       // SettleNetwork
+	VNI           int          `json:"vni,omitempty"`           // SettleNetwork
+	MTU           int          `json:"mtu,omitempty"`           // SettleNetwork; 0: each host derives it from its underlay
+	DirectRouting bool         `json:"directRouting,omitempty"` // SettleNetwork
+	Port          int          `json:"port,omitempty"`          // SettleNetwork; udp backend
 
 	index uint64
 }
@@ -129,10 +134,25 @@ func decodeNetwork(p kv.Pair) (Network, error) {
 	return n, nil
 }
 
-// EnsureNetwork creates the record for spec.Pool, or checks spec against the
-// existing one and fills in what is not chosen yet. With complete set, every
-// field that CreateNetwork decides (backend, VNI, port) is settled on return.
-func (r *Registry) EnsureNetwork(ctx context.Context, spec Spec, complete bool) (Network, error) {
+// ReservePool records pool and the length of its host subnets (0: the
+// recorded one, or the default) before this host leases a subnet: it
+// creates the record, refusing a pool that overlaps another network's, or
+// checks subnetLen against the existing one. It settles nothing else; the
+// returned record is what Acquire needs.
+func (r *Registry) ReservePool(ctx context.Context, pool netip.Prefix, subnetLen int) (Network, error) {
+	return r.writeNetwork(ctx, Spec{Pool: pool, SubnetLen: subnetLen}, false)
+}
+
+// SettleNetwork creates the record for spec.Pool, or checks spec against
+// the existing one, and settles every option the network driver decides:
+// on return backend, VNI (claimed, for vxlan) and port are chosen.
+func (r *Registry) SettleNetwork(ctx context.Context, spec Spec) (Network, error) {
+	return r.writeNetwork(ctx, spec, true)
+}
+
+// writeNetwork is ReservePool (complete false: only the pool and subnet
+// length are merged) and SettleNetwork (complete true).
+func (r *Registry) writeNetwork(ctx context.Context, spec Spec, complete bool) (Network, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		cur, err := r.GetNetwork(ctx, spec.Pool)
 		exists := err == nil
@@ -469,11 +489,13 @@ func (r *Registry) keepNetwork(ctx context.Context, n Network) error {
 	if !errors.Is(err, kv.ErrNotFound) {
 		return fmt.Errorf("network %s: %w", n.Pool, err)
 	}
-	spec := Spec{Pool: n.Pool, SubnetLen: n.SubnetLen, Backend: n.Backend, VNI: n.VNI, MTU: n.MTU, Port: n.Port}
-	if n.Backend != "" {
-		spec.DirectRouting = &n.DirectRouting
+	if n.Backend == "" {
+		_, err = r.ReservePool(ctx, n.Pool, n.SubnetLen)
+	} else {
+		spec := Spec{Pool: n.Pool, SubnetLen: n.SubnetLen, Backend: n.Backend, VNI: n.VNI, MTU: n.MTU, Port: n.Port, DirectRouting: &n.DirectRouting}
+		_, err = r.SettleNetwork(ctx, spec)
 	}
-	if _, err := r.EnsureNetwork(ctx, spec, n.Backend != ""); err != nil {
+	if err != nil {
 		return fmt.Errorf("network %s: its record was removed meanwhile and cannot be made again: %w", n.Pool, err)
 	}
 	return nil

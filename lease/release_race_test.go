@@ -51,7 +51,7 @@ func releaseRacingAcquire(t *testing.T, pausePrefix string, acquire func(b *leas
 	ps := &pausing{Store: store, prefix: pausePrefix}
 	regA := lease.NewRegistry(ps, "felt/", nil)
 	regB := lease.NewRegistry(store, "felt/", nil)
-	rec, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN}, true)
+	rec, err := regA.SettleNetwork(ctx, lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 	if err != nil || now.VNI != vni {
 		t.Fatalf("host-b holds a lease of %s with VNI %d; the record is %+v, %v", racePool, vni, now, err)
 	}
-	other, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN}, true)
+	other, err := reg.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 // host creating the network got whatever VNI was lowest.
 func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
 	reg, rec := releaseRacingAcquire(t, "felt/networks/", func(b *lease.Registry, _ lease.Network) (lease.Lease, error) {
-		n, err := b.EnsureNetwork(context.Background(), lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN}, true)
+		n, err := b.SettleNetwork(context.Background(), lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN})
 		if err != nil {
 			return lease.Lease{}, err
 		}
@@ -151,7 +151,7 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 	regA := lease.NewRegistry(store, "felt/", nil)
 	regB := lease.NewRegistry(hs, "felt/", nil)
 	pool := netip.MustParsePrefix("10.42.0.0/16")
-	if _, err := regA.EnsureNetwork(ctx, lease.Spec{Pool: pool}, false); err != nil {
+	if _, err := regA.ReservePool(ctx, pool, 0); err != nil {
 		t.Fatal(err)
 	}
 	hs.hook = func() {
@@ -159,7 +159,7 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 			t.Errorf("A: %v", err)
 		}
 	}
-	n, err := regB.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+	n, err := regB.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +206,9 @@ func TestOverlappingPoolsCreatedAtOnceOneRefused(t *testing.T) {
 	regB := lease.NewRegistry(cs, "felt/", nil)
 	var errA error
 	cs.hook = func() { // A, after B's overlap check and before B's write
-		_, errA = regA.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")}, true)
+		_, errA = regA.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")})
 	}
-	_, errB := regB.EnsureNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")}, true)
+	_, errB := regB.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")})
 	if cs.hook != nil {
 		t.Fatal("the race was not staged")
 	}
@@ -287,7 +287,7 @@ func TestClaimVanishingUnderCreateIsTaken(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	n, err := lease.NewRegistry(gs, "felt/", nil).EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7}, true)
+	n, err := lease.NewRegistry(gs, "felt/", nil).SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7})
 	if err != nil || n.VNI != 7 {
 		t.Fatalf("got %+v, %v; want the record made with vni 7", n, err)
 	}

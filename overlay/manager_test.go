@@ -66,7 +66,7 @@ func putLeases(t *testing.T, reg *lease.Registry, n overlay.Network, ttl time.Du
 	t.Helper()
 	ctx := context.Background()
 	direct := n.DirectRouting
-	rec, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, DirectRouting: &direct}, true)
+	rec, err := reg.SettleNetwork(ctx, lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, DirectRouting: &direct})
 	if err != nil {
 		t.Fatal(err)
 	}

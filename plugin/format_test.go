@@ -14,37 +14,13 @@ import (
 	"github.com/felt-net/felt/testkit"
 )
 
-// stateWithFormat makes a state directory whose embedded store holds a
-// format record (key, record) and returns felt's settings for it and the
-// store's path.
-func stateWithFormat(t *testing.T, key, record string) (Settings, string) {
-	t.Helper()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "felt.db")
-	s, err := boltkv.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(context.Background(), key, []byte(record)); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	settings, err := SettingsFromEnv(func(k string) (string, bool) {
-		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return settings, db
-}
-
 // TestBuildRefusesNewerLocalFormat: a state directory written by a newer
 // felt stops this one at start, with an error saying what to do, and its
 // records are left as they were.
 func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 	ctx := context.Background()
 	newer := `{"version":3,"writer":"felt 9.0.0"}`
-	settings, db := stateWithFormat(t, "local/format", newer)
+	db, settings := stateWithRecord(t, "local/format", newer)
 	settings.Version = "1.0.0"
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil {
@@ -81,7 +57,7 @@ func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
 	testkit.NeedRoot(t) // Build needs root (netlink, iptables)
 	ctx := context.Background()
 	newer := `{"version":5,"writer":"felt 9.0.0"}`
-	settings, db := stateWithFormat(t, "felt/format", newer)
+	db, settings := stateWithRecord(t, "felt/format", newer)
 	app, err := Build(ctx, settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("Build on shared state of a newer format: %v; want it to start (the check comes before the first write)", err)
@@ -99,4 +75,27 @@ func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
 	if len(pairs) != 1 || string(pairs[0].Value) != newer {
 		t.Fatalf("shared records after the refusal: %v; want only the untouched format record", pairs)
 	}
+}
+
+// stateWithRecord makes a state directory whose store (db) holds value at
+// key, and the settings of a felt using it.
+func stateWithRecord(t *testing.T, key, value string) (db string, settings Settings) {
+	t.Helper()
+	dir := t.TempDir()
+	db = filepath.Join(dir, "felt.db")
+	s, err := boltkv.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), key, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	settings, err = SettingsFromEnv(func(k string) (string, bool) {
+		return map[string]string{"FELT_STATE_DIR": dir, "FELT_SOCKET": filepath.Join(dir, "felt.sock")}[k], true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, settings
 }

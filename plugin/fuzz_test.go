@@ -125,15 +125,13 @@ func newFuzzWorld(f testing.TB) *fuzzWorld {
 	w.kv, w.st = kv, state.New(kv)
 	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := lease.NewRegistry(kv, "felt/", nil)
-	var drv *driver.Driver
+	drv := driver.New(driver.Config{State: w.st, Registry: reg, Netlink: nl, Instance: "fuzzinst", Log: log})
 	ipamDrv := ipam.New(ipam.Config{
 		State: w.st, Registry: reg, Log: log, TTL: time.Hour,
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: "fuzz-host", PublicIP: netip.MustParseAddr("192.0.2.1"), VtepMAC: "02:00:00:00:00:01"}, nil
 		},
-		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
 	})
-	drv = driver.New(driver.Config{State: w.st, Registry: reg, IPAM: ipamDrv, Netlink: nl, Instance: "fuzzinst", Log: log})
 	w.srv = NewServer(log, time.Second)
 	w.srv.SetReady(Drivers{Network: drv, IPAM: ipamDrv})
 	return w

@@ -44,7 +44,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 		t.Fatalf("fbr: %+v (all: %+v)", n, nets)
 	}
 
-	d := ipamSeeing(t, ns, "10.99.1.7")
+	d := ipamOfInstance(t, ns, "0123abcd", netip.MustParseAddr("10.99.1.7"))
 	_, err = d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: "10.99.0.0/16"})
 	if err == nil || !strings.Contains(err.Error(), "overlaps 10.99.1.0/24, the network of this host's interface ul0") {
 		t.Fatalf("pool over ul0's network: %v", err)
@@ -74,7 +74,7 @@ func TestPoolOverFeltLookalikeRefused(t *testing.T) {
 			}
 		}
 	}
-	d := ipamSeeing(t, ns, "192.0.2.7")
+	d := ipamOfInstance(t, ns, "0123abcd", netip.MustParseAddr("192.0.2.7"))
 	for pool, iface := range map[string]string{"10.43.0.0/16": "felt-lab", "10.44.0.0/16": "fbr2"} {
 		_, err := d.RequestPool(context.Background(), &api.RequestPoolRequest{Pool: pool})
 		if err == nil || !strings.Contains(err.Error(), "this host's interface "+iface) {
@@ -86,18 +86,18 @@ func TestPoolOverFeltLookalikeRefused(t *testing.T) {
 	}
 }
 
-// ipamSeeing is felt's IPAM driver, with embedded state, on a host whose
-// networks are those of ns (instance 0123abcd) and whose public address is
+// ipamOfInstance is an IPAM driver of felt instance inst, with an embedded
+// store, that reads the host's networks in ns and leases as host h at
 // publicIP.
-func ipamSeeing(t *testing.T, ns *netns.NS, publicIP string) *ipam.Driver {
+func ipamOfInstance(t *testing.T, ns *netns.NS, inst string, publicIP netip.Addr) *ipam.Driver {
 	t.Helper()
 	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, "0123abcd"),
+	return ipam.New(ipam.Config{State: state.New(s), Registry: lease.NewRegistry(s, "felt/", nil), HostNetworks: hostNetworks(ns.NL, inst),
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "h", PublicIP: netip.MustParseAddr(publicIP)}, nil
+			return lease.Owner{HostID: "h", PublicIP: publicIP}, nil
 		}})
 }

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	ipamapi "github.com/docker/go-plugins-helpers/ipam"
-	netapi "github.com/docker/go-plugins-helpers/network"
 	"github.com/docker/go-plugins-helpers/sdk"
 
 	"github.com/felt-net/felt/driver"
@@ -187,6 +185,16 @@ func static(s *Server, path string, v any) {
 	})
 }
 
+// answer registers a call answered by a method of the driver that drv
+// returns once start-up has built it; ack one whose answer is only an error.
+func answer[D, Req, Resp any](s *Server, path string, drv func() D, method func(D, context.Context, *Req) (Resp, error)) {
+	handle(s, path, func(ctx context.Context, r *Req) (any, error) { return method(drv(), ctx, r) })
+}
+
+func ack[D, Req any](s *Server, path string, drv func() D, method func(D, context.Context, *Req) error) {
+	handle(s, path, func(ctx context.Context, r *Req) (any, error) { return nil, method(drv(), ctx, r) })
+}
+
 func (s *Server) register() {
 	s.route("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
@@ -200,50 +208,24 @@ func (s *Server) register() {
 	static(s, "/IpamDriver.GetCapabilities", (&ipam.Driver{}).GetCapabilities())
 	static(s, "/IpamDriver.GetDefaultAddressSpaces", (&ipam.Driver{}).GetDefaultAddressSpaces())
 
-	handle(s, "/IpamDriver.RequestPool", func(ctx context.Context, r *ipamapi.RequestPoolRequest) (any, error) {
-		return ipamDrv().RequestPool(ctx, r)
-	})
-	handle(s, "/IpamDriver.ReleasePool", func(ctx context.Context, r *ipamapi.ReleasePoolRequest) (any, error) {
-		return nil, ipamDrv().ReleasePool(ctx, r)
-	})
-	handle(s, "/IpamDriver.RequestAddress", func(ctx context.Context, r *ipamapi.RequestAddressRequest) (any, error) {
-		return ipamDrv().RequestAddress(ctx, r)
-	})
-	handle(s, "/IpamDriver.ReleaseAddress", func(ctx context.Context, r *ipamapi.ReleaseAddressRequest) (any, error) {
-		return nil, ipamDrv().ReleaseAddress(ctx, r)
-	})
+	answer(s, "/IpamDriver.RequestPool", ipamDrv, (*ipam.Driver).RequestPool)
+	ack(s, "/IpamDriver.ReleasePool", ipamDrv, (*ipam.Driver).ReleasePool)
+	answer(s, "/IpamDriver.RequestAddress", ipamDrv, (*ipam.Driver).RequestAddress)
+	ack(s, "/IpamDriver.ReleaseAddress", ipamDrv, (*ipam.Driver).ReleaseAddress)
 
-	handle(s, "/NetworkDriver.CreateNetwork", func(ctx context.Context, r *netapi.CreateNetworkRequest) (any, error) {
-		return nil, netDrv().CreateNetwork(ctx, r)
-	})
-	handle(s, "/NetworkDriver.DeleteNetwork", func(ctx context.Context, r *netapi.DeleteNetworkRequest) (any, error) {
-		return nil, netDrv().DeleteNetwork(ctx, r)
-	})
-	handle(s, "/NetworkDriver.CreateEndpoint", func(ctx context.Context, r *netapi.CreateEndpointRequest) (any, error) {
-		return netDrv().CreateEndpoint(ctx, r)
-	})
-	handle(s, "/NetworkDriver.DeleteEndpoint", func(ctx context.Context, r *netapi.DeleteEndpointRequest) (any, error) {
-		return nil, netDrv().DeleteEndpoint(ctx, r)
-	})
-	handle(s, "/NetworkDriver.EndpointOperInfo", func(ctx context.Context, r *netapi.InfoRequest) (any, error) {
-		return netDrv().EndpointInfo(ctx, r)
-	})
-	handle(s, "/NetworkDriver.Join", func(ctx context.Context, r *netapi.JoinRequest) (any, error) {
-		return netDrv().Join(ctx, r)
-	})
-	handle(s, "/NetworkDriver.Leave", func(ctx context.Context, r *netapi.LeaveRequest) (any, error) {
-		return nil, netDrv().Leave(ctx, r)
-	})
+	ack(s, "/NetworkDriver.CreateNetwork", netDrv, (*driver.Driver).CreateNetwork)
+	ack(s, "/NetworkDriver.DeleteNetwork", netDrv, (*driver.Driver).DeleteNetwork)
+	answer(s, "/NetworkDriver.CreateEndpoint", netDrv, (*driver.Driver).CreateEndpoint)
+	ack(s, "/NetworkDriver.DeleteEndpoint", netDrv, (*driver.Driver).DeleteEndpoint)
+	answer(s, "/NetworkDriver.EndpointOperInfo", netDrv, (*driver.Driver).EndpointInfo)
+	answer(s, "/NetworkDriver.Join", netDrv, (*driver.Driver).Join)
+	ack(s, "/NetworkDriver.Leave", netDrv, (*driver.Driver).Leave)
 	// GwAllocCheck (Docker 28+) is not served: GetCapabilities does not
 	// announce GwAllocChecker, so Docker never sends it and always takes
 	// the IPv4 gateway from felt's IPAM. Unknown calls get a JSON 404.
 
-	handle(s, "/NetworkDriver.ProgramExternalConnectivity", func(ctx context.Context, r *netapi.ProgramExternalConnectivityRequest) (any, error) {
-		return nil, netDrv().ProgramExternalConnectivity(ctx, r)
-	})
-	handle(s, "/NetworkDriver.RevokeExternalConnectivity", func(ctx context.Context, r *netapi.RevokeExternalConnectivityRequest) (any, error) {
-		return nil, netDrv().RevokeExternalConnectivity(ctx, r)
-	})
+	ack(s, "/NetworkDriver.ProgramExternalConnectivity", netDrv, (*driver.Driver).ProgramExternalConnectivity)
+	ack(s, "/NetworkDriver.RevokeExternalConnectivity", netDrv, (*driver.Driver).RevokeExternalConnectivity)
 	// Swarm-only calls, never sent to a local-scope driver: nothing to do.
 	for _, p := range []string{"DiscoverNew", "DiscoverDelete", "AllocateNetwork", "FreeNetwork"} {
 		handle(s, "/NetworkDriver."+p, func(ctx context.Context, r *map[string]any) (any, error) { return nil, nil })

@@ -1,6 +1,3 @@
-// Package plugin wires felt together: settings from the environment, the one
-// unix socket serving both the network and the IPAM driver, start-up and
-// recovery, and the loops that keep leases fresh.
 package plugin
 
 import (

@@ -78,11 +78,7 @@ func TestEnginesBuildRemovesStaleBuildDirs(t *testing.T) {
 // what Docker accepts: with a stub docker that reports the plugin as
 // installed, an accepted one stops at that check.
 func TestReleaseChecksRegistry(t *testing.T) {
-	stub := t.TempDir()
-	if err := os.WriteFile(filepath.Join(stub, "docker"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_VERSION=1.2.3")
+	env := append(os.Environ(), stubsOnPath(t, t.TempDir(), map[string]string{"docker": "exit 0\n"}), "FELT_VERSION=1.2.3")
 	run := func(registry string) (string, int) {
 		cmd := exec.Command(script("release.sh"), registry)
 		cmd.Env = env
@@ -169,16 +165,10 @@ Acquire::http::Proxy::deb.debian.org "http://other.example:8080";
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stub := filepath.Join(dir, "bin")
 	record := filepath.Join(dir, "apt-get.args")
-	if err := os.MkdirAll(stub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(stub, "apt-get"), []byte("#!/bin/sh\nprintf '%s\\n' \"$@\" >>\"$RECORD\"\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := stubsOnPath(t, filepath.Join(dir, "bin"), map[string]string{"apt-get": "printf '%s\\n' \"$@\" >>\"$RECORD\"\nexit 1\n"})
 	cmd := exec.Command(script("engines.sh"), "build", "26")
-	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "RECORD="+record,
+	cmd.Env = append(os.Environ(), path, "RECORD="+record,
 		"APT_CONFIG="+conf, "FELT_ENGINES_CACHE="+filepath.Join(dir, "cache"))
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("engines.sh build 26 with a failing apt-get succeeded:\n%s", out)
@@ -203,23 +193,10 @@ Acquire::http::Proxy::deb.debian.org "http://other.example:8080";
 // script silently, with status 1 and no word why). A stub go "builds" it.
 func TestRegistryBuildSaysWhenBinaryFails(t *testing.T) {
 	dir := t.TempDir()
-	stub := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(stub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	goStub := `#!/bin/sh
-case $1 in
-version) echo "go version stub" ;;
-install) mkdir -p "$GOBIN" && printf '#!/bin/sh\nexit 3\n' >"$GOBIN/registry" && chmod +x "$GOBIN/registry" ;;
-*) exit 1 ;;
-esac
-`
-	if err := os.WriteFile(filepath.Join(stub, "go"), []byte(goStub), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := stubsOnPath(t, filepath.Join(dir, "bin"), map[string]string{"go": goInstalling(`#!/bin/sh\nexit 3\n`)})
 	out := filepath.Join(dir, "out", "registry")
 	cmd := exec.Command(filepath.Join("..", "..", "tools", "registry", "build.sh"))
-	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_REGISTRY_BIN="+out)
+	cmd.Env = append(os.Environ(), path, "FELT_REGISTRY_BIN="+out)
 	got, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(got), "built binary reports ''") {
 		t.Fatalf("build.sh with a failing binary = %v\n%s\nwant it to fail saying what the binary reported", err, got)
@@ -239,27 +216,16 @@ func TestRegistryMakeTargetIsTheBinary(t *testing.T) {
 		t.Skip("needs make")
 	}
 	dir := t.TempDir()
-	stub := filepath.Join(dir, "stub")
-	if err := os.MkdirAll(stub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	goStub := `#!/bin/sh
-case $1 in
-version) echo "go version stub" ;;
-install) mkdir -p "$GOBIN" && printf '#!/bin/sh\necho "$0 github.com/distribution/distribution/v3 v3.1.2"\n' >"$GOBIN/registry" && chmod +x "$GOBIN/registry" ;;
-*) exit 1 ;;
-esac
-`
-	if err := os.WriteFile(filepath.Join(stub, "go"), []byte(goStub), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := stubsOnPath(t, filepath.Join(dir, "stub"), map[string]string{
+		"go": goInstalling(`#!/bin/sh\necho "$0 github.com/distribution/distribution/v3 v3.1.2"\n`),
+	})
 	mk, err := filepath.Abs(filepath.Join("..", "..", "tools", "registry", "registry.mk"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	elsewhere := filepath.Join(dir, "elsewhere", "registry")
 	cmd := exec.Command("make", "-s", "-C", dir, "-f", mk, "bin/registry")
-	cmd.Env = append(os.Environ(), "PATH="+stub+":"+os.Getenv("PATH"), "FELT_REGISTRY_BIN="+elsewhere)
+	cmd.Env = append(os.Environ(), path, "FELT_REGISTRY_BIN="+elsewhere)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make bin/registry: %v\n%s", err, out)
 	}
@@ -267,4 +233,30 @@ esac
 	if err != nil || !strings.Contains(string(out), "distribution/v3 v3.1.2") {
 		t.Fatalf("bin/registry --version = %q, %v; want the built registry there", out, err)
 	}
+}
+
+// stubsOnPath writes each script (name: the lines after #!/bin/sh) as an
+// executable into dir, and returns the PATH setting that finds them first.
+func stubsOnPath(t *testing.T, dir string, scripts map[string]string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return "PATH=" + dir + ":" + os.Getenv("PATH")
+}
+
+// goInstalling is a stub go whose `go install` "builds" a registry from the
+// printf format registry (and whose `go version` answers).
+func goInstalling(registry string) string {
+	return `case $1 in
+version) echo "go version stub" ;;
+install) mkdir -p "$GOBIN" && printf '` + registry + `' >"$GOBIN/registry" && chmod +x "$GOBIN/registry" ;;
+*) exit 1 ;;
+esac
+`
 }

@@ -66,9 +66,6 @@ func Subnet(p netip.Prefix, bits int, i uint64) netip.Prefix {
 	return netip.PrefixFrom(FromUint32(ToUint32(p.Addr())+uint32(i*step)), bits)
 }
 
-// Overlaps reports whether a and b share any address.
-func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // Key renders a prefix for use in a store key or a name ("10.42.0.0-16").
 func Key(p netip.Prefix) string { return fmt.Sprintf("%s-%d", p.Addr(), p.Bits()) }
 

@@ -86,6 +86,10 @@ func New(cfg *api.Config) (*Store, error) {
 	return s, nil
 }
 
+// The renewal loop resets a Store's connections when this host's address
+// changed.
+var _ kv.ConnectionResetter = (*Store)(nil)
+
 // ErrReset is the error of a request ResetConnections aborted.
 var ErrReset = errors.New("request aborted: connections to Consul were reset (this host's address changed)")
 

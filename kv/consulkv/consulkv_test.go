@@ -102,18 +102,7 @@ func TestWaitAcrossOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	if err := s.Put(ctx, "felt/w/a", []byte("1")); err != nil {
-		t.Fatal(err)
-	}
-	_, idx, err := s.List(ctx, "felt/w/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := s.Wait(ctx, "felt/w/", idx)
-		done <- err
-	}()
+	idx, done := waitAfterPut(t, ctx, s, "felt/w/", "1")
 	time.Sleep(200 * time.Millisecond)
 	agent.Stop()
 	select {
@@ -216,18 +205,7 @@ func TestResetConnectionsAbortsWait(t *testing.T) {
 	s := newStore(t, agent.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := s.Put(ctx, "felt/r/a", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	_, idx, err := s.List(ctx, "felt/r/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := s.Wait(ctx, "felt/r/", idx) // blocks: nothing changes
-		done <- err
-	}()
+	idx, done := waitAfterPut(t, ctx, s, "felt/r/", "x") // blocks: nothing changes
 	select {
 	case err := <-done:
 		t.Fatalf("Wait returned before any change: %v", err)
@@ -252,4 +230,24 @@ func TestResetConnectionsAbortsWait(t *testing.T) {
 	if _, _, err := s.Wait(cctx, "felt/r/", idx); !errors.Is(err, context.Canceled) || errors.Is(err, ErrReset) {
 		t.Fatalf("Wait with a canceled context: %v", err)
 	}
+}
+
+// waitAfterPut writes value at prefix+"a" and starts a Wait on prefix from
+// the index that write left (which blocks until the next change); done gets
+// the Wait's error.
+func waitAfterPut(t *testing.T, ctx context.Context, s *Store, prefix, value string) (idx uint64, done <-chan error) {
+	t.Helper()
+	if err := s.Put(ctx, prefix+"a", []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	_, idx, err := s.List(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() {
+		_, _, err := s.Wait(ctx, prefix, idx)
+		ch <- err
+	}()
+	return idx, ch
 }

@@ -98,17 +98,6 @@ func mustPut(t *testing.T, s kv.Store, key string, value []byte) {
 	}
 }
 
-// indexOf is the index of prefix as List reports it: what a Wait for the
-// next write under prefix starts from.
-func indexOf(t *testing.T, s kv.Store, prefix string) uint64 {
-	t.Helper()
-	_, idx, err := s.List(ctxFor(t), prefix)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
-	return idx
-}
-
 func mustGet(t *testing.T, s kv.Store, key string) kv.Pair {
 	t.Helper()
 	p, err := s.Get(ctxFor(t), key)
@@ -327,6 +316,16 @@ type waitResult struct {
 	err   error
 }
 
+// mustIndex is the store index that List reports for prefix, to Wait on.
+func mustIndex(t *testing.T, s kv.Store, prefix string) uint64 {
+	t.Helper()
+	_, idx, err := s.List(ctxFor(t), prefix)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return idx
+}
+
 func startWait(ctx context.Context, s kv.Store, prefix string, idx uint64) <-chan waitResult {
 	ch := make(chan waitResult, 1)
 	go func() {
@@ -363,7 +362,7 @@ func testWaitWakesOnPut(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	idx := indexOf(t, s, prefix)
+	idx := mustIndex(t, s, prefix)
 
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
@@ -391,7 +390,7 @@ func testWaitWakesOnDelete(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
 	mustPut(t, s, prefix+"b", []byte("2"))
-	idx := indexOf(t, s, prefix)
+	idx := mustIndex(t, s, prefix)
 	ch := startWait(ctx, s, prefix, idx)
 	wantBlocked(t, ch)
 	// Deleting the newest key must still move the prefix's index forward.
@@ -411,7 +410,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	idx := indexOf(t, s, prefix)
+	idx := mustIndex(t, s, prefix)
 	// The write happens before Wait is called: Wait must see that its
 	// index is already stale instead of sleeping until the next write.
 	mustPut(t, s, prefix+"a", []byte("2"))
@@ -424,7 +423,7 @@ func testWaitStaleIndex(t *testing.T, s kv.Store, root string) {
 func testWaitCancel(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	idx := indexOf(t, s, prefix)
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := startWait(ctx, s, prefix, idx)
@@ -443,7 +442,7 @@ func testWaitCancel(t *testing.T, s kv.Store, root string) {
 func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
-	idx := indexOf(t, s, prefix)
+	idx := mustIndex(t, s, prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), quiet)
 	defer cancel()
 	start := time.Now()
@@ -458,26 +457,27 @@ func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 
 const racers = 20
 
-// race runs fn(0) ... fn(racers-1) in goroutines released at the same
-// moment, and returns when all have.
-func race(fn func(i int)) {
+// race runs fn for racers goroutines released at once, and returns their
+// errors by racer.
+func race(fn func(racer int) error) []error {
+	errs := make([]error, racers)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			fn(i)
+			errs[i] = fn(i)
 		})
 	}
 	close(start)
 	wg.Wait()
+	return errs
 }
 
 func testRaceCreate(t *testing.T, s kv.Store, root string) {
 	ctx := ctxFor(t)
 	k := root + "k"
-	errs := make([]error, racers)
-	race(func(i int) { errs[i] = s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0) })
+	errs := race(func(i int) error { return s.CAS(ctx, k, []byte(strconv.Itoa(i)), 0) })
 
 	winner := -1
 	for i, err := range errs {
@@ -500,14 +500,13 @@ func testRaceCounter(t *testing.T, s kv.Store, root string) {
 	const perRacer = 5
 	ctx := ctxFor(t)
 	k := root + "counter"
-	errs := make([]error, racers)
-	race(func(i int) {
+	errs := race(func(int) error {
 		for range perRacer {
 			if err := increment(ctx, s, k); err != nil {
-				errs[i] = err
-				return
+				return err
 			}
 		}
+		return nil
 	})
 	for i, err := range errs {
 		if err != nil {

@@ -20,7 +20,7 @@ import (
 func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int
 func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool}, true)
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func ChurnOnePool(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts, r
 			defer wg.Done()
 			own := lease.Owner{HostID: fmt.Sprintf("churn-%d", i), PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}
 			for round := range rounds {
-				n, err := reg.EnsureNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN}, true)
+				n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN})
 				if err != nil {
 					errs <- fmt.Errorf("host %d round %d: ensure: %w", i, round, err)
 					return

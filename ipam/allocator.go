@@ -4,38 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/felt-net/felt/internal/ipnet"
 	"github.com/felt-net/felt/state"
 )
-
-// Address kinds, recorded with each allocation so a reader of the state (and
-// felt's inspection commands) can tell a gateway from a container.
-const (
-	KindGateway   = "gateway"
-	KindAux       = "aux"
-	KindContainer = "container"
-)
-
-// Address is one allocated address of a host subnet. PoolID is the pool
-// request that allocated it: several pool requests can share a host subnet
-// (the same --subnet with different --ip-range), and releasing one must
-// free only its own addresses. Records written before PoolID existed have
-// none; they go only with the last pool request of their subnet.
-type Address struct {
-	Addr   netip.Addr `json:"addr"`
-	Kind   string     `json:"kind"`
-	PoolID string     `json:"poolID,omitempty"`
-}
-
-func addrsPrefix(subnet netip.Prefix) string {
-	return state.Key("addrs", ipnet.Key(subnet)) + "/"
-}
-
-func addrKey(subnet netip.Prefix, a netip.Addr) string { return addrsPrefix(subnet) + a.String() }
-
-func cursorKey(subnet netip.Prefix) string { return state.Key("cursor", ipnet.Key(subnet)) }
 
 // allocator hands out addresses of one host subnet, persisted in the state
 // store, on behalf of one pool request. Callers serialise access (the
@@ -47,7 +19,7 @@ type allocator struct {
 	rng    netip.Prefix // where dynamic addresses come from; the subnet if no --ip-range
 }
 
-func newAllocator(st *state.Store, p Pool) allocator {
+func newAllocator(st *state.Store, p state.Pool) allocator {
 	rng := p.Subnet
 	if p.Range.IsValid() && p.Range.Bits() > p.Subnet.Bits() && p.Subnet.Contains(p.Range.Addr()) {
 		rng = p.Range
@@ -61,8 +33,8 @@ func (a allocator) usable(addr netip.Addr) bool {
 	return a.subnet.Contains(addr) && addr != a.subnet.Addr() && addr != ipnet.Last(a.subnet)
 }
 
-func (a allocator) record(addr netip.Addr, kind string) Address {
-	return Address{Addr: addr, Kind: kind, PoolID: a.poolID}
+func (a allocator) record(addr netip.Addr, kind string) state.Address {
+	return state.Address{Addr: addr, Kind: kind, PoolID: a.poolID}
 }
 
 // reserve records addr; it fails if addr is taken or unusable.
@@ -70,7 +42,7 @@ func (a allocator) reserve(ctx context.Context, addr netip.Addr, kind string) er
 	if !a.usable(addr) {
 		return fmt.Errorf("address %s is the network or broadcast address of %s", addr, a.subnet)
 	}
-	ok, err := a.st.Create(ctx, addrKey(a.subnet, addr), a.record(addr, kind))
+	ok, err := a.st.CreateAddress(ctx, a.subnet, a.record(addr, kind))
 	if err != nil {
 		return err
 	}
@@ -82,7 +54,7 @@ func (a allocator) reserve(ctx context.Context, addr netip.Addr, kind string) er
 
 // ensure records addr as kind unless it is recorded already (idempotent).
 func (a allocator) ensure(ctx context.Context, addr netip.Addr, kind string) error {
-	if _, err := a.st.Create(ctx, addrKey(a.subnet, addr), a.record(addr, kind)); err != nil {
+	if _, err := a.st.CreateAddress(ctx, a.subnet, a.record(addr, kind)); err != nil {
 		return err
 	}
 	return nil
@@ -99,8 +71,8 @@ func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	var last netip.Addr
-	if _, err := a.st.Get(ctx, cursorKey(a.subnet), &last); err != nil {
+	last, err := a.st.Cursor(ctx, a.subnet)
+	if err != nil {
 		return netip.Addr{}, err
 	}
 	start := uint64(0)
@@ -111,10 +83,10 @@ func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 	free := ipnet.NewFreeSubnets(a.rng, 32, taken)
 	if cand, ok := free.NextFree(start); ok {
 		addr := cand.Addr()
-		if err := a.reserve(ctx, addr, KindContainer); err != nil {
+		if err := a.reserve(ctx, addr, state.KindContainer); err != nil {
 			return netip.Addr{}, err
 		}
-		if err := a.st.Put(ctx, cursorKey(a.subnet), addr); err != nil {
+		if err := a.st.PutCursor(ctx, a.subnet, addr); err != nil {
 			return netip.Addr{}, err
 		}
 		return addr, nil
@@ -128,13 +100,13 @@ func (a allocator) next(ctx context.Context) (netip.Addr, error) {
 
 // used lists the allocated addresses of the subnet, as /32s.
 func (a allocator) used(ctx context.Context) ([]netip.Prefix, error) {
-	keys, err := a.st.Keys(ctx, addrsPrefix(a.subnet))
+	addrs, err := a.st.UsedAddrs(ctx, a.subnet)
 	if err != nil {
 		return nil, err
 	}
-	used := make([]netip.Prefix, 0, len(keys)+2)
-	for _, k := range keys {
-		if addr, err := netip.ParseAddr(strings.TrimPrefix(k, addrsPrefix(a.subnet))); err == nil && addr.Is4() {
+	used := make([]netip.Prefix, 0, len(addrs)+2)
+	for _, addr := range addrs {
+		if addr.Is4() {
 			used = append(used, netip.PrefixFrom(addr, 32))
 		}
 	}
@@ -145,27 +117,26 @@ func (a allocator) used(ctx context.Context) ([]netip.Prefix, error) {
 // It reports whether the address belongs to another pool request sharing
 // the subnet, which keeps it.
 func (a allocator) release(ctx context.Context, addr netip.Addr) (foreign string, err error) {
-	var rec Address
-	found, err := a.st.Get(ctx, addrKey(a.subnet, addr), &rec)
+	rec, found, err := a.st.Address(ctx, a.subnet, addr)
 	if err != nil || !found {
 		return "", err
 	}
 	if rec.PoolID != "" && rec.PoolID != a.poolID {
 		return rec.PoolID, nil
 	}
-	return "", a.st.Delete(ctx, addrKey(a.subnet, addr))
+	return "", a.st.DeleteAddress(ctx, a.subnet, addr)
 }
 
 // releaseOwn frees every address this pool request allocated, the gateway
 // excepted: another pool request shares the subnet and keeps the bridge.
 func (a allocator) releaseOwn(ctx context.Context) error {
-	addrs, err := state.List[Address](ctx, a.st, addrsPrefix(a.subnet))
+	addrs, err := a.st.Addresses(ctx, a.subnet)
 	if err != nil {
 		return err
 	}
 	for _, r := range addrs {
-		if r.PoolID == a.poolID && r.Kind != KindGateway && r.Addr.IsValid() {
-			if err := a.st.Delete(ctx, addrKey(a.subnet, r.Addr)); err != nil {
+		if r.PoolID == a.poolID && r.Kind != state.KindGateway && r.Addr.IsValid() {
+			if err := a.st.DeleteAddress(ctx, a.subnet, r.Addr); err != nil {
 				return err
 			}
 		}
@@ -176,14 +147,5 @@ func (a allocator) releaseOwn(ctx context.Context) error {
 // releaseAll forgets every allocation of the subnet: the last pool request
 // holding it is gone.
 func (a allocator) releaseAll(ctx context.Context) error {
-	keys, err := a.st.Keys(ctx, addrsPrefix(a.subnet))
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := a.st.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return a.st.Delete(ctx, cursorKey(a.subnet))
+	return a.st.DeleteAddresses(ctx, a.subnet)
 }

@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/vishvananda/netlink"
@@ -28,68 +24,6 @@ import (
 	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/storeformat"
 )
-
-// Listen opens the plugin socket. It comes first at start-up: Docker gives a
-// starting plugin a few seconds to answer before disabling it.
-func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("stale socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	return l, nil
-}
-
-// Run serves the plugin until ctx ends.
-func Run(ctx context.Context, s Settings, log *slog.Logger) error {
-	l, err := Listen(s.Socket)
-	if err != nil {
-		return err
-	}
-	srv := NewServer(log, s.ReadyWait)
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(l) }()
-	log.Info("listening", "socket", s.Socket)
-
-	app, err := Build(ctx, s, log)
-	if err != nil {
-		// Keep the socket: Docker then shows this error to the user at
-		// their next felt call, instead of failing to dial a plugin that
-		// exited (its log is only in the daemon's).
-		log.Error("start-up failed; answering every call with the error", "err", err)
-		srv.SetFailed(err)
-		select {
-		case <-ctx.Done():
-			_ = httpSrv.Close()
-			return nil
-		case err := <-serveErr:
-			return fmt.Errorf("serve: %w", err)
-		}
-	}
-	defer app.Close()
-	srv.SetReady(Drivers{Network: app.Driver, IPAM: app.IPAM})
-
-	go app.Background(ctx)
-
-	select {
-	case <-ctx.Done():
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = httpSrv.Shutdown(shut)
-		if err := app.Driver.Shutdown(shut); err != nil {
-			log.Warn("shutdown cleanup incomplete", "err", err)
-		}
-		return nil
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	}
-}
 
 // App is a built felt: stores, drivers and overlay.
 type App struct {
@@ -171,24 +105,22 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		Registry: reg, Store: shared, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Resync: s.Resync, Log: log,
 	})
-	var drv *driver.Driver
+	// The network driver first: the IPAM's ForgetHost removes its links.
+	app.Driver = driver.New(driver.Config{
+		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
+		Instance: instance, UnderlayMTU: under.MTU, Log: log,
+	})
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
-		HasNetwork: func(ctx context.Context, pool netip.Prefix) (bool, error) { return drv.HasNetworkForPool(ctx, pool) },
 		// An earlier felt of this host (its lease was taken over: ipam/forget.go)
 		// left links, overlay devices and rules marked with its instance.
 		ForgetHost: func(ctx context.Context, earlier string) error {
 			if old := earlier[:min(8, len(earlier))]; old != instance { // else nothing tells its objects from ours
-				return errors.Join(drv.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
+				return errors.Join(app.Driver.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
 			}
 			return nil
 		},
 	})
-	drv = driver.New(driver.Config{
-		State: st, Registry: reg, IPAM: app.IPAM, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
-		Instance: instance, UnderlayMTU: under.MTU, Log: log,
-	})
-	app.Driver = drv
 	log.Info("felt ready", "host", hostID, "store", storeName(s), "state", s.StateDir)
 	return app, nil
 }
@@ -208,55 +140,6 @@ func (a *App) Background(ctx context.Context) {
 	go a.Overlay.Run(ctx)
 	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
 	a.renewLoop(ctx)
-}
-
-// renewLoop renews this host's leases well before they expire: every third
-// of the TTL (at most hourly, like flannel's "1 h before"), a minute (or
-// less, for short test TTLs) after a failure, and at once when the host's
-// public IP changed (peers learn the new address without a restart) or a
-// lease vanished from the store (peers would drop their routes to it).
-func (a *App) renewLoop(ctx context.Context) {
-	every := min(a.Settings.LeaseTTL/3, time.Hour)
-	retry := min(time.Minute, a.Settings.LeaseTTL/10)
-	check := min(every, a.Settings.Resync)
-	var lastIP netip.Addr
-	var due time.Time // zero: renew now
-	for {
-		ip, _ := a.Underlay.Addr()
-		changed := ip != lastIP
-		if changed && lastIP.IsValid() {
-			a.Log.Info("public IP changed; updating leases", "from", lastIP, "to", ip)
-			if c, ok := a.Shared.(interface{ ResetConnections() }); ok {
-				// Connections from the old address are dead: abort what
-				// waits on them (the overlay's watch, say), which then
-				// retries on fresh ones.
-				c.ResetConnections()
-			}
-			a.Overlay.Kick() // devices bound to the old address (VTEP local IP) now
-		}
-		renew := changed || !time.Now().Before(due)
-		if !renew {
-			renew, _ = a.IPAM.LeasesMissing(ctx) // after the IP check: it may wait on the store
-		}
-		if renew {
-			if err := a.Driver.Reassert(ctx); err != nil {
-				a.Log.Warn("network records not restored", "err", err)
-			}
-			if err := a.IPAM.Renew(ctx); err != nil {
-				due = time.Now().Add(retry)
-			} else {
-				due, lastIP = time.Now().Add(every), ip
-			}
-			if err := a.IPAM.ForgetEarlier(ctx); err != nil { // after takeovers in renewals
-				a.Log.Error("leftovers of an earlier felt of this host not removed; retried at the next renewal", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(check):
-		}
-	}
 }
 
 // Close releases the stores.
