@@ -9,13 +9,11 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // What the lease tests share: stores, a fake clock, and a store that lets
@@ -43,10 +41,7 @@ func newStore(t *testing.T) kv.Store {
 // consulStore returns a store on a fresh Consul agent (bin/consul).
 func consulStore(t *testing.T) kv.Store {
 	t.Helper()
-	agent := testconsul.Start(t, testconsul.Options{})
-	cfg := consulapi.DefaultConfig()
-	cfg.Address = agent.Addr
-	s, err := consulkv.New(cfg)
+	s, err := consulkv.New(consul.Start(t, consul.Options{}).APIConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

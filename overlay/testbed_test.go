@@ -16,9 +16,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // The testbed is a few "hosts", each a network namespace, whose eth0 is
@@ -38,14 +38,14 @@ const (
 )
 
 type testbed struct {
-	underlay *testnet.NS
+	underlay *netns.NS
 	hosts    []*tbHost
 }
 
 type tbHost struct {
 	id     string
-	ns     *testnet.NS // the host
-	ctr    *testnet.NS // a container on the host's bridge
+	ns     *netns.NS // the host
+	ctr    *netns.NS // a container on the host's bridge
 	pub    netip.Addr
 	subnet netip.Prefix
 	logs   *syncBuffer
@@ -62,7 +62,7 @@ func (h fakeHost) Name() (string, error)     { return underlayIface, nil }
 // newTestbed builds one host per public IP; host i leases 10.42.(i+1).0/24.
 func newTestbed(t *testing.T, pubs ...string) *testbed {
 	t.Helper()
-	tb := &testbed{underlay: testnet.New(t, "u")}
+	tb := &testbed{underlay: netns.New(t, "u")}
 	u := tb.underlay
 	u.Sysctl(t, "net.ipv4.ip_forward", "1")
 	// No ICMP redirects: hosts in different subnets must keep going
@@ -79,10 +79,10 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 			subnet: netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", i+1)),
 			logs:   &syncBuffer{},
 		}
-		h.ns = testnet.New(t, h.id)
+		h.ns = netns.New(t, h.id)
 		h.ns.Sysctl(t, "net.ipv4.ip_forward", "1")
 		port := fmt.Sprintf("p%d", i)
-		testnet.Veth(t, h.ns, underlayIface, u, port)
+		netns.Veth(t, h.ns, underlayIface, u, port)
 		u.SetMaster(t, port, "br0")
 		h.ns.AddAddr(t, underlayIface, pub+"/24")
 		router := netip.PrefixFrom(h.pub, 24).Masked().Addr().As4()
@@ -91,8 +91,8 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 
 		h.ns.Bridge(t, bridge)
 		h.ns.AddAddr(t, bridge, h.gateway().String()+"/24")
-		h.ctr = testnet.New(t, h.id+"-ctr")
-		testnet.Veth(t, h.ns, "veth0", h.ctr, "eth0")
+		h.ctr = netns.New(t, h.id+"-ctr")
+		netns.Veth(t, h.ns, "veth0", h.ctr, "eth0")
 		h.ns.SetMaster(t, "veth0", bridge)
 		h.ctr.AddAddr(t, "eth0", h.ctrIP().String()+"/24")
 		h.ctr.AddRoute(t, pool.String(), h.gateway())

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testnet"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // TestUDPThroughput measures with iperf3 the TCP throughput between two

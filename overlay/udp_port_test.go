@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 func TestUDPSharedPort(t *testing.T) {
@@ -19,7 +19,7 @@ func TestUDPSharedPort(t *testing.T) {
 	a, b := tb.hosts[0], tb.hosts[1]
 	pool2 := netip.MustParsePrefix("10.43.0.0/16")
 	type second struct {
-		ctr    *testnet.NS
+		ctr    *netns.NS
 		subnet netip.Prefix
 		n      overlay.Network
 	}
@@ -29,8 +29,8 @@ func TestUDPSharedPort(t *testing.T) {
 		gw := s.subnet.Addr().Next()
 		h.ns.Bridge(t, "br-two")
 		h.ns.AddAddr(t, "br-two", gw.String()+"/24")
-		s.ctr = testnet.New(t, h.id+"-two")
-		testnet.Veth(t, h.ns, "veth1", s.ctr, "eth0")
+		s.ctr = netns.New(t, h.id+"-two")
+		netns.Veth(t, h.ns, "veth1", s.ctr, "eth0")
 		h.ns.SetMaster(t, "veth1", "br-two")
 		s.ctr.AddAddr(t, "eth0", gw.Next().String()+"/24")
 		s.ctr.AddRoute(t, pool2.String(), gw)

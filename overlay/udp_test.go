@@ -13,10 +13,11 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/udp"
+	"github.com/felt-net/felt/testkit"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // nsHost is a testbed host as the udp backend needs it: naming its
@@ -37,7 +38,7 @@ var udpDev = overlay.UDPDeviceName(pool)
 func newUDPTestbed(t *testing.T, pubs ...string) *testbed {
 	t.Helper()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		testnet.Unavailable(t, "no /dev/net/tun: %v", err)
+		testkit.Unavailable(t, "no /dev/net/tun: %v", err)
 	}
 	tb := newTestbed(t, pubs...)
 	for _, h := range tb.hosts {
