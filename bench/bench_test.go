@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // BenchmarkFelt is the whole benchmark, run once (make bench:
@@ -26,7 +26,7 @@ func BenchmarkFelt(b *testing.B) {
 	err := runScope(b, "felt-bench", func(top *scope) {
 		// Without -race: the race detector would slow felt several times
 		// over and the numbers would measure it, not felt.
-		bin, err := testhost.BuildFelt(filepath.Join(top.TempDir(), "felt"), false)
+		bin, err := hosts.BuildFelt(filepath.Join(top.TempDir(), "felt"), false)
 		if err != nil {
 			top.Fatalf("%v", err)
 		}

@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 const (
@@ -61,12 +62,16 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	*cp = ControlPlane{RealHosts: realHosts, SimulatedLeases: simulatedLeases, Pool: cpPool, Backend: "vxlan"}
 	ctx := context.Background()
 	pool := netip.MustParsePrefix(cpPool)
-	c := testhost.NewCluster(s, bin, realHosts, hostEnv...)
-	var nets []*testhost.Net
+	c := hosts.NewCluster(s, bin, realHosts, hostEnv...)
+	var nets []*hosts.Net
 	for _, h := range c.Hosts {
-		nets = append(nets, h.MustNetwork(s, testhost.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
+		nets = append(nets, h.MustNetwork(s, hosts.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
 	}
-	reg := c.Registry()
+	store, err := consulkv.New(c.ConsulConfig()) // the leases in Consul, read directly
+	if err != nil {
+		s.Fatalf("consul client: %v", err)
+	}
+	reg := lease.NewRegistry(store, "felt/", nil)
 	rec, err := reg.GetNetwork(ctx, pool)
 	if err != nil {
 		s.Fatalf("network record of %s: %v", pool, err)

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // Path is one data-plane measurement: client and server endpoints and what
@@ -43,12 +44,12 @@ var hostEnv = []string{"FELT_LOG_LEVEL=info", "FELT_RESYNC_INTERVAL=30s"}
 // own scope (network, containers, iperf3 server), torn down before the next,
 // so no path measures with another's state around.
 func dataPlane(s *scope, bin string) []Path {
-	c := testhost.NewCluster(s, bin, 2, hostEnv...)
+	c := hosts.NewCluster(s, bin, 2, hostEnv...)
 	h0, h1 := c.Hosts[0], c.Hosts[1]
 	for _, h := range c.Hosts {
 		// As Docker sets it: felt's FELT chain has to accept pool traffic,
 		// and that rule traversal is part of the cost measured.
-		testhost.Run(s, testhost.InNS(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
+		testkit.MustRun(s, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
 	}
 	pids, err := feltPIDs(c.Hosts)
 	if err != nil {
@@ -61,9 +62,9 @@ func dataPlane(s *scope, bin string) []Path {
 	}, pids))
 
 	paths = append(paths, measureScoped(s, Path{Name: "same host, container ↔ container"}, func(ps *scope) (endpoint, endpoint) {
-		n := h0.MustNetwork(ps, testhost.NetSpec{Subnet: "10.41.0.0/16"})
+		n := h0.MustNetwork(ps, hosts.NetSpec{Subnet: "10.41.0.0/16"})
 		a, b := n.MustRun(ps, ""), n.MustRun(ps, "")
-		testhost.WaitFor(ps, "containers on one host reach each other", func() bool { return a.Ping(b.Addr.Addr()) == nil })
+		testkit.WaitFor(ps, "containers on one host reach each other", func() bool { return a.Ping(b.Addr.Addr()) == nil })
 		return ctrEnd(a), ctrEnd(b)
 	}, pids))
 
@@ -71,9 +72,9 @@ func dataPlane(s *scope, bin string) []Path {
 		pool := fmt.Sprintf("10.%d.0.0/16", 42+i) // a pool per backend: no state of one left for the next
 		p := Path{Name: "cross-host " + bc.name, Backend: bc.name}
 		paths = append(paths, measureScoped(s, p, func(ps *scope) (endpoint, endpoint) {
-			a := h0.MustNetwork(ps, testhost.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
-			b := h1.MustNetwork(ps, testhost.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
-			testhost.WaitFor(ps, bc.name+" containers reach each other across hosts", func() bool { return a.Ping(b.Addr.Addr()) == nil })
+			a := h0.MustNetwork(ps, hosts.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
+			b := h1.MustNetwork(ps, hosts.NetSpec{Subnet: pool, Opts: bc.opts}).MustRun(ps, "")
+			testkit.WaitFor(ps, bc.name+" containers reach each other across hosts", func() bool { return a.Ping(b.Addr.Addr()) == nil })
 			return ctrEnd(a), ctrEnd(b)
 		}, pids))
 	}
@@ -99,7 +100,7 @@ type endpoint struct {
 	addr netip.Addr
 }
 
-func ctrEnd(c *testhost.Ctr) endpoint { return endpoint{c.NS, c.Addr.Addr()} }
+func ctrEnd(c *hosts.Ctr) endpoint { return endpoint{c.NS, c.Addr.Addr()} }
 
 // measureScoped sets a path up with setup under its own scope, measures it
 // from the first endpoint to the second, and tears it down. Any failure,

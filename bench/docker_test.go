@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 const (
@@ -73,7 +75,7 @@ func dockerRun(s *scope, r *DockerRun) {
 		s.Fatalf("module root: %v", err)
 	}
 	dir := filepath.Join(s.TempDir(), "plugin")
-	if out, err := exec.Command(filepath.Join(top, "scripts/plugin-rootfs.sh"), dir).CombinedOutput(); err != nil {
+	if out, err := testkit.Run(filepath.Join(top, "scripts/plugin-rootfs.sh"), dir); err != nil {
 		s.Fatalf("plugin rootfs: %v\n%s", err, out)
 	}
 	state := s.TempDir()
@@ -157,12 +159,12 @@ func removeDockerLeftovers() {
 	}
 }
 
+// docker runs the docker CLI, for at most 2 minutes; combined output,
+// trimmed, and an error that says which command failed and how.
 func docker(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	out, err := testkit.RunWithin(2*time.Minute, append([]string{"docker"}, args...)...)
 	if err != nil {
-		return strings.TrimSpace(string(out)), fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return out, fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, out)
 	}
-	return strings.TrimSpace(string(out)), nil
+	return out, nil
 }

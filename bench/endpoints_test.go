@@ -8,7 +8,7 @@ import (
 	ipamapi "github.com/docker/go-plugins-helpers/ipam"
 	netapi "github.com/docker/go-plugins-helpers/network"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // endpointLatency times CreateEndpoint+Join over felt's socket for count
@@ -17,7 +17,7 @@ import (
 // testhost's Net.Run makes, in Docker's order; the address request before
 // and the release after are not timed, nor is moving the veth into a
 // container namespace (Docker's work, not felt's).
-func endpointLatency(s *scope, n *testhost.Net, count int) (join, remove Dist) {
+func endpointLatency(s *scope, n *hosts.Net, count int) (join, remove Dist) {
 	h := n.Host
 	type ep struct{ id, addr string }
 	var eps []ep
@@ -44,7 +44,7 @@ func endpointLatency(s *scope, n *testhost.Net, count int) (join, remove Dist) {
 		if err != nil {
 			s.Fatalf("endpoint %d: RequestAddress returned %q: %v", i, addr.Address, err)
 		}
-		e := ep{id: testhost.RandomID(), addr: a.Addr().String()} // released without the length, as Docker does
+		e := ep{id: hosts.RandomID(), addr: a.Addr().String()} // released without the length, as Docker does
 		t0 := time.Now()
 		err = h.Call("NetworkDriver.CreateEndpoint", netapi.CreateEndpointRequest{NetworkID: n.ID, EndpointID: e.id,
 			Interface: &netapi.EndpointInterface{Address: addr.Address, MacAddress: mac}}, &netapi.CreateEndpointResponse{})

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit"
 )
 
 const (
@@ -88,13 +88,13 @@ func startIperfServer(s *scope, ns string, addr netip.Addr) {
 	})
 	// Poll the listening socket with ss rather than connecting: iperf3
 	// would take a probe connection for a client and log an error.
-	testhost.WaitFor(s, "iperf3 server listening in "+ns, func() bool {
+	testkit.WaitFor(s, "iperf3 server listening in "+ns, func() bool {
 		select {
 		case <-done:
 			s.Fatalf("iperf3 server in %s exited:\n%s", ns, out.String())
 		default:
 		}
-		o, _ := testhost.Try("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :"+iperfPort)
+		o, _ := testkit.Run("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :"+iperfPort)
 		return strings.TrimSpace(o) != ""
 	})
 }

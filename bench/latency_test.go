@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 const (
@@ -24,13 +24,13 @@ const (
 func rrLatency(s *scope, clientNS, serverNS string, addr netip.Addr) (Dist, error) {
 	hostport := net.JoinHostPort(addr.String(), pingPort)
 	var ln net.Listener
-	if err := testhost.InNetNS(s, serverNS, func() (err error) { ln, err = net.Listen("tcp", hostport); return err }); err != nil {
+	if err := hosts.InNetNS(s, serverNS, func() (err error) { ln, err = net.Listen("tcp", hostport); return err }); err != nil {
 		return Dist{}, fmt.Errorf("listen %s in %s: %w", hostport, serverNS, err)
 	}
 	defer ln.Close()
 	go echo(ln)
 	var conn net.Conn
-	if err := testhost.InNetNS(s, clientNS, func() (err error) {
+	if err := hosts.InNetNS(s, clientNS, func() (err error) {
 		conn, err = net.DialTimeout("tcp", hostport, 5*time.Second)
 		return err
 	}); err != nil {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // userHZ is the unit of the times in /proc/stat and /proc/PID/stat. The
@@ -98,7 +98,7 @@ func vmRSS(pid int) (int, error) {
 // feltPID finds the felt daemon of h. The harness keeps its process
 // private; felt's environment names h's socket, which no other process has.
 // (`ip netns exec` execs felt, so the daemon is that process itself.)
-func feltPID(h *testhost.Host) (int, error) {
+func feltPID(h *hosts.Host) (int, error) {
 	want := []byte("FELT_SOCKET=" + h.Sock + "\x00")
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
@@ -116,7 +116,7 @@ func feltPID(h *testhost.Host) (int, error) {
 	return 0, fmt.Errorf("felt process of host %s (socket %s) not found in /proc", h.NS, h.Sock)
 }
 
-func feltPIDs(hosts []*testhost.Host) ([]int, error) {
+func feltPIDs(hosts []*hosts.Host) ([]int, error) {
 	var pids []int
 	for _, h := range hosts {
 		p, err := feltPID(h)

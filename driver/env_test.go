@@ -13,11 +13,11 @@ import (
 	api "github.com/docker/go-plugins-helpers/network"
 	"github.com/vishvananda/netlink"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // env is a driver working in a test namespace (the "host") on a temp store,
@@ -25,17 +25,17 @@ import (
 type env struct {
 	d    *Driver
 	ipam *ipam.Driver
-	host *testnet.NS
+	host *netns.NS
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvIn(t, testnet.New(t, "host"), "testinst")
+	return newEnvIn(t, netns.New(t, "host"), "testinst")
 }
 
 // newEnvIn is newEnv for a felt of instance inst in host, a namespace it
 // may share with other felts (each with its own store).
-func newEnvIn(t *testing.T, host *testnet.NS, inst string) *env {
+func newEnvIn(t *testing.T, host *netns.NS, inst string) *env {
 	t.Helper()
 	kv, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
 	if err != nil {
@@ -92,7 +92,7 @@ func (e *env) network(t *testing.T, netID, pool string) testNet {
 // endpoint does what `docker run --network` does up to Join, then moves the
 // container end into a namespace of its own as Docker does. It returns the
 // container namespace.
-func (e *env) endpoint(t *testing.T, n testNet, epID string) *testnet.NS {
+func (e *env) endpoint(t *testing.T, n testNet, epID string) *netns.NS {
 	t.Helper()
 	mac := "02:42:aa:bb:cc:01"
 	a, err := e.ipam.RequestAddress(ctx, &ipamapi.RequestAddressRequest{PoolID: n.PoolID,
@@ -108,7 +108,7 @@ func (e *env) endpoint(t *testing.T, n testNet, epID string) *testnet.NS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testnet.New(t, "ctr")
+	c := netns.New(t, "ctr")
 	peer := e.host.Link(t, j.InterfaceName.SrcName)
 	if err := e.host.NL.LinkSetNsFd(peer, int(c.Handle)); err != nil {
 		t.Fatalf("move %s into the container: %v", j.InterfaceName.SrcName, err)
@@ -117,7 +117,7 @@ func (e *env) endpoint(t *testing.T, n testNet, epID string) *testnet.NS {
 }
 
 // link returns the link called name in ns, or nil.
-func link(t *testing.T, ns *testnet.NS, name string) netlink.Link {
+func link(t *testing.T, ns *netns.NS, name string) netlink.Link {
 	t.Helper()
 	l, err := ns.NL.LinkByName(name)
 	if isNotFound(err) {

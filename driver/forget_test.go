@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // A felt whose state directory was wiped forgets its earlier instance:
@@ -13,7 +13,7 @@ import (
 // own stay. Refused: its own instance, and anything not shaped like an
 // instance (it comes from the shared store).
 func TestForgetInstanceRemovesOnlyThatInstancesLinks(t *testing.T) {
-	host := testnet.New(t, "host")
+	host := netns.New(t, "host")
 	old := newEnvIn(t, host, "0a1b2c3d")   // the earlier incarnation
 	other := newEnvIn(t, host, "4e5f6a7b") // a second felt on the host
 	cur := newEnvIn(t, host, "99aabbcc")   // the felt after the wipe
@@ -42,7 +42,7 @@ func TestForgetInstanceRemovesOnlyThatInstancesLinks(t *testing.T) {
 	}
 	for _, n := range []struct {
 		net, ep string
-		ctr     *testnet.NS
+		ctr     *netns.NS
 	}{{id("02", 'a'), id("02", 'b'), otherCtr}, {id("03", 'a'), id("03", 'b'), nil}} {
 		if link(t, host, BridgeName(n.net)) == nil {
 			t.Errorf("bridge %s of another instance was removed", BridgeName(n.net))

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit"
 )
 
 // lockedBuffer is a log sink safe for the driver's goroutines.
@@ -41,7 +41,7 @@ func TestHostileStoredBridgeNameSkipped(t *testing.T) {
 	e := newEnv(t)
 	fw, err := firewall.New(e.host.Handle, "testinst", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		testnet.Unavailable(t, "iptables: %v", err) // fails with CI=true
+		testkit.Unavailable(t, "iptables: %v", err) // fails with CI=true
 	}
 	e.d.cfg.Firewall = fw
 	var logs lockedBuffer

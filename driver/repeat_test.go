@@ -9,7 +9,7 @@ import (
 	api "github.com/docker/go-plugins-helpers/network"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit"
 )
 
 // A repeated CreateNetwork of an existing network (Docker resending it, or
@@ -20,7 +20,7 @@ func TestRepeatedCreateNetworkKeepsOtherNetworksRules(t *testing.T) {
 	e := newEnv(t)
 	fw, err := firewall.New(e.host.Handle, "testinst", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		testnet.Unavailable(t, "iptables: %v", err) // fails with CI=true
+		testkit.Unavailable(t, "iptables: %v", err) // fails with CI=true
 	}
 	e.d.cfg.Firewall = fw
 	a := e.network(t, id("aa", 'a'), "10.60.0.0/16")

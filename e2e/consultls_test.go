@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // TestConsulTLSManagedPlugin's names: a plugin of its own, so the suite's
@@ -33,19 +32,19 @@ const (
 // them at CONSUL_CACERT etc.; docker network create works, and with a wrong
 // CA or no token its error says which.
 func TestConsulTLSManagedPlugin(t *testing.T) {
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	// A second felt in the root namespace would take another felt's
 	// networks' links for its own orphans at start-up and remove them.
-	if out, _ := runCmd("ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
-		unavailableT(t, "the root namespace holds another felt plugin's networks: a second felt here would remove them; remove those networks first")
+	if out, _ := testkit.RunWithin(cmdTimeout, "ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
+		testkit.Unavailable(t, "the root namespace holds another felt plugin's networks: a second felt here would remove them; remove those networks first")
 	}
 	removeTLSLeftovers()
 	t.Cleanup(removeTLSLeftovers) // a safety net; each step cleans up after itself too
 
 	// The plugin uses the host's network: a Consul on 127.0.0.1 is reachable.
-	consul := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
-	token := consul.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
-	other := testconsul.NewCA(t, t.TempDir(), "other-ca")
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
+	token := agent.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
+	other := consul.NewCA(t, t.TempDir(), "other-ca")
 
 	// The certificates into the state directory, as a user would: the
 	// plugin sees it at the state mount's destination.
@@ -55,7 +54,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, src := range map[string]string{
-		"ca.pem": consul.TLS.CA.CertFile, "client.pem": consul.TLS.ClientCert, "client-key.pem": consul.TLS.ClientKey,
+		"ca.pem": agent.TLS.CA.CertFile, "client.pem": agent.TLS.ClientCert, "client-key.pem": agent.TLS.ClientKey,
 		"other-ca.pem": other.CertFile,
 	} {
 		b, err := os.ReadFile(src)
@@ -77,14 +76,14 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mustRun(t, filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir)
+	testkit.MustRun(t, filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir)
 	mustDocker(t, "plugin", "create", pluginTLS, dir)
 	t.Cleanup(func() { // before the state directory goes
 		_, _ = docker("plugin", "disable", "-f", pluginTLS)
 		_, _ = docker("plugin", "rm", "-f", pluginTLS)
 	})
 	mustDocker(t, "plugin", "set", pluginTLS, "state.source="+state, "FELT_LOG_LEVEL=debug",
-		"CONSUL_HTTP_ADDR="+consul.Addr, "CONSUL_HTTP_SSL=true",
+		"CONSUL_HTTP_ADDR="+agent.Addr, "CONSUL_HTTP_SSL=true",
 		"CONSUL_CACERT="+inPlugin("ca.pem"),
 		"CONSUL_CLIENT_CERT="+inPlugin("client.pem"), "CONSUL_CLIENT_KEY="+inPlugin("client-key.pem"),
 		"CONSUL_HTTP_TOKEN_FILE="+inPlugin("token"))
@@ -103,7 +102,7 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 			t.Fatalf("ping %s on %s: %v\n%s", ip, netTLS, err, out)
 		}
 		// The lease went through the locked-down Consul.
-		ls := tlsLeases(t, consul)
+		ls := tlsLeases(t, agent)
 		if len(ls) != 1 || !ls[0].Subnet.Contains(ip) {
 			t.Fatalf("leases in Consul %+v: want one, holding the container's %s", ls, ip)
 		}
@@ -139,10 +138,10 @@ func TestConsulTLSManagedPlugin(t *testing.T) {
 				_, _ = docker("network", "rm", netTLS)
 				t.Fatalf("docker network create with %v succeeded:\n%s", tc.set, out)
 			}
-			if !strings.Contains(out, tc.want) || !strings.Contains(out, "consul "+consul.Addr) {
-				t.Fatalf("docker network create with %v:\n%s\nwant the error to say %q and name consul %s", tc.set, out, tc.want, consul.Addr)
+			if !strings.Contains(out, tc.want) || !strings.Contains(out, "consul "+agent.Addr) {
+				t.Fatalf("docker network create with %v:\n%s\nwant the error to say %q and name consul %s", tc.set, out, tc.want, agent.Addr)
 			}
-			if strings.Contains(out, token) || strings.Contains(out, consul.Token) {
+			if strings.Contains(out, token) || strings.Contains(out, agent.Token) {
 				t.Fatalf("the error shows a token:\n%s", out)
 			}
 		})
@@ -179,10 +178,9 @@ func stateMountDestination(t testing.TB) string {
 }
 
 // tlsLeases reads poolTLS's leases from Consul with the management token.
-func tlsLeases(t testing.TB, consul *testconsul.Agent) []lease.Lease {
+func tlsLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 	t.Helper()
-	s, err := consulkv.New(&consulapi.Config{Address: consul.Addr, Scheme: "https", Token: consul.Token,
-		TLSConfig: consulapi.TLSConfig{CAFile: consul.TLS.CA.CertFile, CertFile: consul.TLS.ClientCert, KeyFile: consul.TLS.ClientKey}})
+	s, err := consulkv.New(agent.APIConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,15 +195,4 @@ func tlsLeases(t testing.TB, consul *testconsul.Agent) []lease.Lease {
 
 // removeTLSLeftovers removes what TestConsulTLSManagedPlugin makes, also
 // after an interrupted run.
-func removeTLSLeftovers() {
-	if ids, _ := docker("ps", "-aq", "--filter", "label="+labelTLS); ids != "" {
-		_, _ = docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
-	if nets, _ := docker("network", "ls", "-q", "--filter", "label="+labelTLS); nets != "" {
-		_, _ = docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
-	}
-	if exists("plugin", "inspect", pluginTLS) {
-		_, _ = docker("plugin", "disable", "-f", pluginTLS)
-		_, _ = docker("plugin", "rm", "-f", pluginTLS)
-	}
-}
+func removeTLSLeftovers() { removeLabelled(docker, labelTLS, pluginTLS) }

@@ -3,11 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 // TestDaemonRestart's engine, names and addresses.
@@ -36,11 +37,7 @@ const (
 // Without it: dockerd stops the containers and the plugin; --restart=always
 // containers come back with new endpoints and ping each other.
 func TestDaemonRestart(t *testing.T) {
-	for _, b := range []string{"dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash"} {
-		if _, err := exec.LookPath(b); err != nil {
-			unavailableT(t, "needs %s: %v", b, err)
-		}
-	}
+	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash")
 	top, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -53,18 +50,18 @@ func TestDaemonRestart(t *testing.T) {
 	t.Cleanup(func() { removeDaemonRestartLeftovers(engine2) }) // runs last: a safety net
 
 	// The host: a namespace with an underlay of its own.
-	mustRun(t, "ip", "netns", "add", drNS)
-	t.Cleanup(func() { _, _ = runCmd("ip", "netns", "del", drNS) })
-	mustRun(t, "ip", "-n", drNS, "link", "set", "lo", "up")
-	mustRun(t, "ip", "-n", drNS, "link", "add", drUL, "type", "veth", "peer", "name", drULPeer)
-	mustRun(t, "ip", "-n", drNS, "addr", "add", drULAddr, "dev", drUL)
-	mustRun(t, "ip", "-n", drNS, "link", "set", drUL, "up")
-	mustRun(t, "ip", "-n", drNS, "link", "set", drULPeer, "up")
+	testkit.MustRun(t, "ip", "netns", "add", drNS)
+	t.Cleanup(func() { _, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", drNS) })
+	testkit.MustRun(t, "ip", "-n", drNS, "link", "set", "lo", "up")
+	testkit.MustRun(t, "ip", "-n", drNS, "link", "add", drUL, "type", "veth", "peer", "name", drULPeer)
+	testkit.MustRun(t, "ip", "-n", drNS, "addr", "add", drULAddr, "dev", drUL)
+	testkit.MustRun(t, "ip", "-n", drNS, "link", "set", drUL, "up")
+	testkit.MustRun(t, "ip", "-n", drNS, "link", "set", drULPeer, "up")
 
 	start := time.Now()
-	host, err := runCmd(engine2, "start", drNS, "--live-restore")
+	host, err := testkit.RunWithin(cmdTimeout, engine2, "start", drNS, "--live-restore")
 	t.Cleanup(func() {
-		if out, err := runCmd(engine2, "stop", drNS); err != nil {
+		if out, err := testkit.RunWithin(cmdTimeout, engine2, "stop", drNS); err != nil {
 			t.Errorf("stopping the engine: %v\n%s", err, out)
 		}
 	})
@@ -82,17 +79,17 @@ func TestDaemonRestart(t *testing.T) {
 	restart := func(flags ...string) {
 		t.Helper()
 		start := time.Now()
-		out, err := runCmd(engine2, append([]string{"restart", drNS}, flags...)...)
+		out, err := testkit.RunWithin(cmdTimeout, append([]string{engine2, "restart", drNS}, flags...)...)
 		if err != nil {
 			t.Fatalf("restarting dockerd %v: %v\n%s", flags, err, out)
 		}
 		t.Logf("dockerd restarted %v in %s", flags, time.Since(start).Round(time.Millisecond))
 	}
 
-	if out, err := runCmd("bash", "-o", "pipefail", "-c", fmt.Sprintf("docker save %s | docker -H %s load -q", image, e.host)); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, "bash", "-o", "pipefail", "-c", fmt.Sprintf("docker save %s | docker -H %s load -q", image, e.host)); err != nil {
 		t.Fatalf("loading %s into the engine: %v\n%s", image, err, out)
 	}
-	if out, err := runCmd(filepath.Join(top, "scripts", "plugin-rootfs.sh"), pluginDir); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, filepath.Join(top, "scripts", "plugin-rootfs.sh"), pluginDir); err != nil {
 		t.Fatalf("plugin rootfs: %v\n%s", err, out)
 	}
 	e.must(t, "plugin", "create", drPlugin, pluginDir)
@@ -119,7 +116,7 @@ func TestDaemonRestart(t *testing.T) {
 		t.Helper()
 		return e.must(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).%s}}`, drNet, field), name)
 	}
-	links := func() string { t.Helper(); return mustRun(t, "ip", "-n", drNS, "-o", "link", "show") }
+	links := func() string { t.Helper(); return testkit.MustRun(t, "ip", "-n", drNS, "-o", "link", "show") }
 	hasLink := func(name string) bool { return strings.Contains(links(), " "+name+"@") }
 	// waitGone waits (briefly: removal is synchronous, the kernel may lag)
 	// until no link of the namespace contains s.
@@ -302,7 +299,7 @@ func drCheckLog(t testing.TB, path string, since int64, want map[string][]string
 func drDiagnostics(t testing.TB, e engine, logPath string) {
 	out, _ := e.docker("ps", "-a")
 	t.Logf("docker ps -a:\n%s", out)
-	out, _ = runCmd("ip", "-n", drNS, "-o", "link", "show")
+	out, _ = testkit.RunWithin(cmdTimeout, "ip", "-n", drNS, "-o", "link", "show")
 	t.Logf("links in %s:\n%s", drNS, out)
 	b, _ := os.ReadFile(logPath)
 	var keep []string
@@ -320,8 +317,8 @@ func drDiagnostics(t testing.TB, e engine, logPath string) {
 // removeDaemonRestartLeftovers removes what this test makes, also after an
 // interrupted run: everything lives in its engine and namespace.
 func removeDaemonRestartLeftovers(engine2 string) {
-	_, _ = runCmd(engine2, "stop", drNS)
+	_, _ = testkit.RunWithin(cmdTimeout, engine2, "stop", drNS)
 	if _, err := os.Stat(filepath.Join("/run/netns", drNS)); err == nil {
-		_, _ = runCmd("ip", "netns", "del", drNS)
+		_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", drNS)
 	}
 }

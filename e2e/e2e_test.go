@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 const (
@@ -25,13 +28,14 @@ var stateDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
+		flag.Parse()
+		if flag.Lookup("test.list").Value.String() != "" {
+			// go test -list: name the tests, in the order they run,
+			// without installing anything.
+			return m.Run()
+		}
 		if reason := unavailable(); reason != "" {
-			if os.Getenv("CI") == "true" {
-				fmt.Fprintln(os.Stderr, "e2e:", reason, "(CI=true: failing instead of skipping)")
-				return 1
-			}
-			fmt.Fprintln(os.Stderr, "e2e skipped:", reason)
-			return 0
+			return testkit.UnavailableMain("e2e", reason)
 		}
 		gw := exists("network", "inspect", "docker_gwbridge")
 		cleanup := func() {
@@ -66,9 +70,9 @@ func unavailable() string {
 	return ""
 }
 
+// docker runs the docker CLI; combined output, trimmed.
 func docker(args ...string) (string, error) {
-	out, err := exec.Command("docker", args...).CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return testkit.Run(append([]string{"docker"}, args...)...)
 }
 
 func exists(args ...string) bool { _, err := docker(args...); return err == nil }
@@ -84,7 +88,7 @@ func mustDocker(t testing.TB, args ...string) string {
 
 func installPlugin() error {
 	top, _ := filepath.Abs("..")
-	if out, err := exec.Command(filepath.Join(top, "scripts/busybox-image.sh"), image).CombinedOutput(); err != nil {
+	if out, err := testkit.Run(filepath.Join(top, "scripts/busybox-image.sh"), image); err != nil {
 		return fmt.Errorf("busybox image: %v\n%s", err, out)
 	}
 	dir, err := os.MkdirTemp("", "felt-e2e-plugin")
@@ -92,7 +96,7 @@ func installPlugin() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if out, err := exec.Command(filepath.Join(top, "scripts/plugin-rootfs.sh"), dir).CombinedOutput(); err != nil {
+	if out, err := testkit.Run(filepath.Join(top, "scripts/plugin-rootfs.sh"), dir); err != nil {
 		return fmt.Errorf("rootfs: %v\n%s", err, out)
 	}
 	stateDir, err = os.MkdirTemp("", "felt-e2e-state")
@@ -114,18 +118,25 @@ func installPlugin() error {
 // removeLeftovers removes every container, network and plugin the tests
 // make (also those of an earlier, interrupted run).
 func removeLeftovers() {
+	removeLabelled(docker, label, plugin)
+	if stateDir != "" {
+		_ = os.RemoveAll(stateDir)
+	}
+}
+
+// removeLabelled removes, through the docker CLI runner docker, the
+// containers and networks labelled label and the plugin: what one test
+// makes, also when an earlier run was interrupted.
+func removeLabelled(docker func(args ...string) (string, error), label, plugin string) {
 	if ids, _ := docker("ps", "-aq", "--filter", "label="+label); ids != "" {
 		_, _ = docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	}
 	if nets, _ := docker("network", "ls", "-q", "--filter", "label="+label); nets != "" {
 		_, _ = docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
 	}
-	if exists("plugin", "inspect", plugin) {
+	if _, err := docker("plugin", "inspect", plugin); err == nil {
 		_, _ = docker("plugin", "disable", "-f", plugin)
 		_, _ = docker("plugin", "rm", "-f", plugin)
-	}
-	if stateDir != "" {
-		_ = os.RemoveAll(stateDir)
 	}
 }
 
@@ -158,7 +169,8 @@ func ipOf(t testing.TB, name, net string) string {
 	return mustDocker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).IPAddress}}`, net), name)
 }
 
-// ping runs a throwaway container on net that pings ip.
+// ping runs a throwaway container on net that pings ip. Not testkit.Ping:
+// what is tested is a container Docker started on net, with its own ping.
 func ping(net, ip string) (string, error) {
 	return docker("run", "--rm", "--label", label, "--network", net, image, "ping", "-c", "1", "-W", "2", ip)
 }
@@ -346,9 +358,7 @@ func TestPluginKilled(t *testing.T) {
 	if old == 0 {
 		t.Fatal("plugin process not found")
 	}
-	if err := exec.Command("kill", "-9", fmt.Sprint(old)).Run(); err != nil {
-		t.Fatal(err)
-	}
+	testkit.MustRun(t, "kill", "-9", fmt.Sprint(old))
 	deadline := time.Now().Add(30 * time.Second)
 	for pluginPID(t) == 0 || pluginPID(t) == old {
 		if time.Now().After(deadline) {

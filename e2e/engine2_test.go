@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 // TestEngine2Harness's namespace (at most 14 characters: engine2.sh).
@@ -38,23 +40,19 @@ func engine2Script(t testing.TB) string {
 // --live-restore container running) must end the container, its shim and
 // containerd, and leave both strangers running.
 func TestEngine2Harness(t *testing.T) {
-	for _, b := range []string{"dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash"} {
-		if _, err := exec.LookPath(b); err != nil {
-			unavailableT(t, "needs %s: %v", b, err)
-		}
-	}
+	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash")
 	engine2 := engine2Script(t)
 	dir := "/tmp/felt-engine-" + e2hNS
 	cleanup := func() {
-		_, _ = runCmd(engine2, "stop", e2hNS)
+		_, _ = testkit.RunWithin(cmdTimeout, engine2, "stop", e2hNS)
 		if _, err := os.Stat(filepath.Join("/run/netns", e2hNS)); err == nil {
-			_, _ = runCmd("ip", "netns", "del", e2hNS)
+			_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", e2hNS)
 		}
 	}
 	cleanup()
 	t.Cleanup(cleanup)
-	mustRun(t, "ip", "netns", "add", e2hNS)
-	host, err := runCmd(engine2, "start", e2hNS, "--live-restore")
+	testkit.MustRun(t, "ip", "netns", "add", e2hNS)
+	host, err := testkit.RunWithin(cmdTimeout, engine2, "start", e2hNS, "--live-restore")
 	if err != nil {
 		t.Fatalf("starting the engine: %v\n%s", err, host)
 	}
@@ -73,7 +71,7 @@ func TestEngine2Harness(t *testing.T) {
 	}
 
 	before := nsOf(t, pidOf(t, readTrim(t, filepath.Join(dir, "engine.pid"))), "mnt")
-	if out, err := runCmd(engine2, "restart", e2hNS, "--live-restore"); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, engine2, "restart", e2hNS, "--live-restore"); err != nil {
 		t.Fatalf("restart: %v\n%s", err, out)
 	}
 	after := nsOf(t, pidOf(t, readTrim(t, filepath.Join(dir, "engine.pid"))), "mnt")
@@ -94,7 +92,7 @@ func TestEngine2Harness(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitExit(t, dockerd)
-	if out, err := runCmd(engine2, "stop", e2hNS); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, engine2, "stop", e2hNS); err != nil {
 		t.Fatalf("stop: %v\n%s", err, out)
 	}
 	for _, p := range append(engine, ctrPID) {

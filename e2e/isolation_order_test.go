@@ -2,11 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 // gwNet is what `docker network inspect` says of docker_gwbridge that is
@@ -91,12 +92,10 @@ func sameGwbridge(a, b gwNet) bool {
 }
 
 func forwardRules(t testing.TB) []string {
-	out, err := exec.Command("iptables", "-S", "FORWARD").CombinedOutput()
-	if err != nil {
-		t.Fatalf("iptables -S FORWARD: %v\n%s", err, out)
-	}
+	t.Helper()
+	out := testkit.MustRun(t, "iptables", "-S", "FORWARD")
 	var rules []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "-") { // not the warnings iptables-nft prints
 			rules = append(rules, l)
 		}
@@ -161,11 +160,8 @@ func TestIsolationRulesRepaired(t *testing.T) {
 	blue := container(t, "felt-rep-blue1", "felt-rep-blue")
 	container(t, "felt-rep-red1", "felt-rep-red")
 	ipt := func(args ...string) string {
-		out, err := exec.Command("iptables", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
+		t.Helper()
+		return testkit.MustRun(t, append([]string{"iptables"}, args...)...)
 	}
 	// The chain's rules, in no order: a repair may order networks
 	// differently, which does not matter (pools never overlap).

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testconsul"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // The version matrix: the user's whole flow, once per Docker engine, each a
@@ -119,12 +120,8 @@ type mxHost struct {
 }
 
 func TestMatrix(t *testing.T) {
-	for _, b := range []string{"dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash", "docker-compose", "busybox"} {
-		if _, err := exec.LookPath(b); err != nil {
-			unavailableT(t, "needs %s: %v", b, err)
-		}
-	}
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash", "docker-compose", "busybox")
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	top, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -132,23 +129,23 @@ func TestMatrix(t *testing.T) {
 	engine2 := engine2Script(t)
 	cleanup := func() {
 		for _, v := range mxEngines {
-			_, _ = runCmd(engine2, "stop", v.ns)
-			_, _ = runCmd("ip", "netns", "del", v.ns)
+			_, _ = testkit.RunWithin(cmdTimeout, engine2, "stop", v.ns)
+			_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", v.ns)
 		}
-		_, _ = runCmd("ip", "netns", "del", mxUL)
+		_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", mxUL)
 	}
 	cleanup()
 	t.Cleanup(cleanup) // a safety net; each piece also has its own
 
 	// The underlay: a bridge in its own namespace, Consul on it, and a web
 	// server standing for whatever lies outside the hosts.
-	mustRun(t, "ip", "netns", "add", mxUL)
-	t.Cleanup(func() { _, _ = runCmd("ip", "netns", "del", mxUL) })
-	mustRun(t, "ip", "-n", mxUL, "link", "set", "lo", "up")
-	mustRun(t, "ip", "-n", mxUL, "link", "add", mxBridge, "type", "bridge")
-	mustRun(t, "ip", "-n", mxUL, "addr", "add", mxULAddr+"/24", "dev", mxBridge)
-	mustRun(t, "ip", "-n", mxUL, "link", "set", mxBridge, "up")
-	consul := testconsul.Start(t, testconsul.Options{NetNS: mxUL, Bind: mxULAddr, Client: mxULAddr})
+	testkit.MustRun(t, "ip", "netns", "add", mxUL)
+	t.Cleanup(func() { _, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", mxUL) })
+	testkit.MustRun(t, "ip", "-n", mxUL, "link", "set", "lo", "up")
+	testkit.MustRun(t, "ip", "-n", mxUL, "link", "add", mxBridge, "type", "bridge")
+	testkit.MustRun(t, "ip", "-n", mxUL, "addr", "add", mxULAddr+"/24", "dev", mxBridge)
+	testkit.MustRun(t, "ip", "-n", mxUL, "link", "set", mxBridge, "up")
+	agent := consul.Start(t, consul.Options{NetNS: mxUL, Bind: mxULAddr, Client: mxULAddr})
 	www := t.TempDir()
 	if err := os.WriteFile(filepath.Join(www, "o"), []byte(mxOutBody+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -156,7 +153,7 @@ func TestMatrix(t *testing.T) {
 	stranger(t, "busybox", "ip", "netns", "exec", mxUL, "busybox", "httpd", "-f", "-p", mxULAddr+":"+mxOutPort, "-h", www)
 
 	pluginDir := t.TempDir()
-	if out, err := runCmd(filepath.Join(top, "scripts", "plugin-rootfs.sh"), pluginDir); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, filepath.Join(top, "scripts", "plugin-rootfs.sh"), pluginDir); err != nil {
 		t.Fatalf("plugin rootfs: %v\n%s", err, out)
 	}
 
@@ -165,13 +162,13 @@ func TestMatrix(t *testing.T) {
 		t.Run("docker "+v.name, func(t *testing.T) {
 			bin := ""
 			if v.bin != "" {
-				dir, err := runCmd(filepath.Join(top, "scripts", "engines.sh"), "dir", v.bin)
+				dir, err := testkit.RunWithin(cmdTimeout, filepath.Join(top, "scripts", "engines.sh"), "dir", v.bin)
 				if err != nil {
-					unavailableT(t, "Docker %s is not in the engines cache (make engines): %s", v.name, dir)
+					testkit.Unavailable(t, "Docker %s is not in the engines cache (make engines): %s", v.name, dir)
 				}
 				bin = lastLine(dir)
 			}
-			h := mxStart(t, v, bin, engine2, pluginDir, consul.Addr)
+			h := mxStart(t, v, bin, engine2, pluginDir, agent.Addr)
 			hosts[v.name] = h
 			mxFlow(t, h, engine2)
 			mxCompose(t, h)
@@ -191,14 +188,14 @@ func TestMatrix(t *testing.T) {
 // until the end of the whole matrix: cleanups go to the parent test.
 func mxStart(t *testing.T, v mxEngine, bin, engine2, pluginDir, consulAddr string) *mxHost {
 	t.Helper()
-	mustRun(t, "ip", "netns", "add", v.ns)
-	mustRun(t, "ip", "-n", v.ns, "link", "set", "lo", "up")
+	testkit.MustRun(t, "ip", "netns", "add", v.ns)
+	testkit.MustRun(t, "ip", "-n", v.ns, "link", "set", "lo", "up")
 	peer := "fmx-" + v.ns[len("felt-mx-"):]
-	mustRun(t, "ip", "-n", mxUL, "link", "add", peer, "type", "veth", "peer", "name", mxHostIF, "netns", v.ns)
-	mustRun(t, "ip", "-n", mxUL, "link", "set", peer, "master", mxBridge, "up")
-	mustRun(t, "ip", "-n", v.ns, "addr", "add", v.addr+"/24", "dev", mxHostIF)
-	mustRun(t, "ip", "-n", v.ns, "link", "set", mxHostIF, "up")
-	mustRun(t, "ip", "-n", v.ns, "route", "add", "default", "via", mxULAddr)
+	testkit.MustRun(t, "ip", "-n", mxUL, "link", "add", peer, "type", "veth", "peer", "name", mxHostIF, "netns", v.ns)
+	testkit.MustRun(t, "ip", "-n", mxUL, "link", "set", peer, "master", mxBridge, "up")
+	testkit.MustRun(t, "ip", "-n", v.ns, "addr", "add", v.addr+"/24", "dev", mxHostIF)
+	testkit.MustRun(t, "ip", "-n", v.ns, "link", "set", mxHostIF, "up")
+	testkit.MustRun(t, "ip", "-n", v.ns, "route", "add", "default", "via", mxULAddr)
 
 	start := time.Now()
 	cmd := exec.Command(engine2, "start", v.ns, "--live-restore")
@@ -328,7 +325,7 @@ func mxFlow(t *testing.T, h *mxHost, engine2 string) {
 		body := ""
 		deadline := time.Now().Add(pingTimeout)
 		for !strings.Contains(body, "hello-felt") && time.Now().Before(deadline) {
-			body, _ = runCmd("ip", "netns", "exec", mxUL, "busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-",
+			body, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "exec", mxUL, "busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-",
 				"http://"+h.addr+":"+mxWebPort+"/index.html")
 			if !strings.Contains(body, "hello-felt") {
 				time.Sleep(300 * time.Millisecond)
@@ -374,7 +371,7 @@ func mxFlow(t *testing.T, h *mxHost, engine2 string) {
 	restart := func(flags ...string) {
 		t.Helper()
 		start := time.Now()
-		out, err := runCmd(engine2, append([]string{"restart", h.ns}, flags...)...)
+		out, err := testkit.RunWithin(cmdTimeout, append([]string{engine2, "restart", h.ns}, flags...)...)
 		if err != nil {
 			t.Fatalf("Docker %s: restarting dockerd %v: %v\n%s", h.name, flags, err, out)
 		}
@@ -638,7 +635,7 @@ func mxDiagnostics(t testing.TB, h *mxHost) {
 	out, _ := h.e.docker("ps", "-a")
 	t.Logf("Docker %s: docker ps -a:\n%s", h.name, out)
 	for _, c := range [][]string{{"iptables", "-S", "FORWARD"}, {"iptables", "-S", "FELT"}, {"ip", "-o", "link"}, {"ip", "route"}} {
-		out, _ := runCmd("ip", append([]string{"netns", "exec", h.ns}, c...)...)
+		out, _ := testkit.RunWithin(cmdTimeout, testkit.NetNSExec(h.ns, c...)...)
 		t.Logf("Docker %s: %s:\n%s", h.name, strings.Join(c, " "), out)
 	}
 	b, _ := os.ReadFile(h.log)

@@ -16,13 +16,10 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-	"github.com/vishvananda/netns"
-
-	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // A registry lab is what a user of felt's releases has: hosts with Docker,
@@ -41,7 +38,7 @@ type regLab struct {
 	ul       string // the underlay namespace
 	gw       netip.Addr
 	Registry string // host:port
-	Consul   *testconsul.Agent
+	Consul   *consul.Agent
 	Hosts    []regHost
 }
 
@@ -57,14 +54,10 @@ type regHost struct {
 // regLabAvailable skips (fails with CI=true) without what a lab needs.
 func regLabAvailable(t *testing.T) {
 	t.Helper()
-	for _, b := range []string{"dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash", "make"} {
-		if _, err := exec.LookPath(b); err != nil {
-			unavailableT(t, "needs %s: %v", b, err)
-		}
-	}
-	testconsul.Binary(t)
+	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash", "make")
+	consul.Binary(t)
 	if _, err := os.Stat(registryBinary(t)); err != nil {
-		unavailableT(t, "%s not found: run `make registry` to build the pinned registry", registryBinary(t))
+		testkit.Unavailable(t, "%s not found: run `make registry` to build the pinned registry", registryBinary(t))
 	}
 }
 
@@ -92,35 +85,35 @@ func newRegLab(t *testing.T, name string, subnet, hosts int) *regLab {
 	l.removeLeftovers(hosts)
 	t.Cleanup(func() { l.removeLeftovers(hosts) }) // registered first: runs last, a safety net
 
-	mustRun(t, "ip", "netns", "add", l.ul)
-	mustRun(t, "ip", "-n", l.ul, "link", "set", "lo", "up")
-	mustRun(t, "ip", "-n", l.ul, "link", "add", "br0", "type", "bridge")
-	mustRun(t, "ip", "-n", l.ul, "addr", "add", l.gw.String()+"/24", "dev", "br0")
-	mustRun(t, "ip", "-n", l.ul, "link", "set", "br0", "up")
+	testkit.MustRun(t, "ip", "netns", "add", l.ul)
+	testkit.MustRun(t, "ip", "-n", l.ul, "link", "set", "lo", "up")
+	testkit.MustRun(t, "ip", "-n", l.ul, "link", "add", "br0", "type", "bridge")
+	testkit.MustRun(t, "ip", "-n", l.ul, "addr", "add", l.gw.String()+"/24", "dev", "br0")
+	testkit.MustRun(t, "ip", "-n", l.ul, "link", "set", "br0", "up")
 
 	l.startRegistry()
-	l.Consul = testconsul.Start(t, testconsul.Options{NetNS: l.ul, Bind: l.gw.String(), Client: l.gw.String()})
+	l.Consul = consul.Start(t, consul.Options{NetNS: l.ul, Bind: l.gw.String(), Client: l.gw.String()})
 
 	for i := 1; i <= hosts; i++ {
 		h := regHost{ns: fmt.Sprintf("%s-h%d", name, i), ip: netip.AddrFrom4([4]byte{192, 168, byte(subnet), byte(10 + i)}), state: t.TempDir()}
 		h.name = h.ns
-		mustRun(t, "ip", "netns", "add", h.ns)
-		mustRun(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
+		testkit.MustRun(t, "ip", "netns", "add", h.ns)
+		testkit.MustRun(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
 		// The peer is created in the underlay namespace, so its name
 		// cannot clash with a link in the root namespace.
-		mustRun(t, "ip", "-n", h.ns, "link", "add", "ul0", "type", "veth", "peer", "name", fmt.Sprintf("h%d", i), "netns", l.ul)
-		mustRun(t, "ip", "-n", l.ul, "link", "set", fmt.Sprintf("h%d", i), "master", "br0", "up")
-		mustRun(t, "ip", "-n", h.ns, "addr", "add", h.ip.String()+"/24", "dev", "ul0")
-		mustRun(t, "ip", "-n", h.ns, "link", "set", "ul0", "up")
-		mustRun(t, "ip", "-n", h.ns, "route", "add", "default", "via", l.gw.String())
+		testkit.MustRun(t, "ip", "-n", h.ns, "link", "add", "ul0", "type", "veth", "peer", "name", fmt.Sprintf("h%d", i), "netns", l.ul)
+		testkit.MustRun(t, "ip", "-n", l.ul, "link", "set", fmt.Sprintf("h%d", i), "master", "br0", "up")
+		testkit.MustRun(t, "ip", "-n", h.ns, "addr", "add", h.ip.String()+"/24", "dev", "ul0")
+		testkit.MustRun(t, "ip", "-n", h.ns, "link", "set", "ul0", "up")
+		testkit.MustRun(t, "ip", "-n", h.ns, "route", "add", "default", "via", l.gw.String())
 
-		out, err := runCmd(l.engine2, "start", h.ns, "--insecure-registry", l.Registry)
+		out, err := testkit.RunWithin(cmdTimeout, l.engine2, "start", h.ns, "--insecure-registry", l.Registry)
 		t.Cleanup(func() {
 			if t.Failed() {
-				log, _ := runCmd(l.engine2, "log", h.ns, "60")
+				log, _ := testkit.RunWithin(cmdTimeout, l.engine2, "log", h.ns, "60")
 				t.Logf("%s: last lines of its dockerd log:\n%s", h.ns, log)
 			}
-			if out, err := runCmd(l.engine2, "stop", h.ns); err != nil {
+			if out, err := testkit.RunWithin(cmdTimeout, l.engine2, "stop", h.ns); err != nil {
 				t.Errorf("stopping the engine in %s: %v\n%s", h.ns, err, out)
 			}
 		})
@@ -146,14 +139,14 @@ func (l *regLab) removeLeftovers(hosts int) {
 	for i := 1; i <= hosts; i++ {
 		ns := fmt.Sprintf("%s-h%d", l.name, i)
 		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
-			_, _ = runCmd(l.engine2, "stop", ns)
-			_, _ = runCmd("ip", "netns", "del", ns)
+			_, _ = testkit.RunWithin(cmdTimeout, l.engine2, "stop", ns)
+			_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", ns)
 		} else if _, err := os.Stat("/tmp/felt-engine-" + ns); err == nil {
-			_, _ = runCmd(l.engine2, "stop", ns)
+			_, _ = testkit.RunWithin(cmdTimeout, l.engine2, "stop", ns)
 		}
 	}
 	if _, err := os.Stat(filepath.Join("/run/netns", l.ul)); err == nil {
-		_, _ = runCmd("ip", "netns", "del", l.ul)
+		_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", l.ul)
 	}
 }
 
@@ -237,25 +230,12 @@ http:
 // httpClient dials from inside the underlay namespace, where the registry
 // and Consul listen (a socket stays in the namespace it was made in).
 func (l *regLab) httpClient() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ns, err := netns.GetFromName(l.ul)
-		if err != nil {
-			return nil, err
-		}
-		defer ns.Close()
-		var conn net.Conn
-		err = nsutil.Do(ns, func() (err error) {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: testkit.NetNSTransport(l.ul)}
 }
 
 // consulStore talks to the lab's Consul from the test.
 func (l *regLab) consulStore() kv.Store {
-	cfg := consulapi.DefaultConfig()
-	cfg.Address, cfg.Token = l.Consul.Addr, ""
+	cfg := l.Consul.APIConfig()
 	cfg.HttpClient = l.httpClient()
 	s, err := consulkv.New(cfg)
 	if err != nil {
@@ -338,7 +318,7 @@ func (l *regLab) pluginVersionLogged(t testing.TB, h regHost, version string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// dockerd quotes the plugin's line: msg="... msg=\"felt starting\" version=…"
-		log, _ := runCmd(l.engine2, "log", h.ns, "100000")
+		log, _ := testkit.RunWithin(cmdTimeout, l.engine2, "log", h.ns, "100000")
 		for _, line := range strings.Split(log, "\n") {
 			if started.MatchString(line) {
 				return

@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // TestTwoEngines's hosts, names and addresses.
@@ -32,7 +30,7 @@ const (
 	net2        = "felt-2e-net"
 	poolUDP2    = "10.63.0.0/16"
 	netUDP2     = "felt-2e-udp"
-	cmdTimeout  = 90 * time.Second // any single command; dockerd's own start is bounded by engine2.sh
+	cmdTimeout  = 90 * time.Second // any single command (testkit.RunWithin); dockerd's own start is bounded by engine2.sh
 	pingTimeout = 30 * time.Second
 )
 
@@ -43,7 +41,7 @@ func (e engine) docker(args ...string) (string, error) {
 	if e.host != "" {
 		args = append([]string{"-H", e.host}, args...)
 	}
-	return runCmd("docker", args...)
+	return testkit.RunWithin(cmdTimeout, append([]string{"docker"}, args...)...)
 }
 
 func (e engine) must(t testing.TB, args ...string) string {
@@ -55,35 +53,6 @@ func (e engine) must(t testing.TB, args ...string) string {
 	return out
 }
 
-// runCmd runs a command with a time limit; combined output, trimmed.
-func runCmd(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (timed out after %s)", err, cmdTimeout)
-	}
-	return strings.TrimSpace(string(out)), err
-}
-
-func mustRun(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := runCmd(name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// unavailableT skips the test, or fails it when CI=true.
-func unavailableT(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // TestTwoEngines: two real Docker engines on one machine, the main one and a
 // second dockerd in the network namespace "felt-2e-h2" (scripts/engine2.sh
 // starts it with a containerd of its own there, so its managed plugin runs in
@@ -92,12 +61,8 @@ func unavailableT(t testing.TB, format string, args ...any) {
 // both, and containers on the two engines ping each other across the vxlan
 // overlay, each host holding its own /24 lease in Consul.
 func TestTwoEngines(t *testing.T) {
-	for _, b := range []string{"dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash"} {
-		if _, err := exec.LookPath(b); err != nil {
-			unavailableT(t, "needs %s: %v", b, err)
-		}
-	}
-	testconsul.Binary(t) // skips (fails with CI=true) without bin/consul
+	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash")
+	consul.Binary(t) // skips (fails with CI=true) without bin/consul
 	top, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -110,14 +75,14 @@ func TestTwoEngines(t *testing.T) {
 
 	// A second felt in the root namespace would take the links and FELT
 	// rules of another felt's networks for its own orphans and remove them.
-	if out, _ := runCmd("ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
+	if out, _ := testkit.RunWithin(cmdTimeout, "ip", "-o", "link", "show"); strings.Contains(out, "alias felt:net:") {
 		var br []string
 		for _, l := range strings.Split(out, "\n") {
 			if strings.Contains(l, "alias felt:net:") {
 				br = append(br, strings.Fields(l)[1])
 			}
 		}
-		unavailableT(t, "the root namespace holds another felt plugin's networks (bridges %s): a second felt here would remove them; remove those networks first", strings.Join(br, " "))
+		testkit.Unavailable(t, "the root namespace holds another felt plugin's networks (bridges %s): a second felt here would remove them; remove those networks first", strings.Join(br, " "))
 	}
 
 	gw := exists("network", "inspect", "docker_gwbridge")
@@ -130,24 +95,24 @@ func TestTwoEngines(t *testing.T) {
 
 	// The second host: a namespace, a veth to the root namespace, a default
 	// route through it (as a host's to its gateway).
-	mustRun(t, "ip", "netns", "add", ns2)
-	t.Cleanup(func() { _, _ = runCmd("ip", "netns", "del", ns2) })
-	mustRun(t, "ip", "link", "add", vethMain, "type", "veth", "peer", "name", vethNS2, "netns", ns2)
-	t.Cleanup(func() { _, _ = runCmd("ip", "link", "del", vethMain) })
-	mustRun(t, "ip", "addr", "add", ipMain+"/24", "dev", vethMain)
-	mustRun(t, "ip", "link", "set", vethMain, "up")
-	mustRun(t, "ip", "-n", ns2, "link", "set", "lo", "up")
-	mustRun(t, "ip", "-n", ns2, "addr", "add", ipNS2+"/24", "dev", vethNS2)
-	mustRun(t, "ip", "-n", ns2, "link", "set", vethNS2, "up")
-	mustRun(t, "ip", "-n", ns2, "route", "add", "default", "via", ipMain)
+	testkit.MustRun(t, "ip", "netns", "add", ns2)
+	t.Cleanup(func() { _, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", ns2) })
+	testkit.MustRun(t, "ip", "link", "add", vethMain, "type", "veth", "peer", "name", vethNS2, "netns", ns2)
+	t.Cleanup(func() { _, _ = testkit.RunWithin(cmdTimeout, "ip", "link", "del", vethMain) })
+	testkit.MustRun(t, "ip", "addr", "add", ipMain+"/24", "dev", vethMain)
+	testkit.MustRun(t, "ip", "link", "set", vethMain, "up")
+	testkit.MustRun(t, "ip", "-n", ns2, "link", "set", "lo", "up")
+	testkit.MustRun(t, "ip", "-n", ns2, "addr", "add", ipNS2+"/24", "dev", vethNS2)
+	testkit.MustRun(t, "ip", "-n", ns2, "link", "set", vethNS2, "up")
+	testkit.MustRun(t, "ip", "-n", ns2, "route", "add", "default", "via", ipMain)
 
-	consul := testconsul.Start(t, testconsul.Options{Bind: ipMain, Client: ipMain})
+	agent := consul.Start(t, consul.Options{Bind: ipMain, Client: ipMain})
 
 	// The second engine.
 	start := time.Now()
-	host2, err := runCmd(engine2, "start", ns2)
+	host2, err := testkit.RunWithin(cmdTimeout, engine2, "start", ns2)
 	t.Cleanup(func() {
-		if out, err := runCmd(engine2, "stop", ns2); err != nil {
+		if out, err := testkit.RunWithin(cmdTimeout, engine2, "stop", ns2); err != nil {
 			t.Errorf("stopping the second engine: %v\n%s", err, out)
 		}
 	})
@@ -162,13 +127,13 @@ func TestTwoEngines(t *testing.T) {
 		}
 	})
 	second := engine{name: "second", host: host2}
-	if out, err := runCmd("bash", "-o", "pipefail", "-c", fmt.Sprintf("docker save %s | docker -H %s load -q", image, host2)); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, "bash", "-o", "pipefail", "-c", fmt.Sprintf("docker save %s | docker -H %s load -q", image, host2)); err != nil {
 		t.Fatalf("loading %s into the second engine: %v\n%s", image, err, out)
 	}
 
 	// The plugin in both engines, each with its own state and underlay.
 	dir := t.TempDir()
-	if out, err := runCmd(filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir); err != nil {
+	if out, err := testkit.RunWithin(cmdTimeout, filepath.Join(top, "scripts", "plugin-rootfs.sh"), dir); err != nil {
 		t.Fatalf("plugin rootfs: %v\n%s", err, out)
 	}
 	for _, x := range []struct {
@@ -181,7 +146,7 @@ func TestTwoEngines(t *testing.T) {
 			_, _ = x.e.docker("plugin", "disable", "-f", plugin2)
 			_, _ = x.e.docker("plugin", "rm", "-f", plugin2)
 		})
-		x.e.must(t, "plugin", "set", plugin2, "state.source="+state, "CONSUL_HTTP_ADDR="+consul.Addr,
+		x.e.must(t, "plugin", "set", plugin2, "state.source="+state, "CONSUL_HTTP_ADDR="+agent.Addr,
 			"FELT_IFACE="+x.iface, "FELT_LOG_LEVEL=debug")
 		x.e.must(t, "plugin", "enable", plugin2)
 	}
@@ -221,7 +186,7 @@ func TestTwoEngines(t *testing.T) {
 
 	// What made it work: the two leases in Consul, and each host's route to
 	// the other's subnet through the VTEP.
-	leases := consulLeases(t, consul.Addr)
+	leases := consulLeases(t, agent)
 	byIP := map[netip.Addr]netip.Prefix{}
 	for _, l := range leases {
 		byIP[l.PublicIP] = l.Subnet
@@ -230,10 +195,10 @@ func TestTwoEngines(t *testing.T) {
 		t.Fatalf("leases in Consul %+v: want %s held by %s and %s by %s", leases, subMain, ipMain, subSecond, ipNS2)
 	}
 	vtep := fmt.Sprintf("felt.%d", vni2)
-	if out := mustRun(t, "ip", "route", "show", subSecond.String()); !strings.Contains(out, "dev "+vtep) {
+	if out := testkit.MustRun(t, "ip", "route", "show", subSecond.String()); !strings.Contains(out, "dev "+vtep) {
 		t.Fatalf("root namespace: route to %s is %q, want one through %s", subSecond, out, vtep)
 	}
-	if out := mustRun(t, "ip", "-n", ns2, "route", "show", subMain.String()); !strings.Contains(out, "dev "+vtep) {
+	if out := testkit.MustRun(t, "ip", "-n", ns2, "route", "show", subMain.String()); !strings.Contains(out, "dev "+vtep) {
 		t.Fatalf("%s: route to %s is %q, want one through %s", ns2, subMain, out, vtep)
 	}
 
@@ -262,7 +227,7 @@ func testTwoEnginesUDP(t *testing.T, host1, second engine) {
 	pingUntil(t, host1, "felt-2e-udp-main", addr["second"].String())
 	pingUntil(t, second, "felt-2e-udp-second", addr["main"].String())
 	sub, _ := addr["second"].Prefix(24)
-	if out := mustRun(t, "ip", "route", "show", sub.String()); !strings.Contains(out, "dev feltu.") {
+	if out := testkit.MustRun(t, "ip", "route", "show", sub.String()); !strings.Contains(out, "dev feltu.") {
 		t.Fatalf("root namespace: route to %s is %q, want one through the udp backend's TUN (feltu.…)", sub, out)
 	}
 
@@ -293,12 +258,9 @@ func pingUntil(t *testing.T, e engine, ctr, to string) {
 }
 
 // consulLeases reads the pool's leases from Consul directly.
-func consulLeases(t testing.TB, addr string) []lease.Lease {
+func consulLeases(t testing.TB, agent *consul.Agent) []lease.Lease {
 	t.Helper()
-	cfg := consulapi.DefaultConfig()
-	cfg.Address = addr
-	cfg.Token = ""
-	s, err := consulkv.New(cfg)
+	s, err := consulkv.New(agent.APIConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,23 +277,13 @@ func consulLeases(t testing.TB, addr string) []lease.Lease {
 // interrupted run: the main engine's containers, network and plugin, the
 // second engine (and whatever of it outlived a crash), the namespace, the veth.
 func removeTwoEnginesLeftovers(engine2 string) {
-	host1 := engine{name: "main"}
-	if ids, _ := host1.docker("ps", "-aq", "--filter", "label="+label2); ids != "" {
-		_, _ = host1.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
-	if nets, _ := host1.docker("network", "ls", "-q", "--filter", "label="+label2); nets != "" {
-		_, _ = host1.docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
-	}
-	if _, err := host1.docker("plugin", "inspect", plugin2); err == nil {
-		_, _ = host1.docker("plugin", "disable", "-f", plugin2)
-		_, _ = host1.docker("plugin", "rm", "-f", plugin2)
-	}
-	_, _ = runCmd(engine2, "stop", ns2)
+	removeLabelled(engine{name: "main"}.docker, label2, plugin2)
+	_, _ = testkit.RunWithin(cmdTimeout, engine2, "stop", ns2)
 	if _, err := os.Stat(filepath.Join("/run/netns", ns2)); err == nil {
-		_, _ = runCmd("ip", "netns", "del", ns2)
+		_, _ = testkit.RunWithin(cmdTimeout, "ip", "netns", "del", ns2)
 	}
-	if _, err := runCmd("ip", "link", "show", vethMain); err == nil {
-		_, _ = runCmd("ip", "link", "del", vethMain)
+	if _, err := testkit.RunWithin(cmdTimeout, "ip", "link", "show", vethMain); err == nil {
+		_, _ = testkit.RunWithin(cmdTimeout, "ip", "link", "del", vethMain)
 	}
 }
 
@@ -339,7 +291,7 @@ func removeTwoEnginesLeftovers(engine2 string) {
 // log (its plugin's output included) and both hosts' overlay state.
 func logDiagnostics(t testing.TB, engine2 string) {
 	// Its plugin's output, warnings and errors; not containerd's chatter.
-	log, _ := runCmd(engine2, "log", ns2, "2000")
+	log, _ := testkit.RunWithin(cmdTimeout, engine2, "log", ns2, "2000")
 	var keep []string
 	for _, l := range strings.Split(log, "\n") {
 		if strings.Contains(l, "plugin=") || strings.Contains(l, "level=error") || strings.Contains(l, "level=warn") {
@@ -356,7 +308,7 @@ func logDiagnostics(t testing.TB, engine2 string) {
 		{"ip", "neigh", "show", "dev", vtep}, {"ip", "-n", ns2, "neigh", "show", "dev", vtep},
 		{"bridge", "fdb", "show", "dev", vtep}, {"bridge", "-n", ns2, "fdb", "show", "dev", vtep},
 	} {
-		out, _ := runCmd(c[0], c[1:]...)
+		out, _ := testkit.RunWithin(cmdTimeout, c...)
 		t.Logf("%s:\n%s", strings.Join(c, " "), out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/testkit"
 )
 
 // TestUpgradeInPlace: two hosts run felt 0.0.1 from a registry, with
@@ -170,13 +171,13 @@ func TestUpgradeInPlace(t *testing.T) {
 		if rec := localFormat(t, h); rec != `{"version":1,"writer":"felt `+v1+`"}` {
 			t.Errorf("%s: local format record %s; want format 1 as felt %s wrote it", h.ns, rec, v1)
 		}
-		for _, link := range strings.Split(mustRun(t, "ip", "-n", h.ns, "-o", "-d", "link", "show"), "\n") {
+		for _, link := range strings.Split(testkit.MustRun(t, "ip", "-n", h.ns, "-o", "-d", "link", "show"), "\n") {
 			if f := strings.Fields(link); len(f) > 1 && (strings.HasPrefix(f[1], "felt") || strings.HasPrefix(f[1], "fv") || strings.Contains(link, "alias felt:")) {
 				t.Errorf("%s: a link of felt left behind: %s", h.ns, link)
 			}
 		}
 		for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
-			if rules, _ := runCmd("ip", "netns", "exec", h.ns, save); strings.Contains(strings.ToLower(rules), "felt") {
+			if rules, _ := testkit.RunWithin(cmdTimeout, "ip", "netns", "exec", h.ns, save); strings.Contains(strings.ToLower(rules), "felt") {
 				t.Errorf("%s: %s shows felt's rules left behind:\n%s", h.ns, save, rules)
 			}
 		}

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // With br_netfilter active (Docker loads it and sets
@@ -19,57 +20,55 @@ import (
 // outside the pool, but the traffic never leaves the bridge. And the
 // isolation between networks must hold with br_netfilter on as off.
 func TestBridgedBroadcastAndMulticastPass(t *testing.T) {
-	for _, path := range flavours(t) {
-		t.Run(shortName(path), func(t *testing.T) {
-			l := newLab(t)
-			brnf := "/proc/sys/net/bridge/bridge-nf-call-iptables"
-			if err := l.host.Do(func() error { _, err := os.Stat(brnf); return err }); err != nil {
-				testnet.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
-			}
-			l.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
-			d := docker{l: l, t: t, path: path}
-			d.start20() // FORWARD policy DROP, as Docker sets it
-			mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
-			d.gwbridge20()
+	eachFlavour(t, func(t *testing.T, path string) {
+		l := newLab(t)
+		brnf := "/proc/sys/net/bridge/bridge-nf-call-iptables"
+		if err := l.host.Do(func() error { _, err := os.Stat(brnf); return err }); err != nil {
+			testkit.Unavailable(t, "no br_netfilter in the test namespace (modprobe br_netfilter): %v", err)
+		}
+		l.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
+		d := docker{l: l, t: t, path: path}
+		d.start20() // FORWARD policy DROP, as Docker sets it
+		mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
+		d.gwbridge20()
 
-			// red listens on eth0 (its felt bridge port) for both;
-			// redgw's default route is the felt bridge, so both go out
-			// its eth0.
-			const port = "5353"
-			bcastIn := udpConn(t, l.red, "0.0.0.0:"+port)
-			var mcastIn *net.UDPConn
-			if err := l.red.Do(func() error {
-				ifi, err := net.InterfaceByName("eth0")
-				if err != nil {
-					return err
-				}
-				mcastIn, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5354})
+		// red listens on eth0 (its felt bridge port) for both;
+		// redgw's default route is the felt bridge, so both go out
+		// its eth0.
+		const port = "5353"
+		bcastIn := udpConn(t, l.red, "0.0.0.0:"+port)
+		var mcastIn *net.UDPConn
+		if err := l.red.Do(func() error {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil {
 				return err
-			}); err != nil {
-				t.Fatal(err)
 			}
-			t.Cleanup(func() { mcastIn.Close() })
-			out := broadcastConn(t, l.redgw)
+			mcastIn, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5354})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mcastIn.Close() })
+		out := broadcastConn(t, l.redgw)
 
-			for _, c := range []struct {
-				what string
-				to   *net.UDPAddr
-				in   net.PacketConn
-			}{
-				{"broadcast to 255.255.255.255", &net.UDPAddr{IP: net.IPv4bcast, Port: 5353}, bcastIn},
-				{"multicast to 224.0.0.251 (mDNS)", &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5354}, mcastIn},
-			} {
-				if !sendUntil(t, out, c.to, c.in, c.what) {
-					t.Errorf("%s from redgw did not reach red on the same felt bridge (br_netfilter on)\n%s", c.what, l.save(t, path, "mangle")+l.save(t, path, "filter"))
-				}
+		for _, c := range []struct {
+			what string
+			to   *net.UDPAddr
+			in   net.PacketConn
+		}{
+			{"broadcast to 255.255.255.255", &net.UDPAddr{IP: net.IPv4bcast, Port: 5353}, bcastIn},
+			{"multicast to 224.0.0.251 (mDNS)", &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5354}, mcastIn},
+		} {
+			if !sendUntil(t, out, c.to, c.in, c.what) {
+				t.Errorf("%s from redgw did not reach red on the same felt bridge (br_netfilter on)\n%s", c.what, l.save(t, path, "mangle")+l.save(t, path, "filter"))
 			}
-			l.check(t, true) // isolation between networks holds with br_netfilter
-		})
-	}
+		}
+		l.check(t, true) // isolation between networks holds with br_netfilter
+	})
 }
 
 // broadcastConn is a UDP socket in ns allowed to send broadcasts.
-func broadcastConn(t *testing.T, ns *testnet.NS) net.PacketConn {
+func broadcastConn(t *testing.T, ns *netns.NS) net.PacketConn {
 	t.Helper()
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error

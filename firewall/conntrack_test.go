@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // udpConn opens a UDP socket on addr (port 0: any) inside ns; it stays in
 // ns whatever goroutine uses it.
-func udpConn(t *testing.T, ns *testnet.NS, addr string) net.PacketConn {
+func udpConn(t *testing.T, ns *netns.NS, addr string) net.PacketConn {
 	t.Helper()
 	var c net.PacketConn
 	if err := ns.Do(func() error {
@@ -57,26 +57,24 @@ func exchange(t *testing.T, a, b net.PacketConn, msg string, wait time.Duration)
 // talk from their felt addresses through docker_gwbridge (their default
 // route), the way between two felt networks Docker's rules accept.
 func TestEstablishedFlowCut(t *testing.T) {
-	for _, path := range flavours(t) {
-		t.Run(shortName(path), func(t *testing.T) {
-			l := newLab(t)
-			d := docker{l: l, t: t, path: path}
-			d.start20()
-			d.gwbridge20()
-			d.run("-I", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
-			red := udpConn(t, l.red, netip.AddrPortFrom(redIP, 0).String())
-			blue := udpConn(t, l.blue, netip.AddrPortFrom(blueIP, 0).String())
-			// Both ways, so that conntrack sees the flow as established.
-			if !exchange(t, red, blue, "request 1", 10*time.Second) || !exchange(t, blue, red, "reply 1", 10*time.Second) {
-				t.Fatalf("no flow between red and blue before felt's rules (test broken?)\n%s", l.save(t, path, "filter"))
-			}
-			mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
-			if exchange(t, red, blue, "request 2", 2*time.Second) {
-				t.Error("red's established flow still reaches blue after felt's rules are in place")
-			}
-			if exchange(t, blue, red, "reply 2", 2*time.Second) {
-				t.Error("blue's replies still reach red after felt's rules are in place")
-			}
-		})
-	}
+	eachFlavour(t, func(t *testing.T, path string) {
+		l := newLab(t)
+		d := docker{l: l, t: t, path: path}
+		d.start20()
+		d.gwbridge20()
+		d.run("-I", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+		red := udpConn(t, l.red, netip.AddrPortFrom(redIP, 0).String())
+		blue := udpConn(t, l.blue, netip.AddrPortFrom(blueIP, 0).String())
+		// Both ways, so that conntrack sees the flow as established.
+		if !exchange(t, red, blue, "request 1", 10*time.Second) || !exchange(t, blue, red, "reply 1", 10*time.Second) {
+			t.Fatalf("no flow between red and blue before felt's rules (test broken?)\n%s", l.save(t, path, "filter"))
+		}
+		mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
+		if exchange(t, red, blue, "request 2", 2*time.Second) {
+			t.Error("red's established flow still reaches blue after felt's rules are in place")
+		}
+		if exchange(t, blue, red, "reply 2", 2*time.Second) {
+			t.Error("blue's replies still reach red after felt's rules are in place")
+		}
+	})
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit"
 )
 
 // What each Docker engine does to the filter table at the events that
@@ -238,7 +238,7 @@ func TestIsolationSurvivesDockerOrdering(t *testing.T) {
 			t.Run(shortName(path)+"/"+sc.name, func(t *testing.T) {
 				if strings.Contains(sc.name, "nftables") {
 					if _, err := exec.LookPath("nft"); err != nil {
-						testnet.Unavailable(t, "no nft command: %v", err)
+						testkit.Unavailable(t, "no nft command: %v", err)
 					}
 				}
 				l := newLab(t)

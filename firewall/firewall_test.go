@@ -1,21 +1,20 @@
 package firewall_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // rulesOf lists the rules (-A lines) of chain in table.
-func rulesOf(t *testing.T, ns *testnet.NS, path, table, chain string) []string {
+func rulesOf(t *testing.T, ns *netns.NS, path, table, chain string) []string {
 	t.Helper()
 	out, err := ns.Run(path, "-w", "-t", table, "-S")
 	if err != nil {
@@ -30,7 +29,7 @@ func rulesOf(t *testing.T, ns *testnet.NS, path, table, chain string) []string {
 	return rules
 }
 
-func feltRules(t *testing.T, ns *testnet.NS, path string) []string {
+func feltRules(t *testing.T, ns *netns.NS, path string) []string {
 	return append(rulesOf(t, ns, path, "filter", "FELT"), rulesOf(t, ns, path, "mangle", "FELT-ISOLATION")...)
 }
 
@@ -38,33 +37,31 @@ func feltRules(t *testing.T, ns *testnet.NS, path string) []string {
 // backslash, left by an earlier felt that took a bridge name from a hostile
 // NetworkID) must still be found and deleted.
 func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
-	for _, path := range flavours(t) {
-		t.Run(shortName(path), func(t *testing.T) {
-			ns := testnet.New(t, "fw")
-			fw := newFirewall(t, ns, path, "inst0001")
-			mustSync(t, fw, redNet)
-			for _, args := range [][]string{
-				{"-i", `felt-a\b`, "-m", "comment", "--comment", `felt:inst0001:felt-a\b`, "-j", "DROP"},
-				{"-d", "10.9.0.0/16", "-m", "comment", "--comment", `felt:inst0001:felt-"q" b`, "-j", "DROP"},
-			} {
-				if out, err := ns.Run(path, append([]string{"-w", "-A", "FELT"}, args...)...); err != nil {
-					t.Fatalf("%v: %s", err, out)
-				}
+	eachFlavour(t, func(t *testing.T, path string) {
+		ns := netns.New(t, "fw")
+		fw := newFirewall(t, ns, path, "inst0001")
+		mustSync(t, fw, redNet)
+		for _, args := range [][]string{
+			{"-i", `felt-a\b`, "-m", "comment", "--comment", `felt:inst0001:felt-a\b`, "-j", "DROP"},
+			{"-d", "10.9.0.0/16", "-m", "comment", "--comment", `felt:inst0001:felt-"q" b`, "-j", "DROP"},
+		} {
+			if out, err := ns.Run(path, append([]string{"-w", "-A", "FELT"}, args...)...); err != nil {
+				t.Fatalf("%v: %s", err, out)
 			}
-			mustSync(t, fw, redNet)
-			for _, r := range rulesOf(t, ns, path, "filter", "FELT") {
-				if strings.Contains(r, `felt-a`) || strings.Contains(r, "10.9.0.0") {
-					t.Errorf("stale rule left behind: %s", r)
-				}
+		}
+		mustSync(t, fw, redNet)
+		for _, r := range rulesOf(t, ns, path, "filter", "FELT") {
+			if strings.Contains(r, `felt-a`) || strings.Contains(r, "10.9.0.0") {
+				t.Errorf("stale rule left behind: %s", r)
 			}
-			if err := fw.Remove(); err != nil {
-				t.Fatal(err)
-			}
-			if left := feltRules(t, ns, path); len(left) > 0 {
-				t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
-			}
-		})
-	}
+		}
+		if err := fw.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if left := feltRules(t, ns, path); len(left) > 0 {
+			t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
+		}
+	})
 }
 
 // Whatever goes into a rule must come out of the listing as it went in, or
@@ -72,7 +69,7 @@ func TestStaleRuleWithEscapedCommentRemoved(t *testing.T) {
 // naming it, before any rule is written.
 func TestUnsafeNamesRefused(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
+	ns := netns.New(t, "fw")
 	fw := newFirewall(t, ns, path, "inst0001")
 	for _, bad := range []string{`felt-a\b`, `felt-a"b`, "felt a", "", "felt-0123456789a"} {
 		err := fw.Sync([]firewall.Network{redNet, {Bridge: bad, Pool: netip.MustParsePrefix("10.9.0.0/16")}})
@@ -92,8 +89,8 @@ func TestUnsafeNamesRefused(t *testing.T) {
 // Keep repairs what others flush, delete or reorder, and says so.
 func TestKeepRepairs(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
-	var logs syncBuffer
+	ns := netns.New(t, "fw")
+	var logs testkit.LogBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -147,29 +144,12 @@ func TestKeepRepairs(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A Sync of what is already there changes nothing (no rule deleted and
 // added again: no moment without it).
 func TestSyncIdempotent(t *testing.T) {
 	path := flavours(t)[0]
-	ns := testnet.New(t, "fw")
-	var logs syncBuffer
+	ns := netns.New(t, "fw")
+	var logs testkit.LogBuffer
 	fw, err := firewall.New(ns.Handle, "inst0001", path, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

@@ -9,14 +9,14 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from what the tests produce")
 
 // dump is felt's part of the ruleset as `iptables -S` lists it: the
 // FORWARD chains holding its jumps and its own chains, mangle then filter.
-func dump(t *testing.T, ns *testnet.NS, path string) string {
+func dump(t *testing.T, ns *netns.NS, path string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, c := range []struct{ table, chain string }{
@@ -29,7 +29,7 @@ func dump(t *testing.T, ns *testnet.NS, path string) string {
 			b.WriteString("(no chain)\n")
 			continue
 		}
-		b.WriteString(out)
+		b.WriteString(out + "\n") // ns.Run trims the listing's last newline
 	}
 	return b.String()
 }
@@ -65,31 +65,31 @@ var greenNet = firewall.Network{Bridge: "felt-green", Pool: netip.MustParsePrefi
 func TestRulesGolden(t *testing.T) {
 	cases := []struct {
 		name  string
-		setup func(t *testing.T, ns *testnet.NS, path string)
+		setup func(t *testing.T, ns *netns.NS, path string)
 	}{
-		{"one-network", func(t *testing.T, ns *testnet.NS, path string) {
+		{"one-network", func(t *testing.T, ns *netns.NS, path string) {
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
-		{"three-networks", func(t *testing.T, ns *testnet.NS, path string) {
+		{"three-networks", func(t *testing.T, ns *netns.NS, path string) {
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet, blueNet, greenNet)
 		}},
-		{"network-deleted", func(t *testing.T, ns *testnet.NS, path string) {
+		{"network-deleted", func(t *testing.T, ns *netns.NS, path string) {
 			fw := newFirewall(t, ns, path, "inst0001")
 			mustSync(t, fw, redNet, blueNet, greenNet)
 			mustSync(t, fw, redNet, greenNet)
 		}},
-		{"last-network-deleted", func(t *testing.T, ns *testnet.NS, path string) {
+		{"last-network-deleted", func(t *testing.T, ns *netns.NS, path string) {
 			fw := newFirewall(t, ns, path, "inst0001")
 			mustSync(t, fw, redNet)
 			mustSync(t, fw)
 		}},
-		{"two-instances", func(t *testing.T, ns *testnet.NS, path string) {
+		{"two-instances", func(t *testing.T, ns *netns.NS, path string) {
 			a, b := newFirewall(t, ns, path, "inst000a"), newFirewall(t, ns, path, "inst000b")
 			mustSync(t, a, redNet)
 			mustSync(t, b, blueNet)
 			mustSync(t, a, redNet) // a leaves b's rules alone
 		}},
-		{"two-instances-one-removed", func(t *testing.T, ns *testnet.NS, path string) {
+		{"two-instances-one-removed", func(t *testing.T, ns *netns.NS, path string) {
 			a, b := newFirewall(t, ns, path, "inst000a"), newFirewall(t, ns, path, "inst000b")
 			mustSync(t, a, redNet)
 			mustSync(t, b, blueNet)
@@ -97,7 +97,7 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"earlier-instance-forgotten", func(t *testing.T, ns *testnet.NS, path string) {
+		{"earlier-instance-forgotten", func(t *testing.T, ns *netns.NS, path string) {
 			old, cur := newFirewall(t, ns, path, "0a1b2c3d"), newFirewall(t, ns, path, "99aabbcc")
 			mustSync(t, old, redNet)
 			mustSync(t, cur, blueNet)
@@ -105,7 +105,7 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"upgrade-from-one-chain", func(t *testing.T, ns *testnet.NS, path string) {
+		{"upgrade-from-one-chain", func(t *testing.T, ns *netns.NS, path string) {
 			// What felt before the mangle chain left: accepts and drops in
 			// filter FELT, jumped to first from FORWARD.
 			d := docker{l: &lab{host: ns}, t: t, path: path}
@@ -117,7 +117,7 @@ func TestRulesGolden(t *testing.T) {
 			d.run(append(append([]string{"-A", "FELT", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
-		{"upgrade-from-mangle-return", func(t *testing.T, ns *testnet.NS, path string) {
+		{"upgrade-from-mangle-return", func(t *testing.T, ns *netns.NS, path string) {
 			// What felt left when its mangle chain let each pool's own
 			// traffic RETURN first (which forged sources passed).
 			d := docker{l: &lab{host: ns}, t: t, path: path}
@@ -129,12 +129,12 @@ func TestRulesGolden(t *testing.T) {
 			d.run(append(append([]string{"-t", "mangle", "-A", "FELT-ISOLATION", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
-		{"docker-20.10-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
+		{"docker-20.10-then-felt", func(t *testing.T, ns *netns.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start20()
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
-		{"docker-29-then-felt", func(t *testing.T, ns *testnet.NS, path string) {
+		{"docker-29-then-felt", func(t *testing.T, ns *netns.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start29(true)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
@@ -143,7 +143,7 @@ func TestRulesGolden(t *testing.T) {
 	for _, path := range flavours(t) {
 		for _, c := range cases {
 			t.Run(shortName(path)+"/"+c.name, func(t *testing.T) {
-				ns := testnet.New(t, "fw")
+				ns := netns.New(t, "fw")
 				c.setup(t, ns, path)
 				golden(t, c.name, dump(t, ns, path))
 			})

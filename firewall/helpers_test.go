@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 var (
@@ -14,7 +14,7 @@ var (
 	blueNet = firewall.Network{Bridge: "felt-blue", Pool: bluePool}
 )
 
-func newFirewall(t *testing.T, ns *testnet.NS, path, instance string) *firewall.Firewall {
+func newFirewall(t *testing.T, ns *netns.NS, path, instance string) *firewall.Firewall {
 	t.Helper()
 	fw, err := firewall.New(ns.Handle, instance, path, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // recordingIptables returns the path of an iptables command that runs the
@@ -59,7 +59,7 @@ case " $* " in *" -S "*|*" -C "*|*" --version "*) exit $rc;; esac
 func TestJumpMovedWithoutGap(t *testing.T) {
 	for _, real := range flavours(t) {
 		t.Run(shortName(real), func(t *testing.T) {
-			ns := testnet.New(t, "fw")
+			ns := netns.New(t, "fw")
 			path, log := recordingIptables(t, real)
 			fw := newFirewall(t, ns, path, "inst0001")
 			mustSync(t, fw, redNet)
@@ -96,7 +96,7 @@ func TestJumpMovedWithoutGap(t *testing.T) {
 func TestUpgradeWithoutGap(t *testing.T) {
 	for _, real := range flavours(t) {
 		t.Run(shortName(real), func(t *testing.T) {
-			ns := testnet.New(t, "fw")
+			ns := netns.New(t, "fw")
 			c := []string{"-m", "comment", "--comment", "felt:inst0001:felt-red"}
 			ipt := func(args ...string) {
 				t.Helper()

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // A lab is one Docker host in a network namespace, as felt and Docker leave
@@ -25,8 +26,8 @@ import (
 //
 // Every address is inside these namespaces.
 type lab struct {
-	host                          *testnet.NS
-	red, redgw, redPeer, blue, dk *testnet.NS
+	host                          *netns.NS
+	red, redgw, redPeer, blue, dk *netns.NS
 }
 
 var (
@@ -41,7 +42,7 @@ var (
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	l := &lab{host: testnet.New(t, "host")}
+	l := &lab{host: netns.New(t, "host")}
 	h := l.host
 	h.Sysctl(t, "net.ipv4.ip_forward", "1")
 	for _, br := range []struct{ name, addr string }{
@@ -53,17 +54,17 @@ func newLab(t *testing.T) *lab {
 	}
 	// ctr makes a container namespace with eth0 on bridge (or, with an
 	// empty bridge, on a routed host link called hostEnd).
-	ctr := func(base, hostEnd, bridge, addr string) *testnet.NS {
-		c := testnet.New(t, base)
-		testnet.Veth(t, h, hostEnd, c, "eth0")
+	ctr := func(base, hostEnd, bridge, addr string) *netns.NS {
+		c := netns.New(t, base)
+		netns.Veth(t, h, hostEnd, c, "eth0")
 		if bridge != "" {
 			h.SetMaster(t, hostEnd, bridge)
 		}
 		c.AddAddr(t, "eth0", addr)
 		return c
 	}
-	gw := func(c *testnet.NS, hostEnd, addr string) {
-		testnet.Veth(t, h, hostEnd, c, "eth1")
+	gw := func(c *netns.NS, hostEnd, addr string) {
+		netns.Veth(t, h, hostEnd, c, "eth1")
 		h.SetMaster(t, hostEnd, "docker_gwbridge")
 		c.AddAddr(t, "eth1", addr)
 		c.AddRoute(t, "default", netip.MustParseAddr("172.18.0.1"))
@@ -107,19 +108,19 @@ func (l *lab) iptAll(t *testing.T, path, script string) {
 // flow is one ping the isolation is judged by.
 type flow struct {
 	what    string
-	from    func(*lab) *testnet.NS
+	from    func(*lab) *netns.NS
 	to      netip.Addr
 	reaches bool // with felt's rules in place
 }
 
 var flows = []flow{
-	{"red to its own pool on another host", func(l *lab) *testnet.NS { return l.red }, peerIP, true},
-	{"red to its own pool on the same bridge", func(l *lab) *testnet.NS { return l.redgw }, redIP, true},
-	{"red to blue through docker_gwbridge", func(l *lab) *testnet.NS { return l.red }, blueIP, false},
-	{"blue to red through docker_gwbridge", func(l *lab) *testnet.NS { return l.blue }, redIP, false},
-	{"red to blue through the felt gateway", func(l *lab) *testnet.NS { return l.redgw }, blueIP, false},
-	{"plain Docker bridge to blue", func(l *lab) *testnet.NS { return l.dk }, blueIP, false},
-	{"plain Docker bridge to red", func(l *lab) *testnet.NS { return l.dk }, redIP, false},
+	{"red to its own pool on another host", func(l *lab) *netns.NS { return l.red }, peerIP, true},
+	{"red to its own pool on the same bridge", func(l *lab) *netns.NS { return l.redgw }, redIP, true},
+	{"red to blue through docker_gwbridge", func(l *lab) *netns.NS { return l.red }, blueIP, false},
+	{"blue to red through docker_gwbridge", func(l *lab) *netns.NS { return l.blue }, redIP, false},
+	{"red to blue through the felt gateway", func(l *lab) *netns.NS { return l.redgw }, blueIP, false},
+	{"plain Docker bridge to blue", func(l *lab) *netns.NS { return l.dk }, blueIP, false},
+	{"plain Docker bridge to red", func(l *lab) *netns.NS { return l.dk }, redIP, false},
 }
 
 // check sends a real ping for every flow and fails t for each one whose
@@ -150,17 +151,19 @@ func (l *lab) check(t *testing.T, felt bool) {
 
 // pingOutcome pings dst: generously (a few tries) when a reply is expected,
 // once with a shorter wait when none is.
-func pingOutcome(from *testnet.NS, dst netip.Addr, expectReply bool) error {
+func pingOutcome(from *netns.NS, dst netip.Addr, expectReply bool) error {
 	if !expectReply {
 		return from.Ping(dst, 1500*time.Millisecond)
 	}
-	var err error
-	for range 5 {
-		if err = from.Ping(dst, 3*time.Second); err == nil {
-			return nil
-		}
+	return from.PingTries(dst, 5, 3*time.Second)
+}
+
+// eachFlavour runs fn as a subtest for each iptables command installed
+// (flavours), named after it.
+func eachFlavour(t *testing.T, fn func(t *testing.T, path string)) {
+	for _, path := range flavours(t) {
+		t.Run(shortName(path), func(t *testing.T) { fn(t, path) })
 	}
-	return err
 }
 
 // flavours are the iptables commands installed: the tests run with each.
@@ -172,7 +175,7 @@ func flavours(t *testing.T) []string {
 		}
 	}
 	if len(out) == 0 {
-		testnet.Unavailable(t, "no iptables-nft or iptables-legacy")
+		testkit.Unavailable(t, "no iptables-nft or iptables-legacy")
 	}
 	return out
 }

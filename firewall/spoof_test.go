@@ -16,39 +16,37 @@ import (
 // interface they come in on. The lab gives the forging namespaces the
 // forged address instead of sending raw packets: the same packets.
 func TestForgedPoolSourceDropped(t *testing.T) {
-	for _, path := range flavours(t) {
-		t.Run(shortName(path), func(t *testing.T) {
-			l := newLab(t)
-			d := docker{l: l, t: t, path: path}
-			d.start20()
-			mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
-			d.gwbridge20()
-			red := udpConn(t, l.red, netip.AddrPortFrom(redIP, 0).String())
-			// blue through docker_gwbridge (its default route)
-			l.blue.AddAddr(t, "eth1", "10.1.9.9/32")
-			viaGw := udpConn(t, l.blue, "10.1.9.9:0")
-			// blue through its felt bridge: only what comes from the forged
-			// address is routed there
-			l.blue.AddAddr(t, "eth0", "10.1.9.8/32")
-			l.blue.MustRun(t, "ip", "rule", "add", "from", "10.1.9.8", "table", "100")
-			l.blue.MustRun(t, "ip", "route", "add", redIP.String()+"/32", "via", "10.2.1.1", "dev", "eth0", "table", "100")
-			viaFelt := udpConn(t, l.blue, "10.1.9.8:0")
-			// a container on Docker's default bridge
-			l.dk.AddAddr(t, "eth0", "10.1.9.7/32")
-			viaDocker0 := udpConn(t, l.dk, "10.1.9.7:0")
-			for what, from := range map[string]net.PacketConn{
-				"blue through docker_gwbridge":      viaGw,
-				"blue through its felt bridge":      viaFelt,
-				"Docker's default bridge (docker0)": viaDocker0,
-			} {
-				if exchange(t, from, red, "forged from "+what, 2*time.Second) {
-					t.Errorf("%s, with a source in red's pool, reached red", what)
-				}
+	eachFlavour(t, func(t *testing.T, path string) {
+		l := newLab(t)
+		d := docker{l: l, t: t, path: path}
+		d.start20()
+		mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
+		d.gwbridge20()
+		red := udpConn(t, l.red, netip.AddrPortFrom(redIP, 0).String())
+		// blue through docker_gwbridge (its default route)
+		l.blue.AddAddr(t, "eth1", "10.1.9.9/32")
+		viaGw := udpConn(t, l.blue, "10.1.9.9:0")
+		// blue through its felt bridge: only what comes from the forged
+		// address is routed there
+		l.blue.AddAddr(t, "eth0", "10.1.9.8/32")
+		l.blue.MustRun(t, "ip", "rule", "add", "from", "10.1.9.8", "table", "100")
+		l.blue.MustRun(t, "ip", "route", "add", redIP.String()+"/32", "via", "10.2.1.1", "dev", "eth0", "table", "100")
+		viaFelt := udpConn(t, l.blue, "10.1.9.8:0")
+		// a container on Docker's default bridge
+		l.dk.AddAddr(t, "eth0", "10.1.9.7/32")
+		viaDocker0 := udpConn(t, l.dk, "10.1.9.7:0")
+		for what, from := range map[string]net.PacketConn{
+			"blue through docker_gwbridge":      viaGw,
+			"blue through its felt bridge":      viaFelt,
+			"Docker's default bridge (docker0)": viaDocker0,
+		} {
+			if exchange(t, from, red, "forged from "+what, 2*time.Second) {
+				t.Errorf("%s, with a source in red's pool, reached red", what)
 			}
-			l.check(t, true) // red's own traffic still flows, the rest is dropped
-			if t.Failed() {
-				t.Logf("mangle table:\n%s", l.save(t, path, "mangle"))
-			}
-		})
-	}
+		}
+		l.check(t, true) // red's own traffic still flows, the rest is dropped
+		if t.Failed() {
+			t.Logf("mangle table:\n%s", l.save(t, path, "mangle"))
+		}
+	})
 }

@@ -3,101 +3,27 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-	"github.com/vishvananda/netns"
-
-	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testconsul"
-	"github.com/felt-net/felt/internal/testhost"
-	"github.com/felt-net/felt/kv/consulkv"
-	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
-// tlsUnderlayGW is the underlay bridge's address, where Consul listens.
-const tlsUnderlayGW = "192.168.77.1"
-
-// tlsCluster is an underlay namespace with a bridge and a Consul locked down
-// as in production on it: HTTPS only, client certificates verified
-// (verify_incoming), ACLs with default deny. testhost.NewCluster's Consul is
-// plain HTTP, hence this one.
-type tlsCluster struct {
-	UL     string
-	Consul *testconsul.Agent
-	// Env is what a felt host needs: the https:// address, the CA, a client
-	// certificate and a token that may write felt's prefix only.
-	Env []string
-}
-
-func newTLSCluster(t *testing.T) *tlsCluster {
+// newTLSCluster is an underlay with a Consul locked down as in production
+// (HTTPS only, client certificates verified, ACLs with default deny) and no
+// hosts yet; c.Env is what a felt host needs: the https:// address, the CA,
+// a client certificate and a token that may write felt's prefix only.
+func newTLSCluster(t *testing.T) *hosts.Cluster {
 	t.Helper()
-	c := &tlsCluster{UL: testhost.NewNS(t, "ul")}
-	// A fixed MAC for the bridge, as testhost.NewCluster explains.
-	testhost.Run(t, "ip", "-n", c.UL, "link", "add", "br0", "address", "02:fe:17:00:00:01", "type", "bridge")
-	testhost.Run(t, "ip", "-n", c.UL, "addr", "add", tlsUnderlayGW+"/24", "dev", "br0")
-	testhost.Run(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
-	c.Consul = testconsul.Start(t, testconsul.Options{NetNS: c.UL, Bind: tlsUnderlayGW, Client: tlsUnderlayGW,
-		Persistent: true, TLS: true, ACL: true})
-	token := c.Consul.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
-	c.Env = setEnv(c.Consul.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
-	return c
+	return hosts.NewClusterWith(t, hosts.ClusterOptions{Binary: feltBin, Secure: true})
 }
 
-// addHost starts felt on the underlay at 192.168.77.n with env.
-func (c *tlsCluster) addHost(t *testing.T, n int, env []string) *testhost.Host {
-	t.Helper()
-	h := testhost.NewHost(t, testhost.HostOptions{Binary: feltBin, UnderlayNS: c.UL, UnderlayBridge: "br0",
-		Addr: fmt.Sprintf("192.168.77.%d/24", n), Env: env})
-	testhost.Run(t, "ip", "-n", h.NS, "route", "add", "default", "via", tlsUnderlayGW)
-	return h
-}
-
-// registry reads leases from Consul as the test's own client: through the
-// underlay namespace, with the CA, the client certificate and the
-// management token.
-func (c *tlsCluster) registry(t *testing.T) *lease.Registry {
-	t.Helper()
-	ns, err := netns.GetFromName(c.UL)
-	testhost.Must(t, err)
-	t.Cleanup(func() { ns.Close() })
-	cfg := &consulapi.Config{Address: c.Consul.Addr, Scheme: "https", Token: c.Consul.Token,
-		TLSConfig: consulapi.TLSConfig{CAFile: c.Consul.TLS.CA.CertFile, CertFile: c.Consul.TLS.ClientCert, KeyFile: c.Consul.TLS.ClientKey},
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := nsutil.Do(ns, func() (err error) {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}}
-	s, err := consulkv.New(cfg)
-	testhost.Must(t, err)
-	return lease.NewRegistry(s, "felt/", nil)
-}
-
-// setEnv returns env with the NAME=value entries replacing those of the
-// same name ("NAME=" empties it, which Consul's client takes as unset).
-func setEnv(env []string, set ...string) []string {
-	out := append([]string{}, env...)
-	for _, s := range set {
-		name, _, _ := strings.Cut(s, "=")
-		replaced := false
-		for i, e := range out {
-			if strings.HasPrefix(e, name+"=") {
-				out[i], replaced = s, true
-			}
-		}
-		if !replaced {
-			out = append(out, s)
-		}
-	}
-	return out
+// addHost starts felt on the underlay at 192.168.77.n.
+func addHost(c *hosts.Cluster, n int) *hosts.Host {
+	return c.AddHostAt(fmt.Sprintf("192.168.77.%d/24", n))
 }
 
 // felt as a bare binary against a Consul that serves HTTPS only, checks
@@ -106,18 +32,18 @@ func setEnv(env []string, set ...string) []string {
 func TestConsulTLSAndACLs(t *testing.T) {
 	c := newTLSCluster(t)
 	pool := netip.MustParsePrefix("10.44.0.0/16")
-	var ctrs []*testhost.Ctr
+	var ctrs []*hosts.Ctr
 	for i := range 2 {
-		h := c.addHost(t, 11+i, c.Env)
-		ctrs = append(ctrs, h.MustNetwork(t, testhost.NetSpec{Subnet: pool.String()}).MustRun(t, ""))
+		h := addHost(c, 11+i)
+		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: pool.String()}).MustRun(t, ""))
 	}
 	if ctrs[0].Net.Subnet == ctrs[1].Net.Subnet {
 		t.Fatalf("both hosts got %s", ctrs[0].Net.Subnet)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ls, err := c.registry(t).Leases(ctx, pool)
-	testhost.Must(t, err)
+	ls, err := registryOf(t, c).Leases(ctx, pool)
+	testkit.Must(t, err)
 	got := map[netip.Prefix]string{}
 	for _, l := range ls {
 		got[l.Subnet] = l.PublicIP.String()
@@ -125,7 +51,7 @@ func TestConsulTLSAndACLs(t *testing.T) {
 	if len(ls) != 2 || got[ctrs[0].Net.Subnet] != "192.168.77.11" || got[ctrs[1].Net.Subnet] != "192.168.77.12" {
 		t.Fatalf("leases in Consul %+v: want %s for 192.168.77.11 and %s for 192.168.77.12", ls, ctrs[0].Net.Subnet, ctrs[1].Net.Subnet)
 	}
-	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	ctrs[1].MustPing(t, ctrs[0].Addr.Addr())
 }
 
@@ -133,8 +59,8 @@ func TestConsulTLSAndACLs(t *testing.T) {
 // an error that names the setting to fix, and writes nothing.
 func TestConsulTLSAndACLErrors(t *testing.T) {
 	c := newTLSCluster(t)
-	other := testconsul.NewCA(t, t.TempDir(), "other-ca")
-	h := c.addHost(t, 21, c.Env)
+	other := consul.NewCA(t, t.TempDir(), "other-ca")
+	h := addHost(c, 21)
 	base := h.Env
 	for _, tc := range []struct {
 		name string
@@ -148,19 +74,19 @@ func TestConsulTLSAndACLErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.Stop()
-			h.Env = setEnv(base, tc.set...)
+			h.Env = testkit.SetEnv(base, tc.set...)
 			h.Start()
-			_, err := h.CreateNetwork(testhost.NetSpec{Subnet: "10.45.0.0/16"})
+			_, err := h.CreateNetwork(hosts.NetSpec{Subnet: "10.45.0.0/16"})
 			t.Logf("CreateNetwork: %v", err) // what Docker would show
-			testhost.WantErr(t, err, tc.want)
-			testhost.WantErr(t, err, "consul "+c.Consul.Addr)
+			testkit.WantErr(t, err, tc.want)
+			testkit.WantErr(t, err, "consul "+c.Consul.Addr)
 		})
 	}
 	// Nothing of those attempts reached Consul.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ls, err := c.registry(t).Leases(ctx, netip.MustParsePrefix("10.45.0.0/16"))
-	testhost.Must(t, err)
+	ls, err := registryOf(t, c).Leases(ctx, netip.MustParsePrefix("10.45.0.0/16"))
+	testkit.Must(t, err)
 	if len(ls) != 0 {
 		t.Fatalf("leases %+v written by misconfigured hosts", ls)
 	}
@@ -168,5 +94,5 @@ func TestConsulTLSAndACLErrors(t *testing.T) {
 	h.Stop()
 	h.Env = base
 	h.Start()
-	h.MustNetwork(t, testhost.NetSpec{Subnet: "10.45.0.0/16"})
+	h.MustNetwork(t, hosts.NetSpec{Subnet: "10.45.0.0/16"})
 }

@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // The kernel deletes every route through an interface that goes down or
@@ -25,17 +26,17 @@ func TestKernelChangesRepairedAtOnce(t *testing.T) {
 }
 
 func testKernelChanges(t *testing.T, iface string) {
-	c := testhost.NewCluster(t, feltBin, 2, longResync, iface)
-	var ctrs []*testhost.Ctr
+	c := hosts.NewCluster(t, feltBin, 2, longResync, iface)
+	var ctrs []*hosts.Ctr
 	for _, h := range c.Hosts {
-		n := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
+		n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
 		ctrs = append(ctrs, n.MustRun(t, ""))
 	}
-	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[1].Ping(ctrs[0].Addr.Addr()) == nil })
 	h := c.Hosts[1]
 	peer := ctrs[0].Net.Subnet
 	route := func() string {
-		out, _ := testhost.Try("ip", "-n", h.NS, "route", "show", peer.String(), "proto", "76")
+		out, _ := testkit.Run("ip", "-n", h.NS, "route", "show", peer.String(), "proto", "76")
 		return strings.TrimSpace(out)
 	}
 	if route() == "" {
@@ -55,23 +56,23 @@ func testKernelChanges(t *testing.T, iface string) {
 		ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 	}
 
-	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "down")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "ul0", "down")
 	gone("the link going down")
-	testhost.Run(t, "ip", "-n", h.NS, "link", "set", "ul0", "up")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", "ul0", "up")
 	time.Sleep(500 * time.Millisecond) // the DHCP client takes a moment
-	testhost.Run(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
 	repaired("the underlay link went down and up")
 
 	// A DHCP renewal that removes the address and adds it back, then the
 	// default route.
-	testhost.Run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
 	gone("the address going")
-	testhost.Run(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "ul0")
 	time.Sleep(500 * time.Millisecond)
-	testhost.Run(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "replace", "default", "via", gw.String())
 	repaired("the underlay address was removed and added back")
 
 	// Someone deletes felt's route by hand.
-	testhost.Run(t, "ip", "-n", h.NS, "route", "del", peer.String())
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "del", peer.String())
 	repaired("the route was deleted")
 }

@@ -1,5 +1,5 @@
 // Package integration runs felt daemons inside network-namespace "hosts"
-// (internal/testhost), drives them over their sockets with the JSON Docker
+// (testkit/hosts), drives them over their sockets with the JSON Docker
 // sends, and sends real packets between "containers".
 package integration
 
@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testhost"
+	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // feltBin is the felt binary under test, built once by TestMain.
@@ -18,22 +21,26 @@ var feltBin string
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
-			if os.Getenv("CI") == "true" {
-				fmt.Fprintln(os.Stderr, "integration tests need root (CI=true: not skipping)")
-				return 1
-			}
-			fmt.Fprintln(os.Stderr, "integration tests need root: skipped")
-			return 0
+			return testkit.UnavailableMain("integration", "the tests need root")
 		}
 		dir, err := os.MkdirTemp("", "felt-it-bin")
 		if err != nil {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		if feltBin, err = testhost.BuildFelt(filepath.Join(dir, "felt"), true); err != nil {
+		if feltBin, err = hosts.BuildFelt(filepath.Join(dir, "felt"), true); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		return m.Run()
 	}())
+}
+
+// registryOf reads the leases in the cluster's Consul directly, as a check
+// on what its hosts stored.
+func registryOf(t testing.TB, c *hosts.Cluster) *lease.Registry {
+	t.Helper()
+	s, err := consulkv.New(c.ConsulConfig())
+	testkit.Must(t, err)
+	return lease.NewRegistry(s, "felt/", nil)
 }

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease/leasetest"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // The same network on three hosts: every container reaches every other,
@@ -23,27 +24,18 @@ func TestMultiHostBackends(t *testing.T) {
 		{"udp", map[string]string{"backend": "udp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := testhost.NewCluster(t, feltBin, 3)
+			c := hosts.NewCluster(t, feltBin, 3)
 			for _, h := range c.Hosts {
-				testhost.Run(t, testhost.InNS(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
+				testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...) // as Docker sets it
 			}
-			var ctrs []*testhost.Ctr
+			var ctrs []*hosts.Ctr
 			for _, h := range c.Hosts {
-				n := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: tc.opts})
+				n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: tc.opts})
 				ctrs = append(ctrs, n.MustRun(t, ""))
 			}
-			testhost.WaitFor(t, "all pairs reachable", func() bool {
-				for _, a := range ctrs {
-					for _, b := range ctrs {
-						if a != b && a.Ping(b.Addr.Addr()) != nil {
-							return false
-						}
-					}
-				}
-				return true
-			})
-			testhost.AllPairsPing(t, ctrs)
-			testhost.Transfer(t, ctrs[0], ctrs[2], 2<<20)
+			hosts.WaitAllPairs(t, ctrs)
+			hosts.AllPairsPing(t, ctrs)
+			hosts.Transfer(t, ctrs[0], ctrs[2], 2<<20)
 
 			// Restart felt on host 1 (kill -9): same subnet, traffic kept.
 			h := c.Hosts[1]
@@ -55,8 +47,8 @@ func TestMultiHostBackends(t *testing.T) {
 				ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 			}
 			h.Start()
-			ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
-			testhost.Must(t, err)
+			ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+			testkit.Must(t, err)
 			held := 0
 			for _, l := range ls {
 				if l.Subnet == before {
@@ -66,14 +58,14 @@ func TestMultiHostBackends(t *testing.T) {
 			if held != 1 || len(ls) != 3 {
 				t.Fatalf("after restart: leases %v, want 3 with %s still held", ls, before)
 			}
-			testhost.WaitFor(t, "traffic after the restart", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+			testkit.WaitFor(t, "traffic after the restart", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 			n2 := ctrs[1].Net
 			d := n2.MustRun(t, "")
 			if !before.Contains(d.Addr.Addr()) {
 				t.Fatalf("new container on the restarted host got %s, outside its subnet %s", d.Addr, before)
 			}
-			testhost.WaitFor(t, "new container reachable", func() bool { return ctrs[2].Ping(d.Addr.Addr()) == nil })
-			testhost.AllPairsPing(t, append(ctrs, d))
+			testkit.WaitFor(t, "new container reachable", func() bool { return ctrs[2].Ping(d.Addr.Addr()) == nil })
+			hosts.AllPairsPing(t, append(ctrs, d))
 		})
 	}
 }
@@ -81,21 +73,21 @@ func TestMultiHostBackends(t *testing.T) {
 // A host that dies without releasing its lease: once the lease expires its
 // subnet's routes disappear from the other hosts.
 func TestDeadHostLeaseExpires(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 3, "FELT_LEASE_TTL=4s")
-	var nets []*testhost.Net
+	c := hosts.NewCluster(t, feltBin, 3, "FELT_LEASE_TTL=4s")
+	var nets []*hosts.Net
 	for _, h := range c.Hosts {
-		nets = append(nets, h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16"}))
+		nets = append(nets, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"}))
 	}
 	dead := nets[2].Subnet
-	route := func(h *testhost.Host) string {
-		out, _ := testhost.Try("ip", "-n", h.NS, "route", "show", dead.String())
+	route := func(h *hosts.Host) string {
+		out, _ := testkit.Run("ip", "-n", h.NS, "route", "show", dead.String())
 		return strings.TrimSpace(out)
 	}
-	testhost.WaitFor(t, "route to the third host's subnet", func() bool { return route(c.Hosts[0]) != "" && route(c.Hosts[1]) != "" })
+	testkit.WaitFor(t, "route to the third host's subnet", func() bool { return route(c.Hosts[0]) != "" && route(c.Hosts[1]) != "" })
 	c.Hosts[2].Kill()
-	testhost.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
-	ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
-	testhost.Must(t, err)
+	testkit.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
+	ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+	testkit.Must(t, err)
 	for _, l := range ls {
 		if l.Subnet == dead {
 			t.Fatalf("expired lease %s still in Consul", dead)
@@ -109,19 +101,19 @@ func TestDeadHostLeaseExpires(t *testing.T) {
 // Two felt networks spanning two hosts: containers of one cannot reach the
 // other's, across hosts, even with a default route through felt.
 func TestIsolationAcrossHosts(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 2)
-	var blue, red []*testhost.Ctr
+	c := hosts.NewCluster(t, feltBin, 2)
+	var blue, red []*hosts.Ctr
 	for _, h := range c.Hosts {
-		b := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16"})
-		r := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.43.0.0/16"})
+		b := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"})
+		r := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.43.0.0/16"})
 		blue = append(blue, b.MustRun(t, ""))
 		red = append(red, r.MustRun(t, ""))
 	}
 	for _, x := range append(blue, red...) {
-		testhost.Run(t, "ip", "-n", x.NS, "route", "add", "default", "via", x.Net.Gateway.String())
+		testkit.MustRun(t, "ip", "-n", x.NS, "route", "add", "default", "via", x.Net.Gateway.String())
 	}
-	testhost.WaitFor(t, "blue across hosts", func() bool { return blue[0].Ping(blue[1].Addr.Addr()) == nil })
-	testhost.WaitFor(t, "red across hosts", func() bool { return red[0].Ping(red[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "blue across hosts", func() bool { return blue[0].Ping(blue[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "red across hosts", func() bool { return red[0].Ping(red[1].Addr.Addr()) == nil })
 	blue[0].MustNotPing(t, red[1].Addr.Addr())
 	red[1].MustNotPing(t, blue[0].Addr.Addr())
 	blue[1].MustNotPing(t, red[0].Addr.Addr())
@@ -130,23 +122,23 @@ func TestIsolationAcrossHosts(t *testing.T) {
 // 20 simulated hosts acquiring leases in one pool at once, through Consul:
 // each gets one, no two the same.
 func TestConcurrentLeasesInConsul(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 0)
-	leasetest.RaceAcquire(t, c.Registry(), netip.MustParsePrefix("10.70.0.0/19"), 20)
+	c := hosts.NewCluster(t, feltBin, 0)
+	leasetest.RaceAcquire(t, registryOf(t, c), netip.MustParsePrefix("10.70.0.0/19"), 20)
 }
 
 // Consul stops: existing traffic flows, new containers on hosts with a lease
 // start, operations needing Consul fail naming its address; once Consul is
 // back they succeed.
 func TestConsulOutage(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 2)
-	var nets []*testhost.Net
-	var ctrs []*testhost.Ctr
+	c := hosts.NewCluster(t, feltBin, 2)
+	var nets []*hosts.Net
+	var ctrs []*hosts.Ctr
 	for _, h := range c.Hosts {
-		n := h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16"})
+		n := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"})
 		nets = append(nets, n)
 		ctrs = append(ctrs, n.MustRun(t, ""))
 	}
-	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	c.Consul.Stop()
 	ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 	late := nets[1].MustRun(t, "")
@@ -156,35 +148,35 @@ func TestConsulOutage(t *testing.T) {
 	c.Hosts[0].Kill()
 	c.Hosts[0].Start()
 	ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
-	_, err := c.Hosts[0].CreateNetwork(testhost.NetSpec{Subnet: "10.43.0.0/16"})
-	testhost.WantErr(t, err, c.Consul.Addr)
+	_, err := c.Hosts[0].CreateNetwork(hosts.NetSpec{Subnet: "10.43.0.0/16"})
+	testkit.WantErr(t, err, c.Consul.Addr)
 
 	c.Consul.Restart()
-	testhost.WaitFor(t, "network creation once Consul is back", func() bool {
-		n, err := c.Hosts[0].CreateNetwork(testhost.NetSpec{Subnet: "10.43.0.0/16"})
+	testkit.WaitFor(t, "network creation once Consul is back", func() bool {
+		n, err := c.Hosts[0].CreateNetwork(hosts.NetSpec{Subnet: "10.43.0.0/16"})
 		if err == nil {
 			t.Cleanup(func() { _ = n.Delete() })
 		}
 		return err == nil
 	})
-	testhost.AllPairsPing(t, append(ctrs, late))
+	hosts.AllPairsPing(t, append(ctrs, late))
 }
 
 // A host whose public IP changes updates its lease in place (same subnet),
 // and peers follow: traffic flows again without restarting anything.
 func TestPublicIPChange(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 2)
-	var ctrs []*testhost.Ctr
+	c := hosts.NewCluster(t, feltBin, 2)
+	var ctrs []*hosts.Ctr
 	for _, h := range c.Hosts {
-		ctrs = append(ctrs, h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16"}).MustRun(t, ""))
+		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"}).MustRun(t, ""))
 	}
-	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	h := c.Hosts[1]
-	testhost.Run(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
-	testhost.Run(t, "ip", "-n", h.NS, "addr", "add", "192.168.77.42/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "del", h.IP+"/24", "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", h.NS, "addr", "add", "192.168.77.42/24", "dev", "ul0")
 	subnet := ctrs[1].Net.Subnet
-	testhost.WaitFor(t, "lease updated with the new IP", func() bool {
-		ls, err := c.Registry().Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+	testkit.WaitFor(t, "lease updated with the new IP", func() bool {
+		ls, err := registryOf(t, c).Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
 		if err != nil {
 			return false
 		}
@@ -195,20 +187,20 @@ func TestPublicIPChange(t *testing.T) {
 		}
 		return false
 	})
-	testhost.WaitFor(t, "traffic over the new address", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "traffic over the new address", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 	ctrs[1].MustPing(t, ctrs[0].Addr.Addr())
 }
 
 // host-gw with a peer that is not on this host's L2 segment: network
 // creation fails naming the peer, instead of black-holing its subnet.
 func TestHostGWUnreachablePeer(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 1)
-	c.Hosts[0].MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
+	c := hosts.NewCluster(t, feltBin, 1)
+	c.Hosts[0].MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}})
 	far := c.AddHostAt("192.168.78.11/24")
-	_, err := far.CreateNetwork(testhost.NetSpec{Subnet: "10.42.0.0/16"})
-	testhost.WantErr(t, err, "at "+c.Hosts[0].IP+" is not directly reachable")
-	testhost.WantErr(t, err, "one L2 segment")
-	if links := testhost.FeltLinks(t, far.NS); len(links) > 0 {
+	_, err := far.CreateNetwork(hosts.NetSpec{Subnet: "10.42.0.0/16"})
+	testkit.WantErr(t, err, "at "+c.Hosts[0].IP+" is not directly reachable")
+	testkit.WantErr(t, err, "one L2 segment")
+	if links := hosts.FeltLinks(t, far.NS); len(links) > 0 {
 		t.Fatalf("failed create left links: %v", links)
 	}
 }
@@ -217,20 +209,20 @@ func TestHostGWUnreachablePeer(t *testing.T) {
 // write their network records and leases back, with the options they run
 // with and the same subnets, and traffic across hosts resumes.
 func TestStoreDataLossHeals(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 2)
-	var ctrs []*testhost.Ctr
+	c := hosts.NewCluster(t, feltBin, 2)
+	var ctrs []*hosts.Ctr
 	for _, h := range c.Hosts {
-		ctrs = append(ctrs, h.MustNetwork(t, testhost.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}}).MustRun(t, ""))
+		ctrs = append(ctrs, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: map[string]string{"backend": "host-gw"}}).MustRun(t, ""))
 	}
-	testhost.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
-	reg := c.Registry()
+	testkit.WaitFor(t, "cross-host ping", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	reg := registryOf(t, c)
 	ctx := context.Background()
 	pool := netip.MustParsePrefix("10.42.0.0/16")
 	// The network record and both leases at least.
 	if n, err := reg.DeleteAll(ctx); err != nil || n < 3 {
 		t.Fatalf("deleted %d keys (%v), want the network record and both leases", n, err)
 	}
-	testhost.WaitFor(t, "records and leases written back", func() bool {
+	testkit.WaitFor(t, "records and leases written back", func() bool {
 		n, err := reg.GetNetwork(ctx, pool)
 		if err != nil || n.Backend != "host-gw" {
 			return false
@@ -246,5 +238,5 @@ func TestStoreDataLossHeals(t *testing.T) {
 		}
 		return true
 	})
-	testhost.WaitFor(t, "traffic after the store healed", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
+	testkit.WaitFor(t, "traffic after the store healed", func() bool { return ctrs[0].Ping(ctrs[1].Addr.Addr()) == nil })
 }

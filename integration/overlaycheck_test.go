@@ -11,10 +11,10 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/testkit"
 )
 
 // Helpers for the tests of the overlay reconciler: reading a host's overlay
@@ -44,10 +44,10 @@ func within(t testing.TB, d time.Duration, what string, cond func() bool) {
 func nlOf(t testing.TB, ns string) *netlink.Handle {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	nl, err := netlink.NewHandleAt(h)
 	h.Close()
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	t.Cleanup(nl.Close)
 	return nl
 }
@@ -65,7 +65,7 @@ func readOverlay(t testing.TB, nl *netlink.Handle) overlayState {
 	t.Helper()
 	s := overlayState{routes: map[netip.Prefix]string{}, neigh: map[netip.Addr]string{}, fdb: map[string]netip.Addr{}, aliases: map[string]string{}}
 	links, err := nl.LinkList()
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	names := map[int]string{}
 	for _, l := range links {
 		a := l.Attrs()
@@ -76,7 +76,7 @@ func readOverlay(t testing.TB, nl *netlink.Handle) overlayState {
 		s.devices = append(s.devices, a.Name)
 		s.aliases[a.Name] = a.Alias
 		ns, err := nl.NeighList(a.Index, netlink.FAMILY_V4)
-		testhost.Must(t, err)
+		testkit.Must(t, err)
 		for _, n := range ns {
 			if n.State&netlink.NUD_PERMANENT != 0 {
 				ip, _ := netip.AddrFromSlice(n.IP)
@@ -84,7 +84,7 @@ func readOverlay(t testing.TB, nl *netlink.Handle) overlayState {
 			}
 		}
 		fdb, err := nl.NeighList(a.Index, unix.AF_BRIDGE)
-		testhost.Must(t, err)
+		testkit.Must(t, err)
 		for _, n := range fdb {
 			if len(n.HardwareAddr) == 6 && n.HardwareAddr[0]&1 == 0 && n.HardwareAddr.String() != "00:00:00:00:00:00" {
 				ip, _ := netip.AddrFromSlice(n.IP)
@@ -93,7 +93,7 @@ func readOverlay(t testing.TB, nl *netlink.Handle) overlayState {
 		}
 	}
 	routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	for _, r := range routes {
 		if r.Dst == nil {
 			continue

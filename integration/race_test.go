@@ -10,9 +10,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // Many hosts deleting and creating the same network at once, round after
@@ -24,22 +25,22 @@ import (
 // clean-up.
 func TestDeleteCreateRace(t *testing.T) {
 	const (
-		hosts   = 5
+		nHosts  = 5
 		rounds  = 6 // ending created, deleted, created, ...
 		toggles = 3 // create/delete flips per host within a round, all hosts at once
 		vni     = 4242
 	)
-	c := testhost.NewCluster(t, feltBin, hosts, longResync)
+	c := hosts.NewCluster(t, feltBin, nHosts, longResync)
 	pool := netip.MustParsePrefix("10.42.0.0/16")
 	// A fixed VNI: the test is about the kernel, not about which host's
 	// record wins when the last lease of a pool goes while another host
 	// creates it again.
-	spec := testhost.NetSpec{Subnet: pool.String(), Opts: map[string]string{"backend": "vxlan", "vni": fmt.Sprint(vni)}}
-	nls := make([]*netlink.Handle, hosts)
+	spec := hosts.NetSpec{Subnet: pool.String(), Opts: map[string]string{"backend": "vxlan", "vni": fmt.Sprint(vni)}}
+	nls := make([]*netlink.Handle, nHosts)
 	for i, h := range c.Hosts {
 		nls[i] = nlOf(t, h.NS)
 	}
-	nets := make([]*testhost.Net, hosts) // each host's network, nil when it has none
+	nets := make([]*hosts.Net, nHosts) // each host's network, nil when it has none
 	t.Cleanup(func() {
 		for _, n := range nets {
 			if n != nil {
@@ -47,7 +48,7 @@ func TestDeleteCreateRace(t *testing.T) {
 			}
 		}
 	})
-	reg := c.Registry()
+	reg := registryOf(t, c)
 
 	for round := range rounds {
 		created := round%2 == 0
@@ -108,7 +109,7 @@ func TestDeleteCreateRace(t *testing.T) {
 // checkDeleted: nothing of the overlay is left on any host, and nothing
 // comes back (a reconcile that raced the delete would bring the VTEP back
 // after it).
-func checkDeleted(t *testing.T, round int, c *testhost.Cluster, nls []*netlink.Handle) {
+func checkDeleted(t *testing.T, round int, c *hosts.Cluster, nls []*netlink.Handle) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
@@ -116,7 +117,7 @@ func checkDeleted(t *testing.T, round int, c *testhost.Cluster, nls []*netlink.H
 			if s := readOverlay(t, nl); !s.empty() {
 				t.Fatalf("round %d (deleted): host %d keeps %s", round, i, s)
 			}
-			if links := testhost.FeltLinks(t, c.Hosts[i].NS); len(links) > 0 {
+			if links := hosts.FeltLinks(t, c.Hosts[i].NS); len(links) > 0 {
 				t.Fatalf("round %d (deleted): host %d keeps links %v", round, i, links)
 			}
 		}
@@ -126,7 +127,7 @@ func checkDeleted(t *testing.T, round int, c *testhost.Cluster, nls []*netlink.H
 
 // checkCreated: every host converges to exactly its VTEP, marked as its
 // network's, with a route, neighbour and FDB entry per other host's lease.
-func checkCreated(t *testing.T, round int, c *testhost.Cluster, nls []*netlink.Handle, nets []*testhost.Net, reg *lease.Registry, pool netip.Prefix, vni int) {
+func checkCreated(t *testing.T, round int, c *hosts.Cluster, nls []*netlink.Handle, nets []*hosts.Net, reg *lease.Registry, pool netip.Prefix, vni int) {
 	t.Helper()
 	var why string
 	deadline := time.Now().Add(30 * time.Second)
@@ -140,7 +141,7 @@ func checkCreated(t *testing.T, round int, c *testhost.Cluster, nls []*netlink.H
 
 // converged reports whether every host's overlay matches the leases, and
 // otherwise why not.
-func converged(t *testing.T, nls []*netlink.Handle, nets []*testhost.Net, reg *lease.Registry, pool netip.Prefix, vni int, why *string) bool {
+func converged(t *testing.T, nls []*netlink.Handle, nets []*hosts.Net, reg *lease.Registry, pool netip.Prefix, vni int, why *string) bool {
 	ls, err := reg.Leases(context.Background(), pool)
 	if err != nil {
 		*why = err.Error()
@@ -170,25 +171,25 @@ func converged(t *testing.T, nls []*netlink.Handle, nets []*testhost.Net, reg *l
 // reconcile that raced a delete in an older felt) goes when felt starts;
 // one marked by another felt instance stays.
 func TestStrayVTEPRemovedAtStart(t *testing.T) {
-	c := testhost.NewCluster(t, feltBin, 1, longResync)
+	c := hosts.NewCluster(t, feltBin, 1, longResync)
 	h := c.Hosts[0]
 	// Any call but the static ones waits for felt to be built, so its host
 	// ID is in the log.
-	testhost.Must(t, h.Call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, nil))
+	testkit.Must(t, h.Call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, nil))
 	h.Stop()
 	instance := h.Instance()
-	stray := testhost.RandomID()
+	stray := hosts.RandomID()
 	for _, l := range []struct{ name, vni, alias string }{
 		{"felt.77", "77", overlay.OwnerAlias(instance, stray)},
 		{"felt.78", "78", overlay.OwnerAlias("0therfel", stray)},
 	} {
-		testhost.Run(t, "ip", "-n", h.NS, "link", "add", l.name, "type", "vxlan", "id", l.vni, "dstport", "4789", "dev", "ul0")
-		testhost.Run(t, "ip", "-n", h.NS, "link", "set", l.name, "alias", l.alias)
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "add", l.name, "type", "vxlan", "id", l.vni, "dstport", "4789", "dev", "ul0")
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", l.name, "alias", l.alias)
 	}
 	h.Start()
-	testhost.WaitFor(t, "stray VTEP removed", func() bool {
-		_, err := testhost.Try("ip", "-n", h.NS, "link", "show", "felt.77")
+	testkit.WaitFor(t, "stray VTEP removed", func() bool {
+		_, err := testkit.Run("ip", "-n", h.NS, "link", "show", "felt.77")
 		return err != nil
 	})
-	testhost.Run(t, "ip", "-n", h.NS, "link", "show", "felt.78")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "show", "felt.78")
 }

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testhost"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/hosts"
 )
 
 // A host whose state directory is wiped comes back with a new host ID and
@@ -48,29 +49,20 @@ func TestWipedState(t *testing.T) {
 
 func testWipedState(t *testing.T, backend string, reboot bool) {
 	pool := netip.MustParsePrefix("10.42.0.0/16")
-	spec := testhost.NetSpec{Subnet: pool.String(), Opts: map[string]string{"backend": backend}}
-	c := testhost.NewCluster(t, feltBin, 3)
-	var ctrs []*testhost.Ctr
+	spec := hosts.NetSpec{Subnet: pool.String(), Opts: map[string]string{"backend": backend}}
+	c := hosts.NewCluster(t, feltBin, 3)
+	var ctrs []*hosts.Ctr
 	for _, h := range c.Hosts {
 		ctrs = append(ctrs, h.MustNetwork(t, spec).MustRun(t, ""))
 	}
-	testhost.WaitFor(t, "all pairs reachable", func() bool {
-		for _, a := range ctrs {
-			for _, b := range ctrs {
-				if a != b && a.Ping(b.Addr.Addr()) != nil {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	hosts.WaitAllPairs(t, ctrs)
 
-	reg := c.Registry()
+	reg := registryOf(t, c)
 	ctx := context.Background()
 	rec, err := reg.GetNetwork(ctx, pool)
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	w := c.Hosts[1] // the host whose state is wiped
-	peers := []*testhost.Host{c.Hosts[0], c.Hosts[2]}
+	peers := []*hosts.Host{c.Hosts[0], c.Hosts[2]}
 	wIP := netip.MustParseAddr(w.IP)
 
 	// The first incarnation, as its peers see it: the check below must
@@ -98,9 +90,9 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 		w.Stop()
 	}
 	entries, err := os.ReadDir(w.Dir)
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	for _, e := range entries {
-		testhost.Must(t, os.RemoveAll(filepath.Join(w.Dir, e.Name())))
+		testkit.Must(t, os.RemoveAll(filepath.Join(w.Dir, e.Name())))
 	}
 	w.Start()
 
@@ -176,50 +168,50 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 		t.Fatalf("the first incarnation's objects stay on %s: %s", w.NS, p)
 	}
 
-	live := []*testhost.Ctr{ctrs[0], d, ctrs[2]}
-	testhost.WaitFor(t, "the new container reaching its peers", func() bool {
+	live := []*hosts.Ctr{ctrs[0], d, ctrs[2]}
+	testkit.WaitFor(t, "the new container reaching its peers", func() bool {
 		return d.Ping(ctrs[0].Addr.Addr()) == nil && d.Ping(ctrs[2].Addr.Addr()) == nil
 	})
-	testhost.AllPairsPing(t, live)
-	testhost.Transfer(t, ctrs[0], d, 1<<20)
+	hosts.AllPairsPing(t, live)
+	hosts.Transfer(t, ctrs[0], d, 1<<20)
 }
 
 // forgetKernelState removes what a reboot takes along from felt's host h:
 // its links (bridges, veths, VTEPs: the containers' ends go with the
 // veths), its routes and its iptables rules.
-func forgetKernelState(t *testing.T, h *testhost.Host) {
+func forgetKernelState(t *testing.T, h *hosts.Host) {
 	t.Helper()
-	for _, l := range testhost.FeltLinks(t, h.NS) {
+	for _, l := range hosts.FeltLinks(t, h.NS) {
 		f := strings.Fields(l)
 		if len(f) < 2 {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		testhost.Run(t, "ip", "-n", h.NS, "link", "del", name)
+		testkit.MustRun(t, "ip", "-n", h.NS, "link", "del", name)
 	}
-	testhost.Run(t, "ip", "-n", h.NS, "route", "flush", "proto", fmt.Sprint(int(overlay.RouteProtocol)))
+	testkit.MustRun(t, "ip", "-n", h.NS, "route", "flush", "proto", fmt.Sprint(int(overlay.RouteProtocol)))
 	for _, table := range []string{"filter", "nat", "mangle"} {
-		testhost.Run(t, testhost.InNS(h.NS, "iptables", "-t", table, "-F")...)
-		testhost.Run(t, testhost.InNS(h.NS, "iptables", "-t", table, "-X")...)
+		testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-F")...)
+		testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-X")...)
 	}
-	if left := testhost.FeltLinks(t, h.NS); len(left) > 0 {
+	if left := hosts.FeltLinks(t, h.NS); len(left) > 0 {
 		t.Fatalf("links left after the reboot: %v", left)
 	}
 }
 
 // leftoversOf describes the links and iptables rules on h marked with felt
 // instance inst, or is "" when there are none.
-func leftoversOf(t *testing.T, h *testhost.Host, inst string) string {
+func leftoversOf(t *testing.T, h *hosts.Host, inst string) string {
 	t.Helper()
 	mark := "felt:" + inst + ":"
 	var left []string
-	for _, l := range testhost.FeltLinks(t, h.NS) {
+	for _, l := range hosts.FeltLinks(t, h.NS) {
 		if strings.Contains(l, "alias "+mark) {
 			left = append(left, l)
 		}
 	}
 	for _, table := range []string{"filter", "mangle"} {
-		for _, r := range lines(testhost.Run(t, testhost.InNS(h.NS, "iptables", "-t", table, "-S")...)) {
+		for _, r := range lines(testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-t", table, "-S")...)) {
 			if strings.Contains(r, mark) {
 				left = append(left, "-t "+table+" "+r)
 			}
@@ -235,7 +227,7 @@ func leftoversOf(t *testing.T, h *testhost.Host, inst string) string {
 func onlyLeaseOf(t *testing.T, reg *lease.Registry, pool netip.Prefix, ip netip.Addr) lease.Lease {
 	t.Helper()
 	ls, err := reg.Leases(context.Background(), pool)
-	testhost.Must(t, err)
+	testkit.Must(t, err)
 	var of []lease.Lease
 	for _, l := range ls {
 		if l.PublicIP == ip {
@@ -263,7 +255,7 @@ func describeLeases(ls []lease.Lease) string {
 // MAC, and the neighbour entry of l's subnet with that MAC; no entry
 // on the VTEP with the MAC gone (an earlier incarnation's). host-gw: exactly one route
 // of the pool via ip, to l's subnet.
-func peersProblem(peers []*testhost.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
+func peersProblem(peers []*hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
 	for _, p := range peers {
 		var prob string
 		if rec.Backend == "host-gw" {
@@ -278,9 +270,9 @@ func peersProblem(peers []*testhost.Host, rec lease.Network, ip netip.Addr, l le
 	return ""
 }
 
-func vxlanProblem(p *testhost.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
+func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
 	vtep := vxlan.VTEPName(rec.VNI)
-	out, err := testhost.Try("bridge", "-n", p.NS, "fdb", "show", "dev", vtep)
+	out, err := testkit.Run("bridge", "-n", p.NS, "fdb", "show", "dev", vtep)
 	if err != nil {
 		return fmt.Sprintf("fdb of %s: %v: %s", vtep, err, out)
 	}
@@ -294,7 +286,7 @@ func vxlanProblem(p *testhost.Host, rec lease.Network, ip netip.Addr, l lease.Le
 	if len(macs) != 1 || macs[0] != vxlan.LeaseVtepMAC(l) {
 		return fmt.Sprintf("FDB entries on %s for %s: %v, want exactly [%s]\n%s", vtep, ip, macs, vxlan.LeaseVtepMAC(l), out)
 	}
-	out, err = testhost.Try("ip", "-n", p.NS, "neigh", "show", "dev", vtep)
+	out, err = testkit.Run("ip", "-n", p.NS, "neigh", "show", "dev", vtep)
 	if err != nil {
 		return fmt.Sprintf("neighbours of %s: %v: %s", vtep, err, out)
 	}
@@ -324,8 +316,8 @@ func vxlanProblem(p *testhost.Host, rec lease.Network, ip netip.Addr, l lease.Le
 	return ""
 }
 
-func hostGWProblem(p *testhost.Host, rec lease.Network, ip netip.Addr, l lease.Lease) string {
-	out, err := testhost.Try("ip", "-n", p.NS, "route", "show", "root", rec.Pool.String(), "via", ip.String())
+func hostGWProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease) string {
+	out, err := testkit.Run("ip", "-n", p.NS, "route", "show", "root", rec.Pool.String(), "via", ip.String())
 	if err != nil {
 		return fmt.Sprintf("routes: %v: %s", err, out)
 	}
@@ -352,8 +344,8 @@ func macsOf(out string) []string {
 }
 
 // linkMAC is the MAC of link dev on host h, or "" when it is missing.
-func linkMAC(h *testhost.Host, dev string) string {
-	out, err := testhost.Try("ip", "-n", h.NS, "-o", "link", "show", dev)
+func linkMAC(h *hosts.Host, dev string) string {
+	out, err := testkit.Run("ip", "-n", h.NS, "-o", "link", "show", dev)
 	if err != nil {
 		return ""
 	}

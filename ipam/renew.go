@@ -3,7 +3,6 @@ package ipam
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/felt-net/felt/lease"
@@ -69,16 +68,10 @@ func (d *Driver) renewPool(ctx context.Context, p state.Pool) error {
 	if err != nil {
 		return err
 	}
-	// As Registry.Renew, with takeovers logged.
-	l, err := d.cfg.Registry.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner, TTL: d.cfg.TTL,
-		Prefer: p.Subnet, Within: p.Subnet, OnTakeover: d.logTakeover})
+	_, err = d.cfg.Registry.Renew(ctx, lease.RenewRequest{Network: n, Subnet: p.Subnet, Owner: owner, TTL: d.cfg.TTL,
+		OnTakeover: d.logTakeover})
 	if err != nil {
 		return err
-	}
-	if l.Subnet != p.Subnet {
-		// Cannot happen with Within set to the subnet; guard anyway, since
-		// containers would be stranded on a subnet the host no longer owns.
-		return fmt.Errorf("lease %s: renewed as %s", p.Subnet, l.Subnet)
 	}
 	return nil
 }

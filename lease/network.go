@@ -72,31 +72,6 @@ type Backends interface {
 	DefaultPort(backend string) int // the port of its networks when none is given; 0: it takes none
 }
 
-// Registry reads and writes network records and leases under a key prefix.
-type Registry struct {
-	store  kv.Store
-	prefix string
-	clock  Clock
-}
-
-// NewRegistry returns a Registry over store; prefix is e.g. "felt/".
-func NewRegistry(store kv.Store, prefix string, clock Clock) *Registry {
-	if clock == nil {
-		clock = SystemClock{}
-	}
-	if prefix != "" && !strings.HasSuffix(prefix, "/") {
-		prefix += "/"
-	}
-	return &Registry{store: store, prefix: prefix, clock: clock}
-}
-
-// Prefix is the key prefix the registry writes under.
-func (r *Registry) Prefix() string { return r.prefix }
-
-// LeasesPrefix is the key prefix under which all leases live; a single
-// blocking query on it tells a host about every peer change.
-func (r *Registry) LeasesPrefix() string { return r.prefix + "leases/" }
-
 func (r *Registry) networkKey(pool netip.Prefix) string {
 	return r.prefix + "networks/" + ipnet.Key(pool)
 }

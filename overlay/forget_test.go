@@ -8,10 +8,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/vxlan"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // A felt whose state directory was wiped removes the overlay devices of its

@@ -10,23 +10,24 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
 )
 
 // ManagerConfig holds the Manager's dependencies.
 type ManagerConfig struct {
-	Registry *lease.Registry
-	Store    kv.Store // the shared store the registry writes to; watched
-	Netlink  *netlink.Handle
-	HostID   string
+	// Leases are the shared leases (a *lease.Registry), watched; Run and
+	// Check need them.
+	Leases  LeaseSource
+	Netlink *netlink.Handle
+	HostID  string
 	// Instance marks the overlay devices of this felt (OwnerAlias); empty
 	// means the first 8 characters of HostID, as the plugin derives it.
 	Instance string
 	// Underlay is the host's underlay. When it implements NetNSHost, kernel
 	// events are followed in that namespace, else in the current one.
 	Underlay Host
-	// Backends are the registered backends (plugin.Build registers them).
+	// Backends are the registered backends (overlay/backends.All, which
+	// plugin.Build passes).
 	Backends *Backends
 	// Resync is the period of the full reconcile that runs besides events.
 	Resync time.Duration
@@ -34,7 +35,7 @@ type ManagerConfig struct {
 }
 
 // Manager keeps every attached network's overlay in line with the leases.
-// One blocking query on the whole lease prefix serves all networks; each
+// One lease watch (a blocking query) serves all networks; each
 // change, each kernel change that can cost felt entries (kernel.go), the
 // expiry of a known lease, and a periodic tick reconcile every network.
 type Manager struct {
@@ -284,7 +285,7 @@ func (m *Manager) sweep() {
 func (m *Manager) nextExpiry() (time.Duration, bool) {
 	m.leasesMu.Lock()
 	defer m.leasesMu.Unlock()
-	now := time.Now()
+	now := m.cfg.Leases.Now()
 	var first time.Time
 	for _, l := range m.leases {
 		if l.Expiry.IsZero() || l.Expired(now) {
@@ -317,15 +318,14 @@ const (
 	watchRetryMax = 2 * time.Second
 )
 
-// watch follows the lease prefix with blocking queries, keeping the latest
+// watch follows the leases with blocking queries, keeping the latest
 // snapshot; after an error it retries and starts again from a full listing.
 func (m *Manager) watch(ctx context.Context) {
-	prefix := m.cfg.Registry.LeasesPrefix()
 	var index uint64
 	backoff := watchRetry
 	failing := false
 	for ctx.Err() == nil {
-		pairs, next, err := m.cfg.Store.Wait(ctx, prefix, index)
+		ls, next, err := m.cfg.Leases.WatchLeases(ctx, index)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -350,13 +350,12 @@ func (m *Manager) watch(ctx context.Context) {
 			failing = false
 		}
 		backoff = watchRetry
-		if next < index {
-			next = 0 // the store's index went backwards (e.g. Consul restored): full resync
-		}
+		// Index 0 after a non-zero one: the store's index went backwards
+		// (e.g. Consul restored), and the next query is a full resync.
 		changed := index == 0 || next != index
 		index = next
 		if changed {
-			m.setLeases(lease.DecodeLeases(pairs))
+			m.setLeases(ls)
 			m.Kick()
 		}
 	}
@@ -364,12 +363,12 @@ func (m *Manager) watch(ctx context.Context) {
 
 // refresh re-reads all leases (the periodic full resync).
 func (m *Manager) refresh(ctx context.Context) {
-	pairs, _, err := m.cfg.Store.List(ctx, m.cfg.Registry.LeasesPrefix())
+	ls, err := m.cfg.Leases.AllLeases(ctx)
 	if err != nil {
 		m.cfg.Log.Warn("lease listing failed; keeping current entries", "err", err)
 		return
 	}
-	m.setLeases(lease.DecodeLeases(pairs))
+	m.setLeases(ls)
 }
 
 func (m *Manager) setLeases(ls []lease.Lease) {
@@ -413,7 +412,7 @@ func (m *Manager) removeExpired(ctx context.Context) {
 	if !have {
 		return
 	}
-	if n := m.cfg.Registry.RemoveExpired(ctx, all); n > 0 {
+	if n := m.cfg.Leases.RemoveExpired(ctx, all); n > 0 {
 		m.cfg.Log.Info("removed expired leases", "count", n)
 	}
 }
@@ -446,9 +445,10 @@ func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease,
 	return true
 }
 
-// Peers are the live leases of n's pool held by other hosts.
+// Peers are the live leases of n's pool held by other hosts; live by the
+// clock of the lease source, as the leases expire by it.
 func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
-	now := time.Now()
+	now := m.cfg.Leases.Now()
 	var peers []lease.Lease
 	for _, l := range all {
 		if l.Pool != n.Pool || l.HostID == m.cfg.HostID || l.Subnet == n.Subnet || l.Expired(now) {
@@ -467,7 +467,7 @@ func (m *Manager) Check(ctx context.Context, n Network) error {
 		return err
 	}
 	return b.Check(ctx, n, func(ctx context.Context) ([]lease.Lease, error) {
-		ls, err := m.cfg.Registry.Leases(ctx, n.Pool)
+		ls, err := m.cfg.Leases.Leases(ctx, n.Pool)
 		if err != nil {
 			return nil, err
 		}

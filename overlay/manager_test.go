@@ -2,7 +2,6 @@ package overlay_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	feltipnet "github.com/felt-net/felt/internal/ipnet"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
@@ -55,7 +53,7 @@ func newManagerOn(t *testing.T, h *tbHost, store kv.Store, backends map[string]o
 	}
 	reg := lease.NewRegistry(store, "felt/", nil)
 	return overlay.NewManager(overlay.ManagerConfig{
-		Registry: reg, Store: store, Netlink: h.ns.NL, HostID: h.id,
+		Leases: reg, Netlink: h.ns.NL, HostID: h.id,
 		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: registryOf(backends), Resync: resync,
 		Log: slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}), reg
@@ -311,6 +309,11 @@ func TestExpiredLeaseDroppedOnTime(t *testing.T) {
 		t.Fatalf("entries of the expired peer left: %v %v", neighbours(t, a), fdb(t, a))
 	}
 }
+
+// clockAt is a clock stopped at a time.
+type clockAt time.Time
+
+func (c clockAt) Now() time.Time { return time.Time(c) }
 
 // counting wraps a backend and counts its Syncs: one per reconcile of a
 // network once leases are known.
@@ -609,15 +612,11 @@ func TestFarExpiryDoesNotSpin(t *testing.T) {
 	m, reg := newManagerOn(t, a, store, map[string]overlay.Backend{"vxlan": cnt}, time.Hour)
 	n := a.network("vxlan", false)
 	putLeases(t, reg, n, 0, a)
-	far := b.lease()
-	far.Expiry = time.Date(2600, 1, 1, 0, 0, 0, 0, time.UTC)
-	val, err := json.Marshal(far)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := reg.LeasesPrefix() + feltipnet.Key(pool) + "/" + feltipnet.Key(far.Subnet)
-	if err := store.Put(context.Background(), key, val); err != nil {
-		t.Fatal(err)
+	// b's lease written by a host whose clock says 2599: as the broken
+	// clock would write it.
+	far := time.Date(2600, 1, 1, 0, 0, 0, 0, time.UTC)
+	if l := putLeases(t, lease.NewRegistry(store, "felt/", clockAt(far.Add(-time.Hour))), n, time.Hour, b)[0]; !l.Expiry.Equal(far) {
+		t.Fatalf("lease expiring %s, want %s", l.Expiry, far)
 	}
 	ctx := context.Background()
 	if err := m.Attach(ctx, n); err != nil {

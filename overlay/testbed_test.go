@@ -9,10 +9,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
-	tbed "github.com/felt-net/felt/overlay/internal/testbed"
+	"github.com/felt-net/felt/testkit"
+	testnet "github.com/felt-net/felt/testkit/netns"
+	tbed "github.com/felt-net/felt/testkit/testbed"
 )
 
 // The Manager's tests run on the testbed the backends' tests use
@@ -37,7 +38,7 @@ type tbHost struct {
 	ctr    *testnet.NS
 	pub    netip.Addr
 	subnet netip.Prefix
-	logs   syncBuffer
+	logs   *syncBuffer
 	b      map[string]overlay.Backend
 }
 
@@ -45,7 +46,7 @@ func newTestbed(t *testing.T, pubs ...string) *testbed {
 	t.Helper()
 	tb := &testbed{}
 	for _, h := range tbed.New(t, pubs...).Hosts {
-		tb.hosts = append(tb.hosts, &tbHost{Host: h, id: h.ID, ns: h.NS, ctr: h.Ctr, pub: h.Pub, subnet: h.Subnet, logs: syncBuffer{h.Logs}, b: h.B})
+		tb.hosts = append(tb.hosts, &tbHost{Host: h, id: h.ID, ns: h.NS, ctr: h.Ctr, pub: h.Pub, subnet: h.Subnet, logs: &syncBuffer{of: h.Logs}, b: h.B})
 	}
 	return tb
 }
@@ -58,10 +59,23 @@ func hostsOf(hs []*tbHost) []*tbed.Host {
 	return out
 }
 
-// syncBuffer is the host's log.
-type syncBuffer struct{ *tbed.SyncBuffer }
+// syncBuffer is a log sink safe for concurrent writes: a testbed host's
+// log, or (the zero value) one of its own.
+type syncBuffer struct {
+	of  *testkit.LogBuffer // nil: own
+	own testkit.LogBuffer
+}
 
-func (s syncBuffer) contains(sub string) bool { return s.Contains(sub) }
+func (s *syncBuffer) buf() *testkit.LogBuffer {
+	if s.of != nil {
+		return s.of
+	}
+	return &s.own
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { return s.buf().Write(p) }
+func (s *syncBuffer) String() string              { return s.buf().String() }
+func (s *syncBuffer) contains(sub string) bool    { return s.buf().Contains(sub) }
 
 func (h *tbHost) network(backend string, direct bool) overlay.Network {
 	return h.Network(backend, direct)

@@ -108,7 +108,7 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		return lease.Owner{HostID: hostID, PublicIP: ip, BackendData: data}, nil
 	}
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
-		Registry: reg, Store: shared, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
+		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Backends: bes, Resync: s.Resync, Log: log,
 	})
 	// The network driver first: the IPAM's ForgetHost removes its links.

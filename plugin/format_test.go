@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	ipamapi "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/testkit"
 )
 
 // TestBuildRefusesNewerLocalFormat: a state directory written by a newer
@@ -54,9 +54,7 @@ func TestBuildRefusesNewerLocalFormat(t *testing.T) {
 // and its first write there fails with the error saying what to do, leaving
 // the store as it was. The embedded store plays the shared one here.
 func TestSharedNewerFormatRefusedOnFirstWrite(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("Build needs root (netlink, iptables)")
-	}
+	testkit.NeedRoot(t) // Build needs root (netlink, iptables)
 	ctx := context.Background()
 	newer := `{"version":5,"writer":"felt 9.0.0"}`
 	db, settings := stateWithRecord(t, "felt/format", newer)

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,20 +12,20 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/driver"
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // FuzzSocketAPI drives the plugin's HTTP handler, decoding included, with
@@ -94,15 +93,15 @@ type fuzzWorld struct {
 	srv  *Server
 	st   *state.Store
 	kv   *boltkv.Store
-	ns   *testnet.NS // nil without root
-	logs *syncBuffer
+	ns   *netns.NS // nil without root
+	logs *testkit.LogBuffer
 }
 
 func newFuzzWorld(f testing.TB) *fuzzWorld {
-	w := &fuzzWorld{logs: &syncBuffer{}}
+	w := &fuzzWorld{logs: &testkit.LogBuffer{}}
 	var nl *netlink.Handle
 	if os.Geteuid() == 0 {
-		w.ns = testnet.New(f, "fuzz")
+		w.ns = netns.New(f, "fuzz")
 		nl = w.ns.NL
 	} else {
 		h, err := netlink.NewHandle()
@@ -253,21 +252,3 @@ func hugeScripts() []string {
 		"/NetworkDriver.Join " + strings.Repeat("[", 100_000),
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil // enough to explain a failure
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuffer) Reset()         { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }

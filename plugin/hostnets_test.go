@@ -9,18 +9,18 @@ import (
 
 	api "github.com/docker/go-plugins-helpers/ipam"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // The IPAM, wired to a host's real interfaces (a namespace's): a pool
 // overlapping an interface's network is refused naming the interface; one
 // holding only felt's own bridge (found by its alias) is not.
 func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
-	ns := testnet.New(t, "hostnets")
+	ns := netns.New(t, "hostnets")
 	ns.Bridge(t, "ul0")
 	ns.AddAddr(t, "ul0", "10.99.1.7/24")
 	ns.Bridge(t, "fbr")
@@ -60,7 +60,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 // bridge named as felt named them before aliases, without an alias, is
 // felt's.
 func TestPoolOverFeltLookalikeRefused(t *testing.T) {
-	ns := testnet.New(t, "hostnets2")
+	ns := netns.New(t, "hostnets2")
 	for _, l := range []struct{ name, addr, alias string }{
 		{"felt-lab", "10.43.1.1/24", ""},
 		{"fbr2", "10.44.1.1/24", "felt:99999999:net:y"},
@@ -89,7 +89,7 @@ func TestPoolOverFeltLookalikeRefused(t *testing.T) {
 // ipamOfInstance is an IPAM driver of felt instance inst, with an embedded
 // store, that reads the host's networks in ns and leases as host h at
 // publicIP.
-func ipamOfInstance(t *testing.T, ns *testnet.NS, inst string, publicIP netip.Addr) *ipam.Driver {
+func ipamOfInstance(t *testing.T, ns *netns.NS, inst string, publicIP netip.Addr) *ipam.Driver {
 	t.Helper()
 	s, err := boltkv.Open(filepath.Join(t.TempDir(), "db"))
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 func post(t *testing.T, srv *httptest.Server, path, body string) (int, map[string]any) {
@@ -66,7 +66,7 @@ func TestServerBeforeReady(t *testing.T) {
 // stop and remove: every call succeeds, so mutations of it reach every
 // handler past its checks (a seed that failed early would not).
 func TestFuzzLifecycleSeedSucceeds(t *testing.T) {
-	testnet.Require(t) // links need a namespace of the test's own
+	netns.Require(t) // links need a namespace of the test's own
 	w := newFuzzWorld(t)
 	script := readSeed(t, "lifecycle")
 	codes := w.run(t, script)

@@ -6,19 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
+	"github.com/felt-net/felt/kv/kvtest"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // The same suite against both stores felt keeps state in, each subtest
@@ -36,11 +34,9 @@ func TestEmbedded(t *testing.T) {
 }
 
 func TestConsul(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	run(t, func(t *testing.T) kv.Store {
-		cfg := api.DefaultConfig()
-		cfg.Address, cfg.Token = agent.Addr, ""
-		s, err := consulkv.New(cfg)
+		s, err := consulkv.New(agent.APIConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,35 +44,23 @@ func TestConsul(t *testing.T) {
 	})
 }
 
+// run runs the suite with kv/kvtest's runner, each subtest under its own
+// prefix "sftest/<subtest>-<nanoseconds>/".
 func run(t *testing.T, newStore func(t *testing.T) kv.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s kv.Store, prefix string)
-	}{
-		{"FreshAreaGetsThisFormat", testFresh},
-		{"FreshAreaSkipsMigrations", testFreshSkipsSteps},
-		{"RecordedFormatKept", testKept},
-		{"AreaWithoutRecordIsFormat1", testLegacy},
-		{"MigratesStepByStep", testStepByStep},
-		{"FailedStepResumes", testFailedStepResumes},
-		{"NewerFormatRefused", testTooNew},
-		{"UnreadableRecordRefused", testUnreadable},
-		{"OtherPrefixesIgnored", testOtherPrefix},
-		{"ConcurrentFelts", testConcurrent},
-		{"GuardChecksBeforeFirstWrite", testGuard},
-		{"GuardRefusesWritesToNewerFormat", testGuardTooNew},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newStore(t), prefixFor(t))
-		})
-	}
-}
-
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
-func prefixFor(t *testing.T) string {
-	return fmt.Sprintf("sftest/%s-%d/", unsafe.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
+	kvtest.Suite(t, "sftest", newStore, []kvtest.Case{
+		{Name: "FreshAreaGetsThisFormat", Fn: testFresh},
+		{Name: "FreshAreaSkipsMigrations", Fn: testFreshSkipsSteps},
+		{Name: "RecordedFormatKept", Fn: testKept},
+		{Name: "AreaWithoutRecordIsFormat1", Fn: testLegacy},
+		{Name: "MigratesStepByStep", Fn: testStepByStep},
+		{Name: "FailedStepResumes", Fn: testFailedStepResumes},
+		{Name: "NewerFormatRefused", Fn: testTooNew},
+		{Name: "UnreadableRecordRefused", Fn: testUnreadable},
+		{Name: "OtherPrefixesIgnored", Fn: testOtherPrefix},
+		{Name: "ConcurrentFelts", Fn: testConcurrent},
+		{Name: "GuardChecksBeforeFirstWrite", Fn: testGuard},
+		{Name: "GuardRefusesWritesToNewerFormat", Fn: testGuardTooNew},
+	})
 }
 
 func ctx(t *testing.T) context.Context {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/kvtest"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 func newStore(t testing.TB, addr string) *Store {
@@ -30,7 +30,7 @@ func newStore(t testing.TB, addr string) *Store {
 func TestContract(t *testing.T) {
 	// One agent for the whole suite: kvtest keeps each subtest under its
 	// own key root.
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	kvtest.Run(t, func(t *testing.T) kv.Store { return newStore(t, agent.Addr) })
 }
 
@@ -97,7 +97,7 @@ func TestNewUsesConsulEnvironment(t *testing.T) {
 // When Consul goes away, a blocked Wait must fail (naming Consul) instead of
 // hanging, and the same store must work again once Consul is back.
 func TestWaitAcrossOutage(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{Persistent: true})
+	agent := consul.Start(t, consul.Options{Persistent: true})
 	s := newStore(t, agent.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -133,7 +133,7 @@ func TestWaitAcrossOutage(t *testing.T) {
 // a lower index. Wait on the old, higher index must notice at once and hand
 // back the fresh state, not block for WaitTime.
 func TestWaitIndexGoesBackwards(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	s := newStore(t, agent.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -167,7 +167,7 @@ func TestWaitIndexGoesBackwards(t *testing.T) {
 // and is refused (naming the address) without one.
 func TestACLTokenFromEnvironment(t *testing.T) {
 	const token = "3f1c2c4e-6f9a-4d1b-9a53-5f0c2d7e8a11"
-	agent := testconsul.Start(t, testconsul.Options{Args: []string{
+	agent := consul.Start(t, consul.Options{Args: []string{
 		"-hcl", `acl { enabled = true default_policy = "deny" tokens { initial_management = "` + token + `" } }`,
 	}, Token: token})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -201,7 +201,7 @@ func TestACLTokenFromEnvironment(t *testing.T) {
 // old one would hang: ResetConnections aborts them, a blocking Wait
 // included, with an error saying so, and the next request works.
 func TestResetConnectionsAbortsWait(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
+	agent := consul.Start(t, consul.Options{})
 	s := newStore(t, agent.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -13,9 +13,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/felt-net/felt/internal/testconsul"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/kvtest"
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/consul"
 )
 
 // consulVars are the variables api.DefaultConfig reads that matter here;
@@ -38,33 +39,14 @@ func storeFromEnv(t *testing.T, env []string) (*Store, error) {
 	return New(api.DefaultConfig())
 }
 
-// with returns env with the given NAME=value entries replacing those of the
-// same name ("NAME=" unsets it).
-func with(env []string, set ...string) []string {
-	out := append([]string{}, env...)
-	for _, s := range set {
-		name, _, _ := strings.Cut(s, "=")
-		replaced := false
-		for i, e := range out {
-			if strings.HasPrefix(e, name+"=") {
-				out[i], replaced = s, true
-			}
-		}
-		if !replaced {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // A Consul locked down as in production (HTTPS only, verified client
 // certificates, default-deny ACLs), reached with Consul's standard
 // variables: the whole store contract holds with a token that may only
 // write its own prefix.
 func TestContractOverTLSWithACLs(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
 	token := agent.CreateToken("kvtest-rw", `key_prefix "kvtest/" { policy = "write" }`)
-	env := with(agent.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
+	env := testkit.SetEnv(agent.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
 	if !strings.HasPrefix(agent.URL(), "https://") {
 		t.Fatalf("agent URL %s is not https", agent.URL())
 	}
@@ -77,7 +59,7 @@ func TestContractOverTLSWithACLs(t *testing.T) {
 	})
 	// CONSUL_HTTP_SSL=true with a bare host:port is the other way to ask
 	// for TLS.
-	s, err := storeFromEnv(t, with(env, "CONSUL_HTTP_ADDR="+agent.Addr, "CONSUL_HTTP_SSL=true"))
+	s, err := storeFromEnv(t, testkit.SetEnv(env, "CONSUL_HTTP_ADDR="+agent.Addr, "CONSUL_HTTP_SSL=true"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +74,7 @@ func TestContractOverTLSWithACLs(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err = storeFromEnv(t, with(env, "CONSUL_HTTP_TOKEN=", "CONSUL_HTTP_TOKEN_FILE="+tokenFile))
+	s, err = storeFromEnv(t, testkit.SetEnv(env, "CONSUL_HTTP_TOKEN=", "CONSUL_HTTP_TOKEN_FILE="+tokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +87,8 @@ func TestContractOverTLSWithACLs(t *testing.T) {
 // which setting, for writes, reads, transactions and blocking queries
 // alike, and never shows the token.
 func TestSettingErrorsNameTheVariable(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{TLS: true, ACL: true})
-	other := testconsul.NewCA(t, t.TempDir(), "other-ca")
+	agent := consul.Start(t, consul.Options{TLS: true, ACL: true})
+	other := consul.NewCA(t, t.TempDir(), "other-ca")
 	strangerCert, strangerKey := other.ClientCert(t, "stranger")
 	otherPrefix := agent.CreateToken("other-rw", `key_prefix "other/" { policy = "write" }`)
 	const unknownToken = "6b1c7a0e-0d53-4c3f-9a8e-2f8f1f6f7e21"
@@ -130,29 +112,29 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 		env  []string
 		want []string // all in the error
 	}{
-		{"wrong CA", with(good, "CONSUL_CACERT="+other.CertFile),
+		{"wrong CA", testkit.SetEnv(good, "CONSUL_CACERT="+other.CertFile),
 			[]string{"not signed by the CA in CONSUL_CACERT=" + other.CertFile, "unknown authority"}},
-		{"no CA", with(good, "CONSUL_CACERT="),
+		{"no CA", testkit.SetEnv(good, "CONSUL_CACERT="),
 			[]string{"set CONSUL_CACERT", "unknown authority"}},
-		{"name not in the certificate", with(good, "CONSUL_TLS_SERVER_NAME=consul.example.org"),
+		{"name not in the certificate", testkit.SetEnv(good, "CONSUL_TLS_SERVER_NAME=consul.example.org"),
 			[]string{"not valid for consul.example.org", "CONSUL_TLS_SERVER_NAME"}},
-		{"no client certificate", with(good, "CONSUL_CLIENT_CERT=", "CONSUL_CLIENT_KEY="),
+		{"no client certificate", testkit.SetEnv(good, "CONSUL_CLIENT_CERT=", "CONSUL_CLIENT_KEY="),
 			[]string{"requires a client certificate", "CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY"}},
-		{"client certificate from another CA", with(good, "CONSUL_CLIENT_CERT="+strangerCert, "CONSUL_CLIENT_KEY="+strangerKey),
+		{"client certificate from another CA", testkit.SetEnv(good, "CONSUL_CLIENT_CERT="+strangerCert, "CONSUL_CLIENT_KEY="+strangerKey),
 			[]string{"refused the client certificate in CONSUL_CLIENT_CERT=" + strangerCert}},
-		{"plain HTTP to HTTPS", with(good, "CONSUL_HTTP_ADDR=http://"+agent.Addr),
+		{"plain HTTP to HTTPS", testkit.SetEnv(good, "CONSUL_HTTP_ADDR=http://"+agent.Addr),
 			[]string{"set CONSUL_HTTP_SSL=true"}},
-		{"HTTPS to plain HTTP", with(good, "CONSUL_HTTP_ADDR=https://"+strings.TrimPrefix(plain.URL, "http://")),
+		{"HTTPS to plain HTTP", testkit.SetEnv(good, "CONSUL_HTTP_ADDR=https://"+strings.TrimPrefix(plain.URL, "http://")),
 			[]string{"does not serve HTTPS", "CONSUL_HTTP_SSL"}},
-		{"no token", with(good, "CONSUL_HTTP_TOKEN="),
+		{"no token", testkit.SetEnv(good, "CONSUL_HTTP_TOKEN="),
 			[]string{"no token (CONSUL_HTTP_TOKEN is empty)", "Permission denied"}},
-		{"unknown token", with(good, "CONSUL_HTTP_TOKEN="+unknownToken),
+		{"unknown token", testkit.SetEnv(good, "CONSUL_HTTP_TOKEN="+unknownToken),
 			[]string{"does not know the token in CONSUL_HTTP_TOKEN", "ACL not found"}},
-		{"unknown token in a file", with(good, "CONSUL_HTTP_TOKEN_FILE="+unknownTokenFile),
+		{"unknown token in a file", testkit.SetEnv(good, "CONSUL_HTTP_TOKEN_FILE="+unknownTokenFile),
 			[]string{"does not know the token in the file CONSUL_HTTP_TOKEN_FILE=" + unknownTokenFile}},
-		{"unknown token beside an empty token file", with(good, "CONSUL_HTTP_TOKEN="+unknownToken, "CONSUL_HTTP_TOKEN_FILE="+emptyTokenFile),
+		{"unknown token beside an empty token file", testkit.SetEnv(good, "CONSUL_HTTP_TOKEN="+unknownToken, "CONSUL_HTTP_TOKEN_FILE="+emptyTokenFile),
 			[]string{"does not know the token in CONSUL_HTTP_TOKEN (", "ACL not found"}},
-		{"token without the right", with(good, "CONSUL_HTTP_TOKEN="+otherPrefix),
+		{"token without the right", testkit.SetEnv(good, "CONSUL_HTTP_TOKEN="+otherPrefix),
 			[]string{"the token in CONSUL_HTTP_TOKEN lacks permission", "Permission denied"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,7 +190,7 @@ func TestSettingErrorsNameTheVariable(t *testing.T) {
 func TestMissingTLSFilesNameTheVariable(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.pem")
-	ca := testconsul.NewCA(t, dir, "ca")
+	ca := consul.NewCA(t, dir, "ca")
 	cert, key := ca.ClientCert(t, "client")
 	notPEM := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o644); err != nil {
@@ -220,12 +202,12 @@ func TestMissingTLSFilesNameTheVariable(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"CA file missing", with(base, "CONSUL_CACERT="+missing), "CONSUL_CACERT=" + missing},
-		{"CA file not PEM", with(base, "CONSUL_CACERT="+notPEM), "CONSUL_CACERT=" + notPEM},
-		{"client cert missing", with(base, "CONSUL_CLIENT_CERT="+missing, "CONSUL_CLIENT_KEY="+key), "CONSUL_CLIENT_CERT=" + missing},
-		{"client key missing", with(base, "CONSUL_CLIENT_CERT="+cert, "CONSUL_CLIENT_KEY="+missing), "CONSUL_CLIENT_KEY=" + missing},
-		{"cert without key", with(base, "CONSUL_CLIENT_CERT="+cert), "CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together"},
-		{"token file missing", with(base, "CONSUL_HTTP_TOKEN_FILE="+missing), "CONSUL_HTTP_TOKEN_FILE=" + missing},
+		{"CA file missing", testkit.SetEnv(base, "CONSUL_CACERT="+missing), "CONSUL_CACERT=" + missing},
+		{"CA file not PEM", testkit.SetEnv(base, "CONSUL_CACERT="+notPEM), "CONSUL_CACERT=" + notPEM},
+		{"client cert missing", testkit.SetEnv(base, "CONSUL_CLIENT_CERT="+missing, "CONSUL_CLIENT_KEY="+key), "CONSUL_CLIENT_CERT=" + missing},
+		{"client key missing", testkit.SetEnv(base, "CONSUL_CLIENT_CERT="+cert, "CONSUL_CLIENT_KEY="+missing), "CONSUL_CLIENT_KEY=" + missing},
+		{"cert without key", testkit.SetEnv(base, "CONSUL_CLIENT_CERT="+cert), "CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together"},
+		{"token file missing", testkit.SetEnv(base, "CONSUL_HTTP_TOKEN_FILE="+missing), "CONSUL_HTTP_TOKEN_FILE=" + missing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := storeFromEnv(t, tc.env)

@@ -29,10 +29,16 @@ const quiet = 300 * time.Millisecond
 // subtest keeps its keys under its own "kvtest/<name>/" root. Run closes each
 // store it is given, so newStore should not.
 func Run(t *testing.T, newStore func(t *testing.T) kv.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s kv.Store, root string)
-	}{
+	closing := func(t *testing.T) kv.Store {
+		s := newStore(t)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return s
+	}
+	Suite(t, "kvtest", closing, []Case{
 		{"GetMissing", testGetMissing},
 		{"PutGet", testPutGet},
 		{"CASCreate", testCASCreate},
@@ -49,27 +55,34 @@ func Run(t *testing.T, newStore func(t *testing.T) kv.Store) {
 		{"WaitDeadline", testWaitDeadline},
 		{"RaceCreate", testRaceCreate},
 		{"RaceCounter", testRaceCounter},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newStore(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tc.fn(t, s, rootFor(t))
+	})
+}
+
+// Case is one test of a suite run against every store: Fn gets the store
+// and the key root it may use.
+type Case struct {
+	Name string
+	Fn   func(t *testing.T, s kv.Store, root string)
+}
+
+// Suite runs each case as a subtest with a store from newStore and a key
+// root of its own, "<base>/<subtest name>-<nanoseconds>/", so stores may be
+// shared and repeated runs (-count) against a persistent store do not see
+// old keys. Other packages' store-backed suites (storeformat) use it too.
+func Suite(t *testing.T, base string, newStore func(t *testing.T) kv.Store, cases []Case) {
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			tc.Fn(t, newStore(t), rootFor(t, base))
 		})
 	}
 }
 
 var unsafeKeyChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 
-// rootFor gives each subtest its own key space, so stores may be shared and
-// repeated runs (-count) against a persistent store do not see old keys.
-func rootFor(t *testing.T) string {
+// rootFor is the key root of the running subtest under base.
+func rootFor(t *testing.T, base string) string {
 	name := unsafeKeyChars.ReplaceAllString(t.Name(), "_")
-	return fmt.Sprintf("kvtest/%s-%d/", name, time.Now().UnixNano())
+	return fmt.Sprintf("%s/%s-%d/", base, name, time.Now().UnixNano())
 }
 
 func ctxFor(t *testing.T) context.Context {

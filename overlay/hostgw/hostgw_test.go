@@ -12,7 +12,7 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/hostgw"
-	"github.com/felt-net/felt/overlay/internal/testbed"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 func TestHostGW(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	"github.com/felt-net/felt/internal/testnet"
-	"github.com/felt-net/felt/overlay/internal/testbed"
+	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 // TestUDPThroughput measures with iperf3 the TCP throughput between two

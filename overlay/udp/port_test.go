@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/overlay/internal/testbed"
 	"github.com/felt-net/felt/overlay/udp"
+	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 func TestUDPSharedPort(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
-	"github.com/felt-net/felt/overlay/internal/testbed"
+	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 // portFree checks the udp port can be bound in ns: no socket holds it.

@@ -12,11 +12,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/overlay/internal/testbed"
 	"github.com/felt-net/felt/overlay/udp"
 	"github.com/felt-net/felt/overlay/udp/dataplane"
+	"github.com/felt-net/felt/testkit"
+	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 var udpDev = udp.DeviceName(testbed.Pool)
@@ -28,7 +29,7 @@ var udpDev = udp.DeviceName(testbed.Pool)
 func newUDPTestbed(t *testing.T, pubs ...string) *testbed.Bed {
 	t.Helper()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		testnet.Unavailable(t, "no /dev/net/tun: %v", err)
+		testkit.Unavailable(t, "no /dev/net/tun: %v", err)
 	}
 	tb := testbed.New(t, pubs...)
 	for _, h := range tb.Hosts {

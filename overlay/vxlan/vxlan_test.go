@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/overlay/internal/testbed"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/testkit/testbed"
 )
 
 // hasTunnel checks h reaches p through the VTEP: neighbour, FDB entry, route.

@@ -1,4 +1,4 @@
-package testconsul
+package consul
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
 )
 
 // URL is the agent's HTTP API as CONSUL_HTTP_ADDR takes it:
@@ -34,6 +36,19 @@ func (a *Agent) ClientEnv() []string {
 	return env
 }
 
+// APIConfig is ClientEnv as a Consul API client's configuration: the
+// agent's address, its CA and client certificate with TLS, the management
+// token with ACLs. It reads no CONSUL_* variable of the test's own
+// environment.
+func (a *Agent) APIConfig() *consulapi.Config {
+	cfg := &consulapi.Config{Address: a.Addr, Scheme: "http", Token: a.Token}
+	if a.TLS != nil {
+		cfg.Scheme = "https"
+		cfg.TLSConfig = consulapi.TLSConfig{CAFile: a.TLS.CA.CertFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
+	}
+	return cfg
+}
+
 // clientFlags are the consul CLI's flags for ClientEnv.
 func (a *Agent) clientFlags() []string {
 	flags := []string{"-http-addr", a.URL()}
@@ -57,7 +72,7 @@ func (a *Agent) CLI(subcommand []string, args ...string) string {
 	all := append(append(append([]string{}, subcommand...), a.clientFlags()...), args...)
 	out, err := a.command(ctx, all...).CombinedOutput()
 	if err != nil {
-		a.t.Fatalf("testconsul: consul %s: %v\n%s", strings.Join(subcommand, " "), err, out)
+		a.t.Fatalf("testkit/consul: consul %s: %v\n%s", strings.Join(subcommand, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
 }
@@ -68,13 +83,13 @@ func (a *Agent) CLI(subcommand []string, args ...string) string {
 func (a *Agent) CreateToken(name, rules string) string {
 	a.t.Helper()
 	if !a.opts.ACL {
-		a.t.Fatal("testconsul: CreateToken needs an agent started with Options.ACL")
+		a.t.Fatal("testkit/consul: CreateToken needs an agent started with Options.ACL")
 	}
 	a.CLI([]string{"acl", "policy", "create"}, "-name", name, "-rules", rules)
 	out := a.CLI([]string{"acl", "token", "create"}, "-policy-name", name, "-description", name, "-format", "json")
 	var tok struct{ SecretID string }
 	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.SecretID == "" {
-		a.t.Fatalf("testconsul: token for policy %s: %v\n%s", name, err, out)
+		a.t.Fatalf("testkit/consul: token for policy %s: %v\n%s", name, err, out)
 	}
 	return tok.SecretID
 }
@@ -84,7 +99,7 @@ func (a *Agent) CreateToken(name, rules string) string {
 func randomUUID(t testing.TB) string {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("testconsul: %v", err)
+		t.Fatalf("testkit/consul: %v", err)
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80

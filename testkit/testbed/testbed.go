@@ -1,5 +1,5 @@
-// Package testbed builds the network namespaces the overlay's tests run
-// backends and the Manager in. The testbed is a few "hosts", each a
+// Package testbed builds the network namespaces the overlay's tests
+// (overlay/..., its backends and its Manager) run in. The testbed is a few "hosts", each a
 // network namespace, whose eth0 is plugged into a bridge in an "underlay"
 // namespace. The underlay also routes between 192.168.77.0/24 and
 // 192.168.78.0/24, so a host in the other subnet is reachable by IP but not
@@ -10,7 +10,6 @@
 package testbed
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,8 +19,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,11 +26,12 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/felt-net/felt/internal/testnet"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/testkit"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // Pool is the overlay pool of every testbed network.
@@ -61,7 +59,7 @@ type Host struct {
 	Ctr    *testnet.NS // a container on the host's bridge
 	Pub    netip.Addr
 	Subnet netip.Prefix
-	Logs   *SyncBuffer
+	Logs   *testkit.LogBuffer
 	B      map[string]overlay.Backend
 }
 
@@ -90,7 +88,7 @@ func New(t testing.TB, pubs ...string) *Bed {
 			ID:     fmt.Sprintf("host-%c", 'a'+i),
 			Pub:    netip.MustParseAddr(pub),
 			Subnet: netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", i+1)),
-			Logs:   &SyncBuffer{},
+			Logs:   &testkit.LogBuffer{},
 		}
 		h.NS = testnet.New(t, h.ID)
 		h.NS.Sysctl(t, "net.ipv4.ip_forward", "1")
@@ -229,13 +227,9 @@ func (tb *Bed) ApplyAll(t testing.TB, backend string, direct bool) {
 // few tries absorb ARP resolution on the way.
 func MustPing(t testing.TB, from, to *Host) {
 	t.Helper()
-	var err error
-	for range 5 {
-		if err = from.Ctr.Ping(to.CtrIP(), time.Second); err == nil {
-			return
-		}
+	if err := from.Ctr.PingTries(to.CtrIP(), 5, time.Second); err != nil {
+		t.Fatalf("container on %s cannot reach container on %s: %v", from.ID, to.ID, err)
 	}
-	t.Fatalf("container on %s cannot reach container on %s: %v", from.ID, to.ID, err)
 }
 
 // MustNotPing checks from's container no longer reaches to's.
@@ -309,26 +303,6 @@ func IPNet(s string) *net.IPNet {
 	}
 	return n
 }
-
-// SyncBuffer is a log sink safe for concurrent writes.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *SyncBuffer) Contains(sub string) bool { return strings.Contains(s.String(), sub) }
 
 // CheckRoutesPruned checks what the stale-entry tests seed: felt's stale
 // routes 10.42.9.0/24 and 10.42.8.0/24 are gone, while felt's route outside

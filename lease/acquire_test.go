@@ -2,113 +2,16 @@ package lease_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
-	"github.com/felt-net/felt/internal/testconsul"
-	"github.com/felt-net/felt/kv"
-	"github.com/felt-net/felt/kv/boltkv"
-	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/lease/leasetest"
 )
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
-
-func newRegistry(t *testing.T) (*lease.Registry, *fakeClock) {
-	t.Helper()
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	return lease.NewRegistry(s, "felt/", clk), clk
-}
-
-var pool = netip.MustParsePrefix("10.42.0.0/16")
-
-func owner(id, ip string) lease.Owner {
-	return lease.Owner{HostID: id, PublicIP: netip.MustParseAddr(ip)}
-}
-
-func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
-	ctx := context.Background()
-	r, _ := newRegistry(t)
-	n, err := r.ReservePool(ctx, pool, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.SubnetLen != 24 || n.Backend != "" {
-		t.Fatalf("after RequestPool: got %+v, want subnetLen 24 and no backend yet", n)
-	}
-	n, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "host-gw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Backend != "host-gw" || n.VNI != 0 {
-		t.Fatalf("got %+v, want host-gw without VNI", n)
-	}
-	// A second host without options adopts the record.
-	if n2, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool}); err != nil || n2.Backend != "host-gw" {
-		t.Fatalf("adopt: %+v %v", n2, err)
-	}
-	_, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan"})
-	if err == nil || !strings.Contains(err.Error(), "recorded with backend=host-gw") || !strings.Contains(err.Error(), "backend=vxlan") {
-		t.Fatalf("conflict error = %v", err)
-	}
-	_, err = r.ReservePool(ctx, pool, 26)
-	if err == nil || !strings.Contains(err.Error(), "subnet_len=24") {
-		t.Fatalf("subnet_len conflict error = %v", err)
-	}
-}
-
-func TestOverlappingPoolRefused(t *testing.T) {
-	ctx := context.Background()
-	r, _ := newRegistry(t)
-	if _, err := r.ReservePool(ctx, pool, 0); err != nil {
-		t.Fatal(err)
-	}
-	_, err := r.ReservePool(ctx, netip.MustParsePrefix("10.42.128.0/17"), 0)
-	if err == nil || !strings.Contains(err.Error(), "overlaps the pool 10.42.0.0/16") {
-		t.Fatalf("error = %v", err)
-	}
-}
-
-func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
-	ctx := context.Background()
-	r, _ := newRegistry(t)
-	a, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.43.0.0/16")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.VNI == 0 || b.VNI == 0 || a.VNI == b.VNI {
-		t.Fatalf("VNIs %d and %d: want distinct non-zero", a.VNI, b.VNI)
-	}
-	_, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI})
-	if err == nil || !strings.Contains(err.Error(), "already used by the felt network with pool 10.42.0.0/16") {
-		t.Fatalf("error = %v", err)
-	}
-}
 
 func TestAcquireReusesAndExpires(t *testing.T) {
 	ctx := context.Background()
@@ -182,32 +85,6 @@ func TestExhaustion(t *testing.T) {
 func TestConcurrentAcquireNoDuplicates(t *testing.T) {
 	r, _ := newRegistry(t)
 	leasetest.RaceAcquire(t, r, netip.MustParsePrefix("10.60.0.0/19"), 20) // 32 subnets
-}
-
-func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
-	ctx := context.Background()
-	r, _ := newRegistry(t)
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "host-gw"})
-	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Release(ctx, pool, l.Subnet, "someone-else"); err != nil {
-		t.Fatal(err)
-	}
-	if ls, _ := r.Leases(ctx, pool); len(ls) != 1 {
-		t.Fatal("another host's release removed our lease")
-	}
-	if err := r.Release(ctx, pool, l.Subnet, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.GetNetwork(ctx, pool); err == nil {
-		t.Fatal("network record still there after the last lease went")
-	}
-	// Now the pool can be created with other options.
-	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan"}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Picking a subnet of a huge pool (a /8 in /30s: four million subnets; a /1:
@@ -286,49 +163,11 @@ func TestAcquireRandomAmongFree(t *testing.T) {
 	}
 }
 
+// An earlier incarnation's lease is taken over, on each store.
 func TestReincarnationTakesOverLease(t *testing.T) {
-	r, _ := newRegistry(t)
-	leasetest.Reincarnation(t, r, netip.MustParsePrefix("10.61.0.0/16"))
-}
-
-func TestReincarnationTakesOverLeaseInConsul(t *testing.T) {
-	agent := testconsul.Start(t, testconsul.Options{})
-	cfg := consulapi.DefaultConfig()
-	cfg.Address = agent.Addr
-	s, err := consulkv.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	leasetest.Reincarnation(t, lease.NewRegistry(s, "felt/", nil), netip.MustParsePrefix("10.61.0.0/16"))
-}
-
-// failNetworkWrites fails every write of a network record.
-type failNetworkWrites struct{ kv.Store }
-
-func (s failNetworkWrites) CAS(ctx context.Context, key string, v []byte, index uint64) error {
-	if strings.Contains(key, "/networks/") {
-		return errors.New("injected")
-	}
-	return s.Store.CAS(ctx, key, v, index)
-}
-
-// A network record that cannot be written leaves no VNI claim behind (the
-// VNI would be lost to every later network).
-func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
-	ctx := context.Background()
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
-	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool}); err == nil {
-		t.Fatal("network record written through a failing store")
-	}
-	if pairs, _, _ := s.List(ctx, "felt/"); len(pairs) != 0 {
-		t.Fatalf("left behind: %v", pairs)
-	}
+	eachStore(t, func(t *testing.T, r *lease.Registry) {
+		leasetest.Reincarnation(t, r, netip.MustParsePrefix("10.61.0.0/16"))
+	})
 }
 
 // A lease this Acquire wrote is taken back when Acquire fails after it (the
@@ -336,11 +175,7 @@ func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
 // nothing, so nothing would ever release the lease (with TTL 0, never).
 func TestFailedAcquireLeavesNoLease(t *testing.T) {
 	ctx := context.Background()
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := newStore(t)
 	n, err := lease.NewRegistry(s, "felt/", nil).SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)

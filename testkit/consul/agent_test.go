@@ -1,4 +1,4 @@
-package testconsul
+package consul
 
 import (
 	"crypto/tls"

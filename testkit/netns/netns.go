@@ -1,4 +1,4 @@
-// Package testnet builds throwaway network namespaces for tests that need a
+// Package netns builds throwaway network namespaces for tests that need a
 // real kernel: the overlay backends' tests, and integration tests that wire
 // several "hosts" together.
 //
@@ -10,7 +10,7 @@
 //
 // Namespaces are created with the ip(8) tool ("ip netns add"), the one
 // outside command this package needs; everything else goes through netlink.
-package testnet
+package netns
 
 import (
 	"fmt"
@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
+	"github.com/felt-net/felt/testkit"
 )
 
 // NS is a named network namespace with a netlink handle bound to it.
@@ -36,26 +37,16 @@ type NS struct {
 
 var counter atomic.Uint64 // makes names unique within one test binary
 
-// Unavailable skips t, or fails it when the environment says CI=true: on CI
-// a test that cannot run must not pass silently.
-func Unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("network namespaces unavailable on CI: %s", msg)
-	}
-	t.Skipf("network namespaces unavailable: %s", msg)
-}
-
-// Require skips (or, with CI=true, fails) t unless it runs as root with the
-// ip tool installed. New calls it; call it first to skip before other setup.
+// Require skips (or, with CI=true, fails: testkit.Unavailable) t unless it
+// runs as root with the ip tool installed. New calls it; call it first to
+// skip before other setup.
 func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		Unavailable(t, "not root")
+		testkit.Unavailable(t, "network namespaces unavailable: not root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		Unavailable(t, "ip tool not found: %v", err)
+		testkit.Unavailable(t, "network namespaces unavailable: ip tool not found: %v", err)
 	}
 }
 
@@ -77,7 +68,7 @@ func New(t testing.TB, base string) *NS {
 	Require(t)
 	name := Name(t, base)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		Unavailable(t, "ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+		testkit.Unavailable(t, "network namespaces unavailable: ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	ns := &NS{Name: name}
 	// Registered before anything else can fail, so the namespace never leaks.
@@ -114,14 +105,13 @@ func (ns *NS) close(t testing.TB) {
 func (ns *NS) Do(fn func() error) error { return nsutil.Do(ns.Handle, fn) }
 
 // Run runs a command inside the namespace (`ip netns exec`) and returns its
-// combined output.
+// combined output, trimmed (testkit.Run).
 func (ns *NS) Run(name string, args ...string) (string, error) {
-	full := append([]string{"netns", "exec", ns.Name, name}, args...)
-	out, err := exec.Command("ip", full...).CombinedOutput()
+	out, err := testkit.Run(testkit.NetNSExec(ns.Name, append([]string{name}, args...)...)...)
 	if err != nil {
-		return string(out), fmt.Errorf("netns %s: %s %s: %w: %s", ns.Name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return out, fmt.Errorf("netns %s: %s %s: %w: %s", ns.Name, name, strings.Join(args, " "), err, out)
 	}
-	return string(out), nil
+	return out, nil
 }
 
 // MustRun is Run failing t on error.

@@ -1,4 +1,4 @@
-package testhost
+package hosts
 
 import (
 	"crypto/rand"
@@ -7,14 +7,19 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	ipamapi "github.com/docker/go-plugins-helpers/ipam"
 	netapi "github.com/docker/go-plugins-helpers/network"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 // This file plays Docker: the calls it makes, in Docker's order, for
 // `docker network create`, `docker run` and their undoing.
 
+// RandomID is a 64-hex-digit ID as Docker makes them for networks and
+// endpoints.
 func RandomID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
@@ -74,7 +79,7 @@ func (h *Host) CreateNetwork(spec NetSpec) (*Net, error) {
 	return n, nil
 }
 
-// mustNetwork creates a network and removes it at cleanup.
+// MustNetwork creates a network and removes it at cleanup.
 func (h *Host) MustNetwork(t testing.TB, spec NetSpec) *Net {
 	t.Helper()
 	n, err := h.CreateNetwork(spec)
@@ -135,19 +140,19 @@ func (n *Net) Run(t testing.TB, ip string) (*Ctr, error) {
 	}
 	c.NS = NewNS(t, "c")
 	src := join.InterfaceName.SrcName
-	Run(t, "ip", "-n", h.NS, "link", "set", src, "netns", c.NS)
-	Run(t, "ip", "-n", c.NS, "link", "set", src, "name", "eth0")
-	Run(t, "ip", "-n", c.NS, "addr", "add", c.Addr.String(), "dev", "eth0")
-	Run(t, "ip", "-n", c.NS, "link", "set", "eth0", "up")
+	testkit.MustRun(t, "ip", "-n", h.NS, "link", "set", src, "netns", c.NS)
+	testkit.MustRun(t, "ip", "-n", c.NS, "link", "set", src, "name", "eth0")
+	testkit.MustRun(t, "ip", "-n", c.NS, "addr", "add", c.Addr.String(), "dev", "eth0")
+	testkit.MustRun(t, "ip", "-n", c.NS, "link", "set", "eth0", "up")
 	for _, r := range join.StaticRoutes {
-		Run(t, "ip", "-n", c.NS, "route", "add", r.Destination, "via", r.NextHop)
+		testkit.MustRun(t, "ip", "-n", c.NS, "route", "add", r.Destination, "via", r.NextHop)
 	}
 	return c, nil
 }
 
 func rb() byte { b := make([]byte, 1); _, _ = rand.Read(b); return b[0] }
 
-// mustRun runs a container or fails.
+// MustRun runs a container or fails.
 func (n *Net) MustRun(t testing.TB, ip string) *Ctr {
 	t.Helper()
 	c, err := n.Run(t, ip)
@@ -171,16 +176,17 @@ func (c *Ctr) Stop() error {
 	return h.Call("IpamDriver.ReleaseAddress", ipamapi.ReleaseAddressRequest{PoolID: c.Net.PoolID, Address: c.Addr.Addr().String()}, nil)
 }
 
-// Ping sends n pings from c to ip and reports whether they were answered.
+// Ping reports whether c reaches ip: up to two echo requests, a second
+// apart (testkit.PingFrom), so one lost to a neighbour being resolved does
+// not count.
 func (c *Ctr) Ping(ip netip.Addr) error {
-	out, err := Try(InNS(c.NS, "busybox", "ping", "-c", "2", "-i", "0.2", "-W", "1", ip.String())...)
-	if err != nil {
-		return fmt.Errorf("ping %s from %s: %v\n%s", ip, c.Addr, err, out)
+	if err := testkit.PingFrom(c.NS, ip, 2, time.Second); err != nil {
+		return fmt.Errorf("ping %s from %s: %w", ip, c.Addr, err)
 	}
 	return nil
 }
 
-// mustPing fails unless c reaches ip.
+// MustPing fails unless c reaches ip.
 func (c *Ctr) MustPing(t testing.TB, ip netip.Addr) {
 	t.Helper()
 	if err := c.Ping(ip); err != nil {
@@ -188,7 +194,7 @@ func (c *Ctr) MustPing(t testing.TB, ip netip.Addr) {
 	}
 }
 
-// mustNotPing fails if c reaches ip.
+// MustNotPing fails if c reaches ip.
 func (c *Ctr) MustNotPing(t testing.TB, ip netip.Addr) {
 	t.Helper()
 	if err := c.Ping(ip); err == nil {
@@ -196,10 +202,10 @@ func (c *Ctr) MustNotPing(t testing.TB, ip netip.Addr) {
 	}
 }
 
-// feltLinks lists the links in ns whose alias marks them as felt's.
+// FeltLinks lists the links in ns whose alias marks them as felt's.
 func FeltLinks(t testing.TB, ns string) []string {
 	t.Helper()
-	out := Run(t, "ip", "-n", ns, "-o", "link", "show")
+	out := testkit.MustRun(t, "ip", "-n", ns, "-o", "link", "show")
 	var links []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "alias felt:") || strings.Contains(l, ": felt") || strings.Contains(l, ": fv") || strings.Contains(l, ": fc") {
@@ -207,11 +213,4 @@ func FeltLinks(t testing.TB, ns string) []string {
 		}
 	}
 	return links
-}
-
-func WantErr(t testing.TB, err error, want string) {
-	t.Helper()
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("error = %v, want one containing %q", err, want)
-	}
 }

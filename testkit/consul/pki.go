@@ -1,4 +1,4 @@
-package testconsul
+package consul
 
 import (
 	"crypto/ecdsa"
@@ -41,11 +41,11 @@ func NewCA(t testing.TB, dir, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("testconsul: CA %s: %v", name, err)
+		t.Fatalf("testkit/consul: CA %s: %v", name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("testconsul: CA %s: %v", name, err)
+		t.Fatalf("testkit/consul: CA %s: %v", name, err)
 	}
 	ca := &CA{CertFile: filepath.Join(dir, name+".pem"), cert: cert, key: key, dir: dir}
 	writePEM(t, ca.CertFile, "CERTIFICATE", der, 0o644)
@@ -86,11 +86,11 @@ func (ca *CA) issue(t testing.TB, name string, usage []x509.ExtKeyUsage, hosts [
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatalf("testconsul: certificate %s: %v", name, err)
+		t.Fatalf("testkit/consul: certificate %s: %v", name, err)
 	}
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("testconsul: key %s: %v", name, err)
+		t.Fatalf("testkit/consul: key %s: %v", name, err)
 	}
 	certFile = filepath.Join(ca.dir, name+".pem")
 	keyFile = filepath.Join(ca.dir, name+"-key.pem")
@@ -103,7 +103,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("testconsul: key: %v", err)
+		t.Fatalf("testkit/consul: key: %v", err)
 	}
 	return key
 }
@@ -112,7 +112,7 @@ func serial(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatalf("testconsul: serial: %v", err)
+		t.Fatalf("testkit/consul: serial: %v", err)
 	}
 	return n
 }
@@ -120,9 +120,9 @@ func serial(t testing.TB) *big.Int {
 func writePEM(t testing.TB, path, kind string, der []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatalf("testconsul: %v", err)
+		t.Fatalf("testkit/consul: %v", err)
 	}
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), mode); err != nil {
-		t.Fatalf("testconsul: %v", err)
+		t.Fatalf("testkit/consul: %v", err)
 	}
 }

@@ -1,8 +1,8 @@
-// Package testhost runs felt daemons inside network-namespace "hosts",
+// Package hosts runs felt daemons inside network-namespace "hosts",
 // drives them over their sockets with the JSON Docker sends, plays Docker's
 // part of moving the container end of each veth into a "container"
 // namespace, and sends real packets.
-package testhost
+package hosts
 
 import (
 	"bytes"
@@ -17,48 +17,25 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
-// run runs a command and fails the test with its output on error.
-func Run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// try runs a command and reports its error (and output).
-func Try(args ...string) (string, error) {
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	return string(out), err
-}
-
-var nsSeq struct {
-	sync.Mutex
-	n int
-}
-
-// newNS creates a network namespace with lo up, removed at cleanup.
+// NewNS creates a network namespace (testkit/netns) with lo up, removed at
+// cleanup, and returns its name: hosts and containers are driven by name,
+// through ip -n and ip netns exec.
 func NewNS(t testing.TB, role string) string {
 	t.Helper()
-	nsSeq.Lock()
-	nsSeq.n++
-	name := fmt.Sprintf("fit%d-%s%d", os.Getpid()%100000, role, nsSeq.n)
-	nsSeq.Unlock()
-	Run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _, _ = Try("ip", "netns", "del", name) })
-	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return netns.New(t, role).Name
 }
 
-func InNS(ns string, args ...string) []string {
-	return append([]string{"ip", "netns", "exec", ns}, args...)
-}
+// peerSeq names the underlay ends of host veths, unique in this process.
+var peerSeq atomic.Uint64
 
 // Host is a network namespace running a felt daemon.
 type Host struct {
@@ -77,7 +54,7 @@ type Host struct {
 	log  *bytes.Buffer
 }
 
-// HostOptions configure newHost.
+// HostOptions configure NewHost.
 type HostOptions struct {
 	// Binary is the felt binary to run (see BuildFelt).
 	Binary string
@@ -87,7 +64,7 @@ type HostOptions struct {
 	Env                              []string
 }
 
-// newHost creates a host namespace with an underlay interface "ul0" and
+// NewHost creates a host namespace with an underlay interface "ul0" and
 // starts felt in it.
 func NewHost(t testing.TB, o HostOptions) *Host {
 	t.Helper()
@@ -97,20 +74,17 @@ func NewHost(t testing.TB, o HostOptions) *Host {
 	addr := o.Addr
 	if o.UnderlayNS == "" {
 		addr = "192.168.250.2/24"
-		Run(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
-		Run(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
+		testkit.MustRun(t, "ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
+		testkit.MustRun(t, "ip", "-n", ns, "link", "set", "ul0p", "up")
 	} else {
-		peer := "u" + strings.TrimPrefix(ns, "fit")
-		if len(peer) > 15 {
-			peer = peer[len(peer)-15:]
-		}
-		Run(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
-		Run(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
+		peer := fmt.Sprintf("u%d-%d", os.Getpid()%100000, peerSeq.Add(1)) // at most 15 characters
+		testkit.MustRun(t, "ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", o.UnderlayNS)
+		testkit.MustRun(t, "ip", "-n", o.UnderlayNS, "link", "set", peer, "master", o.UnderlayBridge, "up")
 	}
 	h.IP = strings.Split(addr, "/")[0]
-	Run(t, "ip", "-n", ns, "addr", "add", addr, "dev", "ul0")
-	Run(t, "ip", "-n", ns, "link", "set", "ul0", "up")
-	Run(t, InNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")...)
+	testkit.MustRun(t, "ip", "-n", ns, "addr", "add", addr, "dev", "ul0")
+	testkit.MustRun(t, "ip", "-n", ns, "link", "set", "ul0", "up")
+	testkit.MustRun(t, testkit.NetNSExec(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")...)
 	h.Env = append([]string{
 		"FELT_SOCKET=" + h.Sock, "FELT_STATE_DIR=" + h.Dir, "FELT_IFACE=ul0", "FELT_LOG_LEVEL=debug",
 		"FELT_RESYNC_INTERVAL=1s", "PATH=" + os.Getenv("PATH"),
@@ -125,7 +99,7 @@ func (h *Host) Start() {
 	h.t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cmd := exec.Command("ip", InNS(h.NS, h.Binary)[1:]...)
+	cmd := exec.Command("ip", testkit.NetNSExec(h.NS, h.Binary)[1:]...)
 	cmd.Env = h.Env
 	h.log = &bytes.Buffer{}
 	cmd.Stdout = h.log
@@ -231,25 +205,3 @@ type CallError struct {
 }
 
 func (e *CallError) Error() string { return fmt.Sprintf("status %d: %s", e.Status, e.Msg) }
-
-// must fails the test on err.
-func Must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond for up to 30 s (a bound against hanging, not a timing
-// assertion).
-func WaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}

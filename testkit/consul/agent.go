@@ -1,9 +1,9 @@
-// Package testconsul runs a throwaway Consul agent (the pinned bin/consul) for
+// Package consul runs a throwaway Consul agent (the pinned bin/consul) for
 // tests: on free loopback ports by default, or inside a named network
 // namespace for the integration tests; plain HTTP by default, or locked down
 // as production Consul should be (Options.TLS, Options.ACL). The agent is
 // always killed by t.Cleanup, also when the test fails or is skipped.
-package testconsul
+package consul
 
 import (
 	"bufio"
@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felt-net/felt/testkit"
 )
 
 const (
@@ -104,7 +106,7 @@ type process struct {
 func Start(t testing.TB, opts Options) *Agent {
 	t.Helper()
 	if opts.NetNS != "" && (opts.Bind == "" || opts.Client == "") {
-		t.Fatalf("testconsul: NetNS %q needs Bind and Client addresses inside it", opts.NetNS)
+		t.Fatalf("testkit/consul: NetNS %q needs Bind and Client addresses inside it", opts.NetNS)
 	}
 	if opts.Bind == "" {
 		opts.Bind = "127.0.0.1"
@@ -148,40 +150,25 @@ func Start(t testing.TB, opts Options) *Agent {
 		if !strings.Contains(a.logTail(50), "address already in use") {
 			break
 		}
-		t.Logf("testconsul: port taken (attempt %d), retrying with new ports", attempt)
+		t.Logf("testkit/consul: port taken (attempt %d), retrying with new ports", attempt)
 	}
 	a.dumpLog()
-	t.Fatalf("testconsul: %v", err)
+	t.Fatalf("testkit/consul: %v", err)
 	return nil
 }
 
-// Binary returns the path of the pinned bin/consul at the module root, found
-// by walking up from the working directory to go.mod. When it is missing the
-// test is skipped, or failed when CI=true, with a hint to run `make consul`.
+// Binary returns the path of the pinned bin/consul at the module root
+// (testkit.ModuleRoot). When it is missing the test is skipped, or failed
+// when CI=true (testkit.Unavailable), with a hint to run `make consul`.
 func Binary(t testing.TB) string {
 	t.Helper()
-	wd, err := os.Getwd()
+	top, err := testkit.ModuleRoot()
 	if err != nil {
-		t.Fatalf("testconsul: %v", err)
+		t.Fatalf("testkit/consul: %v", err)
 	}
-	dir := wd
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("testconsul: no go.mod above %s", wd)
-		}
-		dir = parent
-	}
-	bin := filepath.Join(dir, "bin", "consul")
+	bin := filepath.Join(top, "bin", "consul")
 	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("testconsul: %s not found; run `make consul` to build the pinned Consul", bin)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testkit.Unavailable(t, "testkit/consul: %s not found; run `make consul` to build the pinned Consul", bin)
 	}
 	return bin
 }
@@ -208,7 +195,7 @@ func (a *Agent) Restart() {
 	a.Stop()
 	if err := a.start(); err != nil {
 		a.dumpLog()
-		a.t.Fatalf("testconsul: restart: %v", err)
+		a.t.Fatalf("testkit/consul: restart: %v", err)
 	}
 }
 
@@ -302,7 +289,7 @@ func (a *Agent) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "==== testconsul: starting %s %s\n", a.binary, strings.Join(a.args, " "))
+	fmt.Fprintf(logf, "==== testkit/consul: starting %s %s\n", a.binary, strings.Join(a.args, " "))
 
 	var cmd *exec.Cmd
 	if a.opts.NetNS != "" {
@@ -428,6 +415,6 @@ func (a *Agent) logTail(lines int) string {
 
 func (a *Agent) dumpLog() {
 	if tail := a.logTail(100); tail != "" {
-		a.t.Logf("testconsul: last lines of the agent log (%s):\n%s", a.logPath, tail)
+		a.t.Logf("testkit/consul: last lines of the agent log (%s):\n%s", a.logPath, tail)
 	}
 }

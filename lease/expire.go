@@ -1,0 +1,18 @@
+package lease
+
+import "context"
+
+// RemoveExpired deletes leases past their expiry (hosts that died without
+// releasing), so that their subnets can be leased again; it says how many
+// went. Each delete is conditional, so a lease renewed meanwhile stays.
+// Acquire removes the expired leases of the pool it claims from as well.
+func (r *Registry) RemoveExpired(ctx context.Context, leases []Lease) int {
+	now := r.clock.Now()
+	removed := 0
+	for _, l := range leases {
+		if l.Expired(now) && r.store.DeleteCAS(ctx, r.leaseKey(l.Pool, l.Subnet), l.index) == nil {
+			removed++
+		}
+	}
+	return removed
+}

@@ -1,0 +1,40 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/felt-net/felt/kv"
+)
+
+// Release gives up hostID's lease on subnet (a no-op if it is not held by
+// hostID), and removes the network record when no host holds a lease any more.
+func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostID string) error {
+	p, err := r.store.Get(ctx, r.leaseKey(pool, subnet))
+	switch {
+	case errors.Is(err, kv.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("lease %s: %w", subnet, err)
+	default:
+		ls := decodeLeases([]kv.Pair{p})
+		if len(ls) == 1 && ls[0].HostID == hostID {
+			if err := r.store.DeleteCAS(ctx, p.Key, p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
+				return fmt.Errorf("lease %s: release: %w", subnet, err)
+			}
+		}
+	}
+	return r.ForgetNetwork(ctx, pool)
+}
+
+// ForgetNetwork removes the network record of pool (and its VNI claim) if
+// no lease of pool is left: after the last release, and to undo the record
+// of a request that failed before it got a lease, so that a refused request
+// leaves nothing behind.
+func (r *Registry) ForgetNetwork(ctx context.Context, pool netip.Prefix) error {
+	if err := r.deleteNetwork(ctx, pool); err != nil {
+		return fmt.Errorf("network %s: %w", pool, err)
+	}
+	return nil
+}

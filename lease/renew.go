@@ -1,0 +1,71 @@
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// RenewRequest asks to extend Owner's lease of Subnet in Network.
+type RenewRequest struct {
+	Network Network
+	Subnet  netip.Prefix
+	Owner   Owner
+	TTL     time.Duration // 0: permanent
+	// OnTakeover is told about leases of earlier incarnations of this host
+	// that the renewal took over or removed (see Acquire).
+	OnTakeover func(old Lease, action string)
+}
+
+// Renew extends the lease req.Owner holds on req.Subnet, with a fresh
+// expiry and the owner's current public IP and backend data.
+//
+// It is Acquire restricted to that one subnet (Prefer and Within), so it
+// repairs what happened meanwhile instead of failing on it: a lease that
+// vanished (it expired and a peer removed it, or the store lost its data)
+// is claimed again if the subnet is still free; a lease of an earlier
+// incarnation of this host on it is taken over; the network record is made
+// again if the pool's last release removed it. It fails if another host
+// holds the subnet now: the caller's containers are on a subnet it no
+// longer owns.
+func (r *Registry) Renew(ctx context.Context, req RenewRequest) (Lease, error) {
+	l, err := r.Acquire(ctx, AcquireRequest{Network: req.Network, Owner: req.Owner, TTL: req.TTL,
+		Prefer: req.Subnet, Within: req.Subnet, OnTakeover: req.OnTakeover})
+	if err != nil {
+		return Lease{}, err
+	}
+	if l.Subnet != req.Subnet {
+		// Cannot happen with Within set to the subnet; guard anyway, since
+		// containers would be stranded on a subnet the host no longer owns.
+		return Lease{}, fmt.Errorf("lease %s: renewed as %s", req.Subnet, l.Subnet)
+	}
+	return l, nil
+}
+
+// rewrite writes l again for req's owner with a fresh expiry and the
+// owner's current public IP and backend data: this host's own lease renewed (a host
+// whose address changed keeps its subnet), or an earlier incarnation's
+// lease taken over (see Acquire). One compare-and-set at l's index.
+func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now time.Time) (Lease, error) {
+	next := l
+	next.PublicIP = req.Owner.PublicIP
+	if !emptyData(req.Owner.BackendData) || next.HostID != req.Owner.HostID {
+		next.BackendData = req.Owner.BackendData // a taken-over lease keeps nothing of the old host's
+	}
+	next.HostID = req.Owner.HostID
+	if req.TTL > 0 {
+		next.Expiry = now.Add(req.TTL)
+	} else {
+		next.Expiry = time.Time{}
+	}
+	val, err := json.Marshal(next)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
+	}
+	if err := r.store.CAS(ctx, r.leaseKey(l.Pool, l.Subnet), val, l.index); err != nil {
+		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
+	}
+	return r.get(ctx, l.Pool, l.Subnet)
+}

@@ -1,0 +1,29 @@
+package overlay
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/felt-net/felt/lease"
+)
+
+// LeaseSource is what the Manager needs of the shared leases: reading and
+// watching them, removing expired ones, and the clock they expire by.
+// *lease.Registry is the one felt uses (plugin.Build); the Manager never
+// sees the store or its keys. Unit tests pass a fake (fakes_test.go).
+type LeaseSource interface {
+	// Leases lists pool's leases, expired ones included.
+	Leases(ctx context.Context, pool netip.Prefix) ([]lease.Lease, error)
+	// AllLeases lists every pool's leases, expired ones included.
+	AllLeases(ctx context.Context) ([]lease.Lease, error)
+	// WatchLeases blocks until the leases may have changed after index
+	// after (0: at once), then answers as AllLeases, with the index to
+	// pass next; see lease.Registry.WatchLeases.
+	WatchLeases(ctx context.Context, after uint64) ([]lease.Lease, uint64, error)
+	// RemoveExpired deletes those of leases that are past their expiry and
+	// says how many went.
+	RemoveExpired(ctx context.Context, leases []lease.Lease) int
+	// Now is the time leases expire by.
+	Now() time.Time
+}
