@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -155,7 +156,8 @@ func simRequest(n lease.Network, i int) lease.AcquireRequest {
 	return lease.AcquireRequest{Network: n, TTL: time.Hour, Owner: lease.Owner{
 		HostID:   fmt.Sprintf("bench-sim-%04d", i),
 		PublicIP: a,
-		VtepMAC:  fmt.Sprintf("02:fb:00:00:%02x:%02x", byte(i>>8), byte(i)),
+		// The vxlan backend's data, its VTEP MAC.
+		BackendData: json.RawMessage(fmt.Sprintf(`{"vtepMAC":"02:fb:00:00:%02x:%02x"}`, byte(i>>8), byte(i))),
 	}}
 }
 

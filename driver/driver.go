@@ -46,6 +46,9 @@ type Config struct {
 	Netlink  *netlink.Handle
 	Firewall *firewall.Firewall
 	Overlay  Overlay
+	// Backends describe the overlay backends: the options each takes, its
+	// overhead, the default one (overlay.Backends).
+	Backends *overlay.Backends
 	// Instance names this felt (its host ID) in the kernel objects it marks.
 	Instance string
 	// UnderlayMTU is the MTU of the interface carrying traffic to other hosts.

@@ -52,7 +52,7 @@ func newEnvIn(t *testing.T, host *netns.NS, inst string) *env {
 			return lease.Owner{HostID: inst + "-host", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
 		},
 	})
-	e.d = New(Config{State: st, Registry: reg, Netlink: host.NL, Instance: inst, Log: log})
+	e.d = New(Config{State: st, Registry: reg, Netlink: host.NL, Backends: testBackends(), Instance: inst, Log: log})
 	return e
 }
 

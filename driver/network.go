@@ -9,7 +9,6 @@ import (
 	api "github.com/docker/go-plugins-helpers/network"
 
 	"github.com/felt-net/felt/firewall"
-	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/state"
 )
 
@@ -19,7 +18,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if err := checkID("NetworkID", req.NetworkID); err != nil {
 		return err
 	}
-	opts, err := parseOptions(req.Options)
+	opts, err := parseOptions(req.Options, d.cfg.Backends)
 	if err != nil {
 		return err
 	}
@@ -106,7 +105,11 @@ func (d *Driver) derivedMTU(backend string) (int, error) {
 		}
 		under = m
 	}
-	return under - overlay.Overhead(backend), nil
+	overhead, err := d.cfg.Backends.Overhead(backend)
+	if err != nil {
+		return 0, err
+	}
+	return under - overhead, nil
 }
 
 // ensureNetwork makes the kernel state of n exist: bridge, firewall, overlay.

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
 )
 
 // Docker's option keys.
@@ -19,18 +20,41 @@ const (
 	optMTU        = "com.docker.network.driver.mtu"
 )
 
-// The -o options felt understands, with what each accepts.
-var allowedOptions = map[string]string{
-	"backend":       "vxlan, host-gw or udp",
-	"vni":           "1-16777215 (vxlan)",
-	"directrouting": "true or false (vxlan)",
-	"port":          "1-65535 (udp)",
-	optMTU:          "68-65535",
+// The backend-specific -o options, and which backends take each (their
+// overlay.Options say).
+var backendOptions = []struct {
+	key, values string
+	takes       func(overlay.Options) bool
+}{
+	{"vni", "1-16777215", func(o overlay.Options) bool { return o.VNI }},
+	{"directrouting", "true or false", func(o overlay.Options) bool { return o.DirectRouting }},
+	{"port", "1-65535", func(o overlay.Options) bool { return o.DefaultPort != 0 }},
 }
 
-func allowedList() string {
-	keys := make([]string, 0, len(allowedOptions))
-	for k := range allowedOptions {
+// allowedOptions are the -o options felt understands, with what each
+// accepts, for the registered backends.
+func allowedOptions(backends *overlay.Backends) map[string]string {
+	allowed := map[string]string{
+		"backend": orList(backends.Names()),
+		optMTU:    "68-65535",
+	}
+	for _, o := range backendOptions {
+		allowed[o.key] = o.values + " (" + strings.Join(backends.Taking(o.takes), ", ") + ")"
+	}
+	return allowed
+}
+
+// orList is "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+func allowedList(allowed map[string]string) string {
+	keys := make([]string, 0, len(allowed))
+	for k := range allowed {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -45,8 +69,9 @@ type netOptions struct {
 
 // parseOptions reads CreateNetwork's Options. Unknown -o keys are errors that
 // list the allowed ones: a typo must not silently create a different network.
-func parseOptions(opts map[string]any) (netOptions, error) {
-	var o netOptions
+func parseOptions(opts map[string]any, backends *overlay.Backends) (netOptions, error) {
+	allowed := allowedOptions(backends)
+	o := netOptions{spec: lease.Spec{Backends: backends}}
 	if v, ok := opts[optEnableIPv6]; ok && truthy(v) {
 		return o, errors.New("felt supports IPv4 only: create the network without --ipv6")
 	}
@@ -67,16 +92,14 @@ func parseOptions(opts map[string]any) (netOptions, error) {
 			v = v[:maxQuoted] + "..."
 		}
 		bad := func() error {
-			return fmt.Errorf("option %s=%s: must be %s", k, v, allowedOptions[k])
+			return fmt.Errorf("option %s=%s: must be %s", k, v, allowed[k])
 		}
 		switch k {
 		case "backend":
-			switch v {
-			case lease.BackendVXLAN, lease.BackendHostGW, lease.BackendUDP:
-				o.spec.Backend = v
-			default:
+			if _, err := backends.Get(v); err != nil {
 				return o, bad()
 			}
+			o.spec.Backend = v
 		case "vni":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 1<<24-1 {
@@ -102,20 +125,38 @@ func parseOptions(opts map[string]any) (netOptions, error) {
 			}
 			o.spec.MTU = n
 		default:
-			return o, fmt.Errorf("unknown option %s: felt accepts %s", quote(k), allowedList())
+			return o, fmt.Errorf("unknown option %s: felt accepts %s", quote(k), allowedList(allowed))
 		}
 	}
-	backend := o.spec.Backend
-	if o.spec.VNI != 0 && backend != "" && backend != lease.BackendVXLAN {
-		return o, fmt.Errorf("option vni applies to backend=vxlan only, not backend=%s", backend)
-	}
-	if o.spec.DirectRouting != nil && backend != "" && backend != lease.BackendVXLAN {
-		return o, fmt.Errorf("option directrouting applies to backend=vxlan only, not backend=%s", backend)
-	}
-	if o.spec.Port != 0 && backend != lease.BackendUDP {
-		return o, errors.New("option port applies to backend=udp only: add -o backend=udp")
+	if err := checkBackendOptions(o.spec, backends); err != nil {
+		return o, err
 	}
 	return o, nil
+}
+
+// checkBackendOptions refuses a backend-specific option the chosen backend
+// does not take. Without -o backend, vni and directrouting are left to the
+// record (the network may be recorded with a backend that takes them); a
+// port needs the backend named (as it always has).
+func checkBackendOptions(spec lease.Spec, backends *overlay.Backends) error {
+	given := map[string]bool{"vni": spec.VNI != 0, "directrouting": spec.DirectRouting != nil, "port": spec.Port != 0}
+	var takes overlay.Options
+	if b, err := backends.Get(spec.Backend); err == nil {
+		takes = b.Options()
+	}
+	for _, opt := range backendOptions {
+		if !given[opt.key] || opt.takes(takes) {
+			continue
+		}
+		only := "backend=" + strings.Join(backends.Taking(opt.takes), " or backend=")
+		switch {
+		case opt.key == "port":
+			return fmt.Errorf("option %s applies to %s only: add -o %s", opt.key, only, only)
+		case spec.Backend != "":
+			return fmt.Errorf("option %s applies to %s only, not backend=%s", opt.key, only, spec.Backend)
+		}
+	}
+	return nil
 }
 
 // falsy is truthy's counterpart: a boolean option explicitly false.

@@ -14,22 +14,22 @@ func generic(kv ...string) map[string]any {
 }
 
 func TestParseOptions(t *testing.T) {
-	o, err := parseOptions(generic("backend", "vxlan", "vni", "77", "directrouting", "true", optMTU, "1400"))
+	o, err := parseOptions(generic("backend", "vxlan", "vni", "77", "directrouting", "true", optMTU, "1400"), testBackends())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.spec.Backend != "vxlan" || o.spec.VNI != 77 || o.spec.DirectRouting == nil || !*o.spec.DirectRouting || o.spec.MTU != 1400 {
 		t.Fatalf("parsed %+v", o.spec)
 	}
-	o, err = parseOptions(map[string]any{optInternal: true})
+	o, err = parseOptions(map[string]any{optInternal: true}, testBackends())
 	if err != nil || !o.internal {
 		t.Fatalf("internal: %+v %v", o, err)
 	}
 	// Docker 28+ sends enable_ipv4, true for every network felt can serve.
-	if _, err = parseOptions(map[string]any{optEnableIPv4: true, optGeneric: nil}); err != nil {
+	if _, err = parseOptions(map[string]any{optEnableIPv4: true, optGeneric: nil}, testBackends()); err != nil {
 		t.Fatalf("enable_ipv4=true: %v", err)
 	}
-	if o, err = parseOptions(generic("backend", "udp", "port", "9000")); err != nil || o.spec.Port != 9000 {
+	if o, err = parseOptions(generic("backend", "udp", "port", "9000"), testBackends()); err != nil || o.spec.Port != 9000 {
 		t.Fatalf("udp port: %+v %v", o, err)
 	}
 }
@@ -54,7 +54,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{generic("backend", strings.Repeat("x", 1000)), "option backend=" + strings.Repeat("x", 80) + "...: must be"},
 	}
 	for _, c := range cases {
-		_, err := parseOptions(c.opts)
+		_, err := parseOptions(c.opts, testBackends())
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error = %v, want %q", c.opts, err, c.want)
 		}

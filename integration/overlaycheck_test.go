@@ -13,6 +13,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 	"github.com/felt-net/felt/testkit"
 )
 
@@ -115,7 +116,7 @@ func (s overlayState) empty() bool {
 // vxlanMismatch says how s differs from a vxlan network with this VNI
 // whose peers hold exactly peers, or "" when it matches.
 func (s overlayState) vxlanMismatch(vni int, networkID string, peers []lease.Lease) string {
-	dev := overlay.VTEPName(vni)
+	dev := vxlan.VTEPName(vni)
 	if len(s.devices) != 1 || s.devices[0] != dev {
 		return "devices " + strings.Join(s.devices, ",") + ", want only " + dev
 	}
@@ -130,10 +131,10 @@ func (s overlayState) vxlanMismatch(vni int, networkID string, peers []lease.Lea
 		switch {
 		case s.routes[p.Subnet] != "via "+gw.String()+" dev "+dev:
 			return "route " + p.Subnet.String() + ": " + s.routes[p.Subnet]
-		case s.neigh[gw] != p.VtepMAC:
-			return "neighbour " + gw.String() + ": " + s.neigh[gw] + ", want " + p.VtepMAC
-		case s.fdb[p.VtepMAC] != p.PublicIP:
-			return "fdb " + p.VtepMAC + ": " + s.fdb[p.VtepMAC].String() + ", want " + p.PublicIP.String()
+		case s.neigh[gw] != vxlan.LeaseVtepMAC(p):
+			return "neighbour " + gw.String() + ": " + s.neigh[gw] + ", want " + vxlan.LeaseVtepMAC(p)
+		case s.fdb[vxlan.LeaseVtepMAC(p)] != p.PublicIP:
+			return "fdb " + vxlan.LeaseVtepMAC(p) + ": " + s.fdb[vxlan.LeaseVtepMAC(p)].String() + ", want " + p.PublicIP.String()
 		}
 	}
 	return ""

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -74,7 +75,7 @@ func TestExpiredLeaseRemovedOnTime(t *testing.T) {
 	testkit.Must(t, err)
 	const ttl = 8 * time.Second
 	dead, err := reg.Acquire(ctx, lease.AcquireRequest{Network: rec, TTL: ttl,
-		Owner: lease.Owner{HostID: "dead-host", PublicIP: netip.MustParseAddr("192.168.77.99"), VtepMAC: "02:de:ad:00:00:01"}})
+		Owner: lease.Owner{HostID: "dead-host", PublicIP: netip.MustParseAddr("192.168.77.99"), BackendData: json.RawMessage(`{"vtepMAC":"02:de:ad:00:00:01"}`)}})
 	testkit.Must(t, err)
 	for _, h := range c.Hosts {
 		testkit.WaitFor(t, "route to the dead host's subnet on "+h.NS, func() bool { return routeTo(h, dead.Subnet) != "" })

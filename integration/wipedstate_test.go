@@ -13,6 +13,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
@@ -123,7 +124,7 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 			msg := fmt.Sprintf("%d leases of %s in Consul, want 1: %s", len(of), w.IP, describeLeases(of))
 			// What the peers make of it, against the new network's lease.
 			if i := slices.IndexFunc(of, func(l lease.Lease) bool { return l.Subnet == n.Subnet }); i >= 0 {
-				if p := peersProblem(peers, rec, wIP, of[i], old.VtepMAC); p != "" {
+				if p := peersProblem(peers, rec, wIP, of[i], vxlan.LeaseVtepMAC(old)); p != "" {
 					msg += "; and on the peers: " + p
 				}
 			}
@@ -139,24 +140,24 @@ func testWipedState(t *testing.T, backend string, reboot bool) {
 			return fmt.Sprintf("%d leases in the pool, want 3 (one a host): %s", len(ls), describeLeases(ls))
 		}
 		if backend == "vxlan" {
-			if want := overlay.VtepMAC(cur.HostID, pool).String(); cur.VtepMAC != want {
-				return fmt.Sprintf("lease VTEP MAC %s, want %s (from the new host ID)", cur.VtepMAC, want)
+			if want := vxlan.VtepMAC(cur.HostID, pool).String(); vxlan.LeaseVtepMAC(cur) != want {
+				return fmt.Sprintf("lease VTEP MAC %s, want %s (from the new host ID)", vxlan.LeaseVtepMAC(cur), want)
 			}
-			if cur.VtepMAC == old.VtepMAC {
+			if vxlan.LeaseVtepMAC(cur) == vxlan.LeaseVtepMAC(old) {
 				return "the new incarnation's VTEP MAC is the old one's: the host ID did not change"
 			}
-			if got := linkMAC(w, overlay.VTEPName(rec.VNI)); got != cur.VtepMAC {
-				return fmt.Sprintf("VTEP on the wiped host has MAC %q, its lease %s", got, cur.VtepMAC)
+			if got := linkMAC(w, vxlan.VTEPName(rec.VNI)); got != vxlan.LeaseVtepMAC(cur) {
+				return fmt.Sprintf("VTEP on the wiped host has MAC %q, its lease %s", got, vxlan.LeaseVtepMAC(cur))
 			}
 		}
-		return peersProblem(peers, rec, wIP, cur, old.VtepMAC)
+		return peersProblem(peers, rec, wIP, cur, vxlan.LeaseVtepMAC(old))
 	})
 	t.Logf("lease of %s: %s, host %s -> %s, VTEP MAC %q -> %q",
-		w.IP, cur.Subnet, old.HostID, cur.HostID, old.VtepMAC, cur.VtepMAC)
+		w.IP, cur.Subnet, old.HostID, cur.HostID, vxlan.LeaseVtepMAC(old), vxlan.LeaseVtepMAC(cur))
 
 	// Not a passing state: a few resyncs later (1 s here) it still holds.
 	time.Sleep(3 * time.Second)
-	if p := peersProblem(peers, rec, wIP, cur, old.VtepMAC); p != "" {
+	if p := peersProblem(peers, rec, wIP, cur, vxlan.LeaseVtepMAC(old)); p != "" {
 		t.Fatalf("after a few resyncs: %s", p)
 	}
 	if l := onlyLeaseOf(t, reg, pool, wIP); l.HostID != cur.HostID {
@@ -242,7 +243,7 @@ func onlyLeaseOf(t *testing.T, reg *lease.Registry, pool netip.Prefix, ip netip.
 func describeLeases(ls []lease.Lease) string {
 	var s []string
 	for _, l := range ls {
-		s = append(s, fmt.Sprintf("%s (host %s, IP %s, MAC %q)", l.Subnet, l.HostID, l.PublicIP, l.VtepMAC))
+		s = append(s, fmt.Sprintf("%s (host %s, IP %s, MAC %q)", l.Subnet, l.HostID, l.PublicIP, vxlan.LeaseVtepMAC(l)))
 	}
 	return "[" + strings.Join(s, "; ") + "]"
 }
@@ -270,7 +271,7 @@ func peersProblem(peers []*hosts.Host, rec lease.Network, ip netip.Addr, l lease
 }
 
 func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease, gone string) string {
-	vtep := overlay.VTEPName(rec.VNI)
+	vtep := vxlan.VTEPName(rec.VNI)
 	out, err := testkit.Run("bridge", "-n", p.NS, "fdb", "show", "dev", vtep)
 	if err != nil {
 		return fmt.Sprintf("fdb of %s: %v: %s", vtep, err, out)
@@ -282,8 +283,8 @@ func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease
 			macs = append(macs, f[0])
 		}
 	}
-	if len(macs) != 1 || macs[0] != l.VtepMAC {
-		return fmt.Sprintf("FDB entries on %s for %s: %v, want exactly [%s]\n%s", vtep, ip, macs, l.VtepMAC, out)
+	if len(macs) != 1 || macs[0] != vxlan.LeaseVtepMAC(l) {
+		return fmt.Sprintf("FDB entries on %s for %s: %v, want exactly [%s]\n%s", vtep, ip, macs, vxlan.LeaseVtepMAC(l), out)
 	}
 	out, err = testkit.Run("ip", "-n", p.NS, "neigh", "show", "dev", vtep)
 	if err != nil {
@@ -298,10 +299,10 @@ func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease
 			continue
 		}
 		switch {
-		case f[0] == gw && f[i+1] == l.VtepMAC:
+		case f[0] == gw && f[i+1] == vxlan.LeaseVtepMAC(l):
 			found = true
-		case f[0] == gw || f[i+1] == l.VtepMAC:
-			return fmt.Sprintf("neighbour entry %q on %s contradicts the lease (%s at %s)\n%s", line, vtep, gw, l.VtepMAC, out)
+		case f[0] == gw || f[i+1] == vxlan.LeaseVtepMAC(l):
+			return fmt.Sprintf("neighbour entry %q on %s contradicts the lease (%s at %s)\n%s", line, vtep, gw, vxlan.LeaseVtepMAC(l), out)
 		}
 	}
 	for _, m := range macsOf(out) {
@@ -310,7 +311,7 @@ func vxlanProblem(p *hosts.Host, rec lease.Network, ip netip.Addr, l lease.Lease
 		}
 	}
 	if !found {
-		return fmt.Sprintf("no neighbour entry %s lladdr %s on %s\n%s", gw, l.VtepMAC, vtep, out)
+		return fmt.Sprintf("no neighbour entry %s lladdr %s on %s\n%s", gw, vxlan.LeaseVtepMAC(l), vtep, out)
 	}
 	return ""
 }

@@ -31,7 +31,7 @@ type AcquireRequest struct {
 }
 
 // Acquire returns this host's lease in the pool: the one it already holds
-// (updated in place if its public IP or VTEP changed), else Prefer if free,
+// (updated in place if its public IP or backend data changed), else Prefer if free,
 // else a random free subnet. Every claim is one create-if-absent (or one
 // compare-and-set, for a takeover).
 //
@@ -41,8 +41,8 @@ type AcquireRequest struct {
 // public IP is therefore an earlier incarnation of this host (its state
 // directory was wiped, so it got a new host ID) that did not release it:
 // Acquire takes it over, subnet included, instead of leasing a second
-// subnet beside it, so peers replace its VTEP MAC rather than keep both.
-// If that lease does not fit the request (outside Within, or another subnet
+// subnet beside it, so peers replace its backend data (vxlan's VTEP MAC)
+// rather than keep both. If that lease does not fit the request (outside Within, or another subnet
 // length) or this host already holds a lease, it is removed instead.
 //
 // The network record is rewritten after the lease (see deleteNetwork), or
@@ -140,11 +140,14 @@ func (r *Registry) claim(ctx context.Context, req AcquireRequest, created *kv.Pa
 		if err != nil {
 			return Lease{}, err
 		}
-		l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, VtepMAC: req.Owner.VtepMAC}
+		l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, BackendData: req.Owner.BackendData}
 		if req.TTL > 0 {
 			l.Expiry = now.Add(req.TTL)
 		}
-		val, _ := json.Marshal(l)
+		val, err := json.Marshal(l)
+		if err != nil {
+			return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
+		}
 		err = r.store.CAS(ctx, r.leaseKey(n.Pool, subnet), val, 0)
 		if errors.Is(err, kv.ErrConflict) {
 			continue // another host won that subnet; choose again

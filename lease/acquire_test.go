@@ -16,7 +16,7 @@ import (
 func TestAcquireReusesAndExpires(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	a, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestAcquireReusesAndExpires(t *testing.T) {
 func TestAcquireWithinRange(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	within := netip.MustParsePrefix("10.42.7.128/25")
 	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.10"), Within: within})
 	if err != nil {
@@ -69,7 +69,7 @@ func TestExhaustion(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
 	small := netip.MustParsePrefix("10.50.0.0/23")
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: small})
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: small})
 	for i, h := range []string{"a", "b"} {
 		if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(h, fmt.Sprintf("192.0.2.%d", i+1))}); err != nil {
 			t.Fatal(err)
@@ -96,7 +96,7 @@ func TestAcquireMemoryIndependentOfPoolSize(t *testing.T) {
 	r, _ := newRegistry(t)
 	for i, p := range []string{"10.0.0.0/8", "128.0.0.0/1"} {
 		pool := netip.MustParsePrefix(p)
-		n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool, SubnetLen: 30})
+		n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, SubnetLen: 30})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func TestAcquireMemoryIndependentOfPoolSize(t *testing.T) {
 func TestAcquireRandomAmongFree(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/20")}) // 16 subnets
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.50.0.0/20")}) // 16 subnets
 	seen := map[netip.Prefix]bool{}
 	for i := range 16 {
 		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), fmt.Sprintf("192.0.2.%d", i+1))})
@@ -151,7 +151,7 @@ func TestAcquireRandomAmongFree(t *testing.T) {
 	firsts := map[netip.Prefix]bool{}
 	for i := range 20 {
 		r, _ := newRegistry(t)
-		n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.50.0.0/16")})
+		n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.50.0.0/16")})
 		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner(fmt.Sprint("h", i), "192.0.2.1")})
 		if err != nil {
 			t.Fatal(err)
@@ -176,7 +176,7 @@ func TestReincarnationTakesOverLease(t *testing.T) {
 func TestFailedAcquireLeavesNoLease(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	n, err := lease.NewRegistry(s, "felt/", nil).SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := lease.NewRegistry(s, "felt/", nil).SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

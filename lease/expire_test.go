@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 // RemoveExpired deletes the given leases that are past their expiry by the
@@ -16,13 +17,13 @@ import (
 func TestRemoveExpired(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The dead host's lease is of another pool: Acquire removes the
 	// expired leases of the pool it claims from itself.
-	other, err := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")})
+	other, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.43.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,10 @@ type Lease struct {
 	Subnet   netip.Prefix `json:"subnet"`
 	HostID   string       `json:"hostID"`
 	PublicIP netip.Addr   `json:"publicIP"`
-	// VtepMAC is the vxlan backend's data: the owner's VTEP address.
-	VtepMAC string `json:"vtepMAC,omitempty"`
+	// BackendData is what the owner's backends publish for their peers (a
+	// JSON object, opaque to lease; vxlan's VTEP MAC, say). Its keys are
+	// flattened into the record (record.go), where they have always been.
+	BackendData json.RawMessage `json:"-"`
 	// Expiry zero means a permanent reservation, as in flannel.
 	Expiry time.Time `json:"expiry,omitzero"`
 
@@ -28,7 +30,8 @@ type Lease struct {
 type Owner struct {
 	HostID   string
 	PublicIP netip.Addr
-	VtepMAC  string
+	// BackendData goes into the owner's leases as Lease.BackendData.
+	BackendData json.RawMessage
 }
 
 // Expired reports whether the lease is past its expiry at now.

@@ -17,18 +17,10 @@ import (
 	"github.com/felt-net/felt/kv"
 )
 
-// Backend names.
-const (
-	BackendVXLAN  = "vxlan"
-	BackendHostGW = "host-gw"
-	BackendUDP    = "udp"
-)
-
-// Defaults applied when the first host creates a network record.
+// Defaults applied when the first host creates a network record. The
+// default backend and port come from Spec.Backends: lease knows no backend.
 const (
 	DefaultSubnetLen = 24
-	DefaultBackend   = BackendVXLAN
-	DefaultUDPPort   = 8285
 	// firstVNI is where automatic VNI allocation starts; 1 is flannel's
 	// default, and starting there keeps tcpdump output familiar.
 	firstVNI = 1
@@ -50,7 +42,7 @@ type Network struct {
 	VNI           int          `json:"vni,omitempty"`           // SettleNetwork
 	MTU           int          `json:"mtu,omitempty"`           // SettleNetwork; 0: each host derives it from its underlay
 	DirectRouting bool         `json:"directRouting,omitempty"` // SettleNetwork
-	Port          int          `json:"port,omitempty"`          // SettleNetwork; udp backend
+	Port          int          `json:"port,omitempty"`          // SettleNetwork; for backends that take one
 
 	index uint64
 }
@@ -66,6 +58,18 @@ type Spec struct {
 	MTU           int
 	DirectRouting *bool
 	Port          int
+	// Backends says what the backends need of the record; nil (a caller
+	// that only re-records known values) means no default backend, no VNI
+	// allocated and no port defaulted.
+	Backends Backends
+}
+
+// Backends is what the network record needs to know of the overlay
+// backends; the overlay's backend registry implements it.
+type Backends interface {
+	Default() string                // the backend of a network created without one
+	NeedsVNI(backend string) bool   // a VNI is allocated for the backend's networks
+	DefaultPort(backend string) int // the port of its networks when none is given; 0: it takes none
 }
 
 func (r *Registry) networkKey(pool netip.Prefix) string {
@@ -120,7 +124,8 @@ func (r *Registry) ReservePool(ctx context.Context, pool netip.Prefix, subnetLen
 
 // SettleNetwork creates the record for spec.Pool, or checks spec against
 // the existing one, and settles every option the network driver decides:
-// on return backend, VNI (claimed, for vxlan) and port are chosen.
+// on return backend, VNI (claimed, for a backend that needs one:
+// spec.Backends) and port are chosen.
 func (r *Registry) SettleNetwork(ctx context.Context, spec Spec) (Network, error) {
 	return r.writeNetwork(ctx, spec, true)
 }
@@ -148,7 +153,7 @@ func (r *Registry) writeNetwork(ctx context.Context, spec Spec, complete bool) (
 			return cur, nil
 		}
 		claimed := false
-		if complete && next.Backend == BackendVXLAN && (next.VNI == 0 || next.VNI != cur.VNI) {
+		if complete && needsVNIClaim(spec.Backends, cur, next) {
 			if err := r.claimVNI(ctx, &next); err != nil {
 				return Network{}, err
 			}
@@ -252,8 +257,8 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 	if !complete {
 		return next, nil
 	}
-	if next.Backend == "" {
-		next.Backend = DefaultBackend
+	if next.Backend == "" && spec.Backends != nil {
+		next.Backend = spec.Backends.Default()
 	}
 	switch {
 	case spec.VNI == 0:
@@ -269,10 +274,20 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 	case cur.Port != spec.Port:
 		return Network{}, conflict("port", cur.Port, spec.Port)
 	}
-	if next.Backend == BackendUDP && next.Port == 0 {
-		next.Port = DefaultUDPPort
+	if next.Port == 0 && spec.Backends != nil {
+		next.Port = spec.Backends.DefaultPort(next.Backend)
 	}
 	return next, nil
+}
+
+// needsVNIClaim says whether EnsureNetwork must claim a VNI for next: one
+// given that is not the recorded one yet, or none yet for a backend that
+// needs one.
+func needsVNIClaim(b Backends, cur, next Network) bool {
+	if next.VNI != 0 {
+		return next.VNI != cur.VNI
+	}
+	return b != nil && b.NeedsVNI(next.Backend)
 }
 
 func mtuString(mtu int) string {

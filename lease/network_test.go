@@ -10,6 +10,7 @@ import (
 
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
@@ -22,7 +23,7 @@ func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
 	if n.SubnetLen != 24 || n.Backend != "" {
 		t.Fatalf("after RequestPool: got %+v, want subnetLen 24 and no backend yet", n)
 	}
-	n, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"})
+	n, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "host-gw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,10 +31,10 @@ func TestReserveAndSettleNetworkDefaultsAndConflicts(t *testing.T) {
 		t.Fatalf("got %+v, want host-gw without VNI", n)
 	}
 	// A second host without options adopts the record.
-	if n2, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err != nil || n2.Backend != "host-gw" {
+	if n2, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool}); err != nil || n2.Backend != "host-gw" {
 		t.Fatalf("adopt: %+v %v", n2, err)
 	}
-	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"})
+	_, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan"})
 	if err == nil || !strings.Contains(err.Error(), "recorded with backend=host-gw") || !strings.Contains(err.Error(), "backend=vxlan") {
 		t.Fatalf("conflict error = %v", err)
 	}
@@ -58,18 +59,18 @@ func TestOverlappingPoolRefused(t *testing.T) {
 func TestVNIsAreDistinctAndExplicitCollisionRefused(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	a, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	a, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16")})
+	b, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.43.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.VNI == 0 || b.VNI == 0 || a.VNI == b.VNI {
 		t.Fatalf("VNIs %d and %d: want distinct non-zero", a.VNI, b.VNI)
 	}
-	_, err = r.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI})
+	_, err = r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.44.0.0/16"), VNI: a.VNI})
 	if err == nil || !strings.Contains(err.Error(), "already used by the felt network with pool 10.42.0.0/16") {
 		t.Fatalf("error = %v", err)
 	}
@@ -91,7 +92,7 @@ func TestFailedNetworkWriteReleasesVNI(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
-	if _, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool}); err == nil {
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool}); err == nil {
 		t.Fatal("network record written through a failing store")
 	}
 	if pairs, _, _ := s.List(ctx, "felt/"); len(pairs) != 0 {
@@ -118,7 +119,7 @@ func TestRecordRemovedUnderCompletionKeepsOneClaim(t *testing.T) {
 			t.Errorf("A: %v", err)
 		}
 	}
-	n, err := regB.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN})
+	n, err := regB.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +146,9 @@ func TestOverlappingPoolsCreatedAtOnceOneRefused(t *testing.T) {
 	regB := lease.NewRegistry(cs, "felt/", nil)
 	var errA error
 	cs.hook = func() { // A, after B's overlap check and before B's write
-		_, errA = regA.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/16")})
+		_, errA = regA.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.42.0.0/16")})
 	}
-	_, errB := regB.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.42.0.0/17")})
+	_, errB := regB.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.42.0.0/17")})
 	if cs.hook != nil {
 		t.Fatal("the race was not staged")
 	}
@@ -189,7 +190,7 @@ func TestClaimVanishingUnderCreateIsTaken(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	n, err := lease.NewRegistry(gs, "felt/", nil).SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN, VNI: 7})
+	n, err := lease.NewRegistry(gs, "felt/", nil).SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan", VNI: 7})
 	if err != nil || n.VNI != 7 {
 		t.Fatalf("got %+v, %v; want the record made with vni 7", n, err)
 	}

@@ -12,7 +12,7 @@ import (
 func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
-	n, _ := r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "host-gw"})
+	n, _ := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "host-gw"})
 	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +30,7 @@ func TestReleaseLastLeaseRemovesNetwork(t *testing.T) {
 		t.Fatal("network record still there after the last lease went")
 	}
 	// Now the pool can be created with other options.
-	if _, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: "vxlan"}); err != nil {
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "vxlan"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -48,7 +48,7 @@ func releaseRacingAcquire(t *testing.T, pausePrefix string, acquire func(b *leas
 	ps := &hooked{Store: store, op: "DeleteCAS", when: under(pausePrefix)}
 	regA := lease.NewRegistry(ps, "felt/", nil)
 	regB := lease.NewRegistry(store, "felt/", nil)
-	rec, err := regA.SettleNetwork(ctx, lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN})
+	rec, err := regA.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: racePool, Backend: "vxlan"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 	if err != nil || now.VNI != vni {
 		t.Fatalf("host-b holds a lease of %s with VNI %d; the record is %+v, %v", racePool, vni, now, err)
 	}
-	other, err := reg.SettleNetwork(ctx, lease.Spec{Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: lease.BackendVXLAN})
+	other, err := reg.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: netip.MustParsePrefix("10.43.0.0/16"), Backend: "vxlan"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 // host creating the network got whatever VNI was lowest.
 func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
 	reg, rec := releaseRacingAcquire(t, "felt/networks/", func(b *lease.Registry, _ lease.Network) (lease.Lease, error) {
-		n, err := b.SettleNetwork(context.Background(), lease.Spec{Pool: racePool, Backend: lease.BackendVXLAN})
+		n, err := b.SettleNetwork(context.Background(), lease.Spec{Backends: leasetest.Backends, Pool: racePool, Backend: "vxlan"})
 		if err != nil {
 			return lease.Lease{}, err
 		}

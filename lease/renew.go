@@ -20,7 +20,7 @@ type RenewRequest struct {
 }
 
 // Renew extends the lease req.Owner holds on req.Subnet, with a fresh
-// expiry and the owner's current public IP and VTEP.
+// expiry and the owner's current public IP and backend data.
 //
 // It is Acquire restricted to that one subnet (Prefer and Within), so it
 // repairs what happened meanwhile instead of failing on it: a lease that
@@ -45,14 +45,14 @@ func (r *Registry) Renew(ctx context.Context, req RenewRequest) (Lease, error) {
 }
 
 // rewrite writes l again for req's owner with a fresh expiry and the
-// owner's current public IP and VTEP: this host's own lease renewed (a host
+// owner's current public IP and backend data: this host's own lease renewed (a host
 // whose address changed keeps its subnet), or an earlier incarnation's
 // lease taken over (see Acquire). One compare-and-set at l's index.
 func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now time.Time) (Lease, error) {
 	next := l
 	next.PublicIP = req.Owner.PublicIP
-	if req.Owner.VtepMAC != "" || next.HostID != req.Owner.HostID {
-		next.VtepMAC = req.Owner.VtepMAC // a taken-over lease keeps nothing of the old host's
+	if !emptyData(req.Owner.BackendData) || next.HostID != req.Owner.HostID {
+		next.BackendData = req.Owner.BackendData // a taken-over lease keeps nothing of the old host's
 	}
 	next.HostID = req.Owner.HostID
 	if req.TTL > 0 {
@@ -60,7 +60,10 @@ func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now
 	} else {
 		next.Expiry = time.Time{}
 	}
-	val, _ := json.Marshal(next)
+	val, err := json.Marshal(next)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
+	}
 	if err := r.store.CAS(ctx, r.leaseKey(l.Pool, l.Subnet), val, l.index); err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
 	}

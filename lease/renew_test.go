@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 // Renew extends the lease with a fresh expiry and the owner's current
@@ -16,7 +17,7 @@ import (
 func TestRenew(t *testing.T) {
 	ctx := context.Background()
 	r, clk := newRegistry(t)
-	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

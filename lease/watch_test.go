@@ -9,6 +9,7 @@ import (
 
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/lease/leasetest"
 )
 
 // subnets are the subnets of ls, sorted.
@@ -46,7 +47,7 @@ func TestWatchLeases(t *testing.T) {
 		defer cancel()
 		acquire := func(p netip.Prefix, host, ip string) lease.Lease {
 			t.Helper()
-			n, err := r.SettleNetwork(ctx, lease.Spec{Pool: p})
+			n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: p})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +126,7 @@ func TestUnreadableLeaseSkipped(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	r := lease.NewRegistry(s, "felt/", nil)
-	n, err := r.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

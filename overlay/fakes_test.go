@@ -1,6 +1,7 @@
 package overlay_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/netip"
@@ -125,6 +126,12 @@ func (f *fakeLeases) WatchLeases(ctx context.Context, after uint64) ([]lease.Lea
 	}
 }
 
+// sameLease is == on leases, whose backend data is bytes.
+func sameLease(a, b lease.Lease) bool {
+	return a.Pool == b.Pool && a.Subnet == b.Subnet && a.HostID == b.HostID && a.PublicIP == b.PublicIP &&
+		a.Expiry.Equal(b.Expiry) && bytes.Equal(a.BackendData, b.BackendData)
+}
+
 // RemoveExpired removes the given leases that are expired by the source's
 // clock and still held unchanged.
 func (f *fakeLeases) RemoveExpired(_ context.Context, ls []lease.Lease) int {
@@ -136,7 +143,7 @@ func (f *fakeLeases) RemoveExpired(_ context.Context, ls []lease.Lease) int {
 		if !l.Expired(now) {
 			continue
 		}
-		if i := slices.Index(f.leases, l); i >= 0 {
+		if i := slices.IndexFunc(f.leases, func(x lease.Lease) bool { return sameLease(x, l) }); i >= 0 {
 			f.leases = slices.Delete(f.leases, i, i+1)
 			f.removed = append(f.removed, l)
 			n++
@@ -162,6 +169,16 @@ var _ overlay.Backend = (*fakeBackend)(nil)
 
 func newFakeBackend() *fakeBackend {
 	return &fakeBackend{setups: map[string]int{}, syncs: map[string]int{}, peers: map[string][]lease.Lease{}, torndown: map[string]bool{}}
+}
+
+// It describes itself as a backend without options, data or checks.
+func (b *fakeBackend) Name() string                      { return fakeBackendName }
+func (b *fakeBackend) Overhead() int                     { return 0 }
+func (b *fakeBackend) Options() overlay.Options          { return overlay.Options{} }
+func (b *fakeBackend) LeaseData(netip.Prefix) any        { return nil }
+func (b *fakeBackend) DeviceName(overlay.Network) string { return "" }
+func (b *fakeBackend) Check(context.Context, overlay.Network, func(context.Context) ([]lease.Lease, error)) error {
+	return nil
 }
 
 func (b *fakeBackend) Setup(_ context.Context, n overlay.Network) error {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	feltinstance "github.com/felt-net/felt/internal/instance"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // ForgetInstance deletes the overlay devices marked with instance (VTEPs,
@@ -21,7 +22,7 @@ func (m *Manager) ForgetInstance(instance string) error {
 	if instance == m.instance {
 		return fmt.Errorf("felt instance %s is this felt's own: not forgetting it", instance)
 	}
-	links, err := retryDump(m.nl.LinkList)
+	links, err := kernel.RetryDump(m.nl.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -73,7 +74,7 @@ func (m *Manager) deleteIfStillMarked(name string, index int, prefix string) (bo
 		defer user.mu.Unlock()
 	}
 	l, err := m.nl.LinkByName(name)
-	if isNotFound(err) {
+	if kernel.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -82,7 +83,7 @@ func (m *Manager) deleteIfStillMarked(name string, index int, prefix string) (bo
 	if l.Attrs().Index != index || !strings.HasPrefix(l.Attrs().Alias, prefix) {
 		return false, nil // adopted, or another device by now
 	}
-	if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
+	if err := m.nl.LinkDel(l); err != nil && !kernel.IsNotFound(err) {
 		return false, err
 	}
 	return true, nil

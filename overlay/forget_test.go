@@ -10,14 +10,15 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/overlay/vxlan"
+	testnet "github.com/felt-net/felt/testkit/netns"
 )
 
 // A felt whose state directory was wiped removes the overlay devices of its
 // earlier instance, keeping those of another felt sharing the namespace and
 // its own. Its own instance and malformed ones are refused.
 func TestForgetInstanceRemovesOnlyThatInstancesDevices(t *testing.T) {
-	ns := netns.New(t, "ov")
+	ns := testnet.New(t, "ov")
 	devices := map[string]string{ // name: owner mark
 		"felt.7":     overlay.OwnerAlias("0a1b2c3d", "net-old"),
 		"feltu.0a2a": overlay.OwnerAlias("0a1b2c3d", "net-old2"),
@@ -58,9 +59,9 @@ func TestForgetInstanceRemovesOnlyThatInstancesDevices(t *testing.T) {
 	}
 }
 
-// adopting is a vxlan Setup reduced to what matters here: it takes the
-// device of n's name over (as ensureVTEP does with a matching VTEP left by
-// an earlier run), marking it n's, once the test releases it.
+// adopting is a vxlan backend whose Setup is reduced to what matters here:
+// it takes the device of n's name over (as ensureVTEP does with a matching
+// VTEP left by an earlier run), marking it n's, once the test releases it.
 type adopting struct {
 	overlay.Backend
 	nl               *netlink.Handle
@@ -71,7 +72,7 @@ type adopting struct {
 func (a *adopting) Setup(ctx context.Context, n overlay.Network) error {
 	close(a.entered)
 	<-a.release
-	l, err := a.nl.LinkByName(overlay.VTEPName(n.VNI))
+	l, err := a.nl.LinkByName(vxlan.VTEPName(n.VNI))
 	if err != nil {
 		return err
 	}
@@ -87,17 +88,17 @@ func (a *adopting) Teardown(context.Context, overlay.Network) error            {
 // as the earlier felt's and deleted it after the Attach had made it the
 // new network's, cutting that network off until a resync.
 func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
-	ns := netns.New(t, "ov")
-	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: overlay.VTEPName(7)}}
+	ns := testnet.New(t, "ov")
+	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: vxlan.VTEPName(7)}}
 	if err := ns.NL.LinkAdd(l); err != nil {
 		t.Fatal(err)
 	}
 	if err := ns.NL.LinkSetAlias(l, overlay.OwnerAlias("0a1b2c3d", "net-old")); err != nil {
 		t.Fatal(err)
 	}
-	b := &adopting{nl: ns.NL, instance: "99aabbcc", entered: make(chan struct{}), release: make(chan struct{})}
+	b := &adopting{Backend: vxlan.New(overlay.BackendConfig{Netlink: ns.NL}), nl: ns.NL, instance: "99aabbcc", entered: make(chan struct{}), release: make(chan struct{})}
 	m := overlay.NewManager(overlay.ManagerConfig{Netlink: ns.NL, HostID: "99aabbcc00000000",
-		Backends: map[string]overlay.Backend{"vxlan": b}})
+		Backends: overlay.NewBackends(b)})
 	t.Cleanup(m.Close)
 	n := overlay.Network{ID: "net-new", Backend: "vxlan", VNI: 7,
 		Pool: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix("10.42.3.0/24")}
@@ -114,7 +115,7 @@ func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
 	if err := <-forgot; err != nil {
 		t.Fatalf("ForgetInstance: %v", err)
 	}
-	got, err := ns.NL.LinkByName(overlay.VTEPName(7))
+	got, err := ns.NL.LinkByName(vxlan.VTEPName(7))
 	if err != nil {
 		t.Fatalf("the device the new network adopted was deleted: %v", err)
 	}

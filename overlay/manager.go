@@ -26,8 +26,9 @@ type ManagerConfig struct {
 	// Underlay is the host's underlay. When it implements NetNSHost, kernel
 	// events are followed in that namespace, else in the current one.
 	Underlay Host
-	// Backends by name; nil means the standard ones (NewBackends).
-	Backends map[string]Backend
+	// Backends are the registered backends (overlay/backends.All, which
+	// plugin.Build passes).
+	Backends *Backends
 	// Resync is the period of the full reconcile that runs besides events.
 	Resync time.Duration
 	Log    *slog.Logger
@@ -66,8 +67,8 @@ type attached struct {
 	mu   sync.Mutex
 	n    Network
 	gone bool
-	// device is deviceName(n), kept under the Manager's mutex (n is under
-	// mu) for deviceUser.
+	// device is the backend's DeviceName(n), kept under the Manager's
+	// mutex (n is under mu) for deviceUser.
 	device string
 }
 
@@ -80,20 +81,12 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Resync = 30 * time.Second
 	}
 	instance := instanceOf(cfg.Instance, cfg.HostID)
-	if cfg.Backends == nil {
-		cfg.Backends = NewBackends(BackendConfig{Netlink: cfg.Netlink, Host: cfg.Underlay, HostID: cfg.HostID,
-			Instance: instance, Log: cfg.Log})
-	}
 	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
 		kick: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {
-	b, ok := m.cfg.Backends[name]
-	if !ok {
-		return nil, fmt.Errorf("backend %q is not available", name)
-	}
-	return b, nil
+	return m.cfg.Backends.Get(name)
 }
 
 // Attach sets up n's device and schedules a reconcile. It does not wait for
@@ -107,18 +100,18 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 		return err
 	}
 	m.mu.Lock()
-	if other := m.deviceUser(n); other != "" {
+	if other := m.deviceUser(b, n); other != "" {
 		m.mu.Unlock()
 		return fmt.Errorf("network %s: its device %s is already network %s's on this host "+
 			"(two felt networks with one VNI or pool: the store's records are inconsistent; remove one network)",
-			n.ID, deviceName(n), other)
+			n.ID, b.DeviceName(n), other)
 	}
 	a := m.networks[n.ID]
 	if a == nil {
 		a = &attached{n: n} // complete before a reconcile can see it
 		m.networks[n.ID] = a
 	}
-	a.device = deviceName(n)
+	a.device = b.DeviceName(n)
 	m.mu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -154,30 +147,14 @@ func (m *Manager) Detach(ctx context.Context, n Network) error {
 // n's device's name, or "". Both cannot be served: each reconcile would
 // recreate the device as the other's, and each recreation's kernel events
 // would start the next reconcile, forever. Called with m.mu held.
-func (m *Manager) deviceUser(n Network) string {
-	name := deviceName(n)
+func (m *Manager) deviceUser(b Backend, n Network) string {
+	name := b.DeviceName(n)
 	if name == "" {
 		return ""
 	}
 	for id, a := range m.networks {
 		if id != n.ID && a.device == name {
 			return id
-		}
-	}
-	return ""
-}
-
-// deviceName is the name of the device n's backend makes for it, or "" for
-// none (host-gw) or a network too malformed to have one (Setup says why).
-func deviceName(n Network) string {
-	switch n.Backend {
-	case "vxlan":
-		if n.VNI > 0 {
-			return VTEPName(n.VNI)
-		}
-	case "udp":
-		if n.Pool.IsValid() && n.Pool.Addr().Is4() {
-			return UDPDeviceName(n.Pool)
 		}
 	}
 	return ""
@@ -482,17 +459,18 @@ func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	return peers
 }
 
-// Check reports, at network creation, a layout the backend cannot serve:
-// for host-gw, peers already holding leases that are not on this host's L2
-// segment. Done then so `docker network create` fails with the reason,
-// rather than the network silently black-holing traffic to those peers.
+// Check reports, at network creation, a layout n's backend cannot serve
+// (Backend.Check), so `docker network create` fails with the reason.
 func (m *Manager) Check(ctx context.Context, n Network) error {
-	if n.Backend != "host-gw" {
-		return nil
-	}
-	ls, err := m.cfg.Leases.Leases(ctx, n.Pool)
+	b, err := m.backend(n.Backend)
 	if err != nil {
 		return err
 	}
-	return CheckHostGW(m.cfg.Underlay, m.cfg.Netlink, m.Peers(n, ls))
+	return b.Check(ctx, n, func(ctx context.Context) ([]lease.Lease, error) {
+		ls, err := m.cfg.Leases.Leases(ctx, n.Pool)
+		if err != nil {
+			return nil, err
+		}
+		return m.Peers(n, ls), nil
+	})
 }

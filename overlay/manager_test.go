@@ -19,6 +19,7 @@ import (
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 )
 
 // newManager builds a Manager for h over a fresh embedded store, with
@@ -53,7 +54,7 @@ func newManagerOn(t *testing.T, h *tbHost, store kv.Store, backends map[string]o
 	reg := lease.NewRegistry(store, "felt/", nil)
 	return overlay.NewManager(overlay.ManagerConfig{
 		Leases: reg, Netlink: h.ns.NL, HostID: h.id,
-		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: backends, Resync: resync,
+		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: registryOf(backends), Resync: resync,
 		Log: slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}), reg
 }
@@ -71,7 +72,7 @@ func putLeases(t *testing.T, reg *lease.Registry, n overlay.Network, ttl time.Du
 	var out []lease.Lease
 	for _, h := range hosts {
 		l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: rec, TTL: ttl, Prefer: h.subnet, Within: h.subnet,
-			Owner: lease.Owner{HostID: h.id, PublicIP: h.pub, VtepMAC: h.mac()}})
+			Owner: lease.Owner{HostID: h.id, PublicIP: h.pub, BackendData: h.leaseData()}})
 		if err != nil || l.Subnet != h.subnet {
 			t.Fatalf("lease for %s: %v (got %s)", h.id, err, l.Subnet)
 		}
@@ -150,12 +151,12 @@ func TestDetachWaitsForReconcile(t *testing.T) {
 	if err := <-detached; err != nil {
 		t.Fatalf("detach: %v", err)
 	}
-	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+	if _, err := h.ns.NL.LinkByName(vxlan.VTEPName(vni)); err == nil {
 		t.Fatalf("VTEP exists after Detach (Detach returned before the reconcile finished: %v)", early)
 	}
 	// A later reconcile does not bring it back either.
 	m.ReconcileAll(ctx)
-	if _, err := h.ns.NL.LinkByName(overlay.VTEPName(vni)); err == nil {
+	if _, err := h.ns.NL.LinkByName(vxlan.VTEPName(vni)); err == nil {
 		t.Fatal("VTEP recreated by a reconcile after Detach")
 	}
 }
@@ -180,7 +181,7 @@ func TestStrayOverlayDevicesRemoved(t *testing.T) {
 	// A VTEP of a network this felt no longer has, as a crash or a
 	// reconcile racing a delete leaves it; and another instance's.
 	vtep("net-gone", 7, h.b)
-	other := overlay.NewBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: "other-host", Instance: "other"})
+	other := standardBackends(overlay.BackendConfig{Netlink: h.ns.NL, Host: fakeHost{addr: h.pub}, HostID: "other-host", Instance: "other"})
 	vtep("net-other", 8, other)
 	t.Cleanup(func() { _ = other["vxlan"].Teardown(ctx, overlay.Network{VNI: 8, Pool: pool}) })
 
@@ -189,20 +190,20 @@ func TestStrayOverlayDevicesRemoved(t *testing.T) {
 	if err := m.Attach(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", n.ID) {
+	if got := h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", n.ID) {
 		t.Fatalf("VTEP alias %q, want %q", got, overlay.OwnerAlias("host-a", n.ID))
 	}
 	run(t, m)
 	gone := func(name string) func() bool {
 		return func() bool { _, err := h.ns.NL.LinkByName(name); return err != nil }
 	}
-	waitFor(t, "stray VTEP removed at start", gone(overlay.VTEPName(7)))
+	waitFor(t, "stray VTEP removed at start", gone(vxlan.VTEPName(7)))
 	// One appearing later goes at a resync.
 	vtep("net-gone-too", 9, h.b)
-	waitFor(t, "stray VTEP removed at resync", gone(overlay.VTEPName(9)))
+	waitFor(t, "stray VTEP removed at resync", gone(vxlan.VTEPName(9)))
 	for _, keep := range []int{vni, 8} {
-		if _, err := h.ns.NL.LinkByName(overlay.VTEPName(keep)); err != nil {
-			t.Errorf("%s removed: %v", overlay.VTEPName(keep), err)
+		if _, err := h.ns.NL.LinkByName(vxlan.VTEPName(keep)); err != nil {
+			t.Errorf("%s removed: %v", vxlan.VTEPName(keep), err)
 		}
 	}
 	if err := m.Detach(ctx, n); err != nil {
@@ -276,7 +277,7 @@ func TestKernelChangesReconciled(t *testing.T) {
 	a.ns.AddRoute(t, "default", netip.MustParseAddr("192.168.77.254"))
 	reaches("after the underlay's address was removed and added back")
 
-	if err := a.ns.NL.LinkDel(a.ns.Link(t, overlay.VTEPName(vni))); err != nil {
+	if err := a.ns.NL.LinkDel(a.ns.Link(t, vxlan.VTEPName(vni))); err != nil {
 		t.Fatal(err)
 	}
 	reaches("after the VTEP was deleted")
@@ -359,7 +360,7 @@ func TestReconcilesSettle(t *testing.T) {
 			if backend != "host-gw" { // host-gw cannot reach c, one router away
 				peers = append(peers, c)
 			}
-			own := overlay.NewBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: nsHost{fakeHost{addr: a.pub}, a.ns.Handle}, HostID: a.id,
+			own := standardBackends(overlay.BackendConfig{Netlink: a.ns.NL, Host: nsHost{fakeHost{addr: a.pub}, a.ns.Handle}, HostID: a.id,
 				Log: slog.New(slog.NewTextHandler(a.logs, nil))})
 			cnt := &counting{Backend: own[backend]}
 			m, reg := newManagerReg(t, a, map[string]overlay.Backend{backend: cnt}, time.Hour)
@@ -474,14 +475,14 @@ func TestAttachRefusesDeviceOfAnother(t *testing.T) {
 	second.ID = "net-second"
 	second.Pool, second.Subnet = netip.MustParsePrefix("10.43.0.0/16"), netip.MustParsePrefix("10.43.1.0/24")
 	err := m.Attach(ctx, second)
-	if err == nil || !strings.Contains(err.Error(), first.ID) || !strings.Contains(err.Error(), overlay.VTEPName(vni)) {
+	if err == nil || !strings.Contains(err.Error(), first.ID) || !strings.Contains(err.Error(), vxlan.VTEPName(vni)) {
 		t.Fatalf("second network with VNI %d attached: %v; want an error naming %s and the device", vni, err, first.ID)
 	}
-	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
+	if got := h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
 		t.Fatalf("VTEP now marked %q, want the first network's", got)
 	}
 	m.ReconcileAll(ctx)
-	if got := h.ns.Link(t, overlay.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
+	if got := h.ns.Link(t, vxlan.VTEPName(vni)).Attrs().Alias; got != overlay.OwnerAlias("host-a", first.ID) {
 		t.Fatalf("after a reconcile the VTEP is marked %q, want the first network's", got)
 	}
 	// Attaching the first again (a restart's recovery) is no conflict,
@@ -544,7 +545,7 @@ func TestSweepSparesNetworkBeingAttached(t *testing.T) {
 	if h.logs.contains("removing stray overlay device") {
 		t.Fatalf("the sweep took the device of a network being attached for a stray:\n%s", h.logs)
 	}
-	h.ns.Link(t, overlay.VTEPName(vni))
+	h.ns.Link(t, vxlan.VTEPName(vni))
 }
 
 // hangingDeletes is a store whose deletes, once armed, hang until their

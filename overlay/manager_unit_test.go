@@ -45,7 +45,7 @@ func unitLease(host, pool, subnet string, expiry time.Time) lease.Lease {
 func newUnitManager(t *testing.T, src overlay.LeaseSource, b overlay.Backend, logs *syncBuffer) *overlay.Manager {
 	t.Helper()
 	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, HostID: unitHost,
-		Backends: map[string]overlay.Backend{fakeBackendName: b}, Resync: time.Hour,
+		Backends: overlay.NewBackends(b), Resync: time.Hour,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(m.Close)
 	return m

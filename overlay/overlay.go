@@ -1,13 +1,16 @@
 // Package overlay connects a felt network's bridge on this host to the same
 // network's subnets on other hosts. A Backend knows one encapsulation (or
-// none, for host-gw); the Manager runs one reconciler per network that keeps
-// kernel state equal to the leases in the store.
+// none) and describes itself; each lives in its own package (overlay/vxlan,
+// overlay/hostgw, overlay/udp) and is registered in Backends by
+// overlay/backends.All.
+// The Manager runs one reconciler per network that keeps kernel state equal
+// to the leases in the store, through the network's backend.
 package overlay
 
 import (
-	"crypto/sha256"
-	"net"
 	"net/netip"
+
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // Network is what a backend needs to know about one felt network here.
@@ -23,26 +26,6 @@ type Network struct {
 	Port          int
 }
 
-// Overhead is the bytes a backend's encapsulation adds to each packet: the
-// container MTU is the underlay's minus this.
-func Overhead(backend string) int {
-	switch backend {
-	case "vxlan":
-		return 50 // outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
-	case "udp":
-		return 28 // outer IP 20 + UDP 8
-	default:
-		return 0
-	}
-}
-
-// VtepMAC is the MAC address of this host's VTEP for a pool. Deriving it
-// from the host ID and the pool means the lease can carry it before the
-// device exists, and a recreated device keeps it, so peers' FDB and
-// neighbour entries stay valid.
-func VtepMAC(hostID string, pool netip.Prefix) net.HardwareAddr {
-	sum := sha256.Sum256([]byte(hostID + "/" + pool.String()))
-	mac := net.HardwareAddr(sum[:6])
-	mac[0] = (mac[0] &^ 0x01) | 0x02 // unicast, locally administered
-	return mac
-}
+// RouteProtocol marks every route felt installs ("proto 76"); see
+// kernel.RouteProtocol for why.
+const RouteProtocol = kernel.RouteProtocol

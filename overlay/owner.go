@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // Every device the overlay creates (a VTEP, a udp TUN) carries the alias
@@ -36,10 +38,10 @@ func instanceOf(instance, hostID string) string {
 	return hostID
 }
 
-// setOwner gives link the alias if it lacks it: a device adopted from an
+// SetOwner gives link the alias if it lacks it: a device adopted from an
 // earlier run, or from a network deleted and created again with the same
 // VNI, becomes the current network's.
-func setOwner(nl *netlink.Handle, link netlink.Link, alias string) error {
+func SetOwner(nl *netlink.Handle, link netlink.Link, alias string) error {
 	if link.Attrs().Alias == alias {
 		return nil
 	}
@@ -54,7 +56,7 @@ func setOwner(nl *netlink.Handle, link netlink.Link, alias string) error {
 // so a device made by an Attach under way is never taken for a stray:
 // Attach records the network before creating its device.
 func (m *Manager) removeStray() error {
-	links, err := retryDump(m.nl.LinkList)
+	links, err := kernel.RetryDump(m.nl.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -67,23 +69,23 @@ func (m *Manager) removeStray() error {
 		}
 		m.cfg.Log.Warn("removing stray overlay device: its network is not attached",
 			"device", l.Attrs().Name, "network", id)
-		if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
+		if err := m.nl.LinkDel(l); err != nil && !kernel.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stray device %s: %w", l.Attrs().Name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// deleteDevice deletes the device called name if it is the one marked
+// DeleteDevice deletes the device called name if it is the one marked
 // alias, or unmarked (made by a felt that did not mark devices yet), and
 // says whether it left one marked otherwise: another network's, made under
 // the same name (the same VNI or pool) once this one was detached, while
 // its teardown was still to come. Deleting by name alone would cut that
 // network off.
-func deleteDevice(nl *netlink.Handle, name, alias string) (others bool, err error) {
+func DeleteDevice(nl *netlink.Handle, name, alias string) (others bool, err error) {
 	link, err := nl.LinkByName(name)
 	switch {
-	case isNotFound(err):
+	case kernel.IsNotFound(err):
 		return false, nil
 	case err != nil:
 		return false, err
@@ -91,7 +93,7 @@ func deleteDevice(nl *netlink.Handle, name, alias string) (others bool, err erro
 	if a := link.Attrs().Alias; a != "" && a != alias {
 		return true, nil
 	}
-	if err := nl.LinkDel(link); err != nil && !isNotFound(err) {
+	if err := nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
 		return false, fmt.Errorf("delete: %w", err)
 	}
 	return false, nil

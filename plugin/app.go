@@ -21,6 +21,7 @@ import (
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/storeformat"
 )
@@ -94,20 +95,25 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	}
 	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Log: log}
 	app.Firewall = fw
+	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
 	owner := func(ctx context.Context, pool netip.Prefix) (lease.Owner, error) {
 		ip, err := under.Addr()
 		if err != nil {
 			return lease.Owner{}, err
 		}
-		return lease.Owner{HostID: hostID, PublicIP: ip, VtepMAC: overlay.VtepMAC(hostID, pool).String()}, nil
+		data, err := bes.LeaseData(pool)
+		if err != nil {
+			return lease.Owner{}, err
+		}
+		return lease.Owner{HostID: hostID, PublicIP: ip, BackendData: data}, nil
 	}
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
 		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
-		Resync: s.Resync, Log: log,
+		Backends: bes, Resync: s.Resync, Log: log,
 	})
 	// The network driver first: the IPAM's ForgetHost removes its links.
 	app.Driver = driver.New(driver.Config{
-		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay,
+		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay, Backends: bes,
 		Instance: instance, UnderlayMTU: under.MTU, Log: log,
 	})
 	app.IPAM = ipam.New(ipam.Config{

@@ -21,6 +21,8 @@ import (
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
@@ -125,11 +127,11 @@ func newFuzzWorld(f testing.TB) *fuzzWorld {
 	w.kv, w.st = kv, state.New(kv)
 	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := lease.NewRegistry(kv, "felt/", nil)
-	drv := driver.New(driver.Config{State: w.st, Registry: reg, Netlink: nl, Instance: "fuzzinst", Log: log})
+	drv := driver.New(driver.Config{State: w.st, Registry: reg, Netlink: nl, Backends: backends.All(overlay.BackendConfig{}), Instance: "fuzzinst", Log: log})
 	ipamDrv := ipam.New(ipam.Config{
 		State: w.st, Registry: reg, Log: log, TTL: time.Hour,
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
-			return lease.Owner{HostID: "fuzz-host", PublicIP: netip.MustParseAddr("192.0.2.1"), VtepMAC: "02:00:00:00:00:01"}, nil
+			return lease.Owner{HostID: "fuzz-host", PublicIP: netip.MustParseAddr("192.0.2.1"), BackendData: json.RawMessage(`{"vtepMAC":"02:00:00:00:00:01"}`)}, nil
 		},
 	})
 	w.srv = NewServer(log, time.Second)

@@ -4,6 +4,7 @@ package leasetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -20,7 +21,7 @@ import (
 func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func RaceAcquire(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts int
 func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 	t.Helper()
 	ctx := context.Background()
-	n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool})
+	n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 	acquire := func(host string, pub netip.Addr, mac string, within netip.Prefix) lease.Lease {
 		t.Helper()
 		l, err := reg.Acquire(ctx, lease.AcquireRequest{Network: n, TTL: 24 * time.Hour, Within: within,
-			Owner: lease.Owner{HostID: host, PublicIP: pub, VtepMAC: mac}})
+			Owner: lease.Owner{HostID: host, PublicIP: pub, BackendData: vtepData(mac)}})
 		if err != nil {
 			t.Fatalf("%s: %v", host, err)
 		}
@@ -94,7 +95,7 @@ func Reincarnation(t testing.TB, reg *lease.Registry, pool netip.Prefix) {
 	old := acquire("old-incarnation", ip(1), "02:00:00:00:00:01", netip.Prefix{})
 	peer := acquire("peer", ip(2), "02:00:00:00:00:02", netip.Prefix{})
 	now := acquire("new-incarnation", ip(1), "02:00:00:00:00:03", netip.Prefix{})
-	if now.Subnet != old.Subnet || now.HostID != "new-incarnation" || now.VtepMAC != "02:00:00:00:00:03" {
+	if now.Subnet != old.Subnet || now.HostID != "new-incarnation" || string(now.BackendData) != string(vtepData("02:00:00:00:00:03")) {
 		t.Fatalf("same public IP, new host ID: got %+v, want the old lease %s taken over with the new host ID and VTEP MAC", now, old.Subnet)
 	}
 	got := leases()
@@ -145,7 +146,7 @@ func ChurnOnePool(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts, r
 			defer wg.Done()
 			own := lease.Owner{HostID: fmt.Sprintf("churn-%d", i), PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}
 			for round := range rounds {
-				n, err := reg.SettleNetwork(ctx, lease.Spec{Pool: pool, Backend: lease.BackendVXLAN})
+				n, err := reg.SettleNetwork(ctx, lease.Spec{Backends: Backends, Pool: pool, Backend: "vxlan"})
 				if err != nil {
 					errs <- fmt.Errorf("host %d round %d: ensure: %w", i, round, err)
 					return
@@ -183,3 +184,17 @@ func ChurnOnePool(t testing.TB, reg *lease.Registry, pool netip.Prefix, hosts, r
 		t.Fatalf("%d keys left after every host released its lease", left)
 	}
 }
+
+// Backends stands in for the overlay's backend registry in tests of lease
+// alone, with the standard backends' needs: "vxlan" (the default) needs a
+// VNI, "udp" defaults to port 8285, "host-gw" needs neither.
+var Backends lease.Backends = backends{}
+
+type backends struct{}
+
+func (backends) Default() string             { return "vxlan" }
+func (backends) NeedsVNI(name string) bool   { return name == "vxlan" }
+func (backends) DefaultPort(name string) int { return map[string]int{"udp": 8285}[name] }
+
+// vtepData is backend data as the vxlan backend publishes it.
+func vtepData(mac string) json.RawMessage { return json.RawMessage(`{"vtepMAC":"` + mac + `"}`) }

@@ -1,129 +1,53 @@
 package udp
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"sync/atomic"
-	"syscall"
+	"net"
+	"net/netip"
 
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netlink"
 
-	"github.com/felt-net/felt/internal/nsutil"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
-// tunDevice is a TUN opened with IFF_VNET_HDR: every packet read or
-// written is preceded by a virtio_net_hdr (vnet.go). It is felt's own
-// rather than a library's because felt wants the super-packets whole
-// (frame.go); wireguard-go's TUN, which felt used first, always splits
-// them and re-coalesces what it writes.
-type tunDevice struct {
-	f      *os.File
-	rc     syscall.RawConn
-	tso    bool // TCPv4 super-packets are offered (TUN_F_TSO4)
-	closed atomic.Bool
+// DeviceName is the TUN device of the udp network with this pool:
+// "feltu." and the pool's address in hex, 10.42.0.0/16 -> feltu.0a2a0000,
+// 14 characters (the kernel allows 15). Pools of felt networks never
+// overlap, so no two share an address.
+func DeviceName(pool netip.Prefix) string {
+	a := pool.Masked().Addr().As4()
+	return fmt.Sprintf("feltu.%02x%02x%02x%02x", a[0], a[1], a[2], a[3])
 }
 
-// minTSOMTU is the least MTU at which the TUN is offered TCP segmentation:
-// a 64 KB super-packet must fit in maxChunks chunks of MTU-frameHeaderLen
-// bytes. Below it the kernel segments before the TUN and only checksums
-// stay pending, which frames of one or two chunks carry.
-const minTSOMTU = frameHeaderLen + (0xffff+maxChunks-1)/maxChunks
-
-// openTUN creates the TUN device name in ns's namespace (the current one
-// when ns is closed). The device is not persistent: it disappears when the
-// device is closed, or when felt dies, so a crash leaves nothing behind but
-// routes, which Sync prunes. The kernel puts a TUN in the namespace of the
-// thread that opens /dev/net/tun, hence nsutil.Do.
-func openTUN(ns netns.NsHandle, name string, mtu int) (*tunDevice, error) {
-	fd := -1
-	offloads := unix.TUN_F_CSUM
-	if mtu >= minTSOMTU {
-		offloads |= unix.TUN_F_TSO4
-	}
-	err := nsutil.Do(ns, func() error {
-		var err error
-		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("open /dev/net/tun: %w", err)
-		}
-		ifr, err := unix.NewIfreq(name)
-		if err != nil {
-			return fmt.Errorf("name %q: %w", name, err)
-		}
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			return fmt.Errorf("create: %w", err)
-		}
-		// What the device claims to do in hardware: the kernel then hands
-		// over checksums and TCP segmentation pending, in the vnet header.
-		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
-			return fmt.Errorf("offloads: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return nil, fmt.Errorf("tun %s: %w", name, err)
-	}
-	// Non-blocking, so that the os.File uses the runtime's poller: reads
-	// park the goroutine, not a thread, and Close wakes them.
-	f := os.NewFile(uintptr(fd), "/dev/net/tun")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("tun %s: %w", name, err)
-	}
-	return &tunDevice{f: f, rc: rc, tso: offloads&unix.TUN_F_TSO4 != 0}, nil
+// tunRoute is the route of a peer's subnet into the TUN: no gateway, as a
+// TUN has no neighbours; the data path finds the peer by destination.
+func tunRoute(dst netip.Prefix, link int) netlink.Route {
+	r := kernel.PeerRoute(dst, netip.Addr{}, link, false)
+	r.Scope = netlink.SCOPE_LINK
+	return r
 }
 
-// read reads packets, vnet header first, into bufs until none is waiting or
-// bufs are full, and returns how many it read, with their sizes in sizes.
-// It waits for the first one. Once the device is closed, or deleted (the
-// kernel then says EBADFD), it returns os.ErrClosed.
-func (d *tunDevice) read(bufs [][]byte, sizes []int) (int, error) {
-	n := 0
-	var rerr error
-	err := d.rc.Read(func(fd uintptr) bool {
-		for n < len(bufs) {
-			m, err := unix.Read(int(fd), bufs[n])
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return n > 0 // nothing (more) to read: wait, or hand over what came
-			case err != nil:
-				rerr = err
-				return true
-			}
-			sizes[n] = m
-			n++
+// configureTUN marks the TUN as n's (OwnerAlias), sets its MTU, leaves
+// <subnet .0>/32 as its only IPv4 address and sets it up. The address is the source the kernel picks for
+// this host's own traffic to peer subnets: inside the pool, so the peer
+// accepts it, and inside this host's subnet, so replies come back.
+func (b *Backend) configureTUN(link netlink.Link, n overlay.Network) error {
+	if err := overlay.SetOwner(b.cfg.Netlink, link, overlay.OwnerAlias(b.cfg.Instance, n.ID)); err != nil {
+		return err
+	}
+	if link.Attrs().MTU != n.MTU {
+		if err := b.cfg.Netlink.LinkSetMTU(link, n.MTU); err != nil {
+			return fmt.Errorf("mtu %d: %w", n.MTU, err)
 		}
-		return true
-	})
-	if err == nil {
-		err = rerr
 	}
-	if err != nil && (d.closed.Load() || errors.Is(err, unix.EBADFD)) {
-		err = os.ErrClosed
+	if err := kernel.OnlyAddr(b.cfg.Netlink, link, netip.PrefixFrom(n.Subnet.Masked().Addr(), 32)); err != nil {
+		return err
 	}
-	return n, err
-}
-
-// write writes one packet, vnet header first.
-func (d *tunDevice) write(b []byte) error {
-	_, err := d.f.Write(b)
-	if err != nil && (d.closed.Load() || errors.Is(err, unix.EBADFD)) {
-		return os.ErrClosed
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
 	}
-	return err
-}
-
-// close closes the device, which removes it, and wakes a blocked read.
-func (d *tunDevice) close() error {
-	d.closed.Store(true)
-	return d.f.Close()
+	return nil
 }

@@ -1,0 +1,109 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// RouteProtocol marks every route felt installs (`ip route` shows it as
+// "proto 76"). It is how Sync tells its own routes from everyone else's: it
+// lists the routes with this protocol whose destination lies in the
+// network's pool and deletes those no lease asks for, including routes left
+// by an earlier run or by a host that died while felt was down. 76 (0x4c) is
+// not assigned in the kernel's rtnetlink.h nor in iproute2's rt_protos.
+const RouteProtocol netlink.RouteProtocol = 0x4c
+
+// RouteKey identifies a route as Sync wants it: same destination, gateway
+// and device. A route that differs in any of them is replaced.
+type RouteKey struct {
+	dst  netip.Prefix
+	gw   netip.Addr
+	link int
+}
+
+func KeyOf(r netlink.Route) RouteKey {
+	k := RouteKey{link: r.LinkIndex}
+	if r.Dst != nil {
+		k.dst = PrefixOf(r.Dst)
+	}
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+		k.gw = gw.Unmap()
+	}
+	return k
+}
+
+// PeerRoute is the route felt installs for a peer's subnet: via gw on the
+// device with index link; onlink when gw is the peer's VTEP address, which
+// no local subnet holds.
+func PeerRoute(dst netip.Prefix, gw netip.Addr, link int, onlink bool) netlink.Route {
+	r := netlink.Route{
+		Dst:       IPNet(dst),
+		Gw:        net.IP(gw.AsSlice()),
+		LinkIndex: link,
+		Protocol:  RouteProtocol,
+	}
+	if onlink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
+}
+
+// ownedRoutes lists the routes felt installed for pool's subnets, in the
+// main table, on any device.
+func ownedRoutes(nl *netlink.Handle, pool netip.Prefix) ([]netlink.Route, error) {
+	all, err := RetryDump(func() ([]netlink.Route, error) {
+		return nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netlink.Route
+	for _, r := range all {
+		if r.Dst != nil && Within(PrefixOf(r.Dst), pool) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// PruneRoutes deletes felt's routes into pool that are not in want; a nil
+// want deletes them all. It returns what it deleted, for the log.
+func PruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[RouteKey]bool) ([]netip.Prefix, error) {
+	routes, err := ownedRoutes(nl, pool)
+	if err != nil {
+		return nil, err
+	}
+	var removed []netip.Prefix
+	var errs []error
+	for _, r := range routes {
+		k := KeyOf(r)
+		if want[k] {
+			continue
+		}
+		if err := nl.RouteDel(&r); err != nil && !IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete stale route %s via %s: %w", k.dst, k.gw, err))
+			continue
+		}
+		removed = append(removed, k.dst)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// RetryDump repeats a netlink dump the kernel reports as interrupted (the
+// table changed meanwhile): acting on a partial listing could miss stale
+// entries.
+func RetryDump[T any](list func() ([]T, error)) ([]T, error) {
+	var err error
+	for range 5 {
+		var out []T
+		out, err = list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, err
+}
