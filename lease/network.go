@@ -280,7 +280,7 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 	return next, nil
 }
 
-// needsVNIClaim says whether EnsureNetwork must claim a VNI for next: one
+// needsVNIClaim says whether SettleNetwork must claim a VNI for next: one
 // given that is not the recorded one yet, or none yet for a backend that
 // needs one.
 func needsVNIClaim(b Backends, cur, next Network) bool {
