@@ -1,7 +1,3 @@
-// Package lease keeps the records hosts share about an overlay: one network
-// record per pool (the options every host must agree on) and one lease per
-// host subnet. All writes are single compare-and-set operations on a kv.Store,
-// so hosts racing for the same subnet or the same VNI never both win.
 package lease
 
 import (
