@@ -17,7 +17,7 @@ import (
 )
 
 // The Manager's tests run on the testbed the backends' tests use
-// (overlay/internal/testbed), through the names they were written with.
+// (testkit/testbed), through the names they were written with.
 
 var pool = tbed.Pool
 
