@@ -276,14 +276,17 @@ func settle[T comparable](next *T, recorded, asked T, opt string, conflict func(
 	return nil
 }
 
-// needsVNIClaim says whether SettleNetwork must claim a VNI for next: one
-// given that is not the recorded one yet, or none yet for a backend that
-// needs one.
+// needsVNIClaim says whether SettleNetwork must claim a VNI for next: for a
+// backend that needs one (b), none yet or one given that is not the
+// recorded one yet. A VNI given to a network whose backend takes none (-o
+// vni without -o backend, on a host-gw record) is recorded but claims
+// nothing, as before backends had a registry. Without b (a record made
+// again after a lease: keepNetwork), a recorded VNI is claimed again.
 func needsVNIClaim(b Backends, cur, next Network) bool {
-	if next.VNI != 0 {
-		return next.VNI != cur.VNI
+	if b == nil {
+		return next.VNI != 0 && next.VNI != cur.VNI
 	}
-	return b != nil && b.NeedsVNI(next.Backend)
+	return b.NeedsVNI(next.Backend) && (next.VNI == 0 || next.VNI != cur.VNI)
 }
 
 func mtuString(mtu int) string {
