@@ -14,7 +14,7 @@ import (
 // endpointLatency times CreateEndpoint+Join over felt's socket for count
 // endpoints on n, created one after another and kept (as containers pile up
 // on a host), then Leave+DeleteEndpoint for each. The calls are those
-// testhost's Net.Run makes, in Docker's order; the address request before
+// hosts.Net.Run makes, in Docker's order; the address request before
 // and the release after are not timed, nor is moving the veth into a
 // container namespace (Docker's work, not felt's).
 func endpointLatency(s *scope, n *hosts.Net, count int) (join, remove Dist) {

@@ -118,7 +118,7 @@ func (d *Driver) Reassert(ctx context.Context) error {
 	var errs []error
 	for _, n := range nets {
 		dr := n.DirectRouting
-		spec := lease.Spec{Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, Port: n.Port, DirectRouting: &dr}
+		spec := lease.Spec{Backends: d.cfg.Backends, Pool: n.Pool, SubnetLen: n.Subnet.Bits(), Backend: n.Backend, VNI: n.VNI, Port: n.Port, DirectRouting: &dr}
 		if _, err := d.cfg.Registry.SettleNetwork(ctx, spec); err != nil {
 			errs = append(errs, fmt.Errorf("network %.12s: %w", n.ID, err))
 		}

@@ -1,3 +1,15 @@
+// Package lease keeps the records hosts share about an overlay: one network
+// record per pool (the options every host must agree on) and one lease per
+// host subnet. All writes are single compare-and-set operations on a kv.Store,
+// so hosts racing for the same subnet or the same VNI never both win.
+//
+// The Registry (registry.go) owns the layout of the store's keys; nothing
+// outside this package names one. One file per operation: acquire.go, renew.go,
+// release.go, expire.go (RemoveExpired), list.go, watch.go (WatchLeases, one
+// blocking query over every pool's leases), network.go (the network record:
+// ReservePool for the IPAM, SettleNetwork for the network driver). A lease
+// carries the backends' data opaquely (BackendData), flattened into its JSON
+// record as felt always wrote it (record.go).
 package lease
 
 import (

@@ -1,7 +1,3 @@
-// Package lease keeps the records hosts share about an overlay: one network
-// record per pool (the options every host must agree on) and one lease per
-// host subnet. All writes are single compare-and-set operations on a kv.Store,
-// so hosts racing for the same subnet or the same VNI never both win.
 package lease
 
 import (
@@ -219,12 +215,8 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 		return fmt.Errorf("network %s is recorded with %s=%v; this host asked for %s=%v (omit the option to use the recorded value, or remove the network on every host first)",
 			cur.Pool, opt, recorded, opt, asked)
 	}
-	switch {
-	case spec.SubnetLen == 0:
-	case cur.SubnetLen == 0:
-		next.SubnetLen = spec.SubnetLen
-	case cur.SubnetLen != spec.SubnetLen:
-		return Network{}, conflict("subnet_len", cur.SubnetLen, spec.SubnetLen)
+	if err := settle(&next.SubnetLen, cur.SubnetLen, spec.SubnetLen, "subnet_len", conflict); err != nil {
+		return Network{}, err
 	}
 	if next.SubnetLen == 0 {
 		next.SubnetLen = DefaultSubnetLen
@@ -232,12 +224,8 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 			next.SubnetLen = spec.Pool.Bits()
 		}
 	}
-	switch {
-	case spec.Backend == "":
-	case cur.Backend == "":
-		next.Backend = spec.Backend
-	case cur.Backend != spec.Backend:
-		return Network{}, conflict("backend", cur.Backend, spec.Backend)
+	if err := settle(&next.Backend, cur.Backend, spec.Backend, "backend", conflict); err != nil {
+		return Network{}, err
 	}
 	switch {
 	case spec.MTU == 0:
@@ -260,19 +248,11 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 	if next.Backend == "" && spec.Backends != nil {
 		next.Backend = spec.Backends.Default()
 	}
-	switch {
-	case spec.VNI == 0:
-	case cur.VNI == 0:
-		next.VNI = spec.VNI
-	case cur.VNI != spec.VNI:
-		return Network{}, conflict("vni", cur.VNI, spec.VNI)
+	if err := settle(&next.VNI, cur.VNI, spec.VNI, "vni", conflict); err != nil {
+		return Network{}, err
 	}
-	switch {
-	case spec.Port == 0:
-	case cur.Port == 0:
-		next.Port = spec.Port
-	case cur.Port != spec.Port:
-		return Network{}, conflict("port", cur.Port, spec.Port)
+	if err := settle(&next.Port, cur.Port, spec.Port, "port", conflict); err != nil {
+		return Network{}, err
 	}
 	if next.Port == 0 && spec.Backends != nil {
 		next.Port = spec.Backends.DefaultPort(next.Backend)
@@ -280,14 +260,33 @@ func merge(cur Network, spec Spec, complete bool) (Network, error) {
 	return next, nil
 }
 
-// needsVNIClaim says whether EnsureNetwork must claim a VNI for next: one
-// given that is not the recorded one yet, or none yet for a backend that
-// needs one.
-func needsVNIClaim(b Backends, cur, next Network) bool {
-	if next.VNI != 0 {
-		return next.VNI != cur.VNI
+// settle merges one option the usual way: one not asked (zero) keeps the
+// recorded value, one not recorded yet takes the asked value, and a recorded
+// value other than the asked one is a conflict. (MTU and directrouting have
+// rules of their own, in merge.)
+func settle[T comparable](next *T, recorded, asked T, opt string, conflict func(opt string, recorded, asked any) error) error {
+	var zero T
+	switch {
+	case asked == zero:
+	case recorded == zero:
+		*next = asked
+	case recorded != asked:
+		return conflict(opt, recorded, asked)
 	}
-	return b != nil && b.NeedsVNI(next.Backend)
+	return nil
+}
+
+// needsVNIClaim says whether SettleNetwork must claim a VNI for next: for a
+// backend that needs one (b), none yet or one given that is not the
+// recorded one yet. A VNI given to a network whose backend takes none (-o
+// vni without -o backend, on a host-gw record) is recorded but claims
+// nothing, as before backends had a registry. Without b (a record made
+// again after a lease: keepNetwork), a recorded VNI is claimed again.
+func needsVNIClaim(b Backends, cur, next Network) bool {
+	if b == nil {
+		return next.VNI != 0 && next.VNI != cur.VNI
+	}
+	return b.NeedsVNI(next.Backend) && (next.VNI == 0 || next.VNI != cur.VNI)
 }
 
 func mtuString(mtu int) string {

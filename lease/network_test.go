@@ -201,3 +201,21 @@ func TestClaimVanishingUnderCreateIsTaken(t *testing.T) {
 		t.Fatalf("claim of vni 7: %q %v", p.Value, err)
 	}
 }
+
+// A VNI given without -o backend to a network recorded with a backend that
+// takes none (host-gw) is recorded but claims nothing, as before backends
+// had a registry: the VNI stays free for a vxlan network.
+func TestVNIOnNetworkWithoutVNIBackendClaimsNothing(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, Backend: "host-gw"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: pool, VNI: 100}); err != nil {
+		t.Fatal(err)
+	}
+	other := netip.MustParsePrefix("10.99.0.0/16")
+	if n, err := r.SettleNetwork(ctx, lease.Spec{Backends: leasetest.Backends, Pool: other, Backend: "vxlan", VNI: 100}); err != nil || n.VNI != 100 {
+		t.Fatalf("vxlan network with vni=100: %+v, %v (the host-gw network took the VNI)", n, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,16 +21,20 @@ import (
 // between publicIP and expiry (the old byte order), and every key lease
 // does not know is read back into BackendData.
 //
-// The rule for a backend key that is also one of lease's own (leaseKeys):
-// lease's wins. Encoding refuses such data (the Owner is wrong, so Acquire
-// fails and says so); decoding reads the key as lease's.
+// The rule for a backend key that is also one of lease's own (leaseKeys),
+// in any case (encoding/json matches keys case-insensitively, so "hostid"
+// would be read as hostID): lease's wins. Encoding refuses such data (the
+// Owner is wrong, so Acquire fails and says so); decoding reads lease's
+// fields from their exact keys only and drops the others.
 
 // leaseKeys are the record's own keys, never backend data.
 var leaseKeys = []string{"pool", "subnet", "hostID", "publicIP", "expiry"}
 
-// IsLeaseKey reports whether key is one of the lease record's own keys,
-// which backend data must not use.
-func IsLeaseKey(key string) bool { return slices.Contains(leaseKeys, key) }
+// IsLeaseKey reports whether key is one of the lease record's own keys, in
+// any case, which backend data must not use.
+func IsLeaseKey(key string) bool {
+	return slices.ContainsFunc(leaseKeys, func(k string) bool { return strings.EqualFold(k, key) })
+}
 
 // leaseHead is the part of the record written before the backend data.
 type leaseHead struct {
@@ -86,20 +91,31 @@ func (l *Lease) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &fields); err != nil {
 		return err
 	}
+	// Lease's fields from their exact keys alone: decoding the whole
+	// record would let a case variant ("hostid") override them.
+	own := map[string]json.RawMessage{}
+	for k, v := range fields {
+		if IsLeaseKey(k) {
+			if slices.Contains(leaseKeys, k) {
+				own[k] = v
+			}
+			delete(fields, k)
+		}
+	}
+	ownJSON, err := json.Marshal(own)
+	if err != nil {
+		return err
+	}
 	var head leaseHead
 	var tail leaseTail
-	if err := json.Unmarshal(b, &head); err != nil {
+	if err := json.Unmarshal(ownJSON, &head); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, &tail); err != nil {
+	if err := json.Unmarshal(ownJSON, &tail); err != nil {
 		return err
-	}
-	for _, k := range leaseKeys {
-		delete(fields, k)
 	}
 	var data json.RawMessage
 	if len(fields) > 0 {
-		var err error
 		if data, err = json.Marshal(fields); err != nil {
 			return err
 		}

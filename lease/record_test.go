@@ -100,6 +100,35 @@ func TestLeaseRecordBackendKeyCollision(t *testing.T) {
 	}
 }
 
+// encoding/json matches keys case-insensitively, so a backend key that
+// differs from one of lease's own only in case ("hostid") would be read as
+// that field. Writing such data is refused like an exact collision; reading
+// a record that holds one (hand-written, or from a broken peer) takes
+// lease's fields from their exact keys and drops the variant.
+func TestLeaseRecordBackendKeyCaseVariant(t *testing.T) {
+	l := lease.Lease{Pool: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix("10.42.7.0/24"),
+		HostID: "h", PublicIP: netip.MustParseAddr("192.0.2.10"), BackendData: json.RawMessage(`{"hostid":"other"}`)}
+	if _, err := json.Marshal(l); err == nil || !strings.Contains(err.Error(), `"hostid" is one of the lease record's own keys`) {
+		t.Fatalf("case variant of a lease key: error %v", err)
+	}
+	if !lease.IsLeaseKey("HostId") || !lease.IsLeaseKey("EXPIRY") {
+		t.Fatal("IsLeaseKey: case variants of lease's keys are lease's")
+	}
+	record := `{"pool":"10.42.0.0/16","subnet":"10.42.7.0/24","hostID":"3f1c","publicIP":"192.0.2.10","hostid":"other","PublicIP":"198.51.100.1","Subnet":"10.42.9.0/24","vtepMAC":"02:11:22:33:44:55","expiry":"2026-01-01T01:00:00Z","Expiry":"2030-01-01T00:00:00Z"}`
+	var got lease.Lease
+	if err := json.Unmarshal([]byte(record), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := lease.Lease{Pool: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix("10.42.7.0/24"),
+		HostID: "3f1c", PublicIP: netip.MustParseAddr("192.0.2.10"), Expiry: time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC)}
+	if got.Pool != want.Pool || got.Subnet != want.Subnet || got.HostID != want.HostID || got.PublicIP != want.PublicIP || !got.Expiry.Equal(want.Expiry) {
+		t.Errorf("read %+v, want %+v", got, want)
+	}
+	if string(got.BackendData) != `{"vtepMAC":"02:11:22:33:44:55"}` {
+		t.Errorf("backend data %s, want only vtepMAC", got.BackendData)
+	}
+}
+
 func sameJSON(t *testing.T, a []byte, b string) bool {
 	t.Helper()
 	var x, y any

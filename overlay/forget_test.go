@@ -11,14 +11,14 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/vxlan"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // A felt whose state directory was wiped removes the overlay devices of its
 // earlier instance, keeping those of another felt sharing the namespace and
 // its own. Its own instance and malformed ones are refused.
 func TestForgetInstanceRemovesOnlyThatInstancesDevices(t *testing.T) {
-	ns := testnet.New(t, "ov")
+	ns := netns.New(t, "ov")
 	devices := map[string]string{ // name: owner mark
 		"felt.7":     overlay.OwnerAlias("0a1b2c3d", "net-old"),
 		"feltu.0a2a": overlay.OwnerAlias("0a1b2c3d", "net-old2"),
@@ -88,7 +88,7 @@ func (a *adopting) Teardown(context.Context, overlay.Network) error            {
 // as the earlier felt's and deleted it after the Attach had made it the
 // new network's, cutting that network off until a resync.
 func TestForgetInstanceSparesDeviceBeingAdopted(t *testing.T) {
-	ns := testnet.New(t, "ov")
+	ns := netns.New(t, "ov")
 	l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: vxlan.VTEPName(7)}}
 	if err := ns.NL.LinkAdd(l); err != nil {
 		t.Fatal(err)

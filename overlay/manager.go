@@ -36,7 +36,7 @@ type ManagerConfig struct {
 
 // Manager keeps every attached network's overlay in line with the leases.
 // One lease watch (a blocking query) serves all networks; each
-// change, each kernel change that can cost felt entries (kernel.go), the
+// change, each kernel change that can cost felt entries (kernelevents.go), the
 // expiry of a known lease, and a periodic tick reconcile every network.
 type Manager struct {
 	cfg      ManagerConfig

@@ -3,8 +3,10 @@
 // none) and describes itself; each lives in its own package (overlay/vxlan,
 // overlay/hostgw, overlay/udp) and is registered in Backends by
 // overlay/backends.All.
-// The Manager runs one reconciler per network that keeps kernel state equal
-// to the leases in the store, through the network's backend.
+// The Manager (manager.go; kernel events in kernelevents.go) keeps every
+// attached network's kernel state equal to the leases, through the network's
+// backend. It reads leases only through a LeaseSource (leasesource.go),
+// which *lease.Registry is: it never sees the store or its keys.
 package overlay
 
 import (

@@ -7,17 +7,17 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/testkit"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 	tbed "github.com/felt-net/felt/testkit/testbed"
 )
 
 // The Manager's tests run on the testbed the backends' tests use
-// (overlay/internal/testbed), through the names they were written with.
+// (testkit/testbed), through the names they were written with.
 
 var pool = tbed.Pool
 
@@ -34,8 +34,8 @@ type testbed struct{ hosts []*tbHost }
 type tbHost struct {
 	*tbed.Host
 	id     string
-	ns     *testnet.NS
-	ctr    *testnet.NS
+	ns     *netns.NS
+	ctr    *netns.NS
 	pub    netip.Addr
 	subnet netip.Prefix
 	logs   *syncBuffer
@@ -123,7 +123,7 @@ func (h fakeHost) Name() (string, error)     { return tbed.FakeHost{}.Name() }
 
 type nsHost struct {
 	fakeHost
-	ns netns.NsHandle
+	ns vnetns.NsHandle
 }
 
-func (h nsHost) NetNS() netns.NsHandle { return h.ns }
+func (h nsHost) NetNS() vnetns.NsHandle { return h.ns }

@@ -39,6 +39,8 @@ type App struct {
 	Underlay Underlay
 	Firewall *firewall.Firewall
 	Log      *slog.Logger
+
+	instance string // this felt's mark in kernel objects (its host ID's first 8)
 }
 
 // Build opens the stores and builds the drivers. It does not contact Consul:
@@ -93,20 +95,9 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		local.Close()
 		return nil, err
 	}
-	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Log: log}
-	app.Firewall = fw
+	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log, instance: instance}
 	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
-	owner := func(ctx context.Context, pool netip.Prefix) (lease.Owner, error) {
-		ip, err := under.Addr()
-		if err != nil {
-			return lease.Owner{}, err
-		}
-		data, err := bes.LeaseData(pool)
-		if err != nil {
-			return lease.Owner{}, err
-		}
-		return lease.Owner{HostID: hostID, PublicIP: ip, BackendData: data}, nil
-	}
+	owner := leaseOwner{hostID: hostID, underlay: under, backends: bes}
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
 		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Backends: bes, Resync: s.Resync, Log: log,
@@ -117,18 +108,44 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		Instance: instance, UnderlayMTU: under.MTU, Log: log,
 	})
 	app.IPAM = ipam.New(ipam.Config{
-		State: st, Registry: reg, Owner: owner, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
-		// An earlier felt of this host (its lease was taken over: ipam/forget.go)
-		// left links, overlay devices and rules marked with its instance.
-		ForgetHost: func(ctx context.Context, earlier string) error {
-			if old := earlier[:min(8, len(earlier))]; old != instance { // else nothing tells its objects from ours
-				return errors.Join(app.Driver.ForgetInstance(ctx, old), app.Overlay.ForgetInstance(old), fw.ForgetInstance(old))
-			}
-			return nil
-		},
+		State: st, Registry: reg, Owner: owner.of, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
+		ForgetHost: app.forgetHost,
 	})
 	log.Info("felt ready", "host", hostID, "store", storeName(s), "state", s.StateDir)
 	return app, nil
+}
+
+// leaseOwner describes this host in the leases the IPAM takes: its host ID,
+// its underlay address at the time, and what its backends publish for the
+// pool.
+type leaseOwner struct {
+	hostID   string
+	underlay Underlay
+	backends *overlay.Backends
+}
+
+func (o leaseOwner) of(ctx context.Context, pool netip.Prefix) (lease.Owner, error) {
+	ip, err := o.underlay.Addr()
+	if err != nil {
+		return lease.Owner{}, err
+	}
+	data, err := o.backends.LeaseData(pool)
+	if err != nil {
+		return lease.Owner{}, err
+	}
+	return lease.Owner{HostID: o.hostID, PublicIP: ip, BackendData: data}, nil
+}
+
+// forgetHost removes what an earlier felt of this host (its lease was taken
+// over: ipam/forget.go) left: links, overlay devices and rules marked with
+// its instance. The IPAM calls it; it reaches the network driver, overlay
+// and firewall, which the IPAM does not know.
+func (a *App) forgetHost(ctx context.Context, earlier string) error {
+	old := earlier[:min(8, len(earlier))]
+	if old == a.instance {
+		return nil // nothing tells its objects from ours
+	}
+	return errors.Join(a.Driver.ForgetInstance(ctx, old), a.Overlay.ForgetInstance(old), a.Firewall.ForgetInstance(old))
 }
 
 func storeName(s Settings) string {

@@ -1,8 +1,10 @@
 package plugin
 
 import (
-	"github.com/felt-net/felt/state"
+	"slices"
 	"strconv"
+
+	"github.com/felt-net/felt/state"
 
 	"fmt"
 	"log/slog"
@@ -40,7 +42,10 @@ const (
 
 // SettingNames lists every variable felt reads (for docs and errors).
 // The CONSUL_* ones besides CONSUL_HTTP_ADDR are read by Consul's client.
-var SettingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
+// A function, so no caller can change the list for the others.
+func SettingNames() []string { return slices.Clone(settingNames) }
+
+var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES"}
 

@@ -61,7 +61,7 @@ func TestSettingNamesMatchManifest(t *testing.T) {
 	for _, e := range manifest.Env {
 		names = append(names, e.Name)
 	}
-	if !slices.Equal(names, SettingNames) {
-		t.Errorf("config.json env: %q\nSettingNames:    %q", names, SettingNames)
+	if !slices.Equal(names, SettingNames()) {
+		t.Errorf("config.json env: %q\nSettingNames:    %q", names, SettingNames())
 	}
 }

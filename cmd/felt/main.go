@@ -29,7 +29,7 @@ func main() {
 			fmt.Println("felt", version)
 			return
 		default:
-			fmt.Fprintf(os.Stderr, "usage: felt [serve | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET.\nSettings come from the environment: %v\n", plugin.SettingNames)
+			fmt.Fprintf(os.Stderr, "usage: felt [serve | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET.\nSettings come from the environment: %v\n", plugin.SettingNames())
 			os.Exit(2)
 		}
 	}

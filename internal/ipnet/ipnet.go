@@ -1,5 +1,7 @@
 // Package ipnet holds the IPv4 prefix arithmetic felt needs: splitting a pool
-// into host subnets and walking the addresses of a subnet.
+// into host subnets and walking the addresses of a subnet (ipnet.go), store
+// keys of prefixes (Key, ParseKey), and finding free subnets by index in
+// memory proportional to what is taken (free.go).
 package ipnet
 
 import (

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 	"github.com/felt-net/felt/testkit/testbed"
 )
 
@@ -74,7 +74,7 @@ func (l latency) String() string {
 // run in a child process (TestPingPongHelper), as in the bench, where the
 // data path is another process than the one measuring: in this one, the
 // measuring goroutines would keep the data path's runtime awake.
-func pingPong(t *testing.T, cli, srv *testnet.NS, addr netip.Addr) latency {
+func pingPong(t *testing.T, cli, srv *netns.NS, addr netip.Addr) latency {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPingPongHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "FELT_PINGPONG="+cli.Name+" "+srv.Name+" "+addr.String())
@@ -99,8 +99,8 @@ func TestPingPongHelper(t *testing.T) {
 		t.Skip("run by pingPong")
 	}
 	const rounds, warmup = 5000, 500
-	handle := func(name string) netns.NsHandle {
-		h, err := netns.GetFromName(name)
+	handle := func(name string) vnetns.NsHandle {
+		h, err := vnetns.GetFromName(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestPingPongHelper(t *testing.T) {
 
 // iperf runs an iperf3 server in srv and a client in cli towards addr, and
 // returns the bits per second received.
-func iperf(t *testing.T, cli, srv *testnet.NS, addr string) float64 {
+func iperf(t *testing.T, cli, srv *netns.NS, addr string) float64 {
 	t.Helper()
 	server := exec.Command("ip", "netns", "exec", srv.Name, "iperf3", "-s", "-1", "-B", addr)
 	if err := server.Start(); err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/udp"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 	"github.com/felt-net/felt/testkit/testbed"
 )
 
@@ -21,7 +21,7 @@ func TestUDPSharedPort(t *testing.T) {
 	a, b := tb.Hosts[0], tb.Hosts[1]
 	pool2 := netip.MustParsePrefix("10.43.0.0/16")
 	type second struct {
-		ctr    *testnet.NS
+		ctr    *netns.NS
 		subnet netip.Prefix
 		n      overlay.Network
 	}
@@ -31,8 +31,8 @@ func TestUDPSharedPort(t *testing.T) {
 		gw := s.subnet.Addr().Next()
 		h.NS.Bridge(t, "br-two")
 		h.NS.AddAddr(t, "br-two", gw.String()+"/24")
-		s.ctr = testnet.New(t, h.ID+"-two")
-		testnet.Veth(t, h.NS, "veth1", s.ctr, "eth0")
+		s.ctr = netns.New(t, h.ID+"-two")
+		netns.Veth(t, h.NS, "veth1", s.ctr, "eth0")
 		h.NS.SetMaster(t, "veth1", "br-two")
 		s.ctr.AddAddr(t, "eth0", gw.Next().String()+"/24")
 		s.ctr.AddRoute(t, pool2.String(), gw)

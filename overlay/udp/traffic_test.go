@@ -15,12 +15,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 	"github.com/felt-net/felt/testkit/testbed"
 )
 
 // portFree checks the udp port can be bound in ns: no socket holds it.
-func portFree(t *testing.T, ns *testnet.NS, port int) {
+func portFree(t *testing.T, ns *netns.NS, port int) {
 	t.Helper()
 	err := ns.Do(func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
@@ -57,7 +57,7 @@ func transfer(t *testing.T, from, to *testbed.Host, size int) {
 }
 
 // sendTCP connects from inside ns to addr and sends data within timeout.
-func sendTCP(ns *testnet.NS, addr string, data []byte, timeout time.Duration) error {
+func sendTCP(ns *netns.NS, addr string, data []byte, timeout time.Duration) error {
 	var conn net.Conn
 	err := ns.Do(func() (err error) {
 		conn, err = (&net.Dialer{Timeout: timeout}).Dial("tcp4", addr)
@@ -74,7 +74,7 @@ func sendTCP(ns *testnet.NS, addr string, data []byte, timeout time.Duration) er
 	return nil
 }
 
-func listenUDP(t *testing.T, ns *testnet.NS, at netip.AddrPort) *net.UDPConn {
+func listenUDP(t *testing.T, ns *netns.NS, at netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	if err := ns.Do(func() (err error) { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at)); return err }); err != nil {
@@ -96,14 +96,14 @@ func readUDP(t *testing.T, c *net.UDPConn, timeout time.Duration) string {
 	return string(buf[:n])
 }
 
-func sendDatagram(t *testing.T, ns *testnet.NS, to netip.AddrPort, payload []byte) {
+func sendDatagram(t *testing.T, ns *netns.NS, to netip.AddrPort, payload []byte) {
 	t.Helper()
 	sendDatagrams(t, ns, to, [][]byte{payload})
 }
 
 // sendDatagrams sends payloads to to from one socket in ns, as the chunks
 // of a frame come from one sender.
-func sendDatagrams(t *testing.T, ns *testnet.NS, to netip.AddrPort, payloads [][]byte) {
+func sendDatagrams(t *testing.T, ns *netns.NS, to netip.AddrPort, payloads [][]byte) {
 	t.Helper()
 	var c *net.UDPConn
 	if err := ns.Do(func() (err error) { c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(to)); return err }); err != nil {
@@ -144,7 +144,7 @@ func udpPacket(src, dst netip.Addr, port uint16, payload string) []byte {
 
 // listenTCP accepts connections at addr inside ns and discards what they
 // send, until the test ends. It returns the address.
-func listenTCP(t *testing.T, ns *testnet.NS, at netip.AddrPort) string {
+func listenTCP(t *testing.T, ns *netns.NS, at netip.AddrPort) string {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", at.String()); return err }); err != nil {
@@ -178,7 +178,7 @@ func frameChunks(pkt []byte, size int, id uint16) [][]byte {
 
 // transferBetween sends size random bytes over TCP from namespace from to
 // a listener at addr in namespace to and checks they arrive intact.
-func transferBetween(t *testing.T, from, to *testnet.NS, addr netip.Addr, size int) {
+func transferBetween(t *testing.T, from, to *netns.NS, addr netip.Addr, size int) {
 	t.Helper()
 	at := netip.AddrPortFrom(addr, 5001).String()
 	var ln net.Listener
@@ -221,7 +221,7 @@ func transferBetween(t *testing.T, from, to *testnet.NS, addr netip.Addr, size i
 }
 
 // ipFragments is the number of IP fragments ns's kernel has received.
-func ipFragments(t *testing.T, ns *testnet.NS) int {
+func ipFragments(t *testing.T, ns *netns.NS) int {
 	t.Helper()
 	out, err := ns.Run("cat", "/proc/net/snmp")
 	if err != nil {

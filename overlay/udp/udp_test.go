@@ -16,7 +16,7 @@ import (
 	"github.com/felt-net/felt/overlay/udp"
 	"github.com/felt-net/felt/overlay/udp/dataplane"
 	"github.com/felt-net/felt/testkit"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 	"github.com/felt-net/felt/testkit/testbed"
 )
 
@@ -37,7 +37,7 @@ func newUDPTestbed(t *testing.T, pubs ...string) *testbed.Bed {
 		h.B["udp"] = udp.New(overlay.BackendConfig{Netlink: h.NS.NL, Host: testbed.NSHost{FakeHost: testbed.FakeHost{IP: h.Pub}, NS: h.NS.Handle}, HostID: h.ID, Log: log})
 		mtu := 1500 - h.B["udp"].Overhead()
 		for _, l := range []struct {
-			ns   *testnet.NS
+			ns   *netns.NS
 			name string
 		}{{h.NS, testbed.Bridge}, {h.NS, "veth0"}, {h.Ctr, "eth0"}} {
 			if err := l.ns.NL.LinkSetMTU(l.ns.Link(t, l.name), mtu); err != nil {

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/lease"
@@ -31,7 +31,7 @@ import (
 	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/overlay/vxlan"
 	"github.com/felt-net/felt/testkit"
-	testnet "github.com/felt-net/felt/testkit/netns"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 // Pool is the overlay pool of every testbed network.
@@ -47,7 +47,7 @@ const (
 
 // Bed is the underlay namespace and the hosts on it.
 type Bed struct {
-	Underlay *testnet.NS
+	Underlay *netns.NS
 	Hosts    []*Host
 }
 
@@ -55,8 +55,8 @@ type Bed struct {
 // its subnet, its log and its backends by name.
 type Host struct {
 	ID     string
-	NS     *testnet.NS // the host
-	Ctr    *testnet.NS // a container on the host's bridge
+	NS     *netns.NS // the host
+	Ctr    *netns.NS // a container on the host's bridge
 	Pub    netip.Addr
 	Subnet netip.Prefix
 	Logs   *testkit.LogBuffer
@@ -73,7 +73,7 @@ func (h FakeHost) Name() (string, error)     { return UnderlayIface, nil }
 // New builds one host per public IP; host i leases 10.42.(i+1).0/24.
 func New(t testing.TB, pubs ...string) *Bed {
 	t.Helper()
-	tb := &Bed{Underlay: testnet.New(t, "u")}
+	tb := &Bed{Underlay: netns.New(t, "u")}
 	u := tb.Underlay
 	u.Sysctl(t, "net.ipv4.ip_forward", "1")
 	// No ICMP redirects: hosts in different subnets must keep going
@@ -90,10 +90,10 @@ func New(t testing.TB, pubs ...string) *Bed {
 			Subnet: netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", i+1)),
 			Logs:   &testkit.LogBuffer{},
 		}
-		h.NS = testnet.New(t, h.ID)
+		h.NS = netns.New(t, h.ID)
 		h.NS.Sysctl(t, "net.ipv4.ip_forward", "1")
 		port := fmt.Sprintf("p%d", i)
-		testnet.Veth(t, h.NS, UnderlayIface, u, port)
+		netns.Veth(t, h.NS, UnderlayIface, u, port)
 		u.SetMaster(t, port, "br0")
 		h.NS.AddAddr(t, UnderlayIface, pub+"/24")
 		router := netip.PrefixFrom(h.Pub, 24).Masked().Addr().As4()
@@ -102,8 +102,8 @@ func New(t testing.TB, pubs ...string) *Bed {
 
 		h.NS.Bridge(t, Bridge)
 		h.NS.AddAddr(t, Bridge, h.Gateway().String()+"/24")
-		h.Ctr = testnet.New(t, h.ID+"-ctr")
-		testnet.Veth(t, h.NS, "veth0", h.Ctr, "eth0")
+		h.Ctr = netns.New(t, h.ID+"-ctr")
+		netns.Veth(t, h.NS, "veth0", h.Ctr, "eth0")
 		h.NS.SetMaster(t, "veth0", Bridge)
 		h.Ctr.AddAddr(t, "eth0", h.CtrIP().String()+"/24")
 		h.Ctr.AddRoute(t, Pool.String(), h.Gateway())
@@ -337,8 +337,8 @@ func CheckRoutesPruned(t testing.TB, h *Host, nl *netlink.Handle) {
 // device and socket.
 type NSHost struct {
 	FakeHost
-	NS netns.NsHandle
+	NS vnetns.NsHandle
 }
 
 // NetNS is the host's namespace.
-func (h NSHost) NetNS() netns.NsHandle { return h.NS }
+func (h NSHost) NetNS() vnetns.NsHandle { return h.NS }

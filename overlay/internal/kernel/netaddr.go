@@ -1,6 +1,7 @@
 // Package kernel holds the kernel helpers the overlay's manager and its
-// backends share: address conversions, felt's routes (RouteProtocol), the
-// underlay interface, and idempotent deletes.
+// backends share: address conversions and idempotent deletes (netaddr.go),
+// felt's routes (RouteProtocol, routes.go), the underlay interface
+// (underlay.go), and a link's only address (OnlyAddr, addr.go).
 package kernel
 
 import (
