@@ -1,15 +1,12 @@
 // Package kernel holds the kernel helpers the overlay's manager and its
 // backends share: address conversions, felt's routes (RouteProtocol), the
-// underlay interface, and idempotent deletes.
+// underlay interface. Deletes take "already gone" for done with
+// internal/nlerr, which the driver shares.
 package kernel
 
 import (
-	"errors"
 	"net"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // PrefixOf converts a net.IPNet (what netlink speaks) to a netip.Prefix
@@ -34,11 +31,4 @@ func AddrOf(ip net.IP) netip.Addr {
 // within reports whether p lies entirely inside pool.
 func Within(p, pool netip.Prefix) bool {
 	return p.IsValid() && p.Bits() >= pool.Bits() && pool.Contains(p.Addr())
-}
-
-// IsNotFound reports the kernel's "nothing to delete" answers, which an
-// idempotent delete treats as success.
-func IsNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV)
 }
