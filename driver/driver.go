@@ -61,6 +61,9 @@ type Driver struct {
 	cfg Config
 	nl  *netlink.Handle
 	mu  sync.Mutex
+	// beforeLinkDel, set only by tests, runs in deleteLink between a
+	// link's lookup and its delete: where someone else deletes it first.
+	beforeLinkDel func(netlink.Link)
 }
 
 // New returns a network driver.

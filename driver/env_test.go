@@ -13,6 +13,7 @@ import (
 	api "github.com/docker/go-plugins-helpers/network"
 	"github.com/vishvananda/netlink"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/ipam"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
@@ -120,7 +121,7 @@ func (e *env) endpoint(t *testing.T, n testNet, epID string) *netns.NS {
 func link(t *testing.T, ns *netns.NS, name string) netlink.Link {
 	t.Helper()
 	l, err := ns.NL.LinkByName(name)
-	if isNotFound(err) {
+	if nlerr.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {

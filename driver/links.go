@@ -1,15 +1,14 @@
 package driver
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/state"
 )
 
@@ -36,11 +35,6 @@ func short(id string, n int) string {
 	return id
 }
 
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf)
-}
-
 // Link names carry only a prefix of an ID (the kernel allows 15
 // characters), so a name alone never proves whose a link is: its alias,
 // which records the full ID, does. felt deletes or reuses a link only when
@@ -49,7 +43,7 @@ func isNotFound(err error) bool {
 // linkByName returns the link called name, or nil if there is none.
 func (d *Driver) linkByName(name string) (netlink.Link, error) {
 	l, err := d.nl.LinkByName(name)
-	if isNotFound(err) {
+	if nlerr.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -238,9 +232,16 @@ func (d *Driver) ensurePort(n state.Network, ep state.Endpoint) error {
 	return nil
 }
 
-// deleteLink removes l; one already gone is fine.
+// deleteLink removes l, looked up before; every link the driver deletes
+// goes through here. One already gone counts as deleted: between the
+// lookup and the delete, the kernel removes a veth pair whole when its
+// container end's namespace goes, and Docker's cleanup or someone by hand
+// removes links (issue 14: a DeleteEndpoint failed with "no such device").
 func (d *Driver) deleteLink(l netlink.Link) error {
-	if err := d.nl.LinkDel(l); err != nil && !isNotFound(err) && !errors.Is(err, syscall.ENODEV) {
+	if d.beforeLinkDel != nil {
+		d.beforeLinkDel(l)
+	}
+	if err := d.nl.LinkDel(l); err != nil && !nlerr.IsNotFound(err) {
 		return fmt.Errorf("link %s: delete: %w", l.Attrs().Name, err)
 	}
 	return nil

@@ -192,7 +192,10 @@ func (d *Driver) DeleteNetwork(ctx context.Context, req *api.DeleteNetworkReques
 	}
 	for _, ep := range eps {
 		if ep.NetworkID == n.ID {
-			d.deleteEndpoint(ctx, ep)
+			// Carrying on: Recover removes what is left of it.
+			if err := d.deleteEndpoint(ctx, ep); err != nil {
+				d.cfg.Log.Warn("endpoint removal failed", "network", short(n.ID, 12), "endpoint", short(ep.ID, 12), "err", err)
+			}
 		}
 	}
 	nets, err := d.cfg.State.Networks(ctx)

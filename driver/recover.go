@@ -50,7 +50,7 @@ func (d *Driver) Recover(ctx context.Context) error {
 	for id, link := range veths {
 		if !knownEp[id] {
 			d.cfg.Log.Info("removing orphaned veth", "veth", link.Attrs().Name)
-			if err := d.nl.LinkDel(link); err != nil && !isNotFound(err) {
+			if err := d.deleteLink(link); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -58,7 +58,7 @@ func (d *Driver) Recover(ctx context.Context) error {
 	for id, link := range bridges {
 		if !knownNet[id] {
 			d.cfg.Log.Info("removing orphaned bridge", "bridge", link.Attrs().Name)
-			if err := d.nl.LinkDel(link); err != nil && !isNotFound(err) {
+			if err := d.deleteLink(link); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	feltinstance "github.com/felt-net/felt/internal/instance"
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
@@ -74,7 +75,7 @@ func (m *Manager) deleteIfStillMarked(name string, index int, prefix string) (bo
 		defer user.mu.Unlock()
 	}
 	l, err := m.nl.LinkByName(name)
-	if kernel.IsNotFound(err) {
+	if nlerr.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -83,7 +84,7 @@ func (m *Manager) deleteIfStillMarked(name string, index int, prefix string) (bo
 	if l.Attrs().Index != index || !strings.HasPrefix(l.Attrs().Alias, prefix) {
 		return false, nil // adopted, or another device by now
 	}
-	if err := m.nl.LinkDel(l); err != nil && !kernel.IsNotFound(err) {
+	if err := m.nl.LinkDel(l); err != nil && !nlerr.IsNotFound(err) {
 		return false, err
 	}
 	return true, nil

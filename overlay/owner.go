@@ -7,6 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
@@ -69,7 +70,7 @@ func (m *Manager) removeStray() error {
 		}
 		m.cfg.Log.Warn("removing stray overlay device: its network is not attached",
 			"device", l.Attrs().Name, "network", id)
-		if err := m.nl.LinkDel(l); err != nil && !kernel.IsNotFound(err) {
+		if err := m.nl.LinkDel(l); err != nil && !nlerr.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stray device %s: %w", l.Attrs().Name, err))
 		}
 	}
@@ -85,7 +86,7 @@ func (m *Manager) removeStray() error {
 func DeleteDevice(nl *netlink.Handle, name, alias string) (others bool, err error) {
 	link, err := nl.LinkByName(name)
 	switch {
-	case kernel.IsNotFound(err):
+	case nlerr.IsNotFound(err):
 		return false, nil
 	case err != nil:
 		return false, err
@@ -93,7 +94,7 @@ func DeleteDevice(nl *netlink.Handle, name, alias string) (others bool, err erro
 	if a := link.Attrs().Alias; a != "" && a != alias {
 		return true, nil
 	}
-	if err := nl.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+	if err := nl.LinkDel(link); err != nil && !nlerr.IsNotFound(err) {
 		return false, fmt.Errorf("delete: %w", err)
 	}
 	return false, nil

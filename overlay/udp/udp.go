@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/internal/kernel"
@@ -187,7 +188,7 @@ func (b *Backend) stale(st *udpNet, n overlay.Network, name string) (string, net
 	}
 	link, err := b.cfg.Netlink.LinkByName(name)
 	switch {
-	case kernel.IsNotFound(err):
+	case nlerr.IsNotFound(err):
 		return "the TUN device is gone", nil
 	case err != nil:
 		return fmt.Sprintf("looking up the TUN device: %v", err), nil
@@ -204,7 +205,7 @@ func (b *Backend) start(st *udpNet, name string) error {
 	n := st.n
 	if link, err := b.cfg.Netlink.LinkByName(name); err == nil {
 		b.cfg.Log.Warn("deleting leftover device", "device", name, "type", link.Type())
-		if err := b.cfg.Netlink.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+		if err := b.cfg.Netlink.LinkDel(link); err != nil && !nlerr.IsNotFound(err) {
 			return fmt.Errorf(Name+" %s: delete leftover device: %w", name, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay/internal/kernel"
 )
@@ -111,7 +112,7 @@ func (b *Backend) pruneEntries(idx, family int, all, one string, stale func(netl
 		if del == nil {
 			continue
 		}
-		if err := b.cfg.Netlink.NeighDel(del); err != nil && !kernel.IsNotFound(err) {
+		if err := b.cfg.Netlink.NeighDel(del); err != nil && !nlerr.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stale %s %s: %w", one, name, err))
 			continue
 		}

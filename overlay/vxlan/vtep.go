@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/felt-net/felt/internal/nlerr"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/internal/kernel"
 )
@@ -89,7 +90,7 @@ func (b *Backend) wantVTEP(n overlay.Network) (*netlink.Vxlan, error) {
 func (b *Backend) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
 	link, err := b.cfg.Netlink.LinkByName(want.Name)
 	switch {
-	case kernel.IsNotFound(err):
+	case nlerr.IsNotFound(err):
 		b.cfg.Log.Info("creating VTEP", "device", want.Name, "vni", want.VxlanId, "local", want.SrcAddr.String(), "mac", want.HardwareAddr.String())
 	case err != nil:
 		return nil, fmt.Errorf("vxlan %s: %w", want.Name, err)
@@ -99,7 +100,7 @@ func (b *Backend) ensureVTEP(want *netlink.Vxlan) (netlink.Link, error) {
 			return link, nil
 		}
 		b.cfg.Log.Warn("recreating VTEP", "device", want.Name, "reason", why)
-		if err := b.cfg.Netlink.LinkDel(link); err != nil && !kernel.IsNotFound(err) {
+		if err := b.cfg.Netlink.LinkDel(link); err != nil && !nlerr.IsNotFound(err) {
 			return nil, fmt.Errorf("vxlan %s: delete to recreate (%s): %w", want.Name, why, err)
 		}
 	}

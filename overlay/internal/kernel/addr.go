@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/felt-net/felt/internal/nlerr"
 )
 
 // OnlyAddr leaves want as link's only IPv4 address: the address of the
@@ -24,7 +26,9 @@ func OnlyAddr(nl *netlink.Handle, link netlink.Link, want netip.Prefix) error {
 			have = true
 			continue
 		}
-		if err := nl.AddrDel(link, &a); err != nil && !IsNotFound(err) {
+		// An address already gone is answered EADDRNOTAVAIL (ENODEV
+		// when the device went).
+		if err := nl.AddrDel(link, &a); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("delete old address %s: %w", a.IPNet, err)
 		}
 	}

@@ -1,16 +1,13 @@
 // Package kernel holds the kernel helpers the overlay's manager and its
-// backends share: address conversions and idempotent deletes (netaddr.go),
-// felt's routes (RouteProtocol, routes.go), the underlay interface
-// (underlay.go), and a link's only address (OnlyAddr, addr.go).
+// backends share: address conversions (netaddr.go), felt's routes
+// (RouteProtocol, routes.go), the underlay interface (underlay.go), and a
+// link's only address (OnlyAddr, addr.go). Deletes take "already gone" for
+// done with internal/nlerr, which the driver shares.
 package kernel
 
 import (
-	"errors"
 	"net"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // PrefixOf converts a net.IPNet (what netlink speaks) to a netip.Prefix
@@ -32,14 +29,7 @@ func AddrOf(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
-// within reports whether p lies entirely inside pool.
+// Within reports whether p lies entirely inside pool.
 func Within(p, pool netip.Prefix) bool {
 	return p.IsValid() && p.Bits() >= pool.Bits() && pool.Contains(p.Addr())
-}
-
-// IsNotFound reports the kernel's "nothing to delete" answers, which an
-// idempotent delete treats as success.
-func IsNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV)
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/felt-net/felt/internal/nlerr"
 )
 
 // RouteProtocol marks every route felt installs (`ip route` shows it as
@@ -84,7 +86,7 @@ func PruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[RouteKey]bool) 
 		if want[k] {
 			continue
 		}
-		if err := nl.RouteDel(&r); err != nil && !IsNotFound(err) {
+		if err := nl.RouteDel(&r); err != nil && !nlerr.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stale route %s via %s: %w", k.dst, k.gw, err))
 			continue
 		}
