@@ -39,11 +39,7 @@ func (h *hooked) Get(ctx context.Context, key string) (kv.Pair, error) {
 // data, not on a later format's ("x+1+2" would become "x+1+2+1"). This is
 // the interleaving that made TestConsul/ConcurrentFelts fail now and then.
 func TestSlowFeltDoesNotRerunAnOldStep(t *testing.T) {
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	prefix := "p/"
 	put(t, s, prefix+Key, `{"version":1}`)
 	put(t, s, prefix+"data/a", "x")
@@ -86,11 +82,7 @@ func claimed(t *testing.T, version int, since time.Time) string {
 // TestWaitsForAnotherFeltsClaim: a felt that finds another felt migrating
 // runs no step; it waits for the record to change, then reads it again.
 func TestWaitsForAnotherFeltsClaim(t *testing.T) {
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	prefix := "p/"
 	put(t, s, prefix+Key, claimed(t, 1, time.Now()))
 	put(t, s, prefix+"data/a", "x")
@@ -125,11 +117,7 @@ func TestWaitsForAnotherFeltsClaim(t *testing.T) {
 // felt's; the next felt takes it over and runs the step (again: steps are
 // idempotent), instead of waiting forever.
 func TestTakesOverExpiredClaim(t *testing.T) {
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	prefix := "p/"
 	put(t, s, prefix+Key, claimed(t, 1, time.Now().Add(-2*DefaultClaimTimeout)))
 	put(t, s, prefix+"data/a", "x")
@@ -156,11 +144,7 @@ func TestTakesOverExpiredClaim(t *testing.T) {
 // TestFailedStepReleasesClaim: a felt whose step fails leaves the record at
 // the format it reached, unclaimed, so the next felt need not wait.
 func TestFailedStepReleasesClaim(t *testing.T) {
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	prefix := "p/"
 	put(t, s, prefix+Key, `{"version":1}`)
 	put(t, s, prefix+"data/a", "x")
@@ -176,15 +160,22 @@ func TestFailedStepReleasesClaim(t *testing.T) {
 // TestClaimByNewerFeltRefused: a newer felt migrating the area past this
 // felt's format is a newer format already; this felt must not write in it.
 func TestClaimByNewerFeltRefused(t *testing.T) {
-	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	put(t, s, "p/"+Key, claimed(t, 1, time.Now()))
-	_, err = area(s, "p/", Local()).Ensure(ctx(t))
+	_, err := area(s, "p/", Local()).Ensure(ctx(t))
 	var tooNew *TooNewError
 	if !errors.As(err, &tooNew) || tooNew.Found.Version != 2 {
 		t.Fatalf("Ensure error = %v; want a TooNewError for format 2", err)
 	}
+}
+
+// openStore returns an empty embedded store, closed when the test ends.
+func openStore(t *testing.T) kv.Store {
+	t.Helper()
+	s, err := boltkv.Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
