@@ -16,6 +16,7 @@ package driver
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 
 	api "github.com/docker/go-plugins-helpers/network"
@@ -37,6 +38,18 @@ type Overlay interface {
 	Check(ctx context.Context, n overlay.Network) error
 }
 
+// Cluster is told of this host's network creations and removals, to make
+// them cluster-wide (package cluster). Neither call may call Docker or wait
+// for anything but local state: dockerd holds its locks while it calls the
+// driver.
+type Cluster interface {
+	// Created: network id was created on this host.
+	Created(id string)
+	// Deleted: the user removes network id (of pool) on this host; called
+	// before anything is removed, and an error fails the removal.
+	Deleted(ctx context.Context, id string, pool netip.Prefix) error
+}
+
 // Config holds the driver's dependencies.
 type Config struct {
 	// State holds this host's records: the driver's networks and
@@ -53,7 +66,10 @@ type Config struct {
 	Instance string
 	// UnderlayMTU is the MTU of the interface carrying traffic to other hosts.
 	UnderlayMTU func() (int, error)
-	Log         *slog.Logger
+	// Cluster, if set, makes networks cluster-wide; nil: cluster networks
+	// are off (embedded store, or no Docker API access).
+	Cluster Cluster
+	Log     *slog.Logger
 }
 
 // Driver serves the NetworkDriver calls.

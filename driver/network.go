@@ -22,6 +22,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if err != nil {
 		return err
 	}
+	if opts.scope == scopeCluster && d.cfg.Cluster == nil {
+		return fmt.Errorf("option %s=%s: cluster networks need a Consul store (CONSUL_HTTP_ADDR) and Docker API access (FELT_DOCKER_HOST not off); drop the option to create a network of this host only", optScope, scopeCluster)
+	}
 	if len(req.IPv6Data) > 0 {
 		return errors.New("felt supports IPv4 only: create the network without --ipv6")
 	}
@@ -89,6 +92,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, req *api.CreateNetworkReques
 	if err := d.cfg.State.PutNetwork(ctx, n); err != nil {
 		d.removeNetwork(ctx, n, nets)
 		return err
+	}
+	if d.cfg.Cluster != nil {
+		d.cfg.Cluster.Created(n.ID)
 	}
 	d.cfg.Log.Info("network created", "network", short(n.ID, 12), "pool", n.Pool, "subnet", n.Subnet,
 		"bridge", n.Bridge, "backend", n.Backend, "vni", n.VNI, "mtu", n.MTU, "internal", n.Internal)
@@ -185,6 +191,13 @@ func (d *Driver) DeleteNetwork(ctx context.Context, req *api.DeleteNetworkReques
 	}
 	if !ok {
 		return d.deleteOwnedLink(BridgeName(req.NetworkID), d.aliasNetwork()+req.NetworkID)
+	}
+	if d.cfg.Cluster != nil {
+		// First: if this fails, nothing is removed and Docker keeps
+		// the network, rather than the cluster making it again.
+		if err := d.cfg.Cluster.Deleted(ctx, n.ID, n.Pool); err != nil {
+			return err
+		}
 	}
 	eps, err := d.cfg.State.Endpoints(ctx)
 	if err != nil {

@@ -20,6 +20,15 @@ const (
 	optMTU        = "com.docker.network.driver.mtu"
 )
 
+// -o scope: cluster (the default with a Consul store and Docker API access)
+// declares the network to every felt host; local keeps it to this one.
+// Not Docker's own --scope, which a remote driver cannot serve.
+const (
+	optScope     = "scope"
+	scopeLocal   = "local"
+	scopeCluster = "cluster"
+)
+
 // The backend-specific -o options, and which backends take each (their
 // overlay.Options say).
 var backendOptions = []struct {
@@ -37,6 +46,7 @@ func allowedOptions(backends *overlay.Backends) map[string]string {
 	allowed := map[string]string{
 		"backend": orList(backends.Names()),
 		optMTU:    "68-65535",
+		optScope:  scopeLocal + " or " + scopeCluster,
 	}
 	for _, o := range backendOptions {
 		allowed[o.key] = o.values + " (" + strings.Join(backends.Taking(o.takes), ", ") + ")"
@@ -65,6 +75,7 @@ func allowedList(allowed map[string]string) string {
 type netOptions struct {
 	spec     lease.Spec
 	internal bool
+	scope    string // "" (not given), scopeLocal or scopeCluster
 }
 
 // parseOptions reads CreateNetwork's Options. Unknown -o keys are errors that
@@ -118,6 +129,11 @@ func parseOptions(opts map[string]any, backends *overlay.Backends) (netOptions, 
 				return o, bad()
 			}
 			o.spec.Port = n
+		case optScope:
+			if v != scopeLocal && v != scopeCluster {
+				return o, bad()
+			}
+			o.scope = v
 		case optMTU:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 68 || n > 65535 {

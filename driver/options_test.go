@@ -32,6 +32,11 @@ func TestParseOptions(t *testing.T) {
 	if o, err = parseOptions(generic("backend", "udp", "port", "9000"), testBackends()); err != nil || o.spec.Port != 9000 {
 		t.Fatalf("udp port: %+v %v", o, err)
 	}
+	for _, scope := range []string{scopeLocal, scopeCluster} {
+		if o, err = parseOptions(generic("scope", scope), testBackends()); err != nil || o.scope != scope {
+			t.Fatalf("scope=%s: %+v %v", scope, o, err)
+		}
+	}
 }
 
 func TestParseOptionsErrors(t *testing.T) {
@@ -39,7 +44,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		opts map[string]any
 		want string
 	}{
-		{generic("colour", "blue"), `unknown option "colour": felt accepts backend, com.docker.network.driver.mtu, directrouting, port, vni`},
+		{generic("colour", "blue"), `unknown option "colour": felt accepts backend, com.docker.network.driver.mtu, directrouting, port, scope, vni`},
+		{generic("scope", "global"), "option scope=global: must be local or cluster"},
 		{generic("backend", "gre"), "option backend=gre: must be vxlan, host-gw or udp"},
 		{generic("vni", "0"), "option vni=0: must be 1-16777215"},
 		{generic("vni", "x"), "option vni=x"},

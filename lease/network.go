@@ -39,6 +39,7 @@ type Network struct {
 	MTU           int          `json:"mtu,omitempty"`           // SettleNetwork; 0: each host derives it from its underlay
 	DirectRouting bool         `json:"directRouting,omitempty"` // SettleNetwork
 	Port          int          `json:"port,omitempty"`          // SettleNetwork; for backends that take one
+	Cluster *Declaration `json:"cluster,omitempty"` // STUB
 
 	index uint64
 }

@@ -1,0 +1,175 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/state"
+)
+
+// fakeEngine is one host's Docker engine with felt as its network driver:
+// Create records the network as felt's handlers would (the pool in the
+// shared record, the network in this host's state) and Remove undoes it
+// through the driver's Deleted hook, as Docker's `network rm` does.
+type fakeEngine struct {
+	t     *testing.T
+	reg   *lease.Registry
+	state *state.Store
+	hook  func(ctx context.Context, id string, pool netip.Prefix) error // the driver's Deleted hook
+
+	mu       sync.Mutex
+	nets     map[string]Net
+	pools    map[string]netip.Prefix
+	next     int
+	warn     bool // answer creates with a warning, as Docker < 25 does for a duplicate name
+	failNext error
+	created  []CreateRequest
+	removed  []string
+	subnet   int
+}
+
+func newFakeEngine(t *testing.T, reg *lease.Registry, st *state.Store) *fakeEngine {
+	return &fakeEngine{t: t, reg: reg, state: st, nets: map[string]Net{}, pools: map[string]netip.Prefix{}}
+}
+
+func (e *fakeEngine) Self(context.Context) (string, error) { return "felt:latest", nil }
+
+func (e *fakeEngine) Networks(context.Context) ([]Net, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Net, 0, len(e.nets))
+	for _, n := range e.nets {
+		n.Containers = -1
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (e *fakeEngine) Inspect(_ context.Context, id string) (Net, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, ok := e.nets[id]
+	if !ok {
+		return Net{}, ErrNotFound
+	}
+	return n, nil
+}
+
+// add makes network name on pool as the user's `docker network create`
+// does: through felt's handlers.
+func (e *fakeEngine) add(ctx context.Context, req CreateRequest) (string, error) {
+	if _, err := e.reg.ReservePool(ctx, req.Pool, 0); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	e.next++
+	e.subnet++
+	id := fmt.Sprintf("%064x", e.next)
+	// A stand-in for the subnet felt's IPAM leases: unique per network.
+	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{req.Pool.Addr().As4()[0], req.Pool.Addr().As4()[1], byte(e.subnet), 0}), 24)
+	e.mu.Unlock()
+	if err := e.state.PutPool(ctx, state.Pool{ID: "felt/" + req.Pool.String() + "/" + id[:4], Pool: req.Pool, Range: req.IPRange, Subnet: subnet, Refs: 1}); err != nil {
+		return "", err
+	}
+	if err := e.state.PutNetwork(ctx, state.Network{ID: id, Pool: req.Pool, Subnet: subnet}); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	e.nets[id] = Net{ID: id, Name: req.Name, Driver: "felt:latest", Subnet: req.Pool, IPRange: req.IPRange,
+		DriverOpts: maps.Clone(req.DriverOpts), IPAMOpts: maps.Clone(req.IPAMOpts), Labels: maps.Clone(req.Labels),
+		Internal: req.Internal, Attachable: req.Attachable}
+	e.pools[id] = req.Pool
+	e.mu.Unlock()
+	return id, nil
+}
+
+func (e *fakeEngine) Create(ctx context.Context, req CreateRequest) (string, []string, error) {
+	e.mu.Lock()
+	e.created = append(e.created, req)
+	fail := e.failNext
+	e.failNext = nil
+	warn := e.warn
+	e.mu.Unlock()
+	if fail != nil {
+		return "", nil, fail
+	}
+	id, err := e.add(ctx, req)
+	if err != nil {
+		return "", nil, err
+	}
+	if warn {
+		return id, []string{"Network with name " + req.Name + " already exists"}, nil
+	}
+	return id, nil, nil
+}
+
+func (e *fakeEngine) Remove(ctx context.Context, id string) error {
+	e.mu.Lock()
+	n, ok := e.nets[id]
+	pool := e.pools[id]
+	e.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if n.Containers > 0 {
+		return fmt.Errorf("%w: error while removing network: network %s id %s has active endpoints", ErrInUse, n.Name, id)
+	}
+	if e.hook != nil {
+		if err := e.hook(ctx, id, pool); err != nil {
+			return err
+		}
+	}
+	if err := e.state.DeleteNetwork(ctx, id); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	delete(e.nets, id)
+	e.removed = append(e.removed, id)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *fakeEngine) WatchEvents(ctx context.Context, kick func()) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// setContainers sets how many containers use network id.
+func (e *fakeEngine) setContainers(id string, n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	net := e.nets[id]
+	net.Containers = n
+	e.nets[id] = net
+}
+
+func (e *fakeEngine) byName(name string) (Net, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range e.nets {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Net{}, false
+}
+
+func (e *fakeEngine) count(name string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := 0
+	for _, n := range e.nets {
+		if n.Name == name {
+			c++
+		}
+	}
+	return c
+}
+
+var errFake = errors.New("fake Docker error")

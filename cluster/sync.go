@@ -1,0 +1,615 @@
+// Package cluster makes a felt network declared on one host exist on every
+// host of the cluster (issue 10), as Docker's old global-scope overlay did:
+// Docker gives a remote driver local scope and never tells it a network's
+// name, so felt learns the names from its own Docker engine and creates the
+// declared networks there.
+//
+// Files: sync.go the level-triggered loop, decl.go declarations compared
+// with and made from Docker's networks, docker.go the Docker Engine API
+// client (the only importer of it), self.go the plugin's own name, guard.go
+// the rule that no plugin handler calls Docker.
+//
+// The loop never holds a lock across a Docker call and no handler waits for
+// the loop: dockerd calls felt's handlers while it holds its own locks, and
+// a network the loop creates comes back to felt as RequestPool and
+// CreateNetwork calls. Handlers only write local records (Deleted) and kick
+// the loop (Created).
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/state"
+)
+
+// Records is the shared store's side: the network records and their
+// declarations (lease.Registry).
+type Records interface {
+	ListNetworks(ctx context.Context) ([]lease.Network, error)
+	Declare(ctx context.Context, pool netip.Prefix, d lease.Declaration) (lease.Network, error)
+	Withdraw(ctx context.Context, pool netip.Prefix, uid, byHost string) error
+	Epoch(ctx context.Context) (string, error)
+	WatchNetworks(ctx context.Context, index uint64) (uint64, error)
+}
+
+// Config holds the loop's dependencies.
+type Config struct {
+	Engine  Engine
+	Records Records
+	// State holds this host's felt networks and pools (written by the
+	// drivers) and the loop's own membership and intent records.
+	State  *state.Store
+	HostID string
+	// Resync is the period of a full pass without any trigger.
+	Resync time.Duration
+	Log    *slog.Logger
+	Now    func() time.Time // nil: time.Now
+}
+
+// Backoff after a failed pass, or a watch that ended: from min, doubling
+// to max, as the overlay's reconciler does.
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+// Sync runs the loop and serves the network driver's hooks.
+type Sync struct {
+	cfg  Config
+	kick chan struct{}
+
+	mu       sync.Mutex
+	reported map[string]string // what was last logged per subject, so a lasting state is logged once
+}
+
+// New returns a Sync; Run starts it.
+func New(cfg Config) *Sync {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}}
+}
+
+// Kick asks for a pass soon; it never blocks.
+func (s *Sync) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Created is the network driver's hook after CreateNetwork: a pass looks
+// for the new network. Docker lists it only once the create returned, so
+// the pass that Docker's create event triggers finds it; the later kick
+// covers an events stream that is down.
+func (s *Sync) Created(string) {
+	s.Kick()
+	time.AfterFunc(2*time.Second, s.Kick)
+}
+
+// Deleted is the network driver's hook in DeleteNetwork, before anything
+// is removed: the user removed network id (of pool) on this host. It
+// records the intent locally (Consul may be down; the loop withdraws the
+// declaration) and drops the membership, so that the loop does not make the
+// network again. It makes no Docker call and waits for nothing.
+func (s *Sync) Deleted(ctx context.Context, id string, pool netip.Prefix) error {
+	m, ok, err := s.cfg.State.ClusterMember(ctx, id)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	intent := state.ClusterIntent{ID: id, Pool: pool}
+	if ok {
+		intent.UID = m.UID
+	}
+	if err := s.cfg.State.PutClusterIntent(ctx, intent); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if err := s.cfg.State.DeleteClusterMember(ctx, id); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	s.Kick()
+	return nil
+}
+
+// Run runs passes until ctx ends: on kicks, on changes of the network
+// records, on Docker's network events, and every Resync.
+func (s *Sync) Run(ctx context.Context) {
+	go s.watchRecords(ctx)
+	go s.watchEvents(ctx)
+	s.cfg.Log.Info("cluster networks on: networks created here are declared to every felt host")
+	backoff := minBackoff
+	var failing error
+	timer := time.NewTimer(0) // a first pass at once
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-timer.C:
+		}
+		err := s.Pass(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		next := s.cfg.Resync
+		switch {
+		case err != nil:
+			if failing == nil || failing.Error() != err.Error() {
+				s.cfg.Log.Warn("cluster sync failed; retrying", "err", err)
+			}
+			failing = err
+			next = backoff
+			backoff = min(2*backoff, maxBackoff)
+		case failing != nil:
+			s.cfg.Log.Info("cluster sync recovered")
+			failing = nil
+			backoff = minBackoff
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// watchRecords kicks a pass whenever a network record changes anywhere.
+func (s *Sync) watchRecords(ctx context.Context) {
+	var index uint64
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		next, err := s.cfg.Records.WatchNetworks(ctx, index)
+		if err != nil {
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			index = 0
+			continue
+		}
+		backoff = minBackoff
+		if next != index {
+			index = next
+			s.Kick()
+		}
+	}
+}
+
+// watchEvents kicks a pass on each of Docker's network events (create,
+// destroy, disconnect...). Events are only a trigger: after each reconnect
+// a pass runs, so missed events do not matter.
+func (s *Sync) watchEvents(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		s.Kick()
+		err := s.cfg.Engine.WatchEvents(ctx, s.Kick)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > maxBackoff {
+			backoff = minBackoff
+		}
+		s.cfg.Log.Debug("cluster: Docker events ended; reconnecting", "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// view is what one pass reads: the desired state (records, epoch), Docker's
+// felt networks, and this host's own records.
+type view struct {
+	epoch    string
+	records  map[netip.Prefix]lease.Network
+	docker   map[string]Net // by Docker ID
+	byName   map[string]Net
+	felt     map[string]state.Network // this host's felt networks, by Docker ID
+	poolUser map[netip.Prefix]string  // pool → the Docker ID of this host's network on it
+	ranges   map[netip.Prefix]netip.Prefix
+	members  map[string]state.ClusterMember
+	intents  map[string]state.ClusterIntent
+}
+
+// Pass brings this host's Docker networks and the cluster's declarations
+// together once. It is idempotent: a pass cut short anywhere is finished by
+// the next.
+func (s *Sync) Pass(ctx context.Context) error {
+	v, err := s.read(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.withdraw(ctx, v); err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range v.members {
+		errs = append(errs, s.checkMember(ctx, v, m))
+	}
+	for _, n := range v.docker {
+		errs = append(errs, s.declare(ctx, v, n))
+	}
+	for _, rec := range v.records {
+		errs = append(errs, s.create(ctx, v, rec))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Sync) read(ctx context.Context) (*view, error) {
+	v := &view{records: map[netip.Prefix]lease.Network{}, docker: map[string]Net{}, byName: map[string]Net{},
+		felt: map[string]state.Network{}, poolUser: map[netip.Prefix]string{}, ranges: map[netip.Prefix]netip.Prefix{},
+		members: map[string]state.ClusterMember{}, intents: map[string]state.ClusterIntent{}}
+	var err error
+	if v.epoch, err = s.cfg.Records.Epoch(ctx); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	recs, err := s.cfg.Records.ListNetworks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	for _, r := range recs {
+		v.records[r.Pool] = r
+	}
+	nets, err := s.cfg.Engine.Networks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	for _, n := range nets {
+		v.docker[n.ID] = n
+		v.byName[n.Name] = n
+	}
+	// This host's records last: a network Docker listed has its felt
+	// record by now (CreateNetwork wrote it before Docker stored the
+	// network).
+	feltNets, err := s.cfg.State.Networks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range feltNets {
+		v.felt[n.ID] = n
+		v.poolUser[n.Pool] = n.ID
+	}
+	pools, err := s.cfg.State.Pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pools {
+		if p.Range.IsValid() {
+			v.ranges[p.Pool] = p.Range
+		}
+	}
+	members, err := s.cfg.State.ClusterMembers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		v.members[m.ID] = m
+	}
+	intents, err := s.cfg.State.ClusterIntents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range intents {
+		v.intents[i.ID] = i
+	}
+	return v, nil
+}
+
+// withdraw turns the user's removals into withdrawn declarations: every
+// host then removes its network of that declaration.
+func (s *Sync) withdraw(ctx context.Context, v *view) error {
+	for id, i := range v.intents {
+		if i.UID == "" {
+			// Not a member: nothing to withdraw. Kept while Docker
+			// still lists the network (this pass's listing may predate
+			// the removal), for declare to see.
+			if _, listed := v.docker[id]; listed {
+				continue
+			}
+		} else {
+			if err := s.cfg.Records.Withdraw(ctx, i.Pool, i.UID, s.cfg.HostID); err != nil {
+				return fmt.Errorf("withdraw network of pool %s: %w", i.Pool, err)
+			}
+			if rec, ok := v.records[i.Pool]; ok && rec.Cluster.Live() && rec.Cluster.UID == i.UID {
+				s.cfg.Log.Info("cluster network removed: withdrawn from every host", "network", rec.Cluster.Name, "pool", i.Pool)
+			}
+		}
+		if err := s.cfg.State.DeleteClusterIntent(ctx, id); err != nil {
+			return err
+		}
+		delete(v.intents, id)
+	}
+	return nil
+}
+
+// checkMember follows the declaration of one of this host's member
+// networks: confirms it, declares it again if its record lost it, or
+// removes the network when the declaration was withdrawn.
+func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) error {
+	n, listed := v.docker[m.ID]
+	if !listed {
+		// Gone from Docker without the user removing it here (no
+		// intent): dockerd lost it, or it went while felt was down.
+		// Forget it; create makes it again while it is declared.
+		delete(v.members, m.ID)
+		return s.cfg.State.DeleteClusterMember(ctx, m.ID)
+	}
+	rec, recorded := v.records[m.Pool]
+	d := rec.Cluster
+	switch {
+	case recorded && d.Live() && d.UID == m.UID:
+		if !m.Confirmed || m.Epoch != v.epoch {
+			m.Confirmed, m.Epoch = true, v.epoch
+			v.members[m.ID] = m
+			return s.cfg.State.PutClusterMember(ctx, m)
+		}
+		return nil
+	case recorded && d != nil && d.UID == m.UID:
+		return s.remove(ctx, v, n, m, "withdrawn by host "+d.Removed.By)
+	case recorded && d.Live() && !m.Confirmed:
+		// Another declaration won the pool before ours was written.
+		delete(v.members, m.ID)
+		s.report("net:"+m.ID, "cluster network not declared: its pool is declared as another network",
+			"network", n.Name, "pool", m.Pool, "declared", d.Name, "by", d.By)
+		return s.cfg.State.DeleteClusterMember(ctx, m.ID)
+	case recorded && d != nil && m.Confirmed:
+		// Withdrawn and declared anew (or that one withdrawn too):
+		// ours is gone.
+		return s.remove(ctx, v, n, m, "its pool was declared again as "+d.Name)
+	case !recorded && m.Confirmed && m.Epoch == v.epoch:
+		// Withdrawn, and the record went with the last lease.
+		return s.remove(ctx, v, n, m, "withdrawn")
+	case !recorded:
+		// The shared store was wiped (a new epoch) or the record is not
+		// written yet: this host's lease renewal records the network
+		// again, then the declaration follows.
+		return nil
+	default:
+		// The record lost its declaration: the store was wiped and
+		// refilled, or an older felt rewrote it. Declare it again, same
+		// UID, as this host knows it.
+		return s.redeclare(ctx, v, n, m)
+	}
+}
+
+func (s *Sync) redeclare(ctx context.Context, v *view, n Net, m state.ClusterMember) error {
+	d := declarationOf(n, v.ranges[m.Pool], s.cfg.HostID, s.cfg.Now())
+	d.UID = m.UID
+	if _, err := s.cfg.Records.Declare(ctx, m.Pool, d); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil // the record went meanwhile; the next pass sees why
+		}
+		if conflict(err) {
+			s.report("net:"+m.ID, "cluster network not declared again: "+err.Error(), "network", n.Name, "pool", m.Pool)
+			return nil
+		}
+		return fmt.Errorf("declare %s again: %w", n.Name, err)
+	}
+	s.cfg.Log.Info("cluster network declared again", "network", n.Name, "pool", m.Pool)
+	m.Confirmed, m.Epoch = true, v.epoch
+	v.members[m.ID] = m
+	return s.cfg.State.PutClusterMember(ctx, m)
+}
+
+// remove removes this host's network n of a withdrawn declaration, unless
+// containers still use it: nothing is ever disconnected by force. A later
+// pass (Docker's disconnect event) tries again.
+func (s *Sync) remove(ctx context.Context, v *view, n Net, m state.ClusterMember, why string) error {
+	err := s.cfg.Engine.Remove(ctx, n.ID)
+	if errors.Is(err, ErrInUse) {
+		s.reportAt(slog.LevelInfo, "net:"+n.ID, "cluster network kept here: containers still use it; it is removed when the last one goes",
+			"network", n.Name, "why", why)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", n.Name, err)
+	}
+	s.forget("net:" + n.ID)
+	s.cfg.Log.Info("cluster network removed here", "network", n.Name, "pool", m.Pool, "why", why)
+	delete(v.members, m.ID)
+	return s.cfg.State.DeleteClusterMember(ctx, m.ID)
+}
+
+// declare records this host's network n for every host, or adopts the
+// declaration it already matches.
+func (s *Sync) declare(ctx context.Context, v *view, n Net) error {
+	if _, ok := v.members[n.ID]; ok {
+		return nil
+	}
+	if _, ok := v.intents[n.ID]; ok {
+		return nil // being removed
+	}
+	if localOnly(n) {
+		return nil
+	}
+	fn, ok := v.felt[n.ID]
+	if !ok {
+		return nil // not (yet) a network felt made: its create failed or is under way
+	}
+	rec, ok := v.records[fn.Pool]
+	if !ok {
+		return nil // recorded again by this host's next lease renewal
+	}
+	rng := v.ranges[fn.Pool]
+	if d := rec.Cluster; d.Live() {
+		if why := differs(d, n, rng); why != "" {
+			s.report("net:"+n.ID, "cluster network conflict: this host's network uses a pool declared as another network; left alone",
+				"network", n.Name, "pool", fn.Pool, "declared", d.Name, "by", d.By, "difference", why)
+			return nil
+		}
+		s.cfg.Log.Info("cluster network adopted: this host's network is the declared one", "network", n.Name, "pool", fn.Pool)
+		return s.join(ctx, v, n.ID, d.UID, fn.Pool)
+	}
+	d := declarationOf(n, rng, s.cfg.HostID, s.cfg.Now())
+	// The membership first, unconfirmed: if the user removes the network
+	// while it is being declared, Deleted finds it and leaves an intent
+	// with its UID, and the declaration is withdrawn.
+	m := state.ClusterMember{ID: n.ID, UID: d.UID, Pool: fn.Pool, Epoch: v.epoch}
+	if err := s.cfg.State.PutClusterMember(ctx, m); err != nil {
+		return err
+	}
+	v.members[n.ID] = m
+	if _, err := s.cfg.Records.Declare(ctx, fn.Pool, d); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			// The record went meanwhile: withdrawn with its last lease.
+			delete(v.members, n.ID)
+			return s.cfg.State.DeleteClusterMember(ctx, n.ID)
+		}
+		if conflict(err) {
+			delete(v.members, n.ID)
+			s.report("net:"+n.ID, "cluster network conflict: not declared, left to this host: "+err.Error(), "network", n.Name, "pool", fn.Pool)
+			return s.cfg.State.DeleteClusterMember(ctx, n.ID)
+		}
+		return fmt.Errorf("declare %s: %w", n.Name, err)
+	}
+	s.forget("net:" + n.ID)
+	s.cfg.Log.Info("cluster network declared: every felt host creates it", "network", n.Name, "pool", fn.Pool)
+	return s.join(ctx, v, n.ID, d.UID, fn.Pool)
+}
+
+// join records network id as a confirmed member of declaration uid,
+// unless the user removed it meanwhile: then its intent gets the UID, and
+// the next pass withdraws the declaration.
+func (s *Sync) join(ctx context.Context, v *view, id, uid string, pool netip.Prefix) error {
+	if i, ok, err := s.cfg.State.ClusterIntent(ctx, id); err != nil {
+		return err
+	} else if ok {
+		i.UID = uid
+		delete(v.members, id)
+		return errors.Join(s.cfg.State.PutClusterIntent(ctx, i), s.cfg.State.DeleteClusterMember(ctx, id))
+	}
+	m := state.ClusterMember{ID: id, UID: uid, Pool: pool, Epoch: v.epoch, Confirmed: true}
+	v.members[id] = m
+	return s.cfg.State.PutClusterMember(ctx, m)
+}
+
+// create makes the network of a live declaration that this host lacks, or
+// adopts a same-named network that matches it. Conflicts are reported and
+// left alone.
+func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
+	d := rec.Cluster
+	if !d.Live() {
+		return nil
+	}
+	for _, m := range v.members {
+		if m.UID == d.UID {
+			return nil
+		}
+	}
+	for _, i := range v.intents {
+		if i.UID == d.UID {
+			return nil // the user removed it here; being withdrawn
+		}
+	}
+	subject := "decl:" + d.UID
+	if n, ok := v.byName[d.Name]; ok {
+		if _, member := v.members[n.ID]; member {
+			s.report(subject, "cluster network conflict: a network of this name on this host belongs to another declaration; left alone",
+				"network", d.Name, "pool", rec.Pool, "by", d.By)
+			return nil
+		}
+		fn, felt := v.felt[n.ID]
+		why := differs(d, n, v.ranges[rec.Pool])
+		if felt && fn.Pool != rec.Pool {
+			why = fmt.Sprintf("pool %s, not %s", fn.Pool, rec.Pool)
+		}
+		if !felt || why != "" {
+			s.report(subject, "cluster network conflict: this host has a different network of the declared name; left alone",
+				"network", d.Name, "pool", rec.Pool, "by", d.By, "difference", why)
+			return nil
+		}
+		s.cfg.Log.Info("cluster network adopted", "network", d.Name, "pool", rec.Pool)
+		return s.join(ctx, v, n.ID, d.UID, rec.Pool)
+	}
+	if id, ok := v.poolUser[rec.Pool]; ok {
+		s.report(subject, "cluster network conflict: this host has another network on the declared pool; left alone",
+			"network", d.Name, "pool", rec.Pool, "by", d.By, "local", v.docker[id].Name)
+		return nil
+	}
+	id, warnings, err := s.cfg.Engine.Create(ctx, createRequest(d, rec.Pool))
+	if err != nil {
+		// Docker's answer names the cause: a name that another driver's
+		// network holds, a pool felt's IPAM refuses here...
+		s.report(subject, "cluster network not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
+		return nil
+	}
+	if len(warnings) > 0 {
+		// Docker before 25 makes a second network of a name it already
+		// has and only warns: that one is felt's, and goes again.
+		rmErr := s.cfg.Engine.Remove(ctx, id)
+		s.report(subject, "cluster network conflict: another network of the declared name exists here; left alone",
+			"network", d.Name, "pool", rec.Pool, "by", d.By, "docker", fmt.Sprint(warnings), "undo", errString(rmErr))
+		return nil
+	}
+	s.forget(subject)
+	s.cfg.Log.Info("cluster network created here", "network", d.Name, "pool", rec.Pool, "declared by", d.By)
+	v.byName[d.Name] = Net{ID: id, Name: d.Name}
+	v.poolUser[rec.Pool] = id
+	return s.join(ctx, v, id, d.UID, rec.Pool)
+}
+
+// conflict reports whether a Declare error is a conflict, not an outage.
+func conflict(err error) bool {
+	return errors.Is(err, lease.ErrNameTaken) || errors.Is(err, lease.ErrDeclared)
+}
+
+// report logs msg for subject at warn once, at debug while it repeats: a
+// conflict lasts, and the loop sees it on every pass.
+func (s *Sync) report(subject, msg string, args ...any) {
+	s.reportAt(slog.LevelWarn, subject, msg, args...)
+}
+
+// reportAt is report at level.
+func (s *Sync) reportAt(level slog.Level, subject, msg string, args ...any) {
+	s.mu.Lock()
+	same := s.reported[subject] == msg
+	s.reported[subject] = msg
+	s.mu.Unlock()
+	if same {
+		level = slog.LevelDebug
+	}
+	s.cfg.Log.Log(context.Background(), level, msg, args...)
+}
+
+// forget ends what report remembers of subject: its state was resolved.
+func (s *Sync) forget(subject string) {
+	s.mu.Lock()
+	delete(s.reported, subject)
+	s.mu.Unlock()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "removed"
+	}
+	return err.Error()
+}

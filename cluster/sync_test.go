@@ -1,0 +1,422 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/kv/boltkv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/state"
+	"github.com/felt-net/felt/testkit"
+)
+
+// host is one felt host of a test cluster: its own local state and Docker
+// engine, the cluster's shared store.
+type host struct {
+	id     string
+	sync   *Sync
+	engine *fakeEngine
+	state  *state.Store
+	log    *testkit.LogBuffer
+}
+
+// cluster is hosts sharing one store.
+type testCluster struct {
+	t      *testing.T
+	shared kv.Store
+	reg    *lease.Registry
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	shared, err := boltkv.Open(filepath.Join(t.TempDir(), "shared.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shared.Close() })
+	return &testCluster{t: t, shared: shared, reg: lease.NewRegistry(shared, "felt/", nil)}
+}
+
+func (c *testCluster) host(id string) *host {
+	local, err := boltkv.Open(filepath.Join(c.t.TempDir(), id+".db"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { local.Close() })
+	st := state.New(local)
+	eng := newFakeEngine(c.t, c.reg, st)
+	logs := &testkit.LogBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := New(Config{Engine: eng, Records: c.reg, State: st, HostID: id, Log: log})
+	eng.hook = s.Deleted
+	return &host{id: id, sync: s, engine: eng, state: st, log: logs}
+}
+
+func (h *host) pass(t *testing.T) {
+	t.Helper()
+	if err := h.sync.Pass(context.Background()); err != nil {
+		t.Fatalf("%s: pass: %v", h.id, err)
+	}
+}
+
+func (h *host) create(t *testing.T, req CreateRequest) string {
+	t.Helper()
+	id, err := h.engine.add(context.Background(), req)
+	if err != nil {
+		t.Fatalf("%s: create %s: %v", h.id, req.Name, err)
+	}
+	return id
+}
+
+func (h *host) rm(t *testing.T, id string) {
+	t.Helper()
+	if err := h.engine.Remove(context.Background(), id); err != nil {
+		t.Fatalf("%s: rm: %v", h.id, err)
+	}
+}
+
+var (
+	poolA = netip.MustParsePrefix("10.42.0.0/16")
+	poolB = netip.MustParsePrefix("10.43.0.0/16")
+)
+
+func blue(pool netip.Prefix) CreateRequest {
+	return CreateRequest{Name: "blue", Pool: pool, IPRange: netip.MustParsePrefix(pool.Addr().String() + "/20"),
+		DriverOpts: map[string]string{"vni": "77"}, IPAMOpts: map[string]string{"x": "y"},
+		Labels: map[string]string{"team": "a"}, Internal: true, Attachable: true}
+}
+
+func passAll(t *testing.T, hosts ...*host) {
+	t.Helper()
+	for range 2 {
+		for _, h := range hosts {
+			h.pass(t)
+		}
+	}
+}
+
+func TestDeclaredOnOneHostCreatedOnAll(t *testing.T) {
+	c := newTestCluster(t)
+	a, b, d := c.host("a"), c.host("b"), c.host("d")
+	a.create(t, blue(poolA))
+	passAll(t, a, b, d)
+
+	for _, h := range []*host{b, d} {
+		if len(h.engine.created) != 1 {
+			t.Fatalf("%s created %d networks, want 1", h.id, len(h.engine.created))
+		}
+		got := h.engine.created[0]
+		want := blue(poolA)
+		if got.Name != want.Name || got.Pool != want.Pool || got.IPRange != want.IPRange || !got.Internal || !got.Attachable ||
+			got.DriverOpts["vni"] != "77" || got.Labels["team"] != "a" || got.IPAMOpts["x"] != "y" {
+			t.Errorf("%s created %+v, want %+v", h.id, got, want)
+		}
+	}
+	if len(a.engine.created) != 0 {
+		t.Errorf("the declaring host created %v", a.engine.created)
+	}
+	rec, err := c.reg.GetNetwork(context.Background(), poolA)
+	if err != nil || !rec.Cluster.Live() || rec.Cluster.Name != "blue" || rec.Cluster.By != "a" {
+		t.Fatalf("record %+v %v", rec.Cluster, err)
+	}
+	// More passes change nothing: no duplicates.
+	passAll(t, a, b, d)
+	for _, h := range []*host{a, b, d} {
+		if n := h.engine.count("blue"); n != 1 {
+			t.Errorf("%s has %d networks named blue", h.id, n)
+		}
+	}
+	if !strings.Contains(a.log.String(), "cluster network declared") || !strings.Contains(b.log.String(), "cluster network created here") {
+		t.Errorf("logs:\n%s\n%s", a.log, b.log)
+	}
+}
+
+func TestRemovedEverywhereKeptWhileUsed(t *testing.T) {
+	c := newTestCluster(t)
+	a, b, d := c.host("a"), c.host("b"), c.host("d")
+	a.create(t, blue(poolA))
+	passAll(t, a, b, d)
+	nb, _ := b.engine.byName("blue")
+	nd, _ := d.engine.byName("blue")
+	d.engine.setContainers(nd.ID, 1)
+
+	b.rm(t, nb.ID) // the user, on b
+	passAll(t, b, a, d)
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a still has blue")
+	}
+	if n := d.engine.count("blue"); n != 1 {
+		t.Fatalf("d removed blue while a container uses it")
+	}
+	if !strings.Contains(d.log.String(), "kept here") {
+		t.Errorf("d's log does not say it kept blue:\n%s", d.log)
+	}
+	passAll(t, a, b, d)
+	if strings.Count(d.log.String(), "kept here") != 1 {
+		t.Errorf("the kept network is logged more than once at info:\n%s", d.log)
+	}
+	// Nothing came back on b, the host that removed it.
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b made blue again after its user removed it")
+	}
+
+	d.engine.setContainers(nd.ID, 0)
+	d.pass(t)
+	if n := d.engine.count("blue"); n != 0 {
+		t.Errorf("d kept blue after its last container went")
+	}
+	if !strings.Contains(d.log.String(), "cluster network removed here") {
+		t.Errorf("d's log:\n%s", d.log)
+	}
+	if _, err := c.reg.GetNetwork(context.Background(), poolA); !errors.Is(err, kv.ErrNotFound) {
+		t.Errorf("the withdrawn record of a pool without leases is still there: %v", err)
+	}
+}
+
+func TestConflictsLeftAlone(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	own := b.create(t, CreateRequest{Name: "blue", Pool: poolB}) // b's own blue, another pool
+	own2 := b.create(t, CreateRequest{Name: "green", Pool: netip.MustParsePrefix("10.44.0.0/16"), DriverOpts: map[string]string{"scope": "local"}})
+	b.pass(t) // b declares its blue first
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+
+	if n := b.engine.count("blue"); n != 1 {
+		t.Fatalf("b has %d blue", n)
+	}
+	if n, _ := b.engine.byName("blue"); n.ID != own {
+		t.Fatalf("b's blue was replaced")
+	}
+	if !strings.Contains(a.log.String(), "conflict") || !strings.Contains(a.log.String(), "blue") {
+		t.Errorf("a's log does not report the name conflict:\n%s", a.log)
+	}
+	if a.engine.count("blue") != 1 || len(a.engine.created) != 0 {
+		t.Errorf("a: %d blue, created %v", a.engine.count("blue"), a.engine.created)
+	}
+	passAll(t, a, b)
+	if strings.Count(a.log.String(), "level=WARN") != 1 {
+		t.Errorf("a lasting conflict is warned about more than once:\n%s", a.log)
+	}
+	// scope=local is never declared.
+	if rec, err := c.reg.GetNetwork(context.Background(), netip.MustParsePrefix("10.44.0.0/16")); err != nil || rec.Cluster != nil {
+		t.Errorf("scope=local network declared: %+v %v", rec.Cluster, err)
+	}
+	if a.engine.count("green") != 0 {
+		t.Errorf("a made b's scope=local network")
+	}
+	_ = own2
+}
+
+func TestSameNameAndPoolAdopted(t *testing.T) {
+	// Upgrade from a felt without cluster networks: every host made blue
+	// by hand. One declares it, the others adopt theirs.
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	idB := b.create(t, blue(poolA))
+	passAll(t, a, b)
+	if len(b.engine.created) != 0 || b.engine.count("blue") != 1 {
+		t.Fatalf("b created %v", b.engine.created)
+	}
+	m, ok, err := b.state.ClusterMember(context.Background(), idB)
+	if err != nil || !ok || !m.Confirmed {
+		t.Fatalf("b's blue not adopted: %+v %v %v", m, ok, err)
+	}
+}
+
+func TestDuplicateWarningUndone(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.warn = true // Docker 20.10: a non-felt "blue" exists; the create only warns
+	b.pass(t)
+	if len(b.engine.removed) != 1 || b.engine.count("blue") != 0 {
+		t.Fatalf("the duplicate was not removed: removed %v", b.engine.removed)
+	}
+	if !strings.Contains(b.log.String(), "conflict") {
+		t.Errorf("log:\n%s", b.log)
+	}
+	members, _ := b.state.ClusterMembers(context.Background())
+	if len(members) != 0 {
+		t.Errorf("members %+v", members)
+	}
+}
+
+func TestCreateErrorReported(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.failNext = errFake
+	b.pass(t)
+	if !strings.Contains(b.log.String(), errFake.Error()) {
+		t.Errorf("the create's error is not in the log:\n%s", b.log)
+	}
+	b.pass(t)
+	if b.engine.count("blue") != 1 {
+		t.Errorf("not created on the next pass")
+	}
+}
+
+func TestCrashAfterCreateAdoptsByName(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	// b's membership lost (a crash between Create and its record).
+	n, _ := b.engine.byName("blue")
+	if err := b.state.DeleteClusterMember(context.Background(), n.ID); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, a, b)
+	if b.engine.count("blue") != 1 || len(b.engine.created) != 1 {
+		t.Fatalf("b: %d blue, created %d", b.engine.count("blue"), len(b.engine.created))
+	}
+	if _, ok, _ := b.state.ClusterMember(context.Background(), n.ID); !ok {
+		t.Errorf("not adopted")
+	}
+}
+
+func TestLostNetworkMadeAgain(t *testing.T) {
+	// dockerd lost b's network (no intent: the user did not remove it).
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	n, _ := b.engine.byName("blue")
+	b.engine.mu.Lock()
+	delete(b.engine.nets, n.ID)
+	b.engine.mu.Unlock()
+	if err := b.state.DeleteNetwork(context.Background(), n.ID); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, b)
+	if b.engine.count("blue") != 1 {
+		t.Errorf("not made again")
+	}
+	if rec, _ := c.reg.GetNetwork(context.Background(), poolA); !rec.Cluster.Live() {
+		t.Errorf("declaration withdrawn by a lost network")
+	}
+}
+
+func TestStoreWipedDeclaredAgain(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	before, _ := c.reg.GetNetwork(context.Background(), poolA)
+	ctx := context.Background()
+	pairs, _, err := c.shared.List(ctx, "felt/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		if err := c.shared.Delete(ctx, p.Key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	passAll(t, a, b) // no record yet: nothing removed
+	if a.engine.count("blue") != 1 || b.engine.count("blue") != 1 {
+		t.Fatalf("a wiped store removed networks")
+	}
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // the next lease renewal
+		t.Fatal(err)
+	}
+	passAll(t, a, b)
+	after, err := c.reg.GetNetwork(ctx, poolA)
+	if err != nil || !after.Cluster.Live() || after.Cluster.UID != before.Cluster.UID {
+		t.Fatalf("declaration after the wipe: %+v %v; before %+v", after.Cluster, err, before.Cluster)
+	}
+	if len(a.engine.created)+len(b.engine.created) != 1 {
+		t.Errorf("networks created again: %v %v", a.engine.created, b.engine.created)
+	}
+}
+
+func TestRemovedWhileDeclaringIsWithdrawn(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	id := a.create(t, blue(poolA))
+	// The user removes it between the pass's listing and its record:
+	// the hook found no membership, left an intent without UID.
+	if err := a.sync.Deleted(context.Background(), id, poolA); err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.sync.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(v.intents, id) // as read before the removal
+	if err := a.sync.declare(context.Background(), v, v.docker[id]); err != nil {
+		t.Fatal(err)
+	}
+	a.engine.mu.Lock()
+	delete(a.engine.nets, id)
+	a.engine.mu.Unlock()
+	passAll(t, a, b)
+	if b.engine.count("blue") != 0 {
+		// It may have been made on b for a moment; the withdrawal
+		// removes it.
+		passAll(t, a, b)
+	}
+	if b.engine.count("blue") != 0 {
+		t.Errorf("a network removed while it was being declared lives on elsewhere")
+	}
+	if rec, err := c.reg.GetNetwork(context.Background(), poolA); err == nil && rec.Cluster.Live() {
+		t.Errorf("declaration still live: %+v", rec.Cluster)
+	}
+}
+
+func TestNameRaceOneWins(t *testing.T) {
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	b.create(t, CreateRequest{Name: "blue", Pool: poolB})
+	errs := make(chan error, 2)
+	for _, h := range []*host{a, b} {
+		go func() { errs <- h.sync.Pass(context.Background()) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	passAll(t, a, b)
+	live := 0
+	for _, p := range []netip.Prefix{poolA, poolB} {
+		if rec, err := c.reg.GetNetwork(context.Background(), p); err == nil && rec.Cluster.Live() {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Errorf("%d live declarations of blue", live)
+	}
+	if a.engine.count("blue") != 1 || b.engine.count("blue") != 1 {
+		t.Errorf("networks changed: a %d b %d", a.engine.count("blue"), b.engine.count("blue"))
+	}
+}
+
+func TestDeletedHookRecordsIntent(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.host("a")
+	ctx := context.Background()
+	if err := a.state.PutClusterMember(ctx, state.ClusterMember{ID: "n1", UID: "u1", Pool: poolA, Confirmed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.sync.Deleted(ctx, "n1", poolA); err != nil {
+		t.Fatal(err)
+	}
+	i, ok, err := a.state.ClusterIntent(ctx, "n1")
+	if err != nil || !ok || i.UID != "u1" || i.Pool != poolA {
+		t.Fatalf("intent %+v %v %v", i, ok, err)
+	}
+	if _, ok, _ := a.state.ClusterMember(ctx, "n1"); ok {
+		t.Errorf("membership kept")
+	}
+}
