@@ -3,8 +3,10 @@
 # exists; it also runs on its own). Two hosts, each a network namespace with
 # a Docker engine of its own (scripts/engine2.sh) and felt:latest installed
 # in it, pointed at Consul; an underlay namespace joins them with a bridge and
-# runs Consul. The same felt network is created on both engines, a container
-# runs on each, and they ping each other across the vxlan overlay. Then it
+# runs Consul. The felt network is created once, on the first host: felt
+# declares it in Consul and creates it in the other host's engine (cluster
+# networks). A container runs on each, and they ping each other across the
+# vxlan overlay. Then it
 # shows what felt built: each host's lease, its VTEP with FDB, neighbour and
 # route entries, and felt's keys in Consul.
 #
@@ -139,14 +141,17 @@ for i in "${!hosts[@]}"; do
   docker save busybox:latest | dq "$i" load -q >/dev/null
   mkdir -p "/tmp/felt-engine-$h/felt-state" # the state mount's source (removed with the engine)
   d "$i" plugin create "$plugin" "$plugindir" >/dev/null
-  d "$i" plugin set "$plugin" CONSUL_HTTP_ADDR="$consul_addr" state.source="/tmp/felt-engine-$h/felt-state" ${FELT_LOG_LEVEL:+FELT_LOG_LEVEL=$FELT_LOG_LEVEL}
+  # docker.source: the directory holding this host's Docker socket, for
+  # cluster networks (/var/run on a real host, the default).
+  d "$i" plugin set "$plugin" CONSUL_HTTP_ADDR="$consul_addr" state.source="/tmp/felt-engine-$h/felt-state" \
+    docker.source="/tmp/felt-engine-$h" ${FELT_LOG_LEVEL:+FELT_LOG_LEVEL=$FELT_LOG_LEVEL}
   d "$i" plugin enable "$plugin" >/dev/null
 done
 
-say "the same network on both hosts, a container on each"
-for i in "${!hosts[@]}"; do
-  d "$i" network create -d "$plugin" --ipam-driver "$plugin" --subnet "$pool" "$net" >/dev/null
-done
+say "one docker network create, on ${hosts[0]} only: felt creates it on ${hosts[1]} too"
+d 0 network create -d "$plugin" --ipam-driver "$plugin" --subnet "$pool" "$net" >/dev/null
+for _ in $(seq 120); do dq 1 network inspect "$net" >/dev/null 2>&1 && break; sleep 0.25; done
+d 1 network ls --filter driver="$plugin"
 ips=()
 for i in "${!hosts[@]}"; do
   d "$i" run -d --name "$(ctr "$i")" --network "$net" busybox sleep 1d >/dev/null
