@@ -94,8 +94,8 @@ type EngineConfig struct {
 // than fail. Create and remove run felt's own handlers and Consul writes
 // inside dockerd's call, hence the longer bound.
 const (
-	ShortCall = 15 * time.Second // ping, list, inspect, plugin inspect
-	LongCall  = 60 * time.Second // create, remove
+	shortCall = 15 * time.Second // ping, list, inspect, plugin inspect
+	longCall  = 60 * time.Second // create, remove
 )
 
 // NewEngine returns an Engine for the Docker API at cfg.Host. It does not
@@ -131,7 +131,7 @@ func newEngine(cfg EngineConfig) *dockerEngine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &dockerEngine{cfg: cfg, log: log.With("docker", cfg.Host), short: ShortCall, long: LongCall,
+	return &dockerEngine{cfg: cfg, log: log.With("docker", cfg.Host), short: shortCall, long: longCall,
 		mountinfo: readMountinfo, turn: make(chan struct{}, 1)}
 }
 
@@ -200,7 +200,7 @@ func (e *dockerEngine) lost(ctx context.Context, c *conn, err error) {
 	}
 	e.cur = nil
 	_ = c.cli.Close()
-	e.log.Warn("lost the connection to Docker; the next call reconnects", "err", err)
+	e.log.Info("lost the connection to Docker; the next call reconnects", "err", err)
 }
 
 // connectionLost reports whether err is about the connection rather than
@@ -392,12 +392,12 @@ func (e *dockerEngine) WatchEvents(ctx context.Context, kick func()) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err == nil {
-				err = io.EOF
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("Docker ended the event stream")
 			}
 			// The stream ends when dockerd goes away: start afresh.
 			e.lost(ctx, c, io.EOF)
-			return fmt.Errorf("watching Docker's network events: the stream ended: %w", err)
+			return fmt.Errorf("watching Docker's network events: %w", err)
 		}
 	}
 }

@@ -450,7 +450,7 @@ func TestEngineWatchEvents(t *testing.T) {
 	e := testEngine(f)
 	var kicks atomic.Int64
 	err := e.WatchEvents(ctxT(t), func() { kicks.Add(1) })
-	if err == nil || !strings.Contains(err.Error(), "stream ended") {
+	if err == nil || !strings.Contains(err.Error(), "Docker ended the event stream") {
 		t.Errorf("WatchEvents = %v, want the end of the stream", err)
 	}
 	if n := kicks.Load(); n != 2 {

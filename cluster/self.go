@@ -75,7 +75,9 @@ func pluginIDFromMountinfo(info []byte) (string, bool) {
 		if len(f) < 5 {
 			continue
 		}
-		if unescapeMountinfo(f[4]) != pluginsDir {
+		// /var/run is /run in the plugin's rootfs (Debian's symlink), but a
+		// rootfs with a real /var/run would show that path.
+		if mp := unescapeMountinfo(f[4]); mp != pluginsDir && mp != "/var"+pluginsDir {
 			continue
 		}
 		root := unescapeMountinfo(f[3])

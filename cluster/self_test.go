@@ -33,6 +33,8 @@ func TestPluginIDFromMountinfo(t *testing.T) {
 		{"engine2", engine2Mountinfo, feltID},
 		{"bare binary", hostMountinfo, ""},
 		{"empty", "", ""},
+		{"/var/run", strings.ReplaceAll(pluginMountinfo, " /run/docker/plugins ", " /var/run/docker/plugins "), pluginID},
+		{"elsewhere", strings.ReplaceAll(pluginMountinfo, " /run/docker/plugins ", " /run/docker/plugins/x "), ""},
 		// The last mount at the path is the one on top.
 		{"stacked", pluginMountinfo + strings.ReplaceAll(engine2Mountinfo, "/ / ", "/x /x "), feltID},
 		{"escaped mount point", "1 0 0:1 /docker/plugins/" + pluginID + ` /run/docker\040plugins rw - tmpfs tmpfs rw`, ""},
