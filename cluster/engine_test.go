@@ -517,3 +517,30 @@ func TestEngineRefusesHandlerContext(t *testing.T) {
 func urlQuery(q string) (url.Values, error) { return url.ParseQuery(q) }
 
 func reflectMethods() int { return reflect.TypeFor[Engine]().NumMethod() }
+
+// Concurrent first calls make one client: one ping, one Self.
+func TestEngineConcurrentCallsShareOneClient(t *testing.T) {
+	var inspected atomic.Int64
+	f := newFakeDocker(t, "", "1.41", map[string]http.HandlerFunc{
+		"GET /plugins/*": func(w http.ResponseWriter, r *http.Request) {
+			inspected.Add(1)
+			fmt.Fprintf(w, `{"Id":%q,"Name":"felt:latest","Enabled":true,"Settings":{},"Config":{}}`, pluginID)
+		},
+		"GET /networks": jsonAnswer("[]"),
+	})
+	e := testEngine(f)
+	e.mountinfo = func() ([]byte, error) { return []byte(pluginMountinfo), nil }
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := e.Networks(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if f.pings.Load() != 1 || inspected.Load() != 1 {
+		t.Errorf("8 concurrent calls: %d pings, %d plugin inspections; want 1 each", f.pings.Load(), inspected.Load())
+	}
+}
