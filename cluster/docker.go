@@ -1,6 +1,6 @@
-// Package cluster makes a felt network declared on one host exist in the
-// Docker engine of every felt host (issue 10). This file is its only door
-// to Docker: the Engine, over the Docker Engine API client.
+// The Engine: felt's only door to the Docker Engine API
+// (github.com/moby/moby/client; nothing else in felt imports it).
+
 package cluster
 
 import (
