@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/sdk"
 
+	"github.com/felt-net/felt/cluster"
 	"github.com/felt-net/felt/driver"
 	"github.com/felt-net/felt/ipam"
 )
@@ -152,7 +153,9 @@ func handle[Req any](s *Server, path string, fn func(ctx context.Context, req *R
 			s.fail(w, path, http.StatusServiceUnavailable, fmt.Errorf("felt could not start: %w", s.failed))
 			return
 		}
-		resp, err := fn(r.Context(), req)
+		// The mark makes every Docker API call under this handler fail
+		// at once (cluster.ErrInHandler): dockerd is waiting on us here.
+		resp, err := fn(cluster.InHandler(r.Context()), req)
 		if err != nil {
 			s.fail(w, path, http.StatusInternalServerError, err)
 			return

@@ -1,17 +1,19 @@
 package plugin
 
 import (
-	"slices"
-	"strconv"
-
-	"github.com/felt-net/felt/state"
-
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/felt-net/felt/state"
 )
 
 // Settings are read from the environment, so the managed plugin (docker
@@ -28,6 +30,8 @@ type Settings struct {
 	Resync     time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
 	ReadyWait  time.Duration // how long a call waits for start-up to finish
 	Iptables   string        // FELT_IPTABLES: the iptables command; empty: the flavour Docker uses
+	DockerHost string        // FELT_DOCKER_HOST: the Docker API of cluster networks, unix:///…; empty: off (no Docker API access)
+	DriverName string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
@@ -38,19 +42,43 @@ const (
 	DefaultSocket   = "/run/docker/plugins/felt.sock"
 	DefaultLeaseTTL = 24 * time.Hour
 	DefaultResync   = 30 * time.Second
+
+	// ManagedDockerDir is where config.json's "docker" mount puts the
+	// host's /var/run: the directory, not the socket file, because dockerd
+	// recreates its socket at every start and a file bind would keep the
+	// dead one. Its existence tells a managed plugin from a bare binary.
+	ManagedDockerDir  = "/run/felt-docker"
+	ManagedDockerHost = "unix://" + ManagedDockerDir + "/docker.sock"
+	// DefaultDockerHost is the bare binary's default, as for the docker CLI.
+	DefaultDockerHost = "unix:///var/run/docker.sock"
 )
 
 // SettingNames lists every variable felt reads (for docs and errors).
 // The CONSUL_* ones besides CONSUL_HTTP_ADDR are read by Consul's client.
+// DOCKER_HOST is not among them: it is only the bare binary's default for
+// FELT_DOCKER_HOST, and a managed plugin has no use for it.
 // A function, so no caller can change the list for the others.
 func SettingNames() []string { return slices.Clone(settingNames) }
 
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
-	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES"}
+	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
+// FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
 func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
+	return settingsFrom(lookup, isDir)
+}
+
+// isDir reports whether path is a directory (following symlinks).
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// settingsFrom is SettingsFromEnv with the file system check injected.
+func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (Settings, error) {
 	get := func(k, def string) string {
 		if v, ok := lookup(k); ok && strings.TrimSpace(v) != "" {
 			return strings.TrimSpace(v)
@@ -108,7 +136,69 @@ func SettingsFromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	if s.Resync, err = duration(get("FELT_RESYNC_INTERVAL", DefaultResync.String()), "FELT_RESYNC_INTERVAL", 100*time.Millisecond); err != nil {
 		return s, err
 	}
+	if s.DockerHost, err = dockerHost(get, isDir); err != nil {
+		return s, err
+	}
+	if s.DriverName = get("FELT_DRIVER_NAME", ""); s.DriverName != "" && !validDriverName(s.DriverName) {
+		return s, fmt.Errorf("FELT_DRIVER_NAME=%s: must be this plugin's name as `docker plugin ls` shows it, [registry/][path/]name[:tag] in lower case (e.g. felt:latest); empty: detected", quotedSetting(s.DriverName))
+	}
 	return s, nil
+}
+
+// dockerHost picks the Docker API address of cluster networks: "" when
+// FELT_DOCKER_HOST is off; else FELT_DOCKER_HOST; else DOCKER_HOST; else
+// the managed plugin's mount if it exists, or the usual socket. felt runs
+// beside its dockerd, which always has a unix socket, so only unix://
+// addresses are taken: no TCP API without TLS, and no TLS settings to get
+// wrong.
+func dockerHost(get func(k, def string) string, isDir func(string) bool) (string, error) {
+	host, from, note := get("FELT_DOCKER_HOST", ""), "FELT_DOCKER_HOST", ""
+	switch {
+	case strings.EqualFold(host, "off"):
+		return "", nil
+	case host != "":
+	case get("DOCKER_HOST", "") != "":
+		host, from, note = get("DOCKER_HOST", ""), "DOCKER_HOST", " (the default of FELT_DOCKER_HOST, which is unset; set that instead)"
+	case isDir(ManagedDockerDir):
+		return ManagedDockerHost, nil
+	default:
+		return DefaultDockerHost, nil
+	}
+	// The client takes what follows unix:// as the socket's path, as is.
+	p, ok := strings.CutPrefix(host, "unix://")
+	if !ok || !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.ContainsFunc(p, unicode.IsControl) {
+		return "", fmt.Errorf("%s=%s%s: must be unix:///path/to/docker.sock, this host's Docker API socket (e.g. %s), or off to run without Docker API access (no cluster networks)",
+			from, quotedSetting(host), note, DefaultDockerHost)
+	}
+	return host, nil
+}
+
+// pluginName is a Docker plugin reference as `docker plugin ls` shows it:
+// an optional registry host[:port], slash-separated lower-case path
+// components, an optional tag. No digests: a driver name never has one.
+var pluginName = regexp.MustCompile(`^(?:[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]+)?/)?` +
+	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*` +
+	`(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$`)
+
+func validDriverName(v string) bool { return len(v) <= 255 && pluginName.MatchString(v) }
+
+// quotedSetting shows a setting's value in an error, cut short and with
+// anything unprintable escaped.
+func quotedSetting(v string) string {
+	if len(v) > 120 {
+		v = v[:120] + "..."
+	}
+	if q := strconv.Quote(v); q[1:len(q)-1] != v {
+		return q
+	}
+	return v
+}
+
+// BareDriverName is the name Docker knows a bare binary by: its socket's
+// basename without .sock (felt for /run/docker/plugins/felt.sock). The
+// cluster engine falls back to it when it finds no managed-plugin mount.
+func (s Settings) BareDriverName() string {
+	return strings.TrimSuffix(path.Base(s.Socket), ".sock")
 }
 
 func duration(v, name string, min time.Duration) (time.Duration, error) {

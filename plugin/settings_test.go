@@ -65,3 +65,67 @@ func TestSettingNamesMatchManifest(t *testing.T) {
 		t.Errorf("config.json env: %q\nSettingNames:    %q", names, SettingNames())
 	}
 }
+
+// FELT_DOCKER_HOST: off, a unix socket, or the default: DOCKER_HOST, the
+// managed plugin's mount if it exists, the usual socket.
+func TestSettingsDockerHost(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		env     map[string]string
+		managed bool
+		want    string
+	}{
+		{"bare binary default", nil, false, "unix:///var/run/docker.sock"},
+		{"managed plugin default", nil, true, "unix:///run/felt-docker/docker.sock"},
+		{"DOCKER_HOST", map[string]string{"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}, true, "unix:///run/user/1000/docker.sock"},
+		{"set", map[string]string{"FELT_DOCKER_HOST": " unix:///tmp/felt-engine-ns2/docker.sock ", "DOCKER_HOST": "tcp://x:2375"}, true, "unix:///tmp/felt-engine-ns2/docker.sock"},
+		{"off", map[string]string{"FELT_DOCKER_HOST": "off", "DOCKER_HOST": "unix:///x.sock"}, true, ""},
+		{"OFF", map[string]string{"FELT_DOCKER_HOST": "OFF"}, false, ""},
+		{"blank is unset", map[string]string{"FELT_DOCKER_HOST": " "}, true, "unix:///run/felt-docker/docker.sock"},
+	} {
+		s, err := settingsFrom(env(c.env), func(p string) bool { return c.managed && p == ManagedDockerDir })
+		if err != nil || s.DockerHost != c.want {
+			t.Errorf("%s: DockerHost %q, %v; want %q", c.name, s.DockerHost, err, c.want)
+		}
+	}
+	for _, v := range []string{"tcp://127.0.0.1:2375", "ssh://me@host", "/var/run/docker.sock", "unix://var/run/docker.sock",
+		"unix:/var/run/docker.sock", "unix:///", "unix:///run/../docker.sock", "unix:///run/x/", "npipe:////./pipe/docker_engine", "unix:///a\x00b"} {
+		_, err := settingsFrom(env(map[string]string{"FELT_DOCKER_HOST": v}), func(string) bool { return false })
+		if err == nil || !strings.Contains(err.Error(), "FELT_DOCKER_HOST=") || !strings.Contains(err.Error(), "unix:///") {
+			t.Errorf("FELT_DOCKER_HOST=%q: error %v, want one naming the setting and what it takes", v, err)
+		}
+	}
+	// A bad DOCKER_HOST is named as such, and the error says to set ours.
+	_, err := settingsFrom(env(map[string]string{"DOCKER_HOST": "tcp://10.0.0.1:2376"}), func(string) bool { return false })
+	if err == nil || !strings.Contains(err.Error(), "DOCKER_HOST=tcp://10.0.0.1:2376 (the default of FELT_DOCKER_HOST") {
+		t.Errorf("DOCKER_HOST=tcp://…: error %v", err)
+	}
+}
+
+func TestSettingsDriverName(t *testing.T) {
+	for _, v := range []string{"felt", "felt:latest", "felt2:beta", "felt-net/felt:0.9.1", "localhost:5000/felt:latest",
+		"registry.example.com/team/felt_x:v1.2-rc.1", "a__b", "a--b"} {
+		s, err := SettingsFromEnv(env(map[string]string{"FELT_DRIVER_NAME": v}))
+		if err != nil || s.DriverName != v {
+			t.Errorf("FELT_DRIVER_NAME=%s: %q, %v", v, s.DriverName, err)
+		}
+	}
+	if s, err := SettingsFromEnv(env(nil)); err != nil || s.DriverName != "" {
+		t.Errorf("FELT_DRIVER_NAME unset: %q, %v; want empty (detected)", s.DriverName, err)
+	}
+	for _, v := range []string{"Felt:latest", "felt:", ":latest", "felt@sha256:0123", "/felt", "felt/", "felt//x", "fe lt",
+		"felt:-x", "felt:" + strings.Repeat("x", 129), "-felt", "felt.", "felt:latest:2", "a\x00b", strings.Repeat("a", 256)} {
+		_, err := SettingsFromEnv(env(map[string]string{"FELT_DRIVER_NAME": v}))
+		if err == nil || !strings.Contains(err.Error(), "FELT_DRIVER_NAME=") || !strings.Contains(err.Error(), "felt:latest") {
+			t.Errorf("FELT_DRIVER_NAME=%q: error %v, want one naming the setting and an example", v, err)
+		}
+	}
+}
+
+func TestBareDriverName(t *testing.T) {
+	for sock, want := range map[string]string{"/run/docker/plugins/felt.sock": "felt", "/run/docker/plugins/ns2/felt2.sock": "felt2", "/tmp/x": "x"} {
+		if got := (Settings{Socket: sock}).BareDriverName(); got != want {
+			t.Errorf("BareDriverName(%s) = %q, want %q", sock, got, want)
+		}
+	}
+}
