@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/felt-net/felt/cluster"
 	"github.com/felt-net/felt/driver"
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/ipam"
@@ -36,9 +37,12 @@ type App struct {
 	IPAM     *ipam.Driver
 	Driver   *driver.Driver
 	Overlay  *overlay.Manager
-	Underlay Underlay
-	Firewall *firewall.Firewall
-	Log      *slog.Logger
+	// Cluster makes networks cluster-wide; nil when off (ClusterOff says why).
+	Cluster    *cluster.Sync
+	ClusterOff string
+	Underlay   Underlay
+	Firewall   *firewall.Firewall
+	Log        *slog.Logger
 
 	instance string // this felt's mark in kernel objects (its host ID's first 8)
 }
@@ -102,10 +106,23 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Backends: bes, Resync: s.Resync, Log: log,
 	})
+	// Cluster networks need a store to share and this host's Docker API;
+	// the loop starts in Background, never before the socket serves.
+	var hooks driver.Cluster // a nil *cluster.Sync must stay a nil interface
+	switch {
+	case s.ConsulAddr == "":
+		app.ClusterOff = "the embedded store has no other hosts (set CONSUL_HTTP_ADDR)"
+	case s.DockerHost == "":
+		app.ClusterOff = "FELT_DOCKER_HOST=off"
+	default:
+		eng := cluster.NewEngine(cluster.EngineConfig{Host: s.DockerHost, DriverName: s.DriverName, FallbackName: s.BareDriverName(), Log: log})
+		app.Cluster = cluster.New(cluster.Config{Engine: eng, Records: reg, State: st, HostID: hostID, Resync: s.Resync, Log: log})
+		hooks = app.Cluster
+	}
 	// The network driver first: the IPAM's ForgetHost removes its links.
 	app.Driver = driver.New(driver.Config{
 		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay, Backends: bes,
-		Instance: instance, UnderlayMTU: under.MTU, Log: log,
+		Instance: instance, UnderlayMTU: under.MTU, Cluster: hooks, Log: log,
 	})
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner.of, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
@@ -162,6 +179,11 @@ func (a *App) Background(ctx context.Context) {
 	}
 	go a.Overlay.Run(ctx)
 	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
+	if a.Cluster != nil {
+		go a.Cluster.Run(ctx)
+	} else {
+		a.Log.Info("cluster networks off: networks stay on the host that created them", "why", a.ClusterOff)
+	}
 	a.renewLoop(ctx)
 }
 
