@@ -7,7 +7,9 @@
 // outside this package names one. One file per operation: acquire.go, renew.go,
 // release.go, expire.go (RemoveExpired), list.go, watch.go (WatchLeases, one
 // blocking query over every pool's leases), network.go (the network record:
-// ReservePool for the IPAM, SettleNetwork for the network driver). A lease
+// ReservePool for the IPAM, SettleNetwork for the network driver), cluster.go
+// (cluster declarations in the network record: Declare, Withdraw, Epoch;
+// WatchNetworks is in watch.go). A lease
 // carries the backends' data opaquely (BackendData), flattened into its JSON
 // record as felt always wrote it (record.go).
 package lease

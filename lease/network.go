@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +40,12 @@ type Network struct {
 	MTU           int          `json:"mtu,omitempty"`           // SettleNetwork; 0: each host derives it from its underlay
 	DirectRouting bool         `json:"directRouting,omitempty"` // SettleNetwork
 	Port          int          `json:"port,omitempty"`          // SettleNetwork; for backends that take one
-	Cluster *Declaration `json:"cluster,omitempty"` // STUB
+	// Cluster is the network's cluster declaration (Declare, Withdraw in
+	// cluster.go), nil if none. Optional, so older felts read the record
+	// as before; their rewrites drop it, and the sync loop declares again.
+	// A pointer keeps Network comparable (writeNetwork's next == cur):
+	// merge copies it, so an unchanged record compares equal.
+	Cluster *Declaration `json:"cluster,omitempty"`
 
 	index uint64
 }
@@ -404,7 +410,10 @@ func keyToPool(k string) string {
 }
 
 // deleteNetwork removes the record of pool and its VNI claim if no lease of
-// pool is left, so the next creation starts afresh.
+// pool is left, so the next creation starts afresh. A record with a live
+// cluster declaration stays: it is what makes the network exist on every
+// host, whether or not one holds a lease now; it goes only after Withdraw.
+// A tombstoned one goes, as any other, with the last lease.
 //
 // Another host may be taking a lease meanwhile, on the strength of the
 // record as it is (no write to it). Every lease write is followed by a
@@ -421,6 +430,11 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 	}
 	if err != nil {
 		return err
+	}
+	if n.Cluster.Live() {
+		// Kept. A declaration made after this read changes the record,
+		// so the DeleteCAS below fails on it.
+		return nil
 	}
 	rest, err := r.Leases(ctx, pool)
 	if err != nil || len(rest) > 0 {
@@ -446,16 +460,32 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 	return nil
 }
 
+// touch rewrites p, a JSON value, so that its ModifyIndex changes: a fence
+// that makes a CAS or DeleteCAS by anyone who read p before fail. The bytes
+// must differ: Consul skips a write of the value a key already holds (its
+// ModifyIndex stays, and a CAS at the old index still succeeds). A
+// trailing newline is added or removed, which every JSON decoder ignores,
+// older felts' included; the meaning is unchanged.
+func (r *Registry) touch(ctx context.Context, p kv.Pair) error {
+	v := bytes.Clone(p.Value)
+	if n := len(v); n > 0 && v[n-1] == '\n' {
+		v = v[:n-1]
+	} else {
+		v = append(v, '\n')
+	}
+	return r.store.CAS(ctx, p.Key, v, p.ModifyIndex)
+}
+
 // keepNetwork follows every lease write: it rewrites the record of n.Pool
-// unchanged, so that a deleteNetwork that read it before fails (see
-// there), or makes it again from n when it is gone. Without it a host could
-// hold a lease of a pool without a record, and the next host to create the
-// network would get another VNI.
+// unchanged in meaning (touch), so that a deleteNetwork that read it before
+// fails (see there), or makes it again from n when it is gone. Without it
+// a host could hold a lease of a pool without a record, and the next host
+// to create the network would get another VNI.
 func (r *Registry) keepNetwork(ctx context.Context, n Network) error {
 	key := r.networkKey(n.Pool)
 	p, err := r.store.Get(ctx, key)
 	if err == nil {
-		err = r.store.CAS(ctx, key, p.Value, p.ModifyIndex)
+		err = r.touch(ctx, p)
 		if !errors.Is(err, kv.ErrConflict) {
 			if err != nil {
 				return fmt.Errorf("network %s: %w", n.Pool, err)

@@ -15,9 +15,16 @@ import (
 //	<prefix>networks/<pool>         the network record (network.go)
 //	<prefix>vnis/<vni>              a VNI claim, naming its pool (network.go)
 //	<prefix>leases/<pool>/<subnet>  one host's lease of one subnet
+//	<prefix>names/<name>            a cluster network's name claim, {"pool","uid"}:
+//	                                valid while that pool's record carries that
+//	                                declaration, live (cluster.go)
+//	<prefix>cluster-epoch           a random ID made once per store; another one
+//	                                means the store was wiped (cluster.go)
 //
 // Callers (ipam, the overlay manager) see leases only through its methods:
 // Acquire, Renew, Release, Leases, AllLeases, WatchLeases, RemoveExpired.
+// The cluster sync loop sees declarations through Declare, Withdraw,
+// Epoch, WatchNetworks and the records' Cluster field.
 type Registry struct {
 	store  kv.Store
 	prefix string

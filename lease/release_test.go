@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/lease/leasetest"
 )
@@ -41,10 +42,9 @@ var racePool = netip.MustParsePrefix("10.42.0.0/16")
 // while host B takes one: B acts through acquire just before A's first
 // conditional delete of a key under pausePrefix. It returns A's network
 // record (B's VNI) once A's Release returned, failing t if B got no lease.
-func releaseRacingAcquire(t *testing.T, pausePrefix string, acquire func(b *lease.Registry, rec lease.Network) (lease.Lease, error)) (*lease.Registry, lease.Network) {
+func releaseRacingAcquire(t *testing.T, store kv.Store, pausePrefix string, acquire func(b *lease.Registry, rec lease.Network) (lease.Lease, error)) (*lease.Registry, lease.Network) {
 	t.Helper()
 	ctx := context.Background()
-	store := newStore(t)
 	ps := &hooked{Store: store, op: "DeleteCAS", when: under(pausePrefix)}
 	regA := lease.NewRegistry(ps, "felt/", nil)
 	regB := lease.NewRegistry(store, "felt/", nil)
@@ -97,23 +97,29 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 // it using the existing record (which it does not write: nothing changed).
 // A deleted the record and its VNI claim though B held a lease: the pool
 // was in use without a record, its VNI free for another pool, and the next
-// host creating the network got whatever VNI was lowest.
+// host creating the network got whatever VNI was lowest. On each store:
+// Consul keeps the ModifyIndex of a write that changes nothing, so B's
+// rewrite of the record must change its bytes (touch).
 func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
-	reg, rec := releaseRacingAcquire(t, "felt/networks/", func(b *lease.Registry, _ lease.Network) (lease.Lease, error) {
-		n, err := b.SettleNetwork(context.Background(), lease.Spec{Backends: leasetest.Backends, Pool: racePool, Backend: "vxlan"})
-		if err != nil {
-			return lease.Lease{}, err
-		}
-		return acquireB(b, n)
-	})
-	checkRecordKept(t, reg, rec.VNI)
+	for name, store := range map[string]func(*testing.T) kv.Store{"embedded": newStore, "consul": consulStore} {
+		t.Run(name, func(t *testing.T) {
+			reg, rec := releaseRacingAcquire(t, store(t), "felt/networks/", func(b *lease.Registry, _ lease.Network) (lease.Lease, error) {
+				n, err := b.SettleNetwork(context.Background(), lease.Spec{Backends: leasetest.Backends, Pool: racePool, Backend: "vxlan"})
+				if err != nil {
+					return lease.Lease{}, err
+				}
+				return acquireB(b, n)
+			})
+			checkRecordKept(t, reg, rec.VNI)
+		})
+	}
 }
 
 // The other order: A has removed the record and is about to remove the VNI
 // claim when B, holding the record as it read it before, takes a lease. B
 // makes the record again with its VNI, and the claim stays with it.
 func TestAcquireAfterRecordRemovedKeepsTheClaim(t *testing.T) {
-	reg, rec := releaseRacingAcquire(t, "felt/vnis/", acquireB)
+	reg, rec := releaseRacingAcquire(t, newStore(t), "felt/vnis/", acquireB)
 	checkRecordKept(t, reg, rec.VNI)
 }
 

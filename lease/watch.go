@@ -29,3 +29,21 @@ func (r *Registry) WatchLeases(ctx context.Context, after uint64) ([]Lease, uint
 	}
 	return decodeLeases(pairs), next, nil
 }
+
+// WatchNetworks is a blocking query on the network records of every pool
+// (declarations and tombstones included), as WatchLeases is on the leases:
+// it returns once they may have changed after the index after, with the
+// index to pass next time; 0, or an index the store has passed, answers at
+// once. It returns no records: the caller (the cluster sync loop) reads
+// them all with ListNetworks in each pass anyway, after any trigger.
+// The store's index going backwards comes back as 0, as in WatchLeases.
+func (r *Registry) WatchNetworks(ctx context.Context, after uint64) (uint64, error) {
+	_, next, err := r.store.Wait(ctx, r.prefix+"networks/", after)
+	if err != nil {
+		return 0, fmt.Errorf("watching network records: %w", err)
+	}
+	if next < after {
+		next = 0
+	}
+	return next, nil
+}
