@@ -341,6 +341,12 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 			}
 			if rec, ok := v.records[i.Pool]; ok && rec.Cluster.Live() && rec.Cluster.UID == i.UID {
 				s.cfg.Log.Info("cluster network removed: withdrawn from every host", "network", rec.Cluster.Name, "pool", i.Pool)
+				// The rest of this pass must see it withdrawn, or
+				// create would make it again right here.
+				d := *rec.Cluster
+				d.Removed = &lease.Removal{By: s.cfg.HostID, At: s.cfg.Now()}
+				rec.Cluster = &d
+				v.records[i.Pool] = rec
 			}
 		}
 		if err := s.cfg.State.DeleteClusterIntent(ctx, id); err != nil {
@@ -577,9 +583,14 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 	return s.join(ctx, v, id, d.UID, rec.Pool)
 }
 
-// conflict reports whether a Declare error is a conflict, not an outage.
+// conflict reports whether a Declare error is a lasting conflict, to be
+// reported, not an outage to retry: a name or pool another declaration
+// holds, a declaration the user withdrew meanwhile, or a network the
+// cluster cannot name (Docker accepts names such as "a/b" that no store key
+// may hold).
 func conflict(err error) bool {
-	return errors.Is(err, lease.ErrNameTaken) || errors.Is(err, lease.ErrDeclared)
+	return errors.Is(err, lease.ErrNameTaken) || errors.Is(err, lease.ErrDeclared) ||
+		errors.Is(err, lease.ErrWithdrawn) || errors.Is(err, lease.ErrInvalidDeclaration)
 }
 
 // report logs msg for subject at warn once, at debug while it repeats: a
