@@ -24,18 +24,19 @@ type fakeEngine struct {
 	hook  func(ctx context.Context, id string, pool netip.Prefix) error // the driver's Deleted hook
 
 	mu       sync.Mutex
+	host     string
 	nets     map[string]Net
 	pools    map[string]netip.Prefix
+	subnets  map[string]netip.Prefix
 	next     int
 	warn     bool // answer creates with a warning, as Docker < 25 does for a duplicate name
 	failNext error
 	created  []CreateRequest
 	removed  []string
-	subnet   int
 }
 
-func newFakeEngine(t *testing.T, reg *lease.Registry, st *state.Store) *fakeEngine {
-	return &fakeEngine{t: t, reg: reg, state: st, nets: map[string]Net{}, pools: map[string]netip.Prefix{}}
+func newFakeEngine(t *testing.T, host string, reg *lease.Registry, st *state.Store) *fakeEngine {
+	return &fakeEngine{t: t, host: host, reg: reg, state: st, nets: map[string]Net{}, pools: map[string]netip.Prefix{}, subnets: map[string]netip.Prefix{}}
 }
 
 func (e *fakeEngine) Self(context.Context) (string, error) { return "felt:latest", nil }
@@ -62,22 +63,26 @@ func (e *fakeEngine) Inspect(_ context.Context, id string) (Net, error) {
 }
 
 // add makes network name on pool as the user's `docker network create`
-// does: through felt's handlers.
+// does: through felt's handlers, which record the pool and lease a subnet
+// of it for this host.
 func (e *fakeEngine) add(ctx context.Context, req CreateRequest) (string, error) {
-	if _, err := e.reg.ReservePool(ctx, req.Pool, 0); err != nil {
+	rec, err := e.reg.ReservePool(ctx, req.Pool, 0)
+	if err != nil {
+		return "", err
+	}
+	l, err := e.reg.Acquire(ctx, lease.AcquireRequest{Network: rec,
+		Owner: lease.Owner{HostID: e.host, PublicIP: netip.MustParseAddr("192.0.2.1")}})
+	if err != nil {
 		return "", err
 	}
 	e.mu.Lock()
 	e.next++
-	e.subnet++
-	id := fmt.Sprintf("%064x", e.next)
-	// A stand-in for the subnet felt's IPAM leases: unique per network.
-	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{req.Pool.Addr().As4()[0], req.Pool.Addr().As4()[1], byte(e.subnet), 0}), 24)
+	id := fmt.Sprintf("%s%063x", e.host[:1], e.next)
 	e.mu.Unlock()
-	if err := e.state.PutPool(ctx, state.Pool{ID: "felt/" + req.Pool.String() + "/" + id[:4], Pool: req.Pool, Range: req.IPRange, Subnet: subnet, Refs: 1}); err != nil {
+	if err := e.state.PutPool(ctx, state.Pool{ID: "felt/" + req.Pool.String() + "/" + id[:4], Pool: req.Pool, Range: req.IPRange, Subnet: l.Subnet, Refs: 1}); err != nil {
 		return "", err
 	}
-	if err := e.state.PutNetwork(ctx, state.Network{ID: id, Pool: req.Pool, Subnet: subnet}); err != nil {
+	if err := e.state.PutNetwork(ctx, state.Network{ID: id, Pool: req.Pool, Subnet: l.Subnet}); err != nil {
 		return "", err
 	}
 	e.mu.Lock()
@@ -85,6 +90,7 @@ func (e *fakeEngine) add(ctx context.Context, req CreateRequest) (string, error)
 		DriverOpts: maps.Clone(req.DriverOpts), IPAMOpts: maps.Clone(req.IPAMOpts), Labels: maps.Clone(req.Labels),
 		Internal: req.Internal, Attachable: req.Attachable}
 	e.pools[id] = req.Pool
+	e.subnets[id] = l.Subnet
 	e.mu.Unlock()
 	return id, nil
 }
@@ -128,6 +134,9 @@ func (e *fakeEngine) Remove(ctx context.Context, id string) error {
 	if err := e.state.DeleteNetwork(ctx, id); err != nil {
 		return err
 	}
+	if err := e.reg.Release(ctx, pool, e.subnetOf(id), e.host); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	delete(e.nets, id)
 	e.removed = append(e.removed, id)
@@ -138,6 +147,12 @@ func (e *fakeEngine) Remove(ctx context.Context, id string) error {
 func (e *fakeEngine) WatchEvents(ctx context.Context, kick func()) error {
 	<-ctx.Done()
 	return ctx.Err()
+}
+
+func (e *fakeEngine) subnetOf(id string) netip.Prefix {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.subnets[id]
 }
 
 // setContainers sets how many containers use network id.

@@ -68,7 +68,39 @@ type Sync struct {
 
 	mu       sync.Mutex
 	reported map[string]string // what was last logged per subject, so a lasting state is logged once
+
+	// retry holds, per declaration UID, when a create that failed may be
+	// tried again and how long the wait after the next failure is. Only
+	// the loop's goroutine uses it.
+	retry map[string]retry
 }
+
+type retry struct {
+	at   time.Time
+	wait time.Duration
+}
+
+// Waits between creates of one declaration that keep failing: a conflict
+// lasts until a user resolves it, and each try costs Docker and felt a
+// RequestPool.
+const (
+	firstCreateRetry = 2 * time.Second
+	maxCreateRetry   = 2 * time.Minute
+)
+
+func (s *Sync) due(uid string) bool {
+	r, ok := s.retry[uid]
+	return !ok || !s.cfg.Now().Before(r.at)
+}
+
+func (s *Sync) failed(uid string) {
+	r := s.retry[uid]
+	r.wait = min(max(2*r.wait, firstCreateRetry), maxCreateRetry)
+	r.at = s.cfg.Now().Add(r.wait)
+	s.retry[uid] = r
+}
+
+func (s *Sync) succeeded(uid string) { delete(s.retry, uid) }
 
 // New returns a Sync; Run starts it.
 func New(cfg Config) *Sync {
@@ -81,7 +113,7 @@ func New(cfg Config) *Sync {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
-	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}}
+	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{}}
 }
 
 // Kick asks for a pass soon; it never blocks.
@@ -258,8 +290,17 @@ func (s *Sync) Pass(ctx context.Context) error {
 	for _, n := range v.docker {
 		errs = append(errs, s.declare(ctx, v, n))
 	}
+	live := map[string]bool{}
 	for _, rec := range v.records {
 		errs = append(errs, s.create(ctx, v, rec))
+		if rec.Cluster.Live() {
+			live[rec.Cluster.UID] = true
+		}
+	}
+	for uid := range s.retry {
+		if !live[uid] {
+			delete(s.retry, uid) // withdrawn: nothing left to try
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -441,7 +482,17 @@ func (s *Sync) remove(ctx context.Context, v *view, n Net, m state.ClusterMember
 	}
 	s.forget("net:" + n.ID)
 	s.cfg.Log.Info("cluster network removed here", "network", n.Name, "pool", m.Pool, "why", why)
+	// Gone for the rest of this pass too: declare must not take it for a
+	// network of this host's still to be declared.
 	delete(v.members, m.ID)
+	delete(v.docker, n.ID)
+	delete(v.felt, n.ID)
+	if v.byName[n.Name].ID == n.ID {
+		delete(v.byName, n.Name)
+	}
+	if v.poolUser[m.Pool] == n.ID {
+		delete(v.poolUser, m.Pool)
+	}
 	return s.cfg.State.DeleteClusterMember(ctx, m.ID)
 }
 
@@ -561,14 +612,21 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 			"network", d.Name, "pool", rec.Pool, "by", d.By, "local", v.docker[id].Name)
 		return nil
 	}
+	if !s.due(d.UID) {
+		return nil // a create failed lately: not on every pass
+	}
 	id, warnings, err := s.cfg.Engine.Create(ctx, createRequest(d, rec.Pool))
 	if err != nil {
 		// Docker's answer names the cause: a name that another driver's
-		// network holds, a pool felt's IPAM refuses here...
-		s.report(subject, "cluster network not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
+		// network holds, a pool felt's IPAM refuses here... It lasts
+		// until someone changes that, so the next try waits.
+		s.failed(d.UID)
+		s.report(subject, "cluster network conflict: not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
 		return nil
 	}
+	s.succeeded(d.UID)
 	if len(warnings) > 0 {
+		s.failed(d.UID)
 		// Docker before 25 makes a second network of a name it already
 		// has and only warns: that one is felt's, and goes again.
 		rmErr := s.cfg.Engine.Remove(ctx, id)

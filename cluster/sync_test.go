@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
@@ -31,6 +33,21 @@ type testCluster struct {
 	t      *testing.T
 	shared kv.Store
 	reg    *lease.Registry
+
+	mu    sync.Mutex
+	clock time.Time // the hosts' clock; tick moves it
+}
+
+func (c *testCluster) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clock
+}
+
+func (c *testCluster) tick(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clock = c.clock.Add(d)
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -39,7 +56,7 @@ func newTestCluster(t *testing.T) *testCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { shared.Close() })
-	return &testCluster{t: t, shared: shared, reg: lease.NewRegistry(shared, "felt/", nil)}
+	return &testCluster{t: t, shared: shared, reg: lease.NewRegistry(shared, "felt/", nil), clock: time.Now()}
 }
 
 func (c *testCluster) host(id string) *host {
@@ -49,10 +66,10 @@ func (c *testCluster) host(id string) *host {
 	}
 	c.t.Cleanup(func() { local.Close() })
 	st := state.New(local)
-	eng := newFakeEngine(c.t, c.reg, st)
+	eng := newFakeEngine(c.t, id, c.reg, st)
 	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s := New(Config{Engine: eng, Records: c.reg, State: st, HostID: id, Log: log})
+	s := New(Config{Engine: eng, Records: c.reg, State: st, HostID: id, Log: log, Now: c.now})
 	eng.hook = s.Deleted
 	return &host{id: id, sync: s, engine: eng, state: st, log: logs}
 }
@@ -149,6 +166,12 @@ func TestRemovedEverywhereKeptWhileUsed(t *testing.T) {
 	passAll(t, b, a, d)
 	if n := a.engine.count("blue"); n != 0 {
 		t.Errorf("a still has blue")
+	}
+	// The pass that removed it must not take it for a network still to
+	// be declared (a new declaration, withdrawn again a pass later,
+	// would make other hosts create and remove it).
+	if n := strings.Count(a.log.String(), "cluster network declared"); n != 1 {
+		t.Errorf("a declared blue %d times, want once:\n%s", n, a.log)
 	}
 	if n := d.engine.count("blue"); n != 1 {
 		t.Fatalf("d removed blue while a container uses it")
@@ -257,12 +280,25 @@ func TestCreateErrorReported(t *testing.T) {
 	a.pass(t)
 	b.engine.failNext = errFake
 	b.pass(t)
-	if !strings.Contains(b.log.String(), errFake.Error()) {
+	if !strings.Contains(b.log.String(), errFake.Error()) || !strings.Contains(b.log.String(), "conflict") {
 		t.Errorf("the create's error is not in the log:\n%s", b.log)
 	}
+	b.engine.failNext = errFake
+	b.pass(t)
+	if len(b.engine.created) != 1 {
+		t.Fatalf("a failed create is tried again on the next pass already: %d creates", len(b.engine.created))
+	}
+	c.tick(3 * time.Second)
+	b.pass(t) // fails again: the next wait is longer
+	c.tick(3 * time.Second)
+	b.pass(t)
+	if len(b.engine.created) != 2 {
+		t.Fatalf("%d creates; want 2 (the wait doubles after each failure)", len(b.engine.created))
+	}
+	c.tick(2 * time.Second)
 	b.pass(t)
 	if b.engine.count("blue") != 1 {
-		t.Errorf("not created on the next pass")
+		t.Errorf("not created once the wait was over")
 	}
 }
 
