@@ -162,6 +162,12 @@ func TestUpgradeInPlace(t *testing.T) {
 		t.Errorf("shared format record %q; want %s, written by the first felt and kept", keys["felt/format"], want)
 	}
 	delete(keys, "felt/format")
+	// The cluster's epoch (cluster networks) belongs to the store, not to
+	// a network: it stays, so that a removal is told from a wiped store.
+	if keys["felt/cluster-epoch"] == "" {
+		t.Errorf("no cluster epoch in Consul: cluster networks were off on every host")
+	}
+	delete(keys, "felt/cluster-epoch")
 	if len(keys) > 0 {
 		t.Errorf("Consul still holds, with every network removed: %v", keys)
 	}
