@@ -210,7 +210,7 @@ func printLeases(w io.Writer, out leasesOutput) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "NETWORK POOL\tBACKEND\tVNI\tPORT\tMTU\tSUBNET LEN\tCLUSTER NETWORK\n")
 	for _, n := range out.Networks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.Pool, dash(n.Backend), num(n.VNI), num(n.Port), cmp.Or(num(n.MTU), "auto"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.Pool, dash(n.Backend), num(n.VNI), num(n.Port), mtu(n.MTU),
 			n.SubnetLen, declaration(n.Cluster))
 	}
 	if len(out.Networks) == 0 {
@@ -234,6 +234,14 @@ func dash(s string) string { return cmp.Or(s, "-") }
 func num(v int) string {
 	if v == 0 {
 		return "-"
+	}
+	return strconv.Itoa(v)
+}
+
+// mtu is a record's MTU; 0 means each host derives it from its underlay.
+func mtu(v int) string {
+	if v == 0 {
+		return "auto"
 	}
 	return strconv.Itoa(v)
 }
