@@ -51,9 +51,9 @@ func (a *App) Ready(ctx context.Context) []metrics.Check {
 	ov := metrics.Check{Name: "overlay", OK: a.Overlay.InSync()}
 	nets, _, _ := a.Overlay.Snapshot()
 	if ov.OK {
-		ov.Detail = fmt.Sprintf("%d networks in sync with the leases", len(nets))
+		ov.Detail = fmt.Sprintf("in sync with the leases (networks attached: %d)", len(nets))
 	} else {
-		ov.Detail = fmt.Sprintf("%d networks, not all in sync: the leases are not read yet, or a reconcile is failing (see felt's log)", len(nets))
+		ov.Detail = fmt.Sprintf("not in sync (networks attached: %d): the leases were not read yet, or a reconcile is failing (see felt's log)", len(nets))
 	}
 	return []metrics.Check{store, ov}
 }
