@@ -59,7 +59,7 @@ func TestMetricsOfHosts(t *testing.T) {
 			`felt_leases_held`:  1,
 			`felt_leases_known`: 2,
 			`felt_leases_read`:  1,
-			`felt_api_requests_total{method="IpamDriver.RequestPool",outcome="ok"}`:       1,
+			`felt_api_requests_total{method="IpamDriver.RequestPool",outcome="ok"}`:      1,
 			`felt_api_requests_total{method="NetworkDriver.CreateNetwork",outcome="ok"}`: 1,
 			`felt_api_requests_total{method="NetworkDriver.Join",outcome="ok"}`:          1,
 		} {

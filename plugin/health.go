@@ -15,10 +15,10 @@ import (
 // A port it cannot bind is logged, not fatal: monitoring must not take
 // container networking down with it.
 func (a *App) serveMetrics(ctx context.Context) {
-	if a.Settings.MetricsAddr == "" {
+	if a.Settings.MetricsOn == "" {
 		return
 	}
-	srv, err := metrics.Listen(a.Settings.MetricsAddr, metrics.Handler(a.Gatherer, a, a.Log))
+	srv, err := metrics.Listen(a.Settings.MetricsOn, metrics.Handler(a.Gatherer, a, a.Log))
 	if err != nil {
 		a.Log.Error("metrics server not started", "err", err)
 		return

@@ -20,21 +20,21 @@ import (
 // Settings are read from the environment, so the managed plugin (docker
 // plugin set) and the bare binary are configured the same way.
 type Settings struct {
-	ConsulAddr  string        // CONSUL_HTTP_ADDR; empty: embedded store
-	KVPrefix    string        // FELT_KV_PREFIX
-	StateDir    string        // FELT_STATE_DIR
-	Iface       string        // FELT_IFACE; empty: the default route's
-	PublicIP    netip.Addr    // FELT_PUBLIC_IP; invalid: the interface's
-	Socket      string        // FELT_SOCKET
-	LogLevel    slog.Level    // FELT_LOG_LEVEL
-	LeaseTTL    time.Duration // FELT_LEASE_TTL
-	Resync      time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
-	ReadyWait   time.Duration // how long a call waits for start-up to finish
-	Iptables    string        // FELT_IPTABLES: the iptables command; empty: the flavour Docker uses
-	DockerHost  string        // FELT_DOCKER_HOST: the Docker API of cluster networks, unix:///…; empty: off (no Docker API access)
-	DriverName  string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
-	MetricsAddr string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
-	Version     string        // felt's version (cmd/felt sets it; not from the environment)
+	ConsulAddr string        // CONSUL_HTTP_ADDR; empty: embedded store
+	KVPrefix   string        // FELT_KV_PREFIX
+	StateDir   string        // FELT_STATE_DIR
+	Iface      string        // FELT_IFACE; empty: the default route's
+	PublicIP   netip.Addr    // FELT_PUBLIC_IP; invalid: the interface's
+	Socket     string        // FELT_SOCKET
+	LogLevel   slog.Level    // FELT_LOG_LEVEL
+	LeaseTTL   time.Duration // FELT_LEASE_TTL
+	Resync     time.Duration // FELT_RESYNC_INTERVAL: the periodic full reconcile
+	ReadyWait  time.Duration // how long a call waits for start-up to finish
+	Iptables   string        // FELT_IPTABLES: the iptables command; empty: the flavour Docker uses
+	DockerHost string        // FELT_DOCKER_HOST: the Docker API of cluster networks, unix:///…; empty: off (no Docker API access)
+	DriverName string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
+	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
+	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
 // Defaults.
@@ -144,7 +144,7 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.DriverName = get("FELT_DRIVER_NAME", ""); s.DriverName != "" && !validDriverName(s.DriverName) {
 		return s, fmt.Errorf("FELT_DRIVER_NAME=%s: must be this plugin's name as `docker plugin ls` shows it, [registry/][path/]name[:tag] in lower case (e.g. felt:latest); empty: detected", quotedSetting(s.DriverName))
 	}
-	if s.MetricsAddr, err = metricsAddr(get("FELT_METRICS_ADDR", "")); err != nil {
+	if s.MetricsOn, err = metricsAddr(get("FELT_METRICS_ADDR", "")); err != nil {
 		return s, err
 	}
 	return s, nil
