@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,20 @@ type ManagerConfig struct {
 	// Resync is the period of the full reconcile that runs besides events.
 	Resync time.Duration
 	Log    *slog.Logger
+	// Observer is told what reconciles do (felt's metrics); nil: nobody.
+	Observer Observer
+}
+
+// Observer is told what the Manager does, for metrics. It is an interface
+// of plain values so that the overlay does not depend on a metrics library;
+// its methods are called on the reconcile path and must not block.
+type Observer interface {
+	// Reconciled: one reconcile of every attached network, which took took;
+	// failed of the networks did not reach their wanted state (retried).
+	Reconciled(took time.Duration, networks, failed int)
+	// PeersChanged: a network's sync added and removed peers (subnets, or
+	// a subnet's public IP) compared with its previous successful sync.
+	PeersChanged(added, removed int)
 }
 
 // Manager keeps every attached network's overlay in line with the leases.
@@ -56,6 +71,14 @@ type Manager struct {
 	leasesMu sync.Mutex
 	leases   []lease.Lease // latest snapshot of all leases
 	haveAll  bool          // leases holds a full listing
+
+	// inSync: the last ReconcileAll brought every network to its wanted
+	// state from a full listing, and no Attach came after it (attachGen
+	// counts them, so a reconcile that began before an Attach does not
+	// claim the new network synced).
+	syncMu    sync.Mutex
+	inSync    bool
+	attachGen uint64
 }
 
 // attached is one network the Manager serves. Its lock is held through a
@@ -70,6 +93,12 @@ type attached struct {
 	// device is the backend's DeviceName(n), kept under the Manager's
 	// mutex (n is under mu) for deviceUser.
 	device string
+	// view is n as last attached, under the Manager's mutex (Snapshot):
+	// mu may be held through a long reconcile.
+	view Network
+	// synced are the peers of the last successful Sync (subnet → public
+	// IP), to tell the Observer what changed.
+	synced map[netip.Prefix]netip.Addr
 }
 
 // NewManager returns a Manager; call Run to start reconciling.
@@ -82,7 +111,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	instance := instanceOf(cfg.Instance, cfg.HostID)
 	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
-		kick: make(chan struct{}, 1), closed: make(chan struct{})}
+		kick: make(chan struct{}, 1), closed: make(chan struct{}), inSync: true}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {
@@ -111,8 +140,12 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 		a = &attached{n: n} // complete before a reconcile can see it
 		m.networks[n.ID] = a
 	}
-	a.device = b.DeviceName(n)
+	a.device, a.view = b.DeviceName(n), n
 	m.mu.Unlock()
+	m.syncMu.Lock()
+	m.attachGen++
+	m.inSync = false
+	m.syncMu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.gone {
@@ -386,6 +419,10 @@ func (m *Manager) setLeases(ls []lease.Lease) {
 // the underlay back, say), not at the next event or resync, which may not
 // come for a long time.
 func (m *Manager) ReconcileAll(ctx context.Context) bool {
+	start := time.Now()
+	m.syncMu.Lock()
+	gen := m.attachGen
+	m.syncMu.Unlock()
 	m.mu.Lock()
 	nets := make([]*attached, 0, len(m.networks))
 	for _, a := range m.networks {
@@ -395,11 +432,45 @@ func (m *Manager) ReconcileAll(ctx context.Context) bool {
 	m.leasesMu.Lock()
 	all, have := m.leases, m.haveAll
 	m.leasesMu.Unlock()
-	ok := true
+	ok, failed := true, 0
 	for _, a := range nets {
-		ok = m.reconcile(ctx, a, all, have) && ok
+		if !m.reconcile(ctx, a, all, have) {
+			ok = false
+			failed++
+		}
+	}
+	m.syncMu.Lock()
+	if gen == m.attachGen {
+		m.inSync = ok && (have || len(nets) == 0)
+	}
+	m.syncMu.Unlock()
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.Reconciled(time.Since(start), len(nets), failed)
 	}
 	return ok
+}
+
+// InSync reports whether the last reconcile brought every attached network
+// to its wanted state from a full listing of the leases, with no network
+// attached since (true with none attached). For readiness checks.
+func (m *Manager) InSync() bool {
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
+	return m.inSync
+}
+
+// Snapshot returns the attached networks and the latest leases the Manager
+// works from (known false until the store has answered once): what it
+// serves, for metrics and status, without asking the store.
+func (m *Manager) Snapshot() (nets []Network, leases []lease.Lease, known bool) {
+	m.mu.Lock()
+	for _, a := range m.networks {
+		nets = append(nets, a.view)
+	}
+	m.mu.Unlock()
+	m.leasesMu.Lock()
+	defer m.leasesMu.Unlock()
+	return nets, m.leases, m.haveAll
 }
 
 // removeExpired deletes the known leases past their expiry from the store
@@ -438,11 +509,35 @@ func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease,
 	if !have {
 		return true
 	}
-	if err := b.Sync(ctx, n, m.Peers(n, all)); err != nil {
+	peers := m.Peers(n, all)
+	if err := b.Sync(ctx, n, peers); err != nil {
 		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
 		return false
 	}
+	m.observePeers(a, peers)
 	return true
+}
+
+// observePeers tells the Observer how peers differ from a's last
+// successful sync, and remembers them. Called with a.mu held.
+func (m *Manager) observePeers(a *attached, peers []lease.Lease) {
+	now := make(map[netip.Prefix]netip.Addr, len(peers))
+	added, removed := 0, 0
+	for _, p := range peers {
+		now[p.Subnet] = p.PublicIP
+		if ip, ok := a.synced[p.Subnet]; !ok || ip != p.PublicIP {
+			added++
+		}
+	}
+	for subnet, ip := range a.synced {
+		if cur, ok := now[subnet]; !ok || cur != ip {
+			removed++
+		}
+	}
+	a.synced = now
+	if m.cfg.Observer != nil && added+removed > 0 {
+		m.cfg.Observer.PeersChanged(added, removed)
+	}
 }
 
 // Peers are the live leases of n's pool held by other hosts; live by the

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/metrics"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/state"
@@ -43,13 +45,36 @@ type App struct {
 	Underlay   Underlay
 	Firewall   *firewall.Firewall
 	Log        *slog.Logger
+	// Metrics are felt's metrics; Gatherer serves them (FELT_METRICS_ADDR).
+	Metrics  *metrics.Metrics
+	Gatherer prometheus.Gatherer
 
 	instance string // this felt's mark in kernel objects (its host ID's first 8)
+	hostID   string
+	backends *overlay.Backends
+}
+
+// Telemetry is felt's metrics and the registry they are on, made before
+// Build so that the socket's server counts requests from the start.
+type Telemetry struct {
+	Metrics  *metrics.Metrics
+	Registry *prometheus.Registry
+}
+
+// NewTelemetry defines felt's metrics on a registry of their own.
+func NewTelemetry(version string) Telemetry {
+	reg := prometheus.NewRegistry()
+	return Telemetry{Metrics: metrics.New(reg, cmp.Or(version, "dev")), Registry: reg}
 }
 
 // Build opens the stores and builds the drivers. It does not contact Consul:
 // felt starts and serves existing containers while Consul is unreachable.
 func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
+	return build(ctx, s, log, NewTelemetry(s.Version))
+}
+
+// build is Build with the metrics Run made for its server.
+func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*App, error) {
 	dbPath := filepath.Join(s.StateDir, "felt.db")
 	local, err := boltkv.Open(dbPath)
 	if err != nil {
@@ -90,7 +115,9 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	if shared == kv.Store(local) {
 		sharedWhere = "shared state in " + dbPath + " under " + s.KVPrefix
 	}
-	reg := lease.NewRegistry(storeformat.Guard(storeformat.Area{Store: shared, Prefix: s.KVPrefix, Format: storeformat.Shared(),
+	// Only the registry's requests are measured: App.Shared stays bare for
+	// readiness probes and connection resets.
+	reg := lease.NewRegistry(storeformat.Guard(storeformat.Area{Store: tel.Metrics.Store(shared), Prefix: s.KVPrefix, Format: storeformat.Shared(),
 		Writer: writer, Where: sharedWhere, Remedy: "give this felt another FELT_KV_PREFIX"}), s.KVPrefix, nil)
 	under := Underlay{Iface: s.Iface, PublicIP: s.PublicIP, Netlink: nl}
 	instance := hostID[:8]
@@ -99,13 +126,16 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		local.Close()
 		return nil, err
 	}
-	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log, instance: instance}
+	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log,
+		Metrics: tel.Metrics, Gatherer: tel.Registry, instance: instance, hostID: hostID}
 	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
+	app.backends = bes
 	owner := leaseOwner{hostID: hostID, underlay: under, backends: bes}
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
 		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
-		Backends: bes, Resync: s.Resync, Log: log,
+		Backends: bes, Resync: s.Resync, Log: log, Observer: tel.Metrics,
 	})
+	tel.Metrics.SetState(app.metricsState)
 	// Cluster networks need a store to share and this host's Docker API;
 	// the loop starts in Background, never before the socket serves.
 	var hooks driver.Cluster // a nil *cluster.Sync must stay a nil interface
@@ -174,6 +204,7 @@ func storeName(s Settings) string {
 
 // Background runs recovery and the periodic loops until ctx ends.
 func (a *App) Background(ctx context.Context) {
+	a.serveMetrics(ctx)
 	if err := a.Driver.Recover(ctx); err != nil {
 		a.Log.Error("recovery incomplete", "err", err)
 	}

@@ -15,12 +15,14 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) error {
 		return err
 	}
 	srv := NewServer(log, s.ReadyWait)
+	tel := NewTelemetry(s.Version)
+	srv.Observe(tel.Metrics)
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(l) }()
 	log.Info("listening", "socket", s.Socket)
 
-	app, err := Build(ctx, s, log)
+	app, err := build(ctx, s, log, tel)
 	if err != nil {
 		// Keep the socket: Docker then shows this error to the user at
 		// their next felt call, instead of failing to dial a plugin that

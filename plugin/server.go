@@ -19,6 +19,7 @@ import (
 	"github.com/felt-net/felt/cluster"
 	"github.com/felt-net/felt/driver"
 	"github.com/felt-net/felt/ipam"
+	"github.com/felt-net/felt/metrics"
 )
 
 // manifest is the answer to Plugin.Activate: one socket, both drivers.
@@ -55,7 +56,19 @@ type Server struct {
 	failed  error // start-up's error, set instead of drivers
 	wait    time.Duration
 	panics  atomic.Int64
+	observe RequestObserver // nil: requests are not counted
 }
+
+// RequestObserver is told of every request answered (felt's metrics):
+// method is the call (e.g. NetworkDriver.CreateNetwork), or "other" for a
+// path felt does not serve, so that its values are bounded.
+type RequestObserver interface {
+	ObserveRequest(method, outcome string, took time.Duration)
+}
+
+// Observe makes the server report every request to o; call it before
+// serving.
+func (s *Server) Observe(o RequestObserver) { s.observe = o }
 
 // NewServer returns a server whose drivers are supplied later by SetReady.
 func NewServer(log *slog.Logger, wait time.Duration) *Server {
@@ -84,6 +97,13 @@ func (s *Server) SetFailed(err error) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if s.observe != nil {
+		// First deferred, so it runs last: after a panic's 500 is written.
+		rec := &statusRecorder{ResponseWriter: w}
+		w = rec
+		start := time.Now()
+		defer func() { s.observe.ObserveRequest(s.methodOf(path), outcomeOf(rec.status), time.Since(start)) }()
+	}
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -107,6 +127,57 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
 	h(w, r)
 }
+
+// methodOf is the metrics label of path: the call's name if felt serves
+// it, else "other" (any path could be sent).
+func (s *Server) methodOf(path string) string {
+	if _, ok := s.routes[path]; ok {
+		return strings.TrimPrefix(path, "/")
+	}
+	return "other"
+}
+
+// outcomeOf classifies an answer by its status (0: none was written, the
+// caller went away while the call waited for start-up).
+func outcomeOf(status int) string {
+	switch {
+	case status == http.StatusOK:
+		return metrics.OutcomeOK
+	case status == http.StatusNotFound:
+		return metrics.OutcomeUnknownCall
+	case status == http.StatusServiceUnavailable:
+		return metrics.OutcomeUnavailable
+	case status == 0:
+		return metrics.OutcomeCanceled
+	case status < 500:
+		return metrics.OutcomeBadRequest
+	default:
+		return metrics.OutcomeError
+	}
+}
+
+// statusRecorder remembers the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // route registers the handler of one call.
 func (s *Server) route(path string, h http.HandlerFunc) { s.routes[path] = h }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path"
@@ -32,6 +33,7 @@ type Settings struct {
 	Iptables   string        // FELT_IPTABLES: the iptables command; empty: the flavour Docker uses
 	DockerHost string        // FELT_DOCKER_HOST: the Docker API of cluster networks, unix:///…; empty: off (no Docker API access)
 	DriverName string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
+	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
@@ -63,7 +65,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -142,7 +144,36 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.DriverName = get("FELT_DRIVER_NAME", ""); s.DriverName != "" && !validDriverName(s.DriverName) {
 		return s, fmt.Errorf("FELT_DRIVER_NAME=%s: must be this plugin's name as `docker plugin ls` shows it, [registry/][path/]name[:tag] in lower case (e.g. felt:latest); empty: detected", quotedSetting(s.DriverName))
 	}
+	if s.MetricsOn, err = metricsAddr(get("FELT_METRICS_ADDR", "")); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// metricsAddr checks FELT_METRICS_ADDR: empty (off) or host:port with an
+// IP address, localhost or nothing (every address) as host, and a port
+// number. Names other than localhost are refused: the server binds once at
+// start, and a name resolving elsewhere later would not be followed.
+func metricsAddr(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err == nil {
+		_, perr := strconv.ParseUint(port, 10, 16)
+		_, herr := netip.ParseAddr(host)
+		switch {
+		case perr != nil || port == "0":
+			err = fmt.Errorf("port %q is not a number from 1 to 65535", port)
+		case host != "" && host != "localhost" && herr != nil:
+			err = fmt.Errorf("host %q is not an IP address", host)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("FELT_METRICS_ADDR=%s: %v: must be host:port, the address to serve /metrics, /healthz and /readyz on "+
+			"(e.g. 127.0.0.1:9475, or :9475 for every address of the host); empty: off", quotedSetting(v), err)
+	}
+	return v, nil
 }
 
 // dockerHost picks the Docker API address of cluster networks: "" when

@@ -129,3 +129,24 @@ func TestBareDriverName(t *testing.T) {
 		}
 	}
 }
+
+// FELT_METRICS_ADDR: off by default; host:port with an IP, localhost or
+// nothing as host; anything else refused naming the variable and the form.
+func TestSettingsMetricsAddr(t *testing.T) {
+	s, err := SettingsFromEnv(env(nil))
+	if err != nil || s.MetricsOn != "" {
+		t.Fatalf("default: %q, %v; want off", s.MetricsOn, err)
+	}
+	for _, ok := range []string{"127.0.0.1:9475", ":9475", "[::1]:9475", "localhost:9475", " 10.0.0.5:1 "} {
+		s, err := SettingsFromEnv(env(map[string]string{"FELT_METRICS_ADDR": ok}))
+		if err != nil || s.MetricsOn != strings.TrimSpace(ok) {
+			t.Errorf("FELT_METRICS_ADDR=%q: %q, %v", ok, s.MetricsOn, err)
+		}
+	}
+	for _, bad := range []string{"9475", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http", "metrics.example.org:9475", "http://127.0.0.1:9475"} {
+		_, err := SettingsFromEnv(env(map[string]string{"FELT_METRICS_ADDR": bad}))
+		if err == nil || !strings.Contains(err.Error(), "FELT_METRICS_ADDR="+bad+": ") || !strings.Contains(err.Error(), "must be host:port") {
+			t.Errorf("FELT_METRICS_ADDR=%q: error %v; want it refused, naming the variable and the form", bad, err)
+		}
+	}
+}

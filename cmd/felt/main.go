@@ -1,6 +1,7 @@
 // Command felt is the felt Docker network plugin. With no arguments it serves
 // the network and IPAM drivers on FELT_SOCKET until SIGTERM or SIGINT;
-// `felt --version` prints its version.
+// `felt leases` lists the shared store's network records and leases
+// (leases.go); `felt --version` prints its version.
 package main
 
 import (
@@ -25,11 +26,16 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "serve":
+		case "leases":
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			code := runLeases(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv)
+			stop()
+			os.Exit(code)
 		case "--version", "-version", "version":
 			fmt.Println("felt", version)
 			return
 		default:
-			fmt.Fprintf(os.Stderr, "usage: felt [serve | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET.\nSettings come from the environment: %v\n", plugin.SettingNames())
+			fmt.Fprintf(os.Stderr, "usage: felt [serve | leases [--json] | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET;\nfelt leases lists the cluster's network records and leases from the store.\nSettings come from the environment: %v\n", plugin.SettingNames())
 			os.Exit(2)
 		}
 	}
