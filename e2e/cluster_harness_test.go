@@ -654,17 +654,28 @@ func (h *clHost) strayBridges(t testing.TB) []string {
 	return stray
 }
 
-// noDuplicates fails t if any host has two felt networks of one name.
+// noDuplicates fails t if any host has two felt networks of one name, or
+// keeps a felt bridge of no network for clConverge (docker network ls
+// stops listing a network before its driver's DeleteNetwork is done).
 func noDuplicates(t testing.TB, hosts ...*clHost) {
 	t.Helper()
+	deadline := time.Now().Add(clConverge)
 	for _, h := range hosts {
 		for name, ids := range h.nets(t) {
 			if len(ids) > 1 {
 				t.Errorf("%s: %d felt networks called %s: %v", h.name, len(ids), name, ids)
 			}
 		}
-		if s := h.strayBridges(t); len(s) > 0 {
-			t.Errorf("%s: felt bridges of no network: %v", h.name, s)
+		for {
+			s := h.strayBridges(t)
+			if len(s) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: felt bridges of no network: %v", h.name, s)
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
 		}
 	}
 }
