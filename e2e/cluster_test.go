@@ -190,6 +190,8 @@ func clAPIBlocked(t *testing.T, c *clCluster) {
 		}
 		if d > quick {
 			t.Errorf("h1 with its plugin's Docker API blocked: docker %s took %s (a handler waiting on the API?)", strings.Join(args, " "), d.Round(time.Millisecond))
+		} else {
+			t.Logf("h1, API blocked: docker %s %s: %s", args[0], args[1], d.Round(time.Millisecond))
 		}
 	}
 	felt := []string{"network", "create", "-d", clPlugin, "--ipam-driver", clPlugin, "--label", clLabel}
