@@ -147,6 +147,23 @@ func clConflicts(t *testing.T, c *clCluster) {
 	if n, ok := h1.one(t, "cl-red"); !ok || n.ID != red.ID {
 		t.Errorf("h1: its cl-red (%s) is now %v %s", red.ID[:12], ok, n.ID)
 	}
+
+	// Level-triggered: once h3's own networks are gone, h3 gets the
+	// declared ones; removing h3's own (never declared) cl-red withdraws
+	// nothing.
+	t.Run("cleared when its cause goes", func(t *testing.T) {
+		h3.e.must(t, "network", "rm", "cl-red", "cl-plain")
+		waitNet(t, clSettle, red, "10.82.0.0/16", h3)
+		waitNet(t, clSettle, over, "10.84.0.0/16", h3)
+		for _, h := range []*clHost{h1, h2} {
+			if _, ok := h.one(t, "cl-red"); !ok {
+				t.Errorf("%s: cl-red gone after h3 removed its own, undeclared cl-red", h.name)
+			}
+		}
+		if n, ok := h1.one(t, "cl-red"); ok && n.ID != red.ID {
+			t.Errorf("h1: its cl-red (%s) was replaced by %s", red.ID[:12], n.ID[:12])
+		}
+	})
 }
 
 // clLocal: case 5. A cluster network created after the local one reaching
