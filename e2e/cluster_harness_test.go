@@ -42,6 +42,10 @@ const (
 	// restart, Consul back, the API unblocked): the sync loop backs off up
 	// to 10 s between attempts and a plugin waits up to 10 s for activation.
 	clSettle = 45 * time.Second
+	// clJoin bounds how long a host that joins later takes to get every
+	// network (the issue: "at start"): the sync loop's first Docker call
+	// waits up to 10 s for the plugin's activation.
+	clJoin = 20 * time.Second
 )
 
 // clHost is one host of the cluster.
@@ -467,7 +471,8 @@ func (h *clHost) logSize(t testing.TB) int64 {
 }
 
 // pluginLines are the plugin's lines of h's dockerd log after offset since
-// that contain every one of words (case-insensitively) and none of not.
+// that contain every one of words (case-insensitively; "a|b": a or b) and
+// none of not.
 func (h *clHost) pluginLines(t testing.TB, since int64, words, not []string) []string {
 	t.Helper()
 	f, err := os.Open(h.log)
@@ -491,10 +496,14 @@ lines:
 			continue
 		}
 		low := strings.ToLower(l)
+	words:
 		for _, w := range words {
-			if !strings.Contains(low, strings.ToLower(w)) {
-				continue lines
+			for _, alt := range strings.Split(w, "|") {
+				if strings.Contains(low, strings.ToLower(alt)) {
+					continue words
+				}
 			}
+			continue lines
 		}
 		for _, w := range not {
 			if strings.Contains(low, strings.ToLower(w)) {
@@ -530,6 +539,34 @@ func lastN(s []string, n int) []string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// createdSince counts the network create events of name on h's engine
+// from since until now (dockerd keeps its last 256 events in memory, and
+// none across its restarts: use short windows without restarts).
+func (h *clHost) createdSince(t testing.TB, since time.Time, name string) int {
+	t.Helper()
+	unix := func(x time.Time) string { return fmt.Sprintf("%d.%09d", x.Unix(), x.Nanosecond()) }
+	out := h.e.must(t, "events", "--since", unix(since), "--until", unix(time.Now()),
+		"--filter", "type=network", "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}")
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == name {
+			n++
+		}
+	}
+	return n
+}
+
+// notRecreated fails t if any of hosts created name again since since:
+// a removal must not flap (the network back for a moment, on any host).
+func notRecreated(t testing.TB, since time.Time, name string, hosts ...*clHost) {
+	t.Helper()
+	for _, h := range hosts {
+		if n := h.createdSince(t, since, name); n > 0 {
+			t.Errorf("%s: network %s created %d time(s) again after its removal (docker events): the removal flapped", h.name, name, n)
+		}
+	}
 }
 
 // pluginPID is the felt process of h's plugin (0 if none): the one in a
