@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +103,25 @@ func (s *Sync) failed(uid string) {
 
 func (s *Sync) succeeded(uid string) { delete(s.retry, uid) }
 
+// nextRetry is when the earliest failed create is due again.
+func (s *Sync) nextRetry() (time.Time, bool) {
+	var first time.Time
+	for _, r := range s.retry {
+		if first.IsZero() || r.at.Before(first) {
+			first = r.at
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// starting reports whether Docker refused a create because felt itself is
+// not enabled yet: dockerd enables a plugin only after its Plugin.Activate
+// returned, and the loop's first pass may come before that. Not a
+// conflict: it passes in a moment.
+func starting(err error) bool {
+	return strings.Contains(err.Error(), "found but disabled")
+}
+
 // New returns a Sync; Run starts it.
 func New(cfg Config) *Sync {
 	if cfg.Log == nil {
@@ -179,6 +199,12 @@ func (s *Sync) Run(ctx context.Context) {
 			return
 		}
 		next := s.cfg.Resync
+		if at, ok := s.nextRetry(); ok {
+			// A create that failed is due again before the resync:
+			// Docker's answer may only have been that felt is still
+			// being enabled (a host that just started).
+			next = min(next, max(at.Sub(s.cfg.Now()), 0))
+		}
 		switch {
 		case err != nil:
 			if failing == nil || failing.Error() != err.Error() {
@@ -621,6 +647,10 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 		// network holds, a pool felt's IPAM refuses here... It lasts
 		// until someone changes that, so the next try waits.
 		s.failed(d.UID)
+		if starting(err) {
+			s.cfg.Log.Debug("cluster network not created yet: felt is being enabled", "network", d.Name, "err", err)
+			return nil
+		}
 		s.report(subject, "cluster network conflict: not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
 		return nil
 	}

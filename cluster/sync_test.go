@@ -457,3 +457,29 @@ func TestDeletedHookRecordsIntent(t *testing.T) {
 		t.Errorf("membership kept")
 	}
 }
+
+// A host that has just started: its first pass comes before dockerd has
+// enabled felt, and Docker refuses the create ("found but disabled"). The
+// loop tries again when the retry is due, not only at the next resync or
+// event, and does not call it a conflict.
+func TestRunRetriesCreateWhileFeltIsEnabled(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.host("a")
+	a.create(t, blue(poolA))
+	a.pass(t)
+
+	b := c.host("b")
+	b.engine.failNext = errors.New(`Error response from daemon: plugin "felt:latest" found but disabled`)
+	s := New(Config{Engine: b.engine, Records: c.reg, State: b.state, HostID: "b", Resync: time.Hour,
+		Log: b.sync.cfg.Log}) // the real clock: Run's timers use it
+	b.engine.hook = s.Deleted
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	testkit.WaitFor(t, "blue created on b after the refused first try", func() bool { return b.engine.count("blue") == 1 })
+	if strings.Contains(b.log.String(), "conflict") {
+		t.Errorf("a refusal while felt is being enabled was reported as a conflict:\n%s", b.log)
+	}
+}
