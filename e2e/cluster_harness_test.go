@@ -569,25 +569,10 @@ func notRecreated(t testing.TB, since time.Time, name string, hosts ...*clHost) 
 	}
 }
 
-// pluginPID is the felt process of h's plugin (0 if none): the one in a
-// cgroup named by the plugin's ID.
+// pluginPID is the felt process of h's plugin (0 if none).
 func (h *clHost) pluginPID(t testing.TB) int {
 	t.Helper()
-	id := h.e.must(t, "plugin", "inspect", "-f", "{{.Id}}", clPlugin)
-	entries, _ := os.ReadDir("/proc")
-	for _, en := range entries {
-		var pid int
-		if _, err := fmt.Sscan(en.Name(), &pid); err != nil {
-			continue
-		}
-		if comm, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "comm")); strings.TrimSpace(string(comm)) != "felt" {
-			continue
-		}
-		if cg, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cgroup")); err == nil && strings.Contains(string(cg), id) {
-			return pid
-		}
-	}
-	return 0
+	return feltPID(h.e.must(t, "plugin", "inspect", "-f", "{{.Id}}", clPlugin))
 }
 
 // pingFromPlugin asks /_ping of the Docker API at the plugin's

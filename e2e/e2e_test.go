@@ -326,10 +326,16 @@ func TestBadInputThroughDocker(t *testing.T) {
 	}
 }
 
-// pluginPID finds the felt process of the managed plugin.
+// pluginPID finds the felt process of the machine engine's managed plugin
+// (0 if none).
 func pluginPID(t testing.TB) int {
 	t.Helper()
-	id := mustDocker(t, "plugin", "inspect", "-f", "{{.Id}}", plugin)
+	return feltPID(mustDocker(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
+}
+
+// feltPID is the felt process of the plugin whose ID is id (0 if none):
+// Docker runs a plugin in a cgroup named by its ID, whichever engine it is.
+func feltPID(id string) int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		var pid int
@@ -340,7 +346,6 @@ func pluginPID(t testing.TB) int {
 		if strings.TrimSpace(string(comm)) != "felt" {
 			continue
 		}
-		// The plugin runs in a cgroup named by its ID.
 		if cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup")); err == nil && strings.Contains(string(cg), id) {
 			return pid
 		}

@@ -478,25 +478,10 @@ func mxWaitRunning(t testing.TB, h *mxHost, names ...string) {
 	}
 }
 
-// mxPluginPID is the felt process of h's plugin (0 if none): the one in a
-// cgroup named by the plugin's ID.
+// mxPluginPID is the felt process of h's plugin (0 if none).
 func mxPluginPID(t testing.TB, h *mxHost) int {
 	t.Helper()
-	id := h.e.must(t, "plugin", "inspect", "-f", "{{.Id}}", mxPlugin)
-	entries, _ := os.ReadDir("/proc")
-	for _, en := range entries {
-		var pid int
-		if _, err := fmt.Sscan(en.Name(), &pid); err != nil {
-			continue
-		}
-		if comm, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "comm")); strings.TrimSpace(string(comm)) != "felt" {
-			continue
-		}
-		if cg, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cgroup")); err == nil && strings.Contains(string(cg), id) {
-			return pid
-		}
-	}
-	return 0
+	return feltPID(h.e.must(t, "plugin", "inspect", "-f", "{{.Id}}", mxPlugin))
 }
 
 func mxLogSize(t testing.TB, h *mxHost) int64 {
