@@ -654,8 +654,10 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 		s.report(subject, "cluster network conflict: not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
 		return nil
 	}
-	s.succeeded(d.UID)
 	if len(warnings) > 0 {
+		// A failure like any other: the wait grows. (Resetting it first
+		// would make every try wait 2 s, and CreateNetwork's own
+		// 2 s kick would make and remove a duplicate for ever.)
 		s.failed(d.UID)
 		// Docker before 25 makes a second network of a name it already
 		// has and only warns: that one is felt's, and goes again.
@@ -664,6 +666,7 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 			"network", d.Name, "pool", rec.Pool, "by", d.By, "docker", fmt.Sprint(warnings), "undo", errString(rmErr))
 		return nil
 	}
+	s.succeeded(d.UID)
 	s.forget(subject)
 	s.cfg.Log.Info("cluster network created here", "network", d.Name, "pool", rec.Pool, "declared by", d.By)
 	v.byName[d.Name] = Net{ID: id, Name: d.Name}

@@ -483,3 +483,24 @@ func TestRunRetriesCreateWhileFeltIsEnabled(t *testing.T) {
 		t.Errorf("a refusal while felt is being enabled was reported as a conflict:\n%s", b.log)
 	}
 }
+
+func TestDuplicateWarningBacksOff(t *testing.T) {
+	// Docker 20.10 makes a duplicate and only warns, every time: felt
+	// removes it, and must wait longer before each try, as for any failed
+	// create. (Its own CreateNetwork hook kicks a pass 2 s later, so a
+	// wait that stays at 2 s creates and removes a network for ever.)
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.warn = true
+	b.pass(t)
+	for range 4 {
+		c.tick(2*time.Second + time.Millisecond)
+		b.pass(t)
+	}
+	// 2 s, then 4 s, then 8 s: tries at 0, ~2, ~6 s; not at ~4 and ~8.
+	if n := len(b.engine.created); n != 3 {
+		t.Errorf("%d creates in 8 s of passes every 2 s; want 3 (the wait doubles after each duplicate)", n)
+	}
+}
