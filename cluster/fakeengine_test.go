@@ -31,8 +31,11 @@ type fakeEngine struct {
 	next     int
 	warn     bool // answer creates with a warning, as Docker < 25 does for a duplicate name
 	failNext error
-	created  []CreateRequest
-	removed  []string
+	// beforeCreate, if set, runs in Create before Docker makes the
+	// network: what other hosts do while this host's create is under way.
+	beforeCreate func()
+	created      []CreateRequest
+	removed      []string
 }
 
 func newFakeEngine(t *testing.T, host string, reg *lease.Registry, st *state.Store) *fakeEngine {
@@ -101,9 +104,13 @@ func (e *fakeEngine) Create(ctx context.Context, req CreateRequest) (string, []s
 	fail := e.failNext
 	e.failNext = nil
 	warn := e.warn
+	before := e.beforeCreate
 	e.mu.Unlock()
 	if fail != nil {
 		return "", nil, fail
+	}
+	if before != nil {
+		before()
 	}
 	id, err := e.add(ctx, req)
 	if err != nil {

@@ -38,6 +38,7 @@ type Records interface {
 	Declare(ctx context.Context, pool netip.Prefix, d lease.Declaration) (lease.Network, error)
 	Withdraw(ctx context.Context, pool netip.Prefix, uid, byHost string) error
 	Epoch(ctx context.Context) (string, error)
+	HoldsName(ctx context.Context, name string, pool netip.Prefix, uid string) (bool, error)
 	WatchNetworks(ctx context.Context, index uint64) (uint64, error)
 }
 
@@ -466,10 +467,26 @@ func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) 
 		// written yet: this host's lease renewal records the network
 		// again, then the declaration follows.
 		return nil
+	case m.Confirmed && m.Epoch == v.epoch:
+		// The record lost its declaration in this store: an older felt
+		// rewrote it (the name claim stays), or it went with the last
+		// lease after a withdrawal and a lease made it again (this
+		// host's renewal after an absence longer than the lease TTL, or
+		// its create racing the withdrawal; the claim went with the
+		// withdrawal). Declaring it again would undo the user's removal
+		// on every host.
+		held, err := s.cfg.Records.HoldsName(ctx, n.Name, m.Pool, m.UID)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		if !held {
+			return s.remove(ctx, v, n, m, "withdrawn")
+		}
+		return s.redeclare(ctx, v, n, m)
 	default:
 		// The record lost its declaration: the store was wiped and
-		// refilled, or an older felt rewrote it. Declare it again, same
-		// UID, as this host knows it.
+		// refilled, or this host's own declaration was cut short.
+		// Declare it again, same UID, as this host knows it.
 		return s.redeclare(ctx, v, n, m)
 	}
 }

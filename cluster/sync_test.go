@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/internal/ipnet"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
@@ -502,5 +504,118 @@ func TestDuplicateWarningBacksOff(t *testing.T) {
 	// 2 s, then 4 s, then 8 s: tries at 0, ~2, ~6 s; not at ~4 and ~8.
 	if n := len(b.engine.created); n != 3 {
 		t.Errorf("%d creates in 8 s of passes every 2 s; want 3 (the wait doubles after each duplicate)", n)
+	}
+}
+
+// liveDecl reports whether pool's record carries a live declaration.
+func liveDecl(t *testing.T, c *testCluster, pool netip.Prefix) bool {
+	t.Helper()
+	rec, err := c.reg.GetNetwork(context.Background(), pool)
+	if errors.Is(err, kv.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Cluster.Live()
+}
+
+func TestWithdrawnWhileAwayNotBroughtBackByRenewal(t *testing.T) {
+	// b is away longer than the lease TTL: its lease expires and goes.
+	// Meanwhile the user removes blue on a; the tombstone goes with the
+	// last lease. b returns, and its lease renewal (Reassert) makes the
+	// record again, without declaration, before b's first pass: that
+	// must remove b's blue, not declare blue again for every host.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, b)
+	nb, ok := b.engine.byName("blue")
+	if !ok {
+		t.Fatal("b did not create blue")
+	}
+	if err := c.reg.Release(ctx, poolA, b.engine.subnetOf(nb.ID), "b"); err != nil { // expired and removed
+		t.Fatal(err)
+	}
+	a.rm(t, idA)
+	a.pass(t)
+	if _, err := c.reg.GetNetwork(ctx, poolA); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("record of the withdrawn pool without leases: %v", err)
+	}
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // b's renewal, first
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the declaration the user withdrew is live again")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b kept the withdrawn blue")
+	}
+}
+
+func TestWithdrawnDuringCreateNotBroughtBack(t *testing.T) {
+	// b's pass saw blue declared and creates it; before b's IPAM records
+	// the pool, the user removes blue on a and the record goes with a's
+	// last lease. b's create makes the record again, without declaration.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.beforeCreate = func() {
+		b.engine.beforeCreate = nil
+		a.rm(t, idA)
+		a.pass(t)
+		if _, err := c.reg.GetNetwork(ctx, poolA); !errors.Is(err, kv.ErrNotFound) {
+			t.Errorf("record of the withdrawn pool without leases: %v", err)
+		}
+	}
+	b.pass(t)
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the declaration the user withdrew is live again")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b kept the withdrawn blue")
+	}
+}
+
+func TestRewrittenByOlderFeltDeclaredAgain(t *testing.T) {
+	// An older felt rewrote the record without the declaration (same
+	// store, same epoch; the name claim stays): declared again, same UID,
+	// and no network removed.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	before, err := c.reg.GetNetwork(ctx, poolA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := before
+	old.Cluster = nil
+	val, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.shared.Put(ctx, "felt/networks/"+ipnet.Key(poolA), val); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	after, err := c.reg.GetNetwork(ctx, poolA)
+	if err != nil || !after.Cluster.Live() || after.Cluster.UID != before.Cluster.UID {
+		t.Fatalf("declaration after an older felt's rewrite: %+v %v; before %+v", after.Cluster, err, before.Cluster)
+	}
+	if a.engine.count("blue") != 1 || b.engine.count("blue") != 1 || len(a.engine.removed)+len(b.engine.removed) != 0 {
+		t.Errorf("networks changed: a %d b %d, removed %v %v", a.engine.count("blue"), b.engine.count("blue"), a.engine.removed, b.engine.removed)
 	}
 }

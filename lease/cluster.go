@@ -271,6 +271,27 @@ func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix
 	return wrap(r.store.CAS(ctx, key, val, p.ModifyIndex))
 }
 
+// HoldsName reports whether the name claim of name names pool and uid.
+// The claim is written before a declaration and goes only with its
+// withdrawal (or a takeover after it), while an older felt's rewrite of the
+// record, which drops the declaration, leaves it: so in one epoch, a record
+// without its declaration whose claim is gone was withdrawn, and made again
+// since by a lease (a renewal, or a create racing the withdrawal).
+func (r *Registry) HoldsName(ctx context.Context, name string, pool netip.Prefix, uid string) (bool, error) {
+	p, err := r.store.Get(ctx, r.nameKey(name))
+	if errors.Is(err, kv.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("network name %q: claim: %w", name, err)
+	}
+	var c nameClaim
+	if json.Unmarshal(p.Value, &c) != nil {
+		return false, nil
+	}
+	return c.Pool == pool && c.UID == uid, nil
+}
+
 // releaseName removes the claim of name if it names pool and uid and the
 // record of pool does not carry uid live (then the claim is valid and
 // stays: a declaration whose write reported an error yet was made). A claim
