@@ -329,6 +329,7 @@ func (s *Sync) Pass(ctx context.Context) error {
 			delete(s.retry, uid) // withdrawn: nothing left to try
 		}
 	}
+	s.forgetGone(v, live)
 	return errors.Join(errs...)
 }
 
@@ -724,6 +725,23 @@ func (s *Sync) forget(subject string) {
 	s.mu.Lock()
 	delete(s.reported, subject)
 	s.mu.Unlock()
+}
+
+// forgetGone ends what report remembers of networks Docker no longer
+// lists and declarations no longer live: without it a long-running felt
+// keeps an entry for every one that was ever in conflict.
+func (s *Sync) forgetGone(v *view, live map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for subject := range s.reported {
+		if id, ok := strings.CutPrefix(subject, "net:"); ok {
+			if _, listed := v.docker[id]; !listed {
+				delete(s.reported, subject)
+			}
+		} else if uid, ok := strings.CutPrefix(subject, "decl:"); ok && !live[uid] {
+			delete(s.reported, subject)
+		}
+	}
 }
 
 func errString(err error) string {

@@ -619,3 +619,30 @@ func TestRewrittenByOlderFeltDeclaredAgain(t *testing.T) {
 		t.Errorf("networks changed: a %d b %d, removed %v %v", a.engine.count("blue"), b.engine.count("blue"), a.engine.removed, b.engine.removed)
 	}
 }
+
+func TestReportedForgottenWhenSubjectGoes(t *testing.T) {
+	// What report remembers of a conflict goes with its network or
+	// declaration, or a long-running felt keeps one entry per network
+	// and declaration that ever was in conflict.
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.failNext = errFake // a conflict about a's declaration
+	idB := b.create(t, CreateRequest{Name: "red", Pool: poolA})
+	b.pass(t) // and one about b's own red, on the declared pool
+	b.sync.mu.Lock()
+	n := len(b.sync.reported)
+	b.sync.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("b reported %d subjects, want 2: %v", n, b.sync.reported)
+	}
+	b.rm(t, idB)
+	a.rm(t, idA)
+	passAll(t, a, b)
+	b.sync.mu.Lock()
+	defer b.sync.mu.Unlock()
+	if len(b.sync.reported) != 0 {
+		t.Errorf("b still remembers %v", b.sync.reported)
+	}
+}
