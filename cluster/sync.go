@@ -438,6 +438,9 @@ func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) 
 		delete(v.members, m.ID)
 		return s.cfg.State.DeleteClusterMember(ctx, m.ID)
 	}
+	if m.Withdrawn {
+		return s.remove(ctx, v, n, m, "withdrawn")
+	}
 	rec, recorded := v.records[m.Pool]
 	d := rec.Cluster
 	switch {
@@ -519,7 +522,14 @@ func (s *Sync) remove(ctx context.Context, v *view, n Net, m state.ClusterMember
 	if errors.Is(err, ErrInUse) {
 		s.reportAt(slog.LevelInfo, "net:"+n.ID, "cluster network kept here: containers still use it; it is removed when the last one goes",
 			"network", n.Name, "why", why)
-		return nil
+		if m.Withdrawn {
+			return nil
+		}
+		// Remembered here: the tombstone may not outlive the wait (a
+		// wiped store), and the network must not be declared again.
+		m.Withdrawn = true
+		v.members[m.ID] = m
+		return s.cfg.State.PutClusterMember(ctx, m)
 	}
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", n.Name, err)

@@ -646,3 +646,39 @@ func TestReportedForgottenWhenSubjectGoes(t *testing.T) {
 		t.Errorf("b still remembers %v", b.sync.reported)
 	}
 }
+
+func TestKeptNetworkNotDeclaredAgainAfterWipe(t *testing.T) {
+	// blue is withdrawn but kept on d (a container uses it). The store is
+	// wiped, and the lease renewal makes the record again: d must not
+	// declare blue again (the tombstone went with the wipe, but d knew).
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, d := c.host("a"), c.host("d")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, d)
+	nd, _ := d.engine.byName("blue")
+	d.engine.setContainers(nd.ID, 1)
+	a.rm(t, idA)
+	passAll(t, a, d)
+	if d.engine.count("blue") != 1 || a.engine.count("blue") != 0 {
+		t.Fatalf("before the wipe: a %d d %d blue", a.engine.count("blue"), d.engine.count("blue"))
+	}
+	if _, err := c.reg.DeleteAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // d's renewal
+		t.Fatal(err)
+	}
+	passAll(t, d, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the withdrawn blue, kept on d, is declared again after the wipe")
+	}
+	if a.engine.count("blue") != 0 {
+		t.Errorf("a made the withdrawn blue again")
+	}
+	d.engine.setContainers(nd.ID, 0)
+	passAll(t, d, a)
+	if d.engine.count("blue") != 0 {
+		t.Errorf("d kept the withdrawn blue after its last container went")
+	}
+}
