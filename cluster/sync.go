@@ -348,6 +348,15 @@ func (s *Sync) read(ctx context.Context) (*view, error) {
 	for _, r := range recs {
 		v.records[r.Pool] = r
 	}
+	// The epoch again: records listed just after a wipe, with the epoch
+	// read just before it, would look like every declaration withdrawn
+	// with its last lease in this epoch, and the pass would remove every
+	// cluster network not in use.
+	if again, err := s.cfg.Records.Epoch(ctx); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	} else if again != v.epoch {
+		return nil, fmt.Errorf("store: its cluster epoch changed during the pass (the store was wiped or replaced); trying again")
+	}
 	nets, err := s.cfg.Engine.Networks(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)

@@ -682,3 +682,40 @@ func TestKeptNetworkNotDeclaredAgainAfterWipe(t *testing.T) {
 		t.Errorf("d kept the withdrawn blue after its last container went")
 	}
 }
+
+// wipeAfterEpoch is the shared store wiped right after a pass read the
+// epoch, before it lists the records.
+type wipeAfterEpoch struct {
+	Records
+	wipe func()
+}
+
+func (w *wipeAfterEpoch) Epoch(ctx context.Context) (string, error) {
+	e, err := w.Records.Epoch(ctx)
+	if w.wipe != nil {
+		w.wipe()
+		w.wipe = nil
+	}
+	return e, err
+}
+
+func TestStoreWipedMidPassRemovesNothing(t *testing.T) {
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	w := &wipeAfterEpoch{Records: c.reg, wipe: func() {
+		if _, err := c.reg.DeleteAll(ctx); err != nil {
+			t.Error(err)
+		}
+	}}
+	b.sync.cfg.Records = w
+	_ = b.sync.Pass(ctx) // may fail: the store changed under it
+	if w.wipe != nil {
+		t.Fatal("the wipe was not staged")
+	}
+	if b.engine.count("blue") != 1 {
+		t.Errorf("b removed blue: the store was wiped during its pass, not blue withdrawn")
+	}
+}
