@@ -75,7 +75,19 @@ type Sync struct {
 	// tried again and how long the wait after the next failure is. Only
 	// the loop's goroutine uses it.
 	retry map[string]retry
+	// unlisted holds, per member network ID, when a pass first found it
+	// missing from Docker's list. Only the loop's goroutine uses it.
+	unlisted map[string]time.Time
 }
+
+// unlistedGrace is how long a member network may be missing from Docker's
+// list before the loop takes it for lost. Docker stops listing a network
+// as soon as its removal starts, then releases its pool through felt's
+// IPAM (a Consul round trip, or many while Consul struggles), and only
+// then calls DeleteNetwork, whose hook turns the membership into the
+// intent that withdraws the declaration: a membership forgotten before
+// that would leave the removal unnoticed, and the network made again.
+const unlistedGrace = time.Minute
 
 type retry struct {
 	at   time.Time
@@ -134,7 +146,8 @@ func New(cfg Config) *Sync {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
-	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{}}
+	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{},
+		unlisted: map[string]time.Time{}}
 }
 
 // Kick asks for a pass soon; it never blocks.
@@ -329,6 +342,11 @@ func (s *Sync) Pass(ctx context.Context) error {
 			delete(s.retry, uid) // withdrawn: nothing left to try
 		}
 	}
+	for id := range s.unlisted {
+		if _, ok := v.members[id]; !ok {
+			delete(s.unlisted, id) // its membership went (the Deleted hook)
+		}
+	}
 	s.forgetGone(v, live)
 	return errors.Join(errs...)
 }
@@ -441,12 +459,24 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) error {
 	n, listed := v.docker[m.ID]
 	if !listed {
-		// Gone from Docker without the user removing it here (no
+		// Being removed (DeleteNetwork is yet to come: unlistedGrace),
+		// or gone from Docker without the user removing it here (no
 		// intent): dockerd lost it, or it went while felt was down.
-		// Forget it; create makes it again while it is declared.
+		// Forget it after the grace; create makes it again while it is
+		// declared.
+		first, seen := s.unlisted[m.ID]
+		if !seen {
+			s.unlisted[m.ID] = s.cfg.Now()
+			return nil
+		}
+		if s.cfg.Now().Sub(first) < unlistedGrace {
+			return nil
+		}
+		delete(s.unlisted, m.ID)
 		delete(v.members, m.ID)
 		return s.cfg.State.DeleteClusterMember(ctx, m.ID)
 	}
+	delete(s.unlisted, m.ID)
 	if m.Withdrawn {
 		return s.remove(ctx, v, n, m, "withdrawn")
 	}

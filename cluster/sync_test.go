@@ -337,6 +337,11 @@ func TestLostNetworkMadeAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	passAll(t, b)
+	if b.engine.count("blue") != 0 {
+		t.Errorf("made again at once: Docker unlists a network it is removing before felt's DeleteNetwork")
+	}
+	c.tick(unlistedGrace)
+	passAll(t, b)
 	if b.engine.count("blue") != 1 {
 		t.Errorf("not made again")
 	}
@@ -717,5 +722,44 @@ func TestStoreWipedMidPassRemovesNothing(t *testing.T) {
 	}
 	if b.engine.count("blue") != 1 {
 		t.Errorf("b removed blue: the store was wiped during its pass, not blue withdrawn")
+	}
+}
+
+func TestRemovalUnlistedBeforeDeleteNetworkIsWithdrawn(t *testing.T) {
+	// docker network rm on b: Docker stops listing the network as soon as
+	// its removal starts, and calls felt's DeleteNetwork (the Deleted
+	// hook) a moment later. A pass in between (kicked by the disconnect
+	// of the container removed just before, say) must not forget the
+	// membership, or the hook finds none, the declaration is never
+	// withdrawn, and b makes the network again.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	nb, _ := b.engine.byName("blue")
+	b.engine.mu.Lock()
+	delete(b.engine.nets, nb.ID) // unlisted: the removal has begun
+	b.engine.mu.Unlock()
+	b.pass(t)
+	// Docker calls DeleteNetwork, then IPAM's ReleasePool.
+	if err := b.sync.Deleted(ctx, nb.ID, poolA); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.state.DeleteNetwork(ctx, nb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reg.Release(ctx, poolA, b.engine.subnetOf(nb.ID), "b"); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("blue, removed on b, is still declared")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b made blue again after its user removed it")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a still has blue")
 	}
 }
