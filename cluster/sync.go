@@ -78,7 +78,18 @@ type Sync struct {
 	// unlisted holds, per member network ID, when a pass first found it
 	// missing from Docker's list. Only the loop's goroutine uses it.
 	unlisted map[string]time.Time
+	// unmatched holds, per intent (Docker network ID), when a pass first
+	// found no declaration to withdraw for it. Only the loop's goroutine
+	// uses it.
+	unmatched map[string]time.Time
 }
+
+// withdrawGrace is how long an intent whose declaration the store does
+// not hold (a wiped store, not declared again yet) is kept: a host that
+// still knows the declaration declares it again, same UID, within a lease
+// renewal check, and the intent then withdraws it. Meanwhile create skips
+// the declaration here.
+const withdrawGrace = 5 * time.Minute
 
 // unlistedGrace is how long a member network may be missing from Docker's
 // list before the loop takes it for lost. Docker stops listing a network
@@ -147,7 +158,7 @@ func New(cfg Config) *Sync {
 		cfg.Resync = 30 * time.Second
 	}
 	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{},
-		unlisted: map[string]time.Time{}}
+		unlisted: map[string]time.Time{}, unmatched: map[string]time.Time{}}
 }
 
 // Kick asks for a pass soon; it never blocks.
@@ -435,7 +446,18 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 			if err := s.cfg.Records.Withdraw(ctx, i.Pool, i.UID, s.cfg.HostID); err != nil {
 				return fmt.Errorf("withdraw network of pool %s: %w", i.Pool, err)
 			}
-			if rec, ok := v.records[i.Pool]; ok && rec.Cluster.Live() && rec.Cluster.UID == i.UID {
+			if rec, ok := v.records[i.Pool]; !ok || rec.Cluster == nil {
+				// Nothing to withdraw: the store lost the declaration.
+				// Kept a while, for a host that declares it again.
+				first, seen := s.unmatched[id]
+				if !seen {
+					s.unmatched[id] = s.cfg.Now()
+					continue
+				}
+				if s.cfg.Now().Sub(first) < withdrawGrace {
+					continue
+				}
+			} else if rec.Cluster.Live() && rec.Cluster.UID == i.UID {
 				s.cfg.Log.Info("cluster network removed: withdrawn from every host", "network", rec.Cluster.Name, "pool", i.Pool)
 				// The rest of this pass must see it withdrawn, or
 				// create would make it again right here.
@@ -448,6 +470,7 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 		if err := s.cfg.State.DeleteClusterIntent(ctx, id); err != nil {
 			return err
 		}
+		delete(s.unmatched, id)
 		delete(v.intents, id)
 	}
 	return nil

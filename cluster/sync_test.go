@@ -763,3 +763,34 @@ func TestRemovalUnlistedBeforeDeleteNetworkIsWithdrawn(t *testing.T) {
 		t.Errorf("a still has blue")
 	}
 }
+
+func TestRemovedRightAfterWipeIsWithdrawn(t *testing.T) {
+	// The store was wiped; before any host declared blue again, the user
+	// removes it on a. a's withdrawal finds no declaration to withdraw;
+	// b then declares blue again (its membership predates the wipe). The
+	// removal must still win, not blue come back on a.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, b)
+	if _, err := c.reg.DeleteAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.rm(t, idA)
+	a.pass(t)
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // b's renewal
+		t.Fatal(err)
+	}
+	b.pass(t) // declares blue again
+	passAll(t, a, b)
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if liveDecl(t, c, poolA) {
+		t.Errorf("blue, removed on a, is declared")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b still has blue")
+	}
+}
