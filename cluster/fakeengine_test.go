@@ -34,6 +34,7 @@ type fakeEngine struct {
 	// beforeCreate, if set, runs in Create before Docker makes the
 	// network: what other hosts do while this host's create is under way.
 	beforeCreate func()
+	lists        int // calls of Networks: one per pass
 	created      []CreateRequest
 	removed      []string
 }
@@ -47,6 +48,7 @@ func (e *fakeEngine) Self(context.Context) (string, error) { return "felt:latest
 func (e *fakeEngine) Networks(context.Context) ([]Net, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.lists++
 	out := make([]Net, 0, len(e.nets))
 	for _, n := range e.nets {
 		n.Containers = -1

@@ -128,10 +128,15 @@ func (s *Sync) failed(uid string) {
 func (s *Sync) succeeded(uid string) { delete(s.retry, uid) }
 
 // nextRetry is when the earliest failed create is due again.
+// Only future times count: Run asks right after a pass, which tried every
+// create then due; one it did not try (adopted meanwhile, or now behind
+// another conflict) keeps a past time, which would make Run pass again and
+// again without pause.
 func (s *Sync) nextRetry() (time.Time, bool) {
 	var first time.Time
+	now := s.cfg.Now()
 	for _, r := range s.retry {
-		if first.IsZero() || r.at.Before(first) {
+		if r.at.After(now) && (first.IsZero() || r.at.Before(first)) {
 			first = r.at
 		}
 	}

@@ -794,3 +794,42 @@ func TestRemovedRightAfterWipeIsWithdrawn(t *testing.T) {
 		t.Errorf("b still has blue")
 	}
 }
+
+// A create that failed (Docker's answer lost: dockerd restarting, or
+// timing out) although Docker made the network: the next pass adopts it
+// by name. The failed try's retry time, now past, must not make Run pass
+// again and again without pause.
+func TestRunIdleAfterFailedCreateAdopted(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.host("a")
+	a.create(t, blue(poolA))
+	a.pass(t)
+
+	b := c.host("b")
+	b.engine.failNext = errFake
+	b.pass(t) // fails; a retry is due in 2 s
+	b.create(t, blue(poolA))
+	s := New(Config{Engine: b.engine, Records: c.reg, State: b.state, HostID: "b", Resync: time.Hour,
+		Log: b.sync.cfg.Log, Now: func() time.Time { return c.now().Add(time.Minute) }})
+	s.retry = b.sync.retry // the same loop, a minute later
+	b.engine.hook = s.Deleted
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	testkit.WaitFor(t, "b's blue adopted", func() bool {
+		members, _ := b.state.ClusterMembers(context.Background())
+		return len(members) == 1
+	})
+	b.engine.mu.Lock()
+	before := b.engine.lists
+	b.engine.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // measures idleness: nothing to poll for
+	cancel()
+	<-done
+	b.engine.mu.Lock()
+	after := b.engine.lists
+	b.engine.mu.Unlock()
+	if after-before > 3 {
+		t.Errorf("%d passes in 300 ms with nothing to do (Resync 1 h)", after-before)
+	}
+}
