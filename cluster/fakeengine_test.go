@@ -31,8 +31,12 @@ type fakeEngine struct {
 	next     int
 	warn     bool // answer creates with a warning, as Docker < 25 does for a duplicate name
 	failNext error
-	created  []CreateRequest
-	removed  []string
+	// beforeCreate, if set, runs in Create before Docker makes the
+	// network: what other hosts do while this host's create is under way.
+	beforeCreate func()
+	lists        int // calls of Networks: one per pass
+	created      []CreateRequest
+	removed      []string
 }
 
 func newFakeEngine(t *testing.T, host string, reg *lease.Registry, st *state.Store) *fakeEngine {
@@ -44,6 +48,7 @@ func (e *fakeEngine) Self(context.Context) (string, error) { return "felt:latest
 func (e *fakeEngine) Networks(context.Context) ([]Net, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.lists++
 	out := make([]Net, 0, len(e.nets))
 	for _, n := range e.nets {
 		n.Containers = -1
@@ -101,9 +106,13 @@ func (e *fakeEngine) Create(ctx context.Context, req CreateRequest) (string, []s
 	fail := e.failNext
 	e.failNext = nil
 	warn := e.warn
+	before := e.beforeCreate
 	e.mu.Unlock()
 	if fail != nil {
 		return "", nil, fail
+	}
+	if before != nil {
+		before()
 	}
 	id, err := e.add(ctx, req)
 	if err != nil {

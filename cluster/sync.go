@@ -38,6 +38,7 @@ type Records interface {
 	Declare(ctx context.Context, pool netip.Prefix, d lease.Declaration) (lease.Network, error)
 	Withdraw(ctx context.Context, pool netip.Prefix, uid, byHost string) error
 	Epoch(ctx context.Context) (string, error)
+	HoldsName(ctx context.Context, name string, pool netip.Prefix, uid string) (bool, error)
 	WatchNetworks(ctx context.Context, index uint64) (uint64, error)
 }
 
@@ -74,7 +75,30 @@ type Sync struct {
 	// tried again and how long the wait after the next failure is. Only
 	// the loop's goroutine uses it.
 	retry map[string]retry
+	// unlisted holds, per member network ID, when a pass first found it
+	// missing from Docker's list. Only the loop's goroutine uses it.
+	unlisted map[string]time.Time
+	// unmatched holds, per intent (Docker network ID), when a pass first
+	// found no declaration to withdraw for it. Only the loop's goroutine
+	// uses it.
+	unmatched map[string]time.Time
 }
+
+// withdrawGrace is how long an intent whose declaration the store does
+// not hold (a wiped store, not declared again yet) is kept: a host that
+// still knows the declaration declares it again, same UID, within a lease
+// renewal check, and the intent then withdraws it. Meanwhile create skips
+// the declaration here.
+const withdrawGrace = 5 * time.Minute
+
+// unlistedGrace is how long a member network may be missing from Docker's
+// list before the loop takes it for lost. Docker stops listing a network
+// as soon as its removal starts, then releases its pool through felt's
+// IPAM (a Consul round trip, or many while Consul struggles), and only
+// then calls DeleteNetwork, whose hook turns the membership into the
+// intent that withdraws the declaration: a membership forgotten before
+// that would leave the removal unnoticed, and the network made again.
+const unlistedGrace = time.Minute
 
 type retry struct {
 	at   time.Time
@@ -104,10 +128,15 @@ func (s *Sync) failed(uid string) {
 func (s *Sync) succeeded(uid string) { delete(s.retry, uid) }
 
 // nextRetry is when the earliest failed create is due again.
+// Only future times count: Run asks right after a pass, which tried every
+// create then due; one it did not try (adopted meanwhile, or now behind
+// another conflict) keeps a past time, which would make Run pass again and
+// again without pause.
 func (s *Sync) nextRetry() (time.Time, bool) {
 	var first time.Time
+	now := s.cfg.Now()
 	for _, r := range s.retry {
-		if first.IsZero() || r.at.Before(first) {
+		if r.at.After(now) && (first.IsZero() || r.at.Before(first)) {
 			first = r.at
 		}
 	}
@@ -133,7 +162,8 @@ func New(cfg Config) *Sync {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
-	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{}}
+	return &Sync{cfg: cfg, kick: make(chan struct{}, 1), reported: map[string]string{}, retry: map[string]retry{},
+		unlisted: map[string]time.Time{}, unmatched: map[string]time.Time{}}
 }
 
 // Kick asks for a pass soon; it never blocks.
@@ -328,6 +358,12 @@ func (s *Sync) Pass(ctx context.Context) error {
 			delete(s.retry, uid) // withdrawn: nothing left to try
 		}
 	}
+	for id := range s.unlisted {
+		if _, ok := v.members[id]; !ok {
+			delete(s.unlisted, id) // its membership went (the Deleted hook)
+		}
+	}
+	s.forgetGone(v, live)
 	return errors.Join(errs...)
 }
 
@@ -345,6 +381,15 @@ func (s *Sync) read(ctx context.Context) (*view, error) {
 	}
 	for _, r := range recs {
 		v.records[r.Pool] = r
+	}
+	// The epoch again: records listed just after a wipe, with the epoch
+	// read just before it, would look like every declaration withdrawn
+	// with its last lease in this epoch, and the pass would remove every
+	// cluster network not in use.
+	if again, err := s.cfg.Records.Epoch(ctx); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	} else if again != v.epoch {
+		return nil, fmt.Errorf("store: its cluster epoch changed during the pass (the store was wiped or replaced); trying again")
 	}
 	nets, err := s.cfg.Engine.Networks(ctx)
 	if err != nil {
@@ -406,7 +451,18 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 			if err := s.cfg.Records.Withdraw(ctx, i.Pool, i.UID, s.cfg.HostID); err != nil {
 				return fmt.Errorf("withdraw network of pool %s: %w", i.Pool, err)
 			}
-			if rec, ok := v.records[i.Pool]; ok && rec.Cluster.Live() && rec.Cluster.UID == i.UID {
+			if rec, ok := v.records[i.Pool]; !ok || rec.Cluster == nil {
+				// Nothing to withdraw: the store lost the declaration.
+				// Kept a while, for a host that declares it again.
+				first, seen := s.unmatched[id]
+				if !seen {
+					s.unmatched[id] = s.cfg.Now()
+					continue
+				}
+				if s.cfg.Now().Sub(first) < withdrawGrace {
+					continue
+				}
+			} else if rec.Cluster.Live() && rec.Cluster.UID == i.UID {
 				s.cfg.Log.Info("cluster network removed: withdrawn from every host", "network", rec.Cluster.Name, "pool", i.Pool)
 				// The rest of this pass must see it withdrawn, or
 				// create would make it again right here.
@@ -419,6 +475,7 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 		if err := s.cfg.State.DeleteClusterIntent(ctx, id); err != nil {
 			return err
 		}
+		delete(s.unmatched, id)
 		delete(v.intents, id)
 	}
 	return nil
@@ -430,11 +487,26 @@ func (s *Sync) withdraw(ctx context.Context, v *view) error {
 func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) error {
 	n, listed := v.docker[m.ID]
 	if !listed {
-		// Gone from Docker without the user removing it here (no
+		// Being removed (DeleteNetwork is yet to come: unlistedGrace),
+		// or gone from Docker without the user removing it here (no
 		// intent): dockerd lost it, or it went while felt was down.
-		// Forget it; create makes it again while it is declared.
+		// Forget it after the grace; create makes it again while it is
+		// declared.
+		first, seen := s.unlisted[m.ID]
+		if !seen {
+			s.unlisted[m.ID] = s.cfg.Now()
+			return nil
+		}
+		if s.cfg.Now().Sub(first) < unlistedGrace {
+			return nil
+		}
+		delete(s.unlisted, m.ID)
 		delete(v.members, m.ID)
 		return s.cfg.State.DeleteClusterMember(ctx, m.ID)
+	}
+	delete(s.unlisted, m.ID)
+	if m.Withdrawn {
+		return s.remove(ctx, v, n, m, "withdrawn")
 	}
 	rec, recorded := v.records[m.Pool]
 	d := rec.Cluster
@@ -466,10 +538,26 @@ func (s *Sync) checkMember(ctx context.Context, v *view, m state.ClusterMember) 
 		// written yet: this host's lease renewal records the network
 		// again, then the declaration follows.
 		return nil
+	case m.Confirmed && m.Epoch == v.epoch:
+		// The record lost its declaration in this store: an older felt
+		// rewrote it (the name claim stays), or it went with the last
+		// lease after a withdrawal and a lease made it again (this
+		// host's renewal after an absence longer than the lease TTL, or
+		// its create racing the withdrawal; the claim went with the
+		// withdrawal). Declaring it again would undo the user's removal
+		// on every host.
+		held, err := s.cfg.Records.HoldsName(ctx, n.Name, m.Pool, m.UID)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		if !held {
+			return s.remove(ctx, v, n, m, "withdrawn")
+		}
+		return s.redeclare(ctx, v, n, m)
 	default:
 		// The record lost its declaration: the store was wiped and
-		// refilled, or an older felt rewrote it. Declare it again, same
-		// UID, as this host knows it.
+		// refilled, or this host's own declaration was cut short.
+		// Declare it again, same UID, as this host knows it.
 		return s.redeclare(ctx, v, n, m)
 	}
 }
@@ -501,7 +589,14 @@ func (s *Sync) remove(ctx context.Context, v *view, n Net, m state.ClusterMember
 	if errors.Is(err, ErrInUse) {
 		s.reportAt(slog.LevelInfo, "net:"+n.ID, "cluster network kept here: containers still use it; it is removed when the last one goes",
 			"network", n.Name, "why", why)
-		return nil
+		if m.Withdrawn {
+			return nil
+		}
+		// Remembered here: the tombstone may not outlive the wait (a
+		// wiped store), and the network must not be declared again.
+		m.Withdrawn = true
+		v.members[m.ID] = m
+		return s.cfg.State.PutClusterMember(ctx, m)
 	}
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", n.Name, err)
@@ -654,8 +749,10 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 		s.report(subject, "cluster network conflict: not created here: "+err.Error(), "network", d.Name, "pool", rec.Pool, "by", d.By)
 		return nil
 	}
-	s.succeeded(d.UID)
 	if len(warnings) > 0 {
+		// A failure like any other: the wait grows. (Resetting it first
+		// would make every try wait 2 s, and CreateNetwork's own
+		// 2 s kick would make and remove a duplicate for ever.)
 		s.failed(d.UID)
 		// Docker before 25 makes a second network of a name it already
 		// has and only warns: that one is felt's, and goes again.
@@ -664,6 +761,7 @@ func (s *Sync) create(ctx context.Context, v *view, rec lease.Network) error {
 			"network", d.Name, "pool", rec.Pool, "by", d.By, "docker", fmt.Sprint(warnings), "undo", errString(rmErr))
 		return nil
 	}
+	s.succeeded(d.UID)
 	s.forget(subject)
 	s.cfg.Log.Info("cluster network created here", "network", d.Name, "pool", rec.Pool, "declared by", d.By)
 	v.byName[d.Name] = Net{ID: id, Name: d.Name}
@@ -704,6 +802,23 @@ func (s *Sync) forget(subject string) {
 	s.mu.Lock()
 	delete(s.reported, subject)
 	s.mu.Unlock()
+}
+
+// forgetGone ends what report remembers of networks Docker no longer
+// lists and declarations no longer live: without it a long-running felt
+// keeps an entry for every one that was ever in conflict.
+func (s *Sync) forgetGone(v *view, live map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for subject := range s.reported {
+		if id, ok := strings.CutPrefix(subject, "net:"); ok {
+			if _, listed := v.docker[id]; !listed {
+				delete(s.reported, subject)
+			}
+		} else if uid, ok := strings.CutPrefix(subject, "decl:"); ok && !live[uid] {
+			delete(s.reported, subject)
+		}
+	}
 }
 
 func errString(err error) string {

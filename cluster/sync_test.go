@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/internal/ipnet"
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/kv/boltkv"
 	"github.com/felt-net/felt/lease"
@@ -335,6 +337,11 @@ func TestLostNetworkMadeAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	passAll(t, b)
+	if b.engine.count("blue") != 0 {
+		t.Errorf("made again at once: Docker unlists a network it is removing before felt's DeleteNetwork")
+	}
+	c.tick(unlistedGrace)
+	passAll(t, b)
 	if b.engine.count("blue") != 1 {
 		t.Errorf("not made again")
 	}
@@ -481,5 +488,348 @@ func TestRunRetriesCreateWhileFeltIsEnabled(t *testing.T) {
 	testkit.WaitFor(t, "blue created on b after the refused first try", func() bool { return b.engine.count("blue") == 1 })
 	if strings.Contains(b.log.String(), "conflict") {
 		t.Errorf("a refusal while felt is being enabled was reported as a conflict:\n%s", b.log)
+	}
+}
+
+func TestDuplicateWarningBacksOff(t *testing.T) {
+	// Docker 20.10 makes a duplicate and only warns, every time: felt
+	// removes it, and must wait longer before each try, as for any failed
+	// create. (Its own CreateNetwork hook kicks a pass 2 s later, so a
+	// wait that stays at 2 s creates and removes a network for ever.)
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.warn = true
+	b.pass(t)
+	for range 4 {
+		c.tick(2*time.Second + time.Millisecond)
+		b.pass(t)
+	}
+	// 2 s, then 4 s, then 8 s: tries at 0, ~2, ~6 s; not at ~4 and ~8.
+	if n := len(b.engine.created); n != 3 {
+		t.Errorf("%d creates in 8 s of passes every 2 s; want 3 (the wait doubles after each duplicate)", n)
+	}
+}
+
+// liveDecl reports whether pool's record carries a live declaration.
+func liveDecl(t *testing.T, c *testCluster, pool netip.Prefix) bool {
+	t.Helper()
+	rec, err := c.reg.GetNetwork(context.Background(), pool)
+	if errors.Is(err, kv.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Cluster.Live()
+}
+
+func TestWithdrawnWhileAwayNotBroughtBackByRenewal(t *testing.T) {
+	// b is away longer than the lease TTL: its lease expires and goes.
+	// Meanwhile the user removes blue on a; the tombstone goes with the
+	// last lease. b returns, and its lease renewal (Reassert) makes the
+	// record again, without declaration, before b's first pass: that
+	// must remove b's blue, not declare blue again for every host.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, b)
+	nb, ok := b.engine.byName("blue")
+	if !ok {
+		t.Fatal("b did not create blue")
+	}
+	if err := c.reg.Release(ctx, poolA, b.engine.subnetOf(nb.ID), "b"); err != nil { // expired and removed
+		t.Fatal(err)
+	}
+	a.rm(t, idA)
+	a.pass(t)
+	if _, err := c.reg.GetNetwork(ctx, poolA); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("record of the withdrawn pool without leases: %v", err)
+	}
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // b's renewal, first
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the declaration the user withdrew is live again")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b kept the withdrawn blue")
+	}
+}
+
+func TestWithdrawnDuringCreateNotBroughtBack(t *testing.T) {
+	// b's pass saw blue declared and creates it; before b's IPAM records
+	// the pool, the user removes blue on a and the record goes with a's
+	// last lease. b's create makes the record again, without declaration.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.beforeCreate = func() {
+		b.engine.beforeCreate = nil
+		a.rm(t, idA)
+		a.pass(t)
+		if _, err := c.reg.GetNetwork(ctx, poolA); !errors.Is(err, kv.ErrNotFound) {
+			t.Errorf("record of the withdrawn pool without leases: %v", err)
+		}
+	}
+	b.pass(t)
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the declaration the user withdrew is live again")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b kept the withdrawn blue")
+	}
+}
+
+func TestRewrittenByOlderFeltDeclaredAgain(t *testing.T) {
+	// An older felt rewrote the record without the declaration (same
+	// store, same epoch; the name claim stays): declared again, same UID,
+	// and no network removed.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	before, err := c.reg.GetNetwork(ctx, poolA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := before
+	old.Cluster = nil
+	val, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.shared.Put(ctx, "felt/networks/"+ipnet.Key(poolA), val); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	after, err := c.reg.GetNetwork(ctx, poolA)
+	if err != nil || !after.Cluster.Live() || after.Cluster.UID != before.Cluster.UID {
+		t.Fatalf("declaration after an older felt's rewrite: %+v %v; before %+v", after.Cluster, err, before.Cluster)
+	}
+	if a.engine.count("blue") != 1 || b.engine.count("blue") != 1 || len(a.engine.removed)+len(b.engine.removed) != 0 {
+		t.Errorf("networks changed: a %d b %d, removed %v %v", a.engine.count("blue"), b.engine.count("blue"), a.engine.removed, b.engine.removed)
+	}
+}
+
+func TestReportedForgottenWhenSubjectGoes(t *testing.T) {
+	// What report remembers of a conflict goes with its network or
+	// declaration, or a long-running felt keeps one entry per network
+	// and declaration that ever was in conflict.
+	c := newTestCluster(t)
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	a.pass(t)
+	b.engine.failNext = errFake // a conflict about a's declaration
+	idB := b.create(t, CreateRequest{Name: "red", Pool: poolA})
+	b.pass(t) // and one about b's own red, on the declared pool
+	b.sync.mu.Lock()
+	n := len(b.sync.reported)
+	b.sync.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("b reported %d subjects, want 2: %v", n, b.sync.reported)
+	}
+	b.rm(t, idB)
+	a.rm(t, idA)
+	passAll(t, a, b)
+	b.sync.mu.Lock()
+	defer b.sync.mu.Unlock()
+	if len(b.sync.reported) != 0 {
+		t.Errorf("b still remembers %v", b.sync.reported)
+	}
+}
+
+func TestKeptNetworkNotDeclaredAgainAfterWipe(t *testing.T) {
+	// blue is withdrawn but kept on d (a container uses it). The store is
+	// wiped, and the lease renewal makes the record again: d must not
+	// declare blue again (the tombstone went with the wipe, but d knew).
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, d := c.host("a"), c.host("d")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, d)
+	nd, _ := d.engine.byName("blue")
+	d.engine.setContainers(nd.ID, 1)
+	a.rm(t, idA)
+	passAll(t, a, d)
+	if d.engine.count("blue") != 1 || a.engine.count("blue") != 0 {
+		t.Fatalf("before the wipe: a %d d %d blue", a.engine.count("blue"), d.engine.count("blue"))
+	}
+	if _, err := c.reg.DeleteAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // d's renewal
+		t.Fatal(err)
+	}
+	passAll(t, d, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("the withdrawn blue, kept on d, is declared again after the wipe")
+	}
+	if a.engine.count("blue") != 0 {
+		t.Errorf("a made the withdrawn blue again")
+	}
+	d.engine.setContainers(nd.ID, 0)
+	passAll(t, d, a)
+	if d.engine.count("blue") != 0 {
+		t.Errorf("d kept the withdrawn blue after its last container went")
+	}
+}
+
+// wipeAfterEpoch is the shared store wiped right after a pass read the
+// epoch, before it lists the records.
+type wipeAfterEpoch struct {
+	Records
+	wipe func()
+}
+
+func (w *wipeAfterEpoch) Epoch(ctx context.Context) (string, error) {
+	e, err := w.Records.Epoch(ctx)
+	if w.wipe != nil {
+		w.wipe()
+		w.wipe = nil
+	}
+	return e, err
+}
+
+func TestStoreWipedMidPassRemovesNothing(t *testing.T) {
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	w := &wipeAfterEpoch{Records: c.reg, wipe: func() {
+		if _, err := c.reg.DeleteAll(ctx); err != nil {
+			t.Error(err)
+		}
+	}}
+	b.sync.cfg.Records = w
+	_ = b.sync.Pass(ctx) // may fail: the store changed under it
+	if w.wipe != nil {
+		t.Fatal("the wipe was not staged")
+	}
+	if b.engine.count("blue") != 1 {
+		t.Errorf("b removed blue: the store was wiped during its pass, not blue withdrawn")
+	}
+}
+
+func TestRemovalUnlistedBeforeDeleteNetworkIsWithdrawn(t *testing.T) {
+	// docker network rm on b: Docker stops listing the network as soon as
+	// its removal starts, and calls felt's DeleteNetwork (the Deleted
+	// hook) a moment later. A pass in between (kicked by the disconnect
+	// of the container removed just before, say) must not forget the
+	// membership, or the hook finds none, the declaration is never
+	// withdrawn, and b makes the network again.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	a.create(t, blue(poolA))
+	passAll(t, a, b)
+	nb, _ := b.engine.byName("blue")
+	b.engine.mu.Lock()
+	delete(b.engine.nets, nb.ID) // unlisted: the removal has begun
+	b.engine.mu.Unlock()
+	b.pass(t)
+	// Docker calls DeleteNetwork, then IPAM's ReleasePool.
+	if err := b.sync.Deleted(ctx, nb.ID, poolA); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.state.DeleteNetwork(ctx, nb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reg.Release(ctx, poolA, b.engine.subnetOf(nb.ID), "b"); err != nil {
+		t.Fatal(err)
+	}
+	passAll(t, b, a)
+	if liveDecl(t, c, poolA) {
+		t.Errorf("blue, removed on b, is still declared")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b made blue again after its user removed it")
+	}
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a still has blue")
+	}
+}
+
+func TestRemovedRightAfterWipeIsWithdrawn(t *testing.T) {
+	// The store was wiped; before any host declared blue again, the user
+	// removes it on a. a's withdrawal finds no declaration to withdraw;
+	// b then declares blue again (its membership predates the wipe). The
+	// removal must still win, not blue come back on a.
+	c := newTestCluster(t)
+	ctx := context.Background()
+	a, b := c.host("a"), c.host("b")
+	idA := a.create(t, blue(poolA))
+	passAll(t, a, b)
+	if _, err := c.reg.DeleteAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.rm(t, idA)
+	a.pass(t)
+	if _, err := c.reg.ReservePool(ctx, poolA, 0); err != nil { // b's renewal
+		t.Fatal(err)
+	}
+	b.pass(t) // declares blue again
+	passAll(t, a, b)
+	if n := a.engine.count("blue"); n != 0 {
+		t.Errorf("a made blue again after its user removed it")
+	}
+	if liveDecl(t, c, poolA) {
+		t.Errorf("blue, removed on a, is declared")
+	}
+	if n := b.engine.count("blue"); n != 0 {
+		t.Errorf("b still has blue")
+	}
+}
+
+// A create that failed (Docker's answer lost: dockerd restarting, or
+// timing out) although Docker made the network: the next pass adopts it
+// by name. The failed try's retry time, now past, must not make Run pass
+// again and again without pause.
+func TestRunIdleAfterFailedCreateAdopted(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.host("a")
+	a.create(t, blue(poolA))
+	a.pass(t)
+
+	b := c.host("b")
+	b.engine.failNext = errFake
+	b.pass(t) // fails; a retry is due in 2 s
+	b.create(t, blue(poolA))
+	s := New(Config{Engine: b.engine, Records: c.reg, State: b.state, HostID: "b", Resync: time.Hour,
+		Log: b.sync.cfg.Log, Now: func() time.Time { return c.now().Add(time.Minute) }})
+	s.retry = b.sync.retry // the same loop, a minute later
+	b.engine.hook = s.Deleted
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	testkit.WaitFor(t, "b's blue adopted", func() bool {
+		members, _ := b.state.ClusterMembers(context.Background())
+		return len(members) == 1
+	})
+	b.engine.mu.Lock()
+	before := b.engine.lists
+	b.engine.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // measures idleness: nothing to poll for
+	cancel()
+	<-done
+	b.engine.mu.Lock()
+	after := b.engine.lists
+	b.engine.mu.Unlock()
+	if after-before > 3 {
+		t.Errorf("%d passes in 300 ms with nothing to do (Resync 1 h)", after-before)
 	}
 }

@@ -174,14 +174,17 @@ func (r *Registry) Declare(ctx context.Context, pool netip.Prefix, d Declaration
 			return fail(fmt.Errorf("declaring network %q: pool %s is already declared as network %q by host %s (declaration %s): %w",
 				d.Name, pool, c.Name, c.By, c.UID, ErrDeclared))
 		}
-		err = r.claimName(ctx, d.Name, pool, d.UID)
+		fresh, err := r.claimName(ctx, d.Name, pool, d.UID)
 		if errors.Is(err, kv.ErrConflict) {
 			continue
 		}
 		if err != nil {
 			return fail(err)
 		}
-		claimed = true
+		// Only a claim this call made goes again on a failure: one that
+		// named d already (a declaration made again after an older
+		// felt's rewrite) is what tells it from a withdrawal (HoldsName).
+		claimed = claimed || fresh
 		next := cur
 		decl := d
 		next.Cluster = &decl
@@ -218,18 +221,22 @@ func (r *Registry) Declare(ctx context.Context, pool netip.Prefix, d Declaration
 // written its record yet would look stale, and both would win.
 //
 // kv.ErrConflict means the caller's record read may be outdated: it reads
-// again and calls again.
-func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix, uid string) error {
+// again and calls again. made says whether this call wrote the claim (not
+// one naming pool and uid already).
+func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix, uid string) (made bool, err error) {
 	key := r.nameKey(name)
 	val, err := json.Marshal(nameClaim{Pool: pool, UID: uid})
 	if err != nil {
-		return fmt.Errorf("network name %q: %w", name, err)
+		return false, fmt.Errorf("network name %q: %w", name, err)
 	}
-	wrap := func(err error) error {
-		if err == nil || errors.Is(err, kv.ErrConflict) {
-			return err
+	wrap := func(err error) (bool, error) {
+		if err == nil {
+			return true, nil
 		}
-		return fmt.Errorf("network name %q: claim: %w", name, err)
+		if errors.Is(err, kv.ErrConflict) {
+			return false, err
+		}
+		return false, fmt.Errorf("network name %q: claim: %w", name, err)
 	}
 	p, err := r.store.Get(ctx, key)
 	if errors.Is(err, kv.ErrNotFound) {
@@ -244,7 +251,8 @@ func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix
 		return wrap(r.store.CAS(ctx, key, val, p.ModifyIndex))
 	}
 	if c.Pool == pool && c.UID == uid {
-		return wrap(r.touch(ctx, p))
+		_, err := wrap(r.touch(ctx, p))
+		return false, err
 	}
 	holder, err := r.store.Get(ctx, r.networkKey(c.Pool))
 	switch {
@@ -259,7 +267,7 @@ func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix
 			return wrap(err)
 		}
 		if d := n.Cluster; d.Live() && d.UID == c.UID {
-			return fmt.Errorf("network name %q: already declared on pool %s by host %s: %w", name, c.Pool, d.By, ErrNameTaken)
+			return false, fmt.Errorf("network name %q: already declared on pool %s by host %s: %w", name, c.Pool, d.By, ErrNameTaken)
 		}
 		// On our own pool the caller's record CAS is the fence already.
 		if c.Pool != pool {
@@ -269,6 +277,27 @@ func (r *Registry) claimName(ctx context.Context, name string, pool netip.Prefix
 		}
 	}
 	return wrap(r.store.CAS(ctx, key, val, p.ModifyIndex))
+}
+
+// HoldsName reports whether the name claim of name names pool and uid.
+// The claim is written before a declaration and goes only with its
+// withdrawal (or a takeover after it), while an older felt's rewrite of the
+// record, which drops the declaration, leaves it: so in one epoch, a record
+// without its declaration whose claim is gone was withdrawn, and made again
+// since by a lease (a renewal, or a create racing the withdrawal).
+func (r *Registry) HoldsName(ctx context.Context, name string, pool netip.Prefix, uid string) (bool, error) {
+	p, err := r.store.Get(ctx, r.nameKey(name))
+	if errors.Is(err, kv.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("network name %q: claim: %w", name, err)
+	}
+	var c nameClaim
+	if json.Unmarshal(p.Value, &c) != nil {
+		return false, nil
+	}
+	return c.Pool == pool && c.UID == uid, nil
 }
 
 // releaseName removes the claim of name if it names pool and uid and the

@@ -327,6 +327,42 @@ func TestFailedDeclareLeavesNoClaim(t *testing.T) {
 	})
 }
 
+// A declaration made again (same UID) after an older felt's rewrite dropped
+// it from the record finds its claim in place. If that write fails, the
+// claim stays: it was not this call's, and the cluster loop reads a missing
+// claim as a withdrawal (HoldsName).
+func TestFailedRedeclareKeepsItsClaim(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	r := lease.NewRegistry(s, "felt/", nil)
+	reserve(t, r, pool)
+	if _, err := r.Declare(ctx, pool, decl("blue", "a1", "host-a")); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.GetNetwork(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Cluster = nil // an older felt's rewrite
+	val, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "felt/networks/10.42.0.0-16", val); err != nil {
+		t.Fatal(err)
+	}
+	if c := clusterOf(t, r, pool); c != nil {
+		t.Fatalf("the record still carries %+v", c)
+	}
+	failing := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
+	if _, err := failing.Declare(ctx, pool, decl("blue", "a1", "host-b")); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("declare through a failing store: %v", err)
+	}
+	if held, err := r.HoldsName(ctx, "blue", pool, "a1"); err != nil || !held {
+		t.Fatalf("the claim of a1 went with a failed declaration of a1 again: held %v, %v (claim %q)", held, err, claimOf(t, s, "blue"))
+	}
+}
+
 // Host A has claimed blue for its pool but not written its record yet when
 // host B declares blue on another pool. A's claim looks stale to B (A's
 // record carries nothing yet), so B takes it over, but fences A's record

@@ -18,6 +18,11 @@ type ClusterMember struct {
 	Pool      netip.Prefix `json:"pool"`
 	Epoch     string       `json:"epoch"` // the shared store's epoch it was written in
 	Confirmed bool         `json:"confirmed,omitempty"`
+	// Withdrawn: its declaration was withdrawn or replaced, and the
+	// network is kept only while containers use it. Recorded here because
+	// the tombstone in the shared store may go (a wiped store): such a
+	// network is never declared again, only removed.
+	Withdrawn bool `json:"withdrawn,omitempty"`
 }
 
 // ClusterIntent records that the user removed Docker network ID on this
