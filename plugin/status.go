@@ -304,7 +304,7 @@ func (a *App) drift(nets []overlay.Network, leases []lease.Lease, known bool) []
 		}
 		for s, l := range want {
 			if !have[s] {
-				out = append(out, Drift{Network: n.ID, What: fmt.Sprintf("no route to %s (peer %s, %s)", s, l.PublicIP, shortID(l.HostID))})
+				out = append(out, Drift{Network: n.ID, What: fmt.Sprintf("no route to %s (peer %s, host %s)", s, l.PublicIP, shortHost(l.HostID))})
 			}
 		}
 		for s := range have {
@@ -351,7 +351,7 @@ func problems(st Status, now time.Time) []Problem {
 				"lease expired: felt renews every third of FELT_LEASE_TTL; the store was unreachable for too long? Peers drop this host's routes")
 		}
 		for _, p := range n.Peers {
-			peer := fmt.Sprintf("network %s: peer %s (%s, subnet %s)", name, p.PublicIP, shortID(p.HostID), p.Subnet)
+			peer := fmt.Sprintf("network %s: peer %s (host %s, subnet %s)", name, p.PublicIP, shortHost(p.HostID), p.Subnet)
 			switch {
 			case p.Expired:
 				add(peer+": lease expired at "+p.LeaseExpiry.UTC().Format(time.RFC3339), "lease expired: is that host down, or cut off from the store? Its routes are removed")
@@ -374,4 +374,9 @@ func problems(st Status, now time.Time) []Problem {
 	return ps
 }
 
+// shortID is a Docker network ID as `docker network ls` shows it.
 func shortID(id string) string { return id[:min(12, len(id))] }
+
+// shortHost is a host ID as felt's logs, kernel marks and `felt leases`
+// show it: its instance, the first 8 characters.
+func shortHost(id string) string { return id[:min(8, len(id))] }

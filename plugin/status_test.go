@@ -97,9 +97,9 @@ func TestStatusProblems(t *testing.T) {
 	for _, want := range []string{
 		"store unreachable (consul 10.0.0.5:8500): connection refused: working from last state => is Consul up",
 		"network 10.42.0.0/16 (blue): this host's lease of 10.42.1.0/24 expired at 2026-12-01T11:59:00Z => lease expired",
-		"peer 192.168.1.2 (0123456789ab, subnet 10.42.9.0/24): unreachable over the overlay (vxlan) => udp/4789 blocked",
-		"peer 192.168.1.3 (0123456789ab, subnet 10.42.9.0/24): reachable, but full-size packets (1450 bytes) lost => MTU: full-size packets lost: lower -o com.docker.network.driver.mtu or fix the underlay MTU",
-		"peer 192.168.1.4 (0123456789ab, subnet 10.42.9.0/24): lease expired at",
+		"peer 192.168.1.2 (host 01234567, subnet 10.42.9.0/24): unreachable over the overlay (vxlan) => udp/4789 blocked",
+		"peer 192.168.1.3 (host 01234567, subnet 10.42.9.0/24): reachable, but full-size packets (1450 bytes) lost => MTU: full-size packets lost: lower -o com.docker.network.driver.mtu or fix the underlay MTU",
+		"peer 192.168.1.4 (host 01234567, subnet 10.42.9.0/24): lease expired at",
 		"drift in network 1234567890ab: no route to 10.42.9.0/24 => felt repairs it",
 	} {
 		if !strings.Contains(all, want) {

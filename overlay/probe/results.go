@@ -80,7 +80,8 @@ func Hint(backend string) string {
 	}
 }
 
-func short(id string) string { return id[:min(12, len(id))] }
+// short is a host ID as felt's logs show it: its instance, the first 8 characters.
+func short(id string) string { return id[:min(8, len(id))] }
 
 // now is the time results are stamped with (a field for tests).
 func (p *Prober) now() time.Time { return p.cfg.Now() }
