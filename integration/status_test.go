@@ -213,3 +213,70 @@ func TestStatusPeersThroughOverlay(t *testing.T) {
 		}
 	}
 }
+
+// An MTU black hole: the underlay's switch (the bridge's ports) carries
+// 1400 bytes while the hosts' interfaces say 1500, so vxlan's 1500-byte
+// packets (a full-size 1450 of the network plus 50) vanish without an
+// ICMP error; on an --internal network, FORWARD policy DROP. Small probes
+// pass (felt's rules never see them: they are the hosts' own INPUT and
+// OUTPUT traffic), full-size ones do not: felt status says "reachable, but
+// full-size packets lost" with the MTU hint, exits 1, felt_peer_mtu_ok is
+// 0, and the log says it once.
+func TestStatusMTUBlackHole(t *testing.T) {
+	c := hosts.NewCluster(t, feltBin, 2, "FELT_METRICS_ADDR=127.0.0.1:"+metricsPort, "FELT_PROBE_INTERVAL=1s")
+	for _, h := range c.Hosts {
+		testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
+		h.MustNetwork(t, hosts.NetSpec{Subnet: "10.44.0.0/16", Internal: true, Opts: map[string]string{"backend": "vxlan"}})
+	}
+	h1, h2 := c.Hosts[0], c.Hosts[1]
+	testkit.WaitFor(t, "h2 reachable from h1 with full-size packets", func() bool {
+		_, st := statusJSON(t, h1)
+		p, _ := peerOf(t, st, h2.IP)
+		return p.Reachable && p.MTUOK
+	})
+	ports := testkit.MustRun(t, "ip", "-n", c.UL, "-o", "link", "show", "master", "br0")
+	for _, line := range strings.Split(strings.TrimSpace(ports), "\n") {
+		f := strings.Fields(line) // "12: u123-4@if2: <...> mtu 1500 ..."
+		if len(f) < 2 {
+			t.Fatalf("bridge ports: %q", ports)
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		testkit.MustRun(t, "ip", "-n", c.UL, "link", "set", "dev", name, "mtu", "1400")
+	}
+	var st plugin.Status
+	var code int
+	testkit.WaitFor(t, "full-size packets lost, seen from h1", func() bool {
+		code, st = statusJSON(t, h1)
+		p, _ := peerOf(t, st, h2.IP)
+		return !p.MTUOK
+	})
+	p, _ := peerOf(t, st, h2.IP)
+	if !p.Reachable || !strings.Contains(p.Error, "full-size echo (1450 bytes)") || code != 1 {
+		t.Fatalf("exit %d, peer %+v; want reachable with full-size packets lost", code, p)
+	}
+	code, out := feltStatus(t, h1)
+	if code != 1 || !strings.Contains(out, "reachable, but full-size packets (1450 bytes) lost: check: MTU: full-size packets lost: lower -o com.docker.network.driver.mtu or fix the underlay MTU") ||
+		!strings.Contains(out, "(internal)") || !strings.Contains(out, "LOST") {
+		t.Fatalf("felt status: exit %d\n%s", code, out)
+	}
+	_, body := hostGet(t, h1, "/metrics")
+	v, err := metricstest.Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := `{peer="` + h2.IP + `",pool="10.44.0.0/16"}`
+	if v["felt_peer_mtu_ok"+series] != 0 || v["felt_peer_reachable"+series] != 1 {
+		t.Errorf("felt_peer_mtu_ok %v, felt_peer_reachable %v; want 0 and 1", v["felt_peer_mtu_ok"+series], v["felt_peer_reachable"+series])
+	}
+	// More probes, still one line.
+	last := p.LastProbe
+	testkit.WaitFor(t, "three more probes", func() bool {
+		_, st := statusJSON(t, h1)
+		p, _ := peerOf(t, st, h2.IP)
+		return p.LastProbe.Sub(last) >= 3*time.Second
+	})
+	h1.Stop()
+	if n := strings.Count(h1.Log(), "peer reachable, but full-size packets lost"); n != 1 {
+		t.Errorf("logged %d times, want once", n)
+	}
+}
