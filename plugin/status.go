@@ -20,11 +20,12 @@ import (
 
 // StatusPath is felt's own read-only call on the plugin socket, beside
 // Docker's: `felt status` POSTs it and reads a Status as JSON. It never
-// calls Docker, and asks the store once, bounded by StatusStoreTimeout.
+// calls Docker, and its store requests share StatusStoreTimeout.
 const StatusPath = "/Felt.Status"
 
-// StatusStoreTimeout bounds the status call's one store request: a store
-// that does not answer in time is reported unreachable.
+// StatusStoreTimeout bounds the status call's store requests (a probe,
+// then the network records for cluster names): a store that does not
+// answer in time is reported unreachable.
 const StatusStoreTimeout = 2 * time.Second
 
 // Status states.
@@ -133,8 +134,8 @@ type Problem struct {
 }
 
 // Status gathers felt's status from memory, the local store, the kernel
-// and one bounded request to the shared store (which is also its
-// reachability probe).
+// and the shared store (a reachability probe, then the network records),
+// bounded by StatusStoreTimeout.
 func (a *App) Status(ctx context.Context) Status {
 	st := Status{State: StatusRunning, Time: time.Now().UTC(), InSync: a.Overlay.InSync()}
 	st.Host = HostStatus{ID: a.hostID, Version: cmp.Or(a.Settings.Version, "dev")}
@@ -157,8 +158,12 @@ func (a *App) Status(ctx context.Context) Status {
 		st.Probes = ProbeStatus{On: true, Interval: a.Prober.Interval().Seconds()}
 	}
 	nets, leases, known := a.Overlay.Snapshot()
-	st.Store = a.storeStatus(ctx, known)
-	records := a.networkRecords(ctx, &st.Store)
+	// One budget for both store requests: a store that answers slowly
+	// must not hold the call longer than one that does not answer.
+	sctx, cancel := context.WithTimeout(ctx, StatusStoreTimeout)
+	defer cancel()
+	st.Store = a.storeStatus(sctx, known)
+	records := a.networkRecords(sctx, &st.Store)
 
 	local, err := a.State.Networks(ctx)
 	if err != nil {
@@ -198,8 +203,6 @@ func (a *App) storeStatus(ctx context.Context, known bool) StoreStatus {
 	if a.Settings.ConsulAddr != "" {
 		s.Kind, s.Addr = "consul", a.Settings.ConsulAddr
 	}
-	ctx, cancel := context.WithTimeout(ctx, StatusStoreTimeout)
-	defer cancel()
 	// The bare store, as /readyz: a probe is not one of felt's requests.
 	if _, err := a.Shared.Get(ctx, a.Settings.KVPrefix+"format"); err != nil && !errors.Is(err, kv.ErrNotFound) {
 		s.Reachable, s.Detail = false, err.Error()
@@ -214,8 +217,6 @@ func (a *App) networkRecords(ctx context.Context, s *StoreStatus) map[netip.Pref
 	if !s.Reachable {
 		return out
 	}
-	ctx, cancel := context.WithTimeout(ctx, StatusStoreTimeout)
-	defer cancel()
 	recs, err := a.Registry.ListNetworks(ctx)
 	if err != nil {
 		a.Log.Debug("status: network records", "err", err)

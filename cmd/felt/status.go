@@ -139,7 +139,11 @@ func discover(ctx context.Context, dir, env string) (plugin.Status, string, []st
 	}
 	switch len(found) {
 	case 0:
-		return st, "", tried, fmt.Errorf("no running felt found under %s (is the plugin enabled? `docker plugin ls`); name its socket with --socket", dir)
+		hint := ""
+		if os.Geteuid() != 0 {
+			hint = "; run as root: Docker's plugin directory is root's"
+		}
+		return st, "", tried, fmt.Errorf("no running felt found under %s (is the plugin enabled? `docker plugin ls`); name its socket with --socket%s", dir, hint)
 	case 1:
 		return st, found[0], nil, nil
 	default:
