@@ -280,3 +280,30 @@ func TestStatusMTUBlackHole(t *testing.T) {
 		t.Errorf("logged %d times, want once", n)
 	}
 }
+
+// The probes cross every backend: host-gw (plain routes) and udp (felt's
+// own data path, the TUN), on two hosts each, full-size packets included.
+func TestStatusProbesEveryBackend(t *testing.T) {
+	for _, backend := range []string{"host-gw", "udp"} {
+		t.Run(backend, func(t *testing.T) {
+			c := hosts.NewCluster(t, feltBin, 2, "FELT_PROBE_INTERVAL=1s")
+			for _, h := range c.Hosts {
+				testkit.MustRun(t, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
+				h.MustNetwork(t, hosts.NetSpec{Subnet: "10.45.0.0/16", Opts: map[string]string{"backend": backend}})
+			}
+			for _, h := range c.Hosts {
+				testkit.WaitFor(t, "every peer reachable with full-size packets, seen from "+h.NS, func() bool {
+					ok, why := allReachable(t, c, h)
+					if !ok {
+						t.Logf("%s: %s", h.NS, why)
+					}
+					return ok
+				})
+				_, st := statusJSON(t, h)
+				if n := st.Networks[0]; n.Backend != backend || n.MTU != map[string]int{"host-gw": 1500, "udp": 1472}[backend] {
+					t.Errorf("%s: network %+v", h.NS, n)
+				}
+			}
+		})
+	}
+}
