@@ -45,6 +45,13 @@ type ControlPlane struct {
 	// RSS of the felt daemons, KiB, before and after the simulated leases.
 	RSSBeforeKiB []int `json:"felt_rss_before_kib"`
 	RSSAfterKiB  []int `json:"felt_rss_after_kib"`
+	// QuietCPUPercent is each felt daemon's CPU (user+system, % of one
+	// core) over QuietS seconds with the 1,000 leases in place and nothing
+	// changing: the resync, lease renewals and peer probing (on by default,
+	// every 5 s, at most 50 peers a second; the simulated peers never
+	// answer, so each check waits out its timeouts).
+	QuietS          float64   `json:"quiet_s"`
+	QuietCPUPercent []float64 `json:"felt_quiet_cpu_percent"`
 	// Endpoints: CreateEndpoint then Join over the socket, one at a time,
 	// with the 1,000 leases in place; removal is Leave then DeleteEndpoint.
 	Endpoints      int  `json:"endpoints"`
@@ -117,6 +124,10 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	// a quiet control plane with 1,000 peers, not the burst's tail.
 	time.Sleep(3 * time.Second)
 	cp.RSSAfterKiB = rssAll(s, pids)
+	cp.QuietS = 20
+	logf("control plane: felt's CPU over %.0f quiet seconds, probing %d peers", cp.QuietS, simulatedLeases+realHosts-1)
+	cp.QuietCPUPercent = cpuOver(s, pids, time.Duration(cp.QuietS)*time.Second)
+	logf("  felt CPU %v %% of a core", cp.QuietCPUPercent)
 
 	logf("control plane: %d new leases, one at a time", newLeases)
 	var prop, acq []time.Duration
@@ -221,6 +232,30 @@ func rssAll(s *scope, pids []int) []int {
 			s.Fatalf("%v", err)
 		}
 		out = append(out, kb)
+	}
+	return out
+}
+
+// cpuOver is each process's CPU time over d, in % of one core.
+func cpuOver(s *scope, pids []int, d time.Duration) []float64 {
+	before := make([]float64, len(pids))
+	for i, p := range pids {
+		c, err := procCPU(p)
+		if err != nil {
+			s.Fatalf("%v", err)
+		}
+		before[i] = c
+	}
+	start := time.Now()
+	time.Sleep(d)
+	took := time.Since(start).Seconds()
+	out := make([]float64, len(pids))
+	for i, p := range pids {
+		c, err := procCPU(p)
+		if err != nil {
+			s.Fatalf("%v", err)
+		}
+		out[i] = round3(100 * (c - before[i]) / took)
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -115,6 +116,11 @@ func table(r Results) string {
 			fmt.Sprintf("Leave + DeleteEndpoint p50 %s", ms(cp.EndpointRemove.P50)), "")
 		row(fmt.Sprintf("felt RSS with %d leases", cp.SimulatedLeases+cp.RealHosts), "", "",
 			fmt.Sprintf("%s max of %d hosts (%s with %d leases)", mib(maxOf(cp.RSSAfterKiB)), cp.RealHosts, mib(maxOf(cp.RSSBeforeKiB)), cp.RealHosts), "")
+		if len(cp.QuietCPUPercent) > 0 {
+			row(fmt.Sprintf("felt CPU with %d leases, probing every peer", cp.SimulatedLeases+cp.RealHosts), "", "",
+				fmt.Sprintf("%.1f%% of a core, max of %d hosts, over %.0f quiet seconds (peer probes every 5 s, at most 50 peers a second)",
+					slices.Max(cp.QuietCPUPercent), cp.RealHosts, cp.QuietS), "")
+		}
 	}
 	d := r.DockerRun
 	name := fmt.Sprintf("`docker run --rm`, felt network (%d runs)", d.Runs)

@@ -35,10 +35,11 @@ type Metrics struct {
 	storeWatchErrors    prometheus.Counter
 	storeWatchReconnect prometheus.Counter
 
-	// Peer probes (felt status, part B of issue 12) set these; until then
-	// they have no series.
+	// Peer probes (overlay/probe) set these; a peer has no series until
+	// its first probe, and none after it leaves.
 	peerReachable *prometheus.GaugeVec
 	peerRTT       *prometheus.GaugeVec
+	peerMTU       *prometheus.GaugeVec
 
 	state *stateCollector
 }
@@ -115,6 +116,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "felt_peer_rtt_seconds",
 			Help: "Round-trip time of the last answered probe to the peer host through the overlay of the pool.",
 		}, []string{"pool", "peer"}),
+		peerMTU: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "felt_peer_mtu_ok",
+			Help: "1 if the last full-size probe (the network's MTU, don't-fragment set) to the peer host through the overlay of the pool was answered, 0 if it was lost (an MTU black hole) or the peer is unreachable.",
+		}, []string{"pool", "peer"}),
 		state: newStateCollector(),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -124,7 +129,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	})
 	build.Set(1)
 	reg.MustRegister(m.apiRequests, m.apiDuration, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.peerChanges,
-		m.storeRequests, m.storeDuration, m.storeWatchErrors, m.storeWatchReconnect, m.peerReachable, m.peerRTT,
+		m.storeRequests, m.storeDuration, m.storeWatchErrors, m.storeWatchReconnect, m.peerReachable, m.peerRTT, m.peerMTU,
 		m.state, build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Outcomes that should read 0 rather than be absent until they happen,
 	// so that rate() and alerts on them work from the start.
@@ -172,9 +177,20 @@ func (m *Metrics) SetPeer(pool, peer string, reachable bool, rtt time.Duration) 
 	m.peerReachable.WithLabelValues(pool, peer).Set(v)
 }
 
+// SetPeerMTU records whether the full-size probe of peer in pool was
+// answered.
+func (m *Metrics) SetPeerMTU(pool, peer string, ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.peerMTU.WithLabelValues(pool, peer).Set(v)
+}
+
 // ForgetPeer removes a peer's series, when it leaves the pool: otherwise
 // its last value would stay forever.
 func (m *Metrics) ForgetPeer(pool, peer string) {
 	m.peerReachable.DeleteLabelValues(pool, peer)
 	m.peerRTT.DeleteLabelValues(pool, peer)
+	m.peerMTU.DeleteLabelValues(pool, peer)
 }

@@ -99,6 +99,8 @@ func TestScrape(t *testing.T) {
 	m.PeersChanged(1, 1)
 	m.SetPeer("10.42.0.0/16", "host-b", true, 2*time.Millisecond)
 	m.SetPeer("10.42.0.0/16", "host-c", false, 0)
+	m.SetPeerMTU("10.42.0.0/16", "host-b", false)
+	m.SetPeerMTU("10.42.0.0/16", "host-c", true)
 
 	// The store wrapper, over a real embedded store.
 	ctx := context.Background()
@@ -142,6 +144,8 @@ func TestScrape(t *testing.T) {
 		`felt_peer_reachable{peer="host-b",pool="10.42.0.0/16"}`:                        1,
 		`felt_peer_reachable{peer="host-c",pool="10.42.0.0/16"}`:                        0,
 		`felt_peer_rtt_seconds{peer="host-b",pool="10.42.0.0/16"}`:                      0.002,
+		`felt_peer_mtu_ok{peer="host-b",pool="10.42.0.0/16"}`:                           0,
+		`felt_peer_mtu_ok{peer="host-c",pool="10.42.0.0/16"}`:                           1,
 		`felt_store_requests_total{op="get",outcome="not_found"}`:                       1,
 		`felt_store_requests_total{op="put",outcome="ok"}`:                              1,
 		`felt_store_requests_total{op="cas",outcome="conflict"}`:                        1,
@@ -170,8 +174,10 @@ func TestScrape(t *testing.T) {
 	}
 	m.ForgetPeer("10.42.0.0/16", "host-b")
 	v = metricstest.Scrape(t, base+"/metrics")
-	if _, ok := v[`felt_peer_reachable{peer="host-b",pool="10.42.0.0/16"}`]; ok {
-		t.Error("a forgotten peer is still reported")
+	for _, series := range []string{"felt_peer_reachable", "felt_peer_rtt_seconds", "felt_peer_mtu_ok"} {
+		if _, ok := v[series+`{peer="host-b",pool="10.42.0.0/16"}`]; ok {
+			t.Errorf("a forgotten peer is still reported in %s", series)
+		}
 	}
 }
 
@@ -182,6 +188,7 @@ func TestEveryMetricDocumented(t *testing.T) {
 	m := metrics.New(reg, "dev")
 	m.ObserveRequest("Plugin.Activate", metrics.OutcomeOK, time.Millisecond)
 	m.SetPeer("10.42.0.0/16", "h", true, time.Millisecond)
+	m.SetPeerMTU("10.42.0.0/16", "h", true)
 	m.Store(&kvFake{}).Get(context.Background(), "k")
 	m.SetState(func() metrics.State {
 		return metrics.State{Networks: []metrics.NetworkState{{Pool: "10.43.0.0/16", Backend: "udp", DataPath: &metrics.DataPath{}}}}

@@ -25,6 +25,7 @@ import (
 	"github.com/felt-net/felt/metrics"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/backends"
+	"github.com/felt-net/felt/overlay/probe"
 	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/storeformat"
 )
@@ -48,6 +49,9 @@ type App struct {
 	// Metrics are felt's metrics; Gatherer serves them (FELT_METRICS_ADDR).
 	Metrics  *metrics.Metrics
 	Gatherer prometheus.Gatherer
+	// Prober probes every peer through the overlay; nil when
+	// FELT_PROBE_INTERVAL=0.
+	Prober *probe.Prober
 
 	instance string // this felt's mark in kernel objects (its host ID's first 8)
 	hostID   string
@@ -136,6 +140,10 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 		Backends: bes, Resync: s.Resync, Log: log, Observer: tel.Metrics,
 	})
 	tel.Metrics.SetState(app.metricsState)
+	if app.Prober, err = app.newProber(); err != nil {
+		local.Close()
+		return nil, err
+	}
 	// Cluster networks need a store to share and this host's Docker API;
 	// the loop starts in Background, never before the socket serves.
 	var hooks driver.Cluster // a nil *cluster.Sync must stay a nil interface
@@ -209,6 +217,9 @@ func (a *App) Background(ctx context.Context) {
 		a.Log.Error("recovery incomplete", "err", err)
 	}
 	go a.Overlay.Run(ctx)
+	if a.Prober != nil {
+		go a.Prober.Run(ctx)
+	}
 	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
 	if a.Cluster != nil {
 		go a.Cluster.Run(ctx)

@@ -38,7 +38,7 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) error {
 		}
 	}
 	defer app.Close()
-	srv.SetReady(Drivers{Network: app.Driver, IPAM: app.IPAM})
+	srv.SetReady(Drivers{Network: app.Driver, IPAM: app.IPAM, Status: app.Status})
 
 	go app.Background(ctx)
 

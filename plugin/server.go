@@ -29,6 +29,8 @@ const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 type Drivers struct {
 	Network *driver.Driver
 	IPAM    *ipam.Driver
+	// Status answers StatusPath (felt status); nil: only the state.
+	Status func(context.Context) Status
 }
 
 // MaxRequestBody bounds a request's body. Docker's largest requests (a
@@ -300,8 +302,30 @@ func (s *Server) register() {
 
 	ack(s, "/NetworkDriver.ProgramExternalConnectivity", netDrv, (*driver.Driver).ProgramExternalConnectivity)
 	ack(s, "/NetworkDriver.RevokeExternalConnectivity", netDrv, (*driver.Driver).RevokeExternalConnectivity)
+	// felt's own read-only call (felt status), never Docker's.
+	s.route(StatusPath, s.serveStatus)
 	// Swarm-only calls, never sent to a local-scope driver: nothing to do.
 	for _, p := range []string{"DiscoverNew", "DiscoverDelete", "AllocateNetwork", "FreeNetwork"} {
 		handle(s, "/NetworkDriver."+p, func(ctx context.Context, r *map[string]any) (any, error) { return nil, nil })
 	}
+}
+
+// serveStatus answers StatusPath without waiting: "starting" before
+// SetReady, "failed" with the reason after SetFailed. It never calls
+// Docker, and Status bounds its one store request.
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st := Status{State: StatusStarting, Time: time.Now().UTC()}
+	select {
+	case <-s.ready:
+		switch {
+		case s.failed != nil:
+			st.State, st.Error = StatusFailed, s.failed.Error()
+		case s.drivers.Status != nil:
+			st = s.drivers.Status(r.Context())
+		default:
+			st.State = StatusRunning
+		}
+	default:
+	}
+	sdk.EncodeResponse(w, st, false)
 }

@@ -34,6 +34,7 @@ type Settings struct {
 	DockerHost string        // FELT_DOCKER_HOST: the Docker API of cluster networks, unix:///…; empty: off (no Docker API access)
 	DriverName string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
 	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
+	ProbeEvery time.Duration // FELT_PROBE_INTERVAL: each peer's health probe through the overlay; 0: off
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 }
 
@@ -44,6 +45,7 @@ const (
 	DefaultSocket   = "/run/docker/plugins/felt.sock"
 	DefaultLeaseTTL = 24 * time.Hour
 	DefaultResync   = 30 * time.Second
+	DefaultProbe    = 5 * time.Second
 
 	// ManagedDockerDir is where config.json's "docker" mount puts the
 	// host's /var/run: the directory, not the socket file, because dockerd
@@ -65,7 +67,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -147,7 +149,21 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.MetricsOn, err = metricsAddr(get("FELT_METRICS_ADDR", "")); err != nil {
 		return s, err
 	}
+	if s.ProbeEvery, err = probeInterval(get("FELT_PROBE_INTERVAL", DefaultProbe.String())); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// probeInterval checks FELT_PROBE_INTERVAL: 0 (off) or a duration of at
+// least a second (each probe is two echoes per peer, and the prober caps
+// them over all peers anyway).
+func probeInterval(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err == nil && (d == 0 || d >= time.Second) {
+		return d, nil
+	}
+	return 0, fmt.Errorf("FELT_PROBE_INTERVAL=%s: must be a duration of at least 1s (e.g. 5s), how often each peer is probed through the overlay, or 0 to turn probing off", quotedSetting(v))
 }
 
 // metricsAddr checks FELT_METRICS_ADDR: empty (off) or host:port with an

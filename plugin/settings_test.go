@@ -150,3 +150,24 @@ func TestSettingsMetricsAddr(t *testing.T) {
 		}
 	}
 }
+
+// FELT_PROBE_INTERVAL: 5s by default; 0 turns probing off; under a second,
+// negative or not a duration is refused naming the variable.
+func TestSettingsProbeInterval(t *testing.T) {
+	s, err := SettingsFromEnv(env(nil))
+	if err != nil || s.ProbeEvery != 5*time.Second {
+		t.Fatalf("default: %v, %v; want 5s", s.ProbeEvery, err)
+	}
+	for v, want := range map[string]time.Duration{"0": 0, "0s": 0, "1s": time.Second, "1m": time.Minute} {
+		s, err := SettingsFromEnv(env(map[string]string{"FELT_PROBE_INTERVAL": v}))
+		if err != nil || s.ProbeEvery != want {
+			t.Errorf("FELT_PROBE_INTERVAL=%s: %v, %v; want %v", v, s.ProbeEvery, err, want)
+		}
+	}
+	for _, bad := range []string{"500ms", "-5s", "5", "often"} {
+		_, err := SettingsFromEnv(env(map[string]string{"FELT_PROBE_INTERVAL": bad}))
+		if err == nil || !strings.Contains(err.Error(), "FELT_PROBE_INTERVAL="+bad+": ") || !strings.Contains(err.Error(), "0 to turn probing off") {
+			t.Errorf("FELT_PROBE_INTERVAL=%s: error %v; want it refused, naming the variable", bad, err)
+		}
+	}
+}

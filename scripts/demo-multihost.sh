@@ -8,7 +8,9 @@
 # networks). A container runs on each, and they ping each other across the
 # vxlan overlay. Then it
 # shows what felt built: each host's lease, its VTEP with FDB, neighbour and
-# route entries, and felt's keys in Consul.
+# route entries, and felt's keys in Consul; and ends with `felt status` of
+# each host (the felt binary of the plugin's rootfs, run in the host's
+# namespace against its engine's plugin socket).
 #
 # Everything is removed at the end unless KEEP=1; `scripts/demo-multihost.sh
 # clean` removes what a KEEP=1 run left. Nothing is made in the root network
@@ -182,3 +184,25 @@ done
 
 say "felt's keys in Consul (bin/consul kv get -recurse felt/)"
 consul kv get -recurse felt/
+
+# felt status of each host: the binary inside the plugin's rootfs, run in
+# the host's network namespace and its engine's mount namespace (the handle
+# scripts/engine2.sh keeps), against that engine's plugin socket. Docker on
+# Linux keeps plugin sockets in /run/docker/plugins/<plugin ID>/ whatever
+# its --exec-root (moby's getPluginExecRoot: a socket path has at most 108
+# bytes), so both engines' felts are there, and --socket picks this one. On
+# a host with one Docker, `felt status` alone finds it.
+felt=$(realpath "$plugindir/rootfs/felt") # absolute: nsenter --mount starts in /
+for i in "${!hosts[@]}"; do
+  h=${hosts[$i]}
+  id=$(dq "$i" plugin inspect -f '{{.Id}}' "$plugin")
+  sock=/run/docker/plugins/$id/felt.sock
+  status() { nsenter --mount="/run/felt-engines/$h.mnt" --net="/run/netns/$h" -- "$felt" status --socket "$sock" "$@"; }
+  say "felt status on $h (felt status --socket $sock)"
+  # Each peer is probed through the overlay every 5 s: wait for the first.
+  for _ in $(seq 40); do
+    [[ $(status --json 2>/dev/null) == *'"probed": true'* ]] && break
+    sleep 0.5
+  done
+  status
+done

@@ -1,7 +1,8 @@
 // Command felt is the felt Docker network plugin. With no arguments it serves
 // the network and IPAM drivers on FELT_SOCKET until SIGTERM or SIGINT;
 // `felt leases` lists the shared store's network records and leases
-// (leases.go); `felt --version` prints its version.
+// (leases.go); `felt status` asks the running felt what it is doing
+// (status.go); `felt --version` prints its version.
 package main
 
 import (
@@ -31,11 +32,16 @@ func main() {
 			code := runLeases(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv)
 			stop()
 			os.Exit(code)
+		case "status":
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			code := runStatus(ctx, os.Args[2:], os.Stdout, os.Stderr, os.LookupEnv)
+			stop()
+			os.Exit(code)
 		case "--version", "-version", "version":
 			fmt.Println("felt", version)
 			return
 		default:
-			fmt.Fprintf(os.Stderr, "usage: felt [serve | leases [--json] | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET;\nfelt leases lists the cluster's network records and leases from the store.\nSettings come from the environment: %v\n", plugin.SettingNames())
+			fmt.Fprintf(os.Stderr, "usage: felt [serve | status [--json] [--socket PATH] | leases [--json] | --version]\n\nfelt serves Docker's network and IPAM plugin calls on FELT_SOCKET;\nfelt status asks the running felt what it is doing (peers, store, drift, problems);\nfelt leases lists the cluster's network records and leases from the store.\nSettings come from the environment: %v\n", plugin.SettingNames())
 			os.Exit(2)
 		}
 	}

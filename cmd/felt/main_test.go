@@ -24,7 +24,7 @@ func TestVersion(t *testing.T) {
 			t.Errorf("felt %s = %q, %v; want \"felt 1.2.3-test\\n\"", arg, out, err)
 		}
 	}
-	if out, err := exec.Command(bin, "bogus").CombinedOutput(); err == nil || !strings.Contains(string(out), "usage: felt [serve | leases [--json] | --version]") {
+	if out, err := exec.Command(bin, "bogus").CombinedOutput(); err == nil || !strings.Contains(string(out), "usage: felt [serve | status [--json] [--socket PATH] | leases [--json] | --version]") {
 		t.Errorf("felt bogus = %q, %v; want the usage and an error", out, err)
 	}
 

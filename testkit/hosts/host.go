@@ -139,6 +139,18 @@ func (h *Host) Instance() string {
 	return rest[:8]
 }
 
+// Log is the output of the felt last started, read once it has stopped
+// (Stop or Kill): it is still being written while felt runs.
+func (h *Host) Log() string {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd != nil {
+		h.t.Fatal("Log: stop felt first (its log is still being written)")
+	}
+	return h.log.String()
+}
+
 // Kill stops felt with SIGKILL: no chance to clean up, as after a crash.
 func (h *Host) Kill() { h.signal(syscall.SIGKILL) }
 
