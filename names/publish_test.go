@@ -132,7 +132,7 @@ func TestPublisher(t *testing.T) {
 	web := cluster.Container{ID: "aaaaaaaaaaaa1111", Name: "web", Running: true, Networks: map[string]cluster.ContainerNet{
 		"netblue":   {IP: ip4("10.42.1.2"), DNSNames: []string{"web", "api", "aaaaaaaaaaaa"}},
 		"netred":    {IP: ip4("10.43.1.2"), DNSNames: []string{"web", "aaaaaaaaaaaa"}},
-		"netbridge": {IP: ip4("172.17.0.2"), DNSNames: []string{"web"}},  // not felt's
+		"netbridge": {IP: ip4("172.17.0.2"), DNSNames: []string{"web"}}, // not felt's
 		"netother":  {IP: ip4("10.42.9.2"), DNSNames: []string{"nope"}}, // not a felt network here
 	}}
 	fd := &fakeDocker{cs: map[string]cluster.Container{web.ID: web}}
