@@ -160,7 +160,7 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 	// The network driver first: the IPAM's ForgetHost removes its links.
 	app.Driver = driver.New(driver.Config{
 		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay, Backends: bes,
-		Instance: instance, UnderlayMTU: under.MTU, Cluster: hooks, Log: log,
+		Instance: instance, UnderlayMTU: under.MTU, Cluster: hooks, Log: log, DNS: s.DNS,
 	})
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner.of, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
@@ -221,6 +221,7 @@ func (a *App) Background(ctx context.Context) {
 		go a.Prober.Run(ctx)
 	}
 	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
+	go a.runNames(ctx)                         // names.go
 	if a.Cluster != nil {
 		go a.Cluster.Run(ctx)
 	} else {
