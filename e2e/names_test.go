@@ -1,0 +1,258 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+
+	"github.com/felt-net/felt/internal/nsutil"
+)
+
+// TestNames: container names across hosts (issue 11) on the cluster
+// harness (h1 Docker 20.10, h2 26, h3 29, one Consul), each engine with
+// the README's one-time setting, daemon.json {"dns":["169.254.53.53"]}.
+// felt forwards what it does not serve to a test DNS server on the
+// underlay (FELT_DNS_UPSTREAM), never to a real one.
+//
+//	go test -run TestNames ./e2e/   (root, Docker; under flock /tmp/felt-docker.lock)
+func TestNames(t *testing.T) {
+	t.Setenv("ENGINE2_DAEMON_JSON", `{"dns":["169.254.53.53"]}`) // scripts/engine2.sh writes it
+	c := clSetup(t)
+	h1, h2, h3 := c.h(1), c.h(2), c.h(3)
+	t.Logf("hosts: %s", strings.Join([]string{h1.e.name, h2.e.name, h3.e.name}, ", "))
+	queries := nmUpstream(t)
+	for _, h := range c.hosts {
+		h.e.must(t, "plugin", "disable", clPlugin)
+		h.e.must(t, "plugin", "set", clPlugin, "FELT_DNS_UPSTREAM="+clULAddr)
+		h.e.must(t, "plugin", "enable", clPlugin)
+	}
+
+	const blue, bluePool, red, redPool = "nm-blue", "10.94.0.0/16", "nm-red", "10.95.0.0/16"
+	waitNet(t, clConverge, h1.create(t, blue, bluePool), bluePool, h2, h3)
+	waitNet(t, clConverge, h1.create(t, red, redPool), redPool, h2, h3)
+
+	// Clients first: what they resolve is timed from the servers' start.
+	cli1 := nmRun(t, h1, "nm-cli", blue)
+	cli3 := nmRun(t, h3, "nm-cli", blue)
+	redCli := nmRun(t, h1, "nm-red-cli", red)
+	// A container on both networks: the DNS route on one endpoint only
+	// (a second one would fail its start).
+	h1.e.must(t, "create", "--name", "nm-both", "--label", clLabel, "--network", red, image, "sleep", "1d")
+	h1.e.must(t, "network", "connect", blue, "nm-both")
+	h1.e.must(t, "start", "nm-both")
+	both := nmCtr{h1, "nm-both"}
+
+	t.Run("ping and wget web across hosts", func(t *testing.T) {
+		start := time.Now()
+		h2.e.must(t, "run", "-d", "--name", "web", "--label", clLabel, "--network", blue, "--network-alias", "api", image,
+			"sh", "-c", "mkdir -p /www && echo hello-from-h2 > /www/index.html && exec httpd -f -p 80 -h /www")
+		webIP := nmIP(t, h2, "web", blue)
+		got := cli1.waitResolve(t, "web", 2*time.Second, start)
+		if !slices.Equal(got, []string{webIP}) {
+			t.Fatalf("h1: web resolves to %v, want [%s]", got, webIP)
+		}
+		cli1.must(t, "ping", "-c1", "-W2", "web")
+		if out := cli1.must(t, "wget", "-qO-", "http://web/"); strings.TrimSpace(out) != "hello-from-h2" {
+			t.Fatalf("h1: wget http://web/ gave %q", out)
+		}
+		if out := cli3.must(t, "wget", "-qO-", "http://web/"); strings.TrimSpace(out) != "hello-from-h2" {
+			t.Fatalf("h3 (Docker %s): wget http://web/ gave %q", h3.version, out)
+		}
+		short := h2.e.must(t, "inspect", "-f", "{{.Id}}", "web")[:12]
+		if got := cli1.resolve(t, short); !slices.Equal(got, []string{webIP}) {
+			t.Errorf("h1: web's short ID %s resolves to %v", short, got)
+		}
+	})
+
+	t.Run("alias round robin across hosts", func(t *testing.T) {
+		start := time.Now()
+		h3.e.must(t, "run", "-d", "--name", "api3", "--label", clLabel, "--network", blue, "--network-alias", "api", image, "sleep", "1d")
+		want := []string{nmIP(t, h2, "web", blue), nmIP(t, h3, "api3", blue)}
+		slices.Sort(want)
+		deadline := start.Add(2 * time.Second)
+		for {
+			got := cli1.lookup(t, "api")
+			if slices.Equal(got, want) {
+				t.Logf("h1: api → %v within %s", got, time.Since(start).Round(10*time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("h1: api resolves to %v, want both hosts' %v", got, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	t.Run("names scoped per network", func(t *testing.T) {
+		if got := redCli.lookup(t, "web"); len(got) != 0 {
+			t.Fatalf("a container on %s resolves %s's web: %v", red, blue, got)
+		}
+		if got := both.lookup(t, "web"); !slices.Equal(got, []string{nmIP(t, h2, "web", blue)}) {
+			t.Fatalf("a container on both networks resolves web to %v", got)
+		}
+		if out := h1.e.must(t, "exec", "nm-both", "ip", "route"); strings.Count(out, "169.254.53.53") != 1 {
+			t.Fatalf("nm-both: want one route to 169.254.53.53:\n%s", out)
+		}
+	})
+
+	t.Run("external names forwarded", func(t *testing.T) {
+		before := queries.Load()
+		for _, ctr := range []nmCtr{cli1, cli3, redCli} {
+			if got := ctr.lookup(t, "ext.felt.test"); !slices.Equal(got, []string{"192.0.2.80"}) {
+				t.Fatalf("%s on %s: ext.felt.test resolves to %v, want [192.0.2.80]", ctr.name, ctr.h.name, got)
+			}
+		}
+		if queries.Load() == before {
+			t.Fatal("the test upstream saw no query")
+		}
+	})
+
+	t.Run("stopped container's name gone", func(t *testing.T) {
+		start := time.Now()
+		h2.e.must(t, "stop", "-t", "1", "web")
+		stopped := time.Now()
+		deadline := stopped.Add(2 * time.Second)
+		for {
+			got := cli1.lookup(t, "web")
+			if len(got) == 0 {
+				t.Logf("h1: web gone %s after docker stop returned (stop took %s)", time.Since(stopped).Round(10*time.Millisecond), stopped.Sub(start).Round(10*time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("h1: web still resolves to %v 2 s after docker stop", got)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// The alias keeps h3's address only.
+		if got := cli1.lookup(t, "api"); !slices.Equal(got, []string{nmIP(t, h3, "api3", blue)}) {
+			t.Fatalf("h1: api resolves to %v after web stopped", got)
+		}
+	})
+}
+
+// nmCtr is a client container.
+type nmCtr struct {
+	h    *clHost
+	name string
+}
+
+func nmRun(t *testing.T, h *clHost, name, net string) nmCtr {
+	t.Helper()
+	h.e.must(t, "run", "-d", "--name", name, "--label", clLabel, "--network", net, image, "sleep", "1d")
+	return nmCtr{h, name}
+}
+
+func nmIP(t *testing.T, h *clHost, name, net string) string {
+	t.Helper()
+	return h.e.must(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).IPAddress}}`, net), name)
+}
+
+func (c nmCtr) must(t *testing.T, args ...string) string {
+	t.Helper()
+	return c.h.e.must(t, append([]string{"exec", c.name}, args...)...)
+}
+
+// lookup resolves name through the container's resolver (Docker's
+// 127.0.0.11, which forwards to felt): its IPv4 addresses, sorted; none
+// if the name does not resolve.
+func (c nmCtr) lookup(t *testing.T, name string) []string {
+	t.Helper()
+	out, _ := c.h.e.docker("exec", c.name, "nslookup", "-type=a", name)
+	var ips []string
+	seenName := false
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "Name:") {
+			seenName = true
+		}
+		if a, ok := strings.CutPrefix(l, "Address:"); ok && seenName {
+			a = strings.TrimSpace(a)
+			if ip, err := netip.ParseAddr(strings.Fields(a)[0]); err == nil && ip.Is4() {
+				ips = append(ips, ip.String())
+			}
+		}
+	}
+	slices.Sort(ips)
+	return slices.Compact(ips)
+}
+
+func (c nmCtr) resolve(t *testing.T, name string) []string {
+	t.Helper()
+	got := c.lookup(t, name)
+	if len(got) == 0 {
+		out, _ := c.h.e.docker("exec", c.name, "nslookup", name)
+		t.Fatalf("%s on %s: %s does not resolve:\n%s", c.name, c.h.name, name, out)
+	}
+	return got
+}
+
+// waitResolve polls until name resolves, at most limit after start.
+func (c nmCtr) waitResolve(t *testing.T, name string, limit time.Duration, start time.Time) []string {
+	t.Helper()
+	for {
+		if got := c.lookup(t, name); len(got) > 0 {
+			t.Logf("%s on %s: %s → %v within %s of its start", c.name, c.h.name, name, got, time.Since(start).Round(10*time.Millisecond))
+			return got
+		}
+		if time.Since(start) > limit {
+			out, _ := c.h.e.docker("exec", c.name, "nslookup", name)
+			t.Fatalf("%s on %s: %s not resolvable within %s:\n%s", c.name, c.h.name, name, limit, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// nmUpstream is a DNS server at clULAddr:53 in the underlay namespace:
+// ext.felt.test A 192.0.2.80, NXDOMAIN for everything else. It counts
+// queries.
+func nmUpstream(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		n.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; strings.EqualFold(q.Name, "ext.felt.test.") && q.Qtype == dns.TypeA {
+			rr, _ := dns.NewRR("ext.felt.test. 60 IN A 192.0.2.80")
+			m.Answer = append(m.Answer, rr)
+		} else if !strings.EqualFold(q.Name, "ext.felt.test.") {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})
+	ns, err := netns.GetFromName(clUL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var pc net.PacketConn
+	var l net.Listener
+	err = nsutil.Do(ns, func() (err error) {
+		if pc, err = net.ListenPacket("udp4", clULAddr+":53"); err != nil {
+			return err
+		}
+		l, err = net.Listen("tcp4", clULAddr+":53")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("test DNS server in %s: %v", clUL, err)
+	}
+	su, st := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
+	started := make(chan struct{}, 2)
+	su.NotifyStartedFunc = func() { started <- struct{}{} }
+	st.NotifyStartedFunc = func() { started <- struct{}{} }
+	go func() { _ = su.ActivateAndServe() }()
+	go func() { _ = st.ActivateAndServe() }()
+	<-started
+	<-started
+	t.Cleanup(func() { _ = su.Shutdown(); _ = st.Shutdown() })
+	return &n
+}
