@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/felt-net/felt/internal/nsutil"
+	"github.com/felt-net/felt/testkit"
 )
 
 // TestNames: container names across hosts (issue 11) on the cluster
@@ -30,8 +34,12 @@ func TestNames(t *testing.T) {
 	t.Logf("hosts: %s", strings.Join([]string{h1.e.name, h2.e.name, h3.e.name}, ", "))
 	queries := nmUpstream(t)
 	for _, h := range c.hosts {
+		set := []string{"FELT_DNS_UPSTREAM=" + clULAddr}
+		if h == h3 {
+			set = append(set, "FELT_LEASE_TTL="+nmLeaseTTL.String()) // the killed host
+		}
 		h.e.must(t, "plugin", "disable", clPlugin)
-		h.e.must(t, "plugin", "set", clPlugin, "FELT_DNS_UPSTREAM="+clULAddr)
+		h.e.must(t, append([]string{"plugin", "set", clPlugin}, set...)...)
 		h.e.must(t, "plugin", "enable", clPlugin)
 	}
 
@@ -115,6 +123,34 @@ func TestNames(t *testing.T) {
 		}
 	})
 
+	t.Run("internal network", func(t *testing.T) {
+		const internal, pool = "nm-int", "10.96.0.0/16"
+		waitNet(t, clConverge, h1.create(t, internal, pool, "--internal"), pool, h2)
+		cli := nmRun(t, h1, "nm-int-cli", internal)
+		start := time.Now()
+		h2.e.must(t, "run", "-d", "--name", "nm-int-srv", "--label", clLabel, "--network", internal, image, "sleep", "1d")
+		if got, want := cli.waitResolve(t, "nm-int-srv", 2*time.Second, start), nmIP(t, h2, "nm-int-srv", internal); !slices.Equal(got, []string{want}) {
+			t.Fatalf("h1: nm-int-srv resolves to %v, want [%s]", got, want)
+		}
+	})
+
+	t.Run("compose projects split over two hosts", func(t *testing.T) {
+		nmCompose(t, h1, "nma", "db", blue, "mkdir -p /www && echo hello-db > /www/index.html && exec httpd -f -p 80 -h /www")
+		start := time.Now()
+		nmCompose(t, h2, "nmb", "app", blue, "exec sleep 1d")
+		app := nmCtr{h2, "nmb_app_1"}
+		if got, want := app.waitResolve(t, "db", 2*time.Second, start), nmIP(t, h1, "nma_db_1", blue); !slices.Equal(got, []string{want}) {
+			t.Fatalf("h2: db resolves to %v, want [%s]", got, want)
+		}
+		if out := app.must(t, "wget", "-qO-", "http://db/"); strings.TrimSpace(out) != "hello-db" {
+			t.Fatalf("h2: wget http://db/ gave %q", out)
+		}
+		db := nmCtr{h1, "nma_db_1"}
+		if got, want := db.waitResolve(t, "app", 2*time.Second, start), nmIP(t, h2, "nmb_app_1", blue); !slices.Equal(got, []string{want}) {
+			t.Fatalf("h1: app resolves to %v, want [%s]", got, want)
+		}
+	})
+
 	t.Run("stopped container's name gone", func(t *testing.T) {
 		start := time.Now()
 		h2.e.must(t, "stop", "-t", "1", "web")
@@ -136,6 +172,53 @@ func TestNames(t *testing.T) {
 			t.Fatalf("h1: api resolves to %v after web stopped", got)
 		}
 	})
+
+	t.Run("killed host's names gone with its lease", func(t *testing.T) { nmKilledHost(t, c, cli1) })
+}
+
+// nmLeaseTTL is h3's lease TTL: its names must go this long after it dies.
+const nmLeaseTTL = 15 * time.Second
+
+// nmKilledHost: h3 is cut off (its underlay link down: no renewal, no
+// release, as a dead host): its names go when its lease expires.
+func nmKilledHost(t *testing.T, c *clCluster, cli nmCtr) {
+	h3 := c.h(3)
+	if got := cli.lookup(t, "api3"); len(got) != 1 {
+		t.Fatalf("api3 does not resolve before h3 dies: %v", got)
+	}
+	testkit.MustRun(t, "ip", "-n", h3.ns, "link", "set", clHostIF, "down")
+	killed := time.Now()
+	limit := nmLeaseTTL + 2*time.Second
+	for {
+		got := cli.lookup(t, "api3")
+		if len(got) == 0 {
+			t.Logf("h1: api3 gone %s after h3 was cut off (lease TTL %s)", time.Since(killed).Round(100*time.Millisecond), nmLeaseTTL)
+			return
+		}
+		if time.Since(killed) > limit {
+			t.Fatalf("h1: api3 still resolves to %v %s after h3 was cut off (lease TTL %s)", got, limit, nmLeaseTTL)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// nmCompose starts a compose project of one service on h, attached to
+// the external felt network net.
+func nmCompose(t *testing.T, h *clHost, project, service, net, cmd string) {
+	t.Helper()
+	testkit.NeedCommands(t, "docker-compose")
+	dir := t.TempDir()
+	yml := fmt.Sprintf("version: \"2.4\"\nservices:\n  %s:\n    image: %s\n    command: [\"sh\", \"-c\", %q]\n    labels: [%s]\nnetworks:\n  default:\n    external: true\n    name: %s\n",
+		service, image, cmd, clLabel, net)
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command("docker-compose", "-p", project, "up", "-d")
+	run.Dir = dir
+	run.Env = append(os.Environ(), "DOCKER_HOST="+h.e.host)
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("%s: docker-compose -p %s up: %v\n%s", h.name, project, err, out)
+	}
 }
 
 // nmCtr is a client container.

@@ -130,6 +130,7 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 		local.Close()
 		return nil, err
 	}
+	fw.SetDNS(s.DNS) // FELT-INPUT lets containers reach felt's DNS (names)
 	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log,
 		Metrics: tel.Metrics, Gatherer: tel.Registry, instance: instance, hostID: hostID}
 	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
