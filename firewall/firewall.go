@@ -21,6 +21,7 @@
 //     so the isolation holds whatever order Docker puts its filter rules in
 //     and whenever it does so, with Docker's iptables or nftables backend,
 //     and needs nothing from DOCKER-USER (which users own and often flush).
+//
 //   - FELT, in the filter table, jumped to from FORWARD, accepts each pool's
 //     traffic to itself, which Docker's FORWARD policy DROP would otherwise
 //     drop, then repeats the drops (the one layer felt had before the mangle
@@ -86,8 +87,8 @@ type Firewall struct {
 
 	mu     sync.Mutex
 	dns    netip.Addr // felt's DNS address (SetDNS); invalid: no FELT-INPUT
-	want   []Network // the last Sync's networks, which Keep re-applies
-	synced bool      // Sync ran (and Remove did not since)
+	want   []Network  // the last Sync's networks, which Keep re-applies
+	synced bool       // Sync ran (and Remove did not since)
 }
 
 // New returns a Firewall working in ns (a closed handle: the current
