@@ -32,11 +32,21 @@ func TestNames(t *testing.T) {
 	c := clSetup(t)
 	h1, h2, h3 := c.h(1), c.h(2), c.h(3)
 	t.Logf("hosts: %s", strings.Join([]string{h1.e.name, h2.e.name, h3.e.name}, ", "))
-	queries := nmUpstream(t)
+	queries := nmDNSServer(t, clUL, clULAddr)
+	// h3 forwards through the resolv.conf path to a local stub, as on a
+	// host with systemd-resolved: its engine's (and so its plugin's)
+	// /etc/resolv.conf names 127.0.0.53, where a test server listens in
+	// h3's namespace.
+	stubQueries := nmDNSServer(t, h3.ns, "127.0.0.53")
+	stub := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(stub, []byte("nameserver 127.0.0.53\noptions edns0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustRun(t, "nsenter", "--mount=/run/felt-engines/"+h3.ns+".mnt", "mount", "--bind", stub, "/etc/resolv.conf")
 	for _, h := range c.hosts {
 		set := []string{"FELT_DNS_UPSTREAM=" + clULAddr}
 		if h == h3 {
-			set = append(set, "FELT_LEASE_TTL="+nmLeaseTTL.String()) // the killed host
+			set = []string{"FELT_LEASE_TTL=" + nmLeaseTTL.String()} // the killed host, the stub
 		}
 		h.e.must(t, "plugin", "disable", clPlugin)
 		h.e.must(t, append([]string{"plugin", "set", clPlugin}, set...)...)
@@ -112,14 +122,17 @@ func TestNames(t *testing.T) {
 	})
 
 	t.Run("external names forwarded", func(t *testing.T) {
-		before := queries.Load()
-		for _, ctr := range []nmCtr{cli1, cli3, redCli} {
-			if got := ctr.lookup(t, "ext.felt.test"); !slices.Equal(got, []string{"192.0.2.80"}) {
-				t.Fatalf("%s on %s: ext.felt.test resolves to %v, want [192.0.2.80]", ctr.name, ctr.h.name, got)
+		for _, x := range []struct {
+			ctr     nmCtr
+			queries *atomic.Int64
+		}{{cli1, queries}, {redCli, queries}, {cli3, stubQueries}} {
+			before := x.queries.Load()
+			if got := x.ctr.lookup(t, "ext.felt.test"); !slices.Equal(got, []string{"192.0.2.80"}) {
+				t.Fatalf("%s on %s: ext.felt.test resolves to %v, want [192.0.2.80]", x.ctr.name, x.ctr.h.name, got)
 			}
-		}
-		if queries.Load() == before {
-			t.Fatal("the test upstream saw no query")
+			if x.queries.Load() == before {
+				t.Fatalf("%s on %s: its upstream saw no query", x.ctr.name, x.ctr.h.name)
+			}
 		}
 	})
 
@@ -293,10 +306,10 @@ func (c nmCtr) waitResolve(t *testing.T, name string, limit time.Duration, start
 	}
 }
 
-// nmUpstream is a DNS server at clULAddr:53 in the underlay namespace:
+// nmDNSServer is a DNS server at addr:53 in network namespace ns:
 // ext.felt.test A 192.0.2.80, NXDOMAIN for everything else. It counts
 // queries.
-func nmUpstream(t *testing.T) *atomic.Int64 {
+func nmDNSServer(t *testing.T, nsName, addr string) *atomic.Int64 {
 	t.Helper()
 	var n atomic.Int64
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
@@ -311,7 +324,7 @@ func nmUpstream(t *testing.T) *atomic.Int64 {
 		}
 		_ = w.WriteMsg(m)
 	})
-	ns, err := netns.GetFromName(clUL)
+	ns, err := netns.GetFromName(nsName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,14 +332,14 @@ func nmUpstream(t *testing.T) *atomic.Int64 {
 	var pc net.PacketConn
 	var l net.Listener
 	err = nsutil.Do(ns, func() (err error) {
-		if pc, err = net.ListenPacket("udp4", clULAddr+":53"); err != nil {
+		if pc, err = net.ListenPacket("udp4", addr+":53"); err != nil {
 			return err
 		}
-		l, err = net.Listen("tcp4", clULAddr+":53")
+		l, err = net.Listen("tcp4", addr+":53")
 		return err
 	})
 	if err != nil {
-		t.Fatalf("test DNS server in %s: %v", clUL, err)
+		t.Fatalf("test DNS server in %s: %v", nsName, err)
 	}
 	su, st := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
 	started := make(chan struct{}, 2)

@@ -96,12 +96,9 @@ func TestNamesOf(t *testing.T) {
 	}
 }
 
-type fakeScope map[netip.Addr][]netip.Prefix
+type fakeScope map[netip.Addr]Source
 
-func (f fakeScope) Pools(_ context.Context, src netip.Addr) ([]netip.Prefix, bool, error) {
-	p, ok := f[src]
-	return p, ok, nil
-}
+func (f fakeScope) Of(_ context.Context, src netip.Addr) (Source, error) { return f[src], nil }
 
 // upstream is a DNS server on 127.0.0.1: ext.test A 192.0.2.80, NXDOMAIN
 // with the root's SOA (TTL 86400) otherwise; it counts queries.
@@ -141,10 +138,16 @@ func upstream(t *testing.T) (string, *atomic.Int64) {
 // from 127.0.0.1 count as from src (a fake scope keyed by 127.0.0.1).
 func startServer(t *testing.T, pools []netip.Prefix, forward bool, ups []string) string {
 	t.Helper()
-	scope := fakeScope{}
+	var from Source
 	if pools != nil {
-		scope[ip4("127.0.0.1")] = pools
+		from = Source{Pools: pools, Felt: true}
 	}
+	return startServerFor(t, from, forward, ups)
+}
+
+func startServerFor(t *testing.T, from Source, forward bool, ups []string) string {
+	t.Helper()
+	scope := fakeScope{ip4("127.0.0.1"): from}
 	s := NewServer(ServerConfig{Index: testIndex(), Scope: scope, Forward: func(netip.Addr) bool { return forward },
 		Upstreams: func() []string { return ups }, Now: func() time.Time { return t0 }})
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -244,6 +247,19 @@ func TestServerRefusesStrangers(t *testing.T) {
 	srv = startServer(t, nil, true, []string{up})
 	if r := query(t, srv, "udp", "web", dns.TypeA); r.Rcode != dns.RcodeNameError {
 		t.Fatalf("web from a local bridge: %s, want the upstream's NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// A container with only --internal felt networks gets names, and nothing
+// forwarded.
+func TestServerInternalOnly(t *testing.T) {
+	up, count := upstream(t)
+	srv := startServerFor(t, Source{Pools: []netip.Prefix{blue}, Felt: true, InternalOnly: true}, true, []string{up})
+	if got := addrsOf(query(t, srv, "udp", "web", dns.TypeA)); !slices.Equal(got, []string{"10.42.2.2"}) {
+		t.Fatalf("web from an internal-only container: %v", got)
+	}
+	if r := query(t, srv, "udp", "ext.test", dns.TypeA); r.Rcode != dns.RcodeRefused || count.Load() != 0 {
+		t.Fatalf("ext.test from an internal-only container: %s, %d forwarded", dns.RcodeToString[r.Rcode], count.Load())
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/felt-net/felt/cluster"
@@ -42,6 +43,10 @@ type Publisher struct {
 	mu    sync.Mutex
 	full  bool
 	dirty map[string]string // container ID → last action
+
+	// nonFelt maps the sandbox of each known container to whether it has
+	// networks other than felt's (NonFelt); replaced whole after a pass.
+	nonFelt atomic.Pointer[map[string]bool]
 
 	// Only the loop's goroutine uses these.
 	known   map[string]cluster.Container // running containers on felt networks
@@ -192,6 +197,17 @@ func (p *Publisher) pass(ctx context.Context, full bool, dirty map[string]string
 			}
 		}
 	}
+	nonFelt := map[string]bool{}
+	for _, c := range p.known {
+		other := false
+		for netID := range c.Networks {
+			if _, ok := byID[netID]; !ok {
+				other = true
+			}
+		}
+		nonFelt[c.SandboxKey] = other
+	}
+	p.nonFelt.Store(&nonFelt)
 	entries := map[netip.Prefix][]lease.NameEntry{}
 	for _, n := range nets {
 		entries[n.Pool] = nil
@@ -227,6 +243,18 @@ func (p *Publisher) pass(ctx context.Context, full bool, dirty map[string]string
 		p.written[pool] = fp
 	}
 	return errors.Join(errs...)
+}
+
+// NonFelt reports whether the container of sandbox (a SandboxKey) has
+// networks other than felt's, as of the last pass; known is false if no
+// pass has seen it.
+func (p *Publisher) NonFelt(sandbox string) (nonFelt, known bool) {
+	m := p.nonFelt.Load()
+	if m == nil {
+		return false, false
+	}
+	nonFelt, known = (*m)[sandbox]
+	return nonFelt, known
 }
 
 // drop forgets a container, by its full ID or, as some events give it, a

@@ -129,7 +129,7 @@ func TestPublisher(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	web := cluster.Container{ID: "aaaaaaaaaaaa1111", Name: "web", Running: true, Networks: map[string]cluster.ContainerNet{
+	web := cluster.Container{ID: "aaaaaaaaaaaa1111", Name: "web", Running: true, SandboxKey: "sbweb", Networks: map[string]cluster.ContainerNet{
 		"netblue":   {IP: ip4("10.42.1.2"), DNSNames: []string{"web", "api", "aaaaaaaaaaaa"}},
 		"netred":    {IP: ip4("10.43.1.2"), DNSNames: []string{"web", "aaaaaaaaaaaa"}},
 		"netbridge": {IP: ip4("172.17.0.2"), DNSNames: []string{"web"}}, // not felt's
@@ -147,10 +147,16 @@ func TestPublisher(t *testing.T) {
 		return fmt.Sprint(fd.sink != nil)
 	}, "true")
 	// A second container starts (API 1.41 shape: aliases, no DNSNames).
-	db2 := cluster.Container{ID: "bbbbbbbbbbbb2222", Name: "db", Running: true, Networks: map[string]cluster.ContainerNet{
+	db2 := cluster.Container{ID: "bbbbbbbbbbbb2222", Name: "db", Running: true, SandboxKey: "sbdb", Networks: map[string]cluster.ContainerNet{
 		"netblue": {IP: ip4("10.42.1.3"), Aliases: []string{"bbbbbbbbbbbb", "store"}}}}
 	fd.set(db2, "start")
 	waitFor(t, "blue after db starts", func() string { return rec.show(blue) }, "10.42.1.2=aaaaaaaaaaaa,api,web 10.42.1.3=bbbbbbbbbbbb,db,store")
+	if other, known := p.NonFelt("sbweb"); !other || !known {
+		t.Errorf("NonFelt(web) = %v, %v; want true, true (it is on a bridge too)", other, known)
+	}
+	if other, known := p.NonFelt("sbdb"); other || !known {
+		t.Errorf("NonFelt(db) = %v, %v; want false, true", other, known)
+	}
 	// web dies: gone from both networks; red's record is emptied.
 	web.Running = false
 	fd.set(web, "die")

@@ -11,20 +11,36 @@ import (
 	"github.com/felt-net/felt/state"
 )
 
+// Source is what a query's source may see.
+type Source struct {
+	Pools []netip.Prefix // the felt networks of its container
+	Felt  bool           // it is a felt endpoint of this host
+	// InternalOnly: every network of its container is an --internal felt
+	// network. Such a container gets names only: Docker ≥ 25.0.5 forwards
+	// nothing from internal networks, and felt must not open the way out
+	// (DNS exfiltration) that the network itself does not have.
+	InternalOnly bool
+}
+
 // StateScope finds a query's networks in this host's driver records:
 // source address → the felt endpoint with that address → its sandbox →
 // every felt endpoint of that sandbox → their pools, as Docker resolves
 // over all networks of a container.
 type StateScope struct {
 	State *state.Store
+	// NonFelt tells whether the container of a sandbox has networks other
+	// than felt's (Publisher.NonFelt, from Docker); known false (no Docker
+	// access, not seen yet): treated as having some, so queries are
+	// forwarded as Docker before 25.0.5 did.
+	NonFelt func(sandbox string) (nonFelt, known bool)
 }
 
-// Pools returns the pools of src's container; ok is false if src is no
-// felt endpoint of this host.
-func (s StateScope) Pools(ctx context.Context, src netip.Addr) (pools []netip.Prefix, ok bool, err error) {
+// Of returns what src may see; Felt is false if src is no felt endpoint
+// of this host.
+func (s StateScope) Of(ctx context.Context, src netip.Addr) (Source, error) {
 	eps, err := s.State.Endpoints(ctx)
 	if err != nil {
-		return nil, false, err
+		return Source{}, err
 	}
 	var me *state.Endpoint
 	for i := range eps {
@@ -34,7 +50,7 @@ func (s StateScope) Pools(ctx context.Context, src netip.Addr) (pools []netip.Pr
 		}
 	}
 	if me == nil {
-		return nil, false, nil
+		return Source{}, nil
 	}
 	nets := map[string]bool{me.NetworkID: true}
 	if me.SandboxKey != "" {
@@ -44,16 +60,22 @@ func (s StateScope) Pools(ctx context.Context, src netip.Addr) (pools []netip.Pr
 			}
 		}
 	}
+	out := Source{Felt: true, InternalOnly: me.SandboxKey != "" && s.NonFelt != nil}
 	for id := range nets {
 		n, found, err := s.State.Network(ctx, id)
 		if err != nil {
-			return nil, false, err
+			return Source{}, err
 		}
 		if found {
-			pools = append(pools, n.Pool)
+			out.Pools = append(out.Pools, n.Pool)
+			out.InternalOnly = out.InternalOnly && n.Internal
 		}
 	}
-	return pools, true, nil
+	if out.InternalOnly {
+		nonFelt, known := s.NonFelt(me.SandboxKey)
+		out.InternalOnly = known && !nonFelt
+	}
+	return out, nil
 }
 
 // LocalSources are the sources felt forwards for besides felt

@@ -14,9 +14,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Scope maps a query's source to the pools it may see names of.
+// Scope maps a query's source to what it may see (StateScope).
 type Scope interface {
-	Pools(ctx context.Context, src netip.Addr) (pools []netip.Prefix, felt bool, err error)
+	Of(ctx context.Context, src netip.Addr) (Source, error)
 }
 
 // ServerConfig holds the server's dependencies.
@@ -124,22 +124,26 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	q := req.Question[0]
-	pools, felt, err := s.cfg.Scope.Pools(ctx, src)
+	from, err := s.cfg.Scope.Of(ctx, src)
 	if err != nil {
 		s.cfg.Log.Warn("DNS: finding the networks of a query's source", "src", src, "err", err)
 		s.reply(w, req, dns.RcodeServerFailure)
 		return
 	}
-	if !felt && !s.cfg.Forward(src) {
+	if !from.Felt && !s.cfg.Forward(src) {
 		s.reply(w, req, dns.RcodeRefused)
 		return
 	}
 	name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
-	if felt && q.Qclass == dns.ClassINET {
-		if ips, _ := s.cfg.Index.Lookup(pools, name, s.cfg.Now()); len(ips) > 0 {
+	if from.Felt && q.Qclass == dns.ClassINET {
+		if ips, _ := s.cfg.Index.Lookup(from.Pools, name, s.cfg.Now()); len(ips) > 0 {
 			s.answer(w, req, q, ips)
 			return
 		}
+	}
+	if from.InternalOnly {
+		s.reply(w, req, dns.RcodeRefused)
+		return
 	}
 	s.forward(ctx, w, req, name)
 }

@@ -26,6 +26,7 @@ func (a *App) runNames(ctx context.Context) {
 	log := a.Log.With("dns", s.DNS)
 	index := names.NewIndex(a.Registry, a.hostID, log)
 	go index.Run(ctx)
+	scope := names.StateScope{State: a.State}
 	switch {
 	case s.ConsulAddr == "":
 		log.Info("publishing no container names: the embedded store has no other hosts (set CONSUL_HTTP_ADDR)")
@@ -33,10 +34,12 @@ func (a *App) runNames(ctx context.Context) {
 		log.Info("publishing no container names: FELT_DOCKER_HOST=off")
 	default:
 		docker := cluster.NewContainers(cluster.EngineConfig{Host: s.DockerHost, DriverName: s.DriverName, FallbackName: s.BareDriverName(), Log: a.Log})
-		go names.NewPublisher(names.PublisherConfig{Docker: docker, State: a.State, Store: a.Registry, HostID: a.hostID, Resync: s.Resync, Log: log}).Run(ctx)
+		pub := names.NewPublisher(names.PublisherConfig{Docker: docker, State: a.State, Store: a.Registry, HostID: a.hostID, Resync: s.Resync, Log: log})
+		scope.NonFelt = pub.NonFelt
+		go pub.Run(ctx)
 	}
 	srv := names.NewServer(names.ServerConfig{
-		Addr: netip.AddrPortFrom(s.DNS, 53), Index: index, Scope: names.StateScope{State: a.State},
+		Addr: netip.AddrPortFrom(s.DNS, 53), Index: index, Scope: scope,
 		Forward:   names.NewLocalSources(a.Underlay.Netlink).Allowed,
 		Upstreams: names.NewUpstreams(s.DNSUpstream, resolvConf, s.DNS).Servers,
 		Log:       log,
