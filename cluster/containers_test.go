@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -75,7 +77,52 @@ func TestFeltContainersFilters(t *testing.T) {
 	if want := `{"network":{"` + feltID + `":true}}`; v.Get("filters") != want {
 		t.Fatalf("filters %q, want %q", v.Get("filters"), want)
 	}
-	if _, err := e.FeltContainers(InHandler(ctxT(t)), []string{feltID}); !errors.Is(err, ErrInHandler) {
-		t.Fatalf("from a handler: %v, want ErrInHandler", err)
+	hctx := InHandler(ctxT(t))
+	for name, call := range map[string]func() error{
+		"FeltContainers":   func() error { _, err := e.FeltContainers(hctx, []string{feltID}); return err },
+		"ContainerInspect": func() error { _, err := e.ContainerInspect(hctx, "c1"); return err },
+		"WatchContainers": func() error {
+			return e.WatchContainers(hctx, func(ContainerEvent) { t.Error("event from a handler's watch") })
+		},
+	} {
+		if err := call(); !errors.Is(err, ErrInHandler) {
+			t.Errorf("%s from a handler: %v, want ErrInHandler", name, err)
+		}
+	}
+}
+
+// WatchContainers passes container events and felt's network connects and
+// disconnects, not other drivers' ones; the end of the stream drops the client.
+func TestWatchContainers(t *testing.T) {
+	var query string
+	f := newFakeDocker(t, "", "1.41", map[string]http.HandlerFunc{
+		"GET /events": func(w http.ResponseWriter, r *http.Request) {
+			query = r.URL.RawQuery
+			w.Header().Set("Content-Type", "application/json")
+			for _, ev := range []string{
+				`{"Type":"network","Action":"connect","Actor":{"ID":"n1","Attributes":{"container":"c1","name":"blue","type":"felt:latest"}},"scope":"local","time":1}`,
+				`{"Type":"network","Action":"connect","Actor":{"ID":"n0","Attributes":{"container":"c1","name":"bridge","type":"bridge"}},"scope":"local","time":2}`,
+				`{"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{"name":"web"}},"scope":"local","time":3}`,
+				`{"Type":"network","Action":"create","Actor":{"ID":"n2","Attributes":{"name":"red","type":"felt"}},"scope":"local","time":4}`,
+				`{"Type":"network","Action":"disconnect","Actor":{"ID":"n2","Attributes":{"container":"c2","name":"red","type":"felt"}},"scope":"local","time":5}`,
+			} {
+				fmt.Fprintln(w, ev)
+			}
+		},
+	})
+	e := testEngine(f)
+	var got []string
+	err := e.WatchContainers(ctxT(t), func(ev ContainerEvent) { got = append(got, ev.Action+" "+ev.Container+" "+ev.Network) })
+	if err == nil || !strings.Contains(err.Error(), "Docker ended the event stream") {
+		t.Errorf("WatchContainers = %v, want the end of the stream", err)
+	}
+	if want := []string{"connect c1 n1", "start c1 ", "disconnect c2 n2"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if v, _ := url.ParseQuery(query); v.Get("filters") != `{"type":{"container":true,"network":true}}` {
+		t.Errorf("events query %q", query)
+	}
+	if e.cur != nil {
+		t.Error("client kept after the event stream ended")
 	}
 }
