@@ -109,6 +109,8 @@ func TestNames(t *testing.T) {
 		}
 	})
 
+	t.Run("latency", func(t *testing.T) { nmLatency(t, cli1) })
+
 	t.Run("names scoped per network", func(t *testing.T) {
 		if got := redCli.lookup(t, "web"); len(got) != 0 {
 			t.Fatalf("a container on %s resolves %s's web: %v", red, blue, got)
@@ -231,6 +233,47 @@ func nmCompose(t *testing.T, h *clHost, project, service, net, cmd string) {
 	run.Env = append(os.Environ(), "DOCKER_HOST="+h.e.host)
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("%s: docker-compose -p %s up: %v\n%s", h.name, project, err, out)
+	}
+}
+
+// nmLatency logs p50/p99 of lookups through Docker's resolver (127.0.0.11)
+// from a socket in cli's network namespace: a cross-host name (Docker →
+// felt → index), a local name (Docker alone) and an external name (Docker
+// → felt → the test upstream).
+func nmLatency(t *testing.T, cli nmCtr) {
+	pid := cli.h.e.must(t, "inspect", "-f", "{{.State.Pid}}", cli.name)
+	ns, err := netns.GetFromPath("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var conn *dns.Conn
+	if err := nsutil.Do(ns, func() (err error) {
+		conn, err = dns.Dial("udp", "127.0.0.11:53")
+		return err
+	}); err != nil {
+		t.Fatalf("a socket in %s's namespace: %v", cli.name, err)
+	}
+	defer conn.Close()
+	const n = 300
+	for _, name := range []string{"web", cli.name, "ext.felt.test"} {
+		var took []time.Duration
+		for range n {
+			m := new(dns.Msg)
+			m.SetQuestion(name+".", dns.TypeA)
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			start := time.Now()
+			if err := conn.WriteMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			r, err := conn.ReadMsg()
+			if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+				t.Fatalf("%s: %v %v", name, err, r)
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		t.Logf("lookup of %s from %s on %s: p50 %s p99 %s (%d lookups)", name, cli.name, cli.h.name, took[n/2], took[n*99/100], n)
 	}
 }
 
