@@ -147,6 +147,31 @@ func TestNames(t *testing.T) {
 		if got, want := cli.waitResolve(t, "nm-int-srv", 2*time.Second, start), nmIP(t, h2, "nm-int-srv", internal); !slices.Equal(got, []string{want}) {
 			t.Fatalf("h1: nm-int-srv resolves to %v, want [%s]", got, want)
 		}
+		// No way out through felt: an internal-only container's other
+		// names are refused, not forwarded (Docker 26 answers the client
+		// at once; 20.10 would wait for its own timeout).
+		cli2 := nmRun(t, h2, "nm-int-cli2", internal)
+		before := queries.Load()
+		if got := cli2.lookup(t, "ext.felt.test"); len(got) != 0 || queries.Load() != before {
+			t.Fatalf("h2: an internal-only container resolved ext.felt.test to %v (%d forwards)", got, queries.Load()-before)
+		}
+	})
+
+	t.Run("disconnect and rename", func(t *testing.T) {
+		h2.e.must(t, "run", "-d", "--name", "nm-dc", "--label", clLabel, "--network", red, image, "sleep", "1d")
+		start := time.Now()
+		h2.e.must(t, "network", "connect", blue, "nm-dc")
+		cli1.waitResolve(t, "nm-dc", 2*time.Second, start)
+		start = time.Now()
+		h2.e.must(t, "network", "disconnect", blue, "nm-dc")
+		cli1.waitGone(t, "nm-dc", 2*time.Second, start)
+		if got := redCli.lookup(t, "nm-dc"); len(got) != 1 {
+			t.Fatalf("nm-dc on %s after its disconnect from %s: %v", red, blue, got)
+		}
+		start = time.Now()
+		h2.e.must(t, "rename", "nm-dc", "nm-dc2")
+		redCli.waitResolve(t, "nm-dc2", 2*time.Second, start)
+		redCli.waitGone(t, "nm-dc", 2*time.Second, start)
 	})
 
 	t.Run("compose projects split over two hosts", func(t *testing.T) {
@@ -344,6 +369,22 @@ func (c nmCtr) waitResolve(t *testing.T, name string, limit time.Duration, start
 		if time.Since(start) > limit {
 			out, _ := c.h.e.docker("exec", c.name, "nslookup", name)
 			t.Fatalf("%s on %s: %s not resolvable within %s:\n%s", c.name, c.h.name, name, limit, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitGone polls until name no longer resolves, at most limit after start.
+func (c nmCtr) waitGone(t *testing.T, name string, limit time.Duration, start time.Time) {
+	t.Helper()
+	for {
+		got := c.lookup(t, name)
+		if len(got) == 0 {
+			t.Logf("%s on %s: %s gone within %s", c.name, c.h.name, name, time.Since(start).Round(10*time.Millisecond))
+			return
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s on %s: %s still resolves to %v after %s", c.name, c.h.name, name, got, limit)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
