@@ -70,6 +70,9 @@ type Config struct {
 	// are off (embedded store, or no Docker API access).
 	Cluster Cluster
 	Log     *slog.Logger
+	// DNS is felt's DNS address (FELT_DNS), routed through the felt
+	// gateway in each container (join.go); invalid: off.
+	DNS netip.Addr
 }
 
 // Driver serves the NetworkDriver calls.

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	api "github.com/docker/go-plugins-helpers/network"
 
@@ -44,7 +45,45 @@ func (d *Driver) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 	if n.Pool != n.Subnet {
 		resp.StaticRoutes = []*api.StaticRoute{{Destination: n.Pool.String(), RouteType: 0, NextHop: n.Gateway.String()}}
 	}
+	route, err := d.dnsRoute(ctx, &ep, req.SandboxKey)
+	if err != nil {
+		return nil, err
+	}
+	if route {
+		resp.StaticRoutes = append(resp.StaticRoutes, &api.StaticRoute{Destination: netip.PrefixFrom(d.cfg.DNS, 32).String(), RouteType: 0, NextHop: n.Gateway.String()})
+	}
 	return resp, nil
+}
+
+// dnsRoute records ep's sandbox and decides whether ep carries the route
+// to felt's DNS address (package names): queries then reach felt through
+// the felt bridge with the container's felt address as source, also on
+// --internal networks, which have no default route. Only the first felt
+// endpoint of a sandbox gets it: Docker fails the start of a container
+// whose second network returns the same route ("file exists"). A repeated
+// Join of the holder gets it again.
+func (d *Driver) dnsRoute(ctx context.Context, ep *state.Endpoint, sandbox string) (bool, error) {
+	if !d.cfg.DNS.IsValid() || sandbox == "" {
+		return false, nil
+	}
+	if !ep.DNSRoute {
+		eps, err := d.cfg.State.Endpoints(ctx)
+		if err != nil {
+			return false, err
+		}
+		holder := false
+		for _, o := range eps {
+			holder = holder || o.ID != ep.ID && o.SandboxKey == sandbox && o.DNSRoute
+		}
+		ep.DNSRoute = !holder
+	}
+	if ep.SandboxKey != sandbox || ep.DNSRoute {
+		ep.SandboxKey = sandbox
+		if err := d.cfg.State.PutEndpoint(ctx, *ep); err != nil {
+			return false, err
+		}
+	}
+	return ep.DNSRoute, nil
 }
 
 // joinable reads the records of network netID and of its endpoint epID,
@@ -65,9 +104,27 @@ func (d *Driver) joinable(ctx context.Context, netID, epID string) (state.Networ
 	return n, ep, err
 }
 
-// Leave has nothing to undo: the veth goes with DeleteEndpoint.
+// Leave forgets the endpoint's sandbox, and with it the DNS route, so
+// that another felt network connected later gets the route; the veth goes
+// with DeleteEndpoint.
 func (d *Driver) Leave(ctx context.Context, req *api.LeaveRequest) error {
-	return checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID)
+	if err := checkIDs("NetworkID", req.NetworkID, "EndpointID", req.EndpointID); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, found, err := d.cfg.State.Endpoint(ctx, req.EndpointID)
+	if err != nil || !found || (ep.SandboxKey == "" && !ep.DNSRoute) {
+		return err
+	}
+	ep.SandboxKey, ep.DNSRoute = "", false
+	if err := d.cfg.State.PutEndpoint(ctx, ep); err != nil {
+		// Not worth failing a container's stop: the record is rewritten
+		// at its next Join, and the worst meanwhile is a later network
+		// of the same sandbox without the route.
+		d.cfg.Log.Warn("Leave: recording the endpoint's sandbox as left", "endpoint", ep.ID, "err", err)
+	}
+	return nil
 }
 
 // ProgramExternalConnectivity has nothing to do: felt returns no gateway,

@@ -25,7 +25,7 @@ func TestZZNoKernelObjectsLeft(t *testing.T) {
 			t.Errorf("left behind: %s", l)
 		}
 	}
-	for _, chain := range [][]string{{"-S", "FELT"}, {"-t", "mangle", "-S", "FELT-ISOLATION"}} {
+	for _, chain := range [][]string{{"-S", "FELT"}, {"-t", "mangle", "-S", "FELT-ISOLATION"}, {"-S", "FELT-INPUT"}} {
 		if out, err := testkit.Run(append([]string{"iptables"}, chain...)...); err == nil {
 			t.Errorf("iptables %s left behind:\n%s", strings.Join(chain, " "), out)
 		}

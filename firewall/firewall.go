@@ -21,6 +21,7 @@
 //     so the isolation holds whatever order Docker puts its filter rules in
 //     and whenever it does so, with Docker's iptables or nftables backend,
 //     and needs nothing from DOCKER-USER (which users own and often flush).
+//
 //   - FELT, in the filter table, jumped to from FORWARD, accepts each pool's
 //     traffic to itself, which Docker's FORWARD policy DROP would otherwise
 //     drop, then repeats the drops (the one layer felt had before the mangle
@@ -30,7 +31,13 @@
 //     to DOCKER-USER, so users' rules there apply to felt as to Docker's own
 //     networks, and left where it is.
 //
-// Sync sets both up, and Keep repeats it periodically, so that a flush or a
+//   - FELT-INPUT, in the filter table, jumped to first from INPUT, only
+//     while felt serves container names (SetDNS): accepts DNS (UDP and TCP
+//     port 53) from each felt bridge to felt's DNS address, which a host
+//     whose INPUT policy drops (ufw) would otherwise drop. Docker writes
+//     nothing to INPUT for containers: its resolver lives in their netns.
+//
+// Sync sets them up, and Keep repeats it periodically, so that a flush or a
 // reorder by anyone is repaired within a resync interval.
 package firewall
 
@@ -39,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -55,12 +63,14 @@ import (
 const (
 	Chain          = "FELT"           // filter table, from FORWARD: accepts
 	IsolationChain = "FELT-ISOLATION" // mangle table, first in FORWARD: drops
+	InputChain     = "FELT-INPUT"     // filter table, first in INPUT: felt's DNS
 )
 
 const (
 	filter     = "filter"
 	mangle     = "mangle"
 	forward    = "FORWARD"
+	input      = "INPUT"
 	dockerUser = "DOCKER-USER"
 )
 
@@ -76,8 +86,9 @@ type Firewall struct {
 	log      *slog.Logger
 
 	mu     sync.Mutex
-	want   []Network // the last Sync's networks, which Keep re-applies
-	synced bool      // Sync ran (and Remove did not since)
+	dns    netip.Addr // felt's DNS address (SetDNS); invalid: no FELT-INPUT
+	want   []Network  // the last Sync's networks, which Keep re-applies
+	synced bool       // Sync ran (and Remove did not since)
 }
 
 // New returns a Firewall working in ns (a closed handle: the current
@@ -112,6 +123,15 @@ func New(ns netns.NsHandle, instance, path string, log *slog.Logger) (*Firewall,
 		return nil
 	})
 	return f, err
+}
+
+// SetDNS sets felt's DNS address (FELT_DNS), which felt bridges may reach
+// on port 53 (FELT-INPUT); an invalid one removes the chain. It takes
+// effect at the next Sync or Keep.
+func (f *Firewall) SetDNS(addr netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dns = addr
 }
 
 func (f *Firewall) tag() string { return "felt:" + f.instance + ":" }
@@ -163,18 +183,19 @@ func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
 
 // rules renders the rules of nets: the isolation chain's drops (in any
 // order), the filter chain's accepts (its heads) and drops (its tails).
-func (f *Firewall) rules(nets []Network) (isolation, accepts, drops []rule) {
+func (f *Firewall) rules(nets []Network) (isolation, accepts, drops, inputs []rule) {
 	for _, n := range nets {
 		isolation = append(isolation, f.isolation(n)...)
 		accepts = append(accepts, f.accept(n), f.acceptBridged(n))
 		drops = append(drops, f.filterDrops(n)...)
+		inputs = append(inputs, f.dnsAccepts(n)...)
 	}
-	return isolation, accepts, drops
+	return isolation, accepts, drops, inputs
 }
 
 // apply does Sync's work in the namespace; it returns what it changed.
 func (f *Firewall) apply(nets []Network) (changes []string, err error) {
-	isolation, accepts, drops := f.rules(nets)
+	isolation, accepts, drops, inputs := f.rules(nets)
 	// The filter chain has drops after its accepts: a second layer for
 	// when the mangle chain was flushed and Keep has not yet put it back,
 	// effective wherever FELT's jump sits above Docker's accepts (the
@@ -203,7 +224,19 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 		if err := f.jumpFirst(mangle, forward, IsolationChain, &changes); err != nil {
 			return err
 		}
-		return f.jumpPresent(filter, forward, Chain, &changes)
+		if err := f.jumpPresent(filter, forward, Chain, &changes); err != nil {
+			return err
+		}
+		if !f.dns.IsValid() {
+			return f.removeChain(filter, InputChain, input, &changes)
+		}
+		if err := f.ensureChain(filter, InputChain); err != nil {
+			return err
+		}
+		if err := f.syncChain(filter, InputChain, nil, inputs, &changes); err != nil {
+			return err
+		}
+		return f.jumpFirst(filter, input, InputChain, &changes)
 	})
 	return changes, err
 }
@@ -421,15 +454,15 @@ func (f *Firewall) Remove() error {
 
 func (f *Firewall) removeAll(changes *[]string) error {
 	var errs []error
-	for _, c := range []struct{ table, chain string }{{mangle, IsolationChain}, {filter, Chain}} {
-		errs = append(errs, f.removeChain(c.table, c.chain, changes))
+	for _, c := range []struct{ table, chain, from string }{{mangle, IsolationChain, forward}, {filter, Chain, forward}, {filter, InputChain, input}} {
+		errs = append(errs, f.removeChain(c.table, c.chain, c.from, changes))
 	}
 	return errors.Join(errs...)
 }
 
 // removeChain deletes this instance's rules from chain, and the chain and
-// the jumps to it when no rule of anyone else is left in it.
-func (f *Firewall) removeChain(table, chain string, changes *[]string) error {
+// the jumps to it from `from` when no rule of anyone else is left in it.
+func (f *Firewall) removeChain(table, chain, from string, changes *[]string) error {
 	if ok, err := f.ipt.ChainExists(table, chain); err != nil || !ok {
 		return err
 	}
@@ -446,14 +479,14 @@ func (f *Firewall) removeChain(table, chain string, changes *[]string) error {
 		}
 	}
 	for {
-		ok, err := f.ipt.Exists(table, forward, "-j", chain)
+		ok, err := f.ipt.Exists(table, from, "-j", chain)
 		if err != nil {
 			return fmt.Errorf("iptables -t %s: %w", table, err)
 		}
 		if !ok {
 			break
 		}
-		if err := f.ipt.Delete(table, forward, "-j", chain); err != nil {
+		if err := f.ipt.Delete(table, from, "-j", chain); err != nil {
 			return fmt.Errorf("iptables -t %s: delete jump to %s: %w", table, chain, err)
 		}
 	}

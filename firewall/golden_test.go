@@ -15,13 +15,15 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from what the tests produce")
 
 // dump is felt's part of the ruleset as `iptables -S` lists it: the
-// FORWARD chains holding its jumps and its own chains, mangle then filter.
+// FORWARD and INPUT chains holding its jumps and its own chains, mangle
+// then filter.
 func dump(t *testing.T, ns *netns.NS, path string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, c := range []struct{ table, chain string }{
 		{"mangle", "FORWARD"}, {"mangle", firewall.IsolationChain},
 		{"filter", "FORWARD"}, {"filter", firewall.Chain},
+		{"filter", "INPUT"}, {"filter", firewall.InputChain},
 	} {
 		b.WriteString("# -t " + c.table + " -S " + c.chain + "\n")
 		out, err := ns.Run(path, "-w", "-t", c.table, "-S", c.chain)
@@ -133,6 +135,13 @@ func TestRulesGolden(t *testing.T) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start20()
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
+		}},
+		{"dns-off", func(t *testing.T, ns *netns.NS, path string) {
+			// FELT_DNS=off after felt served names: FELT-INPUT goes.
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet, blueNet)
+			fw.SetDNS(netip.Addr{})
+			mustSync(t, fw, redNet)
 		}},
 		{"docker-29-then-felt", func(t *testing.T, ns *netns.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}

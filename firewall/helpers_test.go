@@ -2,12 +2,15 @@ package firewall_test
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"testing"
 
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/testkit/netns"
 )
+
+var feltDNS = netip.MustParseAddr("169.254.53.53")
 
 var (
 	redNet  = firewall.Network{Bridge: "felt-red", Pool: redPool}
@@ -20,6 +23,7 @@ func newFirewall(t *testing.T, ns *netns.NS, path, instance string) *firewall.Fi
 	if err != nil {
 		t.Fatal(err)
 	}
+	fw.SetDNS(feltDNS) // as felt runs by default (FELT_DNS)
 	return fw
 }
 

@@ -61,6 +61,19 @@ func (f *Firewall) rule(n Network, match []string, target string) rule {
 	return append(r, "-j", target)
 }
 
+// dnsAccepts let the containers of n reach felt's DNS address on port 53
+// (package names) through hosts whose INPUT policy drops.
+func (f *Firewall) dnsAccepts(n Network) []rule {
+	if !f.dns.IsValid() {
+		return nil
+	}
+	var out []rule
+	for _, proto := range []string{"udp", "tcp"} {
+		out = append(out, f.rule(n, []string{"-d", netip.PrefixFrom(f.dns, 32).String(), "-i", n.Bridge, "-p", proto, "-m", proto, "--dport", "53"}, "ACCEPT"))
+	}
+	return out
+}
+
 func samePool(n Network) []string {
 	p := n.Pool.Masked().String()
 	return []string{"-s", p, "-d", p}

@@ -34,7 +34,11 @@ func TestRenderedRulesMatchGolden(t *testing.T) {
 		"upgrade-from-mangle-return": {"inst0001": {red}},
 		"docker-20.10-then-felt":     {"inst0001": {red}},
 		"docker-29-then-felt":        {"inst0001": {red}},
+		"dns-off":                    {"inst0001": {red}},
 	}
+	// Every scenario runs with felt's DNS at 169.254.53.53 (FELT-INPUT)
+	// but these.
+	dnsOff := map[string]bool{"dns-off": true}
 	files, err := filepath.Glob(filepath.Join("testdata", "*.golden"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no golden files: %v", err)
@@ -52,13 +56,17 @@ func TestRenderedRulesMatchGolden(t *testing.T) {
 			}
 			listed := goldenRules(t, string(b))
 			for inst, nets := range insts {
-				f := &Firewall{instance: inst}
-				isolation, accepts, drops := f.rules(nets)
+				f := &Firewall{instance: inst, dns: netip.MustParseAddr("169.254.53.53")}
+				if dnsOff[name] {
+					f.dns = netip.Addr{}
+				}
+				isolation, accepts, drops, inputs := f.rules(nets)
 				// The isolation chain's drops go in any order, the
 				// filter chain's accepts (in any order: an upgrade
 				// keeps those it finds) above its drops.
 				checkChain(t, IsolationChain, inst, listed[IsolationChain], isolation)
 				checkChain(t, Chain, inst, listed[Chain], accepts, drops)
+				checkChain(t, InputChain, inst, listed[InputChain], inputs)
 			}
 			for chain, rules := range listed {
 				for _, r := range rules {
@@ -76,7 +84,7 @@ func goldenRules(t *testing.T, golden string) map[string][]rule {
 	t.Helper()
 	out := map[string][]rule{}
 	for _, line := range strings.Split(golden, "\n") {
-		for _, chain := range []string{Chain, IsolationChain} {
+		for _, chain := range []string{Chain, IsolationChain, InputChain} {
 			args, ok, err := ruleArgs(line, chain)
 			if err != nil {
 				t.Fatalf("listing line %q: %v", line, err)

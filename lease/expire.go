@@ -12,6 +12,7 @@ func (r *Registry) RemoveExpired(ctx context.Context, leases []Lease) int {
 	for _, l := range leases {
 		if l.Expired(now) && r.store.DeleteCAS(ctx, r.leaseKey(l.Pool, l.Subnet), l.index) == nil {
 			removed++
+			_ = r.DeleteNames(ctx, l.Pool, l.HostID) // untrusted without the lease anyway (dns.go)
 		}
 	}
 	return removed

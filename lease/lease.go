@@ -9,7 +9,8 @@
 // blocking query over every pool's leases), network.go (the network record:
 // ReservePool for the IPAM, SettleNetwork for the network driver), cluster.go
 // (cluster declarations in the network record: Declare, Withdraw, Epoch;
-// WatchNetworks is in watch.go). A lease
+// WatchNetworks is in watch.go), dns.go (each host's container names per
+// pool, for names across hosts: PutNames, ListNames, WatchNames). A lease
 // carries the backends' data opaquely (BackendData), flattened into its JSON
 // record as felt always wrote it (record.go).
 package lease

@@ -18,6 +18,8 @@ import (
 //	<prefix>names/<name>            a cluster network's name claim, {"pool","uid"}:
 //	                                valid while that pool's record carries that
 //	                                declaration, live (cluster.go)
+//	<prefix>dns/<pool>/<hostID>     one host's container names in one pool,
+//	                                trusted while its lease there is live (dns.go)
 //	<prefix>cluster-epoch           a random ID made once per store; another one
 //	                                means the store was wiped (cluster.go)
 //

@@ -23,6 +23,10 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 			if err := r.store.DeleteCAS(ctx, p.Key, p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
 				return fmt.Errorf("lease %s: release: %w", subnet, err)
 			}
+			// Its container names go with the host's lease (dns.go).
+			if err := r.DeleteNames(ctx, pool, hostID); err != nil {
+				return fmt.Errorf("lease %s: release: %w", subnet, err)
+			}
 		}
 	}
 	return r.ForgetNetwork(ctx, pool)

@@ -130,6 +130,7 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 		local.Close()
 		return nil, err
 	}
+	fw.SetDNS(s.DNS) // FELT-INPUT lets containers reach felt's DNS (names)
 	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log,
 		Metrics: tel.Metrics, Gatherer: tel.Registry, instance: instance, hostID: hostID}
 	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
@@ -160,7 +161,7 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 	// The network driver first: the IPAM's ForgetHost removes its links.
 	app.Driver = driver.New(driver.Config{
 		State: st, Registry: reg, Netlink: nl, Firewall: fw, Overlay: app.Overlay, Backends: bes,
-		Instance: instance, UnderlayMTU: under.MTU, Cluster: hooks, Log: log,
+		Instance: instance, UnderlayMTU: under.MTU, Cluster: hooks, Log: log, DNS: s.DNS,
 	})
 	app.IPAM = ipam.New(ipam.Config{
 		State: st, Registry: reg, Owner: owner.of, HostID: hostID, TTL: s.LeaseTTL, Log: log, HostNetworks: hostNetworks(nl, instance),
@@ -221,6 +222,7 @@ func (a *App) Background(ctx context.Context) {
 		go a.Prober.Run(ctx)
 	}
 	go a.Firewall.Keep(ctx, a.Settings.Resync) // repairs what Docker or anyone changed
+	go a.runNames(ctx)                         // names.go
 	if a.Cluster != nil {
 		go a.Cluster.Run(ctx)
 	} else {

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/felt-net/felt/names"
 	"github.com/felt-net/felt/state"
 )
 
@@ -36,6 +37,10 @@ type Settings struct {
 	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
 	ProbeEvery time.Duration // FELT_PROBE_INTERVAL: each peer's health probe through the overlay; 0: off
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
+
+	// Container names across hosts (package names).
+	DNS         netip.Addr // FELT_DNS: the address felt serves container names on; invalid: off
+	DNSUpstream []string   // FELT_DNS_UPSTREAM: host:port resolvers to forward to; empty: /etc/resolv.conf's
 }
 
 // Defaults.
@@ -67,7 +72,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -152,6 +157,12 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.ProbeEvery, err = probeInterval(get("FELT_PROBE_INTERVAL", DefaultProbe.String())); err != nil {
 		return s, err
 	}
+	if s.DNS, err = dnsAddr(get("FELT_DNS", DefaultDNS)); err != nil {
+		return s, err
+	}
+	if s.DNSUpstream, err = names.ParseUpstreams(get("FELT_DNS_UPSTREAM", "")); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -190,6 +201,25 @@ func metricsAddr(v string) (string, error) {
 			"(e.g. 127.0.0.1:9475, or :9475 for every address of the host); empty: off", quotedSetting(v), err)
 	}
 	return v, nil
+}
+
+// DefaultDNS is FELT_DNS's default: link-local, so no network routes it,
+// and not loopback, which Docker takes as the container's own.
+const DefaultDNS = "169.254.53.53"
+
+// dnsAddr checks FELT_DNS: off, or an IPv4 address containers can be
+// routed to. Docker treats a loopback "dns" server as the container's own
+// loopback, so felt would never see the query.
+func dnsAddr(v string) (netip.Addr, error) {
+	if strings.EqualFold(v, "off") {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil || !ip.Is4() || ip.IsLoopback() || ip.IsMulticast() || ip.IsUnspecified() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}, fmt.Errorf("FELT_DNS=%s: must be the IPv4 address felt serves container names on, the one in daemon.json's \"dns\" on every host "+
+			"(default %s; not loopback, which Docker takes as the container's own, nor multicast), or off", quotedSetting(v), DefaultDNS)
+	}
+	return ip, nil
 }
 
 // dockerHost picks the Docker API address of cluster networks: "" when

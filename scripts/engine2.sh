@@ -13,6 +13,8 @@
 # ENGINE2_BIN=DIR (start): run the dockerd, containerd, containerd-shim-runc-v2,
 # runc, docker-proxy and docker-init of DIR (scripts/engines.sh dir 26|29)
 # instead of the machine's; restart and stop use the same ones.
+# ENGINE2_DAEMON_JSON='{...}' (start): its daemon.json (default {}), e.g.
+# '{"dns":["169.254.53.53"]}', the one-time setting of felt's names.
 #
 # How: dockerd runs under `nsenter --net` (the namespace) and `unshare --mount
 # --propagation slave` (its mounts stay private and vanish with it), with no
@@ -211,7 +213,7 @@ start() {
   stop # an earlier engine of this name, or its leftovers
   mkdir -p "$dir/data" "$execroot"
   echo "$bin" >"$dir/bin"
-  echo '{}' >"$dir/daemon.json"
+  printf '%s\n' "${ENGINE2_DAEMON_JSON:-{\}}" >"$dir/daemon.json"
   : >"$log"
   new_mntns
   launch "$@" || { stop; exit 1; }

@@ -14,6 +14,12 @@ type Endpoint struct {
 	MAC       string       `json:"mac"`
 	HostVeth  string       `json:"hostVeth"`
 	PeerVeth  string       `json:"peerVeth"`
+	// SandboxKey is the container's network namespace as Docker names it
+	// in Join: the same for every endpoint of one container (names' scope).
+	SandboxKey string `json:"sandboxKey,omitempty"`
+	// DNSRoute says Join gave this endpoint the route to felt's DNS
+	// address: one endpoint per sandbox has it (a second fails the start).
+	DNSRoute bool `json:"dnsRoute,omitempty"`
 }
 
 // endpoints are keyed by Docker's endpoint ID.
