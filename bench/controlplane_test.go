@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/felt-net/felt/testkit"
+	"io"
+	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +56,10 @@ type ControlPlane struct {
 	// answer, so each check waits out its timeouts).
 	QuietS          float64   `json:"quiet_s"`
 	QuietCPUPercent []float64 `json:"felt_quiet_cpu_percent"`
+	// QuietScrapes is how many /metrics scrapes (one per host a second)
+	// answered during the quiet window; ScrapeBytes the largest answer.
+	QuietScrapes int `json:"quiet_metrics_scrapes"`
+	ScrapeBytes  int `json:"metrics_scrape_bytes"`
 	// Endpoints: CreateEndpoint then Join over the socket, one at a time,
 	// with the 1,000 leases in place; removal is Leave then DeleteEndpoint.
 	Endpoints      int  `json:"endpoints"`
@@ -69,7 +77,9 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	*cp = ControlPlane{RealHosts: realHosts, SimulatedLeases: simulatedLeases, Pool: cpPool, Backend: "vxlan"}
 	ctx := context.Background()
 	pool := netip.MustParsePrefix(cpPool)
-	c := hosts.NewCluster(s, bin, realHosts, hostEnv...)
+	// Metrics served and scraped too: their cost is part of what the quiet
+	// window measures.
+	c := hosts.NewCluster(s, bin, realHosts, append(slices.Clone(hostEnv), "FELT_METRICS_ADDR=127.0.0.1:"+cpMetricsPort)...)
 	var nets []*hosts.Net
 	for _, h := range c.Hosts {
 		nets = append(nets, h.MustNetwork(s, hosts.NetSpec{Subnet: cpPool, Opts: map[string]string{"backend": "vxlan"}}))
@@ -126,8 +136,10 @@ func controlPlane(s *scope, bin string, cp *ControlPlane) {
 	cp.RSSAfterKiB = rssAll(s, pids)
 	cp.QuietS = 20
 	logf("control plane: felt's CPU over %.0f quiet seconds, probing %d peers", cp.QuietS, simulatedLeases+realHosts-1)
+	stop := scrapeEverySecond(c.Hosts, &cp.QuietScrapes, &cp.ScrapeBytes)
 	cp.QuietCPUPercent = cpuOver(s, pids, time.Duration(cp.QuietS)*time.Second)
-	logf("  felt CPU %v %% of a core", cp.QuietCPUPercent)
+	stop()
+	logf("  felt CPU %v %% of a core (%d scrapes of /metrics, up to %d bytes each)", cp.QuietCPUPercent, cp.QuietScrapes, cp.ScrapeBytes)
 
 	logf("control plane: %d new leases, one at a time", newLeases)
 	var prop, acq []time.Duration
@@ -258,4 +270,42 @@ func cpuOver(s *scope, pids []int, d time.Duration) []float64 {
 		out[i] = round3(100 * (c - before[i]) / took)
 	}
 	return out
+}
+
+// cpMetricsPort is where the control plane's hosts serve FELT_METRICS_ADDR,
+// each in its own namespace.
+const cpMetricsPort = "9475"
+
+// scrapeEverySecond scrapes every host's /metrics once a second, as a
+// Prometheus would, counting the answers and keeping the largest size,
+// until the returned func is called.
+func scrapeEverySecond(hs []*hosts.Host, scrapes, maxBytes *int) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			for _, h := range hs {
+				c := &http.Client{Transport: testkit.NetNSTransport(h.NS), Timeout: 5 * time.Second}
+				resp, err := c.Get("http://127.0.0.1:" + cpMetricsPort + "/metrics")
+				if err != nil {
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					*scrapes++
+					*maxBytes = max(*maxBytes, len(b))
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

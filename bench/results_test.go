@@ -118,8 +118,8 @@ func table(r Results) string {
 			fmt.Sprintf("%s max of %d hosts (%s with %d leases)", mib(maxOf(cp.RSSAfterKiB)), cp.RealHosts, mib(maxOf(cp.RSSBeforeKiB)), cp.RealHosts), "")
 		if len(cp.QuietCPUPercent) > 0 {
 			row(fmt.Sprintf("felt CPU with %d leases, probing every peer", cp.SimulatedLeases+cp.RealHosts), "", "",
-				fmt.Sprintf("%.1f%% of a core, max of %d hosts, over %.0f quiet seconds (peer probes every 5 s, at most 50 peers a second)",
-					slices.Max(cp.QuietCPUPercent), cp.RealHosts, cp.QuietS), "")
+				fmt.Sprintf("%.1f%% of a core, max of %d hosts, over %.0f quiet seconds (peer probes every 5 s, at most 50 peers a second; /metrics scraped every second, %d KiB each)",
+					slices.Max(cp.QuietCPUPercent), cp.RealHosts, cp.QuietS, cp.ScrapeBytes/1024), "")
 		}
 	}
 	d := r.DockerRun
