@@ -14,7 +14,7 @@ import (
 // Records is the shared store's side of the index (lease.Registry).
 type Records interface {
 	WatchNames(ctx context.Context, after uint64) ([]lease.NameRecord, uint64, error)
-	WatchLeases(ctx context.Context, after uint64) ([]lease.Lease, uint64, error)
+	AllLeases(ctx context.Context) ([]lease.Lease, error)
 	Now() time.Time
 }
 
@@ -72,30 +72,87 @@ func (x *Index) Lookup(pools []netip.Prefix, name string, now time.Time) (ips []
 	return ips, known
 }
 
-// Run watches the records and the leases (two blocking queries) until
-// ctx ends, rebuilding the table after each answer.
+// Run watches the name records (a blocking query) until ctx ends,
+// rebuilding the table after each answer. The leases that vouch for the
+// records are read, not watched: with each name change, and again before
+// the earliest lease in use expires (renewals move it) or every
+// leaseRefresh. A second blocking query on every lease would wake every
+// host for every lease change in the cluster, doubling what the overlay's
+// own lease watch costs Consul, for records that change far less often.
 func (x *Index) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		watch(ctx, x.log, "names", x.recs.WatchNames, func(r []lease.NameRecord) {
-			x.mu.Lock()
-			x.records = r
-			x.mu.Unlock()
-			x.rebuild()
-		})
-	}()
-	go func() {
-		defer wg.Done()
-		watch(ctx, x.log, "leases", x.recs.WatchLeases, func(l []lease.Lease) {
-			x.mu.Lock()
-			x.leases = l
-			x.mu.Unlock()
-			x.rebuild()
-		})
-	}()
-	wg.Wait()
+	changed := make(chan struct{}, 1)
+	go watch(ctx, x.log, "names", x.recs.WatchNames, func(r []lease.NameRecord) {
+		x.mu.Lock()
+		x.records = r
+		x.mu.Unlock()
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-timer.C:
+		}
+		next := leaseRefresh
+		if err := x.readLeases(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			x.log.Warn("reading leases for container names", "err", err)
+			next = 2 * time.Second
+		}
+		x.rebuild()
+		if at, ok := x.firstExpiry(); ok {
+			// Just before it: by then its host has renewed it (every
+			// third of the TTL), or it has expired and its names go.
+			next = min(next, max(at.Sub(x.recs.Now())-time.Second, time.Second))
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// leaseRefresh bounds how stale the leases behind the table may get: a
+// host that took another subnet keeps its old names record until it
+// publishes again.
+const leaseRefresh = 30 * time.Second
+
+func (x *Index) readLeases(ctx context.Context) error {
+	l, err := x.recs.AllLeases(ctx)
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	x.leases = l
+	x.mu.Unlock()
+	return nil
+}
+
+// firstExpiry is the earliest expiry of a lease that vouches for a name in
+// the table.
+func (x *Index) firstExpiry() (time.Time, bool) {
+	var first time.Time
+	for _, names := range *x.table.Load() {
+		for _, addrs := range names {
+			for _, a := range addrs {
+				if !a.until.IsZero() && (first.IsZero() || a.until.Before(first)) {
+					first = a.until
+				}
+			}
+		}
+	}
+	return first, !first.IsZero()
 }
 
 // watch runs one blocking query after another; after a failure it waits
@@ -137,14 +194,23 @@ func (x *Index) rebuild() {
 // dead host's names go when its lease does, and no host can answer for
 // another's addresses.
 func build(records []lease.NameRecord, leases []lease.Lease, self string) table {
+	type holder struct {
+		pool netip.Prefix
+		host string
+	}
+	held := map[holder][]lease.Lease{} // a host may hold several subnets of a pool
+	for _, l := range leases {
+		k := holder{l.Pool, l.HostID}
+		held[k] = append(held[k], l)
+	}
 	t := table{}
 	for _, rec := range records {
 		if rec.HostID == self {
 			continue
 		}
 		for _, e := range rec.Entries {
-			for _, l := range leases {
-				if l.Pool != rec.Pool || l.HostID != rec.HostID || !l.Subnet.Contains(e.IP) {
+			for _, l := range held[holder{rec.Pool, rec.HostID}] {
+				if !l.Subnet.Contains(e.IP) {
 					continue
 				}
 				m := t[rec.Pool]

@@ -1,0 +1,78 @@
+package names
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/felt-net/felt/lease"
+)
+
+// runRecords is a store whose names answer once and then block, and whose
+// leases the test changes (a renewal) while it counts the reads.
+type runRecords struct {
+	mu     sync.Mutex
+	leases []lease.Lease
+	reads  int
+	recs   []lease.NameRecord
+}
+
+func (r *runRecords) WatchNames(ctx context.Context, after uint64) ([]lease.NameRecord, uint64, error) {
+	if after == 0 {
+		return r.recs, 1, nil
+	}
+	<-ctx.Done()
+	return nil, 0, ctx.Err()
+}
+
+func (r *runRecords) AllLeases(context.Context) ([]lease.Lease, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	return append([]lease.Lease(nil), r.leases...), nil
+}
+
+func (r *runRecords) Now() time.Time { return time.Now() }
+
+func (r *runRecords) setExpiry(at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.leases[0].Expiry = at
+}
+
+// The leases behind the names are read, not watched: the index reads
+// them again just before the earliest one expires, so a renewal (which
+// changes no name record) keeps the names, and it does not read them on
+// every lease change in the cluster.
+func TestIndexRunRereadsLeasesBeforeTheyExpire(t *testing.T) {
+	r := &runRecords{
+		recs:   []lease.NameRecord{{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"web"}}}}},
+		leases: []lease.Lease{{Pool: blue, Subnet: h2blue, HostID: "h2", Expiry: time.Now().Add(2500 * time.Millisecond)}},
+	}
+	x := NewIndex(r, "h1", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { x.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for ips, _ := x.Lookup([]netip.Prefix{blue}, "web", time.Now()); len(ips) == 0; ips, _ = x.Lookup([]netip.Prefix{blue}, "web", time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("web never resolved")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.setExpiry(time.Now().Add(time.Hour)) // h2 renews its lease
+	time.Sleep(3 * time.Second)            // past the first expiry
+	if ips, _ := x.Lookup([]netip.Prefix{blue}, "web", time.Now()); len(ips) != 1 {
+		t.Fatalf("web lost after its host renewed the lease: %v", ips)
+	}
+	r.mu.Lock()
+	reads := r.reads
+	r.mu.Unlock()
+	if reads < 2 || reads > 4 {
+		t.Errorf("leases read %d times in 3 s; want a read at start and one before the expiry", reads)
+	}
+}
