@@ -167,6 +167,20 @@ func (e *dockerEngine) get(ctx context.Context, needSelf bool) (*conn, string, e
 	return c, c.self, nil
 }
 
+// call begins one Docker API call of method what: it refuses a handler's
+// ctx, gets the client (with Self if needSelf), and bounds the call with
+// timeout. The caller calls e.lost on an error and cancel when done.
+func (e *dockerEngine) call(ctx context.Context, what string, needSelf bool, timeout time.Duration) (c *conn, self string, cctx context.Context, cancel context.CancelFunc, err error) {
+	if err := e.refuse(ctx, what); err != nil {
+		return nil, "", nil, nil, err
+	}
+	if c, self, err = e.get(ctx, needSelf); err != nil {
+		return nil, "", nil, nil, err
+	}
+	cctx, cancel = context.WithTimeout(ctx, timeout)
+	return c, self, cctx, cancel, nil
+}
+
 // dial makes a client and pings the daemon, which negotiates the API
 // version: the lower of the daemon's and the client's (1.41 for Docker
 // 20.10). The client itself would negotiate lazily but ignore a failed
@@ -249,16 +263,12 @@ func (e *dockerEngine) Self(ctx context.Context) (string, error) {
 }
 
 func (e *dockerEngine) Networks(ctx context.Context) ([]Net, error) {
-	if err := e.refuse(ctx, "Networks"); err != nil {
-		return nil, err
-	}
-	c, self, err := e.get(ctx, true)
+	c, self, cctx, cancel, err := e.call(ctx, "Networks", true, e.short)
 	if err != nil {
 		return nil, err
 	}
-	names := driverNames(self)
-	cctx, cancel := context.WithTimeout(ctx, e.short)
 	defer cancel()
+	names := driverNames(self)
 	res, err := c.cli.NetworkList(cctx, client.NetworkListOptions{Filters: make(client.Filters).Add("driver", names...)})
 	if err != nil {
 		e.lost(ctx, c, err)
@@ -279,14 +289,10 @@ func (e *dockerEngine) Networks(ctx context.Context) ([]Net, error) {
 }
 
 func (e *dockerEngine) Inspect(ctx context.Context, id string) (Net, error) {
-	if err := e.refuse(ctx, "Inspect"); err != nil {
-		return Net{}, err
-	}
-	c, _, err := e.get(ctx, false)
+	c, _, cctx, cancel, err := e.call(ctx, "Inspect", false, e.short)
 	if err != nil {
 		return Net{}, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, e.short)
 	defer cancel()
 	res, err := c.cli.NetworkInspect(cctx, id, client.NetworkInspectOptions{})
 	if err != nil {
@@ -306,10 +312,11 @@ func (e *dockerEngine) Create(ctx context.Context, req CreateRequest) (string, [
 	if !req.Pool.IsValid() {
 		return "", nil, fmt.Errorf("creating network %q: no pool", req.Name)
 	}
-	c, self, err := e.get(ctx, true)
+	c, self, cctx, cancel, err := e.call(ctx, "Create", true, e.long)
 	if err != nil {
 		return "", nil, err
 	}
+	defer cancel()
 	cfg := network.IPAMConfig{Subnet: req.Pool, IPRange: req.IPRange} // a zero IPRange is left out
 	off := false
 	opts := client.NetworkCreateOptions{
@@ -322,8 +329,6 @@ func (e *dockerEngine) Create(ctx context.Context, req CreateRequest) (string, [
 		Options:    req.DriverOpts,
 		Labels:     req.Labels,
 	}
-	cctx, cancel := context.WithTimeout(ctx, e.long)
-	defer cancel()
 	res, err := c.cli.NetworkCreate(cctx, req.Name, opts)
 	if err != nil {
 		e.lost(ctx, c, err)
@@ -333,14 +338,10 @@ func (e *dockerEngine) Create(ctx context.Context, req CreateRequest) (string, [
 }
 
 func (e *dockerEngine) Remove(ctx context.Context, id string) error {
-	if err := e.refuse(ctx, "Remove"); err != nil {
-		return err
-	}
-	c, _, err := e.get(ctx, false)
+	c, _, cctx, cancel, err := e.call(ctx, "Remove", false, e.long)
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, e.long)
 	defer cancel()
 	_, err = c.cli.NetworkRemove(cctx, id, client.NetworkRemoveOptions{})
 	switch {
@@ -430,154 +431,3 @@ func toNet(n network.Network, containers int) Net {
 // Containers of felt networks, for container names across hosts (issue
 // 11, package names). The same client, guard (ErrInHandler) and timeouts as
 // the Engine's network calls; the names loop calls them, never a handler.
-
-// Container is a container as Docker's inspect shows it, reduced to what
-// its names need.
-type Container struct {
-	ID, Name string // Name without Docker's leading "/"
-	Hostname string
-	Running  bool
-	Labels   map[string]string
-	// SandboxKey is what Docker sends in JoinRequest.SandboxKey.
-	SandboxKey string
-	Networks   map[string]ContainerNet // by Docker network ID
-}
-
-// ContainerNet is one network's endpoint of a container.
-type ContainerNet struct {
-	Name     string // the network's name in Docker
-	IP       netip.Addr
-	Aliases  []string // the short ID too on API ≤ 1.44
-	DNSNames []string // API ≥ 1.44: name, aliases, short ID, hostname; nil before
-}
-
-// ContainerEvent is one container or network event, as far as names care.
-type ContainerEvent struct {
-	Container string // the container's full ID
-	Action    string // "start", "die", "rename", "connect", "disconnect", ...
-	Network   string // the network's ID, for connect and disconnect
-}
-
-// Containers is the part of this host's Docker engine the names loop uses.
-type Containers interface {
-	// ContainerInspect shows one container; ErrNotFound if gone.
-	ContainerInspect(ctx context.Context, id string) (Container, error)
-	// FeltContainers lists the IDs of running containers attached to any
-	// of the networks netIDs (Docker's network filter); none if netIDs is empty.
-	FeltContainers(ctx context.Context, netIDs []string) ([]string, error)
-	// WatchContainers streams container events and the network events of
-	// Self's networks, calling f (which must not block) for each. It
-	// returns when the stream ends, with the error, or when ctx ends.
-	WatchContainers(ctx context.Context, f func(ContainerEvent)) error
-}
-
-// NewContainers returns the Containers of the engine an Engine of cfg
-// talks to (its own client).
-func NewContainers(cfg EngineConfig) Containers { return newEngine(cfg) }
-
-func (e *dockerEngine) ContainerInspect(ctx context.Context, id string) (Container, error) {
-	if err := e.refuse(ctx, "ContainerInspect"); err != nil {
-		return Container{}, err
-	}
-	c, _, err := e.get(ctx, false)
-	if err != nil {
-		return Container{}, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, e.short)
-	defer cancel()
-	res, err := c.cli.ContainerInspect(cctx, id, client.ContainerInspectOptions{})
-	if err != nil {
-		e.lost(ctx, c, err)
-		if cerrdefs.IsNotFound(err) {
-			return Container{}, fmt.Errorf("inspecting container %s: %w (%v)", id, ErrNotFound, err)
-		}
-		return Container{}, fmt.Errorf("inspecting container %s: %w", id, decodeHint(err))
-	}
-	r := res.Container
-	out := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Networks: map[string]ContainerNet{}}
-	if r.State != nil {
-		out.Running = r.State.Running
-	}
-	if r.Config != nil {
-		out.Hostname, out.Labels = r.Config.Hostname, r.Config.Labels
-	}
-	if ns := r.NetworkSettings; ns != nil {
-		out.SandboxKey = ns.SandboxKey
-		for name, ep := range ns.Networks {
-			if ep == nil || ep.NetworkID == "" {
-				continue
-			}
-			out.Networks[ep.NetworkID] = ContainerNet{Name: name, IP: ep.IPAddress, Aliases: ep.Aliases, DNSNames: ep.DNSNames}
-		}
-	}
-	return out, nil
-}
-
-func (e *dockerEngine) FeltContainers(ctx context.Context, netIDs []string) ([]string, error) {
-	if err := e.refuse(ctx, "FeltContainers"); err != nil {
-		return nil, err
-	}
-	if len(netIDs) == 0 {
-		return nil, nil
-	}
-	c, _, err := e.get(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, e.short)
-	defer cancel()
-	// Several network filters are ORed by Docker.
-	res, err := c.cli.ContainerList(cctx, client.ContainerListOptions{Filters: make(client.Filters).Add("network", netIDs...)})
-	if err != nil {
-		e.lost(ctx, c, err)
-		return nil, fmt.Errorf("listing the containers of felt's networks: %w", decodeHint(err))
-	}
-	ids := make([]string, 0, len(res.Items))
-	for _, s := range res.Items {
-		ids = append(ids, s.ID)
-	}
-	return ids, nil
-}
-
-func (e *dockerEngine) WatchContainers(ctx context.Context, f func(ContainerEvent)) error {
-	if err := e.refuse(ctx, "WatchContainers"); err != nil {
-		return err
-	}
-	c, self, err := e.get(ctx, true)
-	if err != nil {
-		return err
-	}
-	names := driverNames(self)
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	slow := time.AfterFunc(e.short, cancel) // as in WatchEvents
-	res := c.cli.Events(sctx, client.EventsListOptions{Filters: make(client.Filters).Add("type", "container", "network")})
-	if !slow.Stop() && ctx.Err() == nil {
-		e.lost(ctx, c, context.DeadlineExceeded)
-		return fmt.Errorf("watching Docker's container events: no answer in %s", e.short)
-	}
-	for {
-		select {
-		case m := <-res.Messages:
-			switch m.Type {
-			case "network":
-				// A network event's "type" is the driver; "container" is
-				// set on connect and disconnect.
-				if d := m.Actor.Attributes["type"]; containsString(names, d) && m.Actor.Attributes["container"] != "" {
-					f(ContainerEvent{Container: m.Actor.Attributes["container"], Action: string(m.Action), Network: m.Actor.ID})
-				}
-			case "container":
-				f(ContainerEvent{Container: m.Actor.ID, Action: string(m.Action)})
-			}
-		case err := <-res.Err:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err == nil || errors.Is(err, io.EOF) {
-				err = errors.New("Docker ended the event stream")
-			}
-			e.lost(ctx, c, io.EOF)
-			return fmt.Errorf("watching Docker's container events: %w", err)
-		}
-	}
-}

@@ -6,8 +6,9 @@
 //
 // Files: sync.go the level-triggered loop, decl.go declarations compared
 // with and made from Docker's networks, docker.go the Docker Engine API
-// client (the only importer of it), self.go the plugin's own name, guard.go
-// the rule that no plugin handler calls Docker.
+// client (the only importer of it), containers.go what the names loop
+// reads through it (package names), self.go the plugin's own name,
+// guard.go the rule that no plugin handler calls Docker.
 //
 // The loop never holds a lock across a Docker call and no handler waits for
 // the loop: dockerd calls felt's handlers while it holds its own locks, and
