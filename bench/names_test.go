@@ -120,9 +120,14 @@ func nameLookups(s *scope, r *NameLookups) {
 	}
 	pluginDir := filepath.Join(s.TempDir(), "plugin")
 	imageTar := filepath.Join(s.TempDir(), "busybox.tar")
-	cleanup := func() {
+	stopEngines := func() {
 		for _, h := range hs {
 			_, _ = testkit.RunWithin(namesCmd, engine2, "stop", h.ns)
+		}
+	}
+	cleanup := func() {
+		stopEngines()
+		for _, h := range hs {
 			delNetns(h.ns)
 		}
 		delNetns(namesUL)
@@ -138,6 +143,9 @@ func nameLookups(s *scope, r *NameLookups) {
 	testkit.MustRun(s, "ip", "-n", namesUL, "link", "set", namesBridge, "up")
 	agent := consul.Start(s, consul.Options{NetNS: namesUL, Bind: namesULAddr, Client: namesULAddr})
 	upstream := namesUpstream(s, namesUL, namesULAddr)
+	// The engines stop (again: it is idempotent) while Consul still runs,
+	// so the plugins' shutdown does not wait on it.
+	s.Cleanup(stopEngines)
 
 	if out, err := testkit.RunWithin(namesCmd, filepath.Join(top, "scripts", "plugin-rootfs.sh"), pluginDir); err != nil {
 		s.Fatalf("plugin rootfs: %v\n%s", err, out)
@@ -178,8 +186,8 @@ func nameLookups(s *scope, r *NameLookups) {
 	// host 2.
 	h1.must(s, "network", "create", "-d", namesPlugin, "--ipam-driver", namesPlugin, "--subnet", namesPool, "--label", namesLabel, namesNet)
 	testkit.WaitFor(s, namesNet+" on host 2", func() bool {
-		out, err := h2.docker("network", "ls", "--filter", "name=^"+namesNet+"$", "--format", "{{.Driver}}")
-		return err == nil && out == namesPlugin
+		out, err := h2.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+		return err == nil && slices.Contains(strings.Split(out, "\n"), namesNet+" "+namesPlugin)
 	})
 	h2.must(s, "run", "-d", "--name", "web", "--label", namesLabel, "--network", namesNet, dockerImage,
 		"sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www")
