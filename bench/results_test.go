@@ -19,7 +19,25 @@ type Results struct {
 	DataPlaneReason string       `json:"data_plane_reason,omitempty"` // set when the cluster itself failed
 	ControlPlane    ControlPlane `json:"control_plane"`
 	DockerRun       DockerRun    `json:"docker_run"`
+	Names           NameLookups  `json:"name_lookups"`
 	DurationS       float64      `json:"duration_s"`
+}
+
+// partCount is the number of parts (sub-benchmarks) of a whole run.
+const partCount = 4
+
+// partsOf is what the parts in ran measured, by sub-benchmark name, for a
+// run of some parts only.
+func partsOf(r Results, ran map[string]bool) map[string]any {
+	all := map[string]any{"DataPlane": r.DataPlane, "ControlPlane": r.ControlPlane, "Docker": r.DockerRun, "Names": r.Names}
+	if r.DataPlaneReason != "" {
+		all["DataPlane"] = map[string]any{"data_plane": r.DataPlane, "data_plane_reason": r.DataPlaneReason}
+	}
+	out := map[string]any{"machine": r.Machine}
+	for name := range ran {
+		out[name] = all[name]
+	}
+	return out
 }
 
 // Machine says where the numbers come from.
@@ -80,33 +98,56 @@ func writeJSON(path string, r Results) error {
 	return nil
 }
 
-// table renders the results as one markdown table: a row per data path,
-// then the control-plane rows under their own header row.
+// table renders the results of a whole run as one markdown table: a row
+// per data path, then the control-plane, Docker and names rows under their
+// own header rows.
 func table(r Results) string {
+	return tableOf(r, map[string]bool{"DataPlane": true, "ControlPlane": true, "Docker": true, "Names": true})
+}
+
+// tableOf is table with the sections of the parts in ran only (a run of
+// some parts: -bench 'Felt/Names'); the first section's header row is the
+// table's.
+func tableOf(r Results, ran map[string]bool) string {
 	var b strings.Builder
+	first := true
 	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
-	row("path", "TCP, 1 stream", "TCP, 4 streams", "TCP request/response p50 / p99", "CPU s per GB (1 stream)")
-	row("---", "---", "---", "---", "---")
-	if r.DataPlaneReason != "" {
-		row("data plane", na(r.DataPlaneReason), "", "", "")
+	// header is a section's header row: the table's own, with the
+	// separator under it, for the first section.
+	header := func(cells ...string) {
+		row(cells...)
+		if first {
+			row("---", "---", "---", "---", "---")
+			first = false
+		}
 	}
-	for _, p := range r.DataPlane {
-		if !p.Available {
-			row(p.Name, na(p.Reason), "", "", "")
-			continue
+	if ran["DataPlane"] {
+		header("path", "TCP, 1 stream", "TCP, 4 streams", "TCP request/response p50 / p99", "CPU s per GB (1 stream)")
+		if r.DataPlaneReason != "" {
+			row("data plane", na(r.DataPlaneReason), "", "", "")
 		}
-		cpu := fmt.Sprintf("%.2f", p.Stream1.SysCPUPerGB)
-		if p.Backend == "udp" {
-			cpu += fmt.Sprintf(" (felt %.2f)", p.Stream1.FeltCPUPerGB)
+		for _, p := range r.DataPlane {
+			if !p.Available {
+				row(p.Name, na(p.Reason), "", "", "")
+				continue
+			}
+			cpu := fmt.Sprintf("%.2f", p.Stream1.SysCPUPerGB)
+			if p.Backend == "udp" {
+				cpu += fmt.Sprintf(" (felt %.2f)", p.Stream1.FeltCPUPerGB)
+			}
+			row(p.Name, gbps(p.Stream1), gbps(p.Stream4),
+				fmt.Sprintf("%.0f / %.0f µs%s", p.Latency.P50, p.Latency.P99, times(p.LatencyRatioToBare)), cpu)
 		}
-		row(p.Name, gbps(p.Stream1), gbps(p.Stream4),
-			fmt.Sprintf("%.0f / %.0f µs%s", p.Latency.P50, p.Latency.P99, times(p.LatencyRatioToBare)), cpu)
 	}
 	cp := r.ControlPlane
-	row(fmt.Sprintf("**control plane**: %d hosts + %d simulated leases, %s", cp.RealHosts, cp.SimulatedLeases, cp.Backend), "**p50**", "**p99**", "**detail**", "")
-	if !cp.Available {
+	if ran["ControlPlane"] || ran["Docker"] {
+		header(fmt.Sprintf("**control plane**: %d hosts + %d simulated leases, %s", cp.RealHosts, cp.SimulatedLeases, cp.Backend), "**p50**", "**p99**", "**detail**", "")
+	}
+	switch {
+	case !ran["ControlPlane"]:
+	case !cp.Available:
 		row("control plane", na(cp.Reason), "", "", "")
-	} else {
+	default:
 		row(fmt.Sprintf("new lease → route on all %d hosts (%d leases)", cp.RealHosts, cp.Propagation.N),
 			ms(cp.Propagation.P50), ms(cp.Propagation.P99),
 			fmt.Sprintf("Acquire call itself p50 %s; %d leases written in %.1f s, all routed on every host after %.1f s",
@@ -122,13 +163,27 @@ func table(r Results) string {
 					slices.Max(cp.QuietCPUPercent), cp.RealHosts, cp.QuietS, cp.ScrapeBytes/1024), "")
 		}
 	}
-	d := r.DockerRun
-	name := fmt.Sprintf("`docker run --rm`, felt network (%d runs)", d.Runs)
-	if !d.Available {
-		row(name, na(d.Reason), "", "", "")
-	} else {
-		row(name, ms(d.Felt.P50), ms(d.Felt.P99),
-			fmt.Sprintf("bridge network p50 %s: felt/bridge median %.2f×", ms(d.Bridge.P50), d.Ratio), "")
+	if d := r.DockerRun; ran["Docker"] {
+		name := fmt.Sprintf("`docker run --rm`, felt network (%d runs)", d.Runs)
+		if !d.Available {
+			row(name, na(d.Reason), "", "", "")
+		} else {
+			row(name, ms(d.Felt.P50), ms(d.Felt.P99),
+				fmt.Sprintf("bridge network p50 %s: felt/bridge median %.2f×", ms(d.Bridge.P50), d.Ratio), "")
+		}
+	}
+	if n := r.Names; ran["Names"] {
+		header(fmt.Sprintf("**container names**: 2 Docker engines, %d lookups of each name from a container on host 1 (Docker's 127.0.0.11)", n.Lookups),
+			"**p50**", "**p99**", "**detail**", "")
+		if !n.Available {
+			row("name lookups", na(n.Reason), "", "", "")
+		} else {
+			row("name of a container on host 2 (Docker → felt)", us(n.CrossHost.P50), us(n.CrossHost.P99),
+				fmt.Sprintf("%.2f× the local name (p50)", n.CrossHostRatio), "")
+			row("name of a container on host 1 (Docker alone)", us(n.Local.P50), us(n.Local.P99), "", "")
+			row("external name (Docker → felt → a DNS server on the underlay)", us(n.External.P50), us(n.External.P99),
+				fmt.Sprintf("%.2f× the local name (p50)", n.ExternalRatio), "")
+		}
 	}
 	return b.String()
 }
