@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 )
 
@@ -69,10 +68,7 @@ func (e *dockerEngine) ContainerInspect(ctx context.Context, id string) (Contain
 	res, err := c.cli.ContainerInspect(cctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		e.lost(ctx, c, err)
-		if cerrdefs.IsNotFound(err) {
-			return Container{}, fmt.Errorf("inspecting container %s: %w (%v)", id, ErrNotFound, err)
-		}
-		return Container{}, fmt.Errorf("inspecting container %s: %w", id, decodeHint(err))
+		return Container{}, inspectErr("container", id, err)
 	}
 	r := res.Container
 	out := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Networks: map[string]ContainerNet{}}

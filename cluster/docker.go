@@ -288,6 +288,15 @@ func (e *dockerEngine) Networks(ctx context.Context) ([]Net, error) {
 	return nets, nil
 }
 
+// inspectErr is an inspect's error: ErrNotFound when Docker has no such
+// object, else with decodeHint's advice.
+func inspectErr(kind, id string, err error) error {
+	if cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("inspecting %s %s: %w (%v)", kind, id, ErrNotFound, err)
+	}
+	return fmt.Errorf("inspecting %s %s: %w", kind, id, decodeHint(err))
+}
+
 func (e *dockerEngine) Inspect(ctx context.Context, id string) (Net, error) {
 	c, _, cctx, cancel, err := e.call(ctx, "Inspect", false, e.short)
 	if err != nil {
@@ -297,10 +306,7 @@ func (e *dockerEngine) Inspect(ctx context.Context, id string) (Net, error) {
 	res, err := c.cli.NetworkInspect(cctx, id, client.NetworkInspectOptions{})
 	if err != nil {
 		e.lost(ctx, c, err)
-		if cerrdefs.IsNotFound(err) {
-			return Net{}, fmt.Errorf("inspecting network %s: %w (%v)", id, ErrNotFound, err)
-		}
-		return Net{}, fmt.Errorf("inspecting network %s: %w", id, decodeHint(err))
+		return Net{}, inspectErr("network", id, err)
 	}
 	return toNet(res.Network.Network, len(res.Network.Containers)), nil
 }
