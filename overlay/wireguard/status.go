@@ -59,8 +59,10 @@ func (b *Backend) WireGuardStatus(n overlay.Network) (Status, bool, error) {
 		}
 		out.PublicKey, out.ListenPort = d.PublicKey.String(), d.ListenPort
 		for _, p := range d.Peers {
-			ps := PeerStatus{PublicKey: p.PublicKey.String(), LatestHandshake: p.LastHandshakeTime,
-				ReceiveBytes: p.ReceiveBytes, TransmitBytes: p.TransmitBytes}
+			ps := PeerStatus{PublicKey: p.PublicKey.String(), ReceiveBytes: p.ReceiveBytes, TransmitBytes: p.TransmitBytes}
+			if t := p.LastHandshakeTime; !t.IsZero() && t.UnixNano() != 0 {
+				ps.LatestHandshake = t // the epoch is how some report "never"
+			}
 			if p.Endpoint != nil {
 				ps.Endpoint = p.Endpoint.String()
 			}
