@@ -127,14 +127,14 @@ func testDeadHostLeaseExpires(t *testing.T, opts map[string]string) {
 			t.Fatalf("the third host's lease has no valid wgPublicKey: %q", deadKey)
 		}
 		testkit.WaitFor(t, "the third host a wireguard peer", func() bool {
-			return slices.Contains(peerKeys(t, c.Hosts[0], pool, deadKey), deadKey) && slices.Contains(peerKeys(t, c.Hosts[1], pool, deadKey), deadKey)
+			return slices.Contains(peerKeys(t, c.Hosts[0], pool), deadKey) && slices.Contains(peerKeys(t, c.Hosts[1], pool), deadKey)
 		})
 	}
 	c.Hosts[2].Kill()
 	testkit.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
 	if deadKey != "" {
 		testkit.WaitFor(t, "dead host's wireguard peer removed", func() bool {
-			return !slices.Contains(peerKeys(t, c.Hosts[0], pool, deadKey), deadKey) && !slices.Contains(peerKeys(t, c.Hosts[1], pool, deadKey), deadKey)
+			return !slices.Contains(peerKeys(t, c.Hosts[0], pool), deadKey) && !slices.Contains(peerKeys(t, c.Hosts[1], pool), deadKey)
 		})
 	}
 	// The expiry timer drops the routes when the lease ends; the live hosts

@@ -25,6 +25,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"golang.org/x/sys/unix"
 
+	"github.com/felt-net/felt/plugin"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
@@ -127,10 +128,9 @@ func readWGDevice(h *hosts.Host, pool netip.Prefix) (wgDevice, error) {
 }
 
 // peerKeys are the public keys of the peers h's felt has configured on
-// pool's device: read over UAPI (wireguard-go), else, as with kernel
-// WireGuard, from felt status --json, where felt lists each wireguard
-// network's peers (then ok means only that some key was found there).
-func peerKeys(t *testing.T, h *hosts.Host, pool netip.Prefix, candidates ...string) []string {
+// pool's device, read over UAPI (wireguard-go), else, as with kernel
+// WireGuard, from felt status --json.
+func peerKeys(t *testing.T, h *hosts.Host, pool netip.Prefix) []string {
 	t.Helper()
 	d, err := readWGDevice(h, pool)
 	if err == nil {
@@ -139,14 +139,34 @@ func peerKeys(t *testing.T, h *hosts.Host, pool netip.Prefix, candidates ...stri
 	if !errors.Is(err, errNoUAPI) {
 		t.Fatal(err)
 	}
-	_, out := feltStatus(t, h, "--json")
-	var in []string
-	for _, k := range candidates {
-		if strings.Contains(out, k) {
-			in = append(in, k)
+	return wgStatusOf(t, h, pool).keys()
+}
+
+// wgStatus is the wireguard part of a network in felt status --json.
+type wgStatus struct{ *plugin.WireGuardStatus }
+
+func (s wgStatus) keys() []string {
+	var k []string
+	if s.WireGuardStatus != nil {
+		for _, p := range s.Peers {
+			k = append(k, p.PublicKey)
 		}
 	}
-	return in
+	return k
+}
+
+// wgStatusOf is the wireguard status of pool's network in `felt status
+// --json` on h (nil inside when felt shows none).
+func wgStatusOf(t *testing.T, h *hosts.Host, pool netip.Prefix) wgStatus {
+	t.Helper()
+	_, st := statusJSON(t, h)
+	for _, n := range st.Networks {
+		if n.Pool == pool {
+			return wgStatus{n.WireGuard}
+		}
+	}
+	t.Fatalf("%s: felt status lists no network %s", h.NS, pool)
+	return wgStatus{}
 }
 
 // leaseKeys maps each subnet leased in pool to the wgPublicKey its lease
@@ -253,8 +273,17 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func (c *capture) loop() {
 	defer close(c.done)
 	buf := make([]byte, 1<<17)
-	for !c.quit.Load() {
-		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+	for {
+		// Once told to stop, read what is queued, then end.
+		quit := c.quit.Load()
+		flags := 0
+		if quit {
+			flags = unix.MSG_DONTWAIT
+		}
+		n, from, err := unix.Recvfrom(c.fd, buf, flags)
+		if errors.Is(err, unix.EAGAIN) && quit {
+			return
+		}
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -343,12 +372,17 @@ type underlayReport struct {
 	dataBytes int    // bytes of data messages
 	problems  []string
 	nProblems int
+	kinds     map[string]int // problems by kind: clear, inner header, not UDP, port, message
 	// toB are the data messages sent to host b (their receiver index is
 	// b's), whole UDP payloads, for a test to forge and replay.
 	toB [][]byte
 }
 
-func (r *underlayReport) problem(format string, args ...any) {
+func (r *underlayReport) problem(kind, format string, args ...any) {
+	if r.kinds == nil {
+		r.kinds = map[string]int{}
+	}
+	r.kinds[kind]++
 	r.nProblems++
 	if len(r.problems) < 12 {
 		r.problems = append(r.problems, fmt.Sprintf(format, args...))
@@ -356,9 +390,11 @@ func (r *underlayReport) problem(format string, args ...any) {
 }
 
 // wgMessageOK checks one WireGuard message: a known type, reserved bytes
-// zero, the length its type has (data: a 16-byte header, ciphertext padded
-// to 16 bytes, a 16-byte tag).
-func wgMessageOK(m []byte) error {
+// zero, the length its type has. Data: a 16-byte header, the packet padded
+// to a multiple of 16 bytes but not beyond the device's MTU (WireGuard's
+// padding: a full-size packet of an MTU like 1420 stays 1420), a 16-byte
+// tag.
+func wgMessageOK(m []byte, mtu int) error {
 	if len(m) < 4 {
 		return fmt.Errorf("%d bytes: shorter than a WireGuard header", len(m))
 	}
@@ -379,8 +415,8 @@ func wgMessageOK(m []byte) error {
 			return fmt.Errorf("cookie reply of %d bytes, want 64", len(m))
 		}
 	case 4:
-		if len(m) < 32 || len(m)%16 != 0 {
-			return fmt.Errorf("data message of %d bytes, want 32 or more and a multiple of 16", len(m))
+		if p := len(m) - 32; p < 0 || p > mtu || p%16 != 0 && p != mtu {
+			return fmt.Errorf("data message of %d bytes, want 32 more than a multiple of 16 or the MTU %d, at most the MTU", len(m), mtu)
 		}
 	default:
 		return fmt.Errorf("message type %d (first bytes % x)", m[0], m[:min(len(m), 16)])
@@ -394,7 +430,7 @@ func wgMessageOK(m []byte) error {
 // between the hosts or not, may hold one of markers (bytes the test sent in
 // clear inside the overlay) or an inner IPv4 header's address pair from
 // inner (the containers' addresses, as src then dst).
-func checkUnderlay(frames []frame, a, b netip.Addr, port uint16, markers [][]byte, inner [][2]netip.Addr) underlayReport {
+func checkUnderlay(frames []frame, a, b netip.Addr, port uint16, mtu int, markers [][]byte, inner [][2]netip.Addr) underlayReport {
 	var r underlayReport
 	var pairs [][]byte
 	for _, p := range inner {
@@ -406,12 +442,12 @@ func checkUnderlay(frames []frame, a, b netip.Addr, port uint16, markers [][]byt
 	for i, f := range frames {
 		for _, m := range markers {
 			if bytes.Contains(f.data, m) {
-				r.problem("frame %d holds %q in clear", i, m)
+				r.problem("clear", "frame %d holds %q in clear", i, m)
 			}
 		}
 		for _, p := range pairs {
 			if bytes.Contains(f.data, p) {
-				r.problem("frame %d holds an inner IPv4 header %s -> %s", i, netip.AddrFrom4([4]byte(p[:4])), netip.AddrFrom4([4]byte(p[4:])))
+				r.problem("inner header", "frame %d holds an inner IPv4 header %s -> %s", i, netip.AddrFrom4([4]byte(p[:4])), netip.AddrFrom4([4]byte(p[4:])))
 			}
 		}
 		ip, ok := parseIPv4(f.data)
@@ -420,12 +456,12 @@ func checkUnderlay(frames []frame, a, b netip.Addr, port uint16, markers [][]byt
 		}
 		r.packets++
 		if ip.proto != unix.IPPROTO_UDP || ip.frag || len(ip.payload) < 8 {
-			r.problem("frame %d: %s -> %s protocol %d (fragment %v, %d bytes): not a UDP datagram", i, ip.src, ip.dst, ip.proto, ip.frag, len(ip.payload))
+			r.problem("not UDP", "frame %d: %s -> %s protocol %d (fragment %v, %d bytes): not a UDP datagram", i, ip.src, ip.dst, ip.proto, ip.frag, len(ip.payload))
 			continue
 		}
 		sport, dport := binary.BigEndian.Uint16(ip.payload), binary.BigEndian.Uint16(ip.payload[2:])
 		if sport != port || dport != port {
-			r.problem("frame %d: %s:%d -> %s:%d: not the network's port %d", i, ip.src, sport, ip.dst, dport, port)
+			r.problem("port", "frame %d: %s:%d -> %s:%d: not the network's port %d", i, ip.src, sport, ip.dst, dport, port)
 			continue
 		}
 		payload := ip.payload[8:]
@@ -434,13 +470,13 @@ func checkUnderlay(frames []frame, a, b netip.Addr, port uint16, markers [][]byt
 		case gt == gsoUDPL4 && f.gsoSize > 0:
 			seg = int(f.gsoSize)
 		case gt != gsoNone:
-			r.problem("frame %d: GSO type %d: not a UDP datagram", i, f.gsoType)
+			r.problem("not UDP", "frame %d: GSO type %d: not a UDP datagram", i, f.gsoType)
 			continue
 		}
 		for off := 0; off < len(payload); off += seg {
 			m := payload[off:min(off+seg, len(payload))]
-			if err := wgMessageOK(m); err != nil {
-				r.problem("frame %d: %s -> %s: %v", i, ip.src, ip.dst, err)
+			if err := wgMessageOK(m, mtu); err != nil {
+				r.problem("message", "frame %d: %s -> %s: %v", i, ip.src, ip.dst, err)
 				continue
 			}
 			r.msgs[m[0]]++
