@@ -63,24 +63,36 @@ func newWGCluster(t *testing.T, n int, env ...string) *hosts.Cluster {
 	return c
 }
 
-// A capture on host 1's underlay interface while its container pings and
-// sends 2 MiB over TCP to host 2's: every packet between the hosts is UDP
-// from the network's port to it, carrying well-formed WireGuard messages;
-// nothing holds the transfer's bytes, the ping's payload or an inner IPv4
-// header with the containers' addresses; and data messages carried the
-// transfer. The same check on a udp network flags its clear packets, so
+// A capture on host 1's underlay interface while containers on both hosts
+// start, ping each other and send 2 MiB over TCP: every packet between the
+// hosts is UDP from the network's port to it, carrying well-formed
+// WireGuard messages; nothing holds the transfer's bytes, the ping's
+// payload or an inner IPv4 header with the containers' addresses; the
+// handshake and data messages carrying the transfer were seen. The same check on a udp network flags its clear packets, so
 // the check itself can fail.
 func TestWireGuardUnderlayCapture(t *testing.T) {
-	c := newWGCluster(t, 2)
+	// Probes off: the first handshake is the containers' (below), and no
+	// probe crosses the udp control network in clear during the
+	// wireguard capture.
+	c := newWGCluster(t, 2, "FELT_PROBE_INTERVAL=0")
 	h1, h2 := c.Hosts[0], c.Hosts[1]
-	wg := wgPair(t, c, "10.46.0.0/16", wgOpts)
+	pool := netip.MustParsePrefix("10.46.0.0/16")
+	var nets []*hosts.Net
+	for _, h := range c.Hosts {
+		nets = append(nets, h.MustNetwork(t, hosts.NetSpec{Subnet: pool.String(), Opts: wgOpts}))
+	}
+	for _, h := range c.Hosts {
+		testkit.WaitFor(t, h.NS+"'s wireguard peer", func() bool { return len(peerKeys(t, h, pool)) == 1 })
+	}
 
 	const size = 2 << 20
 	pingPayload := []byte("felt testkit ping payload") // testkit.Ping's
-	run := func(ctrs []*hosts.Ctr, marker string, port uint16) underlayReport {
+	run := func(nets []*hosts.Net, marker string, port uint16) underlayReport {
 		t.Helper()
-		mtu := netMTU(t, h1, ctrs[0].Net)
+		mtu := netMTU(t, h1, nets[0])
 		capt := startCapture(t, h1.NS, "ul0")
+		ctrs := []*hosts.Ctr{nets[0].MustRun(t, ""), nets[1].MustRun(t, "")}
+		hosts.WaitAllPairs(t, ctrs)
 		for range 3 {
 			ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 			ctrs[1].MustPing(t, ctrs[0].Addr.Addr())
@@ -96,19 +108,23 @@ func TestWireGuardUnderlayCapture(t *testing.T) {
 		return r
 	}
 
-	r := run(wg, "FELT-WG-CAPTURE-MARKER/", wgDefaultPort)
+	r := run(nets, "FELT-WG-CAPTURE-MARKER/", wgDefaultPort)
 	if r.nProblems > 0 {
 		t.Errorf("wireguard: %d packets on the underlay are not (only) WireGuard:\n%s", r.nProblems, strings.Join(r.problems, "\n"))
+	}
+	if r.msgs[1] == 0 || r.msgs[2] == 0 {
+		t.Errorf("wireguard: messages by type %v: the handshake (initiation, response) was not captured", r.msgs[1:])
 	}
 	if r.msgs[4] == 0 || r.dataBytes < size {
 		t.Errorf("wireguard: %d data messages, %d bytes, for a %d-byte transfer: the traffic did not cross the captured underlay as WireGuard",
 			r.msgs[4], r.dataBytes, size)
 	}
 
-	// Control: udp carries the same traffic in clear. (Its network is made
-	// only now: felt's probes would cross it in clear during the first
-	// capture.)
-	plain := wgPair(t, c, "10.47.0.0/16", map[string]string{"backend": "udp"})
+	// Control: udp carries the same traffic in clear.
+	var plain []*hosts.Net
+	for _, h := range c.Hosts {
+		plain = append(plain, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.47.0.0/16", Opts: map[string]string{"backend": "udp"}}))
+	}
 	ctl := run(plain, "FELT-UDP-CAPTURE-MARKER/", 8285)
 	if ctl.kinds["inner header"] == 0 || ctl.kinds["clear"] == 0 || ctl.kinds["port"]+ctl.kinds["message"] == 0 {
 		t.Errorf("control: the check did not flag the udp backend's clear packets (problems by kind %v): it cannot tell", ctl.kinds)
@@ -188,6 +204,12 @@ func TestWireGuardForgedDatagrams(t *testing.T) {
 		return count(inPlain.snapshot(), forgedCtl) > 0
 	})
 	time.Sleep(time.Second) // anything forged still in flight
+	// Nothing forged moved host 2's peer (WireGuard roams to the source of
+	// an authenticated message only).
+	if st := wgStatusOf(t, h2, netip.MustParsePrefix("10.46.0.0/16")); st.WireGuardStatus == nil || len(st.Peers) != 1 ||
+		st.Peers[0].Endpoint != netip.AddrPortFrom(h1IP, wgDefaultPort).String() {
+		t.Errorf("host 2's wireguard status after the forgeries: %+v, want one peer at %s:%d", st.WireGuardStatus, h1IP, wgDefaultPort)
+	}
 
 	got, err := inCtr.stop()
 	testkit.Must(t, err)
@@ -266,6 +288,9 @@ func TestWireGuardKeyChange(t *testing.T) {
 	}
 
 	// The private key is in the state directory only.
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the new %s: %v, %v; want mode 0600", keyFile, st, err)
+	}
 	priv, err = os.ReadFile(keyFile)
 	testkit.Must(t, err)
 	secret2 := strings.TrimSpace(string(priv))
