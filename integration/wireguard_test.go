@@ -253,9 +253,15 @@ func TestWireGuardKeyChange(t *testing.T) {
 	priv, err := os.ReadFile(keyFile)
 	testkit.Must(t, err)
 	secret := strings.TrimSpace(string(priv))
+	impl := wgStatusOf(t, h2, pool).Implementation
 	h2.Stop()
-	if strings.Contains(h2.Log(), secret) {
+	log := h2.Log()
+	if strings.Contains(log, secret) {
 		t.Errorf("host 2's log holds its private key")
+	}
+	// The log says which WireGuard runs, as felt status does.
+	if want := map[string]string{"kernel": "wireguard: using kernel WireGuard", "userspace": "using wireguard-go in user space"}[impl]; want == "" || strings.Count(log, want) != 1 {
+		t.Errorf("host 2: felt status says implementation %q; its log says %q %d times, want once", impl, want, strings.Count(log, want))
 	}
 	testkit.Must(t, os.Remove(keyFile))
 	h2.Start()
