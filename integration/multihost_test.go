@@ -24,6 +24,7 @@ func TestMultiHostBackends(t *testing.T) {
 		{"vxlan-directrouting", map[string]string{"backend": "vxlan", "directrouting": "true"}},
 		{"host-gw", map[string]string{"backend": "host-gw"}},
 		{"udp", map[string]string{"backend": "udp"}},
+		{"wireguard", map[string]string{"backend": "wireguard"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := hosts.NewCluster(t, feltBin, 3)
@@ -43,9 +44,12 @@ func TestMultiHostBackends(t *testing.T) {
 			h := c.Hosts[1]
 			before := ctrs[1].Net.Subnet
 			h.Kill()
-			if tc.opts["backend"] != "udp" {
+			if b := tc.opts["backend"]; b != "udp" && b != "wireguard" {
 				// Kernel backends keep forwarding while felt is down; udp's
 				// data path is felt itself, so it resumes after the restart.
+				// So does wireguard's in user space (wireguard-go, as on
+				// machines without the module); with the kernel module it
+				// would keep forwarding, which this does not require.
 				ctrs[0].MustPing(t, ctrs[1].Addr.Addr())
 			}
 			h.Start()
@@ -72,13 +76,42 @@ func TestMultiHostBackends(t *testing.T) {
 	}
 }
 
+// backendCases are the default backend (no -o backend) and wireguard, for
+// the tests that run for both: wireguard has its own device, peers and
+// ports, where the others share their kernel paths.
+var backendCases = []struct {
+	name string
+	opts map[string]string
+}{
+	{"default", nil},
+	{"wireguard", map[string]string{"backend": "wireguard"}},
+}
+
+// withOpts is opts plus the key=value pairs kv, in a new map.
+func withOpts(opts map[string]string, kv ...string) map[string]string {
+	m := map[string]string{}
+	for k, v := range opts {
+		m[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
 // A host that dies without releasing its lease: once the lease expires its
 // subnet's routes disappear from the other hosts.
 func TestDeadHostLeaseExpires(t *testing.T) {
+	for _, tc := range backendCases {
+		t.Run(tc.name, func(t *testing.T) { testDeadHostLeaseExpires(t, tc.opts) })
+	}
+}
+
+func testDeadHostLeaseExpires(t *testing.T, opts map[string]string) {
 	c := hosts.NewCluster(t, feltBin, 3, "FELT_LEASE_TTL=4s")
 	var nets []*hosts.Net
 	for _, h := range c.Hosts {
-		nets = append(nets, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"}))
+		nets = append(nets, h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: opts}))
 	}
 	dead := nets[2].Subnet
 	route := func(h *hosts.Host) string {
@@ -86,15 +119,31 @@ func TestDeadHostLeaseExpires(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 	testkit.WaitFor(t, "route to the third host's subnet", func() bool { return route(c.Hosts[0]) != "" && route(c.Hosts[1]) != "" })
+	pool := netip.MustParsePrefix("10.42.0.0/16")
+	var deadKey string // wireguard: the dead host's public key, a peer of the others until its lease expires
+	if opts["backend"] == "wireguard" {
+		deadKey = leaseKeys(t, c, pool)[dead]
+		if !validKey(deadKey) {
+			t.Fatalf("the third host's lease has no valid wgPublicKey: %q", deadKey)
+		}
+		testkit.WaitFor(t, "the third host a wireguard peer", func() bool {
+			return slices.Contains(peerKeys(t, c.Hosts[0], pool), deadKey) && slices.Contains(peerKeys(t, c.Hosts[1], pool), deadKey)
+		})
+	}
 	c.Hosts[2].Kill()
 	testkit.WaitFor(t, "dead host's routes removed", func() bool { return route(c.Hosts[0]) == "" && route(c.Hosts[1]) == "" })
+	if deadKey != "" {
+		testkit.WaitFor(t, "dead host's wireguard peer removed", func() bool {
+			return !slices.Contains(peerKeys(t, c.Hosts[0], pool), deadKey) && !slices.Contains(peerKeys(t, c.Hosts[1], pool), deadKey)
+		})
+	}
 	// The expiry timer drops the routes when the lease ends; the live hosts
 	// then delete the lease from the store, a moment later.
 	reg := registryOf(t, c)
 	var ls []lease.Lease
 	testkit.WaitFor(t, "expired lease removed from Consul", func() bool {
 		var err error
-		ls, err = reg.Leases(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+		ls, err = reg.Leases(context.Background(), pool)
 		testkit.Must(t, err)
 		return !slices.ContainsFunc(ls, func(l lease.Lease) bool { return l.Subnet == dead })
 	})
@@ -104,13 +153,24 @@ func TestDeadHostLeaseExpires(t *testing.T) {
 }
 
 // Two felt networks spanning two hosts: containers of one cannot reach the
-// other's, across hosts, even with a default route through felt.
+// other's, across hosts, even with a default route through felt. (Two
+// wireguard networks on a host need two ports: red gets its own.)
 func TestIsolationAcrossHosts(t *testing.T) {
+	for _, tc := range backendCases {
+		t.Run(tc.name, func(t *testing.T) { testIsolationAcrossHosts(t, tc.opts) })
+	}
+}
+
+func testIsolationAcrossHosts(t *testing.T, opts map[string]string) {
 	c := hosts.NewCluster(t, feltBin, 2)
+	redOpts := opts
+	if opts["backend"] == "wireguard" {
+		redOpts = withOpts(opts, "port", "51821")
+	}
 	var blue, red []*hosts.Ctr
 	for _, h := range c.Hosts {
-		b := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16"})
-		r := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.43.0.0/16"})
+		b := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.42.0.0/16", Opts: opts})
+		r := h.MustNetwork(t, hosts.NetSpec{Subnet: "10.43.0.0/16", Opts: redOpts})
 		blue = append(blue, b.MustRun(t, ""))
 		red = append(red, r.MustRun(t, ""))
 	}

@@ -114,6 +114,14 @@ func Transfer(t testing.TB, from, to *Ctr, size int) {
 	t.Helper()
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
+	TransferData(t, from, to, data)
+}
+
+// TransferData is Transfer with the bytes given: a test looking for them
+// on the wire (that they are not there in clear) chooses them.
+func TransferData(t testing.TB, from, to *Ctr, data []byte) {
+	t.Helper()
+	size := len(data)
 	var ln net.Listener
 	testkit.Must(t, InNetNS(t, to.NS, func() (err error) { ln, err = net.Listen("tcp", to.Addr.Addr().String()+":5001"); return err }))
 	defer ln.Close()

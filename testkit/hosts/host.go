@@ -99,7 +99,18 @@ func (h *Host) Start() {
 	h.t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cmd := exec.Command("ip", testkit.NetNSExec(h.NS, h.Binary)[1:]...)
+	// A private tmpfs on /var/run/wireguard for each daemon: WireGuard's
+	// UAPI sockets live there (a path hard-coded in wgctrl and
+	// wireguard-go) and wireguard device names derive from the pool, so two
+	// hosts on this one filesystem would take each other's sockets. ip
+	// netns exec already gives the command a mount namespace of its own
+	// (mounts in it do not propagate back), so the tmpfs is seen by this
+	// daemon only and goes with it. sh execs felt: the PID stays felt's and
+	// the process group (Setpgid) is unchanged, so Kill, Stop and signal
+	// still reach it directly. (/var/run is the path the libraries use; on
+	// most systems it is a symlink to /run.)
+	cmd := exec.Command("ip", testkit.NetNSExec(h.NS, "sh", "-c",
+		`mkdir -p /var/run/wireguard && mount -t tmpfs -o mode=0700 felt-wg /var/run/wireguard && exec "$0" "$@"`, h.Binary)[1:]...)
 	cmd.Env = h.Env
 	h.log = &bytes.Buffer{}
 	cmd.Stdout = h.log
@@ -121,6 +132,18 @@ func (h *Host) Start() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	h.t.Fatalf("felt in %s did not open its socket:\n%s", h.NS, h.log.String())
+}
+
+// PID is the process ID of the running felt (0 when stopped), for a test
+// that looks into its mount namespace (/proc/PID/root: its private
+// /var/run/wireguard).
+func (h *Host) PID() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
 }
 
 // Instance is the felt instance ID (the first 8 characters of its host ID),
