@@ -281,10 +281,11 @@ func TestStatusMTUBlackHole(t *testing.T) {
 	}
 }
 
-// The probes cross every backend: host-gw (plain routes) and udp (felt's
-// own data path, the TUN), on two hosts each, full-size packets included.
+// The probes cross every backend: host-gw (plain routes), udp (felt's
+// own data path, the TUN) and wireguard (encrypted, wireguard-go here), on
+// two hosts each, full-size packets included.
 func TestStatusProbesEveryBackend(t *testing.T) {
-	for _, backend := range []string{"host-gw", "udp"} {
+	for _, backend := range []string{"host-gw", "udp", "wireguard"} {
 		t.Run(backend, func(t *testing.T) {
 			c := hosts.NewCluster(t, feltBin, 2, "FELT_PROBE_INTERVAL=1s")
 			for _, h := range c.Hosts {
@@ -300,7 +301,7 @@ func TestStatusProbesEveryBackend(t *testing.T) {
 					return ok
 				})
 				_, st := statusJSON(t, h)
-				if n := st.Networks[0]; n.Backend != backend || n.MTU != map[string]int{"host-gw": 1500, "udp": 1472}[backend] {
+				if n := st.Networks[0]; n.Backend != backend || n.MTU != map[string]int{"host-gw": 1500, "udp": 1472, "wireguard": 1420}[backend] {
 					t.Errorf("%s: network %+v", h.NS, n)
 				}
 			}

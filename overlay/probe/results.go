@@ -73,6 +73,8 @@ func Hint(backend string) string {
 		return "udp/4789 blocked between the hosts? (check the hosts' and the network's firewalls)"
 	case "udp":
 		return "the network's udp port (default 8285) blocked between the hosts?"
+	case "wireguard":
+		return "the network's udp port (default 51820) blocked between the hosts, or no handshake (felt status lists each WireGuard peer's key and latest handshake)?"
 	case "host-gw":
 		return "peer off this host's L2 segment (host-gw needs one), or IP forwarding / a firewall on the way?"
 	default:
