@@ -12,6 +12,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // peer is a WireGuard peer as a lease asks for it.
@@ -45,6 +46,12 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	for _, l := range leases {
 		if err := overlay.CheckPeer(n, l); err != nil {
 			errs = append(errs, err)
+			if routable(n, l.Subnet) {
+				// Only its public IP is unusable (none, IPv6): no peer,
+				// but its subnet still goes into the device, which drops
+				// it, rather than out by the default route in clear.
+				routes = append(routes, l.Subnet)
+			}
 			continue
 		}
 		routes = append(routes, l.Subnet)
@@ -82,6 +89,14 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	}
 	slices.SortFunc(want, func(a, b peer) int { return bytes.Compare(a.Key[:], b.Key[:]) })
 	return want, routes, skips, errs
+}
+
+// routable says whether a lease's subnet may be routed into n's device:
+// an IPv4 prefix of n's pool, apart from this host's subnet (CheckPeer's
+// subnet checks, without its public IP one).
+func routable(n overlay.Network, s netip.Prefix) bool {
+	return s.IsValid() && s.Addr().Is4() && s.Masked() == s && kernel.Within(s, n.Pool) &&
+		!(n.Subnet.IsValid() && s.Overlaps(n.Subnet))
 }
 
 // config is p as wgctrl configures it: its allowed IPs replaced by its

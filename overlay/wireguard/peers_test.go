@@ -164,3 +164,28 @@ func TestDiffPeers(t *testing.T) {
 		t.Errorf("nothing: %+v", c)
 	}
 }
+
+// A lease whose subnet is fine but whose public IP is unusable (none, or
+// IPv6) gets no peer, but its subnet must still be routed into the device:
+// without the route, traffic to it would leave by the default route in
+// clear.
+func TestBadPublicIPStillRouted(t *testing.T) {
+	own := newKey(t)
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	v6 := leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())
+	none := leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String())
+	none.PublicIP = netip.Addr{}
+	outside := leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String())
+	want, routes, _, errs := wantedPeers(n, own, []lease.Lease{v6, none, outside})
+	if len(want) != 0 || len(errs) != 3 {
+		t.Fatalf("peers %+v, errors %v: want none and 3", want, errs)
+	}
+	var rs []string
+	for _, r := range routes {
+		rs = append(rs, r.String())
+	}
+	slices.Sort(rs)
+	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24"}; !slices.Equal(rs, wantR) {
+		t.Fatalf("routes %v, want %v (into the device, not by the default route in clear)", rs, wantR)
+	}
+}
