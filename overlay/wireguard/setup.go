@@ -77,7 +77,7 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		// The TUN's "up" event raises it too; this makes it certain, and
 		// reports a port someone else holds.
 		if err := st.user.dev.Up(); err != nil {
-			return fmt.Errorf(Name+" %s: wireguard-go up (port %d): %w", name, n.Port, err)
+			return fmt.Errorf(Name+" %s: wireguard-go up (port %d: if another program uses it, give the network another port with -o port=): %w", name, n.Port, err)
 		}
 	}
 	if fresh {
@@ -280,7 +280,11 @@ func configureDevice(c *wgctrl.Client, name string, key wgtypes.Key, port int, r
 		return nil
 	}
 	if err := c.ConfigureDevice(name, cfg); err != nil {
-		return fmt.Errorf("configure (port %d): %w", port, err)
+		if cfg.ListenPort != nil {
+			// wireguard-go reports a taken port only as "errno=-98".
+			return fmt.Errorf("configure (port %d: if another program uses it, give the network another port with -o port=): %w", port, err)
+		}
+		return fmt.Errorf("configure: %w", err)
 	}
 	return nil
 }
