@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -79,6 +80,9 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		if err := st.user.dev.Up(); err != nil {
 			return fmt.Errorf(Name+" %s: wireguard-go up (port %d: if another program uses it, give the network another port with -o port=): %w", name, n.Port, err)
 		}
+	}
+	if err := b.routePool(link, n); err != nil {
+		return fmt.Errorf(Name+" %s: %w", name, err)
 	}
 	if fresh {
 		// A recreated device comes without the routes its predecessor took
@@ -254,6 +258,22 @@ func (b *Backend) configureLink(link netlink.Link, n overlay.Network) error {
 		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("up: %w", err)
 		}
+	}
+	return nil
+}
+
+// routePool routes all of n's pool into the device, below the peers'
+// subnets' routes (and this host's subnet's on the bridge): traffic to a
+// subnet with no lease yet, or whose lease is gone (its host died), is
+// dropped by WireGuard, which has no peer for it, instead of leaving by
+// the default route onto the underlay in clear. Not felt's route protocol:
+// that one marks peer subnets (PruneRoutes, status drift); this route goes
+// with the device.
+func (b *Backend) routePool(link netlink.Link, n overlay.Network) error {
+	r := devRoute(n.Pool.Masked(), link.Attrs().Index)
+	r.Protocol = unix.RTPROT_STATIC
+	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+		return fmt.Errorf("route %s into the device: %w", n.Pool, err)
 	}
 	return nil
 }
