@@ -62,7 +62,12 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 		case s == "":
 			why = "its lease has no WireGuard public key (wgPublicKey): is that host's felt too old for wireguard, or its key file unusable?"
 		case err != nil:
-			why = fmt.Sprintf("its lease's WireGuard public key %q is malformed", s)
+			// Bounded: the lease is anyone's to write, and this is logged.
+			shown := s
+			if len(shown) > 64 {
+				shown = shown[:64] + "…"
+			}
+			why = fmt.Sprintf("its lease's WireGuard public key %q (%d bytes) is malformed", shown, len(s))
 		case key == own:
 			why = "its lease has this host's own public key: was this host's state directory copied to it? Remove " + KeyFile + " on one of them"
 		}

@@ -238,3 +238,14 @@ func TestForgedLeaseOfAnotherHostSkipped(t *testing.T) {
 		t.Fatalf("peers %+v, want none", want)
 	}
 }
+
+// A malformed key of any size is named in the skip reason (logged at
+// every change) only by a bounded prefix.
+func TestOversizedKeyBounded(t *testing.T) {
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	big := strings.Repeat("A", 1<<20)
+	_, _, skips, _ := wantedPeers(n, newKey(t), []lease.Lease{leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", big)})
+	if len(skips) != 1 || len(skips[0].Why) > 300 || !strings.Contains(skips[0].Why, "malformed") {
+		t.Fatalf("%d skips, reason of %d bytes", len(skips), len(skips[0].Why))
+	}
+}
