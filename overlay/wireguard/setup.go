@@ -25,7 +25,17 @@ import (
 // MTU, address, state, key and port are repaired, keeping its peers and
 // their sessions.
 func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
-	return b.locked(n, b.setup)
+	return b.locked(n, func(n overlay.Network, name string, st *wgNet) error {
+		err := b.setup(n, name, st)
+		if err != nil && b.servedBy(name, n.ID) == "" {
+			// Fail closed: with no working device (a user-space one is gone
+			// with a felt that restarted, its routes with it), the pool's
+			// traffic would follow the default route in clear. Setup
+			// replaces this with the device route once it works.
+			b.blackholePool(n)
+		}
+		return err
+	})
 }
 
 func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
@@ -278,6 +288,24 @@ func (b *Backend) routePool(link netlink.Link, n overlay.Network) error {
 	return nil
 }
 
+// poolBlackhole is the route that drops n's pool while its device does
+// not work.
+func poolBlackhole(n overlay.Network) netlink.Route {
+	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC}
+}
+
+func (b *Backend) blackholePool(n overlay.Network) {
+	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
+		return
+	}
+	// Also over the device's pool route, if it has one: peer subnets still
+	// go into the device by their own routes; the rest is dropped either way.
+	r := poolBlackhole(n)
+	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+		b.cfg.Log.Warn("wireguard: cannot blackhole the pool while its device does not work", "pool", n.Pool, "err", err)
+	}
+}
+
 // configureDevice gives the device key and port where it has others, and
 // restore's peers (a recreated device's). Only what differs is sent:
 // wireguard-go rebinds its socket whenever it is told a port.
@@ -337,6 +365,10 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	}
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
+	}
+	blackhole := poolBlackhole(n)
+	if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf(Name+" %s: blackhole route: %w", n.Pool, err))
 	}
 	if err := removeStaleSocket(name); err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
