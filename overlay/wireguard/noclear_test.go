@@ -51,6 +51,18 @@ func TestPoolNeverInClear(t *testing.T) {
 		t.Fatal(err)
 	}
 	via("after setup again")
+	// The device deleted (by hand, or its wireguard-go died): until the
+	// next reconcile recreates it, the pool is dropped, not sent in clear.
+	if err := a.NS.NL.LinkDel(a.NS.Link(t, dev)); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := a.NS.NL.RouteGet(net.ParseIP("10.42.2.7")); err == nil {
+		t.Fatalf("10.42.2.7 routed %+v with the device gone: it would leave in clear", rs)
+	}
+	if err := b.Setup(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	via("after the device was recreated")
 }
 
 // A network whose device cannot be set up (here: the key file broke, as

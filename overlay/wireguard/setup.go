@@ -26,15 +26,9 @@ import (
 // their sessions.
 func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 	return b.locked(n, func(n overlay.Network, name string, st *wgNet) error {
-		err := b.setup(n, name, st)
-		if err != nil && b.servedBy(name, n.ID) == "" {
-			// Fail closed: with no working device (a user-space one is gone
-			// with a felt that restarted, its routes with it), the pool's
-			// traffic would follow the default route in clear. Setup
-			// replaces this with the device route once it works.
-			b.blackholePool(n)
-		}
-		return err
+		// First, so that it is there whatever fails below.
+		b.blackholePool(n)
+		return b.setup(n, name, st)
 	})
 }
 
@@ -288,21 +282,24 @@ func (b *Backend) routePool(link netlink.Link, n overlay.Network) error {
 	return nil
 }
 
-// poolBlackhole is the route that drops n's pool while its device does
-// not work.
+// blackholeMetric puts the pool's blackhole route behind the device's
+// (metric 0), so that it only counts while the device's is missing.
+const blackholeMetric = 0x7fffffff
+
+// poolBlackhole is the route that drops n's pool whenever its device does
+// not route it: not set up yet, failing Setup (a user-space device is gone
+// with a felt that restarted, its routes with it, and the key file or the
+// port is broken now), or deleted until the next reconcile. Without it the
+// pool's traffic would follow the default route onto the underlay in
+// clear. It stays until Teardown.
 func poolBlackhole(n overlay.Network) netlink.Route {
-	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC}
+	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC, Priority: blackholeMetric}
 }
 
 func (b *Backend) blackholePool(n overlay.Network) {
-	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
-		return
-	}
-	// Also over the device's pool route, if it has one: peer subnets still
-	// go into the device by their own routes; the rest is dropped either way.
 	r := poolBlackhole(n)
 	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
-		b.cfg.Log.Warn("wireguard: cannot blackhole the pool while its device does not work", "pool", n.Pool, "err", err)
+		b.cfg.Log.Warn("wireguard: cannot blackhole the pool for when its device does not work", "pool", n.Pool, "err", err)
 	}
 }
 
