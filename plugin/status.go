@@ -454,7 +454,7 @@ func wireGuardProblems(add func(what, check string), name string, n NetworkStatu
 	for _, p := range n.Peers {
 		if !p.Expired && !have[p.Subnet.String()] {
 			add(fmt.Sprintf("network %s: peer %s (host %s, subnet %s) has no WireGuard peer on %s: its traffic is dropped", name, p.PublicIP, shortHost(p.HostID), p.Subnet, wg.Device),
-				"its lease has no usable or a duplicate WireGuard public key (felt's log says which: \"peer skipped\"); was a state directory copied between hosts?")
+				"its lease has no usable or a duplicate WireGuard public key, or a subnet another lease overlaps (felt's log says which: \"peer skipped\"); was a state directory copied between hosts?")
 		}
 	}
 }

@@ -153,7 +153,7 @@ func TestPortPerNetwork(t *testing.T) {
 	}
 	defer l.Close()
 	other.Port = 51822
-	if err := b.Setup(ctx, other); err == nil || !strings.Contains(err.Error(), "51822") {
+	if err := b.Setup(ctx, other); err == nil || !strings.Contains(err.Error(), "51822") || !strings.Contains(err.Error(), "-o port=") {
 		t.Fatalf("setup on a port in use: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit/netns"
 )
 
 var pool = netip.MustParsePrefix("10.42.0.0/16")
@@ -74,7 +75,10 @@ func TestBrokenKeyFileFailsOnlyWireGuard(t *testing.T) {
 	if err := os.WriteFile(path, []byte("garbage\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := New(overlay.BackendConfig{HostID: "h", StateDir: dir})
+	// Setup touches the kernel (the pool's blackhole) before it fails: in a
+	// namespace of the test's, never the machine's.
+	ns := netns.New(t, "wgkey")
+	b := New(overlay.BackendConfig{HostID: "h", StateDir: dir, Netlink: ns.NL})
 	if d := b.LeaseData(pool); d != nil {
 		t.Fatalf("lease data %v with a broken key file", d)
 	}

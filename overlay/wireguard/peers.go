@@ -12,6 +12,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // peer is a WireGuard peer as a lease asks for it.
@@ -45,6 +46,12 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	for _, l := range leases {
 		if err := overlay.CheckPeer(n, l); err != nil {
 			errs = append(errs, err)
+			if routable(n, l.Subnet) {
+				// Only its public IP is unusable (none, IPv6): no peer,
+				// but its subnet still goes into the device, which drops
+				// it, rather than out by the default route in clear.
+				routes = append(routes, l.Subnet)
+			}
 			continue
 		}
 		routes = append(routes, l.Subnet)
@@ -55,7 +62,12 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 		case s == "":
 			why = "its lease has no WireGuard public key (wgPublicKey): is that host's felt too old for wireguard, or its key file unusable?"
 		case err != nil:
-			why = fmt.Sprintf("its lease's WireGuard public key %q is malformed", s)
+			// Bounded: the lease is anyone's to write, and this is logged.
+			shown := s
+			if len(shown) > 64 {
+				shown = shown[:64] + "…"
+			}
+			why = fmt.Sprintf("its lease's WireGuard public key %q (%d bytes) is malformed", shown, len(s))
 		case key == own:
 			why = "its lease has this host's own public key: was this host's state directory copied to it? Remove " + KeyFile + " on one of them"
 		}
@@ -66,7 +78,13 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 		byKey[key] = append(byKey[key], len(cands))
 		cands = append(cands, peer{HostID: l.HostID, Key: key, Endpoint: netip.AddrPortFrom(l.PublicIP, uint16(n.Port)), Subnet: l.Subnet})
 	}
+	overlap := overlapping(leases, n)
 	for _, p := range cands {
+		if other, ok := overlap[p.HostID+"|"+p.Subnet.String()]; ok {
+			skips = append(skips, skip{HostID: p.HostID, Subnet: p.Subnet,
+				Why: fmt.Sprintf("its lease's subnet overlaps %s: two leases claim the same addresses, so neither gets them", other)})
+			continue
+		}
 		if same := byKey[p.Key]; len(same) > 1 {
 			var hosts []string
 			for _, i := range same {
@@ -82,6 +100,62 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	}
 	slices.SortFunc(want, func(a, b peer) int { return bytes.Compare(a.Key[:], b.Key[:]) })
 	return want, routes, skips, errs
+}
+
+// overlapping finds the routable leases whose subnets overlap another
+// lease's (a hostile or confused host claiming another's addresses):
+// by host and subnet, a description of one lease it overlaps. WireGuard
+// would give the addresses to the more specific or the last configured
+// peer, letting one host receive and send as the other. Prefixes either
+// nest or are disjoint, so after sorting by address (wider first) a
+// subnet overlaps an earlier one exactly when it starts before the
+// furthest end seen so far.
+func overlapping(leases []lease.Lease, n overlay.Network) map[string]string {
+	var ls []lease.Lease
+	for _, l := range leases {
+		if routable(n, l.Subnet) {
+			ls = append(ls, l)
+		}
+	}
+	slices.SortFunc(ls, func(a, b lease.Lease) int {
+		return cmp.Or(a.Subnet.Addr().Compare(b.Subnet.Addr()), cmp.Compare(a.Subnet.Bits(), b.Subnet.Bits()))
+	})
+	out := map[string]string{}
+	far := -1 // index in ls of the subnet reaching furthest so far
+	for i, l := range ls {
+		if far >= 0 {
+			f := ls[far]
+			if f.Subnet.Contains(l.Subnet.Addr()) && !sameLease(f, l) {
+				out[l.HostID+"|"+l.Subnet.String()] = fmt.Sprintf("%s of host %s", f.Subnet, f.HostID)
+				out[f.HostID+"|"+f.Subnet.String()] = fmt.Sprintf("%s of host %s", l.Subnet, l.HostID)
+			}
+		}
+		if far < 0 || lastAddr(l.Subnet).Compare(lastAddr(ls[far].Subnet)) > 0 {
+			far = i
+		}
+	}
+	return out
+}
+
+// sameLease says whether a and b are one lease listed twice, which
+// overlaps nothing.
+func sameLease(a, b lease.Lease) bool {
+	return a.HostID == b.HostID && a.Subnet == b.Subnet && a.PublicIP == b.PublicIP && LeasePublicKey(a) == LeasePublicKey(b)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// routable says whether a lease's subnet may be routed into n's device:
+// an IPv4 prefix of n's pool, apart from this host's subnet (CheckPeer's
+// subnet checks, without its public IP one).
+func routable(n overlay.Network, s netip.Prefix) bool {
+	return s.IsValid() && s.Addr().Is4() && s.Masked() == s && kernel.Within(s, n.Pool) &&
+		!(n.Subnet.IsValid() && s.Overlaps(n.Subnet))
 }
 
 // config is p as wgctrl configures it: its allowed IPs replaced by its

@@ -164,3 +164,88 @@ func TestDiffPeers(t *testing.T) {
 		t.Errorf("nothing: %+v", c)
 	}
 }
+
+// A lease whose subnet is fine but whose public IP is unusable (none, or
+// IPv6) gets no peer, but its subnet must still be routed into the device:
+// without the route, traffic to it would leave by the default route in
+// clear.
+func TestBadPublicIPStillRouted(t *testing.T) {
+	own := newKey(t)
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	v6 := leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())
+	none := leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String())
+	none.PublicIP = netip.Addr{}
+	outside := leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String())
+	want, routes, _, errs := wantedPeers(n, own, []lease.Lease{v6, none, outside})
+	if len(want) != 0 || len(errs) != 3 {
+		t.Fatalf("peers %+v, errors %v: want none and 3", want, errs)
+	}
+	var rs []string
+	for _, r := range routes {
+		rs = append(rs, r.String())
+	}
+	slices.Sort(rs)
+	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24"}; !slices.Equal(rs, wantR) {
+		t.Fatalf("routes %v, want %v (into the device, not by the default route in clear)", rs, wantR)
+	}
+}
+
+// A lease claiming (part of) another lease's subnet, as a hostile or
+// confused host writing to the store can, must not get that subnet's
+// traffic, nor be allowed to send from it: WireGuard would give the
+// more specific (or the last configured) peer the addresses. Neither can
+// be told to be the right one, so both are skipped (and still routed into
+// the device), and the others are unaffected.
+func TestOverlappingLeasesSkipped(t *testing.T) {
+	own := newKey(t)
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	leases := []lease.Lease{
+		leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", newKey(t).String()),
+		leaseWith("host-h", "192.168.77.66", "10.42.2.0/25", newKey(t).String()), // inside host-b's
+		leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String()),
+		leaseWith("host-i", "192.168.77.67", "10.42.3.0/24", newKey(t).String()), // host-c's very subnet
+		leaseWith("host-d", "192.168.77.4", "10.42.4.0/24", newKey(t).String()),
+		leaseWith("host-j", "192.168.77.68", "10.42.8.0/22", newKey(t).String()), // covers host-e's
+		leaseWith("host-e", "192.168.77.5", "10.42.9.0/24", ""),                  // skipped anyway
+	}
+	want, routes, skips, errs := wantedPeers(n, own, leases)
+	if len(want) != 1 || want[0].HostID != "host-d" || len(errs) != 0 {
+		t.Fatalf("peers %+v, errors %v: want only host-d", want, errs)
+	}
+	why := map[string]string{}
+	for _, s := range skips {
+		why[s.HostID] = s.Why
+	}
+	for _, h := range []string{"host-b", "host-h", "host-c", "host-i", "host-j"} {
+		if !strings.Contains(why[h], "overlaps") {
+			t.Errorf("%s skipped for %q, want an overlap", h, why[h])
+		}
+	}
+	if len(routes) != len(leases) {
+		t.Errorf("routes %v, want every lease's subnet into the device", routes)
+	}
+}
+
+// A lease naming another host's ID and subnet but with another key (a
+// forged copy) is not taken for the same lease listed twice.
+func TestForgedLeaseOfAnotherHostSkipped(t *testing.T) {
+	own := newKey(t)
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	real := leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", newKey(t).String())
+	forged := leaseWith("host-b", "192.168.77.66", "10.42.2.0/24", newKey(t).String())
+	want, _, _, _ := wantedPeers(n, own, []lease.Lease{real, forged, real})
+	if len(want) != 0 {
+		t.Fatalf("peers %+v, want none", want)
+	}
+}
+
+// A malformed key of any size is named in the skip reason (logged at
+// every change) only by a bounded prefix.
+func TestOversizedKeyBounded(t *testing.T) {
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	big := strings.Repeat("A", 1<<20)
+	_, _, skips, _ := wantedPeers(n, newKey(t), []lease.Lease{leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", big)})
+	if len(skips) != 1 || len(skips[0].Why) > 300 || !strings.Contains(skips[0].Why, "malformed") {
+		t.Fatalf("%d skips, reason of %d bytes", len(skips), len(skips[0].Why))
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -24,7 +25,11 @@ import (
 // MTU, address, state, key and port are repaired, keeping its peers and
 // their sessions.
 func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
-	return b.locked(n, b.setup)
+	return b.locked(n, func(n overlay.Network, name string, st *wgNet) error {
+		// First, so that it is there whatever fails below.
+		b.blackholePool(n)
+		return b.setup(n, name, st)
+	})
 }
 
 func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
@@ -77,8 +82,11 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		// The TUN's "up" event raises it too; this makes it certain, and
 		// reports a port someone else holds.
 		if err := st.user.dev.Up(); err != nil {
-			return fmt.Errorf(Name+" %s: wireguard-go up (port %d): %w", name, n.Port, err)
+			return fmt.Errorf(Name+" %s: wireguard-go up (port %d: if another program uses it, give the network another port with -o port=): %w", name, n.Port, err)
 		}
+	}
+	if err := b.routePool(link, n); err != nil {
+		return fmt.Errorf(Name+" %s: %w", name, err)
 	}
 	if fresh {
 		// A recreated device comes without the routes its predecessor took
@@ -258,6 +266,43 @@ func (b *Backend) configureLink(link netlink.Link, n overlay.Network) error {
 	return nil
 }
 
+// routePool routes all of n's pool into the device, below the peers'
+// subnets' routes (and this host's subnet's on the bridge): traffic to a
+// subnet with no lease yet, or whose lease is gone (its host died), is
+// dropped by WireGuard, which has no peer for it, instead of leaving by
+// the default route onto the underlay in clear. Not felt's route protocol:
+// that one marks peer subnets (PruneRoutes, status drift); this route goes
+// with the device.
+func (b *Backend) routePool(link netlink.Link, n overlay.Network) error {
+	r := devRoute(n.Pool.Masked(), link.Attrs().Index)
+	r.Protocol = unix.RTPROT_STATIC
+	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+		return fmt.Errorf("route %s into the device: %w", n.Pool, err)
+	}
+	return nil
+}
+
+// blackholeMetric puts the pool's blackhole route behind the device's
+// (metric 0), so that it only counts while the device's is missing.
+const blackholeMetric = 0x7fffffff
+
+// poolBlackhole is the route that drops n's pool whenever its device does
+// not route it: not set up yet, failing Setup (a user-space device is gone
+// with a felt that restarted, its routes with it, and the key file or the
+// port is broken now), or deleted until the next reconcile. Without it the
+// pool's traffic would follow the default route onto the underlay in
+// clear. It stays until Teardown.
+func poolBlackhole(n overlay.Network) netlink.Route {
+	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC, Priority: blackholeMetric}
+}
+
+func (b *Backend) blackholePool(n overlay.Network) {
+	r := poolBlackhole(n)
+	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+		b.cfg.Log.Warn("wireguard: cannot blackhole the pool for when its device does not work", "pool", n.Pool, "err", err)
+	}
+}
+
 // configureDevice gives the device key and port where it has others, and
 // restore's peers (a recreated device's). Only what differs is sent:
 // wireguard-go rebinds its socket whenever it is told a port.
@@ -280,7 +325,11 @@ func configureDevice(c *wgctrl.Client, name string, key wgtypes.Key, port int, r
 		return nil
 	}
 	if err := c.ConfigureDevice(name, cfg); err != nil {
-		return fmt.Errorf("configure (port %d): %w", port, err)
+		if cfg.ListenPort != nil {
+			// wireguard-go reports a taken port only as "errno=-98".
+			return fmt.Errorf("configure (port %d: if another program uses it, give the network another port with -o port=): %w", port, err)
+		}
+		return fmt.Errorf("configure: %w", err)
 	}
 	return nil
 }
@@ -313,6 +362,10 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	}
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
+	}
+	blackhole := poolBlackhole(n)
+	if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf(Name+" %s: blackhole route: %w", n.Pool, err))
 	}
 	if err := removeStaleSocket(name); err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))

@@ -43,9 +43,12 @@ var _ StatusReporter = (*Backend)(nil)
 func (b *Backend) WireGuardStatus(n overlay.Network) (Status, bool, error) {
 	b.mu.Lock()
 	st := b.nets[n.ID]
-	impl := ""
+	impl, stopped := "", ""
 	if st != nil {
 		impl = st.impl
+		if st.user != nil {
+			stopped = st.user.stopped()
+		}
 	}
 	b.mu.Unlock()
 	if impl == "" || !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
@@ -53,6 +56,11 @@ func (b *Backend) WireGuardStatus(n overlay.Network) (Status, bool, error) {
 	}
 	name := DeviceName(n.Pool)
 	out := Status{Implementation: impl, Device: name}
+	if stopped != "" {
+		// Its UAPI socket may still answer, with what the dead device last
+		// had: that would look healthy.
+		return out, true, fmt.Errorf(Name+" %s: %s; the next Setup recreates it", name, stopped)
+	}
 	err := b.withClient(func(c *wgctrl.Client) error {
 		d, err := c.Device(name)
 		if err != nil {
