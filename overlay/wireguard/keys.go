@@ -19,15 +19,22 @@ const KeyFile = "wireguard.key"
 // writes it, readable by its owner only: a file others can read, or one
 // that does not hold a key, is an error naming it, and is left as it is
 // (replacing it would silently change the host's identity for its peers).
+//
+// Only a regular file is read, checked before opening it: a FIFO there
+// would block felt's start forever, and a symlink could point felt at a
+// key it does not own.
 func loadKey(path string) (wgtypes.Key, error) {
-	data, err := os.ReadFile(path)
+	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return createKey(path)
 	}
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("wireguard private key %s: %w", path, err)
 	}
-	fi, err := os.Stat(path)
+	if !fi.Mode().IsRegular() {
+		return wgtypes.Key{}, fmt.Errorf("wireguard private key %s: not a regular file (%s): remove it to make a new key", path, fi.Mode().Type())
+	}
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("wireguard private key %s: %w", path, err)
 	}

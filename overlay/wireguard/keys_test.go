@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -85,5 +87,43 @@ func TestKeyFileReadOnlyAccepted(t *testing.T) {
 	}
 	if got, err := loadKey(path); err != nil || got != key {
 		t.Fatalf("got %v, %v", got, err)
+	}
+}
+
+// Only a regular file is a key file: a FIFO would block the start (the
+// test times out without the check), a symlink could lend felt another
+// key.
+func TestKeyFileNotRegularRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo", KeyFile)
+	if err := os.Mkdir(filepath.Dir(fifo), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := wgtypes.GeneratePrivateKey()
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.WriteFile(target, []byte(key.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link", KeyFile)
+	if err := os.Mkdir(filepath.Dir(link), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, link} {
+		done := make(chan error, 1)
+		go func() { _, err := loadKey(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), path) {
+				t.Errorf("%s: got %v, want an error naming it, not a regular file", path, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: loadKey blocked", path)
+		}
 	}
 }
