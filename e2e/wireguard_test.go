@@ -148,7 +148,7 @@ func TestWireGuard(t *testing.T) {
 	// Everything between the hosts from here on goes through the capture.
 	a4, b4 := a.As4(), b.As4()
 	capt := startWGCapture(t, wgUL, "fwg-"+h1.name, netip.MustParseAddr(h1.addr), netip.MustParseAddr(h2.addr), map[string][]byte{
-		"the payload marker":                          []byte(wgMarker),
+		"the payload marker":                         []byte(wgMarker),
 		"an inner IP header (h1's container → h2's)": append(a4[:], b4[:]...),
 		"an inner IP header (h2's container → h1's)": append(b4[:], a4[:]...),
 	})
