@@ -175,7 +175,15 @@ type BackendConfig struct {
 	// backends create (OwnerAlias); empty means the first 8 characters of
 	// HostID, as the plugin derives it.
 	Instance string
-	Log      *slog.Logger
+	// StateDir is where the wireguard backend keeps this host's private
+	// key (wireguard.key); empty keeps a key made at start in memory only
+	// (tests).
+	StateDir string
+	// WireGuard is how the wireguard backend runs WireGuard (FELT_WIREGUARD):
+	// "auto" (empty) the kernel's where it works, else wireguard-go in user
+	// space; "kernel"; "userspace".
+	WireGuard string
+	Log       *slog.Logger
 }
 
 // WithDefaults fills in what BackendConfig's comments say an empty field

@@ -8,6 +8,7 @@ import (
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/backends"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/overlay/wireguard"
 )
 
 // publishing is a backend that publishes the given lease data.
@@ -33,14 +34,23 @@ func (badData) Name() string               { return "bad" }
 func (badData) LeaseData(netip.Prefix) any { return []int{1} }
 
 // The owner's lease carries the data of every backend, since the lease is
-// taken before the network's backend is known: today vxlan's VTEP MAC.
+// taken before the network's backend is known: today vxlan's VTEP MAC and
+// wireguard's public key.
 func TestLeaseDataMergesEveryBackend(t *testing.T) {
 	reg := backends.All(overlay.BackendConfig{HostID: "host-a"})
 	data, err := reg.LeaseData(pool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"vtepMAC":"` + vxlan.VtepMAC("host-a", pool).String() + `"}`; string(data) != want {
+	wg, err := reg.Get(wireguard.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := wg.(*wireguard.Backend).PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"vtepMAC":"` + vxlan.VtepMAC("host-a", pool).String() + `","wgPublicKey":"` + pub.String() + `"}`; string(data) != want {
 		t.Fatalf("lease data %s, want %s", data, want)
 	}
 	two := overlay.NewBackends(publishing{name: "a", data: map[string]any{"x": 1}}, publishing{name: "b", data: map[string]any{"y": "z"}})

@@ -133,7 +133,8 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 	fw.SetDNS(s.DNS) // FELT-INPUT lets containers reach felt's DNS (names)
 	app := &App{Settings: s, Local: local, Shared: shared, State: st, Registry: reg, Underlay: under, Firewall: fw, Log: log,
 		Metrics: tel.Metrics, Gatherer: tel.Registry, instance: instance, hostID: hostID}
-	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance, Log: log})
+	bes := backends.All(overlay.BackendConfig{Netlink: nl, Host: under, HostID: hostID, Instance: instance,
+		StateDir: s.StateDir, WireGuard: s.WireGuard, Log: log})
 	app.backends = bes
 	owner := leaseOwner{hostID: hostID, underlay: under, backends: bes}
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{

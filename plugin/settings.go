@@ -36,6 +36,7 @@ type Settings struct {
 	DriverName string        // FELT_DRIVER_NAME: this plugin's name in Docker; empty: detected
 	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
 	ProbeEvery time.Duration // FELT_PROBE_INTERVAL: each peer's health probe through the overlay; 0: off
+	WireGuard  string        // FELT_WIREGUARD: auto, kernel or userspace (the wireguard backend's WireGuard)
 	Version    string        // felt's version (cmd/felt sets it; not from the environment)
 
 	// Container names across hosts (package names).
@@ -72,7 +73,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM", "FELT_WIREGUARD"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -157,6 +158,9 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.ProbeEvery, err = probeInterval(get("FELT_PROBE_INTERVAL", DefaultProbe.String())); err != nil {
 		return s, err
 	}
+	if s.WireGuard, err = wireGuardMode(get("FELT_WIREGUARD", "auto")); err != nil {
+		return s, err
+	}
 	if s.DNS, err = dnsAddr(get("FELT_DNS", DefaultDNS)); err != nil {
 		return s, err
 	}
@@ -164,6 +168,16 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 		return s, err
 	}
 	return s, nil
+}
+
+// wireGuardMode checks FELT_WIREGUARD: which WireGuard the wireguard
+// backend runs.
+func wireGuardMode(v string) (string, error) {
+	switch m := strings.ToLower(v); m {
+	case "auto", "kernel", "userspace":
+		return m, nil
+	}
+	return "", fmt.Errorf("FELT_WIREGUARD=%s: must be auto (the kernel's WireGuard where its module exists, else wireguard-go in user space), kernel or userspace", quotedSetting(v))
 }
 
 // probeInterval checks FELT_PROBE_INTERVAL: 0 (off) or a duration of at

@@ -15,6 +15,7 @@ import (
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/probe"
+	"github.com/felt-net/felt/overlay/wireguard"
 	"github.com/felt-net/felt/state"
 )
 
@@ -100,6 +101,32 @@ type NetworkStatus struct {
 	LeaseExpiry   time.Time    `json:"leaseExpiry,omitzero"` // zero: no lease of this host known
 	Endpoints     int          `json:"endpoints"`
 	Peers         []PeerStatus `json:"peers"`
+	// WireGuard is the device of a wireguard network, as WireGuard itself
+	// reports it; nil for other backends, or before the device is set up.
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
+}
+
+// WireGuardStatus is a wireguard network's device on this host.
+type WireGuardStatus struct {
+	// Implementation is "kernel" (the kernel's WireGuard) or "userspace"
+	// (wireguard-go in felt), per FELT_WIREGUARD and the kernel.
+	Implementation string          `json:"implementation"`
+	Device         string          `json:"device"`
+	PublicKey      string          `json:"publicKey,omitempty"` // this host's
+	ListenPort     int             `json:"listenPort,omitempty"`
+	Peers          []WireGuardPeer `json:"peers"`
+	Error          string          `json:"error,omitempty"` // why the device could not be read
+}
+
+// WireGuardPeer is one WireGuard peer of the device: the key the device
+// accepts that peer's packets with, where it sends them, and the traffic.
+type WireGuardPeer struct {
+	PublicKey       string    `json:"publicKey"`
+	Endpoint        string    `json:"endpoint,omitempty"`
+	AllowedIPs      []string  `json:"allowedIPs"`
+	LatestHandshake time.Time `json:"latestHandshake,omitzero"` // zero: none yet
+	RxBytes         int64     `json:"rxBytes"`
+	TxBytes         int64     `json:"txBytes"`
 }
 
 // PeerStatus is one other host's lease in a network's pool.
@@ -262,7 +289,39 @@ func (a *App) networkStatus(r state.Network, rec lease.Network, leases []lease.L
 		ns.Peers = append(ns.Peers, p)
 	}
 	slices.SortFunc(ns.Peers, func(x, y PeerStatus) int { return x.Subnet.Addr().Compare(y.Subnet.Addr()) })
+	ns.WireGuard = a.wireGuardStatus(on)
 	return ns
+}
+
+// wireGuardStatus reads n's WireGuard device, if its backend has one set
+// up here.
+func (a *App) wireGuardStatus(n overlay.Network) *WireGuardStatus {
+	b, err := a.backends.Get(n.Backend)
+	if err != nil {
+		return nil
+	}
+	r, ok := b.(wireguard.StatusReporter)
+	if !ok {
+		return nil
+	}
+	st, ok, err := r.WireGuardStatus(n)
+	if !ok {
+		return nil
+	}
+	out := &WireGuardStatus{Implementation: st.Implementation, Device: st.Device, PublicKey: st.PublicKey,
+		ListenPort: st.ListenPort, Peers: []WireGuardPeer{}}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	for _, p := range st.Peers {
+		wp := WireGuardPeer{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: p.AllowedIPs,
+			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		if !p.LatestHandshake.IsZero() {
+			wp.LatestHandshake = p.LatestHandshake.UTC()
+		}
+		out.Peers = append(out.Peers, wp)
+	}
+	return out
 }
 
 // drift compares each attached network's kernel state with the leases:

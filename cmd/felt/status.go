@@ -243,6 +243,9 @@ func printStatus(w io.Writer, socket string, st plugin.Status) {
 			if n.DirectRouting {
 				backend += "+direct"
 			}
+			if n.WireGuard != nil {
+				backend += "/" + n.WireGuard.Implementation
+			}
 			if n.Internal {
 				backend += " (internal)"
 			}
@@ -289,6 +292,11 @@ func printStatus(w io.Writer, socket string, st plugin.Status) {
 		}
 		tw.Flush()
 	}
+	for _, n := range st.Networks {
+		if n.WireGuard != nil {
+			printWireGuard(w, n, now)
+		}
+	}
 	if len(st.Drift) > 0 {
 		fmt.Fprintln(w, "\ndrift between the leases and the kernel:")
 		for _, d := range st.Drift {
@@ -308,6 +316,57 @@ func printStatus(w io.Writer, socket string, st plugin.Status) {
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "  %s: check: %s\n", p.What, p.Check)
 	}
+}
+
+// printWireGuard shows a wireguard network's device as WireGuard reports
+// it: which WireGuard runs it, this host's key, and each peer's key,
+// endpoint, latest handshake and traffic.
+func printWireGuard(w io.Writer, n plugin.NetworkStatus, now time.Time) {
+	wg := n.WireGuard
+	title := n.Pool.String()
+	if n.Name != "" {
+		title += " (" + n.Name + ")"
+	}
+	impl := wg.Implementation
+	switch impl {
+	case "kernel":
+		impl = "kernel WireGuard"
+	case "userspace":
+		impl = "wireguard-go in user space"
+	}
+	fmt.Fprintf(w, "\nwireguard of %s: %s, device %s, port %d, public key %s\n", title, impl, wg.Device, wg.ListenPort, orDash(wg.PublicKey))
+	if wg.Error != "" {
+		fmt.Fprintf(w, "  DEVICE UNREADABLE: %s\n", wg.Error)
+	}
+	if len(wg.Peers) == 0 {
+		fmt.Fprintln(w, "  no WireGuard peers")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER PUBLIC KEY\tENDPOINT\tALLOWED IPS\tLATEST HANDSHAKE\tRECEIVED\tSENT")
+	for _, p := range wg.Peers {
+		hs := "never"
+		if !p.LatestHandshake.IsZero() {
+			hs = age(now.Sub(p.LatestHandshake)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.PublicKey, orDash(p.Endpoint), orDash(strings.Join(p.AllowedIPs, ",")), hs,
+			byteCount(p.RxBytes), byteCount(p.TxBytes))
+	}
+	tw.Flush()
+}
+
+// byteCount is a byte counter for people, in binary units.
+func byteCount(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // expiresIn is a lease's expiry relative to now.

@@ -61,6 +61,17 @@ func sampleStatus() plugin.Status {
 				}},
 			{ID: "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0", Pool: pfx("10.43.0.0/16"), Backend: "host-gw", MTU: 1500,
 				Internal: true, Subnet: pfx("10.43.3.0/24"), Gateway: ip("10.43.3.1"), LeaseExpiry: now.Add(20 * time.Hour), Peers: []plugin.PeerStatus{}},
+			{ID: "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f", Name: "sec", Pool: pfx("10.44.0.0/16"), Backend: "wireguard", Port: 51820,
+				MTU: 1420, Subnet: pfx("10.44.7.0/24"), Gateway: ip("10.44.7.1"), LeaseExpiry: now.Add(20 * time.Hour), Endpoints: 1, Peers: []plugin.PeerStatus{
+					peer(hostB, "192.168.77.12", "10.44.9.0/24", func(*plugin.PeerStatus) {}),
+					peer("cccc9999dddd0000eeee1111ffff2222", "192.168.77.13", "10.44.11.0/24", func(*plugin.PeerStatus) {}),
+				},
+				WireGuard: &plugin.WireGuardStatus{Implementation: "userspace", Device: "feltw.0a2c0000", ListenPort: 51820,
+					PublicKey: "Ep5pHn4N2y0vnRtV9nxsr1k4QYgyNqUcH7ZpKsi7w1M=", Peers: []plugin.WireGuardPeer{
+						{PublicKey: "aQzg8QZd4bRzGg3dN8dYtBkP1MiL8xT/lRbcmWbGmWE=", Endpoint: "192.168.77.12:51820", AllowedIPs: []string{"10.44.9.0/24"},
+							LatestHandshake: now.Add(-47 * time.Second), RxBytes: 3<<20 + 123456, TxBytes: 912},
+						{PublicKey: "Zb9wX7hqv0m3t2ZyJc5Qe2ZjLw0m0pB6k0X9cJt4pkM=", Endpoint: "192.168.77.13:51820", AllowedIPs: []string{"10.44.11.0/24"}},
+					}}},
 		},
 		Drift: []plugin.Drift{{Network: netBlue, What: "no route to 10.42.11.0/24 (peer 192.168.77.13, host cccc9999)"}},
 	}
@@ -91,7 +102,8 @@ func TestStatusText(t *testing.T) {
 	}
 	// What people look for, whatever the layout.
 	for _, s := range []string{"UNREACHABLE", "LOST", "probing…", "lease expired", "EXPIRED 5m ago", "PROBLEMS:\n", "UNREACHABLE: Get",
-		"check: udp/4789 blocked", "drift between the leases and the kernel:\n  network 1a2b3c4d5e6f: no route"} {
+		"check: udp/4789 blocked", "wireguard/userspace", "wireguard of 10.44.0.0/16 (sec): wireguard-go in user space",
+		"192.168.77.12:51820  10.44.9.0/24", "47s ago", "3.1 MiB", "never", "drift between the leases and the kernel:\n  network 1a2b3c4d5e6f: no route"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("no %q in:\n%s", s, b.String())
 		}

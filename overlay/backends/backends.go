@@ -7,10 +7,11 @@ import (
 	"github.com/felt-net/felt/overlay/hostgw"
 	"github.com/felt-net/felt/overlay/udp"
 	"github.com/felt-net/felt/overlay/vxlan"
+	"github.com/felt-net/felt/overlay/wireguard"
 )
 
 // All returns felt's backends for the host cfg describes. The first is the
 // default, the backend of a network created without -o backend.
 func All(cfg overlay.BackendConfig) *overlay.Backends {
-	return overlay.NewBackends(vxlan.New(cfg), hostgw.New(cfg), udp.New(cfg))
+	return overlay.NewBackends(vxlan.New(cfg), hostgw.New(cfg), udp.New(cfg), wireguard.New(cfg))
 }

@@ -13,7 +13,7 @@ import (
 // options it takes and its overhead as the driver and lease expect.
 func TestAllBackendsRegistered(t *testing.T) {
 	reg := backends.All(overlay.BackendConfig{HostID: "h"})
-	if got, want := reg.Names(), []string{"vxlan", "host-gw", "udp"}; !slices.Equal(got, want) {
+	if got, want := reg.Names(), []string{"vxlan", "host-gw", "udp", "wireguard"}; !slices.Equal(got, want) {
 		t.Fatalf("registered %v, want %v", got, want)
 	}
 	if reg.Default() != "vxlan" {

@@ -1,0 +1,231 @@
+// Package wireguard is the "wireguard" backend: the udp backend's layout
+// (per network a device holding this host's subnet's .0/32, a route per
+// peer subnet through it) with WireGuard as the device, so every packet
+// between hosts is encrypted and authenticated with the peer's key.
+//
+// The device is the kernel's WireGuard where the module exists, else
+// wireguard-go in user space on a TUN with offloads (impl.go); both are
+// configured through wgctrl only (peers.go), so the path the tests cover
+// is the one kernel users run. Each host has one key pair (keys.go); its
+// public key goes into the host's leases (LeaseData), and each peer's
+// lease becomes a WireGuard peer with the lease's subnet as its allowed
+// IPs (sync.go).
+package wireguard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sync"
+
+	"github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
+)
+
+// Name selects the backend: -o backend=wireguard.
+const Name = "wireguard"
+
+// DefaultPort is the UDP port of a network created without -o port
+// (WireGuard's customary one).
+const DefaultPort = 51820
+
+// The modes of BackendConfig.WireGuard (FELT_WIREGUARD).
+const (
+	ModeAuto      = "auto"      // the kernel's where it works, else user space
+	ModeKernel    = "kernel"    // the kernel's or fail
+	ModeUserspace = "userspace" // wireguard-go always
+)
+
+// The implementations Status reports.
+const (
+	ImplKernel    = "kernel"
+	ImplUserspace = "userspace"
+)
+
+// Backend is the wireguard backend of one host.
+type Backend struct {
+	cfg     overlay.BackendConfig
+	mode    string
+	ns      netns.NsHandle // the host's namespace; closed: felt's own
+	keyPath string         // "" keeps the key in memory
+
+	// addKernelLink creates a kernel WireGuard device; tests replace it
+	// to play a kernel without the module.
+	addKernelLink func(name string, mtu int) error
+
+	keyMu sync.Mutex
+	key   *wgtypes.Key // loaded (or made) once it could be
+
+	mu   sync.Mutex
+	nets map[string]*wgNet // by network ID
+}
+
+// wgNet is what the backend keeps for one network between calls.
+type wgNet struct {
+	n       overlay.Network // as last set up (port and MTU defaulted)
+	impl    string          // ImplKernel or ImplUserspace; "" without a device
+	shown   string          // the implementation last logged
+	user    *userDevice     // the running wireguard-go device, for ImplUserspace
+	ifindex int             // of the device when it was created or adopted
+	// peers and routes are what the last Sync programmed, put back into a
+	// recreated device so that traffic flows before the next Sync.
+	peers  []wgtypes.PeerConfig
+	routes []netip.Prefix
+	// skipped are the leases Sync skipped, by host and cause, so that
+	// each is logged once (while it lasts).
+	skipped map[string]bool
+}
+
+// New returns the backend for the host cfg describes. A Host implementing
+// overlay.NetNSHost has its devices and sockets made in its namespace.
+func New(cfg overlay.BackendConfig) *Backend {
+	cfg = cfg.WithDefaults()
+	b := &Backend{cfg: cfg, mode: cfg.WireGuard, ns: netns.None(), nets: map[string]*wgNet{}}
+	if b.mode == "" {
+		b.mode = ModeAuto
+	}
+	if h, ok := cfg.Host.(overlay.NetNSHost); ok {
+		b.ns = h.NetNS()
+	}
+	if cfg.StateDir != "" {
+		b.keyPath = filepath.Join(cfg.StateDir, KeyFile)
+	}
+	b.addKernelLink = b.netlinkAddWireguard
+	return b
+}
+
+func (*Backend) Name() string { return Name }
+
+// Overhead is outer IPv6 40 (the worst case WireGuard allows for) + UDP 8
+// + WireGuard's header 16 and tag 16: what wg-quick assumes too.
+func (*Backend) Overhead() int { return 80 }
+
+// Options: a port, DefaultPort when not given.
+func (*Backend) Options() overlay.Options { return overlay.Options{DefaultPort: DefaultPort} }
+
+// leaseData is what wireguard publishes in a lease: this host's public
+// key. The endpoint is the lease's public IP and the network's port; the
+// allowed IPs are the lease's subnet.
+type leaseData struct {
+	PublicKey string `json:"wgPublicKey"`
+}
+
+// LeaseData publishes this host's public key, for every pool: the lease
+// is taken before the network's backend is known. With no usable key (a
+// bad key file) it publishes nothing; Setup then says why.
+func (b *Backend) LeaseData(netip.Prefix) any {
+	key, err := b.privateKey()
+	if err != nil {
+		b.cfg.Log.Debug("wireguard: no public key for the lease", "err", err)
+		return nil
+	}
+	return leaseData{PublicKey: key.PublicKey().String()}
+}
+
+// LeasePublicKey is the public key l publishes, as written; "" for none.
+func LeasePublicKey(l lease.Lease) string {
+	var d leaseData
+	_ = json.Unmarshal(l.BackendData, &d) // no or other data: no key
+	return d.PublicKey
+}
+
+// PublicKey is this host's public key, as its leases publish it.
+func (b *Backend) PublicKey() (wgtypes.Key, error) {
+	key, err := b.privateKey()
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	return key.PublicKey(), nil
+}
+
+// privateKey loads this host's key (keys.go), or makes one in memory
+// without a state directory. A failure is not kept: a fixed key file is
+// read at the next call.
+func (b *Backend) privateKey() (wgtypes.Key, error) {
+	b.keyMu.Lock()
+	defer b.keyMu.Unlock()
+	if b.key != nil {
+		return *b.key, nil
+	}
+	var key wgtypes.Key
+	var err error
+	if b.keyPath != "" {
+		key, err = loadKey(b.keyPath)
+	} else {
+		key, err = wgtypes.GeneratePrivateKey()
+	}
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	b.key = &key
+	return key, nil
+}
+
+// DeviceName is n's device's (DeviceName), for a valid pool.
+func (*Backend) DeviceName(n overlay.Network) string {
+	if n.Pool.IsValid() && n.Pool.Addr().Is4() {
+		return DeviceName(n.Pool)
+	}
+	return ""
+}
+
+// DeviceName is the WireGuard device of the network with this pool:
+// "feltw." and the pool's address in hex, 10.42.0.0/16 -> feltw.0a2a0000,
+// as udp's feltu.… (pools of felt networks never overlap).
+func DeviceName(pool netip.Prefix) string {
+	a := pool.Masked().Addr().As4()
+	return fmt.Sprintf("feltw.%02x%02x%02x%02x", a[0], a[1], a[2], a[3])
+}
+
+// Check has nothing to refuse from the leases: WireGuard reaches any peer
+// the underlay routes to. The port is checked by Setup, which knows the
+// networks served here.
+func (*Backend) Check(context.Context, overlay.Network, func(context.Context) ([]lease.Lease, error)) error {
+	return nil
+}
+
+// complete checks n and fills in the defaults the driver normally has; it
+// returns n's device name too.
+func (b *Backend) complete(n overlay.Network) (overlay.Network, string, error) {
+	switch {
+	case !n.Pool.IsValid() || !n.Pool.Addr().Is4():
+		return n, "", fmt.Errorf(Name+": pool %q is not an IPv4 prefix", n.Pool)
+	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !kernel.Within(n.Subnet, n.Pool):
+		return n, "", fmt.Errorf(Name+" %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
+	case n.Port < 0 || n.Port > 0xffff:
+		return n, "", fmt.Errorf(Name+" %s: port %d is outside 1-65535", n.Pool, n.Port)
+	}
+	if n.Port == 0 {
+		n.Port = DefaultPort
+	}
+	if n.MTU <= 0 {
+		// The driver always passes one; this only guards a zero Network.
+		if b.cfg.Host == nil {
+			return n, "", fmt.Errorf(Name+" %s: no MTU given and no underlay to derive it from", n.Pool)
+		}
+		mtu, err := b.cfg.Host.MTU()
+		if err != nil {
+			return n, "", fmt.Errorf(Name+" %s: underlay MTU: %w", n.Pool, err)
+		}
+		n.MTU = mtu - b.Overhead()
+	}
+	return n, DeviceName(n.Pool), nil
+}
+
+// locked completes n and calls f with it, its device name and what the
+// backend keeps for it (nil if nothing yet), under the backend's lock.
+func (b *Backend) locked(n overlay.Network, f func(n overlay.Network, name string, st *wgNet) error) error {
+	n, name, err := b.complete(n)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return f(n, name, b.nets[n.ID])
+}
