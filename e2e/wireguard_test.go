@@ -27,6 +27,7 @@ import (
 	"github.com/felt-net/felt/internal/nsutil"
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	feltplugin "github.com/felt-net/felt/plugin"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/consul"
 )
@@ -235,9 +236,8 @@ func TestWireGuard(t *testing.T) {
 			t.Errorf("/var/run/wireguard/%s.sock on the host: a plugin put its socket outside its rootfs", dev)
 		}
 	}
-	for _, h := range c.hosts {
-		wgStatus(t, h, dev, impl)
-	}
+	wgStatus(t, h1, h2, dev, impl, keys, subB)
+	wgStatus(t, h2, h1, dev, impl, keys, subA)
 
 	// Removal: containers, then the network on h1 (felt removes it on h2):
 	// no device and no route to the other's subnet left on either host.
@@ -343,7 +343,10 @@ func wgImplementation(t testing.TB, h *clHost) string {
 // the holder's public IP, in hex as UAPI shows them.
 func wgLeaseKeys(t testing.TB, agent *consul.Agent, pool string) map[string]string {
 	t.Helper()
-	s, err := consulkv.New(agent.APIConfig())
+	cfg := agent.APIConfig()
+	// Consul listens inside the underlay's namespace.
+	cfg.Transport = testkit.NetNSTransport(wgUL)
+	s, err := consulkv.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,32 +444,50 @@ func uapiGet(t testing.TB, h *clHost, path string) uapiDevice {
 }
 
 // wgStatus checks felt status --json on h (run inside the plugin, on its
-// socket) for the wireguard network: its implementation and one peer.
-func wgStatus(t testing.TB, h *clHost, dev, impl string) {
+// socket): the wireguard network's device, its implementation, this
+// host's public key and port, and one peer, the other host, with its key
+// from its lease, its endpoint and subnet, a handshake and traffic.
+func wgStatus(t testing.TB, h, peer *clHost, dev, impl string, keys map[string]string, peerSub netip.Prefix) {
 	t.Helper()
 	pid := h.pluginPID(t)
 	if pid == 0 {
 		t.Fatalf("%s: plugin process not found", h.name)
 	}
 	out, err := testkit.RunWithin(cmdTimeout, "nsenter", "-t", fmt.Sprint(pid), "-m", "-n", "/felt", "status", "--json", "--socket", "/run/docker/plugins/felt.sock")
-	if err != nil && !strings.HasPrefix(strings.TrimSpace(out), "{") {
-		t.Fatalf("%s: felt status --json in the plugin: %v\n%s", h.name, err, out)
+	var st feltplugin.Status
+	if jerr := json.Unmarshal([]byte(out), &st); jerr != nil {
+		t.Fatalf("%s: felt status --json in the plugin: %v %v\n%s", h.name, err, jerr, out)
 	}
-	var st struct {
-		Networks []map[string]any `json:"networks"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("%s: felt status --json: %v\n%s", h.name, err, out)
+	hexKey := func(b64 string) string {
+		k, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return "not base64: " + b64
+		}
+		return hex.EncodeToString(k)
 	}
 	for _, n := range st.Networks {
-		if n["backend"] != "wireguard" {
+		if n.Backend != "wireguard" {
 			continue
 		}
-		b, _ := json.Marshal(n)
+		w := n.WireGuard
+		if w == nil {
+			t.Fatalf("%s: felt status: the wireguard network has no device status", h.name)
+		}
+		b, _ := json.Marshal(w)
 		t.Logf("%s: felt status: %s", h.name, b)
-		s := strings.ToLower(string(b))
-		if want := map[string]string{"user space": "userspace", "kernel": "kernel"}[impl]; !strings.Contains(strings.ReplaceAll(s, " ", ""), want) {
-			t.Errorf("%s: felt status of the wireguard network does not say %q:\n%s", h.name, want, b)
+		wantImpl := map[string]string{"user space": "userspace", "kernel": "kernel"}[impl]
+		if w.Implementation != wantImpl || w.Device != dev || w.ListenPort != wgPort || w.Error != "" || hexKey(w.PublicKey) != keys[h.addr] {
+			t.Errorf("%s: felt status: implementation %q device %q port %d error %q public key %q; want %q, %q, %d, no error and the key of its lease (hex %s)",
+				h.name, w.Implementation, w.Device, w.ListenPort, w.Error, w.PublicKey, wantImpl, dev, wgPort, keys[h.addr])
+		}
+		if len(w.Peers) != 1 {
+			t.Fatalf("%s: felt status: WireGuard peers %+v, want only %s", h.name, w.Peers, peer.name)
+		}
+		p := w.Peers[0]
+		if hexKey(p.PublicKey) != keys[peer.addr] || p.Endpoint != fmt.Sprintf("%s:%d", peer.addr, wgPort) || !slices.Equal(p.AllowedIPs, []string{peerSub.String()}) ||
+			p.LatestHandshake.IsZero() || p.RxBytes < 8<<20 && p.TxBytes < 8<<20 {
+			t.Errorf("%s: felt status: WireGuard peer %+v, want %s's key (hex %s), endpoint %s:%d, allowed %s, a handshake and the 8 MB",
+				h.name, p, peer.name, keys[peer.addr], peer.addr, wgPort, peerSub)
 		}
 		return
 	}
