@@ -171,3 +171,20 @@ func TestSettingsProbeInterval(t *testing.T) {
 		}
 	}
 }
+
+// FELT_WIREGUARD: auto by default; auto, kernel or userspace in any case;
+// anything else refused, naming the variable and the choices.
+func TestSettingsWireGuard(t *testing.T) {
+	for v, want := range map[string]string{"": "auto", "auto": "auto", "Kernel": "kernel", " userspace ": "userspace"} {
+		s, err := SettingsFromEnv(env(map[string]string{"FELT_WIREGUARD": v}))
+		if err != nil || s.WireGuard != want {
+			t.Errorf("FELT_WIREGUARD=%q: %q, %v; want %q", v, s.WireGuard, err, want)
+		}
+	}
+	for _, bad := range []string{"user", "wireguard-go", "on"} {
+		_, err := SettingsFromEnv(env(map[string]string{"FELT_WIREGUARD": bad}))
+		if err == nil || !strings.Contains(err.Error(), "FELT_WIREGUARD="+bad+": ") || !strings.Contains(err.Error(), "kernel or userspace") {
+			t.Errorf("FELT_WIREGUARD=%s: error %v; want it refused, naming the variable", bad, err)
+		}
+	}
+}

@@ -410,6 +410,9 @@ func problems(st Status, now time.Time) []Problem {
 			add(fmt.Sprintf("network %s: this host's lease of %s expired at %s", name, n.Subnet, n.LeaseExpiry.UTC().Format(time.RFC3339)),
 				"lease expired: felt renews every third of FELT_LEASE_TTL; the store was unreachable for too long? Peers drop this host's routes")
 		}
+		if wg := n.WireGuard; wg != nil {
+			wireGuardProblems(add, name, n, wg)
+		}
 		for _, p := range n.Peers {
 			peer := fmt.Sprintf("network %s: peer %s (host %s, subnet %s)", name, p.PublicIP, shortHost(p.HostID), p.Subnet)
 			switch {
@@ -432,6 +435,28 @@ func problems(st Status, now time.Time) []Problem {
 		add(what, "felt repairs it at once or at the next resync (FELT_RESYNC_INTERVAL); if it stays, see felt's log")
 	}
 	return ps
+}
+
+// wireGuardProblems reports a wireguard device felt cannot read, and live
+// peers the device has no WireGuard peer for: their traffic is dropped.
+func wireGuardProblems(add func(what, check string), name string, n NetworkStatus, wg *WireGuardStatus) {
+	if wg.Error != "" {
+		add(fmt.Sprintf("network %s: WireGuard device %s unreadable: %s", name, wg.Device, wg.Error),
+			"felt recreates the device at the next resync; if it stays, see felt's log")
+		return
+	}
+	have := map[string]bool{}
+	for _, p := range wg.Peers {
+		for _, a := range p.AllowedIPs {
+			have[a] = true
+		}
+	}
+	for _, p := range n.Peers {
+		if !p.Expired && !have[p.Subnet.String()] {
+			add(fmt.Sprintf("network %s: peer %s (host %s, subnet %s) has no WireGuard peer on %s: its traffic is dropped", name, p.PublicIP, shortHost(p.HostID), p.Subnet, wg.Device),
+				"its lease has no usable or a duplicate WireGuard public key (felt's log says which: \"peer skipped\"); was a state directory copied between hosts?")
+		}
+	}
 }
 
 // shortID is a Docker network ID as `docker network ls` shows it.

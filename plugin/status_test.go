@@ -149,3 +149,41 @@ func TestStatusOfApp(t *testing.T) {
 		}
 	}
 }
+
+// A wireguard network: a live peer without a WireGuard peer (a skipped
+// key) is a problem, an expired one is not; a device felt cannot read is
+// one too.
+func TestStatusWireGuardProblems(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	pfx := netip.MustParsePrefix
+	peer := func(ip, subnet string, expired bool) PeerStatus {
+		return PeerStatus{HostID: "0123456789abcdef", PublicIP: netip.MustParseAddr(ip), Subnet: pfx(subnet), LeaseExpiry: now.Add(time.Hour), Expired: expired}
+	}
+	st := Status{State: StatusRunning, InSync: true, Store: StoreStatus{Kind: "consul", Reachable: true, LeasesRead: true},
+		Networks: []NetworkStatus{{Pool: pfx("10.44.0.0/16"), Backend: "wireguard", MTU: 1420, Subnet: pfx("10.44.1.0/24"), LeaseExpiry: now.Add(time.Hour),
+			Peers: []PeerStatus{peer("192.168.1.2", "10.44.2.0/24", false), peer("192.168.1.3", "10.44.3.0/24", false), peer("192.168.1.4", "10.44.4.0/24", true)},
+			WireGuard: &WireGuardStatus{Implementation: "userspace", Device: "feltw.0a2c0000", Peers: []WireGuardPeer{
+				{PublicKey: "k2", AllowedIPs: []string{"10.44.2.0/24"}}}}}}}
+	wgProblems := func() []Problem {
+		var out []Problem
+		for _, p := range problems(st, now) {
+			if strings.Contains(p.What, "WireGuard") {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	ps := wgProblems()
+	if len(ps) != 1 || !strings.Contains(ps[0].What, "peer 192.168.1.3 (host 01234567, subnet 10.44.3.0/24) has no WireGuard peer on feltw.0a2c0000") ||
+		!strings.Contains(ps[0].Check, "peer skipped") {
+		t.Fatalf("problems %+v", ps)
+	}
+	st.Networks[0].WireGuard.Peers = append(st.Networks[0].WireGuard.Peers, WireGuardPeer{PublicKey: "k3", AllowedIPs: []string{"10.44.3.0/24"}})
+	if ps := wgProblems(); len(ps) != 0 {
+		t.Fatalf("every live peer has a WireGuard peer: %+v", ps)
+	}
+	st.Networks[0].WireGuard.Error = "wireguard feltw.0a2c0000: read device: file does not exist"
+	if ps := wgProblems(); len(ps) != 1 || !strings.Contains(ps[0].What, "WireGuard device feltw.0a2c0000 unreadable") {
+		t.Fatalf("problems %+v", ps)
+	}
+}

@@ -342,14 +342,23 @@ func printWireGuard(w io.Writer, n plugin.NetworkStatus, now time.Time) {
 		fmt.Fprintln(w, "  no WireGuard peers")
 		return
 	}
+	// The host whose lease holds the peer's subnet.
+	hosts := map[string]string{}
+	for _, p := range n.Peers {
+		hosts[p.Subnet.String()] = short(p.HostID)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER PUBLIC KEY\tENDPOINT\tALLOWED IPS\tLATEST HANDSHAKE\tRECEIVED\tSENT")
+	fmt.Fprintln(tw, "HOST\tPEER PUBLIC KEY\tENDPOINT\tALLOWED IPS\tLATEST HANDSHAKE\tRECEIVED\tSENT")
 	for _, p := range wg.Peers {
 		hs := "never"
 		if !p.LatestHandshake.IsZero() {
 			hs = age(now.Sub(p.LatestHandshake)) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.PublicKey, orDash(p.Endpoint), orDash(strings.Join(p.AllowedIPs, ",")), hs,
+		host := "-"
+		if len(p.AllowedIPs) > 0 && hosts[p.AllowedIPs[0]] != "" {
+			host = hosts[p.AllowedIPs[0]]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", host, p.PublicKey, orDash(p.Endpoint), orDash(strings.Join(p.AllowedIPs, ",")), hs,
 			byteCount(p.RxBytes), byteCount(p.TxBytes))
 	}
 	tw.Flush()

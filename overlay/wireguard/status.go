@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -76,8 +77,16 @@ func (b *Backend) WireGuardStatus(n overlay.Network) (Status, bool, error) {
 	if err != nil {
 		return out, true, fmt.Errorf(Name+" %s: read device: %w", name, err)
 	}
-	slices.SortFunc(out.Peers, func(x, y PeerStatus) int { return cmpStrings(x.AllowedIPs, y.AllowedIPs) })
+	slices.SortFunc(out.Peers, func(x, y PeerStatus) int { return firstAllowed(x).Compare(firstAllowed(y)) })
 	return out, true, nil
 }
 
-func cmpStrings(a, b []string) int { return slices.Compare(a, b) }
+// firstAllowed is the address of p's first allowed prefix (its subnet),
+// which orders peers as the leases are.
+func firstAllowed(p PeerStatus) netip.Addr {
+	if len(p.AllowedIPs) == 0 {
+		return netip.Addr{}
+	}
+	pfx, _ := netip.ParsePrefix(p.AllowedIPs[0])
+	return pfx.Addr()
+}

@@ -1,0 +1,166 @@
+package wireguard
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+)
+
+func newKey(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func leaseWith(host, pub, subnet, key string) lease.Lease {
+	l := lease.Lease{Pool: pool, HostID: host, PublicIP: netip.MustParseAddr(pub), Subnet: netip.MustParsePrefix(subnet)}
+	if key != "" {
+		l.BackendData, _ = json.Marshal(map[string]string{"wgPublicKey": key})
+	}
+	return l
+}
+
+// Each lease with a good key of its own is a peer at its public IP and the
+// network's port, allowed its subnet. Leases without a usable key are
+// skipped, with the reason, but still routed (into the device, which drops
+// their traffic rather than letting it leave in clear); leases no backend
+// may program are errors and get nothing.
+func TestWantedPeers(t *testing.T) {
+	own := newKey(t)
+	a, b, dup := newKey(t), newKey(t), newKey(t)
+	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
+	leases := []lease.Lease{
+		leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", a.String()),
+		leaseWith("host-c", "192.168.78.3", "10.42.3.0/24", b.String()),
+		leaseWith("host-d", "192.168.77.4", "10.42.4.0/24", ""),
+		leaseWith("host-e", "192.168.77.5", "10.42.5.0/24", "bm90IGEga2V5"),
+		leaseWith("host-f", "192.168.77.6", "10.42.6.0/24", own.String()),
+		leaseWith("host-g", "192.168.77.7", "10.42.7.0/24", dup.String()),
+		leaseWith("host-h", "192.168.77.8", "10.42.8.0/24", dup.String()),
+		leaseWith("host-x", "192.168.77.9", "10.99.0.0/24", newKey(t).String()),  // outside the pool
+		leaseWith("host-y", "192.168.77.10", "10.42.1.0/25", newKey(t).String()), // overlaps ours
+	}
+	want, routes, skips, errs := wantedPeers(n, own, leases)
+
+	got := map[string]peer{}
+	for _, p := range want {
+		got[p.HostID] = p
+	}
+	if len(want) != 2 || got["host-b"].Key != a || got["host-c"].Key != b {
+		t.Fatalf("peers %+v, want host-b and host-c", want)
+	}
+	if p := got["host-c"]; p.Endpoint != netip.MustParseAddrPort("192.168.78.3:51999") || p.Subnet != netip.MustParsePrefix("10.42.3.0/24") {
+		t.Fatalf("host-c: %+v", p)
+	}
+	c := got["host-b"].config()
+	if !c.ReplaceAllowedIPs || c.Remove || len(c.AllowedIPs) != 1 || c.AllowedIPs[0].String() != "10.42.2.0/24" ||
+		c.Endpoint.String() != "192.168.77.2:51999" {
+		t.Fatalf("config %+v", c)
+	}
+
+	why := map[string]string{}
+	for _, s := range skips {
+		why[s.HostID] = s.Why
+	}
+	for host, w := range map[string]string{"host-d": "no WireGuard public key", "host-e": "malformed", "host-f": "this host's own public key",
+		"host-g": "also in the lease of host [host-h]", "host-h": "also in the lease of host [host-g]"} {
+		if !strings.Contains(why[host], w) {
+			t.Errorf("%s skipped for %q, want %q", host, why[host], w)
+		}
+	}
+	if len(skips) != 5 {
+		t.Errorf("skips %+v", skips)
+	}
+	var rs []string
+	for _, r := range routes {
+		rs = append(rs, r.String())
+	}
+	slices.Sort(rs)
+	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24", "10.42.7.0/24", "10.42.8.0/24"}; !slices.Equal(rs, wantR) {
+		t.Errorf("routes %v, want %v", rs, wantR)
+	}
+	if len(errs) != 2 {
+		t.Errorf("errors %v, want host-x's and host-y's", errs)
+	}
+}
+
+func devicePeer(key wgtypes.Key, endpoint, allowed string) wgtypes.Peer {
+	p := wgtypes.Peer{PublicKey: key}
+	if endpoint != "" {
+		p.Endpoint = net.UDPAddrFromAddrPort(netip.MustParseAddrPort(endpoint))
+	}
+	if allowed != "" {
+		_, ipn, _ := net.ParseCIDR(allowed)
+		p.AllowedIPs = []net.IPNet{*ipn}
+	}
+	return p
+}
+
+// The change leaves peers that match alone (their sessions go on), sets
+// new and changed ones, and removes the rest; none at all when nothing
+// differs.
+func TestDiffPeers(t *testing.T) {
+	same, moved, grown, gone, added, keyNew := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
+	have := []wgtypes.Peer{
+		devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24"),
+		devicePeer(moved, "192.168.77.3:51820", "10.42.3.0/24"),
+		devicePeer(grown, "192.168.77.4:51820", "10.42.4.0/24"),
+		devicePeer(gone, "192.168.77.5:51820", "10.42.5.0/24"), // its lease went
+	}
+	p := func(k wgtypes.Key, ep, subnet string) peer {
+		return peer{Key: k, Endpoint: netip.MustParseAddrPort(ep), Subnet: netip.MustParsePrefix(subnet)}
+	}
+	want := []peer{
+		p(same, "192.168.77.2:51820", "10.42.2.0/24"),
+		p(moved, "192.168.77.33:51820", "10.42.3.0/24"), // new public IP
+		p(grown, "192.168.77.4:51820", "10.42.40.0/24"), // another subnet
+		p(added, "192.168.77.6:51820", "10.42.6.0/24"),
+		p(keyNew, "192.168.77.7:51820", "10.42.7.0/24"),
+	}
+	change := diffPeers(have, want)
+	got := map[wgtypes.Key]wgtypes.PeerConfig{}
+	for _, c := range change {
+		got[c.PublicKey] = c
+	}
+	if _, ok := got[same]; ok {
+		t.Errorf("an unchanged peer is in the change: %+v", got[same])
+	}
+	for _, k := range []wgtypes.Key{moved, grown, added, keyNew} {
+		if c, ok := got[k]; !ok || c.Remove || !c.ReplaceAllowedIPs {
+			t.Errorf("peer %s: %+v (in change %v)", k, c, ok)
+		}
+	}
+	if c := got[gone]; !c.Remove {
+		t.Errorf("peer whose lease went: %+v, want removed", c)
+	}
+	if len(change) != 5 {
+		t.Errorf("change %+v", change)
+	}
+	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24")}, want[:1]); len(c) != 0 {
+		t.Errorf("nothing differs, change %+v", c)
+	}
+	// A device that knows no endpoint, or more allowed IPs than asked, is
+	// fixed.
+	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "", "10.42.2.0/24")}, want[:1]); len(c) != 1 {
+		t.Errorf("no endpoint: change %+v", c)
+	}
+	two := devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24")
+	two.AllowedIPs = append(two.AllowedIPs, net.IPNet{IP: net.IPv4(10, 42, 9, 0).To4(), Mask: net.CIDRMask(24, 32)})
+	if c := diffPeers([]wgtypes.Peer{two}, want[:1]); len(c) != 1 || !c[0].ReplaceAllowedIPs {
+		t.Errorf("extra allowed IPs: change %+v", c)
+	}
+	if c := diffPeers(nil, nil); len(c) != 0 {
+		t.Errorf("nothing: %+v", c)
+	}
+}
