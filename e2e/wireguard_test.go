@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -131,6 +132,12 @@ func TestWireGuard(t *testing.T) {
 		c.installFelt(t, h)
 	}
 
+	// Everything between the hosts from here on goes through the capture,
+	// the handshakes included; the containers' address pairs join the
+	// secrets once known.
+	capt := startWGCapture(t, wgUL, "fwg-"+h1.name, netip.MustParseAddr(h1.addr), netip.MustParseAddr(h2.addr))
+	capt.secret("the payload marker", []byte(wgMarker))
+
 	// The network, created once: felt declares it on h2 too.
 	want := h1.create(t, wgNet, wgPool, "-o", "backend=wireguard")
 	if want.Options["backend"] != "wireguard" {
@@ -146,13 +153,9 @@ func TestWireGuard(t *testing.T) {
 	}
 	t.Logf("h1 (Docker %s): container %s; h2 (Docker %s): container %s", h1.version, a, h2.version, b)
 
-	// Everything between the hosts from here on goes through the capture.
 	a4, b4 := a.As4(), b.As4()
-	capt := startWGCapture(t, wgUL, "fwg-"+h1.name, netip.MustParseAddr(h1.addr), netip.MustParseAddr(h2.addr), map[string][]byte{
-		"the payload marker":                         []byte(wgMarker),
-		"an inner IP header (h1's container → h2's)": append(a4[:], b4[:]...),
-		"an inner IP header (h2's container → h1's)": append(b4[:], a4[:]...),
-	})
+	capt.secret("an inner IP header (h1's container → h2's)", append(a4[:], b4[:]...))
+	capt.secret("an inner IP header (h2's container → h1's)", append(b4[:], a4[:]...))
 
 	pingUntil(t, h1.e, "felt-wg-a", b.String())
 	pingUntil(t, h2.e, "felt-wg-b", a.String())
@@ -181,7 +184,11 @@ func TestWireGuard(t *testing.T) {
 	for _, p := range st.bad {
 		t.Errorf("capture on the underlay: %s", p)
 	}
-	// At least the 8 MB (and the marker file) crossed as WireGuard data.
+	// The hosts' first handshake, and at least the 8 MB (and the marker
+	// file) as WireGuard data.
+	if st.msgs[1] == 0 || st.msgs[2] == 0 {
+		t.Errorf("capture on the underlay: no WireGuard handshake (initiation %d, response %d) between %s and %s", st.msgs[1], st.msgs[2], h1.addr, h2.addr)
+	}
 	if st.msgs[4] == 0 || st.wgBytes < 8<<20 {
 		t.Errorf("capture on the underlay: %d WireGuard data frames with %d bytes: the 8 MB did not cross as WireGuard between %s and %s",
 			st.msgs[4], st.wgBytes, h1.addr, h2.addr)
@@ -525,16 +532,16 @@ func wgDiagnostics(t testing.TB, h *clHost) {
 // frames between the two hosts must be WireGuard messages, and no frame
 // may hold any of the secrets.
 type wgCapture struct {
-	ifname  string
-	fd      int
-	h1, h2  [4]byte
-	secrets map[string][]byte
-	halt    atomic.Bool
-	done    chan struct{}
-	once    sync.Once
+	ifname string
+	fd     int
+	h1, h2 [4]byte
+	halt   atomic.Bool
+	done   chan struct{}
+	once   sync.Once
 
-	mu  sync.Mutex
-	res wgCaptureResult
+	mu      sync.Mutex
+	secrets map[string][]byte // what each means: bytes no frame may hold
+	res     wgCaptureResult
 }
 
 type wgCaptureResult struct {
@@ -547,9 +554,9 @@ type wgCaptureResult struct {
 	bad     []string // the first problems found
 }
 
-func startWGCapture(t testing.TB, ns, ifname string, h1, h2 netip.Addr, secrets map[string][]byte) *wgCapture {
+func startWGCapture(t testing.TB, ns, ifname string, h1, h2 netip.Addr) *wgCapture {
 	t.Helper()
-	c := &wgCapture{ifname: ifname, h1: h1.As4(), h2: h2.As4(), secrets: secrets, done: make(chan struct{})}
+	c := &wgCapture{ifname: ifname, h1: h1.As4(), h2: h2.As4(), secrets: map[string][]byte{}, done: make(chan struct{})}
 	handle, err := netns.GetFromName(ns)
 	if err != nil {
 		t.Fatalf("capture: namespace %s: %v", ns, err)
@@ -581,6 +588,13 @@ func startWGCapture(t testing.TB, ns, ifname string, h1, h2 netip.Addr, secrets 
 	go c.loop()
 	t.Cleanup(c.stop)
 	return c
+}
+
+// secret adds bytes no frame may hold from now on.
+func (c *wgCapture) secret(what string, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.secrets[what] = b
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -634,8 +648,9 @@ func (c *wgCapture) problem(p string) {
 func (c *wgCapture) judge(f []byte) {
 	c.mu.Lock()
 	c.res.frames++
+	secrets := maps.Clone(c.secrets)
 	c.mu.Unlock()
-	for what, s := range c.secrets {
+	for what, s := range secrets {
 		if bytes.Contains(f, s) {
 			c.problem(fmt.Sprintf("a frame of %d bytes holds %s in clear", len(f), what))
 		}
