@@ -57,14 +57,17 @@ const (
 // backend=wireguard on h1 appears on h2 (cluster networks); containers on
 // the two engines ping each other and carry TCP across (8 MB over HTTP,
 // checked by md5, and nc both ways), while a packet capture on h1's link
-// to the underlay sees only WireGuard messages between the hosts: UDP
-// 51820 to 51820, a WireGuard message type, no inner IP header (the
-// containers' address pair) and no payload marker anywhere. Without the
+// to the underlay, from before the network exists, sees only WireGuard
+// messages between the hosts (their handshake, then data): UDP 51820 to
+// 51820, a WireGuard message type, no inner IP header (the containers'
+// address pair) and no payload marker anywhere. Without the
 // kernel module (as on this machine) felt runs wireguard-go inside the
 // plugin: its UAPI socket is in /var/run/wireguard of the plugin's own
 // rootfs (not the host's, not the other engine's plugin's), and answers
-// with the peer the other host published in its lease. Removing the
-// network removes device, socket and routes on both hosts.
+// with the peer the other host published in its lease. After a kill -9
+// of one plugin, Docker's restart of it carries traffic again with the
+// same key. Removing the network removes device, socket and routes on
+// both hosts.
 func TestWireGuard(t *testing.T) {
 	testkit.NeedCommands(t, "dockerd", "containerd", "runc", "nsenter", "unshare", "ip", "bash")
 	consul.Binary(t) // skips (fails with CI=true) without bin/consul
@@ -245,6 +248,32 @@ func TestWireGuard(t *testing.T) {
 	}
 	wgStatus(t, h1, h2, dev, impl, keys, subB)
 	wgStatus(t, h2, h1, dev, impl, keys, subA)
+
+	// kill -9 h1's plugin: Docker starts it again, and the new felt sets
+	// the device up anew with the same key (from its state directory).
+	// In user space the dead felt's UAPI socket file is still in the
+	// plugin's rootfs, which outlives the process: the new one must take
+	// the path over, or wgctrl could not configure the device.
+	old := h1.pluginPID(t)
+	testkit.MustRun(t, "kill", "-9", fmt.Sprint(old))
+	var restarted int
+	testkit.WaitFor(t, "Docker to restart h1's killed plugin", func() bool {
+		restarted = h1.pluginPID(t)
+		return restarted != 0 && restarted != old
+	})
+	pingUntil(t, h1.e, "felt-wg-a", b.String())
+	pingUntil(t, h2.e, "felt-wg-b", a.String())
+	ncAcross(t, h2, "felt-wg-b", h1, "felt-wg-a", b)
+	if impl == "user space" {
+		pids[h1] = restarted
+		d := uapiGet(t, h1, fmt.Sprintf("/proc/%d/root/var/run/wireguard/%s.sock", restarted, dev))
+		if len(d.peers) != 1 || d.peers[0].publicKey != keys[h2.addr] || d.listenPort != wgPort {
+			t.Errorf("h1 after its plugin's restart: %s listens on %d with peers %+v, want %d and only h2's key %s", dev, d.listenPort, d.peers, wgPort, keys[h2.addr])
+		}
+	}
+	if k := wgLeaseKeys(t, c.agent, wgPool); k[h1.addr] != keys[h1.addr] {
+		t.Errorf("h1's WireGuard key after its plugin's restart: %s, was %s: the key pair must survive restarts", k[h1.addr], keys[h1.addr])
+	}
 
 	// Removal: containers, then the network on h1 (felt removes it on h2):
 	// no device and no route to the other's subnet left on either host.
