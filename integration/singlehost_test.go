@@ -129,7 +129,7 @@ func TestBadInput(t *testing.T) {
 		{"invalid CIDR", hosts.NetSpec{Subnet: "10.42.0.0/40"}, `"10.42.0.0/40" is not a CIDR`},
 		{"bad subnet_len", hosts.NetSpec{Subnet: "10.46.0.0/16", IPAMOpts: map[string]string{"subnet_len": "12"}}, "subnet_len=12: must be a number from 16 to 30"},
 		{"unknown -o", hosts.NetSpec{Subnet: "10.46.0.0/16", Opts: map[string]string{"encrypted": "true"}}, `unknown option "encrypted": felt accepts backend, com.docker.network.driver.mtu, directrouting, port, scope, vni`},
-		{"bad backend", hosts.NetSpec{Subnet: "10.46.0.0/16", Opts: map[string]string{"backend": "ipsec"}}, "option backend=ipsec: must be vxlan, host-gw or udp"},
+		{"bad backend", hosts.NetSpec{Subnet: "10.46.0.0/16", Opts: map[string]string{"backend": "ipsec"}}, "option backend=ipsec: must be vxlan, host-gw, udp or wireguard"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

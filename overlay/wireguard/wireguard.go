@@ -97,6 +97,13 @@ func New(cfg overlay.BackendConfig) *Backend {
 		b.keyPath = filepath.Join(cfg.StateDir, KeyFile)
 	}
 	b.addKernelLink = b.netlinkAddWireguard
+	if b.keyPath != "" {
+		// The key pair is made at the first start, and a key file that is
+		// unusable is reported then, not at the first wireguard network.
+		if _, err := b.privateKey(); err != nil {
+			b.cfg.Log.Error("wireguard networks cannot work until the key file is fixed", "err", err)
+		}
+	}
 	return b
 }
 
