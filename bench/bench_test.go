@@ -22,6 +22,11 @@ import (
 //
 //	go test -run '^$' -bench 'Felt/Names' -benchtime 1x -count 1 ./bench/
 //
+// and so is each data-plane path (bare, same-host, host-gw, vxlan,
+// vxlan+directrouting, udp, wireguard):
+//
+//	go test -run '^$' -bench 'Felt/DataPlane/^(bare|udp|wireguard)$' -benchtime 1x -count 1 ./bench/
+//
 // A run of some parts prints their rows and results but writes no file:
 // results.json, results.png and the README's table always hold one whole
 // run.
@@ -32,6 +37,7 @@ func BenchmarkFelt(b *testing.B) {
 	start := time.Now()
 	var r Results
 	ran := map[string]bool{} // the parts -bench selected
+	somePaths := false       // -bench selected some data-plane paths only
 	// The parts run inside one outer scope holding the felt binary, so an
 	// interrupt removes that too.
 	err := runScope(b, "felt-bench", func(top *scope) {
@@ -62,9 +68,11 @@ func BenchmarkFelt(b *testing.B) {
 		r.Machine = machine()
 		part("DataPlane", func(b *testing.B) {
 			bin := bin(b)
-			if err := runScope(b, "data plane", func(s *scope) { r.DataPlane = dataPlane(s, bin) }); err != nil && len(r.DataPlane) == 0 {
+			all := false
+			if err := runScope(b, "data plane", func(s *scope) { r.DataPlane, all = dataPlane(s, b, bin) }); err != nil && len(r.DataPlane) == 0 {
 				r.DataPlaneReason = err.Error()
 			}
+			somePaths = !all && r.DataPlaneReason == ""
 		})
 		part("ControlPlane", func(b *testing.B) {
 			bin := bin(b)
@@ -97,7 +105,7 @@ func BenchmarkFelt(b *testing.B) {
 	fmt.Println()
 	fmt.Print(tbl)
 	fmt.Println()
-	if len(ran) < partCount {
+	if len(ran) < partCount || somePaths {
 		out, err := json.MarshalIndent(partsOf(r, ran), "", "  ")
 		if err != nil {
 			b.Fatal(err)

@@ -6,7 +6,9 @@
 // two Docker engines (cross-host, local, external). Run it with `make
 // bench`; it writes results.json, results.png and the README's Performance
 // table. Each part is a sub-benchmark of BenchmarkFelt and can run alone
-// (-bench 'Felt/Names'), which prints its results and writes no file.
+// (-bench 'Felt/Names'), and so can each data-plane path
+// (-bench 'Felt/DataPlane/^(bare|udp|wireguard)$'); such a run prints its
+// results and writes no file.
 //
 // The code lives in _test.go files because the hosts harness needs a
 // testing.TB, which `go test -bench` provides.

@@ -38,7 +38,8 @@ type Throughput struct {
 	// else running) per 10^9 bytes received.
 	SysCPUPerGB float64 `json:"system_cpu_s_per_gb"`
 	// FeltCPUPerGB is the felt daemons' own CPU per 10^9 bytes: near zero
-	// for kernel backends, the userspace data path's cost for udp.
+	// for kernel backends, the userspace data path's cost for udp and for
+	// wireguard without the kernel module (wireguard-go inside felt).
 	FeltCPUPerGB float64 `json:"felt_cpu_s_per_gb"`
 	RatioToBare  float64 `json:"ratio_to_bare,omitempty"`
 	// Runs is the throughput of every run, in order; the other fields are

@@ -132,10 +132,18 @@ func tableOf(r Results, ran map[string]bool) string {
 				continue
 			}
 			cpu := fmt.Sprintf("%.2f", p.Stream1.SysCPUPerGB)
-			if p.Backend == "udp" {
+			if userspaceBackend(p.Backend) {
 				cpu += fmt.Sprintf(" (felt %.2f)", p.Stream1.FeltCPUPerGB)
 			}
-			row(p.Name, gbps(p.Stream1), gbps(p.Stream4),
+			s1 := gbps(p.Stream1)
+			if r := p.Stream1RatioToUDP; r != 0 { // wireguard's: the goal is at least 0.8× udp
+				var rs []string
+				if p.Stream1.RatioToBare != 0 {
+					rs = append(rs, fmt.Sprintf("%.2f×", p.Stream1.RatioToBare))
+				}
+				s1 = fmt.Sprintf("%.2f Gbit/s (%s)", p.Stream1.Gbps, strings.Join(append(rs, fmt.Sprintf("%.2f× udp", r)), ", "))
+			}
+			row(p.Name, s1, gbps(p.Stream4),
 				fmt.Sprintf("%.0f / %.0f µs%s", p.Latency.P50, p.Latency.P99, times(p.LatencyRatioToBare)), cpu)
 		}
 	}

@@ -69,3 +69,49 @@ func TestTableNames(t *testing.T) {
 		t.Errorf("unavailable names part:\n%s", got)
 	}
 }
+
+// relate sets ratios against the bare underlay when the baseline ran, and
+// wireguard's single stream against udp's; the table shows felt's own CPU
+// share for both user-space backends and wireguard's ratio to udp.
+func TestRelateAndWireGuardRow(t *testing.T) {
+	tp := func(g, cpu, felt float64) *Throughput {
+		return &Throughput{Gbps: g, SysCPUPerGB: cpu, FeltCPUPerGB: felt}
+	}
+	lat := func(p50 float64) *Dist { return &Dist{Unit: "µs", P50: p50, P99: 2 * p50} }
+	paths := []Path{
+		{Name: bareName, Available: true, Stream1: tp(20, 0.5, 0), Stream4: tp(40, 0.5, 0), Latency: lat(10)},
+		{Name: "cross-host udp", Backend: "udp", Available: true, Stream1: tp(10, 1.4, 1.1), Stream4: tp(10, 1.4, 1.1), Latency: lat(150)},
+		{Name: "cross-host wireguard", Backend: "wireguard", Available: true, Stream1: tp(8.5, 1.9, 1.5), Stream4: tp(9, 1.9, 1.5), Latency: lat(160)},
+	}
+	relate(paths)
+	wg := paths[2]
+	if wg.Stream1.RatioToBare != 0.425 || wg.Stream4.RatioToBare != 0.225 || wg.LatencyRatioToBare != 16 || wg.Stream1RatioToUDP != 0.85 {
+		t.Fatalf("wireguard ratios: 1 stream %v, 4 streams %v, latency %v, to udp %v", wg.Stream1.RatioToBare, wg.Stream4.RatioToBare, wg.LatencyRatioToBare, wg.Stream1RatioToUDP)
+	}
+	if paths[1].Stream1RatioToUDP != 0 || paths[0].Stream1.RatioToBare != 0 {
+		t.Fatalf("udp's ratio to itself %v, bare's to itself %v: want none", paths[1].Stream1RatioToUDP, paths[0].Stream1.RatioToBare)
+	}
+	got := tableOf(Results{DataPlane: paths}, map[string]bool{"DataPlane": true})
+	for _, want := range []string{
+		"| cross-host udp | 10.00 Gbit/s (0.50×) | 10.00 Gbit/s (0.25×) | 150 / 300 µs (15.00×) | 1.40 (felt 1.10) |",
+		"| cross-host wireguard | 8.50 Gbit/s (0.42×, 0.85× udp) | 9.00 Gbit/s (0.23×) | 160 / 320 µs (16.00×) | 1.90 (felt 1.50) |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table:\n%s\nwant the row\n%s", got, want)
+		}
+	}
+
+	// Only udp and wireguard ran (-bench 'Felt/DataPlane/^(udp|wireguard)$'):
+	// no ratios to a baseline that is not there, the ratio to udp still.
+	some := []Path{
+		{Name: "cross-host udp", Backend: "udp", Available: true, Stream1: tp(10, 1.4, 1.1), Stream4: tp(10, 1.4, 1.1), Latency: lat(150)},
+		{Name: "cross-host wireguard", Backend: "wireguard", Available: true, Stream1: tp(6, 1.9, 1.5), Stream4: tp(9, 1.9, 1.5), Latency: lat(160)},
+	}
+	relate(some)
+	if some[1].Stream1.RatioToBare != 0 || some[1].Stream1RatioToUDP != 0.6 {
+		t.Fatalf("without the baseline: ratio to bare %v, to udp %v", some[1].Stream1.RatioToBare, some[1].Stream1RatioToUDP)
+	}
+	if got := tableOf(Results{DataPlane: some}, map[string]bool{"DataPlane": true}); !strings.Contains(got, "| cross-host wireguard | 6.00 Gbit/s (0.60× udp) | 9.00 Gbit/s |") {
+		t.Errorf("table without the baseline:\n%s", got)
+	}
+}
