@@ -119,14 +119,7 @@ func upstream(t *testing.T) (string, *atomic.Int64) {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := listenUDPAndTCP(t)
 	su, st := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
 	go su.ActivateAndServe()
 	go st.ActivateAndServe()
@@ -150,19 +143,35 @@ func startServerFor(t *testing.T, from Source, forward bool, ups []string) strin
 	scope := fakeScope{ip4("127.0.0.1"): from}
 	s := NewServer(ServerConfig{Index: testIndex(), Scope: scope, Forward: func(netip.Addr) bool { return forward },
 		Upstreams: func() []string { return ups }, Now: func() time.Time { return t0 }})
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := listenUDPAndTCP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.serve(ctx, pc, l) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return pc.LocalAddr().String()
+}
+
+// listenUDPAndTCP listens on one free port of 127.0.0.1 for both UDP and
+// TCP, as DNS does. The UDP port the kernel picks may be taken for TCP by
+// another process (tests running beside this one), so it tries again with
+// another port then.
+func listenUDPAndTCP(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var err error
+	for range 20 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		l, lerr := net.Listen("tcp4", pc.LocalAddr().String())
+		if lerr == nil {
+			return pc, l
+		}
+		pc.Close()
+		err = lerr
+	}
+	t.Fatalf("no port free for both UDP and TCP: %v", err)
+	return nil, nil
 }
 
 func query(t *testing.T, server, netw, name string, qtype uint16) *dns.Msg {
