@@ -2,7 +2,6 @@ package udp
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -28,26 +27,8 @@ func tunRoute(dst netip.Prefix, link int) netlink.Route {
 	return r
 }
 
-// configureTUN marks the TUN as n's (OwnerAlias), sets its MTU, leaves
-// <subnet .0>/32 as its only IPv4 address and sets it up. The address is the source the kernel picks for
-// this host's own traffic to peer subnets: inside the pool, so the peer
-// accepts it, and inside this host's subnet, so replies come back.
+// configureTUN marks the TUN as n's, sets its MTU, address and state
+// (overlay.ConfigureTunnelDevice).
 func (b *Backend) configureTUN(link netlink.Link, n overlay.Network) error {
-	if err := overlay.SetOwner(b.cfg.Netlink, link, overlay.OwnerAlias(b.cfg.Instance, n.ID)); err != nil {
-		return err
-	}
-	if link.Attrs().MTU != n.MTU {
-		if err := b.cfg.Netlink.LinkSetMTU(link, n.MTU); err != nil {
-			return fmt.Errorf("mtu %d: %w", n.MTU, err)
-		}
-	}
-	if err := kernel.OnlyAddr(b.cfg.Netlink, link, netip.PrefixFrom(n.Subnet.Masked().Addr(), 32)); err != nil {
-		return err
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("up: %w", err)
-		}
-	}
-	return nil
+	return overlay.ConfigureTunnelDevice(b.cfg.Netlink, link, b.cfg.Instance, n)
 }

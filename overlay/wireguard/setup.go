@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 
 	"github.com/vishvananda/netlink"
@@ -241,29 +240,10 @@ func (b *Backend) stop(st *wgNet) {
 	st.impl = ""
 }
 
-// configureLink marks the device as n's (OwnerAlias), sets its MTU,
-// leaves <subnet .0>/32 as its only IPv4 address and sets it up. The
-// address is the source the kernel picks for this host's own traffic to
-// peer subnets: inside this host's subnet, so it is within the allowed IPs
-// peers have for this host, and replies come back.
+// configureLink marks the device as n's, sets its MTU, address and state
+// (overlay.ConfigureTunnelDevice).
 func (b *Backend) configureLink(link netlink.Link, n overlay.Network) error {
-	if err := overlay.SetOwner(b.cfg.Netlink, link, overlay.OwnerAlias(b.cfg.Instance, n.ID)); err != nil {
-		return err
-	}
-	if link.Attrs().MTU != n.MTU {
-		if err := b.cfg.Netlink.LinkSetMTU(link, n.MTU); err != nil {
-			return fmt.Errorf("mtu %d: %w", n.MTU, err)
-		}
-	}
-	if err := kernel.OnlyAddr(b.cfg.Netlink, link, netip.PrefixFrom(n.Subnet.Masked().Addr(), 32)); err != nil {
-		return err
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := b.cfg.Netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("up: %w", err)
-		}
-	}
-	return nil
+	return overlay.ConfigureTunnelDevice(b.cfg.Netlink, link, b.cfg.Instance, n)
 }
 
 // routePool routes all of n's pool into the device, below the peers'

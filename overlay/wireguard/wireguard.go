@@ -25,7 +25,6 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // Name selects the backend: -o backend=wireguard.
@@ -200,27 +199,9 @@ func (*Backend) Check(context.Context, overlay.Network, func(context.Context) ([
 // complete checks n and fills in the defaults the driver normally has; it
 // returns n's device name too.
 func (b *Backend) complete(n overlay.Network) (overlay.Network, string, error) {
-	switch {
-	case !n.Pool.IsValid() || !n.Pool.Addr().Is4():
-		return n, "", fmt.Errorf(Name+": pool %q is not an IPv4 prefix", n.Pool)
-	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !kernel.Within(n.Subnet, n.Pool):
-		return n, "", fmt.Errorf(Name+" %s: this host's subnet %q is not an IPv4 prefix inside the pool", n.Pool, n.Subnet)
-	case n.Port < 0 || n.Port > 0xffff:
-		return n, "", fmt.Errorf(Name+" %s: port %d is outside 1-65535", n.Pool, n.Port)
-	}
-	if n.Port == 0 {
-		n.Port = DefaultPort
-	}
-	if n.MTU <= 0 {
-		// The driver always passes one; this only guards a zero Network.
-		if b.cfg.Host == nil {
-			return n, "", fmt.Errorf(Name+" %s: no MTU given and no underlay to derive it from", n.Pool)
-		}
-		mtu, err := b.cfg.Host.MTU()
-		if err != nil {
-			return n, "", fmt.Errorf(Name+" %s: underlay MTU: %w", n.Pool, err)
-		}
-		n.MTU = mtu - b.Overhead()
+	n, err := overlay.CompleteTunnel(Name, n, DefaultPort, b.Overhead(), b.cfg.Host)
+	if err != nil {
+		return n, "", err
 	}
 	return n, DeviceName(n.Pool), nil
 }
