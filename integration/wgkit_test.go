@@ -552,7 +552,7 @@ func ipPacket(src, dst netip.Addr, proto uint8, payload []byte) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(h[12:], s[:])
 	copy(h[16:], d[:])
-	binary.BigEndian.PutUint16(h[10:], inetChecksum(h))
+	binary.BigEndian.PutUint16(h[10:], testkit.Checksum(h))
 	return append(h, payload...)
 }
 
@@ -572,23 +572,8 @@ func icmpEcho(src, dst netip.Addr, payload []byte) []byte {
 	binary.BigEndian.PutUint16(m[4:], 0xfe17)
 	binary.BigEndian.PutUint16(m[6:], 1)
 	m = append(m, payload...)
-	binary.BigEndian.PutUint16(m[2:], inetChecksum(m))
+	binary.BigEndian.PutUint16(m[2:], testkit.Checksum(m))
 	return ipPacket(src, dst, unix.IPPROTO_ICMP, m)
-}
-
-// inetChecksum is the Internet checksum (RFC 1071).
-func inetChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 // fakeData is a WireGuard data message (type 4) with receiver index idx

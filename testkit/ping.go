@@ -104,7 +104,7 @@ func echoRequest(id, seq uint16) []byte {
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:], "felt testkit ping payload.......")
-	binary.BigEndian.PutUint16(b[2:], checksum(b))
+	binary.BigEndian.PutUint16(b[2:], Checksum(b))
 	return b
 }
 
@@ -122,8 +122,8 @@ func isEchoReply(pkt []byte, id, seq uint16) bool {
 	return icmp[0] == 0 && binary.BigEndian.Uint16(icmp[4:]) == id && binary.BigEndian.Uint16(icmp[6:]) == seq
 }
 
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
+// Checksum is the Internet checksum (RFC 1071), of IPv4 headers and ICMP.
+func Checksum(b []byte) uint16 {
 	var sum uint32
 	for i := 0; i+1 < len(b); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(b[i:]))

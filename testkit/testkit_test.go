@@ -111,7 +111,7 @@ func TestModuleRoot(t *testing.T) {
 
 func TestEchoRequestChecksum(t *testing.T) {
 	req := echoRequest(7, 9)
-	if checksum(req) != 0 {
+	if Checksum(req) != 0 {
 		t.Fatal("an echo request with its checksum must sum to zero")
 	}
 	reply := append(make([]byte, 20), req...)
