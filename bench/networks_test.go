@@ -95,7 +95,7 @@ func countKernel(s *scope, ns string) KernelObjects {
 	}
 	var k KernelObjects
 	k.Links = len(lines("ip", "-n", ns, "-o", "link", "show"))
-	k.Routes = len(lines("ip", "-n", ns, "route", "show", "table", "all"))
+	k.Routes = len(lines("ip", "-4", "-n", ns, "route", "show", "table", "all")) // felt is IPv4 only; IPv6 link-local routes come and go with DAD
 	k.Rules = len(lines("ip", "-n", ns, "rule", "show"))
 	for _, l := range lines(testkit.NetNSExec(ns, "iptables-save")...) {
 		if strings.Contains(l, "FELT") || strings.Contains(l, "felt:") {
@@ -121,7 +121,7 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 	}
 	h := hosts.NewHost(s, hosts.HostOptions{Binary: bin, Env: []string{"FELT_LOG_LEVEL=info", "FELT_RESYNC_INTERVAL=30s"}})
 	base := countKernel(s, h.NS)
-	baseRoutes, _ := testkit.Run("ip", "-n", h.NS, "route", "show", "table", "all")
+	baseRoutes, _ := testkit.Run("ip", "-4", "-n", h.NS, "route", "show", "table", "all")
 	type made struct {
 		net          *hosts.Net
 		ep, epAddr   string
@@ -216,7 +216,7 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 	time.Sleep(2 * time.Second)
 	r.Left = minus(countKernel(s, h.NS), base)
 	if r.Left.Routes > 0 {
-		routes, _ := testkit.Run("ip", "-n", h.NS, "route", "show", "table", "all")
+		routes, _ := testkit.Run("ip", "-4", "-n", h.NS, "route", "show", "table", "all")
 		for _, l := range strings.Split(routes, "\n") {
 			if !strings.Contains(baseRoutes, l) {
 				logf("networks: route left: %s", l)
