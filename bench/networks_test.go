@@ -38,8 +38,12 @@ type Networks struct {
 	DeleteMS   []float64 `json:"delete_ms"`
 	// Kernel objects with every network present, and left after the
 	// deletes, each counted above what the host had before the first.
-	Peak KernelObjects `json:"peak"`
-	Left KernelObjects `json:"left"`
+	// FeltCPUMS is felt's CPU time (user+system, ms) per network over the
+	// first and the last tenth of the creates (CreateNetwork, the endpoint
+	// and what they start in the background: overlay reconciles).
+	FeltCPUMS [2]float64    `json:"felt_cpu_ms_per_network"`
+	Peak      KernelObjects `json:"peak"`
+	Left      KernelObjects `json:"left"`
 }
 
 // KernelObjects counts what felt makes in a host's namespace.
@@ -140,6 +144,14 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 		}
 	})
 	start := time.Now()
+	cpu := func() float64 {
+		c, err := procCPU(h.PID())
+		if err != nil {
+			s.Fatalf("%v", err)
+		}
+		return c * 1000
+	}
+	cpus := []float64{cpu()} // felt's CPU ms before each create, and after the last
 	for i := range r.Wanted {
 		if time.Since(start) > *networksBudget {
 			logf("networks: budget %s used up after %d networks", *networksBudget, i)
@@ -183,11 +195,15 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 			s.Fatalf("network %d: Join: %v", i, err)
 		}
 		r.EndpointMS = append(r.EndpointMS, msSince(t0))
+		cpus = append(cpus, cpu())
 		if (i+1)%50 == 0 {
 			logf("networks: %d created, the last in %.0f ms, %.0f s so far", i+1, r.CreateMS[i], time.Since(start).Seconds())
 		}
 	}
 	r.Created = len(r.CreateMS)
+	if w := max(1, r.Created/10); r.Created > 0 {
+		r.FeltCPUMS = [2]float64{(cpus[w] - cpus[0]) / float64(w), (cpus[r.Created] - cpus[r.Created-w]) / float64(w)}
+	}
 	r.Peak = minus(countKernel(s, h.NS), base)
 	for i, m := range nets {
 		if err := h.Call("NetworkDriver.Leave", netapi.LeaveRequest{NetworkID: m.net.ID, EndpointID: m.ep}, nil); err != nil {
@@ -228,6 +244,7 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 	dh, dt, dr := headTail(r.DeleteMS)
 	logf("networks: %d of %d created; CreateNetwork first %.1f ms, last %.1f ms (%.2f×); DeleteNetwork with all present %.1f ms, with one %.1f ms (%.2f×)",
 		r.Created, r.Wanted, ch, ct, cr, dh, dt, 1/max(dr, 1e-9))
+	logf("networks: felt CPU per network created: %.1f ms over the first tenth, %.1f ms over the last", r.FeltCPUMS[0], r.FeltCPUMS[1])
 	logf("networks: at the peak %s; left after the deletes %s", r.Peak, r.Left)
 }
 

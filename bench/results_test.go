@@ -201,6 +201,7 @@ func tableOf(r Results, ran map[string]bool) string {
 			}
 			row("CreateNetwork (median of the first and last 5)", ms(ch), ms(ct), fmt.Sprintf("last/first %.2f×%s", cr, made), "")
 			row("DeleteNetwork (first: all present; last: one)", ms(dh), ms(dt), fmt.Sprintf("first/last %.2f×", 1/max(dr, 1e-9)), "")
+			row("felt CPU per network created (first and last tenth)", ms(n.FeltCPUMS[0]), ms(n.FeltCPUMS[1]), "with its endpoint and the overlay reconciles they start", "")
 			row("kernel objects left after the deletes", "", "", fmt.Sprintf("%s (at the peak: %s)", n.Left, n.Peak), "")
 		}
 	}
