@@ -86,6 +86,13 @@ func BenchmarkFelt(b *testing.B) {
 				r.DockerRun.Available, r.DockerRun.Reason = false, err.Error()
 			}
 		})
+		part("Networks", func(b *testing.B) {
+			bin := bin(b)
+			logf("networks: %d felt networks on one host, one endpoint each, embedded store", *networksN)
+			if err := runScope(b, "networks", func(s *scope) { manyNetworks(s, bin, &r.Networks) }); err != nil {
+				r.Networks.Available, r.Networks.Reason = false, err.Error()
+			}
+		})
 		part("Names", func(b *testing.B) {
 			logf("names: lookups of a cross-host, a local and an external name from a container, two Docker engines")
 			if err := runScope(b, "names", func(s *scope) { nameLookups(s, &r.Names) }); err != nil {

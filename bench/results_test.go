@@ -20,16 +20,17 @@ type Results struct {
 	ControlPlane    ControlPlane `json:"control_plane"`
 	DockerRun       DockerRun    `json:"docker_run"`
 	Names           NameLookups  `json:"name_lookups"`
+	Networks        Networks     `json:"networks"`
 	DurationS       float64      `json:"duration_s"`
 }
 
 // partCount is the number of parts (sub-benchmarks) of a whole run.
-const partCount = 4
+const partCount = 5
 
 // partsOf is what the parts in ran measured, by sub-benchmark name, for a
 // run of some parts only.
 func partsOf(r Results, ran map[string]bool) map[string]any {
-	all := map[string]any{"DataPlane": r.DataPlane, "ControlPlane": r.ControlPlane, "Docker": r.DockerRun, "Names": r.Names}
+	all := map[string]any{"DataPlane": r.DataPlane, "ControlPlane": r.ControlPlane, "Docker": r.DockerRun, "Names": r.Names, "Networks": r.Networks}
 	if r.DataPlaneReason != "" {
 		all["DataPlane"] = map[string]any{"data_plane": r.DataPlane, "data_plane_reason": r.DataPlaneReason}
 	}
@@ -102,7 +103,8 @@ func writeJSON(path string, r Results) error {
 // per data path, then the control-plane, Docker and names rows under their
 // own header rows.
 func table(r Results) string {
-	return tableOf(r, map[string]bool{"DataPlane": true, "ControlPlane": true, "Docker": true, "Names": true})
+	// A results.json from before the networks part has none: no section.
+	return tableOf(r, map[string]bool{"DataPlane": true, "ControlPlane": true, "Docker": true, "Names": true, "Networks": r.Networks.Wanted > 0})
 }
 
 // tableOf is table with the sections of the parts in ran only (a run of
@@ -191,6 +193,24 @@ func tableOf(r Results, ran map[string]bool) string {
 			row("name of a container on host 1 (Docker alone)", us(n.Local.P50), us(n.Local.P99), "", "")
 			row("external name (Docker → felt → a DNS server on the underlay)", us(n.External.P50), us(n.External.P99),
 				fmt.Sprintf("%.2f× the local name (p50)", n.ExternalRatio), "")
+		}
+	}
+	if n := r.Networks; ran["Networks"] {
+		header(fmt.Sprintf("**networks on one host**: %d felt networks, one endpoint each, embedded store", n.Wanted),
+			"**first**", "**last**", "**detail**", "")
+		if !n.Available {
+			row("networks", na(n.Reason), "", "", "")
+		} else {
+			ch, ct, cr := headTail(n.CreateMS)
+			dh, dt, dr := headTail(n.DeleteMS)
+			made := ""
+			if n.Created < n.Wanted {
+				made = fmt.Sprintf("; only %d made in the time budget", n.Created)
+			}
+			row("CreateNetwork (median of the first and last 5)", ms(ch), ms(ct), fmt.Sprintf("last/first %.2f×%s", cr, made), "")
+			row("DeleteNetwork (first: all present; last: one)", ms(dh), ms(dt), fmt.Sprintf("first/last %.2f×", 1/max(dr, 1e-9)), "")
+			row("felt CPU per network created (first and last tenth)", ms(n.FeltCPUMS[0]), ms(n.FeltCPUMS[1]), "with its endpoint and the overlay reconciles they start", "")
+			row("kernel objects left after the deletes", "", "", fmt.Sprintf("%s (at the peak: %s)", n.Left, n.Peak), "")
 		}
 	}
 	return b.String()

@@ -115,3 +115,28 @@ func TestRelateAndWireGuardRow(t *testing.T) {
 		t.Errorf("table without the baseline:\n%s", got)
 	}
 }
+
+func TestTableNetworks(t *testing.T) {
+	r := Results{Networks: Networks{Available: true, Wanted: 500, Created: 500,
+		CreateMS: []float64{20, 10, 12, 11, 13, 50, 21, 22, 19, 20}, DeleteMS: []float64{90, 100, 110, 95, 105, 50, 40, 60, 55, 45},
+		FeltCPUMS: [2]float64{8, 30}, Left: KernelObjects{Links: 1}}}
+	got := tableOf(r, map[string]bool{"Networks": true})
+	for _, want := range []string{
+		"| **networks on one host**: 500 felt networks, one endpoint each, embedded store | **first** | **last** |",
+		"| CreateNetwork (median of the first and last 5) | 12 ms | 21 ms | last/first 1.75× |  |",
+		"| DeleteNetwork (first: all present; last: one) | 100 ms | 50 ms | first/last 2.00× |  |",
+		"| kernel objects left after the deletes |  |  | 1 links, 0 routes, 0 ip rules, 0 iptables lines",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
+	}
+	r.Networks.Created = 120
+	if got := tableOf(r, map[string]bool{"Networks": true}); !strings.Contains(got, "only 120 made in the time budget") {
+		t.Errorf("a short run does not say so:\n%s", got)
+	}
+	// A results.json from before the part: no section in the whole table.
+	if got := table(Results{}); strings.Contains(got, "networks on one host") {
+		t.Errorf("networks section without the part's results:\n%s", got)
+	}
+}

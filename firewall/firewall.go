@@ -48,6 +48,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +90,11 @@ type Firewall struct {
 	dns    netip.Addr // felt's DNS address (SetDNS); invalid: no FELT-INPUT
 	want   []Network  // the last Sync's networks, which Keep re-applies
 	synced bool       // Sync ran (and Remove did not since)
+	// What the last successful apply or delta put in place (nil: unknown,
+	// the next Sync lists the chains), so that a Sync that adds or removes
+	// networks writes only their rules: see delta.
+	applied    map[Network]bool
+	appliedDNS netip.Addr
 }
 
 // New returns a Firewall working in ns (a closed handle: the current
@@ -138,7 +144,11 @@ func (f *Firewall) tag() string { return "felt:" + f.instance + ":" }
 
 // Sync makes felt's chains hold exactly the rules of nets (and no rule of a
 // network that no longer exists) and the jumps to them sit where they must.
-// Every network is checked before anything is written.
+// Every network is checked before anything is written. When nets only adds
+// networks to or removes them from the last Sync's, it writes just their
+// rules (delta), so that its cost does not grow with the networks already
+// there; the listing and repair of everything is then left to Keep's next
+// resync (or to any Sync that adds or removes nothing).
 func (f *Firewall) Sync(nets []Network) error {
 	for _, n := range nets {
 		if err := n.check(); err != nil {
@@ -148,11 +158,183 @@ func (f *Firewall) Sync(nets []Network) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.want, f.synced = slices.Clone(nets), true
+	changes, ok := f.delta(nets)
+	if ok {
+		f.log.Debug("firewall synced", "changes", changes)
+		return nil
+	}
 	changes, err := f.apply(nets)
 	if len(changes) > 0 {
 		f.log.Debug("firewall synced", "changes", changes)
 	}
 	return err
+}
+
+// delta writes only the rules of the networks nets adds to or removes from
+// the last apply's, in one iptables-restore transaction per table, without
+// listing a chain: with hundreds of networks, listing and checking every
+// rule at each CreateNetwork made each one cost in proportion to the
+// networks already there (and iptables-legacy rewrites the whole table for
+// every command). It reports false, having changed nothing, when it cannot
+// tell what to write (no successful apply since New or Remove, felt's DNS
+// changed, no network added or removed: a repeated Sync is a request to
+// check everything), when nets is empty (the chains go) or when a line
+// fails (a rule of the last apply was deleted by someone): then Sync does
+// the full apply, which lists and repairs. What someone else changed in
+// the chains meanwhile is not looked at here; Keep's full apply repairs it
+// within a resync interval, as it always did between two Syncs.
+func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
+	if f.applied == nil || f.restore == "" || len(nets) == 0 || f.dns != f.appliedDNS {
+		return nil, false
+	}
+	want := make(map[Network]bool, len(nets))
+	var added, removed []Network
+	for _, n := range nets {
+		if !want[n] && !f.applied[n] {
+			added = append(added, n)
+		}
+		want[n] = true
+	}
+	for n := range f.applied {
+		if !want[n] {
+			removed = append(removed, n)
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		return nil, false
+	}
+	slices.SortFunc(removed, func(a, b Network) int { return strings.Compare(a.Bridge, b.Bridge) }) // a stable log
+	newIso, newAcc, newDrops, newIn := f.rules(added)
+	oldIso, oldAcc, oldDrops, oldIn := f.rules(removed)
+	var mangleOps, filterOps []op
+	// The isolation chain's drops are in any order: the new ones go in
+	// before the old ones go, as in syncChain.
+	for _, r := range newIso {
+		mangleOps = append(mangleOps, op{"-A", IsolationChain, r})
+	}
+	for _, r := range oldIso {
+		mangleOps = append(mangleOps, op{"-D", IsolationChain, r})
+	}
+	// FELT: accepts on top, drops at the bottom, as syncChain puts them.
+	for _, r := range append(oldAcc, oldDrops...) {
+		filterOps = append(filterOps, op{"-D", Chain, r})
+	}
+	for i := len(newAcc) - 1; i >= 0; i-- {
+		filterOps = append(filterOps, op{"-I", Chain, newAcc[i]})
+	}
+	for _, r := range newDrops {
+		filterOps = append(filterOps, op{"-A", Chain, r})
+	}
+	if f.dns.IsValid() {
+		for _, r := range oldIn {
+			filterOps = append(filterOps, op{"-D", InputChain, r})
+		}
+		for _, r := range newIn {
+			filterOps = append(filterOps, op{"-A", InputChain, r})
+		}
+	}
+	err := nsutil.Do(f.ns, func() error {
+		// Isolation first, as in apply: a network's drops are in place
+		// before its accepts.
+		if err := f.restoreOps(mangle, mangleOps, &changes); err != nil {
+			return err
+		}
+		return f.restoreOps(filter, filterOps, &changes)
+	})
+	if err != nil {
+		// The mangle transaction may have gone through: apply, which
+		// follows, finds its rules and keeps or deletes them.
+		f.applied = nil
+		f.log.Debug("firewall: incremental sync failed, listing the chains", "err", err)
+		return nil, false
+	}
+	f.applied = want
+	return changes, true
+}
+
+// op is one line of an iptables-restore input: -A, -I (at the top) or -D
+// of a rule in chain.
+type op struct {
+	verb, chain string
+	rule        rule
+}
+
+func (o op) String() string {
+	return fmt.Sprintf("%s %s %s", o.verb, o.chain, strings.Join(o.rule, " "))
+}
+
+// restoreOps applies ops to table in one iptables-restore --noflush
+// transaction (all or nothing: a -D of a rule that is not there fails it),
+// or, without iptables-restore, one command each.
+func (f *Firewall) restoreOps(table string, ops []op, changes *[]string) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	if f.restore == "" {
+		for _, o := range ops {
+			var err error
+			switch o.verb {
+			case "-A":
+				err = f.ipt.Append(table, o.chain, o.rule...)
+			case "-I":
+				err = f.ipt.Insert(table, o.chain, 1, o.rule...)
+			default:
+				err = f.ipt.Delete(table, o.chain, o.rule...)
+			}
+			if err != nil {
+				return fmt.Errorf("iptables -t %s %s: %w", table, o, err)
+			}
+			*changes = append(*changes, opChange(table, o))
+		}
+		return nil
+	}
+	var in strings.Builder
+	fmt.Fprintf(&in, "*%s\n", table)
+	for _, o := range ops {
+		if o.verb == "-I" {
+			fmt.Fprintf(&in, "-I %s 1 %s\n", o.chain, restoreWords(o.rule))
+		} else {
+			fmt.Fprintf(&in, "%s %s %s\n", o.verb, o.chain, restoreWords(o.rule))
+		}
+	}
+	in.WriteString("COMMIT\n")
+	cmd := exec.Command(f.restore, "-w", "5", "--noflush")
+	cmd.Stdin = strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s -t %s (%d rules): %w: %s", f.restore, table, len(ops), err, strings.TrimSpace(string(out)))
+	}
+	for _, o := range ops {
+		*changes = append(*changes, opChange(table, o))
+	}
+	return nil
+}
+
+// plainWord is a word iptables-restore reads as it is.
+var plainWord = regexp.MustCompile(`^[A-Za-z0-9._:/!,+=-]+$`)
+
+// restoreWords joins words for an iptables-restore line, quoting those that
+// need it: felt writes only plain words, but a rule it deletes as listed
+// may be an earlier felt's with a comment holding a backslash, a quote or
+// a space. Inside double quotes, iptables-restore takes a character after
+// a backslash as it is.
+func restoreWords(words []string) string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		if plainWord.MatchString(w) {
+			out[i] = w
+			continue
+		}
+		out[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(w) + `"`
+	}
+	return strings.Join(out, " ")
+}
+
+// opChange is how a change is logged (as before the batching).
+func opChange(table string, o op) string {
+	if o.verb == "-D" {
+		return fmt.Sprintf("deleted -A %s %s", o.chain, strings.Join(o.rule, " "))
+	}
+	return fmt.Sprintf("added -t %s -A %s %s", table, o.chain, strings.Join(o.rule, " "))
 }
 
 // Keep re-applies the last Sync every interval until ctx ends: rules or
@@ -195,6 +377,15 @@ func (f *Firewall) rules(nets []Network) (isolation, accepts, drops, inputs []ru
 
 // apply does Sync's work in the namespace; it returns what it changed.
 func (f *Firewall) apply(nets []Network) (changes []string, err error) {
+	f.applied = nil
+	defer func() {
+		if err == nil && len(nets) > 0 {
+			f.applied, f.appliedDNS = make(map[Network]bool, len(nets)), f.dns
+			for _, n := range nets {
+				f.applied[n] = true
+			}
+		}
+	}()
 	isolation, accepts, drops, inputs := f.rules(nets)
 	// The filter chain has drops after its accepts: a second layer for
 	// when the mangle chain was flushed and Keep has not yet put it back,
@@ -272,7 +463,7 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 		return fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
 	}
 	seen, tailSeen := map[string]bool{}, false
-	var unwanted [][]string // listed rules to delete, with their lines
+	var unwanted []op // listed rules to delete, as listed
 	for _, line := range lines {
 		args, ok, err := ruleArgs(line, chain)
 		if err != nil && strings.Contains(line, f.tag()) {
@@ -287,62 +478,34 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 			tailSeen = tailSeen || !isHead[k]
 			continue
 		}
-		unwanted = append(unwanted, append([]string{line}, args...))
+		unwanted = append(unwanted, op{"-D", chain, args})
 	}
-	del := func() error {
-		for _, u := range unwanted {
-			if err := f.ipt.Delete(table, chain, u[1:]...); err != nil {
-				return fmt.Errorf("iptables -t %s: delete %q: %w", table, u[0], err)
-			}
-			*changes = append(*changes, "deleted "+u[0])
-		}
-		return nil
-	}
-	if len(heads) == 0 {
-		// Rules in any order (the isolation chain's drops): the new ones
-		// go in before the old ones go, so that a change of layout (an
-		// upgrade) leaves no moment with neither.
-		defer func() {
-			if err == nil {
-				err = del()
-			}
-		}()
-	} else if err := del(); err != nil {
-		// Heads and tails: a head found below a tail is deleted before
-		// it is inserted on top again (deleting a rule by its
-		// specification deletes its first copy).
-		return err
-	}
+	// The writes go in the order the separate commands went before they
+	// were one transaction (restoreOps), which keeps each -D deleting the
+	// copy it did (deleting a rule by its specification deletes its first
+	// copy). Rules in any order (the isolation chain's drops): the new ones
+	// before the old ones go, so that even without iptables-restore a
+	// change of layout (an upgrade) leaves no moment with neither. Heads
+	// and tails: a head found below a tail is deleted before it is
+	// inserted on top again.
+	var adds []op
 	for i := len(heads) - 1; i >= 0; i-- {
-		if err := f.add(table, chain, heads[i], seen, true, changes); err != nil {
-			return err
+		if !seen[heads[i].key()] {
+			seen[heads[i].key()] = true // nets may repeat a network
+			adds = append(adds, op{"-I", chain, heads[i]})
 		}
 	}
 	for _, r := range tails {
-		if err := f.add(table, chain, r, seen, false, changes); err != nil {
-			return err
+		if !seen[r.key()] {
+			seen[r.key()] = true
+			adds = append(adds, op{"-A", chain, r})
 		}
 	}
-	return nil
-}
-
-// add inserts (at the top) or appends r unless the listing had it.
-func (f *Firewall) add(table, chain string, r rule, seen map[string]bool, top bool, changes *[]string) error {
-	if seen[r.key()] {
-		return nil
+	ops := append(unwanted, adds...)
+	if len(heads) == 0 {
+		ops = append(adds, unwanted...)
 	}
-	seen[r.key()] = true // nets may repeat a network
-	var err error
-	if top {
-		err = f.ipt.Insert(table, chain, 1, r...)
-	} else {
-		err = f.ipt.Append(table, chain, r...)
-	}
-	if err != nil {
-		return fmt.Errorf("iptables -t %s: add to %s %q: %w", table, chain, strings.Join(r, " "), err)
-	}
-	*changes = append(*changes, fmt.Sprintf("added -t %s -A %s %s", table, chain, strings.Join(r, " ")))
-	return nil
+	return f.restoreOps(table, ops, changes)
 }
 
 // jumpFirst makes `-j to` the first rule of from, and the only jump to it.
@@ -443,7 +606,7 @@ func (f *Firewall) jumpPresent(table, from, to string, changes *[]string) error 
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.want, f.synced = nil, false
+	f.want, f.synced, f.applied = nil, false, nil
 	var changes []string
 	err := nsutil.Do(f.ns, func() error { return f.removeAll(&changes) })
 	if len(changes) > 0 {

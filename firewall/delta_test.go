@@ -1,0 +1,96 @@
+package firewall_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/felt-net/felt/firewall"
+	"github.com/felt-net/felt/testkit/netns"
+)
+
+// sortedChains is felt's part of the ruleset with each chain's rules
+// sorted: the same rules whatever order they were added in.
+func sortedChains(t *testing.T, ns *netns.NS, path string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, c := range []struct{ table, chain string }{
+		{"mangle", firewall.IsolationChain}, {"filter", firewall.Chain}, {"filter", firewall.InputChain},
+	} {
+		r := rulesOf(t, ns, path, c.table, c.chain)
+		slices.Sort(r)
+		b.WriteString(c.chain + ":\n" + strings.Join(r, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// acceptsFirst fails unless every ACCEPT of FELT is above every DROP.
+func acceptsFirst(t *testing.T, ns *netns.NS, path string) {
+	t.Helper()
+	dropped := false
+	for _, r := range rulesOf(t, ns, path, "filter", firewall.Chain) {
+		switch {
+		case strings.HasSuffix(r, "-j DROP"):
+			dropped = true
+		case dropped:
+			t.Errorf("an accept below a drop in FELT: %s", r)
+		}
+	}
+}
+
+// Networks added and removed one Sync at a time (the incremental path,
+// which writes only their rules) leave the same rules as one Sync of the
+// final list in a fresh namespace (the full path, which lists the chains),
+// with FELT's accepts above its drops.
+func TestIncrementalSyncMatchesFull(t *testing.T) {
+	eachFlavour(t, func(t *testing.T, path string) {
+		inc, full := netns.New(t, "fw"), netns.New(t, "fw")
+		fw := newFirewall(t, inc, path, "inst0001")
+		mustSync(t, fw, redNet)
+		mustSync(t, fw, redNet, blueNet)
+		mustSync(t, fw, redNet, blueNet, greenNet)
+		mustSync(t, fw, redNet, greenNet)
+		mustSync(t, newFirewall(t, full, path, "inst0001"), redNet, greenNet)
+		if got, want := sortedChains(t, inc, path), sortedChains(t, full, path); got != want {
+			t.Errorf("incremental:\n%s\nfull:\n%s", got, want)
+		}
+		acceptsFirst(t, inc, path)
+		mustSync(t, fw)
+		if out, err := inc.Run(path, "-w", "-S", firewall.Chain); err == nil {
+			t.Errorf("FELT left after the last network went:\n%s", out)
+		}
+	})
+}
+
+// A Sync whose incremental write fails (a rule of a removed network was
+// already deleted by someone) falls back to the full one: no error, and
+// exactly the rules of the networks left.
+func TestIncrementalSyncFallsBack(t *testing.T) {
+	eachFlavour(t, func(t *testing.T, path string) {
+		ns, full := netns.New(t, "fw"), netns.New(t, "fw")
+		fw := newFirewall(t, ns, path, "inst0001")
+		mustSync(t, fw, redNet, blueNet)
+		blue := ""
+		for _, r := range rulesOf(t, ns, path, "filter", firewall.Chain) {
+			if strings.Contains(r, "felt-blue") {
+				blue = r
+				break
+			}
+		}
+		if blue == "" {
+			t.Fatal("no rule of felt-blue in FELT")
+		}
+		args := append([]string{"-w", "-D"}, strings.Fields(strings.ReplaceAll(strings.TrimPrefix(blue, "-A "), `"`, ""))...)
+		if out, err := ns.Run(path, args...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		mustSync(t, fw, redNet)
+		mustSync(t, newFirewall(t, full, path, "inst0001"), redNet)
+		if got, want := sortedChains(t, ns, path), sortedChains(t, full, path); got != want {
+			t.Errorf("after the fallback:\n%s\nwant:\n%s", got, want)
+		}
+		if err := fw.Remove(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
