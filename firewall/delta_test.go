@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -91,6 +92,32 @@ func TestIncrementalSyncFallsBack(t *testing.T) {
 		}
 		if err := fw.Remove(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// Two entries of nets may render the same rules: a pool written unmasked
+// beside its masked form (all of their rules), two pools on one bridge (the
+// bridge's own rules). The full Sync writes such a rule once, so the
+// incremental Sync that drops one entry must not delete what the other
+// still needs (before, it deleted red's isolation drops with redHost's).
+func TestIncrementalSyncKeepsSharedRules(t *testing.T) {
+	redHost := firewall.Network{Bridge: redNet.Bridge, Pool: netip.PrefixFrom(redPool.Addr().Next(), redPool.Bits())}
+	redOther := firewall.Network{Bridge: redNet.Bridge, Pool: greenNet.Pool}
+	eachFlavour(t, func(t *testing.T, path string) {
+		for _, extra := range []firewall.Network{redHost, redOther} {
+			ns, full := netns.New(t, "fw"), netns.New(t, "fw")
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet, extra)          // full: each rule once
+			mustSync(t, fw, redNet, extra, blueNet) // incremental
+			mustSync(t, fw, redNet, blueNet)        // incremental: extra goes
+			mustSync(t, newFirewall(t, full, path, "inst0001"), redNet, blueNet)
+			if got, want := sortedChains(t, ns, path), sortedChains(t, full, path); got != want {
+				t.Errorf("after removing %v:\n%s\nwant:\n%s", extra, got, want)
+			}
+			if err := fw.Remove(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }

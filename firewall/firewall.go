@@ -189,23 +189,45 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	}
 	want := make(map[Network]bool, len(nets))
 	var added, removed []Network
+	changed := map[string]bool{} // bridges of added and removed networks
 	for _, n := range nets {
 		if !want[n] && !f.applied[n] {
 			added = append(added, n)
+			changed[n.Bridge] = true
 		}
 		want[n] = true
 	}
 	for n := range f.applied {
 		if !want[n] {
 			removed = append(removed, n)
+			changed[n.Bridge] = true
 		}
 	}
 	if len(added) == 0 && len(removed) == 0 {
 		return nil, false
 	}
-	slices.SortFunc(removed, func(a, b Network) int { return strings.Compare(a.Bridge, b.Bridge) }) // a stable log
-	newIso, newAcc, newDrops, newIn := f.rules(added)
-	oldIso, oldAcc, oldDrops, oldIn := f.rules(removed)
+	// Rules are compared, not networks: two entries may render the same
+	// rule (a pool written unmasked beside its masked form: all of them;
+	// two pools on one bridge: the bridge's own), which apply writes once,
+	// so a removed network's rule goes only when no network left renders
+	// it, and an added one's is written only when none did. Every rule
+	// names its bridge in its comment, so only networks that stay on a
+	// changed bridge can share one.
+	var kept []Network
+	for n := range want {
+		if f.applied[n] && changed[n.Bridge] {
+			kept = append(kept, n)
+		}
+	}
+	byBridge := func(a, b Network) int { return strings.Compare(a.Bridge+a.Pool.String(), b.Bridge+b.Pool.String()) }
+	slices.SortFunc(removed, byBridge) // a stable log
+	slices.SortFunc(kept, byBridge)
+	afterIso, afterAcc, afterDrops, afterIn := f.rules(append(slices.Clone(kept), added...))
+	beforeIso, beforeAcc, beforeDrops, beforeIn := f.rules(append(slices.Clone(kept), removed...))
+	newIso, oldIso := minus(afterIso, beforeIso), minus(beforeIso, afterIso)
+	newAcc, oldAcc := minus(afterAcc, beforeAcc), minus(beforeAcc, afterAcc)
+	newDrops, oldDrops := minus(afterDrops, beforeDrops), minus(beforeDrops, afterDrops)
+	newIn, oldIn := minus(afterIn, beforeIn), minus(beforeIn, afterIn)
 	var mangleOps, filterOps []op
 	// The isolation chain's drops are in any order: the new ones go in
 	// before the old ones go, as in syncChain.
@@ -250,6 +272,22 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	}
 	f.applied = want
 	return changes, true
+}
+
+// minus returns the rules of a that are not in b, each once, in a's order.
+func minus(a, b []rule) []rule {
+	skip := make(map[string]bool, len(b))
+	for _, r := range b {
+		skip[r.key()] = true
+	}
+	var out []rule
+	for _, r := range a {
+		if !skip[r.key()] {
+			skip[r.key()] = true
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // op is one line of an iptables-restore input: -A, -I (at the top) or -D
