@@ -1,6 +1,9 @@
 package firewall_test
 
 import (
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -91,6 +94,102 @@ func TestIncrementalSyncFallsBack(t *testing.T) {
 		}
 		if err := fw.Remove(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// Two entries of nets may render the same rules: a pool written unmasked
+// beside its masked form (all of their rules), two pools on one bridge (the
+// bridge's own rules). The full Sync writes such a rule once, so the
+// incremental Sync that drops one entry must not delete what the other
+// still needs (before, it deleted red's isolation drops with redHost's).
+func TestIncrementalSyncKeepsSharedRules(t *testing.T) {
+	redHost := firewall.Network{Bridge: redNet.Bridge, Pool: netip.PrefixFrom(redPool.Addr().Next(), redPool.Bits())}
+	redOther := firewall.Network{Bridge: redNet.Bridge, Pool: greenNet.Pool}
+	eachFlavour(t, func(t *testing.T, path string) {
+		for _, extra := range []firewall.Network{redHost, redOther} {
+			ns, full := netns.New(t, "fw"), netns.New(t, "fw")
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet, extra)          // full: each rule once
+			mustSync(t, fw, redNet, extra, blueNet) // incremental
+			mustSync(t, fw, redNet, blueNet)        // incremental: extra goes
+			mustSync(t, newFirewall(t, full, path, "inst0001"), redNet, blueNet)
+			if got, want := sortedChains(t, ns, path), sortedChains(t, full, path); got != want {
+				t.Errorf("after removing %v:\n%s\nwant:\n%s", extra, got, want)
+			}
+			if err := fw.Remove(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// filterFailing returns an iptables command (a link to path) whose
+// iptables-restore refuses every filter-table input while the file the
+// second result names exists, as a filter transaction that fails (the
+// xtables lock held past -w, a line the kernel refuses) after the mangle
+// one went through.
+func filterFailing(t *testing.T, path string) (ipt, marker string) {
+	t.Helper()
+	dir := t.TempDir()
+	ipt, marker = filepath.Join(dir, filepath.Base(path)), filepath.Join(dir, "fail-filter")
+	if err := os.Symlink(path, ipt); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nin=$(cat)\n" +
+		"if [ -e " + marker + " ] && printf '%s\\n' \"$in\" | grep -q '^\\*filter'; then echo 'filter refused (test)' >&2; exit 1; fi\n" +
+		"printf '%s\\n' \"$in\" | exec " + path + "-restore \"$@\"\n"
+	if err := os.WriteFile(ipt+"-restore", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return ipt, marker
+}
+
+// noAcceptsWithoutDrops fails when a network's accepts are in FELT while
+// its isolation drops are not in FELT-ISOLATION.
+func noAcceptsWithoutDrops(t *testing.T, ns *netns.NS, path string, nets ...firewall.Network) {
+	t.Helper()
+	iso := strings.Join(rulesOf(t, ns, path, "mangle", firewall.IsolationChain), "\n") + "\n"
+	for _, n := range nets {
+		tag := `"felt:inst0001:` + n.Bridge + `"`
+		for _, r := range rulesOf(t, ns, path, "filter", firewall.Chain) {
+			if strings.Contains(r, tag) && strings.HasSuffix(r, "-j ACCEPT") && !strings.Contains(iso, tag) {
+				t.Errorf("%s: accept without isolation drops: %s", n.Bridge, r)
+			}
+		}
+	}
+}
+
+// A network's isolation drops go only after its accepts did: a Sync whose
+// filter transaction fails after the mangle one went through (removing a
+// network incrementally, fully, or the last one) must not leave the
+// network's accepts without its drops (a forged source in its pool passing
+// from docker_gwbridge) until a resync succeeds.
+func TestFailedFilterWriteKeepsDrops(t *testing.T) {
+	eachFlavour(t, func(t *testing.T, path string) {
+		ipt, marker := filterFailing(t, path)
+		ns := netns.New(t, "fw")
+		fw := newFirewall(t, ns, ipt, "inst0001")
+		mustSync(t, fw, redNet, blueNet)
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := fw.Sync([]firewall.Network{redNet}); err == nil {
+			t.Error("Sync succeeded with every filter write failing")
+		}
+		noAcceptsWithoutDrops(t, ns, path, redNet, blueNet)
+		if err := fw.Sync(nil); err == nil {
+			t.Error("Sync of no networks succeeded with every filter write failing")
+		}
+		noAcceptsWithoutDrops(t, ns, path, redNet, blueNet)
+		if err := os.Remove(marker); err != nil {
+			t.Fatal(err)
+		}
+		if err := fw.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if left := feltRules(t, ns, path); len(left) > 0 {
+			t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
 		}
 	})
 }

@@ -189,31 +189,52 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	}
 	want := make(map[Network]bool, len(nets))
 	var added, removed []Network
+	changed := map[string]bool{} // bridges of added and removed networks
 	for _, n := range nets {
 		if !want[n] && !f.applied[n] {
 			added = append(added, n)
+			changed[n.Bridge] = true
 		}
 		want[n] = true
 	}
 	for n := range f.applied {
 		if !want[n] {
 			removed = append(removed, n)
+			changed[n.Bridge] = true
 		}
 	}
 	if len(added) == 0 && len(removed) == 0 {
 		return nil, false
 	}
-	slices.SortFunc(removed, func(a, b Network) int { return strings.Compare(a.Bridge, b.Bridge) }) // a stable log
-	newIso, newAcc, newDrops, newIn := f.rules(added)
-	oldIso, oldAcc, oldDrops, oldIn := f.rules(removed)
-	var mangleOps, filterOps []op
-	// The isolation chain's drops are in any order: the new ones go in
-	// before the old ones go, as in syncChain.
+	// Rules are compared, not networks: two entries may render the same
+	// rule (a pool written unmasked beside its masked form: all of them;
+	// two pools on one bridge: the bridge's own), which apply writes once,
+	// so a removed network's rule goes only when no network left renders
+	// it, and an added one's is written only when none did. Every rule
+	// names its bridge in its comment, so only networks that stay on a
+	// changed bridge can share one.
+	var kept []Network
+	for n := range want {
+		if f.applied[n] && changed[n.Bridge] {
+			kept = append(kept, n)
+		}
+	}
+	byBridge := func(a, b Network) int { return strings.Compare(a.Bridge+a.Pool.String(), b.Bridge+b.Pool.String()) }
+	slices.SortFunc(removed, byBridge) // a stable log
+	slices.SortFunc(kept, byBridge)
+	afterIso, afterAcc, afterDrops, afterIn := f.rules(append(slices.Clone(kept), added...))
+	beforeIso, beforeAcc, beforeDrops, beforeIn := f.rules(append(slices.Clone(kept), removed...))
+	newIso, oldIso := minus(afterIso, beforeIso), minus(beforeIso, afterIso)
+	newAcc, oldAcc := minus(afterAcc, beforeAcc), minus(beforeAcc, afterAcc)
+	newDrops, oldDrops := minus(afterDrops, beforeDrops), minus(beforeDrops, afterDrops)
+	newIn, oldIn := minus(afterIn, beforeIn), minus(beforeIn, afterIn)
+	var mangleAdds, mangleDels, filterOps []op
+	// The isolation chain's drops are in any order.
 	for _, r := range newIso {
-		mangleOps = append(mangleOps, op{"-A", IsolationChain, r})
+		mangleAdds = append(mangleAdds, op{"-A", IsolationChain, r})
 	}
 	for _, r := range oldIso {
-		mangleOps = append(mangleOps, op{"-D", IsolationChain, r})
+		mangleDels = append(mangleDels, op{"-D", IsolationChain, r})
 	}
 	// FELT: accepts on top, drops at the bottom, as syncChain puts them.
 	for _, r := range append(oldAcc, oldDrops...) {
@@ -234,12 +255,15 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 		}
 	}
 	err := nsutil.Do(f.ns, func() error {
-		// Isolation first, as in apply: a network's drops are in place
-		// before its accepts.
-		if err := f.restoreOps(mangle, mangleOps, &changes); err != nil {
+		// As in apply: an added network's drops are in place before its
+		// accepts, and a removed network's go only after its accepts did.
+		if err := f.restoreOps(mangle, mangleAdds, &changes); err != nil {
 			return err
 		}
-		return f.restoreOps(filter, filterOps, &changes)
+		if err := f.restoreOps(filter, filterOps, &changes); err != nil {
+			return err
+		}
+		return f.restoreOps(mangle, mangleDels, &changes)
 	})
 	if err != nil {
 		// The mangle transaction may have gone through: apply, which
@@ -250,6 +274,22 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	}
 	f.applied = want
 	return changes, true
+}
+
+// minus returns the rules of a that are not in b, each once, in a's order.
+func minus(a, b []rule) []rule {
+	skip := make(map[string]bool, len(b))
+	for _, r := range b {
+		skip[r.key()] = true
+	}
+	var out []rule
+	for _, r := range a {
+		if !skip[r.key()] {
+			skip[r.key()] = true
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // op is one line of an iptables-restore input: -A, -I (at the top) or -D
@@ -397,20 +437,28 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 			return f.removeAll(&changes)
 		}
 		// Isolation first, then permission, then the jumps: a chain is
-		// complete before traffic is sent to it.
-		for _, c := range []struct {
-			table, chain string
-			heads, tails []rule
-		}{
-			{mangle, IsolationChain, nil, isolation}, // in any order
-			{filter, Chain, accepts, drops},
-		} {
-			if err := f.ensureChain(c.table, c.chain); err != nil {
-				return err
-			}
-			if err := f.syncChain(c.table, c.chain, c.heads, c.tails, &changes); err != nil {
-				return err
-			}
+		// complete before traffic is sent to it. A removed network's drops
+		// go last, once its accepts are gone: a filter write that fails
+		// (the xtables lock held too long) must not leave its accepts
+		// without its drops until a resync succeeds.
+		if err := f.ensureChain(mangle, IsolationChain); err != nil {
+			return err
+		}
+		isoAdds, isoUnwanted, err := f.chainOps(mangle, IsolationChain, nil, isolation) // in any order
+		if err != nil {
+			return err
+		}
+		if err := f.restoreOps(mangle, isoAdds, &changes); err != nil {
+			return err
+		}
+		if err := f.ensureChain(filter, Chain); err != nil {
+			return err
+		}
+		if err := f.syncChain(filter, Chain, accepts, drops, &changes); err != nil {
+			return err
+		}
+		if err := f.restoreOps(mangle, isoUnwanted, &changes); err != nil {
+			return err
 		}
 		if err := f.jumpFirst(mangle, forward, IsolationChain, &changes); err != nil {
 			return err
@@ -450,7 +498,29 @@ func (f *Firewall) ensureChain(table, chain string) error {
 // wanted, repeated, or a head found below a tail are deleted; missing ones
 // are added. Rules of others are left alone. Pools never overlap, so one
 // network's tails cannot shadow another network's head.
-func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *[]string) (err error) {
+func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *[]string) error {
+	adds, unwanted, err := f.chainOps(table, chain, heads, tails)
+	if err != nil {
+		return err
+	}
+	// The writes go in the order the separate commands went before they
+	// were one transaction (restoreOps), which keeps each -D deleting the
+	// copy it did (deleting a rule by its specification deletes its first
+	// copy). Rules in any order (the isolation chain's drops): the new ones
+	// before the old ones go, so that even without iptables-restore a
+	// change of layout (an upgrade) leaves no moment with neither. Heads
+	// and tails: a head found below a tail is deleted before it is
+	// inserted on top again.
+	ops := append(unwanted, adds...)
+	if len(heads) == 0 {
+		ops = append(adds, unwanted...)
+	}
+	return f.restoreOps(table, ops, changes)
+}
+
+// chainOps lists chain and returns what syncChain writes: the rules to
+// add and this instance's listed rules to delete.
+func (f *Firewall) chainOps(table, chain string, heads, tails []rule) (adds, unwanted []op, err error) {
 	isHead, want := map[string]bool{}, map[string]bool{}
 	for _, r := range heads {
 		isHead[r.key()], want[r.key()] = true, true
@@ -460,10 +530,10 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 	}
 	lines, err := f.ipt.List(table, chain)
 	if err != nil {
-		return fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
+		return nil, nil, fmt.Errorf("iptables -t %s: list %s: %w", table, chain, err)
 	}
 	seen, tailSeen := map[string]bool{}, false
-	var unwanted []op // listed rules to delete, as listed
+	// unwanted: listed rules to delete, as listed
 	for _, line := range lines {
 		args, ok, err := ruleArgs(line, chain)
 		if err != nil && strings.Contains(line, f.tag()) {
@@ -480,15 +550,6 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 		}
 		unwanted = append(unwanted, op{"-D", chain, args})
 	}
-	// The writes go in the order the separate commands went before they
-	// were one transaction (restoreOps), which keeps each -D deleting the
-	// copy it did (deleting a rule by its specification deletes its first
-	// copy). Rules in any order (the isolation chain's drops): the new ones
-	// before the old ones go, so that even without iptables-restore a
-	// change of layout (an upgrade) leaves no moment with neither. Heads
-	// and tails: a head found below a tail is deleted before it is
-	// inserted on top again.
-	var adds []op
 	for i := len(heads) - 1; i >= 0; i-- {
 		if !seen[heads[i].key()] {
 			seen[heads[i].key()] = true // nets may repeat a network
@@ -501,11 +562,7 @@ func (f *Firewall) syncChain(table, chain string, heads, tails []rule, changes *
 			adds = append(adds, op{"-A", chain, r})
 		}
 	}
-	ops := append(unwanted, adds...)
-	if len(heads) == 0 {
-		ops = append(adds, unwanted...)
-	}
-	return f.restoreOps(table, ops, changes)
+	return adds, unwanted, nil
 }
 
 // jumpFirst makes `-j to` the first rule of from, and the only jump to it.
@@ -615,10 +672,14 @@ func (f *Firewall) Remove() error {
 	return err
 }
 
+// removeAll deletes this instance's rules, the accepts before the drops:
+// when the accepts cannot be deleted, the isolation drops stay, so that no
+// network is left with its accepts and without its drops.
 func (f *Firewall) removeAll(changes *[]string) error {
-	var errs []error
-	for _, c := range []struct{ table, chain, from string }{{mangle, IsolationChain, forward}, {filter, Chain, forward}, {filter, InputChain, input}} {
-		errs = append(errs, f.removeChain(c.table, c.chain, c.from, changes))
+	accepts := f.removeChain(filter, Chain, forward, changes)
+	errs := []error{accepts, f.removeChain(filter, InputChain, input, changes)}
+	if accepts == nil {
+		errs = append(errs, f.removeChain(mangle, IsolationChain, forward, changes))
 	}
 	return errors.Join(errs...)
 }
