@@ -215,7 +215,13 @@ func TestStaticIP(t *testing.T) {
 	if got := container(t, "felt-static-a", "felt-static", "--ip", want); got != want {
 		t.Fatalf("--ip %s gave %s", want, got)
 	}
-	out, err := docker("run", "--rm", "--label", label, "--network", "felt-static", "--ip", "10.53.250.250", image, "true")
+	// An address of the pool outside this host's subnet (the lease is any
+	// /24 of the pool, 10.53.250.0/24 too).
+	outside := "10.53.250.250"
+	if base == "10.53.250" {
+		outside = "10.53.251.250"
+	}
+	out, err := docker("run", "--rm", "--label", label, "--network", "felt-static", "--ip", outside, image, "true")
 	// Docker checks --ip against the pool felt returned (this host's subnet)
 	// before asking felt, so which of the two refuses depends on the engine
 	// version; either way the container must not start.
