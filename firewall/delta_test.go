@@ -193,3 +193,39 @@ func TestFailedFilterWriteKeepsDrops(t *testing.T) {
 		}
 	})
 }
+
+// A create (the incremental path) after someone deleted the jump to the
+// isolation chain, or moved it below another rule, has it first again at
+// once: the incremental write fails and the full one repairs it.
+func TestIncrementalSyncRepairsIsolationJump(t *testing.T) {
+	eachFlavour(t, func(t *testing.T, path string) {
+		for _, damage := range [][]string{
+			{"-t", "mangle", "-D", "FORWARD", "-j", firewall.IsolationChain},
+			{"-t", "mangle", "-I", "FORWARD", "1", "-j", "ACCEPT"},
+		} {
+			ns := netns.New(t, "fw")
+			fw := newFirewall(t, ns, path, "inst0001")
+			mustSync(t, fw, redNet)
+			if out, err := ns.Run(path, append([]string{"-w"}, damage...)...); err != nil {
+				t.Fatalf("%v: %v\n%s", damage, err, out)
+			}
+			mustSync(t, fw, redNet, blueNet)
+			out, err := ns.Run(path, "-w", "-t", "mangle", "-S", "FORWARD")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rules []string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "-A ") {
+					rules = append(rules, l)
+				}
+			}
+			if len(rules) == 0 || rules[0] != "-A FORWARD -j "+firewall.IsolationChain {
+				t.Errorf("after %v and a create, mangle FORWARD:\n%s", damage, out)
+			}
+			if n := strings.Count(out, "-j "+firewall.IsolationChain); n != 1 {
+				t.Errorf("after %v and a create, %d jumps:\n%s", damage, n, out)
+			}
+		}
+	})
+}

@@ -233,6 +233,17 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	for _, r := range newIso {
 		mangleAdds = append(mangleAdds, op{"-A", IsolationChain, r})
 	}
+	if len(mangleAdds) > 0 {
+		// The jump to the drops deleted and put back on top, in the same
+		// transaction (so never missing for a packet): a create puts a
+		// jump someone moved back on top, and one whose jump someone
+		// deleted fails here and takes the full path, which repairs it,
+		// as every create did before this path existed. Only the mangle jump: without it nothing
+		// isolates, while a missing jump to FELT only drops (Docker's
+		// FORWARD policy) until the resync.
+		jump := rule{"-j", IsolationChain}
+		mangleAdds = append([]op{{"-D", forward, jump}, {"-I", forward, jump}}, mangleAdds...)
+	}
 	for _, r := range oldIso {
 		mangleDels = append(mangleDels, op{"-D", IsolationChain, r})
 	}
