@@ -27,3 +27,19 @@ type LeaseSource interface {
 	// Now is the time leases expire by.
 	Now() time.Time
 }
+
+// LeaseWatch follows the leases of the pools of the attached networks
+// (*lease.Watch, made by lease.Registry.NewWatch; plugin.Build passes it).
+// CONTRACT (stop 20): the Manager moves from WatchLeases to it.
+type LeaseWatch interface {
+	// SetPools sets the pools to follow (those of the attached networks);
+	// a pool new to the watch is reported in the next Update's Changed once
+	// it has been read.
+	SetPools(pools []netip.Prefix)
+	// Next blocks until a followed pool's leases may have changed since the
+	// previous Next returned (the first call answers once something has
+	// been read), or ctx ends. Store failures are retried inside the watch
+	// and logged there; Next returns an error only for ctx or a closed
+	// watch.
+	Next(ctx context.Context) (lease.Update, error)
+}
