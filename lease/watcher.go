@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/felt-net/felt/internal/ipnet"
@@ -68,6 +69,8 @@ type Watch struct {
 	pools   []*watchedPool // followed, sorted by key
 	changed map[netip.Prefix]bool
 	failing int // buckets in a failure streak
+
+	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
 
 // watchedPool is one followed pool: its buckets (sorted by prefix, so
@@ -342,6 +345,7 @@ func (w *Watch) decode(b *bucket, pairs []kv.Pair, known map[string]record) (map
 			continue
 		}
 		changed = true
+		w.decodes.Add(1)
 		rec := record{index: p.ModifyIndex}
 		rec.lease, rec.ok = w.r.decodeAt(p.Key, b.pool, p.Value)
 		rec.lease.index = p.ModifyIndex
