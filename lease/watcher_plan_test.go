@@ -85,13 +85,13 @@ func TestPlanBuckets(t *testing.T) {
 		pools []string
 		want  []int // buckets per pool
 	}{
-		{[]string{"10.42.0.0/16"}, []int{1}},        // the default pool: 256 /24s
-		{[]string{"192.168.7.0/24"}, []int{1}},      // one subnet
-		{[]string{"10.42.3.64/26"}, []int{1}},       // smaller than a /24
-		{[]string{"10.64.0.0/13"}, []int{8}},        // 2,048: one bucket a second octet
-		{[]string{"10.64.0.0/10"}, []int{64}},       // 16,384: the budget, 256 each
-		{[]string{"10.0.0.0/8"}, []int{60}},         // 65,536: budget binds unevenly
-		{[]string{"0.0.0.0/0"}, []int{-1}},          // odd but planned
+		{[]string{"10.42.0.0/16"}, []int{1}},   // the default pool: 256 /24s
+		{[]string{"192.168.7.0/24"}, []int{1}}, // one subnet
+		{[]string{"10.42.3.64/26"}, []int{1}},  // smaller than a /24
+		{[]string{"10.64.0.0/13"}, []int{8}},   // 2,048: one bucket a second octet
+		{[]string{"10.64.0.0/10"}, []int{64}},  // 16,384: the budget, 256 each
+		{[]string{"10.0.0.0/8"}, []int{60}},    // 65,536: budget binds unevenly
+		{[]string{"0.0.0.0/0"}, []int{-1}},     // odd but planned
 		{[]string{"172.16.0.0/12", "10.42.0.0/16"}, []int{-1, 1}},
 		{[]string{"10.64.0.0/10", "10.42.0.0/16", "10.43.0.0/16"}, []int{-1, 1, 1}},
 	} {
