@@ -17,3 +17,6 @@ func (w *Watch) Decodes() int64 { return w.decodes.Load() }
 
 // PlanBuckets is planBuckets.
 var PlanBuckets = planBuckets
+
+// NoCoalesce makes Next answer as soon as a change is read.
+func (w *Watch) NoCoalesce() { w.coalesce = 0 }

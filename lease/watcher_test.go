@@ -116,7 +116,7 @@ func mkLease(pool, subnet, host string) lease.Lease {
 }
 
 // next waits for w's next Update.
-func next(t *testing.T, w *lease.Watch) lease.Update {
+func next(t testing.TB, w *lease.Watch) lease.Update {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
