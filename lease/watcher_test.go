@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -467,5 +468,52 @@ func TestWatchClose(t *testing.T) {
 	w.SetPools([]netip.Prefix{poolA}) // no effect
 	if n := s.openWaits(); n != 0 {
 		t.Fatalf("%d queries open after SetPools on a closed watch", n)
+	}
+}
+
+// The watch on each store, Consul's included: its empty buckets are
+// answered again on writes next to them (Consul watches an empty prefix
+// on the nearest node above it, and answers its table index), which must
+// wake no one.
+func TestWatchOnEachStore(t *testing.T) {
+	for name, store := range map[string]func(*testing.T) kv.Store{"embedded": newStore, "consul": consulStore} {
+		t.Run(name, func(t *testing.T) { testWatchOn(t, newCounting(store(t))) })
+	}
+}
+
+func testWatchOn(t *testing.T, s *counting) {
+	{
+		ctx := context.Background()
+		r := lease.NewRegistry(s, "felt/", nil)
+		if err := s.Put(ctx, "felt/networks/x", []byte("{}")); err != nil { // not the first write (boltkv)
+			t.Fatal(err)
+		}
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+		putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+		w := r.NewWatch(nil)
+		defer w.Close()
+		w.Tune(64, 16)
+		w.SetPools([]netip.Prefix{poolA, poolB})
+		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.43.7.0/24=d"}, []netip.Prefix{poolA, poolB}, true)
+		time.Sleep(100 * time.Millisecond)
+		before, _ := s.snapshot()
+
+		const changes = 5
+		for i := range changes {
+			putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", fmt.Sprint("b", i)))
+			wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", fmt.Sprintf("10.42.2.0/24=b%d", i), "10.43.7.0/24=d"}, []netip.Prefix{poolA}, true)
+		}
+		quiet(t, w)
+		after, _ := s.snapshot()
+		n := 0
+		for p, a := range after {
+			n += a - before[p]
+		}
+		t.Logf("%d queries answered for %d changes in one bucket, %d buckets", n, changes, len(after))
+		if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.2.0/24"))); err != nil {
+			t.Fatal(err)
+		}
+		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.43.7.0/24=d"}, []netip.Prefix{poolA}, true)
+		quiet(t, w)
 	}
 }
