@@ -73,14 +73,12 @@ type Watch struct {
 	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
 
-// watchedPool is one followed pool: its buckets (sorted by prefix, so
-// their leases come in key order) and their leases, cached.
+// watchedPool is one followed pool: its buckets, sorted by prefix, so
+// their leases come in key order.
 type watchedPool struct {
 	pool    netip.Prefix
 	key     string // the pool's key prefix, "<prefix>leases/<pool>/"
 	buckets []*bucket
-	leases  []Lease // of every bucket, in order; rebuilt when dirty
-	dirty   bool
 }
 
 // bucket is one blocking query on a prefix of a pool's lease keys.
@@ -175,7 +173,6 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 			w.stopLocked(b)
 		}
 		wp.buckets = buckets
-		wp.dirty = true
 		next = append(next, wp)
 	}
 	for _, wp := range old {
@@ -304,9 +301,6 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			b.records = records
 			b.leases = validLeases(records)
 			b.answered = true
-			if wp := w.poolLocked(b.pool); wp != nil {
-				wp.dirty = true
-			}
 			w.changed[b.pool] = true
 			w.signal()
 		}
@@ -449,25 +443,23 @@ func (w *Watch) completeLocked() bool {
 	return true
 }
 
-// updateLocked makes the Update and forgets what changed. Only the changed
-// pools' lease lists are rebuilt; the others are copied as they were.
+// updateLocked makes the Update and forgets what changed. Each bucket
+// keeps its leases as a list, rebuilt when it changes: the Update copies
+// them, decoding nothing.
 func (w *Watch) updateLocked(complete bool) Update {
 	u := Update{Complete: complete}
 	n := 0
 	for _, wp := range w.pools {
-		if wp.dirty {
-			wp.leases = wp.leases[:0] // Updates copy it
-			for _, b := range wp.buckets {
-				wp.leases = append(wp.leases, b.leases...)
-			}
-			wp.dirty = false
+		for _, b := range wp.buckets {
+			n += len(b.leases)
 		}
-		n += len(wp.leases)
 	}
 	u.Leases = make([]Lease, 0, n)
 	for _, wp := range w.pools {
 		if w.answeredLocked(wp) {
-			u.Leases = append(u.Leases, wp.leases...)
+			for _, b := range wp.buckets {
+				u.Leases = append(u.Leases, b.leases...)
+			}
 		}
 	}
 	for p := range w.changed {

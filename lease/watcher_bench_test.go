@@ -183,7 +183,7 @@ func BenchmarkWatchChange(b *testing.B) {
 
 // On Consul, counting what its HTTP API sends.
 func BenchmarkWatchChangeConsul(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{20, 1000, 10000} {
 		ls := benchLeases(n)
 		for _, kind := range []string{"flat", "sharded"} {
 			b.Run(fmt.Sprintf("%s/leases=%d", kind, n), func(b *testing.B) {
