@@ -469,6 +469,19 @@ func TestWatchClose(t *testing.T) {
 	if n := s.openWaits(); n != 0 {
 		t.Fatalf("%d queries open after SetPools on a closed watch", n)
 	}
+
+	// Closed while its queries back off from a failing store: Close does
+	// not wait out their backoff (2 s at most, here).
+	s.set(func(s *counting) { s.down = true })
+	w = r.NewWatch(nil)
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	time.Sleep(1500 * time.Millisecond) // retries at 0.5 s, 1.5 s (and 3.5 s)
+	start := time.Now()
+	w.Close()
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Close took %v with the store failing", d)
+	}
 }
 
 // The watch on each store, Consul's included: its empty buckets are
