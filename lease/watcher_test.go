@@ -90,6 +90,19 @@ func (s *counting) set(f func(s *counting)) { s.mu.Lock(); f(s); s.mu.Unlock() }
 
 func (s *counting) openWaits() int { s.mu.Lock(); defer s.mu.Unlock(); return s.open }
 
+// waitOpen waits until want queries are open (a query that answered goes
+// back to waiting, one stopped returns, soon after).
+func waitOpen(t *testing.T, s *counting, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.openWaits() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queries open; want %d", s.openWaits(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // putLease writes l's record where felt keeps it.
 func putLease(t testing.TB, s kv.Store, l lease.Lease) {
 	t.Helper()
@@ -267,7 +280,10 @@ func TestWatchCoalesces(t *testing.T) {
 		putLease(t, s, mkLease("10.42.0.0/16", sub, "x"))
 	}
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.5.0/24", "y"))
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); w.Decodes() < 5 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // from decoded to recorded: no wait, no I/O
 	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=x", "10.42.2.0/24=x", "10.42.200.0/24=x", "10.42.99.0/24=x", "10.43.5.0/24=y"},
 		[]netip.Prefix{poolA, poolB}, true)
 	quiet(t, w)
@@ -318,19 +334,22 @@ func TestWatchSetPools(t *testing.T) {
 	defer w.Close()
 	w.SetPools([]netip.Prefix{big})
 	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.64.1.0/24=a"}, []netip.Prefix{big}, true)
-	if n := s.openWaits(); n != 64 {
-		t.Fatalf("%d queries open for the /10; want 64", n)
-	}
+	waitOpen(t, s, 64)
 
 	// Three more pools: the /10 loses buckets to them, merged from the old.
-	w.SetPools([]netip.Prefix{big, poolB, poolA, netip.MustParsePrefix("10.44.0.0/16")})
+	four := []netip.Prefix{big, poolB, poolA, netip.MustParsePrefix("10.44.0.0/16")}
+	w.SetPools(four)
 	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.64.1.0/24=a"},
 		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
 	quiet(t, w)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n > 64 {
-		t.Fatalf("%d queries open for 4 pools; want at most 64", n)
+	planned := 0
+	for _, b := range lease.PlanBuckets(four, 64, 256) {
+		planned += len(b)
 	}
+	if planned > 64 {
+		t.Fatalf("%d buckets planned for 4 pools; want at most 64", planned)
+	}
+	waitOpen(t, s, planned)
 	decodes := w.Decodes()
 	putLease(t, s, mkLease("10.64.0.0/10", "10.127.0.0/24", "e"))
 	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
@@ -344,16 +363,10 @@ func TestWatchSetPools(t *testing.T) {
 	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
 		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
 	quiet(t, w)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n != 64 {
-		t.Fatalf("%d queries open for the /10 again; want 64", n)
-	}
+	waitOpen(t, s, 64)
 	w.SetPools(nil)
 	wantUpdate(t, next(t, w), nil, []netip.Prefix{big}, true)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n != 0 {
-		t.Fatalf("%d queries open for no pool", n)
-	}
+	waitOpen(t, s, 0)
 }
 
 // The store failing: Next waits, the failure is logged once, and the
