@@ -67,6 +67,7 @@ type Watch struct {
 	mu      sync.Mutex
 	closed  bool
 	pools   []*watchedPool // followed, sorted by key
+	set     []netip.Prefix // their prefixes, as SetPools had them last
 	changed map[netip.Prefix]bool
 	failing int // buckets in a failure streak
 
@@ -131,6 +132,12 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 	}
 	slices.SortFunc(pools, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
 	pools = slices.Compact(pools)
+	w.mu.Lock()
+	same := slices.Equal(pools, w.set)
+	w.mu.Unlock()
+	if same {
+		return // the Manager says it again and again: no planning
+	}
 	plan := planBuckets(pools, w.budget, w.target)
 	if n := len(pools); n > w.budget {
 		w.log.Warn("lease watch: more pools than its query budget, one query each", "pools", n, "budget", w.budget)
@@ -182,6 +189,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 		w.changed[wp.pool] = true
 	}
 	w.pools = next
+	w.set = pools
 	for _, b := range start {
 		ctx, cancel := context.WithCancel(w.ctx)
 		b.cancel = cancel

@@ -543,3 +543,27 @@ func testWatchOn(t *testing.T, s *counting) {
 		quiet(t, w)
 	}
 }
+
+// SetPools with the pools it follows already changes nothing: no query
+// restarted, no update.
+func TestWatchSetSamePools(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA, poolB}, true)
+	before, _ := s.snapshot()
+	w.SetPools([]netip.Prefix{poolB, poolA, poolB})
+	quiet(t, w)
+	if after, _ := s.snapshot(); len(after) != len(before) || w.Decodes() != 1 {
+		t.Fatalf("queries answered %v after the same pools, %v before; %d decodes", after, before, w.Decodes())
+	}
+	for p, n := range before {
+		if after, _ := s.snapshot(); after[p] != n {
+			t.Fatalf("query %s answered again after the same pools", p)
+		}
+	}
+}
