@@ -268,7 +268,14 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 	known := b.records // the bucket's records are only replaced, never changed
 	w.mu.Unlock()
 	var after uint64
-	backoff := time.Duration(0)
+	backoff := time.Duration(0) // not 0: in a failure streak
+	defer func() {
+		if backoff != 0 { // stopped while failing: its streak ends, unlogged
+			w.mu.Lock()
+			w.failing--
+			w.mu.Unlock()
+		}
+	}()
 	for {
 		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, after)
 		if ctx.Err() != nil {
@@ -297,7 +304,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			// one known, so this answer is read afresh.
 			known = nil
 		}
-		after = idx
+		after = max(idx, 1) // 0 would answer at once, again and again
 		records, changed := w.decode(b, pairs, known)
 		known = records
 		w.mu.Lock()

@@ -567,3 +567,44 @@ func TestWatchSetSamePools(t *testing.T) {
 		}
 	}
 }
+
+// A bucket stopped while it fails (its pool no longer followed) ends its
+// failure streak: the watch's recovery, and its next failure, are logged.
+func TestWatchStreakOfStoppedBucket(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	if err := s.Put(context.Background(), "felt/networks/x", []byte("{}")); err != nil { // not the first write (boltkv)
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	count := func(msg string) int {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Count(logs.String(), msg)
+	}
+	w := r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)))
+	defer w.Close()
+	w.FastRetry()
+	s.set(func(s *counting) { s.down = true })
+	w.SetPools([]netip.Prefix{poolA})
+	time.Sleep(50 * time.Millisecond)
+	w.SetPools([]netip.Prefix{poolB}) // poolA's query stops while failing
+	time.Sleep(50 * time.Millisecond)
+	s.set(func(s *counting) { s.down = false })
+	wantUpdate(t, next(t, w), nil, []netip.Prefix{poolA, poolB}, true)
+	for deadline := time.Now().Add(5 * time.Second); count("reading leases again") != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recovery not logged:\n%s", logs.String())
+		}
+	}
+	failed := count("reading leases failed")
+	s.set(func(s *counting) { s.down = true })
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.1.0/24", "b")) // answered; the query after it fails
+	wantUpdate(t, next(t, w), []string{"10.43.1.0/24=b"}, []netip.Prefix{poolB}, true)
+	for deadline := time.Now().Add(5 * time.Second); count("reading leases failed") != failed+1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second failure streak not logged:\n%s", logs.String())
+		}
+	}
+}
