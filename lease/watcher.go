@@ -139,9 +139,14 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 		return // the Manager says it again and again: no planning
 	}
 	plan := planBuckets(pools, w.budget, w.target)
+	queries := 0
+	for _, b := range plan {
+		queries += len(b)
+	}
 	if n := len(pools); n > w.budget {
 		w.log.Warn("lease watch: more pools than its query budget, one query each", "pools", n, "budget", w.budget)
 	}
+	w.log.Debug("lease watch: pools planned", "pools", len(pools), "queries", queries)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
