@@ -53,13 +53,14 @@ type Owner struct {
 func (l Lease) Expired(now time.Time) bool { return !l.Expiry.IsZero() && now.After(l.Expiry) }
 
 // decodeLeases turns the pairs of a List or Wait on leasesPrefix into
-// leases. Records that do not parse are skipped: one bad key must not stop
-// a host from programming all the others.
-func decodeLeases(pairs []kv.Pair) []Lease {
+// leases. Records that do not parse, or that sit at a key other than their
+// lease's own (atOwnKey), are skipped: one bad key must not stop a host from
+// programming all the others.
+func (r *Registry) decodeLeases(pairs []kv.Pair) []Lease {
 	out := make([]Lease, 0, len(pairs))
 	for _, p := range pairs {
 		var l Lease
-		if err := json.Unmarshal(p.Value, &l); err != nil || !l.Subnet.IsValid() {
+		if err := json.Unmarshal(p.Value, &l); err != nil || !r.atOwnKey(p.Key, l) {
 			continue
 		}
 		l.index = p.ModifyIndex
@@ -74,7 +75,7 @@ func (r *Registry) get(ctx context.Context, pool, subnet netip.Prefix) (Lease, e
 	if err != nil {
 		return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
 	}
-	ls := decodeLeases([]kv.Pair{p})
+	ls := r.decodeLeases([]kv.Pair{p})
 	if len(ls) != 1 {
 		return Lease{}, fmt.Errorf("lease %s: unreadable record", subnet)
 	}

@@ -12,7 +12,7 @@ func (r *Registry) Leases(ctx context.Context, pool netip.Prefix) ([]Lease, erro
 	if err != nil {
 		return nil, fmt.Errorf("leases of %s: %w", pool, err)
 	}
-	return decodeLeases(pairs), nil
+	return r.decodeLeases(pairs), nil
 }
 
 // AllLeases returns the current leases of every pool, expired ones
@@ -22,5 +22,5 @@ func (r *Registry) AllLeases(ctx context.Context) ([]Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leases: %w", err)
 	}
-	return decodeLeases(pairs), nil
+	return r.decodeLeases(pairs), nil
 }

@@ -18,7 +18,7 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 	case err != nil:
 		return fmt.Errorf("lease %s: %w", subnet, err)
 	default:
-		ls := decodeLeases([]kv.Pair{p})
+		ls := r.decodeLeases([]kv.Pair{p})
 		if len(ls) == 1 && ls[0].HostID == hostID {
 			if err := r.store.DeleteCAS(ctx, p.Key, p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
 				return fmt.Errorf("lease %s: release: %w", subnet, err)

@@ -27,7 +27,7 @@ func (r *Registry) WatchLeases(ctx context.Context, after uint64) ([]Lease, uint
 	if next < after {
 		next = 0
 	}
-	return decodeLeases(pairs), next, nil
+	return r.decodeLeases(pairs), next, nil
 }
 
 // WatchNetworks is a blocking query on the network records of every pool

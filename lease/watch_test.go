@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"testing"
@@ -120,7 +121,7 @@ func TestWatchLeasesIndexBackwards(t *testing.T) {
 	}
 }
 
-// A record that does not parse is skipped, by the watch and the listings:
+// A record that does not parse, or not at its own key, is skipped, by the watch and the listings:
 // one bad key must not stop a host from programming all the others.
 func TestUnreadableLeaseSkipped(t *testing.T) {
 	ctx := context.Background()
@@ -138,7 +139,13 @@ func TestUnreadableLeaseSkipped(t *testing.T) {
 	// random: it was 10.42.250.0/24 once, and the test overwrote it).
 	bad := []string{"10.42.250.0", "10.42.251.0", "10.42.252.0"}
 	bad = slices.DeleteFunc(bad, func(a string) bool { return a == good.Subnet.Addr().String() })
-	for i, value := range []string{"{not json", `{"hostID":"no subnet"}`} {
+	// The third claims the good lease's subnet from another key: a record
+	// away from its own key is not a lease, or it could lease a subnet twice.
+	dup, err := json.Marshal(lease.Lease{Pool: pool, Subnet: good.Subnet, HostID: "b", PublicIP: netip.MustParseAddr("192.0.2.2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, value := range []string{"{not json", `{"hostID":"no subnet"}`, string(dup)} {
 		key := "felt/leases/10.42.0.0-16/" + bad[i] + "-24"
 		if err := s.Put(ctx, key, []byte(value)); err != nil {
 			t.Fatal(err)

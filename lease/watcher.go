@@ -376,11 +376,19 @@ func (r *Registry) decodeAt(key string, pool netip.Prefix, value []byte) (Lease,
 	if err := json.Unmarshal(value, &l); err != nil {
 		return Lease{}, false
 	}
-	if !l.Subnet.IsValid() || l.Pool != pool || l.Subnet != l.Subnet.Masked() ||
-		l.Subnet.Bits() < pool.Bits() || !pool.Contains(l.Subnet.Addr()) || key != r.leaseKey(l.Pool, l.Subnet) {
+	if l.Pool != pool || !r.atOwnKey(key, l) {
 		return Lease{}, false
 	}
 	return l, true
+}
+
+// atOwnKey reports whether l is a well-formed lease (a masked subnet inside
+// its pool) recorded at the key leaseKey gives it. A record anywhere else is
+// not a lease: it could claim a subnet another key leases already, which
+// the one compare-and-set per subnet key exists to prevent.
+func (r *Registry) atOwnKey(key string, l Lease) bool {
+	return l.Subnet.IsValid() && l.Pool.IsValid() && l.Subnet == l.Subnet.Masked() &&
+		l.Subnet.Bits() >= l.Pool.Bits() && l.Pool.Contains(l.Subnet.Addr()) && key == r.leaseKey(l.Pool, l.Subnet)
 }
 
 func (w *Watch) poolLocked(p netip.Prefix) *watchedPool {
