@@ -292,10 +292,12 @@ func del(tx *bolt.Tx, key string) error {
 	return tx.Bucket(kvBucket).Delete([]byte(key))
 }
 
-// bump increments and returns the store-wide index.
+// bump increments and returns the store-wide index. It is never 1: an
+// empty prefix answers index 1 (list), and a Wait after 1 there must see
+// the store's very first write.
 func bump(tx *bolt.Tx) (uint64, error) {
 	meta := tx.Bucket(metaBucket)
-	idx := getUint(meta, indexKey) + 1
+	idx := max(getUint(meta, indexKey)+1, 2)
 	return idx, putUint(meta, indexKey, idx)
 }
 

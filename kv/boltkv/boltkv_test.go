@@ -152,3 +152,31 @@ func TestWaitAfterCloseReturns(t *testing.T) {
 		t.Fatal("Wait did not return after Close")
 	}
 }
+
+// A Wait after the index an empty store's prefix answers sees the store's
+// very first write: that write's index must be above it (it was 1 = the
+// empty answer's, and the Wait slept through the write).
+func TestWaitSeesFirstWrite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := Open(filepath.Join(t.TempDir(), "felt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, idx, err := s.List(ctx, "a/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []kv.Pair, 1)
+	go func() {
+		pairs, _, _ := s.Wait(ctx, "a/", idx)
+		done <- pairs
+	}()
+	if err := s.Put(ctx, "a/x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if pairs := <-done; len(pairs) != 1 {
+		t.Fatalf("Wait after index %d: %d pairs, want the first write", idx, len(pairs))
+	}
+}
