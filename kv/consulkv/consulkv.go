@@ -280,12 +280,26 @@ func conflictMsg(what string) bool {
 // start over, which it does by taking the fresh answer and its index. A
 // blocking query would sit out its whole WaitTime in that case, since it waits
 // for the index to pass WaitIndex, so a cheap non-blocking read goes first:
-// it makes Wait after a Consul restart return at once instead of minutes
-// later, at the price of one extra request per call.
+// a read of the prefix as a single key, which does not exist and answers,
+// with a 404 of a few hundred bytes, the index of Consul's whole KV table.
+// No prefix's index is above the table's, so a table index below the
+// caller's means the data went backwards, and Wait answers at once with a
+// listing. (It read the whole prefix first once: every change then cost the
+// caller its prefix twice, and the lease watch re-waits right after each
+// answer, so that read was nearly always the one it had just received.)
 func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
 	ctx, cancel := s.scoped(ctx)
 	defer cancel()
-	q := queryOpts(ctx) // the first, non-blocking read
+	q := queryOpts(ctx) // non-blocking
+	if index != 0 {
+		_, meta, err := s.kv.Get(prefix, q)
+		if err != nil {
+			return nil, 0, s.fail(ctx, err, "wait %s after index %d", prefix, index)
+		}
+		if meta.LastIndex >= index {
+			q = (&api.QueryOptions{WaitIndex: index, WaitTime: s.WaitTime}).WithContext(ctx)
+		}
+	}
 	for {
 		ps, meta, err := s.kv.List(prefix, q)
 		if err != nil {
