@@ -49,7 +49,7 @@ func TestObserverAndInSync(t *testing.T) {
 	)
 	b := newFakeBackend()
 	obs := &fakeObserver{}
-	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, HostID: unitHost, Backends: overlay.NewBackends(b),
+	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, Watch: src.watch(), HostID: unitHost, Backends: overlay.NewBackends(b),
 		Resync: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: obs})
 	t.Cleanup(m.Close)
 	if !m.InSync() {
