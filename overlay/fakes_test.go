@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -297,12 +298,32 @@ type fakeBackend struct {
 	syncs    map[string]int
 	peers    map[string][]lease.Lease // of the last Sync
 	torndown map[string]bool
+	failing  map[string]error // Syncs of these networks fail
 }
 
 var _ overlay.Backend = (*fakeBackend)(nil)
 
 func newFakeBackend() *fakeBackend {
-	return &fakeBackend{setups: map[string]int{}, syncs: map[string]int{}, peers: map[string][]lease.Lease{}, torndown: map[string]bool{}}
+	return &fakeBackend{setups: map[string]int{}, syncs: map[string]int{}, peers: map[string][]lease.Lease{}, torndown: map[string]bool{},
+		failing: map[string]error{}}
+}
+
+// failSync makes network id's Syncs fail with err from now on (nil: work).
+func (b *fakeBackend) failSync(id string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		delete(b.failing, id)
+		return
+	}
+	b.failing[id] = err
+}
+
+// counts are the Setups and Syncs of every network.
+func (b *fakeBackend) counts() (setups, syncs map[string]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.setups), maps.Clone(b.syncs)
 }
 
 // It describes itself as a backend without options, data or checks.
@@ -329,6 +350,9 @@ func (b *fakeBackend) Sync(_ context.Context, n overlay.Network, peers []lease.L
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.syncs[n.ID]++
+	if err := b.failing[n.ID]; err != nil {
+		return err
+	}
 	b.peers[n.ID] = slices.Clone(peers)
 	return nil
 }

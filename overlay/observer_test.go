@@ -15,14 +15,26 @@ import (
 type fakeObserver struct {
 	mu                    sync.Mutex
 	reconciles, failed    int
+	networks              int   // reconciled, summed over the passes
+	passes                []int // networks of each pass
 	added, removed, calls int
 }
 
-func (o *fakeObserver) Reconciled(_ time.Duration, _, failed int) {
+func (o *fakeObserver) Reconciled(_ time.Duration, networks, failed int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.reconciles++
 	o.failed += failed
+	o.networks += networks
+	o.passes = append(o.passes, networks)
+}
+
+// reconciledNetworks is how many networks the passes reconciled so far,
+// and in how many passes.
+func (o *fakeObserver) reconciledNetworks() (networks, passes int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.networks, o.reconciles
 }
 
 func (o *fakeObserver) PeersChanged(added, removed int) {
