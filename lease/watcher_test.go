@@ -1,0 +1,471 @@
+package lease_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/felt-net/felt/internal/ipnet"
+	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+)
+
+// The Manager's view of the watch.
+var _ overlay.LeaseWatch = (*lease.Watch)(nil)
+
+// counting is a store that counts what its blocking queries answer, per
+// prefix, and how many are open; down makes them fail.
+type counting struct {
+	kv.Store
+	mu      sync.Mutex
+	answers map[string]int // successful Waits by prefix
+	bytes   int            // keys and values they returned
+	open    int            // Waits in flight
+	down    bool
+	rewind  uint64 // subtracted from the indexes it answers (a restored store)
+	swap    map[string][]byte
+}
+
+func newCounting(s kv.Store) *counting { return &counting{Store: s, answers: map[string]int{}} }
+
+func (s *counting) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
+	s.mu.Lock()
+	s.open++
+	down, rewind := s.down, s.rewind
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.open--; s.mu.Unlock() }()
+	if down {
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Millisecond):
+		}
+		return nil, 0, errors.New("store unreachable")
+	}
+	if index != 0 {
+		index = index - indexBase + rewind
+	}
+	pairs, idx, err := s.Store.Wait(ctx, prefix, index)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range pairs {
+		if v, ok := s.swap[p.Key]; ok {
+			pairs[i].Value = v
+		}
+	}
+	s.answers[prefix]++
+	for _, p := range pairs {
+		s.bytes += len(p.Key) + len(p.Value)
+	}
+	return pairs, idx + indexBase - s.rewind, nil
+}
+
+// indexBase is added to the indexes counting answers, so that rewinding
+// them never goes below 1.
+const indexBase = 1 << 20
+
+func (s *counting) snapshot() (map[string]int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]int, len(s.answers))
+	for k, v := range s.answers {
+		m[k] = v
+	}
+	return m, s.bytes
+}
+
+func (s *counting) set(f func(s *counting)) { s.mu.Lock(); f(s); s.mu.Unlock() }
+
+func (s *counting) openWaits() int { s.mu.Lock(); defer s.mu.Unlock(); return s.open }
+
+// putLease writes l's record where felt keeps it.
+func putLease(t testing.TB, s kv.Store, l lease.Lease) {
+	t.Helper()
+	putLeaseAt(t, s, leaseKey(l.Pool, l.Subnet), l)
+}
+
+func leaseKey(pool, subnet netip.Prefix) string {
+	return "felt/leases/" + ipnet.Key(pool) + "/" + ipnet.Key(subnet)
+}
+
+func putLeaseAt(t testing.TB, s kv.Store, key string, l lease.Lease) {
+	t.Helper()
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), key, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkLease(pool, subnet, host string) lease.Lease {
+	return lease.Lease{Pool: netip.MustParsePrefix(pool), Subnet: netip.MustParsePrefix(subnet), HostID: host,
+		PublicIP: netip.MustParseAddr("192.0.2.1"), Expiry: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// next waits for w's next Update.
+func next(t testing.TB, w *lease.Watch) lease.Update {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := w.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	return u
+}
+
+// quiet asserts w's Next does not return for a while.
+func quiet(t *testing.T, w *lease.Watch) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if u, err := w.Next(ctx); err == nil {
+		t.Fatalf("Next returned %v (changed %v) with nothing changed", leaseList(u.Leases), u.Changed)
+	}
+}
+
+// leaseList renders leases as "subnet=host", in their order.
+func leaseList(ls []lease.Lease) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Subnet.String()+"="+l.HostID)
+	}
+	return out
+}
+
+func wantUpdate(t *testing.T, u lease.Update, leases []string, changed []netip.Prefix, complete bool) {
+	t.Helper()
+	got := leaseList(u.Leases)
+	if !slices.Equal(got, leases) || !slices.Equal(u.Changed, changed) || u.Complete != complete {
+		t.Fatalf("update: leases %v, changed %v, complete %v; want %v, %v, %v", got, u.Changed, u.Complete, leases, changed, complete)
+	}
+}
+
+// poolA is pool (helpers_test.go); poolB is cluster_test.go's, 10.43.0.0/16.
+var poolA = pool
+
+// bucketOf is the prefix, among a pool's planned buckets, of subnet's key.
+func bucketOf(t *testing.T, buckets []string, pool netip.Prefix, subnet string) string {
+	t.Helper()
+	k := ipnet.Key(netip.MustParsePrefix(subnet))
+	for _, b := range buckets {
+		if strings.HasPrefix(k, b) {
+			return "felt/leases/" + ipnet.Key(pool) + "/" + b
+		}
+	}
+	t.Fatalf("%s is in no bucket of %q", subnet, buckets)
+	return ""
+}
+
+// A change in one bucket wakes Next once, with only its pool changed; the
+// other buckets' queries are not answered again, and only the changed
+// record is decoded. A write elsewhere wakes nobody.
+func TestWatchChangeInOneBucket(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.200.0/24", "c"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.Tune(64, 16) // a /16 split into many small buckets
+	buckets := lease.PlanBuckets([]netip.Prefix{poolA, poolB}, 64, 16)
+	if len(buckets[0]) < 10 {
+		t.Fatalf("plan %q: want the /16 split", buckets)
+	}
+	a := bucketOf(t, buckets[0], poolA, "10.42.1.0/24")
+	if a == bucketOf(t, buckets[0], poolA, "10.42.2.0/24") {
+		t.Fatalf("10.42.1.0 and 10.42.2.0 share bucket %s; the test needs them apart", a)
+	}
+	w.SetPools([]netip.Prefix{poolB, poolA})
+	u := next(t, w)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a", "10.42.2.0/24=b", "10.42.200.0/24=c", "10.43.7.0/24=d"},
+		[]netip.Prefix{poolA, poolB}, true)
+	if d := w.Decodes(); d != 4 {
+		t.Fatalf("decoded %d records at start; want 4", d)
+	}
+	before, _ := s.snapshot()
+	if len(before) != len(buckets[0])+len(buckets[1]) {
+		t.Fatalf("%d queries answered; want %d", len(before), len(buckets[0])+len(buckets[1]))
+	}
+
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a2"))
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a2", "10.42.2.0/24=b", "10.42.200.0/24=c", "10.43.7.0/24=d"},
+		[]netip.Prefix{poolA}, true)
+	if d := w.Decodes(); d != 5 {
+		t.Fatalf("decoded %d records after one changed; want 5", d)
+	}
+	time.Sleep(100 * time.Millisecond)
+	after, _ := s.snapshot()
+	for p, n := range after {
+		want := before[p]
+		if p == a {
+			want++
+		}
+		if n != want {
+			t.Errorf("query %s answered %d times, %d before the change of %s", p, n, before[p], a)
+		}
+	}
+
+	// Writes outside the leases wake no query; Next stays quiet.
+	if err := s.Put(context.Background(), "felt/networks/x", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, w)
+	if d := w.Decodes(); d != 5 {
+		t.Fatalf("decoded %d records after an unrelated write; want 5", d)
+	}
+
+	// A removal.
+	if err := s.Delete(context.Background(), leaseKey(poolA, netip.MustParsePrefix("10.42.2.0/24"))); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a2", "10.42.200.0/24=c", "10.43.7.0/24=d"}, []netip.Prefix{poolA}, true)
+	// The embedded store answers every query after a delete (its index is
+	// the last delete's); the unchanged answers wake no one, decode nothing.
+	quiet(t, w)
+	if d := w.Decodes(); d != 5 {
+		t.Fatalf("decoded %d records after a removal; want 5", d)
+	}
+}
+
+// A burst of changes in several buckets and pools before Next makes one
+// Update.
+func TestWatchCoalesces(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	// Not the store's first write: the embedded store gives that one index
+	// 1, which is also what it answers for an empty prefix, so a query
+	// waiting after 1 misses it (a boltkv bug, reported).
+	if err := s.Put(context.Background(), "felt/networks/x", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	wantUpdate(t, next(t, w), nil, []netip.Prefix{poolA, poolB}, true)
+	for _, sub := range []string{"10.42.1.0/24", "10.42.2.0/24", "10.42.99.0/24", "10.42.200.0/24"} {
+		putLease(t, s, mkLease("10.42.0.0/16", sub, "x"))
+	}
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.5.0/24", "y"))
+	time.Sleep(100 * time.Millisecond)
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=x", "10.42.2.0/24=x", "10.42.200.0/24=x", "10.42.99.0/24=x", "10.43.5.0/24=y"},
+		[]netip.Prefix{poolA, poolB}, true)
+	quiet(t, w)
+}
+
+// A record at a key other than its lease's is not a lease: it could claim
+// a subnet leased already, or one of another pool.
+func TestWatchSkipsOddKeys(t *testing.T) {
+	s := newStore(t)
+	r := lease.NewRegistry(s, "felt/", nil)
+	good := mkLease("10.42.0.0/16", "10.42.1.0/24", "a")
+	putLease(t, s, good)
+	putLeaseAt(t, s, "felt/leases/10.42.0.0-16/10.42.77.0-24", mkLease("10.42.0.0/16", "10.42.1.0/24", "thief"))
+	putLeaseAt(t, s, "felt/leases/10.42.0.0-16/10.43.1.0-24", mkLease("10.43.0.0/16", "10.43.1.0/24", "other pool"))
+	putLeaseAt(t, s, "felt/leases/10.42.0.0-16/10.42.5.0-24", mkLease("10.43.0.0/16", "10.42.5.0/24", "pool says B"))
+	putLeaseAt(t, s, "felt/leases/10.42.0.0-16/10.42.6.0-24x", mkLease("10.42.0.0/16", "10.42.6.0/24", "key suffix"))
+	putLeaseAt(t, s, "felt/leases/10.42.0.0-16/10.42.7.9-24", mkLease("10.42.0.0/16", "10.42.7.9/24", "not masked"))
+	for key, value := range map[string]string{
+		"10.42.8.0-24":  `{"pool":"10.42.0.0/16","subnet":"10.42.8.0/33","hostID":"bad"}`,
+		"10.42.9.0-24":  `{not json`,
+		"10.42.10.0-24": `{"pool":"10.42.0.0/16","hostID":"no subnet"}`,
+	} {
+		if err := s.Put(context.Background(), "felt/leases/10.42.0.0-16/"+key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, target := range []uint64{256, 16} { // one bucket, and many
+		w := r.NewWatch(nil)
+		w.Tune(64, target)
+		w.SetPools([]netip.Prefix{poolA})
+		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
+		w.Close()
+	}
+}
+
+// SetPools: a new pool is read and reported alone; a removed one's
+// queries stop and it is reported with its leases gone. The budget
+// planned again (the /10 shares it with the new pool) keeps what the
+// old buckets knew: no spurious change.
+func TestWatchSetPools(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	big := netip.MustParsePrefix("10.64.0.0/10")
+	putLease(t, s, mkLease("10.64.0.0/10", "10.64.1.0/24", "a"))
+	putLease(t, s, mkLease("10.64.0.0/10", "10.100.3.0/24", "b"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.SetPools([]netip.Prefix{big})
+	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.64.1.0/24=a"}, []netip.Prefix{big}, true)
+	if n := s.openWaits(); n != 64 {
+		t.Fatalf("%d queries open for the /10; want 64", n)
+	}
+
+	// Three more pools: the /10 loses buckets to them, merged from the old.
+	w.SetPools([]netip.Prefix{big, poolB, poolA, netip.MustParsePrefix("10.44.0.0/16")})
+	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.64.1.0/24=a"},
+		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
+	quiet(t, w)
+	time.Sleep(50 * time.Millisecond)
+	if n := s.openWaits(); n > 64 {
+		t.Fatalf("%d queries open for 4 pools; want at most 64", n)
+	}
+	decodes := w.Decodes()
+	putLease(t, s, mkLease("10.64.0.0/10", "10.127.0.0/24", "e"))
+	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
+		[]netip.Prefix{big}, true)
+	if d := w.Decodes() - decodes; d != 1 {
+		t.Fatalf("decoded %d records for one new lease after re-planning; want 1", d)
+	}
+
+	// Back to the /10 alone: split again, from what the merged buckets knew.
+	w.SetPools([]netip.Prefix{big})
+	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
+		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
+	quiet(t, w)
+	time.Sleep(50 * time.Millisecond)
+	if n := s.openWaits(); n != 64 {
+		t.Fatalf("%d queries open for the /10 again; want 64", n)
+	}
+	w.SetPools(nil)
+	wantUpdate(t, next(t, w), nil, []netip.Prefix{big}, true)
+	time.Sleep(50 * time.Millisecond)
+	if n := s.openWaits(); n != 0 {
+		t.Fatalf("%d queries open for no pool", n)
+	}
+}
+
+// The store failing: Next waits, the failure is logged once, and the
+// watch recovers by itself, keeping what it knew meanwhile.
+func TestWatchStoreErrors(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	w := r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)))
+	defer w.Close()
+	w.FastRetry()
+	w.Tune(64, 16)
+	s.set(func(s *counting) { s.down = true })
+	w.SetPools([]netip.Prefix{poolA})
+	quiet(t, w)
+	s.set(func(s *counting) { s.down = false })
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
+
+	// Down again: the query blocked when it went down answers the next
+	// write; the one after it fails, and what it knew stays.
+	s.set(func(s *counting) { s.down = true })
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.42.2.0/24=b"}, []netip.Prefix{poolA}, true)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b2"))
+	quiet(t, w)
+	s.set(func(s *counting) { s.down = false })
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.42.2.0/24=b2"}, []netip.Prefix{poolA}, true)
+
+	logMu.Lock()
+	defer logMu.Unlock()
+	// Once a streak, not once a bucket or a retry.
+	if n := strings.Count(logs.String(), "reading leases failed"); n != 2 {
+		t.Errorf("failure logged %d times; want twice, once a streak:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "reading leases again"); n != 2 {
+		t.Errorf("recovery logged %d times; want twice:\n%s", n, logs.String())
+	}
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// The store's index going backwards (restored from a snapshot): a record
+// whose ModifyIndex is the one known may hold another lease now, so the
+// bucket is read afresh.
+func TestWatchIndexBackwards(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	a := mkLease("10.42.0.0/16", "10.42.1.0/24", "a")
+	putLease(t, s, a)
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.SetPools([]netip.Prefix{poolA})
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
+
+	restored := a
+	restored.HostID = "restored"
+	b, _ := json.Marshal(restored)
+	s.set(func(s *counting) {
+		s.rewind = 1000
+		s.swap = map[string][]byte{leaseKey(a.Pool, a.Subnet): b}
+	})
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b")) // wakes the query
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=restored", "10.42.2.0/24=b"}, []netip.Prefix{poolA}, true)
+	quiet(t, w)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "c")) // and it goes on from the new index
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=restored", "10.42.2.0/24=b", "10.42.3.0/24=c"}, []netip.Prefix{poolA}, true)
+}
+
+// Close stops every query and waits for them; Next then fails, also one
+// blocked in it. Next's own context ending returns at once.
+func TestWatchClose(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	w := r.NewWatch(nil)
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	next(t, w)
+	if s.openWaits() < 2 {
+		t.Fatalf("%d queries open; want many", s.openWaits())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next with its context ended: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := w.Next(context.Background()); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	w.Close()
+	if n := s.openWaits(); n != 0 {
+		t.Fatalf("%d queries open after Close", n)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, lease.ErrWatchClosed) {
+			t.Fatalf("blocked Next after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Next still blocked after Close")
+	}
+	w.SetPools([]netip.Prefix{poolA}) // no effect
+	if n := s.openWaits(); n != 0 {
+		t.Fatalf("%d queries open after SetPools on a closed watch", n)
+	}
+}
