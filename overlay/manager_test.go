@@ -52,20 +52,13 @@ func newManagerOn(t *testing.T, h *tbHost, store kv.Store, backends map[string]o
 		backends = h.b
 	}
 	reg := lease.NewRegistry(store, "felt/", nil)
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	watch := reg.NewWatch(log)
+	t.Cleanup(watch.Close) // after the Manager's Run stopped (run's cleanup comes later, so runs first)
 	return overlay.NewManager(overlay.ManagerConfig{
-		Leases: reg, Watch: registryWatch(reg), Netlink: h.ns.NL, HostID: h.id,
-		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: registryOf(backends), Resync: resync,
-		Log: slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Leases: reg, Watch: watch, Netlink: h.ns.NL, HostID: h.id,
+		Underlay: nsHost{fakeHost{addr: h.pub}, h.ns.Handle}, Backends: registryOf(backends), Resync: resync, Log: log,
 	}), reg
-}
-
-// registryWatch is a LeaseWatch over reg's store: the blocking query on
-// every lease wakes it, and it reads the followed pools.
-func registryWatch(reg *lease.Registry) overlay.LeaseWatch {
-	return newTestWatch(reg.Leases, func(ctx context.Context, index uint64) (uint64, error) {
-		_, next, err := reg.WatchLeases(ctx, index)
-		return next, err
-	})
 }
 
 // putLeases records n's network and a lease of each host's subnet (with
@@ -404,8 +397,8 @@ func TestReconcilesSettle(t *testing.T) {
 }
 
 // managerGoroutines counts the goroutines running the Manager's code, also
-// those started by a test (Run's) or calling into one (the lease watch's
-// reader, in the test's watch).
+// one a test started (Run's) or one in a call out of it (the lease watch's
+// reader, in lease.Watch.Next, or in a test's watch).
 func managerGoroutines() int {
 	buf := make([]byte, 1<<20)
 	for {
