@@ -199,12 +199,28 @@ func receive[T any](ctx context.Context, ch chan T, target func(T) (kernelTarget
 // linkTarget returns what says which link updates matter and whom: any
 // change of felt's own overlay devices (deleted, set down) concerns their
 // network, found by the owner mark, or by name for a device that lost it;
-// any change of the underlay interface (down and up flushes its routes)
+// a change of the underlay interface (down and up flushes its routes)
 // every network. The underlay's name is the last one found: one found by
 // the default route cannot be found while the link is down, since the
 // default route went with it.
+//
+// The kernel also announces the underlay when nothing of its own changed:
+// a VTEP on it deleted (every Detach of a vxlan network) makes an update
+// of it with the same flags. So an update of the underlay counts when it
+// deletes the link or changes its flags, operational state, MTU or index
+// since the last one seen (at first, since the link as read at start).
 func (m *Manager) linkTarget() func(netlink.LinkUpdate) (kernelTarget, bool) {
 	var underlay string
+	var last underlayState
+	seen := false
+	if m.cfg.Underlay != nil {
+		if name, err := m.cfg.Underlay.Name(); err == nil {
+			underlay = name
+			if l, err := m.nl.LinkByName(name); err == nil {
+				last, seen = underlayStateOf(l.Attrs()), true
+			}
+		}
+	}
 	return func(u netlink.LinkUpdate) (kernelTarget, bool) {
 		if u.Link == nil {
 			return kernelTarget{}, false
@@ -222,8 +238,28 @@ func (m *Manager) linkTarget() func(netlink.LinkUpdate) (kernelTarget, bool) {
 		if name, err := m.cfg.Underlay.Name(); err == nil {
 			underlay = name
 		}
-		return kernelTarget{all: true}, a.Name == underlay
+		if a.Name != underlay {
+			return kernelTarget{}, false
+		}
+		st := underlayStateOf(a)
+		if u.Header.Type != unix.RTM_DELLINK && seen && st == last {
+			return kernelTarget{}, false
+		}
+		last, seen = st, true
+		return kernelTarget{all: true}, true
 	}
+}
+
+// underlayState is what of the underlay link a reconcile depends on.
+type underlayState struct {
+	flags uint32
+	oper  netlink.LinkOperState
+	mtu   int
+	index int
+}
+
+func underlayStateOf(a *netlink.LinkAttrs) underlayState {
+	return underlayState{flags: a.RawFlags, oper: a.OperState, mtu: a.MTU, index: a.Index}
 }
 
 // networkOfDevice is the attached network whose overlay device is called
