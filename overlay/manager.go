@@ -319,13 +319,16 @@ func (m *Manager) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 			// The resync: strays swept, every network reconciled from the
-			// watch's answers. There is no listing of the store any more:
-			// the watch re-reads each followed pool whole on every change
-			// and retries the store itself, so its answer is as fresh as
-			// a listing would be, and a listing of every pool on every
-			// host each resync costs O(all leases in the store), the load
-			// issue #14 is about. (A listing beside the watch also raced
-			// it: an older listing could overwrite a newer answer.)
+			// watch's latest answer. There is no listing of the store any
+			// more: the watch's blocking queries answer with the followed
+			// pools' current records after every change, and it retries
+			// the store itself, so its answer is as fresh as a listing's;
+			// a listing of every pool on every host each resync costs
+			// O(all leases in the store), the load issue #14 is about; and
+			// a listing beside the watch raced it (an older listing could
+			// overwrite a newer answer until the next change). What the
+			// resync is for, kernel state changed behind felt's back with
+			// no event, needs no store request.
 			m.sweep()
 			m.markAll()
 		case <-expiry.C:
