@@ -67,20 +67,19 @@ type Watch struct {
 	mu      sync.Mutex
 	closed  bool
 	pools   []*watchedPool // followed, sorted by key
+	set     []netip.Prefix // their prefixes, as SetPools had them last
 	changed map[netip.Prefix]bool
 	failing int // buckets in a failure streak
 
 	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
 
-// watchedPool is one followed pool: its buckets (sorted by prefix, so
-// their leases come in key order) and their leases, cached.
+// watchedPool is one followed pool: its buckets, sorted by prefix, so
+// their leases come in key order.
 type watchedPool struct {
 	pool    netip.Prefix
 	key     string // the pool's key prefix, "<prefix>leases/<pool>/"
 	buckets []*bucket
-	leases  []Lease // of every bucket, in order; rebuilt when dirty
-	dirty   bool
 }
 
 // bucket is one blocking query on a prefix of a pool's lease keys.
@@ -133,6 +132,12 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 	}
 	slices.SortFunc(pools, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
 	pools = slices.Compact(pools)
+	w.mu.Lock()
+	same := slices.Equal(pools, w.set)
+	w.mu.Unlock()
+	if same {
+		return // the Manager says it again and again: no planning
+	}
 	plan := planBuckets(pools, w.budget, w.target)
 	if n := len(pools); n > w.budget {
 		w.log.Warn("lease watch: more pools than its query budget, one query each", "pools", n, "budget", w.budget)
@@ -175,7 +180,6 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 			w.stopLocked(b)
 		}
 		wp.buckets = buckets
-		wp.dirty = true
 		next = append(next, wp)
 	}
 	for _, wp := range old {
@@ -185,6 +189,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 		w.changed[wp.pool] = true
 	}
 	w.pools = next
+	w.set = pools
 	for _, b := range start {
 		ctx, cancel := context.WithCancel(w.ctx)
 		b.cancel = cancel
@@ -263,7 +268,14 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 	known := b.records // the bucket's records are only replaced, never changed
 	w.mu.Unlock()
 	var after uint64
-	backoff := time.Duration(0)
+	backoff := time.Duration(0) // not 0: in a failure streak
+	defer func() {
+		if backoff != 0 { // stopped while failing: its streak ends, unlogged
+			w.mu.Lock()
+			w.failing--
+			w.mu.Unlock()
+		}
+	}()
 	for {
 		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, after)
 		if ctx.Err() != nil {
@@ -292,7 +304,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			// one known, so this answer is read afresh.
 			known = nil
 		}
-		after = idx
+		after = max(idx, 1) // 0 would answer at once, again and again
 		records, changed := w.decode(b, pairs, known)
 		known = records
 		w.mu.Lock()
@@ -304,9 +316,6 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			b.records = records
 			b.leases = validLeases(records)
 			b.answered = true
-			if wp := w.poolLocked(b.pool); wp != nil {
-				wp.dirty = true
-			}
 			w.changed[b.pool] = true
 			w.signal()
 		}
@@ -449,25 +458,23 @@ func (w *Watch) completeLocked() bool {
 	return true
 }
 
-// updateLocked makes the Update and forgets what changed. Only the changed
-// pools' lease lists are rebuilt; the others are copied as they were.
+// updateLocked makes the Update and forgets what changed. Each bucket
+// keeps its leases as a list, rebuilt when it changes: the Update copies
+// them, decoding nothing.
 func (w *Watch) updateLocked(complete bool) Update {
 	u := Update{Complete: complete}
 	n := 0
 	for _, wp := range w.pools {
-		if wp.dirty {
-			wp.leases = wp.leases[:0] // Updates copy it
-			for _, b := range wp.buckets {
-				wp.leases = append(wp.leases, b.leases...)
-			}
-			wp.dirty = false
+		for _, b := range wp.buckets {
+			n += len(b.leases)
 		}
-		n += len(wp.leases)
 	}
 	u.Leases = make([]Lease, 0, n)
 	for _, wp := range w.pools {
 		if w.answeredLocked(wp) {
-			u.Leases = append(u.Leases, wp.leases...)
+			for _, b := range wp.buckets {
+				u.Leases = append(u.Leases, b.leases...)
+			}
 		}
 	}
 	for p := range w.changed {

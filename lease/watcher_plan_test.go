@@ -136,3 +136,14 @@ func TestPlanBuckets(t *testing.T) {
 		t.Errorf("IPv6 pool: %q; want one bucket, the whole pool", plan[0])
 	}
 }
+
+// What planning costs SetPools: the /10 of the benchmarks and ten /16s.
+func BenchmarkPlanBuckets(b *testing.B) {
+	pools := prefixes("10.64.0.0/10")
+	for i := range 10 {
+		pools = append(pools, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
+	}
+	for b.Loop() {
+		planBuckets(pools, watchBudget, watchTarget)
+	}
+}

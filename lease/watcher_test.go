@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -88,6 +89,19 @@ func (s *counting) snapshot() (map[string]int, int) {
 func (s *counting) set(f func(s *counting)) { s.mu.Lock(); f(s); s.mu.Unlock() }
 
 func (s *counting) openWaits() int { s.mu.Lock(); defer s.mu.Unlock(); return s.open }
+
+// waitOpen waits until want queries are open (a query that answered goes
+// back to waiting, one stopped returns, soon after).
+func waitOpen(t *testing.T, s *counting, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.openWaits() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queries open; want %d", s.openWaits(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // putLease writes l's record where felt keeps it.
 func putLease(t testing.TB, s kv.Store, l lease.Lease) {
@@ -266,7 +280,10 @@ func TestWatchCoalesces(t *testing.T) {
 		putLease(t, s, mkLease("10.42.0.0/16", sub, "x"))
 	}
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.5.0/24", "y"))
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); w.Decodes() < 5 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // from decoded to recorded: no wait, no I/O
 	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=x", "10.42.2.0/24=x", "10.42.200.0/24=x", "10.42.99.0/24=x", "10.43.5.0/24=y"},
 		[]netip.Prefix{poolA, poolB}, true)
 	quiet(t, w)
@@ -317,19 +334,22 @@ func TestWatchSetPools(t *testing.T) {
 	defer w.Close()
 	w.SetPools([]netip.Prefix{big})
 	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.64.1.0/24=a"}, []netip.Prefix{big}, true)
-	if n := s.openWaits(); n != 64 {
-		t.Fatalf("%d queries open for the /10; want 64", n)
-	}
+	waitOpen(t, s, 64)
 
 	// Three more pools: the /10 loses buckets to them, merged from the old.
-	w.SetPools([]netip.Prefix{big, poolB, poolA, netip.MustParsePrefix("10.44.0.0/16")})
+	four := []netip.Prefix{big, poolB, poolA, netip.MustParsePrefix("10.44.0.0/16")}
+	w.SetPools(four)
 	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.64.1.0/24=a"},
 		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
 	quiet(t, w)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n > 64 {
-		t.Fatalf("%d queries open for 4 pools; want at most 64", n)
+	planned := 0
+	for _, b := range lease.PlanBuckets(four, 64, 256) {
+		planned += len(b)
 	}
+	if planned > 64 {
+		t.Fatalf("%d buckets planned for 4 pools; want at most 64", planned)
+	}
+	waitOpen(t, s, planned)
 	decodes := w.Decodes()
 	putLease(t, s, mkLease("10.64.0.0/10", "10.127.0.0/24", "e"))
 	wantUpdate(t, next(t, w), []string{"10.43.7.0/24=d", "10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
@@ -343,16 +363,10 @@ func TestWatchSetPools(t *testing.T) {
 	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.127.0.0/24=e", "10.64.1.0/24=a"},
 		[]netip.Prefix{poolA, poolB, netip.MustParsePrefix("10.44.0.0/16")}, true)
 	quiet(t, w)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n != 64 {
-		t.Fatalf("%d queries open for the /10 again; want 64", n)
-	}
+	waitOpen(t, s, 64)
 	w.SetPools(nil)
 	wantUpdate(t, next(t, w), nil, []netip.Prefix{big}, true)
-	time.Sleep(50 * time.Millisecond)
-	if n := s.openWaits(); n != 0 {
-		t.Fatalf("%d queries open for no pool", n)
-	}
+	waitOpen(t, s, 0)
 }
 
 // The store failing: Next waits, the failure is logged once, and the
@@ -467,5 +481,130 @@ func TestWatchClose(t *testing.T) {
 	w.SetPools([]netip.Prefix{poolA}) // no effect
 	if n := s.openWaits(); n != 0 {
 		t.Fatalf("%d queries open after SetPools on a closed watch", n)
+	}
+
+	// Closed while its queries back off from a failing store: Close does
+	// not wait out their backoff (2 s at most, here).
+	s.set(func(s *counting) { s.down = true })
+	w = r.NewWatch(nil)
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	time.Sleep(1500 * time.Millisecond) // retries at 0.5 s, 1.5 s (and 3.5 s)
+	start := time.Now()
+	w.Close()
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Close took %v with the store failing", d)
+	}
+}
+
+// The watch on each store, Consul's included: its empty buckets are
+// answered again on writes next to them (Consul watches an empty prefix
+// on the nearest node above it, and answers its table index), which must
+// wake no one.
+func TestWatchOnEachStore(t *testing.T) {
+	for name, store := range map[string]func(*testing.T) kv.Store{"embedded": newStore, "consul": consulStore} {
+		t.Run(name, func(t *testing.T) { testWatchOn(t, newCounting(store(t))) })
+	}
+}
+
+func testWatchOn(t *testing.T, s *counting) {
+	{
+		ctx := context.Background()
+		r := lease.NewRegistry(s, "felt/", nil)
+		if err := s.Put(ctx, "felt/networks/x", []byte("{}")); err != nil { // not the first write (boltkv)
+			t.Fatal(err)
+		}
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+		putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+		w := r.NewWatch(nil)
+		defer w.Close()
+		w.Tune(64, 16)
+		w.SetPools([]netip.Prefix{poolA, poolB})
+		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.43.7.0/24=d"}, []netip.Prefix{poolA, poolB}, true)
+		time.Sleep(100 * time.Millisecond)
+		before, _ := s.snapshot()
+
+		const changes = 5
+		for i := range changes {
+			putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", fmt.Sprint("b", i)))
+			wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", fmt.Sprintf("10.42.2.0/24=b%d", i), "10.43.7.0/24=d"}, []netip.Prefix{poolA}, true)
+		}
+		quiet(t, w)
+		after, _ := s.snapshot()
+		n := 0
+		for p, a := range after {
+			n += a - before[p]
+		}
+		t.Logf("%d queries answered for %d changes in one bucket, %d buckets", n, changes, len(after))
+		if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.2.0/24"))); err != nil {
+			t.Fatal(err)
+		}
+		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a", "10.43.7.0/24=d"}, []netip.Prefix{poolA}, true)
+		quiet(t, w)
+	}
+}
+
+// SetPools with the pools it follows already changes nothing: no query
+// restarted, no update.
+func TestWatchSetSamePools(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	w := r.NewWatch(nil)
+	defer w.Close()
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA, poolB}, true)
+	before, _ := s.snapshot()
+	w.SetPools([]netip.Prefix{poolB, poolA, poolB})
+	quiet(t, w)
+	if after, _ := s.snapshot(); len(after) != len(before) || w.Decodes() != 1 {
+		t.Fatalf("queries answered %v after the same pools, %v before; %d decodes", after, before, w.Decodes())
+	}
+	for p, n := range before {
+		if after, _ := s.snapshot(); after[p] != n {
+			t.Fatalf("query %s answered again after the same pools", p)
+		}
+	}
+}
+
+// A bucket stopped while it fails (its pool no longer followed) ends its
+// failure streak: the watch's recovery, and its next failure, are logged.
+func TestWatchStreakOfStoppedBucket(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	if err := s.Put(context.Background(), "felt/networks/x", []byte("{}")); err != nil { // not the first write (boltkv)
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	count := func(msg string) int {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Count(logs.String(), msg)
+	}
+	w := r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)))
+	defer w.Close()
+	w.FastRetry()
+	s.set(func(s *counting) { s.down = true })
+	w.SetPools([]netip.Prefix{poolA})
+	time.Sleep(50 * time.Millisecond)
+	w.SetPools([]netip.Prefix{poolB}) // poolA's query stops while failing
+	time.Sleep(50 * time.Millisecond)
+	s.set(func(s *counting) { s.down = false })
+	wantUpdate(t, next(t, w), nil, []netip.Prefix{poolA, poolB}, true)
+	for deadline := time.Now().Add(5 * time.Second); count("reading leases again") != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recovery not logged:\n%s", logs.String())
+		}
+	}
+	failed := count("reading leases failed")
+	s.set(func(s *counting) { s.down = true })
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.1.0/24", "b")) // answered; the query after it fails
+	wantUpdate(t, next(t, w), []string{"10.43.1.0/24=b"}, []netip.Prefix{poolB}, true)
+	for deadline := time.Now().Add(5 * time.Second); count("reading leases failed") != failed+1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second failure streak not logged:\n%s", logs.String())
+		}
 	}
 }
