@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,14 +27,15 @@ type fakeLeases struct {
 	index   uint64        // bumped by every change
 	changed chan struct{} // closed (and replaced) by every change
 	offset  time.Duration
-	failing error // while set, WatchLeases fails with it
-	watches int   // WatchLeases calls that failed
+	failing error // while set, reads fail with it
+	reads   int   // reads that failed
 	removed []lease.Lease
 }
 
 var (
 	_ overlay.LeaseSource = (*fakeLeases)(nil)
 	_ overlay.LeaseSource = (*lease.Registry)(nil) // the real one
+	_ overlay.LeaseWatch  = (*testWatch)(nil)
 )
 
 func newFakeLeases(ls ...lease.Lease) *fakeLeases {
@@ -46,8 +50,8 @@ func (f *fakeLeases) set(ls ...lease.Lease) {
 	f.bump()
 }
 
-// fail makes WatchLeases fail with err from now on (nil: work again); a
-// watch waiting is woken to see it.
+// fail makes reads (Leases, and so a watch's) fail with err from now on
+// (nil: work again); a watch waiting is woken to see it.
 func (f *fakeLeases) fail(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -56,11 +60,11 @@ func (f *fakeLeases) fail(err error) {
 	f.changed = make(chan struct{})
 }
 
-// failedWatches is how many WatchLeases calls failed so far.
-func (f *fakeLeases) failedWatches() int {
+// failedReads is how many reads failed so far.
+func (f *fakeLeases) failedReads() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.watches
+	return f.reads
 }
 
 // removedLeases is what RemoveExpired removed so far.
@@ -82,15 +86,13 @@ func (f *fakeLeases) Now() time.Time {
 	return time.Now().Add(f.offset)
 }
 
-func (f *fakeLeases) AllLeases(context.Context) ([]lease.Lease, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.leases), nil
-}
-
 func (f *fakeLeases) Leases(_ context.Context, pool netip.Prefix) ([]lease.Lease, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failing != nil {
+		f.reads++
+		return nil, f.failing
+	}
 	var out []lease.Lease
 	for _, l := range f.leases {
 		if l.Pool == pool {
@@ -100,30 +102,29 @@ func (f *fakeLeases) Leases(_ context.Context, pool netip.Prefix) ([]lease.Lease
 	return out, nil
 }
 
-// WatchLeases answers as lease.Registry's does: at once for index 0 or a
-// stale index, else when the leases change; and fails while failing is set.
-func (f *fakeLeases) WatchLeases(ctx context.Context, after uint64) ([]lease.Lease, uint64, error) {
-	for {
-		f.mu.Lock()
-		if f.failing != nil {
-			err := f.failing
-			f.watches++
-			f.mu.Unlock()
-			return nil, 0, err
-		}
-		if after == 0 || after != f.index {
-			ls, index := slices.Clone(f.leases), f.index
-			f.mu.Unlock()
-			return ls, index, nil
-		}
-		changed := f.changed
-		f.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		}
+// wait blocks until the leases (or failing) may have changed since
+// index, and returns the index to wait from next; 0 answers at once.
+func (f *fakeLeases) wait(ctx context.Context, index uint64) (uint64, error) {
+	f.mu.Lock()
+	if index == 0 || index != f.index {
+		defer f.mu.Unlock()
+		return f.index, nil
 	}
+	changed := f.changed
+	f.mu.Unlock()
+	select {
+	case <-changed:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.index, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// watch returns a LeaseWatch over f.
+func (f *fakeLeases) watch() *testWatch {
+	return newTestWatch(f.Leases, f.wait)
 }
 
 // sameLease is == on leases, whose backend data is bytes.
@@ -155,6 +156,140 @@ func (f *fakeLeases) RemoveExpired(_ context.Context, ls []lease.Lease) int {
 	return n
 }
 
+// testWatch is an overlay.LeaseWatch over a lease source, as lease.Watch
+// is over the store: it reads each followed pool whole once the source may
+// have changed (wait: a blocking query, answering with the index to wait
+// from next), and answers with the pools whose leases differ from its
+// previous answer, and pools it answers for the first time. A read that
+// fails is retried every 50 ms, inside, as lease.Watch retries the store:
+// Next does not answer meanwhile.
+type testWatch struct {
+	read func(context.Context, netip.Prefix) ([]lease.Lease, error)
+	wait func(ctx context.Context, index uint64) (uint64, error)
+
+	mu       sync.Mutex
+	pools    []netip.Prefix
+	reported map[netip.Prefix]string // each pool's leases as last answered
+	index    uint64                  // to wait from; 0: read at once
+	repoll   chan struct{}           // closed (and replaced) by SetPools
+	answered int                     // Next's answers
+}
+
+func newTestWatch(read func(context.Context, netip.Prefix) ([]lease.Lease, error),
+	wait func(context.Context, uint64) (uint64, error)) *testWatch {
+	return &testWatch{read: read, wait: wait, reported: map[netip.Prefix]string{}, repoll: make(chan struct{})}
+}
+
+func (w *testWatch) SetPools(pools []netip.Prefix) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pools = slices.Clone(pools)
+	for p := range w.reported {
+		if !slices.Contains(pools, p) {
+			delete(w.reported, p) // followed again, it is new again
+		}
+	}
+	w.index = 0 // read the pools now followed at once
+	close(w.repoll)
+	w.repoll = make(chan struct{})
+}
+
+// followed is the pools of the last SetPools.
+func (w *testWatch) followed() []netip.Prefix {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.pools)
+}
+
+func (w *testWatch) Next(ctx context.Context) (lease.Update, error) {
+	for {
+		w.mu.Lock()
+		index, repoll := w.index, w.repoll
+		w.mu.Unlock()
+		wctx, cancel := waitCtx(ctx, repoll)
+		next, err := w.wait(wctx, index)
+		cancel()
+		if ctx.Err() != nil {
+			return lease.Update{}, ctx.Err()
+		}
+		w.mu.Lock()
+		pools := slices.Clone(w.pools)
+		if err == nil && w.index == index { // else SetPools meanwhile: read again at once
+			w.index = next
+		}
+		w.mu.Unlock()
+		var all []lease.Lease
+		now := map[netip.Prefix]string{}
+		for _, p := range pools {
+			ls, err := w.read(ctx, p)
+			if err != nil {
+				now = nil
+				break
+			}
+			all = append(all, ls...)
+			now[p] = leaseKeys(ls)
+		}
+		if now == nil { // the store failed: retry, inside
+			w.mu.Lock()
+			w.index = 0
+			w.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return lease.Update{}, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		w.mu.Lock()
+		if !slices.Equal(pools, w.pools) {
+			w.mu.Unlock()
+			continue // SetPools meanwhile: read what is followed now
+		}
+		var changed []netip.Prefix
+		for _, p := range pools {
+			if old, ok := w.reported[p]; !ok || old != now[p] {
+				changed = append(changed, p)
+				w.reported[p] = now[p]
+			}
+		}
+		if len(changed) > 0 || w.answered == 0 {
+			w.answered++
+			w.mu.Unlock()
+			return lease.Update{Leases: all, Changed: changed, Complete: true}, nil
+		}
+		w.mu.Unlock()
+	}
+}
+
+// answers is how many times Next answered.
+func (w *testWatch) answers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.answered
+}
+
+// waitCtx is ctx, also ended when stop closes; cancel releases it.
+func waitCtx(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	return wctx, cancel
+}
+
+// leaseKeys is every field of ls, as the store's records would differ.
+func leaseKeys(ls []lease.Lease) string {
+	var b strings.Builder
+	for _, l := range ls {
+		fmt.Fprintf(&b, "%s %s %s %s %d %s;", l.Pool, l.Subnet, l.HostID, l.PublicIP, l.Expiry.UnixNano(), l.BackendData)
+	}
+	return b.String()
+}
+
 // fakeBackend is an overlay.Backend that touches no kernel: it records, per
 // network ID, the Setups, the Syncs with their peers, and the Teardowns.
 type fakeBackend struct {
@@ -163,12 +298,32 @@ type fakeBackend struct {
 	syncs    map[string]int
 	peers    map[string][]lease.Lease // of the last Sync
 	torndown map[string]bool
+	failing  map[string]error // Syncs of these networks fail
 }
 
 var _ overlay.Backend = (*fakeBackend)(nil)
 
 func newFakeBackend() *fakeBackend {
-	return &fakeBackend{setups: map[string]int{}, syncs: map[string]int{}, peers: map[string][]lease.Lease{}, torndown: map[string]bool{}}
+	return &fakeBackend{setups: map[string]int{}, syncs: map[string]int{}, peers: map[string][]lease.Lease{}, torndown: map[string]bool{},
+		failing: map[string]error{}}
+}
+
+// failSync makes network id's Syncs fail with err from now on (nil: work).
+func (b *fakeBackend) failSync(id string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		delete(b.failing, id)
+		return
+	}
+	b.failing[id] = err
+}
+
+// counts are the Setups and Syncs of every network.
+func (b *fakeBackend) counts() (setups, syncs map[string]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.setups), maps.Clone(b.syncs)
 }
 
 // It describes itself as a backend without options, data or checks.
@@ -195,6 +350,9 @@ func (b *fakeBackend) Sync(_ context.Context, n overlay.Network, peers []lease.L
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.syncs[n.ID]++
+	if err := b.failing[n.ID]; err != nil {
+		return err
+	}
 	b.peers[n.ID] = slices.Clone(peers)
 	return nil
 }

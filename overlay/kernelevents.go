@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/felt-net/felt/internal/nlerr"
 )
 
 // The kernel deletes felt's entries by itself: every route through the
@@ -41,13 +44,58 @@ const (
 	kernelRcvBuf = 1 << 20
 )
 
+// Each event that counts concerns one network or every network. One that
+// concerns a network (its device, an address on its device or bridge, a
+// deleted route of felt's into its pool) marks that network alone; one that
+// concerns the underlay, a new default route, or an address on an
+// interface that is neither felt's nor gone marks every network; one that
+// concerns a network not attached (its teardown deleting its device and
+// routes, a stray) marks nothing. So a Detach, or a Sync's own route
+// changes, reconcile no other network.
+
+// kernelTarget is what one event concerns: every network, or one.
+type kernelTarget struct {
+	all     bool
+	network string
+}
+
+// kernelMarks gathers the targets of a burst of events.
+type kernelMarks struct {
+	mu   sync.Mutex
+	all  bool
+	nets map[string]bool
+}
+
+func (k *kernelMarks) add(t kernelTarget) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if t.all {
+		k.all = true
+		return
+	}
+	if k.nets == nil {
+		k.nets = map[string]bool{}
+	}
+	k.nets[t.network] = true
+}
+
+func (k *kernelMarks) take() (all bool, nets map[string]bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	all, nets = k.all, k.nets
+	k.all, k.nets = false, nil
+	return all, nets
+}
+
 // watchKernel turns relevant kernel events into reconciles until ctx ends;
 // it returns once its subscriptions are closed.
 func (m *Manager) watchKernel(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	poke := make(chan struct{}, 1)
-	notify := func() {
+	var marks kernelMarks
+	notify := func(t kernelTarget) {
+		marks.add(t)
 		select {
 		case poke <- struct{}{}:
 		default:
@@ -62,17 +110,17 @@ func (m *Manager) watchKernel(ctx context.Context) {
 	wg.Go(func() {
 		follow(ctx, m, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
 			return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-		}, m.linkFilter(), notify)
+		}, m.linkTarget(), notify)
 	})
 	wg.Go(func() {
 		follow(ctx, m, "address", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
 			return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-		}, addrMatters, notify)
+		}, m.addrTarget, notify)
 	})
 	wg.Go(func() {
 		follow(ctx, m, "route", func(ch chan netlink.RouteUpdate, done chan struct{}) error {
 			return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveBufferSize: kernelRcvBuf})
-		}, routeMatters, notify)
+		}, m.routeTarget, notify)
 	})
 	for {
 		select {
@@ -89,14 +137,21 @@ func (m *Manager) watchKernel(ctx context.Context) {
 		case <-poke:
 		default:
 		}
-		m.cfg.Log.Debug("kernel change; reconciling")
-		m.Kick()
+		all, nets := marks.take()
+		if all {
+			m.cfg.Log.Debug("kernel change; reconciling every network")
+			m.Kick()
+			continue
+		}
+		m.cfg.Log.Debug("kernel change; reconciling the networks concerned", "networks", len(nets))
+		m.markNetworks(nets)
+		m.poke()
 	}
 }
 
 // follow keeps one kernel subscription going until ctx ends, calling
-// notify for every update that matters.
-func follow[T any](ctx context.Context, m *Manager, what string, subscribe func(chan T, chan struct{}) error, matters func(T) bool, notify func()) {
+// notify with the target of every update that matters.
+func follow[T any](ctx context.Context, m *Manager, what string, subscribe func(chan T, chan struct{}) error, target func(T) (kernelTarget, bool), notify func(kernelTarget)) {
 	for first := true; ctx.Err() == nil; first = false {
 		ch := make(chan T, 64)
 		done := make(chan struct{})
@@ -105,9 +160,9 @@ func follow[T any](ctx context.Context, m *Manager, what string, subscribe func(
 			m.cfg.Log.Warn("cannot follow kernel events; retrying", "events", what, "err", err)
 		} else {
 			if !first {
-				notify() // what happened while unsubscribed is unknown
+				notify(kernelTarget{all: true}) // what happened while unsubscribed is unknown
 			}
-			receive(ctx, ch, matters, notify)
+			receive(ctx, ch, target, notify)
 			close(done)
 			for range ch { // the library closes ch once its socket is closed
 			}
@@ -125,7 +180,7 @@ func follow[T any](ctx context.Context, m *Manager, what string, subscribe func(
 }
 
 // receive passes updates on until ctx ends or ch closes.
-func receive[T any](ctx context.Context, ch chan T, matters func(T) bool, notify func()) {
+func receive[T any](ctx context.Context, ch chan T, target func(T) (kernelTarget, bool), notify func(kernelTarget)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,55 +189,174 @@ func receive[T any](ctx context.Context, ch chan T, matters func(T) bool, notify
 			if !ok {
 				return
 			}
-			if matters(u) {
-				notify()
+			if t, ok := target(u); ok {
+				notify(t)
 			}
 		}
 	}
 }
 
-// linkFilter returns what says which link updates matter: any change of
-// felt's own overlay devices (deleted, set down) or of the underlay
-// interface (down and up flushes its routes). The underlay's name is the
-// last one found: one found by the default route cannot be found while
-// the link is down, since the default route went with it.
-func (m *Manager) linkFilter() func(netlink.LinkUpdate) bool {
+// linkTarget returns what says which link updates matter and whom: any
+// change of felt's own overlay devices (deleted, set down) concerns their
+// network, found by the owner mark, or by name for a device that lost it;
+// a change of the underlay interface (down and up flushes its routes)
+// every network. The underlay's name is the last one found: one found by
+// the default route cannot be found while the link is down, since the
+// default route went with it.
+//
+// The kernel also announces the underlay when nothing of its own changed:
+// a VTEP on it deleted (every Detach of a vxlan network) makes an update
+// of it with the same flags. So an update of the underlay counts when it
+// deletes the link or changes its flags, operational state, MTU or index
+// since the last one seen (at first, since the link as read at start).
+func (m *Manager) linkTarget() func(netlink.LinkUpdate) (kernelTarget, bool) {
 	var underlay string
-	return func(u netlink.LinkUpdate) bool {
+	var last underlayState
+	seen := false
+	if m.cfg.Underlay != nil {
+		if name, err := m.cfg.Underlay.Name(); err == nil {
+			underlay = name
+			if l, err := m.nl.LinkByName(name); err == nil {
+				last, seen = underlayStateOf(l.Attrs()), true
+			}
+		}
+	}
+	return func(u netlink.LinkUpdate) (kernelTarget, bool) {
 		if u.Link == nil {
-			return false
+			return kernelTarget{}, false
 		}
 		a := u.Link.Attrs()
-		if strings.HasPrefix(a.Alias, ownerPrefix(m.instance)) {
-			return true
+		if id, ok := strings.CutPrefix(a.Alias, ownerPrefix(m.instance)); ok {
+			return kernelTarget{network: id}, true
+		}
+		if id := m.networkOfDevice(a.Name); id != "" {
+			return kernelTarget{network: id}, true
 		}
 		if m.cfg.Underlay == nil {
-			return false
+			return kernelTarget{}, false
 		}
 		if name, err := m.cfg.Underlay.Name(); err == nil {
 			underlay = name
 		}
-		return a.Name == underlay
+		if a.Name != underlay {
+			return kernelTarget{}, false
+		}
+		st := underlayStateOf(a)
+		if u.Header.Type != unix.RTM_DELLINK && seen && st == last {
+			return kernelTarget{}, false
+		}
+		last, seen = st, true
+		return kernelTarget{all: true}, true
 	}
 }
 
-// addrMatters: any IPv4 address change. Removing the underlay's address
-// takes the routes via its subnet along; adding it back makes them
-// possible again. Address changes are rare, so no finer filter.
-func addrMatters(u netlink.AddrUpdate) bool { return u.LinkAddress.IP.To4() != nil }
+// underlayState is what of the underlay link a reconcile depends on.
+type underlayState struct {
+	flags uint32
+	oper  netlink.LinkOperState
+	mtu   int
+	index int
+}
 
-// routeMatters: one of felt's routes was deleted, by hand or by the
-// kernel; or a default route appeared, which is how the underlay is found
-// when FELT_IFACE is not set (a DHCP client adds it back after the link
-// came up).
-func routeMatters(u netlink.RouteUpdate) bool {
+func underlayStateOf(a *netlink.LinkAttrs) underlayState {
+	return underlayState{flags: a.RawFlags, oper: a.OperState, mtu: a.MTU, index: a.Index}
+}
+
+// networkOfDevice is the attached network whose overlay device is called
+// name, or "".
+func (m *Manager) networkOfDevice(name string) string {
+	if name == "" {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, a := range m.networks {
+		if a.device == name {
+			return id
+		}
+	}
+	return ""
+}
+
+// addrTarget: any IPv4 address change. Removing the underlay's address
+// takes the routes via its subnet along; adding it back makes them
+// possible again. An address on felt's overlay device or bridge (the
+// bridge's alias, felt:<instance>:net:<ID>, as the driver marks it)
+// concerns that network; an address on an interface already gone nothing
+// (the link's own event says what matters); any other, every network,
+// since it may be the underlay's, found by its address. Address changes
+// are rare elsewhere; felt's bridges get theirs at each CreateNetwork,
+// which is why they are told apart.
+func (m *Manager) addrTarget(u netlink.AddrUpdate) (kernelTarget, bool) {
+	if u.LinkAddress.IP.To4() == nil {
+		return kernelTarget{}, false
+	}
+	link, err := m.nl.LinkByIndex(u.LinkIndex)
+	switch {
+	case nlerr.IsNotFound(err):
+		return kernelTarget{}, false
+	case err != nil:
+		return kernelTarget{all: true}, true
+	}
+	a := link.Attrs()
+	if id, ok := strings.CutPrefix(a.Alias, ownerPrefix(m.instance)); ok {
+		return kernelTarget{network: id}, true
+	}
+	if id, ok := strings.CutPrefix(a.Alias, bridgePrefix(m.instance)); ok {
+		return kernelTarget{network: id}, true
+	}
+	if id := m.networkOfDevice(a.Name); id != "" {
+		return kernelTarget{network: id}, true
+	}
+	if strings.HasPrefix(a.Alias, "felt:"+m.instance+":") {
+		return kernelTarget{}, false // felt's other links (veths) carry nothing of the overlay
+	}
+	return kernelTarget{all: true}, true
+}
+
+// bridgePrefix is the alias prefix of the driver's bridges
+// (driver.aliasNetwork): the overlay reads it, never writes it.
+func bridgePrefix(instance string) string { return "felt:" + instance + ":net:" }
+
+// routeTarget: one of felt's routes was deleted, by hand or by the
+// kernel, concerning the network whose pool holds its destination (none
+// attached: a teardown's, nothing to repair); or a default route
+// appeared, which is how the underlay is found when FELT_IFACE is not set
+// (a DHCP client adds it back after the link came up): every network.
+func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
 	switch u.Type {
 	case unix.RTM_DELROUTE:
-		return u.Protocol == RouteProtocol
+		if u.Protocol != RouteProtocol {
+			return kernelTarget{}, false
+		}
+		if id := m.networkOfRoute(u.Dst); id != "" {
+			return kernelTarget{network: id}, true
+		}
+		return kernelTarget{}, false
 	case unix.RTM_NEWROUTE:
-		return u.Family == netlink.FAMILY_V4 && isDefault(u.Dst)
+		return kernelTarget{all: true}, u.Family == netlink.FAMILY_V4 && isDefault(u.Dst)
 	}
-	return false
+	return kernelTarget{}, false
+}
+
+// networkOfRoute is the attached network whose pool holds dst, or "".
+// felt routes only into pools, and a host has one network per pool.
+func (m *Manager) networkOfRoute(dst *net.IPNet) string {
+	if dst == nil {
+		return ""
+	}
+	ip, ok := netip.AddrFromSlice(dst.IP.To4())
+	if !ok {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, a := range m.networks {
+		if a.view.Pool.Contains(ip) {
+			return id
+		}
+	}
+	return ""
 }
 
 func isDefault(dst *net.IPNet) bool {

@@ -8,19 +8,15 @@ import (
 	"github.com/felt-net/felt/lease"
 )
 
-// LeaseSource is what the Manager needs of the shared leases: reading and
-// watching them, removing expired ones, and the clock they expire by.
-// *lease.Registry is the one felt uses (plugin.Build); the Manager never
-// sees the store or its keys. Unit tests pass a fake (fakes_test.go).
+// LeaseSource is what the Manager needs of the shared leases besides the
+// watch (LeaseWatch): reading one pool's (Check), removing expired ones,
+// and the clock they expire by. *lease.Registry is the one felt uses
+// (plugin.Build); the Manager never sees the store or its keys. Unit tests
+// pass a fake (fakes_test.go). The Manager lists no pool it does not
+// serve: it follows the attached networks' pools through the watch alone.
 type LeaseSource interface {
 	// Leases lists pool's leases, expired ones included.
 	Leases(ctx context.Context, pool netip.Prefix) ([]lease.Lease, error)
-	// AllLeases lists every pool's leases, expired ones included.
-	AllLeases(ctx context.Context) ([]lease.Lease, error)
-	// WatchLeases blocks until the leases may have changed after index
-	// after (0: at once), then answers as AllLeases, with the index to
-	// pass next; see lease.Registry.WatchLeases.
-	WatchLeases(ctx context.Context, after uint64) ([]lease.Lease, uint64, error)
 	// RemoveExpired deletes those of leases that are past their expiry and
 	// says how many went.
 	RemoveExpired(ctx context.Context, leases []lease.Lease) int
@@ -30,7 +26,8 @@ type LeaseSource interface {
 
 // LeaseWatch follows the leases of the pools of the attached networks
 // (*lease.Watch, made by lease.Registry.NewWatch; plugin.Build passes it).
-// CONTRACT (stop 20): the Manager moves from WatchLeases to it.
+// The Manager sets its pools on Attach and Detach (leasewatch.go) and reads
+// its answers in Run.
 type LeaseWatch interface {
 	// SetPools sets the pools to follow (those of the attached networks);
 	// a pool new to the watch is reported in the next Update's Changed once

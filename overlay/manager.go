@@ -16,9 +16,15 @@ import (
 
 // ManagerConfig holds the Manager's dependencies.
 type ManagerConfig struct {
-	// Leases are the shared leases (a *lease.Registry), watched; Run and
-	// Check need them.
-	Leases  LeaseSource
+	// Leases are the shared leases (a *lease.Registry): Check reads a
+	// pool's, the Manager removes expired ones and judges expiry by its
+	// clock.
+	Leases LeaseSource
+	// Watch follows the leases of the attached networks' pools (a
+	// *lease.Watch from Leases' NewWatch); the Manager sets its pools and
+	// reads it in Run. Nil: no lease is ever read, and the Manager only
+	// repairs devices (tests that need no peers).
+	Watch   LeaseWatch
 	Netlink *netlink.Handle
 	HostID  string
 	// Instance marks the overlay devices of this felt (OwnerAlias); empty
@@ -41,8 +47,10 @@ type ManagerConfig struct {
 // of plain values so that the overlay does not depend on a metrics library;
 // its methods are called on the reconcile path and must not block.
 type Observer interface {
-	// Reconciled: one reconcile of every attached network, which took took;
-	// failed of the networks did not reach their wanted state (retried).
+	// Reconciled: one reconcile pass, which took took, reconciled networks
+	// networks (those that needed it: dirty.go; every attached one in a
+	// full pass); failed of them did not reach their wanted state
+	// (retried). A wake-up that found nothing to do is no pass.
 	Reconciled(took time.Duration, networks, failed int)
 	// PeersChanged: a network's sync added and removed peers (subnets, or
 	// a subnet's public IP) compared with its previous successful sync.
@@ -50,35 +58,44 @@ type Observer interface {
 }
 
 // Manager keeps every attached network's overlay in line with the leases.
-// One lease watch (a blocking query) serves all networks; each
-// change, each kernel change that can cost felt entries (kernelevents.go), the
-// expiry of a known lease, and a periodic tick reconcile every network.
+// One lease watch (leasewatch.go) follows the attached networks' pools.
+// Each trigger marks the networks it concerns dirty (dirty.go) and the
+// loop in Run reconciles only those: an Attach its network, a lease change
+// the networks whose peers it changed, a kernel event the network whose
+// device it touched (kernelevents.go), the expiry of a lease the networks
+// it was a peer of, a failure the failed network. The resync tick, the
+// first complete lease answer, Kick, and kernel events that concern every
+// network (the underlay's) reconcile every network.
 type Manager struct {
 	cfg      ManagerConfig
 	nl       *netlink.Handle
 	instance string
 	mu       sync.Mutex
 	networks map[string]*attached // by Docker network ID
-	kick     chan struct{}
-	closed   chan struct{} // closed by Close
-	once     sync.Once
-	runMu    sync.Mutex
-	running  []chan struct{} // one per Run under way, closed when it returns
+	// dirty is the work the next pass takes (dirty.go), under mu.
+	dirty dirtySet
+	// known are the followed pools whose leases the watch has answered
+	// with (leasewatch.go), under mu: a network of a pool not known yet
+	// gets its device repaired, never a Sync from an absent answer.
+	known   map[netip.Prefix]bool
+	wake    chan struct{} // the loop's trigger: there may be work
+	closed  chan struct{} // closed by Close
+	once    sync.Once
+	runMu   sync.Mutex
+	running []chan struct{} // one per Run under way, closed when it returns
 
-	refreshing atomic.Bool // a periodic listing is under way
-	removing   atomic.Bool // expired leases are being removed from the store
+	removing atomic.Bool // expired leases are being removed from the store
+
+	// poolsMu serializes SetPools calls, each made from the attached set
+	// as it is then, so that the last call made is the latest set.
+	poolsMu sync.Mutex
+	pools   []netip.Prefix // as last passed to the watch
 
 	leasesMu sync.Mutex
-	leases   []lease.Lease // latest snapshot of all leases
-	haveAll  bool          // leases holds a full listing
-
-	// inSync: the last ReconcileAll brought every network to its wanted
-	// state from a full listing, and no Attach came after it (attachGen
-	// counts them, so a reconcile that began before an Attach does not
-	// claim the new network synced).
-	syncMu    sync.Mutex
-	inSync    bool
-	attachGen uint64
+	snap     leaseSnapshot
+	// kernelOff: kernel events are not followed (export_test.go: unit
+	// tests that count reconciles in a namespace they share with others).
+	kernelOff bool
 }
 
 // attached is one network the Manager serves. Its lock is held through a
@@ -90,15 +107,24 @@ type attached struct {
 	mu   sync.Mutex
 	n    Network
 	gone bool
-	// device is the backend's DeviceName(n), kept under the Manager's
-	// mutex (n is under mu) for deviceUser.
+	// synced are the peers of the last successful Sync, to tell whether a
+	// lease change changed them (dirty.go) and the Observer what did;
+	// hasSynced says there was one since the network was attached.
+	synced    peerSet
+	hasSynced bool
+
+	// Under the Manager's mutex (mu may be held through a long reconcile):
+	// device is the backend's DeviceName(n), for deviceUser and kernel
+	// events; view is n as last attached (Snapshot, dirty marks by pool).
 	device string
-	// view is n as last attached, under the Manager's mutex (Snapshot):
-	// mu may be held through a long reconcile.
-	view Network
-	// synced are the peers of the last successful Sync (subnet → public
-	// IP), to tell the Observer what changed.
-	synced map[netip.Prefix]netip.Addr
+	view   Network
+	// gen counts this network's Attaches: a pass that began before the
+	// latest one does not claim the network in line (its n may be old).
+	gen uint64
+	// inLine: the network's last reconcile brought it to its wanted state,
+	// its peers from the watch's answer for its pool (InSync). failed: it
+	// did not reach it (retried alone, after reconcileRetry).
+	inLine, failed bool
 }
 
 // NewManager returns a Manager; call Run to start reconciling.
@@ -111,18 +137,19 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	instance := instanceOf(cfg.Instance, cfg.HostID)
 	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
-		kick: make(chan struct{}, 1), closed: make(chan struct{}), inSync: true}
+		known: map[netip.Prefix]bool{}, wake: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {
 	return m.cfg.Backends.Get(name)
 }
 
-// Attach sets up n's device and schedules a reconcile. It does not wait for
-// the store: peers are programmed as soon as leases can be read. n stays
-// attached when its setup fails, so the reconciler retries it (a start-up
-// before the underlay is ready, say); the driver detaches a network whose
-// creation failed.
+// Attach sets up n's device and schedules a reconcile of n alone (a Sync
+// once its pool's leases are known); the watch is told to follow n's pool. It does not wait for the store: peers are
+// programmed as soon as the pool's leases are read. n stays attached when
+// its setup fails, so the reconciler retries it (a start-up before the
+// underlay is ready, say); the driver detaches a network whose creation
+// failed.
 func (m *Manager) Attach(ctx context.Context, n Network) error {
 	b, err := m.backend(n.Backend)
 	if err != nil {
@@ -141,29 +168,46 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 		m.networks[n.ID] = a
 	}
 	a.device, a.view = b.DeviceName(n), n
+	a.gen++
+	a.inLine = false
 	m.mu.Unlock()
-	m.syncMu.Lock()
-	m.attachGen++
-	m.inSync = false
-	m.syncMu.Unlock()
+	m.followPools()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.gone {
+		a.mu.Unlock()
 		return fmt.Errorf("network %s was detached while being attached", n.ID)
 	}
-	a.n = n
+	a.n, a.hasSynced = n, false // synced peers were n's before, if any
 	err = b.Setup(ctx, n)
-	m.Kick()
+	a.mu.Unlock()
+	// Marked only now, so no pass takes the mark to a reconcile of the
+	// network as it was before this Attach. Its device is made: the pass
+	// syncs it once its pool's leases are known (at once if they are),
+	// and a failed Setup is reconciled again, then retried.
+	how := reconcileIfPeersChanged
+	if err != nil {
+		how = reconcileAlways
+	}
+	m.mu.Lock()
+	if m.networks[n.ID] == a {
+		m.dirty.mark(n.ID, how)
+	}
+	m.mu.Unlock()
+	m.poke()
 	return err
 }
 
 // Detach forgets n and removes its overlay state. It waits for a reconcile
-// of n under way to finish, and none starts after it.
+// of n under way to finish, and none starts after it. No other network is
+// reconciled for it: the kernel events of its teardown concern no attached
+// network (kernelevents.go).
 func (m *Manager) Detach(ctx context.Context, n Network) error {
 	m.mu.Lock()
 	a := m.networks[n.ID]
 	delete(m.networks, n.ID)
+	m.dirty.forget(n.ID)
 	m.mu.Unlock()
+	m.followPools()
 	if a != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -200,10 +244,20 @@ func (m *Manager) isAttached(id string) bool {
 	return ok
 }
 
-// Kick asks for a reconcile soon; calls coalesce.
+// Kick asks for a reconcile of every attached network soon (a full
+// repair: the plugin calls it when this host's address changed); calls
+// coalesce.
 func (m *Manager) Kick() {
+	m.mu.Lock()
+	m.dirty.markAll()
+	m.mu.Unlock()
+	m.poke()
+}
+
+// poke wakes the loop to take the work marked dirty; pokes coalesce.
+func (m *Manager) poke() {
 	select {
-	case m.kick <- struct{}{}:
+	case m.wake <- struct{}{}:
 	default:
 	}
 }
@@ -220,11 +274,12 @@ func (m *Manager) Close() {
 	}
 }
 
-// Run reconciles on every lease change, kernel change, lease expiry and
-// every Resync until ctx ends or Close. Networks present at start must be
-// attached before: devices of networks that are not are removed. Run
-// returns once everything it started has stopped (kernel subscriptions
-// closed, no store request under way), so its caller may close the store.
+// Run reconciles what each lease change, kernel change, lease expiry and
+// failure made dirty, and every network every Resync, until ctx ends or
+// Close. Networks present at start must be attached before: devices of
+// networks that are not are removed. Run returns once everything it
+// started has stopped (kernel subscriptions closed, no store request under
+// way), so its caller may close the store.
 func (m *Manager) Run(ctx context.Context) {
 	done := make(chan struct{})
 	m.runMu.Lock()
@@ -242,8 +297,12 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	})
-	wg.Go(func() { m.watch(ctx) })
-	wg.Go(func() { m.watchKernel(ctx) })
+	if m.cfg.Watch != nil {
+		wg.Go(func() { m.watch(ctx) })
+	}
+	if !m.kernelOff {
+		wg.Go(func() { m.watchKernel(ctx) })
+	}
 	m.sweep()
 	tick := time.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
@@ -259,32 +318,38 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			// The resync: strays swept, every network reconciled from the
+			// watch's latest answer. There is no listing of the store any
+			// more: the watch's blocking queries answer with the followed
+			// pools' current records after every change, and it retries
+			// the store itself, so its answer is as fresh as a listing's;
+			// a listing of every pool on every host each resync costs
+			// O(all leases in the store), the load issue #14 is about; and
+			// a listing beside the watch raced it (an older listing could
+			// overwrite a newer answer until the next change). What the
+			// resync is for, kernel state changed behind felt's back with
+			// no event, needs no store request.
 			m.sweep()
-			// The listing runs beside the reconcile, not before it: a store
-			// request hanging on a dead connection (this host's address just
-			// changed) must not hold up repairing devices from what is known.
-			if m.refreshing.CompareAndSwap(false, true) {
-				wg.Go(func() {
-					defer m.refreshing.Store(false)
-					m.refresh(ctx)
-					m.Kick()
-				})
-			}
+			m.markAll()
 		case <-expiry.C:
 			m.cfg.Log.Debug("a lease expired; reconciling")
+			m.markExpired()
 		case <-retry.C:
-		case <-m.kick:
+			m.markFailed()
+		case <-m.wake:
 		}
-		if m.ReconcileAll(ctx) {
-			retry.Stop()
-			retryIn = reconcileRetry
-		} else {
+		ok, pending := m.reconcileDirty(ctx)
+		switch {
+		case !ok:
 			retry.Reset(retryIn)
 			retryIn = min(retryIn*2, reconcileRetryMax)
+		case !pending: // nothing failed is left
+			retry.Stop()
+			retryIn = reconcileRetry
 		}
 		// Removing expired leases from the store is housekeeping (Peers
-		// ignores them already): beside the loop, like the listing, so a
-		// store that hangs does not hold up the next repair.
+		// ignores them already): beside the loop, so a store that hangs
+		// does not hold up the next repair.
 		if m.removing.CompareAndSwap(false, true) {
 			wg.Go(func() {
 				defer m.removing.Store(false)
@@ -299,8 +364,8 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// A reconcile that failed is tried again after reconcileRetry, doubling up
-// to reconcileRetryMax while it keeps failing.
+// A network whose reconcile failed is tried again (alone) after
+// reconcileRetry, doubling up to reconcileRetryMax while failures go on.
 const (
 	reconcileRetry    = 500 * time.Millisecond
 	reconcileRetryMax = 10 * time.Second
@@ -320,7 +385,7 @@ func (m *Manager) nextExpiry() (time.Duration, bool) {
 	defer m.leasesMu.Unlock()
 	now := m.cfg.Leases.Now()
 	var first time.Time
-	for _, l := range m.leases {
+	for _, l := range m.snap.all {
 		if l.Expiry.IsZero() || l.Expired(now) {
 			continue
 		}
@@ -339,202 +404,192 @@ func (m *Manager) nextExpiry() (time.Duration, bool) {
 }
 
 // maxExpiryWait bounds the expiry timer; it is armed again after each
-// reconcile anyway.
+// pass anyway.
 const maxExpiryWait = time.Hour
 
-// The lease watch retries a failed query every watchRetry at first, then
-// at most every watchRetryMax: cheap (one request), and a store that comes
-// back is noticed within seconds. (It backed off to 30 s once, and peers
-// that appeared meanwhile took that long to be routed.)
-const (
-	watchRetry    = 500 * time.Millisecond
-	watchRetryMax = 2 * time.Second
-)
-
-// watch follows the leases with blocking queries, keeping the latest
-// snapshot; after an error it retries and starts again from a full listing.
-func (m *Manager) watch(ctx context.Context) {
-	var index uint64
-	backoff := watchRetry
-	failing := false
-	for ctx.Err() == nil {
-		ls, next, err := m.cfg.Leases.WatchLeases(ctx, index)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if !failing {
-				m.cfg.Log.Warn("lease watch failed; retrying", "err", err, "every", watchRetryMax)
-			} else {
-				m.cfg.Log.Debug("lease watch failed again", "err", err)
-			}
-			failing = true
-			index = 0 // resync from scratch when it works again
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, watchRetryMax)
-			continue
-		}
-		if failing {
-			m.cfg.Log.Info("lease watch recovered")
-			failing = false
-		}
-		backoff = watchRetry
-		// Index 0 after a non-zero one: the store's index went backwards
-		// (e.g. Consul restored), and the next query is a full resync.
-		changed := index == 0 || next != index
-		index = next
-		if changed {
-			m.setLeases(ls)
-			m.Kick()
-		}
-	}
-}
-
-// refresh re-reads all leases (the periodic full resync).
-func (m *Manager) refresh(ctx context.Context) {
-	ls, err := m.cfg.Leases.AllLeases(ctx)
-	if err != nil {
-		m.cfg.Log.Warn("lease listing failed; keeping current entries", "err", err)
-		return
-	}
-	m.setLeases(ls)
-}
-
-func (m *Manager) setLeases(ls []lease.Lease) {
-	m.leasesMu.Lock()
-	m.leases, m.haveAll = ls, true
-	m.leasesMu.Unlock()
-}
-
-// ReconcileAll syncs every attached network with the latest leases. Until
-// the store has answered once, it only repairs devices: removing entries on
-// the strength of an empty answer would cut traffic that is flowing.
-//
-// It reports whether every network reconciled: Run retries soon when one
-// did not (a route to a peer refused while the kernel was still bringing
-// the underlay back, say), not at the next event or resync, which may not
-// come for a long time.
+// ReconcileAll reconciles every attached network now, beside the loop:
+// a full pass. Until the watch has answered for a network's pool, it only
+// repairs the network's device: removing entries on the strength of an
+// absent answer would cut traffic that is flowing. It reports whether every
+// network reconciled.
 func (m *Manager) ReconcileAll(ctx context.Context) bool {
-	start := time.Now()
-	m.syncMu.Lock()
-	gen := m.attachGen
-	m.syncMu.Unlock()
 	m.mu.Lock()
-	nets := make([]*attached, 0, len(m.networks))
+	work := m.allWork()
+	m.mu.Unlock()
+	return m.runPass(ctx, work)
+}
+
+// reconcileDirty runs one pass over the work marked dirty (dirty.go). It
+// reports whether every network of the pass reconciled, and whether
+// networks that failed before are still waiting for their retry.
+func (m *Manager) reconcileDirty(ctx context.Context) (ok, failedLeft bool) {
+	m.mu.Lock()
+	work := m.takeWork()
+	m.mu.Unlock()
+	ok = m.runPass(ctx, work)
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, a := range m.networks {
-		nets = append(nets, a)
+		if a.failed {
+			return ok, true
+		}
+	}
+	return ok, false
+}
+
+// runPass reconciles the networks of work, with the leases as now known,
+// records each one's outcome and tells the Observer about the networks
+// that needed a reconcile. It reports whether none failed.
+func (m *Manager) runPass(ctx context.Context, work []workItem) bool {
+	if len(work) == 0 {
+		return true
+	}
+	start := time.Now()
+	// known before the leases: the watch records its answer's leases, then
+	// the pools it answered for, so this pass may see leases newer than
+	// what it knows answered, never a pool known without its leases.
+	m.mu.Lock()
+	known := make(map[netip.Prefix]bool, len(m.known))
+	for p := range m.known {
+		known[p] = true
 	}
 	m.mu.Unlock()
-	m.leasesMu.Lock()
-	all, have := m.leases, m.haveAll
-	m.leasesMu.Unlock()
-	ok, failed := true, 0
-	for _, a := range nets {
-		if !m.reconcile(ctx, a, all, have) {
+	snap := m.snapshot()
+	ok, ran, failed := true, 0, 0
+	outcomes := make([]outcome, len(work))
+	for i, w := range work {
+		o := m.reconcile(ctx, w, snap, known)
+		outcomes[i] = o
+		if o.ran {
+			ran++
+		}
+		if !o.ok {
 			ok = false
 			failed++
 		}
 	}
-	m.syncMu.Lock()
-	if gen == m.attachGen {
-		m.inSync = ok && (have || len(nets) == 0)
+	m.mu.Lock()
+	for i, w := range work {
+		o := outcomes[i]
+		if !o.ran || m.networks[w.id] != w.a || w.a.gen != w.gen {
+			continue // skipped, detached, or attached again since: its new Attach marked it
+		}
+		w.a.inLine, w.a.failed = o.ok && o.inLine, !o.ok
 	}
-	m.syncMu.Unlock()
-	if m.cfg.Observer != nil {
-		m.cfg.Observer.Reconciled(time.Since(start), len(nets), failed)
+	m.mu.Unlock()
+	if m.cfg.Observer != nil && ran > 0 {
+		m.cfg.Observer.Reconciled(time.Since(start), ran, failed)
 	}
 	return ok
 }
 
-// InSync reports whether the last reconcile brought every attached network
-// to its wanted state from a full listing of the leases, with no network
-// attached since (true with none attached). For readiness checks.
+// InSync reports whether every attached network's last reconcile brought
+// it to its wanted state from the watch's answer for its pool, with no
+// Attach since (true with none attached). A pass that reconciles only some
+// networks leaves the others' standing; one network failing makes it
+// false until that network reconciles. For readiness checks.
 func (m *Manager) InSync() bool {
-	m.syncMu.Lock()
-	defer m.syncMu.Unlock()
-	return m.inSync
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range m.networks {
+		if !a.inLine {
+			return false
+		}
+	}
+	return true
 }
 
 // Snapshot returns the attached networks and the latest leases the Manager
-// works from (known false until the store has answered once): what it
-// serves, for metrics and status, without asking the store.
+// works from, those of the attached networks' pools (known false until the
+// watch has answered for every followed pool once): what it serves, for
+// metrics and status, without asking the store.
 func (m *Manager) Snapshot() (nets []Network, leases []lease.Lease, known bool) {
 	m.mu.Lock()
 	for _, a := range m.networks {
 		nets = append(nets, a.view)
 	}
 	m.mu.Unlock()
-	m.leasesMu.Lock()
-	defer m.leasesMu.Unlock()
-	return nets, m.leases, m.haveAll
+	snap := m.snapshot()
+	return nets, snap.all, snap.complete
 }
 
 // removeExpired deletes the known leases past their expiry from the store
 // (hosts that died without releasing), so that their subnets can be leased
-// again.
+// again. Known leases are those of the attached pools; an expired lease of
+// another pool is removed by a host attached to it, or by the Acquire that
+// needs its subnet (lease.Registry.Acquire removes the expired leases of
+// the pool it claims from).
 func (m *Manager) removeExpired(ctx context.Context) {
-	m.leasesMu.Lock()
-	all, have := m.leases, m.haveAll
-	m.leasesMu.Unlock()
-	if !have {
+	snap := m.snapshot()
+	if !snap.complete {
 		return
 	}
-	if n := m.cfg.Leases.RemoveExpired(ctx, all); n > 0 {
+	if n := m.cfg.Leases.RemoveExpired(ctx, snap.all); n > 0 {
 		m.cfg.Log.Info("removed expired leases", "count", n)
 	}
 }
 
-// reconcile syncs one network, unless it was detached meanwhile.
-// It reports whether the network's state is now as wanted.
-func (m *Manager) reconcile(ctx context.Context, a *attached, all []lease.Lease, have bool) bool {
+// outcome is what one network's reconcile came to.
+type outcome struct {
+	ran    bool // it was reconciled (not skipped: gone, or peers unchanged)
+	ok     bool // it reached its wanted state, or nothing can be done
+	inLine bool // ...with its peers from an answer for its pool
+}
+
+// reconcile syncs one network, unless it was detached meanwhile, or the
+// work only asks for it if its peers changed and they did not.
+func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot, known map[netip.Prefix]bool) outcome {
+	a := w.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.gone {
-		return true
+		return outcome{ok: true}
 	}
 	n := a.n
+	have := known[n.Pool]
+	var peers []lease.Lease
+	if have {
+		peers = m.Peers(n, snap.byPool[n.Pool])
+	}
+	if w.how == reconcileIfPeersChanged && (!have || a.hasSynced && a.synced.equal(peersOf(peers))) {
+		return outcome{ok: true}
+	}
 	b, err := m.backend(n.Backend)
 	if err != nil {
 		m.cfg.Log.Error("reconcile", "network", n.ID, "err", err)
-		return true // retrying cannot help: the backend is unknown
+		return outcome{ran: true, ok: true, inLine: true} // retrying cannot help: the backend is unknown
 	}
 	if err := b.Setup(ctx, n); err != nil {
 		m.cfg.Log.Error("overlay device repair failed", "network", n.ID, "err", err)
-		return false
+		return outcome{ran: true}
 	}
 	if !have {
-		return true
+		return outcome{ran: true, ok: true}
 	}
-	peers := m.Peers(n, all)
 	if err := b.Sync(ctx, n, peers); err != nil {
 		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
-		return false
+		return outcome{ran: true}
 	}
-	m.observePeers(a, peers)
-	return true
+	m.observePeers(a, peersOf(peers))
+	return outcome{ran: true, ok: true, inLine: true}
 }
 
 // observePeers tells the Observer how peers differ from a's last
-// successful sync, and remembers them. Called with a.mu held.
-func (m *Manager) observePeers(a *attached, peers []lease.Lease) {
-	now := make(map[netip.Prefix]netip.Addr, len(peers))
+// successful sync (subnets and their public IPs), and remembers them.
+// Called with a.mu held.
+func (m *Manager) observePeers(a *attached, now peerSet) {
 	added, removed := 0, 0
-	for _, p := range peers {
-		now[p.Subnet] = p.PublicIP
-		if ip, ok := a.synced[p.Subnet]; !ok || ip != p.PublicIP {
+	for subnet, p := range now {
+		if old, ok := a.synced[subnet]; !ok || old.publicIP != p.publicIP {
 			added++
 		}
 	}
-	for subnet, ip := range a.synced {
-		if cur, ok := now[subnet]; !ok || cur != ip {
+	for subnet, old := range a.synced {
+		if p, ok := now[subnet]; !ok || p.publicIP != old.publicIP {
 			removed++
 		}
 	}
-	a.synced = now
+	a.synced, a.hasSynced = now, true
 	if m.cfg.Observer != nil && added+removed > 0 {
 		m.cfg.Observer.PeersChanged(added, removed)
 	}

@@ -1,10 +1,11 @@
 package overlay_test
 
-// Unit tests of the Manager's reconcile loop with a fake lease source and a
-// fake backend (fakes_test.go): no root, no namespace, no store. The
-// Manager follows kernel events in the test's own namespace, which at most
-// adds reconciles; nothing here counts them. Tests of what backends do to
-// the kernel are in manager_test.go and the backends' tests.
+// Unit tests of the Manager's reconcile loop with a fake lease source, a
+// watch over it and a fake backend (fakes_test.go): no root, no namespace,
+// no store. The Manager follows kernel events in the test's own namespace,
+// which at most adds reconciles; nothing here counts them (the tests that
+// do, in manager_dirty_test.go, turn kernel events off). Tests of what
+// backends do to the kernel are in manager_test.go and the backends' tests.
 
 import (
 	"context"
@@ -40,11 +41,11 @@ func unitLease(host, pool, subnet string, expiry time.Time) lease.Lease {
 		PublicIP: netip.MustParseAddr("192.0.2.1"), Expiry: expiry}
 }
 
-// newUnitManager returns a Manager over src and b, running until the test
-// ends, with its log in logs.
-func newUnitManager(t *testing.T, src overlay.LeaseSource, b overlay.Backend, logs *syncBuffer) *overlay.Manager {
+// newUnitManager returns a Manager over src (and a watch of it) and b,
+// closed when the test ends, with its log in logs.
+func newUnitManager(t *testing.T, src *fakeLeases, b overlay.Backend, logs *syncBuffer) *overlay.Manager {
 	t.Helper()
-	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, HostID: unitHost,
+	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, Watch: src.watch(), HostID: unitHost,
 		Backends: overlay.NewBackends(b), Resync: time.Hour,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(m.Close)
@@ -166,48 +167,44 @@ func TestExpiryTimerDropsDeadPeer(t *testing.T) {
 	})
 }
 
-// A failing lease watch is retried with a growing pause, not in a tight
-// loop; until leases were read once, the backend only repairs the device
-// (no Sync that would remove every entry); once the watch works again the
-// leases, including changes made meanwhile, reach Sync.
-func TestWatchErrorBacksOffAndRecovers(t *testing.T) {
+// While the store fails, the watch answers nothing (it retries inside, as
+// lease.Watch does), so until leases were read once the backend only
+// repairs the device (no Sync that would remove every entry); once the
+// store answers, the leases, including changes made meanwhile, reach Sync.
+// An outage after that leaves the entries as they were.
+func TestStoreOutage(t *testing.T) {
 	src := newFakeLeases(unitLease("host-b", "10.42.0.0/16", "10.42.2.0/24", time.Time{}))
 	src.fail(errors.New("injected: store unreachable"))
 	b := newFakeBackend()
-	logs := &syncBuffer{}
-	m := newUnitManager(t, src, b, logs)
+	m := newUnitManager(t, src, b, &syncBuffer{})
 	ctx := context.Background()
 	n := unitNetwork("net-a", "10.42.0.0/16", "10.42.1.0/24")
 	attachAndRun(t, m, n)
-	time.Sleep(1600 * time.Millisecond) // retries at 0, 0.5 and 1.5 s
-	if got := src.failedWatches(); got < 2 || got > 4 {
-		t.Fatalf("%d watch attempts in 1.6 s; want 2 to 4 (0.5 s, doubling)", got)
-	}
+	waitFor(t, "the watch to fail a few reads", func() bool { return src.failedReads() >= 3 })
+	m.ReconcileAll(ctx)
 	if setups, syncs, _ := b.state(n.ID); setups == 0 || syncs != 0 {
 		t.Fatalf("before any lease was read: %d Setups, %d Syncs; want Setups only", setups, syncs)
 	}
-	if !logs.contains("lease watch failed; retrying") {
-		t.Fatalf("the failing watch was not logged:\n%s", logs)
+	if m.InSync() {
+		t.Fatal("InSync before any lease was read")
 	}
 
 	src.set(unitLease("host-b", "10.42.0.0/16", "10.42.2.0/24", time.Time{}),
 		unitLease("host-c", "10.42.0.0/16", "10.42.3.0/24", time.Time{}))
 	src.fail(nil)
 	waitPeers(t, b, n.ID, "10.42.2.0/24", "10.42.3.0/24")
-	if !logs.contains("lease watch recovered") {
-		t.Fatalf("the recovery was not logged:\n%s", logs)
-	}
+	waitFor(t, "InSync once the leases were read", m.InSync)
 
-	// Failing again after it worked: the entries stay as they are, and the
-	// next working watch starts from a full listing.
-	failed := src.failedWatches()
+	// Failing again after it worked: the entries stay as they are, and
+	// once the store answers again its leases reach Sync.
+	failed := src.failedReads()
 	src.fail(errors.New("injected: store unreachable again"))
-	waitFor(t, "the watch to fail again", func() bool { return src.failedWatches() > failed })
+	src.set(unitLease("host-c", "10.42.0.0/16", "10.42.3.0/24", time.Time{}))
+	waitFor(t, "the watch to fail again", func() bool { return src.failedReads() > failed })
 	m.ReconcileAll(ctx)
 	if _, _, peers := b.state(n.ID); !slices.Equal(subnets(peers), []string{"10.42.2.0/24", "10.42.3.0/24"}) {
-		t.Fatalf("while the watch fails, peers %v; want the last known ones", subnets(peers))
+		t.Fatalf("while the store fails, peers %v; want the last known ones", subnets(peers))
 	}
-	src.set(unitLease("host-c", "10.42.0.0/16", "10.42.3.0/24", time.Time{}))
 	src.fail(nil)
 	waitPeers(t, b, n.ID, "10.42.3.0/24")
 }

@@ -15,14 +15,26 @@ import (
 type fakeObserver struct {
 	mu                    sync.Mutex
 	reconciles, failed    int
+	networks              int   // reconciled, summed over the passes
+	passes                []int // networks of each pass
 	added, removed, calls int
 }
 
-func (o *fakeObserver) Reconciled(_ time.Duration, _, failed int) {
+func (o *fakeObserver) Reconciled(_ time.Duration, networks, failed int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.reconciles++
 	o.failed += failed
+	o.networks += networks
+	o.passes = append(o.passes, networks)
+}
+
+// reconciledNetworks is how many networks the passes reconciled so far,
+// and in how many passes.
+func (o *fakeObserver) reconciledNetworks() (networks, passes int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.networks, o.reconciles
 }
 
 func (o *fakeObserver) PeersChanged(added, removed int) {
@@ -49,7 +61,7 @@ func TestObserverAndInSync(t *testing.T) {
 	)
 	b := newFakeBackend()
 	obs := &fakeObserver{}
-	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, HostID: unitHost, Backends: overlay.NewBackends(b),
+	m := overlay.NewManager(overlay.ManagerConfig{Leases: src, Watch: src.watch(), HostID: unitHost, Backends: overlay.NewBackends(b),
 		Resync: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: obs})
 	t.Cleanup(m.Close)
 	if !m.InSync() {

@@ -5,8 +5,10 @@
 // overlay/backends.All.
 // The Manager (manager.go; kernel events in kernelevents.go) keeps every
 // attached network's kernel state equal to the leases, through the network's
-// backend. It reads leases only through a LeaseSource (leasesource.go),
-// which *lease.Registry is: it never sees the store or its keys.
+// backend, reconciling only the networks a change concerns (dirty.go). It
+// reads leases only through a LeaseSource and a LeaseWatch
+// (leasesource.go), which *lease.Registry and *lease.Watch are: it never
+// sees the store or its keys.
 package overlay
 
 import (

@@ -53,9 +53,10 @@ type App struct {
 	// FELT_PROBE_INTERVAL=0.
 	Prober *probe.Prober
 
-	instance string // this felt's mark in kernel objects (its host ID's first 8)
-	hostID   string
-	backends *overlay.Backends
+	leaseWatch *lease.Watch // the overlay's; closed after it, before the stores
+	instance   string       // this felt's mark in kernel objects (its host ID's first 8)
+	hostID     string
+	backends   *overlay.Backends
 }
 
 // Telemetry is felt's metrics and the registry they are on, made before
@@ -137,12 +138,16 @@ func build(ctx context.Context, s Settings, log *slog.Logger, tel Telemetry) (*A
 		StateDir: s.StateDir, WireGuard: s.WireGuard, Log: log})
 	app.backends = bes
 	owner := leaseOwner{hostID: hostID, underlay: under, backends: bes}
+	// The overlay follows only its attached networks' pools, through a
+	// watch of their own (sharded: lease/watcher.go), closed by Close.
+	app.leaseWatch = reg.NewWatch(log)
 	app.Overlay = overlay.NewManager(overlay.ManagerConfig{
-		Leases: reg, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
+		Leases: reg, Watch: app.leaseWatch, Netlink: nl, HostID: hostID, Instance: instance, Underlay: under,
 		Backends: bes, Resync: s.Resync, Log: log, Observer: tel.Metrics,
 	})
 	tel.Metrics.SetState(app.metricsState)
 	if app.Prober, err = app.newProber(); err != nil {
+		app.leaseWatch.Close()
 		local.Close()
 		return nil, err
 	}
@@ -235,6 +240,7 @@ func (a *App) Background(ctx context.Context) {
 // Close releases the stores.
 func (a *App) Close() {
 	a.Overlay.Close()
+	a.leaseWatch.Close() // its queries read the shared store
 	if a.Shared != a.Local {
 		a.Shared.Close()
 	}

@@ -5,12 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/felt-net/felt/metrics"
 	"github.com/felt-net/felt/metrics/metricstest"
+	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/consul"
 	"github.com/felt-net/felt/testkit/netns"
@@ -139,8 +141,15 @@ func TestReadyFollowsTheStore(t *testing.T) {
 		!strings.Contains(body, "no leases read") || !strings.Contains(body, "overlay: ok: in sync with the leases (networks attached: 0)") {
 		t.Fatalf("/readyz with Consul down from the start: %d\n%s", code, body)
 	}
-	// The overlay watches the leases (no network is attached: it touches no
-	// kernel state of this host).
+	// The overlay watches the leases of its networks' pools only: one
+	// network is attached, host-gw in a pool no one uses, which makes no
+	// device and, with no peer, no route on this host.
+	n := overlay.Network{ID: "net-ready", Pool: netip.MustParsePrefix("10.249.0.0/16"), Subnet: netip.MustParsePrefix("10.249.1.0/24"),
+		Backend: "host-gw"}
+	if err := app.Overlay.Attach(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = app.Overlay.Detach(context.Background(), n) }()
 	go app.Overlay.Run(ctx)
 	agent.Restart()
 	var last string

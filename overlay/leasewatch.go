@@ -1,0 +1,114 @@
+package overlay
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+
+	"github.com/felt-net/felt/lease"
+)
+
+// The Manager follows the leases of its attached networks' pools only,
+// through a LeaseWatch (ManagerConfig.Watch, a *lease.Watch): Attach and
+// Detach set the watch's pools, Run reads its answers in watch. An answer
+// replaces the Manager's snapshot and marks the networks of the pools it
+// changed for a peer check (dirty.go); the watch retries the store itself.
+
+// leaseSnapshot is the watch's latest answer, indexed by pool.
+type leaseSnapshot struct {
+	all    []lease.Lease
+	byPool map[netip.Prefix][]lease.Lease
+	// complete: an answer came in which every followed pool had answered
+	// (Update.Complete) at least once since Run started. It stays true
+	// after: a pool followed since has its own knowledge (Manager.known),
+	// and the Snapshot's "leases read" should not flicker with each
+	// Attach of a new pool.
+	complete bool
+}
+
+func (m *Manager) snapshot() leaseSnapshot {
+	m.leasesMu.Lock()
+	defer m.leasesMu.Unlock()
+	return m.snap
+}
+
+// followPools tells the watch the pools of the attached networks, when
+// they changed, and forgets what it knew of pools no longer followed: a
+// pool followed again is known only after its next first answer.
+func (m *Manager) followPools() {
+	m.poolsMu.Lock()
+	defer m.poolsMu.Unlock()
+	m.mu.Lock()
+	var pools []netip.Prefix
+	for _, a := range m.networks {
+		pools = append(pools, a.view.Pool)
+	}
+	slices.SortFunc(pools, netip.Prefix.Compare)
+	pools = slices.Compact(pools)
+	for p := range m.known {
+		if _, ok := slices.BinarySearchFunc(pools, p, netip.Prefix.Compare); !ok {
+			delete(m.known, p)
+		}
+	}
+	m.mu.Unlock()
+	if slices.Equal(pools, m.pools) {
+		return
+	}
+	m.pools = pools
+	if m.cfg.Watch != nil {
+		m.cfg.Watch.SetPools(slices.Clone(pools))
+	}
+}
+
+// watch reads the watch's answers until ctx ends, and wakes the loop after
+// each (also when nothing is dirty: the expiry timer is armed again from
+// the new leases).
+func (m *Manager) watch(ctx context.Context) {
+	for {
+		u, err := m.cfg.Watch.Next(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.cfg.Log.Error("lease watch ended: peers are no longer followed", "err", err)
+			}
+			return
+		}
+		m.apply(u)
+		m.poke()
+	}
+}
+
+// apply records an answer: its leases become the snapshot (first, see
+// runPass), the pools it changed that are attached become known and their
+// networks are marked for a peer check; the first complete answer marks
+// every network.
+func (m *Manager) apply(u lease.Update) {
+	byPool := map[netip.Prefix][]lease.Lease{}
+	for _, l := range u.Leases {
+		byPool[l.Pool] = append(byPool[l.Pool], l)
+	}
+	m.leasesMu.Lock()
+	first := u.Complete && !m.snap.complete
+	m.snap = leaseSnapshot{all: u.Leases, byPool: byPool, complete: m.snap.complete || u.Complete}
+	m.leasesMu.Unlock()
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	attachedPools := map[netip.Prefix]bool{}
+	for _, a := range m.networks {
+		attachedPools[a.view.Pool] = true
+	}
+	changed := map[netip.Prefix]bool{}
+	for _, p := range u.Changed {
+		// An answer for a pool no longer attached (made before its
+		// Detach) must not make it known: attached again, it is known
+		// from its next first answer only.
+		if attachedPools[p] {
+			m.known[p] = true
+			changed[p] = true
+		}
+	}
+	m.markPools(changed)
+	if first {
+		m.dirty.markAll()
+	}
+}
