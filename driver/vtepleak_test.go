@@ -36,13 +36,14 @@ func newOverlayEnv(t *testing.T) (e *env, m *overlay.Manager, stop func()) {
 	host := tbed.NSHost{FakeHost: tbed.FakeHost{IP: netip.MustParseAddr("192.0.2.1")}, NS: e.host.Handle}
 	const hostID, inst = "testinst-host", "testinst"
 	bes := backends.All(overlay.BackendConfig{Netlink: e.host.NL, Host: host, HostID: hostID, Instance: inst, Log: e.d.cfg.Log})
-	m = overlay.NewManager(overlay.ManagerConfig{Leases: e.d.cfg.Registry, Netlink: e.host.NL, HostID: hostID, Instance: inst,
+	watch := e.d.cfg.Registry.NewWatch(e.d.cfg.Log)
+	m = overlay.NewManager(overlay.ManagerConfig{Leases: e.d.cfg.Registry, Watch: watch, Netlink: e.host.NL, HostID: hostID, Instance: inst,
 		Underlay: host, Backends: bes, Resync: time.Hour, Log: e.d.cfg.Log})
 	e.d.cfg.Overlay, e.d.cfg.Backends = m, bes
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(runCtx); close(done) }()
-	stop = func() { cancel(); <-done }
+	stop = func() { cancel(); <-done; watch.Close() }
 	t.Cleanup(stop) // before the store closes (registered earlier, so run later)
 	return e, m, stop
 }
