@@ -113,3 +113,12 @@ func TestScaleRows(t *testing.T) {
 		t.Errorf("unavailable scale part:\n%s", got)
 	}
 }
+
+func TestDistCell(t *testing.T) {
+	if got := distCell(Dist{N: 2, P50: 40, P99: 1200}, 1, 180); got != "40 ms / 1200 ms; 1 not routed everywhere within 180 s" {
+		t.Errorf("distCell = %q", got)
+	}
+	if got := distCell(Dist{}, 1, 180); got != "1 not routed everywhere within 180 s" {
+		t.Errorf("distCell with nothing routed = %q", got)
+	}
+}

@@ -39,9 +39,11 @@ func scaleRows(sc Scale, header, row func(cells ...string)) {
 			return fmt.Sprintf("%.1f s / %.1f s", st.RoutedAfterLastBulkS, st.RoutedAfterLastAcquireS)
 		})
 	stageRow(fmt.Sprintf("new lease → route on every host, p50 / p99 (%d via Acquire)", newLeases), "from the Acquire call's start",
-		func(st ScaleStage) string { return ms(st.Propagation.P50) + " / " + ms(st.Propagation.P99) })
+		func(st ScaleStage) string {
+			return distCell(st.Propagation, st.NewLeasesUnrouted, st.RouteBoundS)
+		})
 	stageRow("lease write → route on every host, p50 / p99 (single changes)", "a new lease written straight to Consul, one at a time",
-		func(st ScaleStage) string { return ms(st.WriteToRoute.P50) + " / " + ms(st.WriteToRoute.P99) })
+		func(st ScaleStage) string { return distCell(st.WriteToRoute, st.Unrouted, st.RouteBoundS) })
 	stageRow("felt CPU per lease change, max of hosts (minus quiet CPU)", "",
 		func(st ScaleStage) string {
 			return fmt.Sprintf("%s (%s)", ms(slices.Max(append([]float64{0}, st.FeltCPUMSPerChange...))), ms(slices.Max(append([]float64{0}, st.FeltCPUMSPerChangeNet...))))
@@ -67,6 +69,18 @@ func scaleRows(sc Scale, header, row func(cells ...string)) {
 		row(fmt.Sprintf("%d watchers (%d changes)", p.Watchers, p.Changes), ms(p.ConsulCPUMSPerChange), kib(p.BytesPerChange),
 			fmt.Sprintf("write → every watcher answered p50 %s; %s/s; Consul %.0f%% of a core meanwhile", ms(p.FanOut.P50), kib(int64(p.BytesPerS)), p.ConsulCPUPercentChanges), "")
 	}
+}
+
+// distCell is "p50 / p99", and how many were not routed within bound.
+func distCell(d Dist, unrouted int, bound float64) string {
+	var parts []string
+	if d.N > 0 {
+		parts = append(parts, ms(d.P50)+" / "+ms(d.P99))
+	}
+	if unrouted > 0 {
+		parts = append(parts, fmt.Sprintf("%d not routed everywhere within %.0f s", unrouted, bound))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // kib is a byte count for the table, in KiB or MiB.
