@@ -22,6 +22,9 @@ import (
 //
 //	go test -run '^$' -bench 'Felt/Names' -benchtime 1x -count 1 ./bench/
 //
+// (the control plane at 1,000 and 10,000 leases with simulated watchers is
+// 'Felt/Scale'; smaller: -args -scale-leases 2000 -scale-watchers 0,10)
+//
 // and so is each data-plane path (bare, same-host, host-gw, vxlan,
 // vxlan+directrouting, udp, wireguard):
 //
@@ -78,6 +81,13 @@ func BenchmarkFelt(b *testing.B) {
 			bin := bin(b)
 			if err := runScope(b, "control plane", func(s *scope) { controlPlane(s, bin, &r.ControlPlane) }); err != nil {
 				r.ControlPlane.Available, r.ControlPlane.Reason = false, err.Error()
+			}
+		})
+		part("Scale", func(b *testing.B) {
+			bin := bin(b)
+			logf("scale: %d hosts, 1,000 then %d leases, then simulated watchers (%s)", realHosts, *scaleLeases, *scaleWatchers)
+			if err := runScope(b, "scale", func(s *scope) { controlPlaneScale(s, bin, &r.Scale) }); err != nil {
+				r.Scale.Available, r.Scale.Reason = false, err.Error()
 			}
 		})
 		part("Docker", func(b *testing.B) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/felt-net/felt/testkit"
 	"io"
 	"net/http"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/hosts"
 )
 

@@ -44,6 +44,18 @@ type Networks struct {
 	FeltCPUMS [2]float64    `json:"felt_cpu_ms_per_network"`
 	Peak      KernelObjects `json:"peak"`
 	Left      KernelObjects `json:"left"`
+	// One TCP stream (iperf3, median of 3 runs) between two containers on
+	// one felt network: Alone with no other network on the host, WithAll
+	// on a network made after the Created ones, all present (its rules
+	// come after theirs); ThroughputRatio is WithAll/Alone. Forward policy
+	// DROP, as Docker sets it. BridgeNFCallIptables is the host's
+	// net.bridge.bridge-nf-call-iptables: with 1, container-to-container
+	// traffic on a bridge passes the iptables rules of every network.
+	Alone                *Throughput `json:"tcp_1_stream_one_network,omitempty"`
+	WithAll              *Throughput `json:"tcp_1_stream_all_networks_present,omitempty"`
+	ThroughputRatio      float64     `json:"tcp_1_stream_ratio_all_to_one,omitempty"`
+	ThroughputReason     string      `json:"throughput_reason,omitempty"`
+	BridgeNFCallIptables string      `json:"bridge_nf_call_iptables,omitempty"`
 }
 
 // KernelObjects counts what felt makes in a host's namespace.
@@ -124,6 +136,19 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 		s.Fatalf("-networks %d: between 1 and 4096", r.Wanted)
 	}
 	h := hosts.NewHost(s, hosts.HostOptions{Binary: bin, Env: []string{"FELT_LOG_LEVEL=info", "FELT_RESYNC_INTERVAL=30s"}})
+	// As Docker sets it (see dataPlane): felt's rules must accept the
+	// pools' traffic, and their traversal is part of what throughput pays.
+	testkit.MustRun(s, testkit.NetNSExec(h.NS, "iptables", "-P", "FORWARD", "DROP")...)
+	if out, err := testkit.Run(testkit.NetNSExec(h.NS, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables")...); err == nil {
+		r.BridgeNFCallIptables = strings.TrimSpace(out)
+	}
+	// Before the first network: its own network, gone before the counts.
+	alone, err := networkThroughput(s, h)
+	if err != nil {
+		r.ThroughputReason = err.Error()
+	} else {
+		r.Alone = &alone
+	}
 	base := countKernel(s, h.NS)
 	baseRoutes, _ := testkit.Run("ip", "-4", "-n", h.NS, "route", "show", "table", "all")
 	type made struct {
@@ -205,6 +230,16 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 		r.FeltCPUMS = [2]float64{(cpus[w] - cpus[0]) / float64(w), (cpus[r.Created] - cpus[r.Created-w]) / float64(w)}
 	}
 	r.Peak = minus(countKernel(s, h.NS), base)
+	if r.Alone != nil {
+		all, err := networkThroughput(s, h)
+		if err != nil {
+			r.ThroughputReason = err.Error()
+		} else {
+			r.WithAll = &all
+			r.ThroughputRatio = ratio(all.Gbps, r.Alone.Gbps)
+			logf("networks: one TCP stream with %d networks present: %.2f× the same with none", r.Created, r.ThroughputRatio)
+		}
+	}
 	for i, m := range nets {
 		if err := h.Call("NetworkDriver.Leave", netapi.LeaveRequest{NetworkID: m.net.ID, EndpointID: m.ep}, nil); err != nil {
 			s.Fatalf("network %d: Leave: %v", i, err)
@@ -246,6 +281,25 @@ func manyNetworks(s *scope, bin string, r *Networks) {
 		r.Created, r.Wanted, ch, ct, cr, dh, dt, 1/max(dr, 1e-9))
 	logf("networks: felt CPU per network created: %.1f ms over the first tenth, %.1f ms over the last", r.FeltCPUMS[0], r.FeltCPUMS[1])
 	logf("networks: at the peak %s; left after the deletes %s", r.Peak, r.Left)
+}
+
+// networkThroughput makes a network on h with two containers, measures
+// one TCP stream between them and removes it all again.
+func networkThroughput(s *scope, h *hosts.Host) (Throughput, error) {
+	var t Throughput
+	err := runScope(s.TB, "network throughput", func(ps *scope) {
+		n := h.MustNetwork(ps, hosts.NetSpec{Subnet: "10.100.0.0/16"}) // apart from the parts' 10.64.0.0/11
+		a, b := n.MustRun(ps, ""), n.MustRun(ps, "")
+		testkit.WaitFor(ps, "containers on one network reach each other", func() bool { return a.Ping(b.Addr.Addr()) == nil })
+		startIperfServer(ps, b.NS, b.Addr.Addr())
+		var err error
+		t, err = medianRun(iperfRuns, func() (Throughput, error) { return runIperf(a.NS, b.Addr.Addr(), 1, []int{h.PID()}) })
+		if err != nil {
+			ps.Fatalf("%v", err)
+		}
+		logf("networks: one TCP stream between two containers on one network: %.2f Gbit/s (median of %v)", t.Gbps, t.Runs)
+	})
+	return t, err
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

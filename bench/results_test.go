@@ -18,6 +18,7 @@ type Results struct {
 	DataPlane       []Path       `json:"data_plane"`
 	DataPlaneReason string       `json:"data_plane_reason,omitempty"` // set when the cluster itself failed
 	ControlPlane    ControlPlane `json:"control_plane"`
+	Scale           Scale        `json:"control_plane_scale"`
 	DockerRun       DockerRun    `json:"docker_run"`
 	Names           NameLookups  `json:"name_lookups"`
 	Networks        Networks     `json:"networks"`
@@ -25,12 +26,12 @@ type Results struct {
 }
 
 // partCount is the number of parts (sub-benchmarks) of a whole run.
-const partCount = 5
+const partCount = 6
 
 // partsOf is what the parts in ran measured, by sub-benchmark name, for a
 // run of some parts only.
 func partsOf(r Results, ran map[string]bool) map[string]any {
-	all := map[string]any{"DataPlane": r.DataPlane, "ControlPlane": r.ControlPlane, "Docker": r.DockerRun, "Names": r.Names, "Networks": r.Networks}
+	all := map[string]any{"DataPlane": r.DataPlane, "ControlPlane": r.ControlPlane, "Scale": r.Scale, "Docker": r.DockerRun, "Names": r.Names, "Networks": r.Networks}
 	if r.DataPlaneReason != "" {
 		all["DataPlane"] = map[string]any{"data_plane": r.DataPlane, "data_plane_reason": r.DataPlaneReason}
 	}
@@ -104,7 +105,9 @@ func writeJSON(path string, r Results) error {
 // own header rows.
 func table(r Results) string {
 	// A results.json from before the networks part has none: no section.
-	return tableOf(r, map[string]bool{"DataPlane": true, "ControlPlane": true, "Docker": true, "Names": true, "Networks": r.Networks.Wanted > 0})
+	// Nor one from before the scale part a scale section.
+	return tableOf(r, map[string]bool{"DataPlane": true, "ControlPlane": true, "Docker": true, "Names": true,
+		"Networks": r.Networks.Wanted > 0, "Scale": r.Scale.RealHosts > 0})
 }
 
 // tableOf is table with the sections of the parts in ran only (a run of
@@ -211,7 +214,18 @@ func tableOf(r Results, ran map[string]bool) string {
 			row("DeleteNetwork (first: all present; last: one)", ms(dh), ms(dt), fmt.Sprintf("first/last %.2f×", 1/max(dr, 1e-9)), "")
 			row("felt CPU per network created (first and last tenth)", ms(n.FeltCPUMS[0]), ms(n.FeltCPUMS[1]), "with its endpoint and the overlay reconciles they start", "")
 			row("kernel objects left after the deletes", "", "", fmt.Sprintf("%s (at the peak: %s)", n.Left, n.Peak), "")
+			switch {
+			case n.Alone != nil && n.WithAll != nil:
+				row("TCP, 1 stream, container ↔ container on one network (first: no other network; last: all present)",
+					fmt.Sprintf("%.2f Gbit/s", n.Alone.Gbps), fmt.Sprintf("%.2f Gbit/s", n.WithAll.Gbps),
+					fmt.Sprintf("last/first %.2f× (bridge-nf-call-iptables %s)", n.ThroughputRatio, n.BridgeNFCallIptables), "")
+			case n.ThroughputReason != "":
+				row("TCP, 1 stream, container ↔ container on one network", na(n.ThroughputReason), "", "", "")
+			}
 		}
+	}
+	if ran["Scale"] {
+		scaleRows(r.Scale, header, row)
 	}
 	return b.String()
 }
