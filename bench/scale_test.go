@@ -213,7 +213,7 @@ func controlPlaneScale(s *scope, bin string, sc *Scale) {
 	for _, h := range x.c.Hosts {
 		h.Stop()
 	}
-	sc.Watchers = watcherLoad(s, x.c, x.store, x.consul, counts, prefixWatcher("felt/leases/"))
+	sc.Watchers = watcherLoad(s, x.c, x.store, x.consul, counts, leaseWatchWatcher(x.pool))
 	sc.Available = true
 }
 

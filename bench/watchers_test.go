@@ -4,16 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strconv"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+
 	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/kv/consulkv"
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/testkit/hosts"
 )
@@ -74,67 +75,37 @@ type leaseWatcher struct {
 	run      func(ctx context.Context, client *http.Client, addr string, seen func(uint64))
 }
 
-// prefixWatcher watches each of prefixes as felt's consulkv.Store.Wait
-// does today: every Wait call starts with a non-blocking read of the
-// prefix, then holds blocking queries (index=, wait=5m) until the index
-// moves. A felt host holds one on felt/leases/ (lease.Registry.WatchLeases);
-// a sharded watch would be one per shard prefix (mind Consul's
-// http_max_conns_per_client, 200: each blocking query is a connection).
-func prefixWatcher(prefixes ...string) leaseWatcher {
+// leaseWatchWatcher runs felt's own lease watch (lease.Watch over pool:
+// one blocking query per bucket of the pool's keys) on the watcher's
+// connections, as a felt host attached to a network of pool does. It hides
+// the store index, so it reports the latest lease expiry it holds (each
+// change is a renewal).
+func leaseWatchWatcher(pool netip.Prefix) leaseWatcher {
 	return leaseWatcher{
-		desc: fmt.Sprintf("consulkv.Wait on %q: each call a non-blocking read, then blocking queries until the index moves", prefixes),
+		desc:     fmt.Sprintf("lease.Watch of %s (a blocking query per bucket of its keys)", pool),
+		byExpiry: true,
 		run: func(ctx context.Context, client *http.Client, addr string, seen func(uint64)) {
-			var wg sync.WaitGroup
-			for _, p := range prefixes {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var idx uint64
-					for ctx.Err() == nil {
-						next, err := kvList(ctx, client, addr, p, 0) // Wait's first read
-						for err == nil && idx != 0 && next == idx {
-							next, err = kvList(ctx, client, addr, p, idx)
-						}
-						if err != nil {
-							time.Sleep(100 * time.Millisecond)
-							continue
-						}
-						idx = next
-						seen(idx)
-					}
-				}()
+			store, err := consulkv.New(&consulapi.Config{Address: addr, HttpClient: client})
+			if err != nil {
+				return
 			}
-			wg.Wait()
+			defer store.Close()
+			w := lease.NewRegistry(store, "felt/", nil).NewWatch(nil)
+			defer w.Close()
+			w.SetPools([]netip.Prefix{pool})
+			for {
+				u, err := w.Next(ctx)
+				if err != nil {
+					return
+				}
+				var latest int64
+				for _, l := range u.Leases {
+					latest = max(latest, l.Expiry.UnixNano())
+				}
+				seen(uint64(latest))
+			}
 		},
 	}
-}
-
-// kvList reads prefix recursively (blocking after index, if not 0) and
-// returns Consul's index, discarding the body. Accept-Encoding is set as
-// Go's client sets it for felt, so Consul compresses as it would for felt.
-func kvList(ctx context.Context, client *http.Client, addr, prefix string, index uint64) (uint64, error) {
-	q := url.Values{"recurse": {""}}
-	if index != 0 {
-		q.Set("index", strconv.FormatUint(index, 10))
-		q.Set("wait", "5m")
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/kv/"+prefix+"?"+q.Encode(), nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", prefix, resp.Status)
-	}
-	return strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
 }
 
 // watcherLoad measures Consul against each number of watchers in counts,
