@@ -441,7 +441,12 @@ var errBudget = errors.New("time budget used up")
 // through its own counting proxy (appended to proxies). The harness gives
 // every host the cluster's Env; it is set per host around AddHost.
 func proxiedCluster(s *scope, bin string, n int, proxies *[]*consulProxy) *hosts.Cluster {
-	c := hosts.NewCluster(s, bin, 0, hostEnv...)
+	// The proxies all reach Consul from one address, where real hosts each
+	// have their own: Consul's limit of concurrent connections per client
+	// address (200; every blocking query holds one, and a host's lease watch
+	// may hold 64) is raised so that it does not count the proxies as one.
+	c := hosts.NewClusterWith(s, hosts.ClusterOptions{Binary: bin, Env: hostEnv,
+		ConsulArgs: []string{"-hcl", "limits { http_max_conns_per_client = 2000 }"}})
 	base := c.Env
 	for range n {
 		p := startConsulProxy(s, c)

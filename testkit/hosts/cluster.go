@@ -41,6 +41,8 @@ type ClusterOptions struct {
 	// Hosts then get the CA, a client certificate and a token that may
 	// write felt's prefix only.
 	Secure bool
+	// ConsulArgs are added to Consul's command line (e.g. -hcl settings).
+	ConsulArgs []string
 }
 
 // UnderlayGW is the underlay bridge's address, where Consul listens; host
@@ -67,11 +69,11 @@ func NewClusterWith(t testing.TB, o ClusterOptions) *Cluster {
 	testkit.MustRun(t, "ip", "-n", c.UL, "link", "set", "br0", "up")
 	if o.Secure {
 		c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: UnderlayGW, Client: UnderlayGW,
-			Persistent: true, TLS: true, ACL: true})
+			Persistent: true, TLS: true, ACL: true, Args: o.ConsulArgs})
 		token := c.Consul.CreateToken("felt", `key_prefix "felt/" { policy = "write" }`)
 		c.Env = testkit.SetEnv(c.Consul.ClientEnv(), "CONSUL_HTTP_TOKEN="+token)
 	} else {
-		c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: UnderlayGW, Client: UnderlayGW, Persistent: true})
+		c.Consul = consul.Start(t, consul.Options{NetNS: c.UL, Bind: UnderlayGW, Client: UnderlayGW, Persistent: true, Args: o.ConsulArgs})
 		c.Env = []string{"CONSUL_HTTP_ADDR=" + c.Consul.Addr}
 	}
 	c.Env = append(c.Env, o.Env...)
