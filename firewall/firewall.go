@@ -209,9 +209,9 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 		return nil, false
 	}
 	// Entries are compared, not networks: two networks may render the same
-	// entry (a pool written unmasked beside its masked form; two pools on
-	// one bridge: its bridges entries), which goes only when no network
-	// left renders it. Comparing them all is memory work only.
+	// entry (a pool written unmasked beside its masked form), which goes
+	// only when no network left renders it. Comparing them all is memory
+	// work only.
 	after, prev := f.entries(nets), f.entries(before)
 	adds, dels := minusEntries(after, prev), minusEntries(prev, after)
 	err := nsutil.Do(f.ns, func() error {
@@ -229,9 +229,9 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 				return err
 			}
 		}
-		// An added network's pools and bridges entries (which drop) before
-		// its nets entry (which lets its traffic through), a removed one's
-		// in the reverse order: entries lists them so.
+		// An added network's pools entry (which drops) before its nets
+		// entry (which lets its traffic through), a removed one's in the
+		// reverse order: entries lists them so.
 		for _, e := range adds {
 			if _, err := addEntry(e); err != nil {
 				return err
@@ -265,22 +265,6 @@ func minusEntries(a, b []entry) []entry {
 	for _, e := range a {
 		if !skip[e] {
 			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// minus returns the rules of a that are not in b, each once, in a's order.
-func minus(a, b []rule) []rule {
-	skip := make(map[string]bool, len(b))
-	for _, r := range b {
-		skip[r.key()] = true
-	}
-	var out []rule
-	for _, r := range a {
-		if !skip[r.key()] {
-			skip[r.key()] = true
-			out = append(out, r)
 		}
 	}
 	return out

@@ -36,8 +36,8 @@ func (n Network) check() error {
 	if len(n.Bridge) <= len(BridgePrefix) || !strings.HasPrefix(n.Bridge, BridgePrefix) {
 		return fmt.Errorf("firewall: bridge name %q: must begin with %q (the rules match felt's bridges by it)", n.Bridge, BridgePrefix)
 	}
-	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() {
-		return fmt.Errorf("firewall: bridge %s: pool %v is not an IPv4 prefix", n.Bridge, n.Pool)
+	if !n.Pool.IsValid() || !n.Pool.Addr().Is4() || n.Pool.Bits() == 0 {
+		return fmt.Errorf("firewall: bridge %s: pool %v is not an IPv4 prefix of 1 to 32 bits (a set entry of 0 bits is not written)", n.Bridge, n.Pool)
 	}
 	return nil
 }

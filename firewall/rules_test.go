@@ -309,6 +309,7 @@ func TestNetworkCheck(t *testing.T) {
 		{Network{"felt a", pool}, "bridge name"},
 		{Network{"felt-red", netip.Prefix{}}, "pool"},
 		{Network{"felt-red", netip.MustParsePrefix("fd00::/64")}, "pool"},
+		{Network{"felt-red", netip.MustParsePrefix("0.0.0.0/0")}, "pool"},
 	} {
 		if err := c.n.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Check(%+v) = %v, want an error naming the %s", c.n, err, c.want)
