@@ -97,9 +97,15 @@ func TestKeepRepairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Keep is stopped, and waited for, before the namespace goes (cleanups
+	// run last first): a Keep still running after its namespace's handle
+	// was closed would repair in the test's own namespace (a closed handle
+	// is the current namespace), as it did on a failed run, which left this
+	// instance's rules and sets on the host.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fw.Keep(ctx, 100*time.Millisecond)
+	kept := make(chan struct{})
+	go func() { defer close(kept); fw.Keep(ctx, 100*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-kept })
 	mustSync(t, fw, redNet, blueNet)
 	want := dump(t, ns, path)
 	ipt := func(args ...string) {
