@@ -25,7 +25,8 @@ func TestRepeatedCreateNetworkKeepsOtherNetworksRules(t *testing.T) {
 	e.d.cfg.Firewall = fw
 	a := e.network(t, id("aa", 'a'), "10.60.0.0/16")
 	b := e.network(t, id("bb", 'b'), "10.61.0.0/16")
-	rules := func() string { return e.host.MustRun(t, "iptables-save") }
+	// The firewall keeps which networks it isolates in ipsets.
+	rules := func() string { return firewallSets(t, e.host) }
 	if r := rules(); !strings.Contains(r, BridgeName(a.ID)) || !strings.Contains(r, BridgeName(b.ID)) {
 		t.Fatalf("rules of both networks expected before the repeat:\n%s", r)
 	}

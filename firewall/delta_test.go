@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/testkit/netns"
 )
@@ -24,6 +26,7 @@ func sortedChains(t *testing.T, ns *netns.NS, path string) string {
 		slices.Sort(r)
 		b.WriteString(c.chain + ":\n" + strings.Join(r, "\n") + "\n")
 	}
+	b.WriteString(dumpSets(t, ns))
 	return b.String()
 }
 
@@ -62,30 +65,23 @@ func TestIncrementalSyncMatchesFull(t *testing.T) {
 		if out, err := inc.Run(path, "-w", "-S", firewall.Chain); err == nil {
 			t.Errorf("FELT left after the last network went:\n%s", out)
 		}
+		if left := dumpSets(t, inc); left != "" {
+			t.Errorf("sets left after the last network went:\n%s", left)
+		}
 	})
 }
 
-// A Sync whose incremental write fails (a rule of a removed network was
+// A Sync whose incremental write fails (an entry of a removed network was
 // already deleted by someone) falls back to the full one: no error, and
-// exactly the rules of the networks left.
+// exactly the rules and entries of the networks left.
 func TestIncrementalSyncFallsBack(t *testing.T) {
 	eachFlavour(t, func(t *testing.T, path string) {
 		ns, full := netns.New(t, "fw"), netns.New(t, "fw")
 		fw := newFirewall(t, ns, path, "inst0001")
 		mustSync(t, fw, redNet, blueNet)
-		blue := ""
-		for _, r := range rulesOf(t, ns, path, "filter", firewall.Chain) {
-			if strings.Contains(r, "felt-blue") {
-				blue = r
-				break
-			}
-		}
-		if blue == "" {
-			t.Fatal("no rule of felt-blue in FELT")
-		}
-		args := append([]string{"-w", "-D"}, strings.Fields(strings.ReplaceAll(strings.TrimPrefix(blue, "-A "), `"`, ""))...)
-		if out, err := ns.Run(path, args...); err != nil {
-			t.Fatalf("%v: %s", err, out)
+		blue := &netlink.IPSetEntry{IP: bluePool.Addr().AsSlice(), CIDR: uint8(bluePool.Bits()), IFace: blueNet.Bridge}
+		if err := ns.Do(func() error { return netlink.IpsetDel("felt-inst0001-nets", blue) }); err != nil {
+			t.Fatalf("delete blue's entry: %v", err)
 		}
 		mustSync(t, fw, redNet)
 		mustSync(t, newFirewall(t, full, path, "inst0001"), redNet)
@@ -146,11 +142,16 @@ func filterFailing(t *testing.T, path string) (ipt, marker string) {
 }
 
 // noAcceptsWithoutDrops fails when a network's accepts are in FELT while
-// its isolation drops are not in FELT-ISOLATION.
+// its isolation drops are not in FELT-ISOLATION: for the rules of the
+// layout before the sets, which name each network's bridge in their
+// comment, by bridge; for the sets' rules, all of the isolation chain's,
+// and each entry of the nets set (which lets a network's traffic through)
+// with the network's pools entry (which drops).
 func noAcceptsWithoutDrops(t *testing.T, ns *netns.NS, path string, nets ...firewall.Network) {
 	t.Helper()
-	iso := strings.Join(rulesOf(t, ns, path, "mangle", firewall.IsolationChain), "\n") + "\n"
-	for _, n := range nets {
+	isoRules := rulesOf(t, ns, path, "mangle", firewall.IsolationChain)
+	iso := strings.Join(isoRules, "\n") + "\n"
+	for _, n := range append(nets, firewall.Network{Bridge: "/all"}) {
 		tag := `"felt:inst0001:` + n.Bridge + `"`
 		for _, r := range rulesOf(t, ns, path, "filter", firewall.Chain) {
 			if strings.Contains(r, tag) && strings.HasSuffix(r, "-j ACCEPT") && !strings.Contains(iso, tag) {
@@ -158,30 +159,53 @@ func noAcceptsWithoutDrops(t *testing.T, ns *netns.NS, path string, nets ...fire
 			}
 		}
 	}
+	if n := strings.Count(iso, `"felt:inst0001:/all"`); n != 0 && n != 6 {
+		t.Errorf("%d of the 6 isolation drops:\n%s", n, iso)
+	}
+	sets := dumpSets(t, ns)
+	for _, n := range nets {
+		if strings.Contains(sets, "\n"+n.Pool.String()+","+n.Bridge+"\n") &&
+			!strings.Contains(sets, "\n"+n.Pool.String()+"\n") {
+			t.Errorf("%s: in the nets set without its pools entry:\n%s", n.Bridge, sets)
+		}
+	}
 }
 
 // A network's isolation drops go only after its accepts did: a Sync whose
-// filter transaction fails after the mangle one went through (removing a
-// network incrementally, fully, or the last one) must not leave the
-// network's accepts without its drops (a forged source in its pool passing
-// from docker_gwbridge) until a resync succeeds.
+// filter transaction fails after the mangle one went through (an upgrade
+// from the per-network rules, which deletes them; removing the last
+// network) must not leave a network's accepts without its drops (a forged
+// source in its pool passing from docker_gwbridge) until a resync
+// succeeds.
 func TestFailedFilterWriteKeepsDrops(t *testing.T) {
 	eachFlavour(t, func(t *testing.T, path string) {
 		ipt, marker := filterFailing(t, path)
 		ns := netns.New(t, "fw")
+		perNetworkLayout(t, &lab{host: ns}, path, "inst0001", redNet, blueNet)
 		fw := newFirewall(t, ns, ipt, "inst0001")
-		mustSync(t, fw, redNet, blueNet)
 		if err := os.WriteFile(marker, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := fw.Sync([]firewall.Network{redNet}); err == nil {
-			t.Error("Sync succeeded with every filter write failing")
+		if err := fw.Sync([]firewall.Network{redNet, blueNet}); err == nil {
+			t.Error("the upgrade succeeded with every filter write failing")
 		}
 		noAcceptsWithoutDrops(t, ns, path, redNet, blueNet)
+		if err := os.Remove(marker); err != nil {
+			t.Fatal(err)
+		}
+		mustSync(t, fw, redNet, blueNet)
+		mustSync(t, fw, redNet) // incremental: no filter write
+		noAcceptsWithoutDrops(t, ns, path, redNet, blueNet)
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if err := fw.Sync(nil); err == nil {
 			t.Error("Sync of no networks succeeded with every filter write failing")
 		}
 		noAcceptsWithoutDrops(t, ns, path, redNet, blueNet)
+		if !strings.Contains(dumpSets(t, ns), "10.1.0.0/16,felt-red") {
+			t.Errorf("red's entries gone while its accepts stay:\n%s", dumpSets(t, ns))
+		}
 		if err := os.Remove(marker); err != nil {
 			t.Fatal(err)
 		}
@@ -190,6 +214,9 @@ func TestFailedFilterWriteKeepsDrops(t *testing.T) {
 		}
 		if left := feltRules(t, ns, path); len(left) > 0 {
 			t.Errorf("rules left after Remove:\n%s", strings.Join(left, "\n"))
+		}
+		if left := dumpSets(t, ns); left != "" {
+			t.Errorf("sets left after Remove:\n%s", left)
 		}
 	})
 }

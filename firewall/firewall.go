@@ -37,8 +37,14 @@
 //     whose INPUT policy drops (ufw) would otherwise drop. Docker writes
 //     nothing to INPUT for containers: its resolver lives in their netns.
 //
+// Each chain holds the same few rules of each felt instance whatever its
+// networks: which pool belongs to which bridge is in ipsets (see sets in
+// rules.go), so that the work per packet does not grow with the networks
+// (issue 14), and a network's creation or deletion writes set entries, not
+// rules (delta).
+//
 // Sync sets them up, and Keep repeats it periodically, so that a flush or a
-// reorder by anyone is repaired within a resync interval.
+// reorder by anyone, or a set changed, is repaired within a resync interval.
 package firewall
 
 import (
@@ -170,115 +176,77 @@ func (f *Firewall) Sync(nets []Network) error {
 	return err
 }
 
-// delta writes only the rules of the networks nets adds to or removes from
-// the last apply's, in one iptables-restore transaction per table, without
-// listing a chain: with hundreds of networks, listing and checking every
+// delta writes only the set entries of the networks nets adds to or
+// removes from the last apply's: the rules are the same few for any number
+// of networks (see sets in rules.go), so a create or delete writes no rule
+// and lists no chain (with hundreds of networks, listing and checking every
 // rule at each CreateNetwork made each one cost in proportion to the
-// networks already there (and iptables-legacy rewrites the whole table for
-// every command). It reports false, having changed nothing, when it cannot
-// tell what to write (no successful apply since New or Remove, felt's DNS
-// changed, no network added or removed: a repeated Sync is a request to
-// check everything), when nets is empty (the chains go) or when a line
-// fails (a rule of the last apply was deleted by someone): then Sync does
-// the full apply, which lists and repairs. What someone else changed in
-// the chains meanwhile is not looked at here; Keep's full apply repairs it
-// within a resync interval, as it always did between two Syncs.
+// networks already there). It reports false, having changed nothing, when
+// it cannot tell what to write (no successful apply since New or Remove,
+// felt's DNS changed, no network added or removed: a repeated Sync is a
+// request to check everything), when nets is empty (the chains and sets
+// go), when the isolation jump is missing (see below) or, having changed
+// part, when a set write fails (an entry of the last apply was deleted by
+// someone): then Sync does the full apply, which lists and repairs. What
+// someone else changed meanwhile is not looked at here; Keep's full apply
+// repairs it within a resync interval, as it always did between two Syncs.
 func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	if f.applied == nil || f.restore == "" || len(nets) == 0 || f.dns != f.appliedDNS {
 		return nil, false
 	}
 	want := make(map[Network]bool, len(nets))
-	var added, removed []Network
-	changed := map[string]bool{} // bridges of added and removed networks
+	var added, removed bool
 	for _, n := range nets {
-		if !want[n] && !f.applied[n] {
-			added = append(added, n)
-			changed[n.Bridge] = true
-		}
+		added = added || !f.applied[n]
 		want[n] = true
 	}
+	var before []Network
 	for n := range f.applied {
-		if !want[n] {
-			removed = append(removed, n)
-			changed[n.Bridge] = true
-		}
+		removed = removed || !want[n]
+		before = append(before, n)
 	}
-	if len(added) == 0 && len(removed) == 0 {
+	if !added && !removed {
 		return nil, false
 	}
-	// Rules are compared, not networks: two entries may render the same
-	// rule (a pool written unmasked beside its masked form: all of them;
-	// two pools on one bridge: the bridge's own), which apply writes once,
-	// so a removed network's rule goes only when no network left renders
-	// it, and an added one's is written only when none did. Every rule
-	// names its bridge in its comment, so only networks that stay on a
-	// changed bridge can share one.
-	var kept []Network
-	for n := range want {
-		if f.applied[n] && changed[n.Bridge] {
-			kept = append(kept, n)
-		}
-	}
-	byBridge := func(a, b Network) int { return strings.Compare(a.Bridge+a.Pool.String(), b.Bridge+b.Pool.String()) }
-	slices.SortFunc(removed, byBridge) // a stable log
-	slices.SortFunc(kept, byBridge)
-	afterIso, afterAcc, afterDrops, afterIn := f.rules(append(slices.Clone(kept), added...))
-	beforeIso, beforeAcc, beforeDrops, beforeIn := f.rules(append(slices.Clone(kept), removed...))
-	newIso, oldIso := minus(afterIso, beforeIso), minus(beforeIso, afterIso)
-	newAcc, oldAcc := minus(afterAcc, beforeAcc), minus(beforeAcc, afterAcc)
-	newDrops, oldDrops := minus(afterDrops, beforeDrops), minus(beforeDrops, afterDrops)
-	newIn, oldIn := minus(afterIn, beforeIn), minus(beforeIn, afterIn)
-	var mangleAdds, mangleDels, filterOps []op
-	// The isolation chain's drops are in any order.
-	for _, r := range newIso {
-		mangleAdds = append(mangleAdds, op{"-A", IsolationChain, r})
-	}
-	if len(mangleAdds) > 0 {
-		// The jump to the drops deleted and put back on top, in the same
-		// transaction (so never missing for a packet): a create puts a
-		// jump someone moved back on top, and one whose jump someone
-		// deleted fails here and takes the full path, which repairs it,
-		// as every create did before this path existed. Only the mangle jump: without it nothing
-		// isolates, while a missing jump to FELT only drops (Docker's
-		// FORWARD policy) until the resync.
-		jump := rule{"-j", IsolationChain}
-		mangleAdds = append([]op{{"-D", forward, jump}, {"-I", forward, jump}}, mangleAdds...)
-	}
-	for _, r := range oldIso {
-		mangleDels = append(mangleDels, op{"-D", IsolationChain, r})
-	}
-	// FELT: accepts on top, drops at the bottom, as syncChain puts them.
-	for _, r := range append(oldAcc, oldDrops...) {
-		filterOps = append(filterOps, op{"-D", Chain, r})
-	}
-	for i := len(newAcc) - 1; i >= 0; i-- {
-		filterOps = append(filterOps, op{"-I", Chain, newAcc[i]})
-	}
-	for _, r := range newDrops {
-		filterOps = append(filterOps, op{"-A", Chain, r})
-	}
-	if f.dns.IsValid() {
-		for _, r := range oldIn {
-			filterOps = append(filterOps, op{"-D", InputChain, r})
-		}
-		for _, r := range newIn {
-			filterOps = append(filterOps, op{"-A", InputChain, r})
-		}
-	}
+	// Entries are compared, not networks: two networks may render the same
+	// entry (a pool written unmasked beside its masked form), which goes
+	// only when no network left renders it. Comparing them all is memory
+	// work only.
+	after, prev := f.entries(nets), f.entries(before)
+	adds, dels := minusEntries(after, prev), minusEntries(prev, after)
 	err := nsutil.Do(f.ns, func() error {
-		// As in apply: an added network's drops are in place before its
-		// accepts, and a removed network's go only after its accepts did.
-		if err := f.restoreOps(mangle, mangleAdds, &changes); err != nil {
-			return err
+		if added {
+			// The jump to the drops deleted and put back on top, in one
+			// transaction (so never missing for a packet): a create puts
+			// a jump someone moved back on top, and one whose jump someone
+			// deleted fails here, before any entry is written, and takes
+			// the full path, which repairs it, as every create did before
+			// this path existed. Only the mangle jump: without it nothing
+			// isolates, while a missing jump to FELT only drops (Docker's
+			// FORWARD policy) until the resync.
+			jump := rule{"-j", IsolationChain}
+			if err := f.restoreOps(mangle, []op{{"-D", forward, jump}, {"-I", forward, jump}}, &changes); err != nil {
+				return err
+			}
 		}
-		if err := f.restoreOps(filter, filterOps, &changes); err != nil {
-			return err
+		// An added network's pools entry (which drops) before its nets
+		// entry (which lets its traffic through), a removed one's in the
+		// reverse order: entries lists them so.
+		for _, e := range adds {
+			if _, err := addEntry(e); err != nil {
+				return err
+			}
+			changes = append(changes, "added ipset entry "+e.String())
 		}
-		return f.restoreOps(mangle, mangleDels, &changes)
+		for i := len(dels) - 1; i >= 0; i-- {
+			if err := delEntry(dels[i]); err != nil {
+				return err
+			}
+			changes = append(changes, "deleted ipset entry "+dels[i].String())
+		}
+		return nil
 	})
 	if err != nil {
-		// The mangle transaction may have gone through: apply, which
-		// follows, finds its rules and keeps or deletes them.
 		f.applied = nil
 		f.log.Debug("firewall: incremental sync failed, listing the chains", "err", err)
 		return nil, false
@@ -287,17 +255,16 @@ func (f *Firewall) delta(nets []Network) (changes []string, ok bool) {
 	return changes, true
 }
 
-// minus returns the rules of a that are not in b, each once, in a's order.
-func minus(a, b []rule) []rule {
-	skip := make(map[string]bool, len(b))
-	for _, r := range b {
-		skip[r.key()] = true
+// minusEntries returns the entries of a that are not in b, in a's order.
+func minusEntries(a, b []entry) []entry {
+	skip := make(map[entry]bool, len(b))
+	for _, e := range b {
+		skip[e] = true
 	}
-	var out []rule
-	for _, r := range a {
-		if !skip[r.key()] {
-			skip[r.key()] = true
-			out = append(out, r)
+	var out []entry
+	for _, e := range a {
+		if !skip[e] {
+			out = append(out, e)
 		}
 	}
 	return out
@@ -414,16 +381,12 @@ func (f *Firewall) Keep(ctx context.Context, every time.Duration) {
 	}
 }
 
-// rules renders the rules of nets: the isolation chain's drops (in any
-// order), the filter chain's accepts (its heads) and drops (its tails).
-func (f *Firewall) rules(nets []Network) (isolation, accepts, drops, inputs []rule) {
-	for _, n := range nets {
-		isolation = append(isolation, f.isolation(n)...)
-		accepts = append(accepts, f.accept(n), f.acceptBridged(n))
-		drops = append(drops, f.filterDrops(n)...)
-		inputs = append(inputs, f.dnsAccepts(n)...)
-	}
-	return isolation, accepts, drops, inputs
+// rules renders this instance's rules: the isolation chain's drops (in
+// any order), the filter chain's accepts (its heads) and drops (its tails),
+// FELT-INPUT's accepts. They are the same whatever the networks; entries
+// renders what differs.
+func (f *Firewall) rules() (isolation, accepts, drops, inputs []rule) {
+	return f.isolation(), f.accepts(), f.filterDrops(), f.dnsAccepts()
 }
 
 // apply does Sync's work in the namespace; it returns what it changed.
@@ -437,7 +400,7 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 			}
 		}
 	}()
-	isolation, accepts, drops, inputs := f.rules(nets)
+	isolation, accepts, drops, inputs := f.rules()
 	// The filter chain has drops after its accepts: a second layer for
 	// when the mangle chain was flushed and Keep has not yet put it back,
 	// effective wherever FELT's jump sits above Docker's accepts (the
@@ -447,11 +410,19 @@ func (f *Firewall) apply(nets []Network) (changes []string, err error) {
 			// Nothing of felt's stays in the kernel without networks.
 			return f.removeAll(&changes)
 		}
+		// The sets before the rules that refer to them (iptables refuses
+		// a rule naming a missing set); fillSets writes them in a safe
+		// order of their own.
+		if err := f.fillSets(f.entries(nets), &changes); err != nil {
+			return err
+		}
 		// Isolation first, then permission, then the jumps: a chain is
-		// complete before traffic is sent to it. A removed network's drops
-		// go last, once its accepts are gone: a filter write that fails
-		// (the xtables lock held too long) must not leave its accepts
-		// without its drops until a resync succeeds.
+		// complete before traffic is sent to it. Rules of an earlier
+		// layout (per network, see the upgrade-from-* golden files) are
+		// this instance's unwanted rules: its drops go last, once its
+		// accepts are gone, so that a filter write that fails (the xtables
+		// lock held too long) does not leave accepts without drops until
+		// a resync succeeds.
 		if err := f.ensureChain(mangle, IsolationChain); err != nil {
 			return err
 		}
@@ -685,14 +656,18 @@ func (f *Firewall) Remove() error {
 
 // removeAll deletes this instance's rules, the accepts before the drops:
 // when the accepts cannot be deleted, the isolation drops stay, so that no
-// network is left with its accepts and without its drops.
+// network is left with its accepts and without its drops. Its sets go
+// last, once no rule refers to them.
 func (f *Firewall) removeAll(changes *[]string) error {
 	accepts := f.removeChain(filter, Chain, forward, changes)
 	errs := []error{accepts, f.removeChain(filter, InputChain, input, changes)}
 	if accepts == nil {
 		errs = append(errs, f.removeChain(mangle, IsolationChain, forward, changes))
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return f.destroySets(changes)
 }
 
 // removeChain deletes this instance's rules from chain, and the chain and

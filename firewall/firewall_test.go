@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
@@ -95,9 +97,15 @@ func TestKeepRepairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Keep is stopped, and waited for, before the namespace goes (cleanups
+	// run last first): a Keep still running after its namespace's handle
+	// was closed would repair in the test's own namespace (a closed handle
+	// is the current namespace), as it did on a failed run, which left this
+	// instance's rules and sets on the host.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fw.Keep(ctx, 100*time.Millisecond)
+	kept := make(chan struct{})
+	go func() { defer close(kept); fw.Keep(ctx, 100*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-kept })
 	mustSync(t, fw, redNet, blueNet)
 	want := dump(t, ns, path)
 	ipt := func(args ...string) {
@@ -125,6 +133,19 @@ func TestKeepRepairs(t *testing.T) {
 	ipt("-F", firewall.Chain)
 	ipt("-D", "FORWARD", "-j", firewall.Chain)
 	waitFor("accept chain flushed and unhooked", same)
+	// An entry deleted from a set (the network's traffic dropped), and an
+	// entry of no network's added (a stale one let through what it names).
+	setOp := func(op func(string, *netlink.IPSetEntry) error, pool netip.Prefix) {
+		t.Helper()
+		e := &netlink.IPSetEntry{IP: pool.Addr().AsSlice(), CIDR: uint8(pool.Bits()), IFace: redNet.Bridge}
+		if err := ns.Do(func() error { return op("felt-inst0001-nets", e) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOp(netlink.IpsetDel, redPool)
+	waitFor("set entry deleted", same)
+	setOp(netlink.IpsetAdd, netip.MustParsePrefix("10.9.0.0/16"))
+	waitFor("stale set entry added", same)
 	// Something put above the isolation jump (an ACCEPT would skip it).
 	ipt("-t", "mangle", "-I", "FORWARD", "-i", "lo", "-j", "ACCEPT")
 	waitFor("isolation jump pushed down", func() bool {
@@ -141,6 +162,9 @@ func TestKeepRepairs(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if left := feltRules(t, ns, path); len(left) > 0 {
 		t.Errorf("rules back after Remove:\n%s", strings.Join(left, "\n"))
+	}
+	if left := dumpSets(t, ns); left != "" {
+		t.Errorf("sets left after Remove:\n%s", left)
 	}
 }
 

@@ -2,11 +2,15 @@ package firewall_test
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/felt-net/felt/firewall"
 	"github.com/felt-net/felt/testkit/netns"
@@ -32,6 +36,50 @@ func dump(t *testing.T, ns *netns.NS, path string) string {
 			continue
 		}
 		b.WriteString(out + "\n") // ns.Run trims the listing's last newline
+	}
+	b.WriteString(dumpSets(t, ns))
+	return b.String()
+}
+
+// dumpSets lists every ipset of the namespace (felt's, and what is left of
+// them), by name, with its type and its entries sorted, as
+// "# ipset NAME TYPE" followed by one "ADDRESS/BITS[,IFACE]" line each.
+func dumpSets(t testing.TB, ns *netns.NS) string {
+	t.Helper()
+	var sets []netlink.IPSetResult
+	if err := ns.Do(func() (err error) { sets, err = netlink.IpsetListAll(); return err }); err != nil {
+		t.Fatalf("ipset list: %v", err)
+	}
+	slices.SortFunc(sets, func(a, b netlink.IPSetResult) int { return strings.Compare(a.SetName, b.SetName) })
+	var b strings.Builder
+	for _, s := range sets {
+		fmt.Fprintf(&b, "# ipset %s %s\n", s.SetName, s.TypeName)
+		var lines []string
+		if s.TypeName == "list:set" {
+			for _, m := range sets {
+				var in bool
+				if err := ns.Do(func() (err error) { in, err = firewall.InList(s.SetName, m.SetName); return err }); err != nil {
+					t.Fatalf("ipset test %s %s: %v", s.SetName, m.SetName, err)
+				}
+				if in {
+					lines = append(lines, m.SetName)
+				}
+			}
+		}
+		for _, e := range s.Entries {
+			if s.TypeName == "list:set" {
+				continue
+			}
+			l := fmt.Sprintf("%s/%d", e.IP, e.CIDR)
+			if e.IFace != "" {
+				l += "," + e.IFace
+			}
+			lines = append(lines, l)
+		}
+		slices.Sort(lines)
+		for _, l := range lines {
+			b.WriteString(l + "\n")
+		}
 	}
 	return b.String()
 }
@@ -131,6 +179,12 @@ func TestRulesGolden(t *testing.T) {
 			d.run(append(append([]string{"-t", "mangle", "-A", "FELT-ISOLATION", "-d", "10.1.0.0/16"}, c...), "-j", "DROP")...)
 			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet)
 		}},
+		{"upgrade-from-per-network-rules", func(t *testing.T, ns *netns.NS, path string) {
+			// What felt left before its sets (issue 14): rules for each
+			// network in each chain (see perNetworkLayout).
+			perNetworkLayout(t, &lab{host: ns}, path, "inst0001", redNet, blueNet)
+			mustSync(t, newFirewall(t, ns, path, "inst0001"), redNet, blueNet)
+		}},
 		{"docker-20.10-then-felt", func(t *testing.T, ns *netns.NS, path string) {
 			d := docker{l: &lab{host: ns}, t: t, path: path}
 			d.start20()
@@ -158,4 +212,38 @@ func TestRulesGolden(t *testing.T) {
 			})
 		}
 	}
+}
+
+// perNetworkLayout writes the rules felt wrote before its ipsets (up to
+// issue 14), for nets of instance, as that felt wrote them: per network,
+// five drops in the isolation chain, two accepts and two drops in FELT,
+// two accepts in FELT-INPUT.
+func perNetworkLayout(t testing.TB, l *lab, path, instance string, nets ...firewall.Network) {
+	t.Helper()
+	script := `
+-t mangle -N FELT-ISOLATION
+-t mangle -I FORWARD -j FELT-ISOLATION
+-N FELT
+-A FORWARD -j FELT
+-N FELT-INPUT
+-I INPUT -j FELT-INPUT
+`
+	for _, n := range nets {
+		c := "-m comment --comment felt:" + instance + ":" + n.Bridge
+		r := strings.NewReplacer("{BR}", n.Bridge, "{POOL}", n.Pool.String(), "{C}", c)
+		script += r.Replace(`
+-t mangle -A FELT-ISOLATION -i {BR} ! -o {BR} ! -s {POOL} {C} -j DROP
+-t mangle -A FELT-ISOLATION -i {BR} ! -o {BR} ! -d {POOL} {C} -j DROP
+-t mangle -A FELT-ISOLATION ! -i {BR} ! -s {POOL} -d {POOL} {C} -j DROP
+-t mangle -A FELT-ISOLATION -i docker_gwbridge -d {POOL} {C} -j DROP
+-t mangle -A FELT-ISOLATION -i docker0 -d {POOL} {C} -j DROP
+-I FELT -s {POOL} -d {POOL} {C} -j ACCEPT
+-I FELT 2 -i {BR} -o {BR} {C} -j ACCEPT
+-A FELT -i {BR} {C} -j DROP
+-A FELT -d {POOL} {C} -j DROP
+-A FELT-INPUT -d 169.254.53.53/32 -i {BR} -p udp -m udp --dport 53 {C} -j ACCEPT
+-A FELT-INPUT -d 169.254.53.53/32 -i {BR} -p tcp -m tcp --dport 53 {C} -j ACCEPT
+`)
+	}
+	l.iptAll(t, path, script)
 }

@@ -17,7 +17,7 @@ var (
 	blueNet = firewall.Network{Bridge: "felt-blue", Pool: bluePool}
 )
 
-func newFirewall(t *testing.T, ns *netns.NS, path, instance string) *firewall.Firewall {
+func newFirewall(t testing.TB, ns *netns.NS, path, instance string) *firewall.Firewall {
 	t.Helper()
 	fw, err := firewall.New(ns.Handle, instance, path, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
@@ -27,7 +27,7 @@ func newFirewall(t *testing.T, ns *netns.NS, path, instance string) *firewall.Fi
 	return fw
 }
 
-func mustSync(t *testing.T, fw *firewall.Firewall, nets ...firewall.Network) {
+func mustSync(t testing.TB, fw *firewall.Firewall, nets ...firewall.Network) {
 	t.Helper()
 	if err := fw.Sync(nets); err != nil {
 		t.Fatal(err)

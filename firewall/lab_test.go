@@ -86,7 +86,7 @@ func newLab(t *testing.T) *lab {
 }
 
 // ipt runs one iptables command (of the flavour at path) in the host.
-func (l *lab) ipt(t *testing.T, path string, args ...string) {
+func (l *lab) ipt(t testing.TB, path string, args ...string) {
 	t.Helper()
 	if out, err := l.host.Run(path, append([]string{"-w"}, args...)...); err != nil {
 		t.Fatalf("%s %s: %v\n%s", path, strings.Join(args, " "), err, out)
@@ -94,7 +94,7 @@ func (l *lab) ipt(t *testing.T, path string, args ...string) {
 }
 
 // iptAll runs a script of iptables commands, one per line, "#" comments.
-func (l *lab) iptAll(t *testing.T, path, script string) {
+func (l *lab) iptAll(t testing.TB, path, script string) {
 	t.Helper()
 	for _, line := range strings.Split(script, "\n") {
 		line = strings.TrimSpace(line)
@@ -167,7 +167,7 @@ func eachFlavour(t *testing.T, fn func(t *testing.T, path string)) {
 }
 
 // flavours are the iptables commands installed: the tests run with each.
-func flavours(t *testing.T) []string {
+func flavours(t testing.TB) []string {
 	var out []string
 	for _, f := range []string{"iptables-nft", "iptables-legacy"} {
 		if p, err := exec.LookPath(f); err == nil {

@@ -50,3 +50,31 @@ func TestForgedPoolSourceDropped(t *testing.T) {
 		}
 	})
 }
+
+// A container must not send with a source outside its network's pool even
+// to its own pool (on another host, through the overlay device): the
+// packet is the anti-spoofing drop's alone (the destination is red's own),
+// so the filter table is opened up with an ACCEPT above felt's chain, as
+// Docker puts its own, to show that the isolation chain drops it. The
+// forged sources: one in blue's pool and one outside every pool.
+func TestForgedSourceToOwnPoolDropped(t *testing.T) {
+	eachFlavour(t, func(t *testing.T, path string) {
+		l := newLab(t)
+		d := docker{l: l, t: t, path: path}
+		d.start20()
+		mustSync(t, newFirewall(t, l.host, path, "inst0001"), redNet, blueNet)
+		d.run("-I", "FORWARD", "-i", "felt-red", "-j", "ACCEPT")
+		peer := udpConn(t, l.redPeer, netip.AddrPortFrom(peerIP, 0).String())
+		own := udpConn(t, l.redgw, netip.AddrPortFrom(redGwIP, 0).String())
+		if !exchange(t, own, peer, "from redgw's own address", 5*time.Second) {
+			t.Fatal("redgw's own traffic to its pool on another host dropped (test broken?)")
+		}
+		for _, forged := range []string{"10.2.9.9", "172.17.0.9"} {
+			l.redgw.AddAddr(t, "eth0", forged+"/32")
+			from := udpConn(t, l.redgw, forged+":0")
+			if exchange(t, from, peer, "forged from "+forged, 2*time.Second) {
+				t.Errorf("redgw, with source %s (not red's), reached red's pool on another host", forged)
+			}
+		}
+	})
+}
