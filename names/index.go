@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +16,7 @@ import (
 // Records is the shared store's side of the index (lease.Registry).
 type Records interface {
 	WatchNames(ctx context.Context, after uint64) ([]lease.NameRecord, uint64, error)
-	AllLeases(ctx context.Context) ([]lease.Lease, error)
+	Leases(ctx context.Context, pool netip.Prefix) ([]lease.Lease, error)
 	Now() time.Time
 }
 
@@ -83,8 +85,16 @@ func (x *Index) Run(ctx context.Context) {
 	changed := make(chan struct{}, 1)
 	go watch(ctx, x.log, "names", x.recs.WatchNames, func(r []lease.NameRecord) {
 		x.mu.Lock()
+		same := x.records != nil && reflect.DeepEqual(x.records, r)
 		x.records = r
 		x.mu.Unlock()
+		// An answer may change nothing: Consul gives an empty (or quiet)
+		// prefix an index that moves with every write elsewhere, so the
+		// names query woke at every lease change in the cluster, and each
+		// wake read the leases again.
+		if same {
+			return
+		}
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -128,13 +138,27 @@ func (x *Index) Run(ctx context.Context) {
 // publishes again.
 const leaseRefresh = 30 * time.Second
 
+// readLeases reads the leases of the pools other hosts have names in, and
+// of no other pool: with no such names it reads nothing.
 func (x *Index) readLeases(ctx context.Context) error {
-	l, err := x.recs.AllLeases(ctx)
-	if err != nil {
-		return err
+	x.mu.Lock()
+	var pools []netip.Prefix
+	for _, r := range x.records {
+		if r.HostID != x.hostID && !slices.Contains(pools, r.Pool) {
+			pools = append(pools, r.Pool)
+		}
+	}
+	x.mu.Unlock()
+	var all []lease.Lease
+	for _, p := range pools {
+		l, err := x.recs.Leases(ctx, p)
+		if err != nil {
+			return err
+		}
+		all = append(all, l...)
 	}
 	x.mu.Lock()
-	x.leases = l
+	x.leases = all
 	x.mu.Unlock()
 	return nil
 }

@@ -27,11 +27,17 @@ func (r *runRecords) WatchNames(ctx context.Context, after uint64) ([]lease.Name
 	return nil, 0, ctx.Err()
 }
 
-func (r *runRecords) AllLeases(context.Context) ([]lease.Lease, error) {
+func (r *runRecords) Leases(_ context.Context, pool netip.Prefix) ([]lease.Lease, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reads++
-	return append([]lease.Lease(nil), r.leases...), nil
+	var out []lease.Lease
+	for _, l := range r.leases {
+		if l.Pool == pool {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 func (r *runRecords) Now() time.Time { return time.Now() }
