@@ -303,14 +303,18 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			w.streak(b, nil, false)
 			backoff = 0
 		}
-		if idx < after {
+		backwards := idx < after
+		if backwards {
 			// The store's index went backwards (Consul restored from a
 			// snapshot): an index is no longer proof that a record is the
-			// one known, so this answer is read afresh.
+			// one known, so this answer is read afresh, and reported: it
+			// is compared with nothing, so an empty one would look
+			// unchanged and leave the gone leases in place.
 			known = nil
 		}
 		after = max(idx, 1) // 0 would answer at once, again and again
 		records, changed := w.decode(b, pairs, known)
+		changed = changed || backwards
 		known = records
 		w.mu.Lock()
 		if b.stopped {
