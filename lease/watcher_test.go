@@ -472,6 +472,35 @@ func TestWatchIndexBackwardsToEmpty(t *testing.T) {
 	wantUpdate(t, next(t, w), nil, []netip.Prefix{poolA}, true)
 }
 
+// Each Update says the generation of the pools it was made under, which
+// SetPools returns when it changes them (the same pools again: the same
+// generation): the Manager tells by it an answer made before it followed
+// a pool afresh.
+func TestWatchUpdateGen(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	w := r.NewWatch(nil)
+	defer w.Close()
+	g1 := w.SetPools([]netip.Prefix{poolA})
+	if again := w.SetPools([]netip.Prefix{poolA}); again != g1 {
+		t.Fatalf("SetPools with the same pools: generation %d, then %d", g1, again)
+	}
+	if u := next(t, w); u.Gen != g1 {
+		t.Fatalf("Update's generation %d; want %d", u.Gen, g1)
+	}
+	g2 := w.SetPools(nil)
+	g3 := w.SetPools([]netip.Prefix{poolA})
+	if !(g1 < g2 && g2 < g3) {
+		t.Fatalf("generations %d, %d, %d; want increasing", g1, g2, g3)
+	}
+	u := next(t, w)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
+	if u.Gen != g3 {
+		t.Fatalf("Update's generation %d; want %d", u.Gen, g3)
+	}
+}
+
 // Close stops every query and waits for them; Next then fails, also one
 // blocked in it. Next's own context ending returns at once.
 func TestWatchClose(t *testing.T) {
