@@ -33,6 +33,11 @@ type Update struct {
 	// Complete: every followed pool has answered at least once, so a
 	// lease missing from Leases is really gone.
 	Complete bool
+	// Gen is the generation of the followed pools the Update was made
+	// under: what the SetPools call that set them returned. An Update made
+	// before a SetPools may be read after it; a pool that call followed
+	// afresh is told of by a later Update only (Gen at least the call's).
+	Gen uint64
 }
 
 // ErrWatchClosed is what Next returns once the watch is closed.
@@ -69,7 +74,8 @@ type Watch struct {
 	pools   []*watchedPool // followed, sorted by key
 	set     []netip.Prefix // their prefixes, as SetPools had them last
 	changed map[netip.Prefix]bool
-	failing int // buckets in a failure streak
+	failing int    // buckets in a failure streak
+	gen     uint64 // SetPools calls that changed the pools
 
 	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
@@ -124,8 +130,9 @@ func (r *Registry) NewWatch(log *slog.Logger) *Watch {
 // prefix stays keeps its query and records; a new one starts from what
 // the old buckets it splits or merges knew, so the plan changing wakes no
 // one for leases that did not. A removed pool's queries stop, its leases
-// go, and it is reported in the next Update's Changed.
-func (w *Watch) SetPools(pools []netip.Prefix) {
+// go, and it is reported in the next Update's Changed. It returns the
+// generation of the pools now followed (Update.Gen).
+func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 	pools = slices.Clone(pools)
 	for i, p := range pools {
 		pools[i] = p.Masked()
@@ -133,10 +140,10 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 	slices.SortFunc(pools, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
 	pools = slices.Compact(pools)
 	w.mu.Lock()
-	same := slices.Equal(pools, w.set)
+	same, gen := slices.Equal(pools, w.set), w.gen
 	w.mu.Unlock()
 	if same {
-		return // the Manager says it again and again: no planning
+		return gen // the Manager says it again and again: no planning
 	}
 	plan := planBuckets(pools, w.budget, w.target)
 	queries := 0
@@ -151,8 +158,9 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return
+		return w.gen
 	}
+	w.gen++
 	old := map[netip.Prefix]*watchedPool{}
 	for _, wp := range w.pools {
 		old[wp.pool] = wp
@@ -204,6 +212,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) {
 	if len(old) > 0 {
 		w.signal()
 	}
+	return w.gen
 }
 
 // inherit makes the bucket for prefix from the records of the old buckets
@@ -303,14 +312,18 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			w.streak(b, nil, false)
 			backoff = 0
 		}
-		if idx < after {
+		backwards := idx < after
+		if backwards {
 			// The store's index went backwards (Consul restored from a
 			// snapshot): an index is no longer proof that a record is the
-			// one known, so this answer is read afresh.
+			// one known, so this answer is read afresh, and reported: it
+			// is compared with nothing, so an empty one would look
+			// unchanged and leave the gone leases in place.
 			known = nil
 		}
 		after = max(idx, 1) // 0 would answer at once, again and again
 		records, changed := w.decode(b, pairs, known)
+		changed = changed || backwards
 		known = records
 		w.mu.Lock()
 		if b.stopped {
@@ -475,7 +488,7 @@ func (w *Watch) completeLocked() bool {
 // keeps its leases as a list, rebuilt when it changes: the Update copies
 // them, decoding nothing.
 func (w *Watch) updateLocked(complete bool) Update {
-	u := Update{Complete: complete}
+	u := Update{Complete: complete, Gen: w.gen}
 	n := 0
 	for _, wp := range w.pools {
 		for _, b := range wp.buckets {

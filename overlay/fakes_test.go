@@ -173,6 +173,7 @@ type testWatch struct {
 	index    uint64                  // to wait from; 0: read at once
 	repoll   chan struct{}           // closed (and replaced) by SetPools
 	answered int                     // Next's answers
+	gen      uint64                  // SetPools calls that changed the pools
 }
 
 func newTestWatch(read func(context.Context, netip.Prefix) ([]lease.Lease, error),
@@ -180,9 +181,13 @@ func newTestWatch(read func(context.Context, netip.Prefix) ([]lease.Lease, error
 	return &testWatch{read: read, wait: wait, reported: map[netip.Prefix]string{}, repoll: make(chan struct{})}
 }
 
-func (w *testWatch) SetPools(pools []netip.Prefix) {
+func (w *testWatch) SetPools(pools []netip.Prefix) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if slices.Equal(pools, w.pools) {
+		return w.gen
+	}
+	w.gen++
 	w.pools = slices.Clone(pools)
 	for p := range w.reported {
 		if !slices.Contains(pools, p) {
@@ -192,6 +197,7 @@ func (w *testWatch) SetPools(pools []netip.Prefix) {
 	w.index = 0 // read the pools now followed at once
 	close(w.repoll)
 	w.repoll = make(chan struct{})
+	return w.gen
 }
 
 // followed is the pools of the last SetPools.
@@ -255,7 +261,7 @@ func (w *testWatch) Next(ctx context.Context) (lease.Update, error) {
 		if len(changed) > 0 || w.answered == 0 {
 			w.answered++
 			w.mu.Unlock()
-			return lease.Update{Leases: all, Changed: changed, Complete: true}, nil
+			return lease.Update{Leases: all, Changed: changed, Complete: true, Gen: w.gen}, nil
 		}
 		w.mu.Unlock()
 	}

@@ -31,8 +31,9 @@ type LeaseSource interface {
 type LeaseWatch interface {
 	// SetPools sets the pools to follow (those of the attached networks);
 	// a pool new to the watch is reported in the next Update's Changed once
-	// it has been read.
-	SetPools(pools []netip.Prefix)
+	// it has been read, in an Update whose Gen is at least the generation
+	// SetPools returns.
+	SetPools(pools []netip.Prefix) uint64
 	// Next blocks until a followed pool's leases may have changed since the
 	// previous Next returned (the first call answers once something has
 	// been read), or ctx ends. Store failures are retried inside the watch

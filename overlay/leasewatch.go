@@ -54,10 +54,21 @@ func (m *Manager) followPools() {
 	if slices.Equal(pools, m.pools) {
 		return
 	}
-	m.pools = pools
+	var gen uint64
 	if m.cfg.Watch != nil {
-		m.cfg.Watch.SetPools(slices.Clone(pools))
+		gen = m.cfg.Watch.SetPools(slices.Clone(pools))
 	}
+	for _, p := range pools {
+		if !slices.Contains(m.pools, p) {
+			m.followed[p] = gen
+		}
+	}
+	for p := range m.followed {
+		if !slices.Contains(pools, p) {
+			delete(m.followed, p)
+		}
+	}
+	m.pools = pools
 }
 
 // watch reads the watch's answers until ctx ends, and wakes the loop after
@@ -80,8 +91,14 @@ func (m *Manager) watch(ctx context.Context) {
 // apply records an answer: its leases become the snapshot (first, see
 // runPass), the pools it changed that are attached become known and their
 // networks are marked for a peer check; the first complete answer marks
-// every network.
+// every network. An answer made before its pool was last followed afresh
+// (a Detach and an Attach in it since) says nothing of the pool: the watch
+// reads it anew, and its next answers hold none of its leases until then,
+// so a pool known from the old answer would have its networks synced with
+// no peer. Under poolsMu, so that followed is the watch's.
 func (m *Manager) apply(u lease.Update) {
+	m.poolsMu.Lock()
+	defer m.poolsMu.Unlock()
 	byPool := map[netip.Prefix][]lease.Lease{}
 	for _, l := range u.Leases {
 		byPool[l.Pool] = append(byPool[l.Pool], l)
@@ -100,9 +117,9 @@ func (m *Manager) apply(u lease.Update) {
 	changed := map[netip.Prefix]bool{}
 	for _, p := range u.Changed {
 		// An answer for a pool no longer attached (made before its
-		// Detach) must not make it known: attached again, it is known
-		// from its next first answer only.
-		if attachedPools[p] {
+		// Detach), or made before it was followed again, must not make
+		// it known: it is known from its next first answer only.
+		if gen, ok := m.followed[p]; attachedPools[p] && ok && u.Gen >= gen {
 			m.known[p] = true
 			changed[p] = true
 		}

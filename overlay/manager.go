@@ -87,9 +87,15 @@ type Manager struct {
 	removing atomic.Bool // expired leases are being removed from the store
 
 	// poolsMu serializes SetPools calls, each made from the attached set
-	// as it is then, so that the last call made is the latest set.
+	// as it is then, so that the last call made is the latest set, and
+	// the watch's answers with them (apply).
 	poolsMu sync.Mutex
 	pools   []netip.Prefix // as last passed to the watch
+	// followed is, for each pool of pools, the watch's generation
+	// (lease.Update.Gen) when it was last followed afresh: an answer of an
+	// older generation about it was made before, of the pool as the watch
+	// followed it then (apply).
+	followed map[netip.Prefix]uint64
 
 	leasesMu sync.Mutex
 	snap     leaseSnapshot
@@ -137,7 +143,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	instance := instanceOf(cfg.Instance, cfg.HostID)
 	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
-		known: map[netip.Prefix]bool{}, wake: make(chan struct{}, 1), closed: make(chan struct{})}
+		known: map[netip.Prefix]bool{}, followed: map[netip.Prefix]uint64{}, wake: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {

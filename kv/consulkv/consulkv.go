@@ -280,23 +280,27 @@ func conflictMsg(what string) bool {
 // start over, which it does by taking the fresh answer and its index. A
 // blocking query would sit out its whole WaitTime in that case, since it waits
 // for the index to pass WaitIndex, so a cheap non-blocking read goes first:
-// a read of the prefix as a single key, which does not exist and answers,
-// with a 404 of a few hundred bytes, the index of Consul's whole KV table.
-// No prefix's index is above the table's, so a table index below the
-// caller's means the data went backwards, and Wait answers at once with a
-// listing. (It read the whole prefix first once: every change then cost the
-// caller its prefix twice, and the lease watch re-waits right after each
-// answer, so that read was nearly always the one it had just received.)
+// the prefix's keys, folded at the first '.' after the prefix (keysSep),
+// which answer the prefix's own index (Consul takes it over every key, the
+// folded ones too) in a few hundred bytes for felt's keys, which are
+// dotted addresses. An index that differs answers at once with a listing.
+//
+// The prefix's own index, not the KV table's: a read of the prefix as one
+// missing key answers the table's, which after a data loss may be above the
+// caller's again (other prefixes written since) while the prefix's is still
+// below it, its records not the caller's; the blocking query then slept
+// its whole WaitTime. (Listing the whole prefix first, as Wait once did,
+// cost the caller every change's answer twice.)
 func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
 	ctx, cancel := s.scoped(ctx)
 	defer cancel()
 	q := queryOpts(ctx) // non-blocking
 	if index != 0 {
-		_, meta, err := s.kv.Get(prefix, q)
+		_, meta, err := s.kv.Keys(prefix, keysSep, q)
 		if err != nil {
 			return nil, 0, s.fail(ctx, err, "wait %s after index %d", prefix, index)
 		}
-		if meta.LastIndex >= index {
+		if max(meta.LastIndex, 1) == index {
 			q = (&api.QueryOptions{WaitIndex: index, WaitTime: s.WaitTime}).WithContext(ctx)
 		}
 	}
@@ -314,6 +318,11 @@ func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pai
 		q = (&api.QueryOptions{WaitIndex: index, WaitTime: s.WaitTime}).WithContext(ctx)
 	}
 }
+
+// keysSep folds Wait's read of a prefix's keys: felt's keys are dotted
+// addresses, so a few hundred bytes hold them. Any separator gives the same
+// index; one that folds nothing costs only bytes.
+const keysSep = "."
 
 func result(ps api.KVPairs, meta *api.QueryMeta) ([]kv.Pair, uint64) {
 	pairs := make([]kv.Pair, 0, len(ps))

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,6 +163,118 @@ func TestWaitIndexGoesBackwards(t *testing.T) {
 		t.Fatalf("Wait after data loss took %s", d)
 	}
 }
+
+// A Consul that lost its data and has since been written to again (the
+// other hosts writing their leases back) has a KV table index above the
+// caller's while the prefix's own index is below it, its records not the
+// ones the caller knows. Wait must answer at once, as its index differs:
+// checking the table's index alone sent it into a blocking query on an
+// index the prefix had not reached, which slept its whole WaitTime (5
+// minutes), the restored records unseen.
+func TestWaitIndexBackwardsThenWrittenPast(t *testing.T) {
+	agent := consul.Start(t, consul.Options{})
+	s := newStore(t, agent.Addr)
+	s.WaitTime = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	for i := range 50 {
+		if err := s.Put(ctx, fmt.Sprintf("felt/b/%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, idx, err := s.List(ctx, "felt/b/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.Restart() // -dev: empty again, index starts over
+	if err := s.Put(ctx, "felt/b/new", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ { // other prefixes written until the table passes idx
+		_, table, err := s.List(ctx, "felt/other/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if table > idx {
+			break
+		}
+		if err := s.Put(ctx, fmt.Sprintf("felt/other/%d", i), []byte("z")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	pairs, idx2, err := s.Wait(wctx, "felt/b/", idx)
+	if err != nil {
+		t.Fatalf("Wait after data loss and new writes: %v (after %s)", err, time.Since(start))
+	}
+	if idx2 >= idx || len(pairs) != 1 || pairs[0].Key != "felt/b/new" {
+		t.Fatalf("Wait = %v, index %d; want felt/b/new, index below %d", pairs, idx2, idx)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Wait took %s", d)
+	}
+}
+
+// Wait's first read folds keys at a separator (keysSep); the index it
+// answers must still be the prefix's, taken over the folded keys too: else
+// Wait after the current index, with the newest key a folded one, would
+// list the prefix twice, once to find its index differs and once blocking.
+func TestWaitFoldedKeysIndex(t *testing.T) {
+	agent := consul.Start(t, consul.Options{})
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.Addr
+	rt := &countingTransport{base: http.DefaultTransport}
+	cfg.HttpClient = &http.Client{Transport: rt}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, k := range []string{"felt/f/10.2.0.0-24", "felt/f/10.1.0.0-24", "felt/g/x"} {
+		if err := s.Put(ctx, k, []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, idx, err := s.List(ctx, "felt/f/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rt.listings()
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		s.Put(ctx, "felt/f/10.2.0.0-24", []byte("2"))
+	}()
+	pairs, idx2, err := s.Wait(ctx, "felt/f/", idx)
+	if err != nil || idx2 <= idx || len(pairs) != 2 || string(pairs[1].Value) != "2" {
+		t.Fatalf("Wait = %v, %d, %v; want the new value, index above %d", pairs, idx2, err, idx)
+	}
+	if n := rt.listings() - before; n != 1 {
+		t.Fatalf("Wait at the prefix's index listed it %d times; want 1 (blocking)", n)
+	}
+}
+
+// countingTransport counts the listings (recurse reads) it carries.
+type countingTransport struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	n    int
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Query().Has("recurse") {
+		c.mu.Lock()
+		c.n++
+		c.mu.Unlock()
+	}
+	return c.base.RoundTrip(r)
+}
+
+func (c *countingTransport) listings() int { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
 
 // ACLs through Consul's standard variable: with default-deny ACLs, a store
 // built from api.DefaultConfig() works when CONSUL_HTTP_TOKEN holds a token,

@@ -443,9 +443,9 @@ func testWaitDeadline(t *testing.T, s kv.Store, root string) {
 	prefix := root + "w/"
 	mustPut(t, s, prefix+"a", []byte("1"))
 	idx := mustIndex(t, s, prefix)
+	start := time.Now() // before the deadline is set: it is quiet from here at most
 	ctx, cancel := context.WithTimeout(context.Background(), quiet)
 	defer cancel()
-	start := time.Now()
 	_, _, err := s.Wait(ctx, prefix, idx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait past deadline = %v; want context.DeadlineExceeded", err)
