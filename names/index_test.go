@@ -17,14 +17,25 @@ type runRecords struct {
 	leases []lease.Lease
 	reads  int
 	recs   []lease.NameRecord
+	wake   chan struct{}
 }
 
 func (r *runRecords) WatchNames(ctx context.Context, after uint64) ([]lease.NameRecord, uint64, error) {
 	if after == 0 {
 		return r.recs, 1, nil
 	}
-	<-ctx.Done()
-	return nil, 0, ctx.Err()
+	select {
+	case <-r.wake: // an answer that changes nothing (nil channel: never)
+		return r.recs, after + 1, nil
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+}
+
+func (r *runRecords) readCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reads
 }
 
 func (r *runRecords) Leases(_ context.Context, pool netip.Prefix) ([]lease.Lease, error) {
@@ -80,5 +91,42 @@ func TestIndexRunRereadsLeasesBeforeTheyExpire(t *testing.T) {
 	r.mu.Unlock()
 	if reads < 2 || reads > 4 {
 		t.Errorf("leases read %d times in 3 s; want a read at start and one before the expiry", reads)
+	}
+}
+
+// A names answer that changes no record (Consul moves a quiet prefix's
+// index with writes elsewhere: every lease change) reads no leases, and the
+// leases read are only those of pools other hosts have names in.
+func TestIndexReadsLeasesOnlyForChangedNames(t *testing.T) {
+	red := netip.MustParsePrefix("10.99.0.0/16")
+	r := &runRecords{
+		recs: []lease.NameRecord{
+			{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"web"}}}},
+			{Pool: red, HostID: "h1", Entries: []lease.NameEntry{{IP: netip.MustParseAddr("10.99.1.2"), Names: []string{"mine"}}}},
+		},
+		leases: []lease.Lease{{Pool: blue, Subnet: h2blue, HostID: "h2"}},
+		wake:   make(chan struct{}),
+	}
+	x := NewIndex(r, "h1", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { x.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for ips, _ := x.Lookup([]netip.Prefix{blue}, "web", time.Now()); len(ips) == 0; ips, _ = x.Lookup([]netip.Prefix{blue}, "web", time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("web never resolved")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := r.readCount(); n != 1 {
+		t.Fatalf("%d lease reads at start; want 1 (blue only: red holds only this host's names)", n)
+	}
+	for range 5 {
+		r.wake <- struct{}{}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := r.readCount(); n != 1 {
+		t.Errorf("%d lease reads after 5 answers that changed nothing; want still 1", n)
 	}
 }
