@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -151,7 +152,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 		queries += len(b)
 	}
 	if n := len(pools); n > w.budget {
-		w.log.Warn("lease watch: more pools than its query budget, one query each", "pools", n, "budget", w.budget)
+		w.log.Warn("lease watch: more pools than its query budget; one query on every lease serves them all", "pools", n, "budget", w.budget)
 	}
 	w.log.Debug("lease watch: pools planned", "pools", len(pools), "queries", queries)
 
@@ -161,6 +162,10 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 		return w.gen
 	}
 	w.gen++
+	if len(pools) > w.budget {
+		w.shareLocked(pools)
+		return w.gen
+	}
 	old := map[netip.Prefix]*watchedPool{}
 	for _, wp := range w.pools {
 		old[wp.pool] = wp
@@ -213,6 +218,65 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 		w.signal()
 	}
 	return w.gen
+}
+
+// shareLocked follows pools, more than the budget of queries, with one
+// query on every lease (the layout before the watch was sharded), shared by
+// all of them: a query each would pass Consul's limit of connections per
+// client address (200 by default), and the queries past it would be
+// refused, their pools never read. The shared bucket starts from what the
+// old buckets knew, as inherit does, so the change of plan empties no pool.
+func (w *Watch) shareLocked(pools []netip.Prefix) {
+	prefix := w.r.leasesPrefix()
+	var shared *bucket
+	var olds []*bucket
+	for _, wp := range w.pools {
+		for _, b := range wp.buckets {
+			if b.prefix == prefix {
+				shared = b
+			} else if !slices.Contains(olds, b) {
+				olds = append(olds, b)
+			}
+		}
+	}
+	var start bool
+	if shared == nil {
+		start = true
+		shared = &bucket{prefix: prefix, records: map[string]record{}, answered: len(olds) > 0}
+		for _, o := range olds {
+			shared.answered = shared.answered && o.answered
+			maps.Copy(shared.records, o.records)
+		}
+		if !shared.answered {
+			clear(shared.records)
+		}
+		shared.leases = validLeases(shared.records)
+	}
+	for _, o := range olds {
+		w.stopLocked(o)
+	}
+	old := map[netip.Prefix]bool{}
+	for _, wp := range w.pools {
+		old[wp.pool] = true
+	}
+	next := make([]*watchedPool, 0, len(pools))
+	for _, p := range pools {
+		delete(old, p)
+		next = append(next, &watchedPool{pool: p, key: w.r.poolLeasesPrefix(p), buckets: []*bucket{shared}})
+	}
+	for p := range old {
+		w.changed[p] = true
+	}
+	w.pools, w.set = next, pools
+	if start {
+		ctx, cancel := context.WithCancel(w.ctx)
+		shared.cancel = cancel
+		w.wg.Add(1)
+		go w.follow(ctx, shared)
+	}
+	if len(old) > 0 {
+		w.signal()
+	}
 }
 
 // inherit makes the bucket for prefix from the records of the old buckets
@@ -334,7 +398,13 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			b.records = records
 			b.leases = validLeases(records)
 			b.answered = true
-			w.changed[b.pool] = true
+			if b.pool.IsValid() {
+				w.changed[b.pool] = true
+			} else { // the shared query: any followed pool may have changed
+				for _, wp := range w.pools {
+					w.changed[wp.pool] = true
+				}
+			}
 			w.signal()
 		}
 		w.mu.Unlock()
@@ -384,12 +454,13 @@ func (w *Watch) decode(b *bucket, pairs []kv.Pair, known map[string]record) (map
 // decodeAt reads the lease recorded at key, if it is one: a record that
 // parses, of a subnet of pool, at the key leaseKey gives it. A record at
 // any other key is not a lease (it could claim a subnet leased already).
+// The zero pool (the shared query of shareLocked) takes a lease of any pool.
 func (r *Registry) decodeAt(key string, pool netip.Prefix, value []byte) (Lease, bool) {
 	var l Lease
 	if err := json.Unmarshal(value, &l); err != nil {
 		return Lease{}, false
 	}
-	if l.Pool != pool || !r.atOwnKey(key, l) {
+	if (pool.IsValid() && l.Pool != pool) || !r.atOwnKey(key, l) {
 		return Lease{}, false
 	}
 	return l, true
@@ -499,7 +570,15 @@ func (w *Watch) updateLocked(complete bool) Update {
 	for _, wp := range w.pools {
 		if w.answeredLocked(wp) {
 			for _, b := range wp.buckets {
-				u.Leases = append(u.Leases, b.leases...)
+				if b.pool.IsValid() {
+					u.Leases = append(u.Leases, b.leases...)
+					continue
+				}
+				for _, l := range b.leases { // the shared query holds every pool's
+					if l.Pool == wp.pool {
+						u.Leases = append(u.Leases, l)
+					}
+				}
 			}
 		}
 	}

@@ -663,3 +663,46 @@ func TestWatchStreakOfStoppedBucket(t *testing.T) {
 		}
 	}
 }
+
+// More pools than the query budget share one query on every lease (a query
+// each would pass Consul's limit of connections per client address, and
+// the refused pools would never be read): each pool still gets its own
+// leases, none is emptied on the way into or out of sharing, and a change
+// in one pool is seen.
+func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	p1, p2, p3 := netip.MustParsePrefix("10.41.0.0/16"), netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("10.43.0.0/16")
+	putLease(t, s, mkLease("10.41.0.0/16", "10.41.1.0/24", "a"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.3.0/24", "c"))
+	putLease(t, s, mkLease("10.44.0.0/16", "10.44.4.0/24", "unfollowed"))
+	w := r.NewWatch(nil)
+	w.Tune(2, 256)
+	defer w.Close()
+	w.SetPools([]netip.Prefix{p1, p2})
+	wantUpdate(t, next(t, w), []string{"10.41.1.0/24=a", "10.42.2.0/24=b"}, []netip.Prefix{p1, p2}, true)
+	waitOpen(t, s, 2)
+
+	// Three pools, budget two: one shared query, from what the two knew.
+	w.SetPools([]netip.Prefix{p1, p2, p3})
+	waitOpen(t, s, 1)
+	u := next(t, w)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.43.3.0/24=c"}, u.Changed, true)
+	if !slices.Contains(u.Changed, p3) {
+		t.Fatalf("changed %v; want the new pool %s in it", u.Changed, p3)
+	}
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.9.0/24", "e"))
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e", "10.43.3.0/24=c"}, u.Changed, true)
+	if !slices.Contains(u.Changed, p2) {
+		t.Fatalf("changed %v; want %s", u.Changed, p2)
+	}
+
+	// Back under the budget: a query per pool again, started from the
+	// shared query's records (complete at once, nothing lost).
+	w.SetPools([]netip.Prefix{p1, p2})
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
+	waitOpen(t, s, 2)
+}
