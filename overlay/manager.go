@@ -607,7 +607,10 @@ func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	now := m.cfg.Leases.Now()
 	var peers []lease.Lease
 	for _, l := range all {
-		if l.Pool != n.Pool || l.HostID == m.cfg.HostID || l.Subnet == n.Subnet || l.Expired(now) {
+		// A lease overlapping this host's subnet (a bad or hostile record:
+		// leases of one pool never overlap) would route part of this
+		// host's own containers to another host.
+		if l.Pool != n.Pool || l.HostID == m.cfg.HostID || l.Subnet.Overlaps(n.Subnet) || l.Expired(now) {
 			continue
 		}
 		peers = append(peers, l)

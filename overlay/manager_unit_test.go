@@ -87,7 +87,8 @@ func waitPeers(t *testing.T, b *fakeBackend, id string, want ...string) {
 }
 
 // Peers are the live leases of the network's pool held by other hosts:
-// this host's own lease, a lease of its subnet, other pools' leases and
+// this host's own lease, a lease of (or inside, or around) its subnet,
+// which would route the host's own containers away, other pools' leases and
 // expired ones are left out, expiry judged by the lease source's clock,
 // not the machine's.
 func TestPeersUseTheLeaseSourceClock(t *testing.T) {
@@ -102,6 +103,8 @@ func TestPeersUseTheLeaseSourceClock(t *testing.T) {
 		unitLease("host-c", "10.42.0.0/16", "10.42.3.0/24", now.Add(48*time.Hour)), // live by both clocks
 		unitLease("host-d", "10.42.0.0/16", "10.42.4.0/24", now.Add(time.Hour)),    // live by the machine's clock only
 		unitLease("host-e", "10.42.0.0/16", "10.42.1.0/24", time.Time{}),           // our subnet, another host's
+		unitLease("host-g", "10.42.0.0/16", "10.42.1.128/25", time.Time{}),         // inside our subnet
+		unitLease("host-h", "10.42.0.0/16", "10.42.0.0/23", time.Time{}),           // around our subnet
 		unitLease("host-f", "10.43.0.0/16", "10.43.5.0/24", time.Time{}),           // another pool
 	}
 	if got, want := subnets(m.Peers(n, all)), []string{"10.42.2.0/24", "10.42.3.0/24"}; !slices.Equal(got, want) {
