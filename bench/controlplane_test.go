@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/felt-net/felt/kv/consulkv"
@@ -187,39 +186,12 @@ func simRequest(n lease.Network, i int) lease.AcquireRequest {
 // writeLeases acquires leases for simulated hosts from..to-1 with workers
 // writers, as hosts joining together would.
 func writeLeases(ctx context.Context, reg *lease.Registry, n lease.Network, from, to, workers int) error {
-	next := make(chan int)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if _, err := reg.Acquire(ctx, simRequest(n, i)); err != nil {
-					errs <- fmt.Errorf("simulated lease %d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	var err error
-feed:
-	for i := from; i < to; i++ {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
+	return forEach(from, to, workers, func(i int) error {
+		if _, err := reg.Acquire(ctx, simRequest(n, i)); err != nil {
+			return fmt.Errorf("simulated lease %d: %w", i, err)
 		}
-	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
+		return nil
+	})
 }
 
 // allRouted reports whether every host routes want subnets of the pool.
