@@ -37,7 +37,7 @@ type fdbKey struct {
 // it find a MAC and a destination rather than a failed lookup. The entries
 // are marked wanted before they are installed: a failure to update one must
 // not make prune delete the working one that is there.
-func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, want wanted) error {
+func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, want wanted, cur current) error {
 	mac, err := peerMAC(p)
 	if err != nil {
 		return err
@@ -49,20 +49,64 @@ func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, want wanted) er
 	want.fdb[fdbKey{mac: mac.String(), dst: p.PublicIP}] = true
 	want.routes[kernel.KeyOf(r)] = true
 
-	neigh := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		Type: unix.RTN_UNICAST, IP: kernel.IPOf(gw), HardwareAddr: mac}
-	if err := b.cfg.Netlink.NeighSet(neigh); err != nil {
-		return fmt.Errorf("neighbour %s lladdr %s: %w", gw, mac, err)
+	if cur.neigh[gw] != mac.String() {
+		neigh := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			Type: unix.RTN_UNICAST, IP: kernel.IPOf(gw), HardwareAddr: mac}
+		if err := b.cfg.Netlink.NeighSet(neigh); err != nil {
+			return fmt.Errorf("neighbour %s lladdr %s: %w", gw, mac, err)
+		}
 	}
-	fdb := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-		State: netlink.NUD_PERMANENT, IP: kernel.IPOf(p.PublicIP), HardwareAddr: mac}
-	if err := b.cfg.Netlink.NeighSet(fdb); err != nil {
-		return fmt.Errorf("fdb %s dst %s: %w", mac, p.PublicIP, err)
+	if !cur.fdb[fdbKey{mac: mac.String(), dst: p.PublicIP}] {
+		fdb := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			State: netlink.NUD_PERMANENT, IP: kernel.IPOf(p.PublicIP), HardwareAddr: mac}
+		if err := b.cfg.Netlink.NeighSet(fdb); err != nil {
+			return fmt.Errorf("fdb %s dst %s: %w", mac, p.PublicIP, err)
+		}
+	}
+	if kernel.Has(cur.routes, r) {
+		return nil
 	}
 	if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
 		return fmt.Errorf("route %s via %s onlink: %w", p.Subnet, gw, err)
 	}
 	return nil
+}
+
+// current is what the VTEP holds before a sync: its permanent neighbour
+// entries (address → MAC), its FDB entries, and felt's routes into the
+// pool. A sync writes only what differs: it wrote three entries per peer
+// whatever changed, 30,000 netlink requests per change with 10,000 peers.
+type current struct {
+	neigh  map[netip.Addr]string
+	fdb    map[fdbKey]bool
+	routes map[kernel.RouteKey]int
+}
+
+func (b *Backend) current(vtep netlink.Link, pool netip.Prefix) (current, error) {
+	idx := vtep.Attrs().Index
+	cur := current{neigh: map[netip.Addr]string{}, fdb: map[fdbKey]bool{}}
+	neigh, err := kernel.RetryDump(func() ([]netlink.Neigh, error) { return b.cfg.Netlink.NeighList(idx, netlink.FAMILY_V4) })
+	if err != nil {
+		return current{}, fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, e := range neigh {
+		if e.State&netlink.NUD_PERMANENT != 0 {
+			cur.neigh[kernel.AddrOf(e.IP)] = e.HardwareAddr.String()
+		}
+	}
+	fdb, err := kernel.RetryDump(func() ([]netlink.Neigh, error) { return b.cfg.Netlink.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return current{}, fmt.Errorf("list fdb: %w", err)
+	}
+	for _, e := range fdb {
+		if e.State&netlink.NUD_PERMANENT != 0 {
+			cur.fdb[fdbKey{mac: e.HardwareAddr.String(), dst: kernel.AddrOf(e.IP)}] = true
+		}
+	}
+	if cur.routes, err = kernel.Installed(b.cfg.Netlink, pool); err != nil {
+		return current{}, err
+	}
+	return cur, nil
 }
 
 // pruneNeigh deletes IPv4 neighbour entries on the VTEP other than the

@@ -31,6 +31,12 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 	}
 	want := wanted{routes: map[kernel.RouteKey]bool{}, neigh: map[netip.Addr]string{}, fdb: map[fdbKey]bool{}}
 	var errs []error
+	// What is there already is not written again. A listing that fails
+	// leaves cur empty: everything is written, as a first sync does.
+	cur, err := b.current(vtep, n.Pool)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
+	}
 	for _, p := range peers {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -42,12 +48,15 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		if n.DirectRouting && u.Direct(p.PublicIP) == nil {
 			r := kernel.PeerRoute(p.Subnet, p.PublicIP, u.Link.Attrs().Index, false)
 			want.routes[kernel.KeyOf(r)] = true
+			if kernel.Has(cur.routes, r) {
+				continue
+			}
 			if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
 				errs = append(errs, fmt.Errorf("vxlan %s: direct route %s via %s dev %s: %w", name, p.Subnet, p.PublicIP, u.Name(), err))
 			}
 			continue
 		}
-		if err := b.addNeighbour(vtep, p, want); err != nil {
+		if err := b.addNeighbour(vtep, p, want, cur); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: peer %s (subnet %s): %w", name, p.HostID, p.Subnet, err))
 		}
 	}

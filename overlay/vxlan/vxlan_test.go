@@ -235,6 +235,31 @@ func TestVXLAN(t *testing.T) {
 		}
 	})
 
+	// A sync skips the entries the kernel holds already; one after entries
+	// changed under it (a neighbour's MAC, a deleted route) still repairs
+	// exactly them.
+	t.Run("repairs what differs", func(t *testing.T) {
+		nl := a.NS.NL
+		a.Apply(t, n, b, c)
+		vtep := a.NS.Link(t, vxlan.VTEPName(testbed.VNI)).Attrs().Index
+		if err := nl.NeighSet(&netlink.Neigh{LinkIndex: vtep, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: net.IP(b.Subnet.Addr().AsSlice()), HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0x07, 0x07}}); err != nil {
+			t.Fatal(err)
+		}
+		r, ok := testbed.FeltRoutes(t, a)[c.Subnet]
+		if !ok {
+			t.Fatalf("no route to %s", c.Subnet)
+		}
+		if err := nl.RouteDel(&r); err != nil {
+			t.Fatal(err)
+		}
+		a.Apply(t, n, b, c)
+		hasTunnel(t, a, b)
+		hasTunnel(t, a, c)
+		testbed.MustPing(t, a, b)
+		testbed.MustPing(t, a, c)
+	})
+
 	t.Run("teardown", func(t *testing.T) {
 		if err := a.B["vxlan"].Teardown(context.Background(), n); err != nil {
 			t.Fatal(err)

@@ -72,6 +72,28 @@ func ownedRoutes(nl *netlink.Handle, pool netip.Prefix) ([]netlink.Route, error)
 	return out, nil
 }
 
+// Installed returns felt's routes into pool by key, with their flags, so a
+// sync can skip writing a route that is there already: a sync rewrote every
+// peer's route at every change, 10,000 netlink requests with 10,000 peers.
+func Installed(nl *netlink.Handle, pool netip.Prefix) (map[RouteKey]int, error) {
+	routes, err := ownedRoutes(nl, pool)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[RouteKey]int, len(routes))
+	for _, r := range routes {
+		out[KeyOf(r)] = r.Flags
+	}
+	return out, nil
+}
+
+// Has reports whether installed (Installed's answer; nil: nothing known)
+// holds r as PeerRoute makes it: its key and its onlink flag.
+func Has(installed map[RouteKey]int, r netlink.Route) bool {
+	flags, ok := installed[KeyOf(r)]
+	return ok && flags&int(netlink.FLAG_ONLINK) == r.Flags&int(netlink.FLAG_ONLINK)
+}
+
 // PruneRoutes deletes felt's routes into pool that are not in want; a nil
 // want deletes them all. It returns what it deleted, for the log.
 func PruneRoutes(nl *netlink.Handle, pool netip.Prefix, want map[RouteKey]bool) ([]netip.Prefix, error) {
