@@ -53,9 +53,12 @@ type Config struct {
 	HostID string
 	// TTL of the leases this host takes; 0 means permanent.
 	TTL time.Duration
-	// HostNetworks lists the networks of the host's interfaces; a pool
-	// overlapping one is refused. Nil: no such check (unit tests).
-	HostNetworks func(ctx context.Context) ([]HostNetwork, error)
+	// HostNetworks lists the networks of the host's interfaces that
+	// overlap pool; a pool overlapping one is refused. Nil: no such check
+	// (unit tests). Given the pool, it looks up only the interfaces of
+	// overlapping addresses: a host with hundreds of felt bridges would
+	// otherwise pay a link lookup per bridge at every RequestPool.
+	HostNetworks func(ctx context.Context, pool netip.Prefix) ([]HostNetwork, error)
 	// ForgetHost removes what an earlier felt of this host, named by its
 	// host ID, left in the kernel (forget.go). Nil: nothing is removed.
 	ForgetHost func(ctx context.Context, hostID string) error

@@ -59,7 +59,7 @@ func newCheckDriver(t *testing.T) *checkEnv {
 		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) {
 			return lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}, nil
 		},
-		HostNetworks: func(context.Context) ([]ipam.HostNetwork, error) { return e.nets, nil },
+		HostNetworks: func(context.Context, netip.Prefix) ([]ipam.HostNetwork, error) { return e.nets, nil },
 	})
 	return e
 }

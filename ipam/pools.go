@@ -146,7 +146,7 @@ func (d *Driver) RequestPool(ctx context.Context, req *api.RequestPoolRequest) (
 		return nil, err
 	}
 	if d.cfg.HostNetworks != nil {
-		nets, err := d.cfg.HostNetworks(ctx)
+		nets, err := d.cfg.HostNetworks(ctx, pool)
 		if err != nil {
 			return nil, fmt.Errorf("--subnet %s: listing this host's networks: %w", pool, err)
 		}

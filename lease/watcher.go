@@ -141,20 +141,27 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 	slices.SortFunc(pools, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
 	pools = slices.Compact(pools)
 	w.mu.Lock()
-	same, gen := slices.Equal(pools, w.set), w.gen
+	same, gen, wasShared := slices.Equal(pools, w.set), w.gen, len(w.set) > w.budget
 	w.mu.Unlock()
 	if same {
 		return gen // the Manager says it again and again: no planning
 	}
-	plan := planBuckets(pools, w.budget, w.target)
-	queries := 0
-	for _, b := range plan {
-		queries += len(b)
-	}
+	var plan [][]string
 	if n := len(pools); n > w.budget {
-		w.log.Warn("lease watch: more pools than its query budget; one query on every lease serves them all", "pools", n, "budget", w.budget)
+		// Shared: no buckets to plan (planning every pool at each Attach
+		// made an Attach cost in proportion to the networks there), and
+		// said once, when the pools outgrow the budget.
+		if !wasShared {
+			w.log.Warn("lease watch: more pools than its query budget; one query on every lease serves them all", "pools", n, "budget", w.budget)
+		}
+	} else {
+		plan = planBuckets(pools, w.budget, w.target)
+		queries := 0
+		for _, b := range plan {
+			queries += len(b)
+		}
+		w.log.Debug("lease watch: pools planned", "pools", len(pools), "queries", queries)
 	}
-	w.log.Debug("lease watch: pools planned", "pools", len(pools), "queries", queries)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -19,17 +19,20 @@ import (
 // com.docker.network.bridge.name=felt-lab) is not taken for felt's.
 var legacyFeltName = regexp.MustCompile(`^(felt-[0-9a-f]{10}|felt\.[0-9]{1,8}|feltu\.[0-9a-f]{8})$`)
 
-// hostNetworks lists the networks of this host's IPv4 addresses, for the
-// IPAM to refuse pools that overlap them. Links of this felt instance are
+// hostNetworks lists the networks of this host's IPv4 addresses that
+// overlap pool, for the IPAM to refuse pools that overlap them. Only their
+// links are looked up (one request each): with hundreds of felt networks,
+// looking up every address's link made each RequestPool cost a request
+// per bridge. Links of this felt instance are
 // flagged (the IPAM lets a pool hold them: they are its own, left from
 // before a restart): by their alias (felt:<instance>:…), or, without an
 // alias, by a name of the shape felt gave links before aliases. Another
 // instance's links (a second felt on the host, or an earlier felt whose
 // state directory was wiped) are not this felt's: a pool over them would
 // put two bridges on the same addresses.
-func hostNetworks(nl *netlink.Handle, instance string) func(context.Context) ([]ipam.HostNetwork, error) {
+func hostNetworks(nl *netlink.Handle, instance string) func(context.Context, netip.Prefix) ([]ipam.HostNetwork, error) {
 	ours := "felt:" + instance + ":"
-	return func(context.Context) ([]ipam.HostNetwork, error) {
+	return func(_ context.Context, pool netip.Prefix) ([]ipam.HostNetwork, error) {
 		addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 		if err != nil {
 			return nil, fmt.Errorf("addresses: %w", err)
@@ -46,6 +49,9 @@ func hostNetworks(nl *netlink.Handle, instance string) func(context.Context) ([]
 			}
 			bits, _ := a.IPNet.Mask.Size()
 			n := ipam.HostNetwork{Prefix: netip.PrefixFrom(ip, bits).Masked(), Iface: fmt.Sprintf("index %d", a.LinkIndex)}
+			if !n.Prefix.Overlaps(pool) {
+				continue
+			}
 			l, seen := links[a.LinkIndex]
 			if !seen {
 				l, _ = nl.LinkByIndex(a.LinkIndex)

@@ -29,7 +29,7 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nets, err := hostNetworks(ns.NL, "0123abcd")(context.Background())
+	nets, err := hostNetworks(ns.NL, "0123abcd")(context.Background(), netip.MustParsePrefix("10.0.0.0/8"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +42,14 @@ func TestPoolOverlappingHostInterfaceRefused(t *testing.T) {
 	}
 	if n := found["fbr"]; n.Prefix.String() != "10.42.3.0/24" || !n.Felt {
 		t.Fatalf("fbr: %+v (all: %+v)", n, nets)
+	}
+	// Only the networks overlapping the pool asked about.
+	nets, err = hostNetworks(ns.NL, "0123abcd")(context.Background(), netip.MustParsePrefix("10.42.0.0/16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].Iface != "fbr" {
+		t.Fatalf("networks overlapping 10.42.0.0/16: %+v, want fbr's alone", nets)
 	}
 
 	d := ipamOfInstance(t, ns, "0123abcd", netip.MustParseAddr("10.99.1.7"))
