@@ -182,8 +182,8 @@ func TestWireGuard(t *testing.T) {
 
 	capt.stop()
 	st := capt.result()
-	t.Logf("capture on %s: %d frames, %d between the hosts, WireGuard messages by type (first message of a frame) %v, %d bytes of WireGuard payload, %d frames dropped by the kernel",
-		capt.ifname, st.frames, st.between, st.msgs, st.wgBytes, st.dropped)
+	t.Logf("capture on %s: %d frames, %d between the hosts, WireGuard messages by type (first message of a frame) %v, %d bytes of WireGuard payload, %d ICMP unreachable answering WireGuard messages, %d frames dropped by the kernel",
+		capt.ifname, st.frames, st.between, st.msgs, st.wgBytes, st.unreachable, st.dropped)
 	for _, p := range st.bad {
 		t.Errorf("capture on the underlay: %s", p)
 	}
@@ -579,8 +579,11 @@ type wgCaptureResult struct {
 	// message they start with: 1 initiation, 2 response, 3 cookie, 4 data.
 	msgs    [5]int
 	wgBytes int // UDP payload bytes between the hosts
-	dropped uint32
-	bad     []string // the first problems found
+	// unreachable counts ICMP errors answering a WireGuard message (a
+	// peer's port not open yet).
+	unreachable int
+	dropped     uint32
+	bad         []string // the first problems found
 }
 
 func startWGCapture(t testing.TB, ns, ifname string, h1, h2 netip.Addr) *wgCapture {
@@ -697,20 +700,114 @@ func (c *wgCapture) judge(f []byte) {
 	c.res.between++
 	c.mu.Unlock()
 	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] == unix.IPPROTO_ICMP && len(ip) >= ihl+8 && ip[ihl] == 3 {
+		// Destination unreachable: a host's answer to a WireGuard message
+		// that found no socket on the port (its device not listening
+		// yet: the peer learnt of it from its lease first). Allowed only
+		// when it quotes a WireGuard message between the hosts' ports in
+		// the other direction; the quote is checked for secrets above.
+		if why := wgDatagram(ip[ihl+8:], dst, src); why != "" {
+			c.problem(fmt.Sprintf("%s: ICMP unreachable (code %d) quoting %s", route, ip[ihl+1], why))
+			return
+		}
+		c.mu.Lock()
+		c.res.unreachable++
+		c.mu.Unlock()
+		return
+	}
 	if ip[9] != unix.IPPROTO_UDP || len(ip) < ihl+8+4 {
 		c.problem(fmt.Sprintf("%s: IP protocol %d, %d bytes: not a WireGuard datagram", route, ip[9], len(ip)))
 		return
 	}
+	if why := wgDatagram(ip, src, dst); why != "" {
+		c.problem(fmt.Sprintf("%s: %s", route, why))
+		return
+	}
+	payload := ip[ihl+8:]
+	c.mu.Lock()
+	c.res.msgs[payload[0]]++
+	c.res.wgBytes += len(payload)
+	c.mu.Unlock()
+}
+
+// wgDatagram says why ip (an IPv4 packet, or the start of one quoted by
+// an ICMP error) is not a WireGuard message from src to dst between the
+// WireGuard ports, or "" if it is one.
+func wgDatagram(ip []byte, src, dst [4]byte) string {
+	if len(ip) < 20 {
+		return fmt.Sprintf("%d bytes: not an IP packet", len(ip))
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] != unix.IPPROTO_UDP || len(ip) < ihl+8+4 {
+		return fmt.Sprintf("IP protocol %d, %d bytes: not a WireGuard datagram", ip[9], len(ip))
+	}
+	if [4]byte(ip[12:16]) != src || [4]byte(ip[16:20]) != dst {
+		return fmt.Sprintf("a datagram %s → %s: not between the hosts", netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20])))
+	}
 	udp := ip[ihl:]
 	sport, dport := binary.BigEndian.Uint16(udp[0:2]), binary.BigEndian.Uint16(udp[2:4])
 	payload := udp[8:]
-	typ := payload[0]
-	if sport != wgPort || dport != wgPort || typ < 1 || typ > 4 || payload[1] != 0 || payload[2] != 0 || payload[3] != 0 {
-		c.problem(fmt.Sprintf("%s: UDP %d → %d starting % x: not a WireGuard message between the ports %d", route, sport, dport, payload[:4], wgPort))
-		return
+	if typ := payload[0]; sport != wgPort || dport != wgPort || typ < 1 || typ > 4 || payload[1] != 0 || payload[2] != 0 || payload[3] != 0 {
+		return fmt.Sprintf("UDP %d → %d starting % x: not a WireGuard message between the ports %d", sport, dport, payload[:4], wgPort)
 	}
-	c.mu.Lock()
-	c.res.msgs[typ]++
-	c.res.wgBytes += len(payload)
-	c.mu.Unlock()
+	return ""
+}
+
+// TestWGCaptureJudge checks the capture's verdicts on hand-made frames:
+// WireGuard between the ports passes, an ICMP unreachable quoting one
+// passes (counted apart), anything else between the hosts is a problem.
+func TestWGCaptureJudge(t *testing.T) {
+	h1, h2 := [4]byte{192, 168, 97, 11}, [4]byte{192, 168, 97, 12}
+	ipv4 := func(proto byte, src, dst [4]byte, body []byte) []byte {
+		ip := make([]byte, 20, 20+len(body))
+		ip[0], ip[9] = 0x45, proto
+		binary.BigEndian.PutUint16(ip[2:4], uint16(20+len(body)))
+		copy(ip[12:16], src[:])
+		copy(ip[16:20], dst[:])
+		return append(ip, body...)
+	}
+	udp := func(sport, dport uint16, payload []byte) []byte {
+		u := make([]byte, 8, 8+len(payload))
+		binary.BigEndian.PutUint16(u[0:2], sport)
+		binary.BigEndian.PutUint16(u[2:4], dport)
+		return append(u, payload...)
+	}
+	icmpUnreach := func(quoted []byte) []byte {
+		return append([]byte{3, 3, 0, 0, 0, 0, 0, 0}, quoted...)
+	}
+	frame := func(ip []byte) []byte {
+		return append([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x08, 0x00}, ip...)
+	}
+	initiation := append([]byte{1, 0, 0, 0}, make([]byte, 144)...)
+	wg := ipv4(unix.IPPROTO_UDP, h1, h2, udp(wgPort, wgPort, initiation))
+
+	for _, tc := range []struct {
+		name        string
+		frame       []byte
+		bad         string // a substring of the problem, "" for none
+		unreachable int
+	}{
+		{"handshake initiation", frame(wg), "", 0},
+		{"unreachable quoting WireGuard", frame(ipv4(unix.IPPROTO_ICMP, h2, h1, icmpUnreach(wg))), "", 1},
+		{"unreachable quoting another port", frame(ipv4(unix.IPPROTO_ICMP, h2, h1, icmpUnreach(ipv4(unix.IPPROTO_UDP, h1, h2, udp(4789, 4789, initiation))))), "ICMP unreachable (code 3) quoting UDP 4789", 0},
+		{"unreachable quoting the wrong direction", frame(ipv4(unix.IPPROTO_ICMP, h2, h1, icmpUnreach(ipv4(unix.IPPROTO_UDP, h2, h1, udp(wgPort, wgPort, initiation))))), "not between the hosts", 0},
+		{"echo request", frame(ipv4(unix.IPPROTO_ICMP, h1, h2, []byte{8, 0, 0, 0, 0, 1, 0, 1})), "IP protocol 1", 0},
+		{"vxlan", frame(ipv4(unix.IPPROTO_UDP, h1, h2, udp(4789, 4789, initiation))), "not a WireGuard message", 0},
+		{"the marker in a WireGuard frame", frame(ipv4(unix.IPPROTO_UDP, h1, h2, udp(wgPort, wgPort, append([]byte{4, 0, 0, 0}, wgMarker...)))), "holds the payload marker in clear", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &wgCapture{h1: h1, h2: h2, secrets: map[string][]byte{"the payload marker": []byte(wgMarker)}}
+			c.judge(tc.frame)
+			r := c.result()
+			if r.between != 1 || r.unreachable != tc.unreachable {
+				t.Errorf("between %d, unreachable %d: want 1, %d", r.between, r.unreachable, tc.unreachable)
+			}
+			switch {
+			case tc.bad == "" && len(r.bad) > 0:
+				t.Errorf("problems %q, want none", r.bad)
+			case tc.bad != "" && (len(r.bad) == 0 || !strings.Contains(r.bad[0], tc.bad)):
+				t.Errorf("problems %q, want one with %q", r.bad, tc.bad)
+			}
+		})
+	}
 }
