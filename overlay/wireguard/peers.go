@@ -159,22 +159,34 @@ func routable(n overlay.Network, s netip.Prefix) bool {
 }
 
 // config is p as wgctrl configures it: its allowed IPs replaced by its
-// subnet, so a subnet that moved to another host is never claimed twice.
-func (p peer) config() wgtypes.PeerConfig {
-	return wgtypes.PeerConfig{
+// subnet, so a subnet that moved to another host is never claimed twice;
+// its endpoint only with withEndpoint (see diffPeers).
+func (p peer) config(withEndpoint bool) wgtypes.PeerConfig {
+	c := wgtypes.PeerConfig{
 		PublicKey:         p.Key,
-		Endpoint:          net.UDPAddrFromAddrPort(p.Endpoint),
 		ReplaceAllowedIPs: true,
 		AllowedIPs:        []net.IPNet{ipNet(p.Subnet)},
 	}
+	if withEndpoint {
+		c.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
+	}
+	return c
 }
 
 // diffPeers is the change that turns the device's peers (have) into want:
-// new peers and those whose endpoint or allowed IPs differ are set, peers
-// not wanted (a lease gone, a key changed) removed, and the others left
-// alone, so that their sessions go on. Never ReplacePeers: it would make
-// every peer handshake again at each Sync.
-func diffPeers(have []wgtypes.Peer, want []peer) []wgtypes.PeerConfig {
+// new peers and those whose allowed IPs differ are set, peers not wanted
+// (a lease gone, a key changed) removed, and the others left alone, so
+// that their sessions go on. Never ReplacePeers: it would make every peer
+// handshake again at each Sync.
+//
+// A peer's endpoint is the lease's only where the device has none, or the
+// lease's changed since felt last set it (set: by key, the endpoint of
+// the lease felt last programmed; none known, as after a restart adopting
+// a kernel device, the device's must then equal the lease's). Otherwise
+// the device's stands: WireGuard moves it to wherever the peer's
+// authenticated packets come from (roaming, NAT), and setting the lease's
+// at every Sync would undo that.
+func diffPeers(have []wgtypes.Peer, want []peer, set map[wgtypes.Key]netip.AddrPort) []wgtypes.PeerConfig {
 	byKey := map[wgtypes.Key]wgtypes.Peer{}
 	for _, h := range have {
 		byKey[h.PublicKey] = h
@@ -184,10 +196,12 @@ func diffPeers(have []wgtypes.Peer, want []peer) []wgtypes.PeerConfig {
 	for _, w := range want {
 		wanted[w.Key] = true
 		h, ok := byKey[w.Key]
-		if ok && sameEndpoint(h.Endpoint, w.Endpoint) && sameAllowed(h.AllowedIPs, w.Subnet) {
+		last, known := set[w.Key]
+		setEndpoint := !ok || h.Endpoint == nil || (!known || last != w.Endpoint) && !sameEndpoint(h.Endpoint, w.Endpoint)
+		if ok && !setEndpoint && sameAllowed(h.AllowedIPs, w.Subnet) {
 			continue
 		}
-		out = append(out, w.config())
+		out = append(out, w.config(setEndpoint))
 	}
 	for _, h := range have {
 		if !wanted[h.PublicKey] {

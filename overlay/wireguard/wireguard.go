@@ -76,6 +76,10 @@ type wgNet struct {
 	// recreated device so that traffic flows before the next Sync.
 	peers  []wgtypes.PeerConfig
 	routes []netip.Prefix
+	// endpoints are the peers' endpoints as felt last set them (their
+	// leases'), by key: a Sync sets a peer's endpoint again only when its
+	// lease's changed, leaving one WireGuard learned (roaming) alone.
+	endpoints map[wgtypes.Key]netip.AddrPort
 	// skipped are the leases Sync skipped, by host and cause, so that
 	// each is logged once (while it lasts).
 	skipped map[string]bool
