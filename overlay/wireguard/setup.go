@@ -272,8 +272,22 @@ const blackholeMetric = 0x7fffffff
 // port is broken now), or deleted until the next reconcile. Without it the
 // pool's traffic would follow the default route onto the underlay in
 // clear. It stays until Teardown.
+//
+// It carries felt's route protocol, as felt's other routes do: deleting it
+// then matches felt's route only, never an administrator's (static) one
+// to the pool, and felt's route cleanup (kernel.PruneRoutes) finds it,
+// which is why Sync names it among the routes it wants.
 func poolBlackhole(n overlay.Network) netlink.Route {
-	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC, Priority: blackholeMetric}
+	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: kernel.RouteProtocol, Priority: blackholeMetric}
+}
+
+// legacyBlackhole is poolBlackhole as felt made it before it carried
+// felt's protocol: "proto static", at felt's metric. A Teardown after an
+// upgrade deletes it; a static route of another metric is not matched.
+func legacyBlackhole(n overlay.Network) netlink.Route {
+	r := poolBlackhole(n)
+	r.Protocol = unix.RTPROT_STATIC
+	return r
 }
 
 func (b *Backend) blackholePool(n overlay.Network) {
@@ -343,9 +357,10 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
 	}
-	blackhole := poolBlackhole(n)
-	if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
-		errs = append(errs, fmt.Errorf(Name+" %s: blackhole route: %w", n.Pool, err))
+	for _, blackhole := range []netlink.Route{poolBlackhole(n), legacyBlackhole(n)} {
+		if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf(Name+" %s: blackhole route (proto %d): %w", n.Pool, blackhole.Protocol, err))
+		}
 	}
 	if err := removeStaleSocket(name); err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))

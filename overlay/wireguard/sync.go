@@ -72,7 +72,8 @@ func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *
 	for _, p := range want {
 		st.endpoints[p.Key] = p.Endpoint
 	}
-	wantRoutes := map[kernel.RouteKey]bool{}
+	// The pool's blackhole is felt's too (poolBlackhole), and stays.
+	wantRoutes := map[kernel.RouteKey]bool{kernel.KeyOf(poolBlackhole(n)): true}
 	for _, s := range routes {
 		r := devRoute(s, link.Attrs().Index)
 		wantRoutes[kernel.KeyOf(r)] = true
