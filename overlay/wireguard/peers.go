@@ -3,6 +3,7 @@ package wireguard
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,7 +34,8 @@ type skip struct {
 
 // wantedPeers turns the leases of n's pool held by other hosts into
 // WireGuard peers. A lease a backend must not program (overlay.CheckPeer)
-// is an error and gets nothing. A lease without a usable key is skipped:
+// is an error and gets nothing; one whose public IP only is unusable, and
+// one without a usable key, are skipped. Without a usable key is:
 // none or a malformed one, this host's own key, or a key two leases share
 // (copied state: WireGuard tells peers apart by key alone, so neither can
 // be told which of them sent a packet). A skipped lease still gets its
@@ -45,13 +47,19 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	var cands []peer
 	for _, l := range leases {
 		if err := overlay.CheckPeer(n, l); err != nil {
-			errs = append(errs, err)
-			if routable(n, l.Subnet) {
-				// Only its public IP is unusable (none, IPv6): no peer,
-				// but its subnet still goes into the device, which drops
-				// it, rather than out by the default route in clear.
+			var bad *overlay.PublicIPError
+			if errors.As(err, &bad) {
+				// Only its public IP is unusable (none, IPv6, loopback,
+				// multicast…): no peer, but its subnet still goes into
+				// the device, which drops it, rather than out by the
+				// default route in clear. The lease is another host's
+				// doing: skipped (logged once), not this Sync's failure.
 				routes = append(routes, l.Subnet)
+				skips = append(skips, skip{HostID: l.HostID, Subnet: l.Subnet,
+					Why: fmt.Sprintf("its lease's public IP %q %s", bad.IP, bad.Why)})
+				continue
 			}
+			errs = append(errs, err)
 			continue
 		}
 		routes = append(routes, l.Subnet)

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -165,28 +166,49 @@ func TestDiffPeers(t *testing.T) {
 	}
 }
 
-// A lease whose subnet is fine but whose public IP is unusable (none, or
-// IPv6) gets no peer, but its subnet must still be routed into the device:
-// without the route, traffic to it would leave by the default route in
-// clear.
-func TestBadPublicIPStillRouted(t *testing.T) {
+// A lease whose subnet is fine but whose public IP cannot be a peer's
+// (none, IPv6, unspecified, loopback, multicast, broadcast, inside the
+// pool) gets no peer: it is skipped with the reason, not an error of the
+// Sync. Its subnet must still be routed into the device: without the
+// route, traffic to it would leave by the default route in clear. A lease
+// with a subnet outside the pool stays an error, and unrouted.
+func TestBadPublicIPSkippedStillRouted(t *testing.T) {
 	own := newKey(t)
 	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
-	v6 := leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())
+	leases := []lease.Lease{leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())}
 	none := leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String())
 	none.PublicIP = netip.Addr{}
-	outside := leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String())
-	want, routes, _, errs := wantedPeers(n, own, []lease.Lease{v6, none, outside})
-	if len(want) != 0 || len(errs) != 3 {
-		t.Fatalf("peers %+v, errors %v: want none and 3", want, errs)
+	leases = append(leases, none)
+	why := map[string]string{"host-b": "not an IPv4 address", "host-c": "not an IPv4 address"}
+	for i, c := range []struct{ ip, why string }{
+		{"0.0.0.0", "unspecified"}, {"127.0.0.1", "loopback"}, {"224.0.0.5", "multicast"},
+		{"239.255.0.1", "multicast"}, {"255.255.255.255", "broadcast"}, {"10.42.77.1", "pool"},
+	} {
+		host := fmt.Sprintf("host-%c", 'd'+i)
+		leases = append(leases, leaseWith(host, c.ip, fmt.Sprintf("10.42.%d.0/24", 4+i), newKey(t).String()))
+		why[host] = c.why
 	}
-	var rs []string
-	for _, r := range routes {
-		rs = append(rs, r.String())
+	leases = append(leases, leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String()))
+	fine := leaseWith("host-z", "169.254.7.7", "10.42.20.0/24", newKey(t).String()) // link-local unicast is fine
+	leases = append(leases, fine)
+	want, routes, skips, errs := wantedPeers(n, own, leases)
+	if len(want) != 1 || want[0].HostID != "host-z" || len(errs) != 1 || !strings.Contains(errs[0].Error(), "host-x") {
+		t.Fatalf("peers %+v, errors %v: want host-z's peer and host-x's error only", want, errs)
 	}
-	slices.Sort(rs)
-	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24"}; !slices.Equal(rs, wantR) {
-		t.Fatalf("routes %v, want %v (into the device, not by the default route in clear)", rs, wantR)
+	got := map[string]string{}
+	for _, s := range skips {
+		got[s.HostID] = s.Why
+	}
+	for host, w := range why {
+		if !strings.Contains(got[host], "public IP") || !strings.Contains(got[host], w) {
+			t.Errorf("%s skipped for %q, want its public IP named and %q", host, got[host], w)
+		}
+	}
+	if len(skips) != len(why) {
+		t.Errorf("skips %+v", skips)
+	}
+	if len(routes) != len(why)+1 || slices.Contains(routes, netip.MustParsePrefix("10.99.0.0/24")) {
+		t.Fatalf("routes %v, want every skipped lease's subnet and host-z's (into the device, not by the default route in clear)", routes)
 	}
 }
 
