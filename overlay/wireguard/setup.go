@@ -59,7 +59,7 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		}
 	}
 	if st.impl == "" {
-		if link, err = b.start(st, n, name); err != nil {
+		if link, err = b.start(st, n, name, key); err != nil {
 			return fmt.Errorf(Name+" %s: %w", name, err)
 		}
 		fresh = true
@@ -147,7 +147,7 @@ func (b *Backend) stale(st *wgNet, n overlay.Network, name string) (string, netl
 
 // start creates (or, for a kernel device left by an earlier run, adopts)
 // st's device.
-func (b *Backend) start(st *wgNet, n overlay.Network, name string) (netlink.Link, error) {
+func (b *Backend) start(st *wgNet, n overlay.Network, name string, key wgtypes.Key) (netlink.Link, error) {
 	link, err := b.cfg.Netlink.LinkByName(name)
 	switch {
 	case err == nil && link.Type() == "wireguard" && b.mode != ModeUserspace:
@@ -175,7 +175,7 @@ func (b *Backend) start(st *wgNet, n overlay.Network, name string) (netlink.Link
 		return nil, err
 	}
 	if impl == ImplUserspace {
-		u, err := startUserspace(b.ns, name, n.MTU, b.cfg.Log)
+		u, err := startUserspace(b.ns, name, n.MTU, key, n.Port, b.cfg.Log)
 		if err != nil {
 			return nil, err
 		}
