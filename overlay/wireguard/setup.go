@@ -83,6 +83,12 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		if err := st.user.dev.Up(); err != nil {
 			return fmt.Errorf(Name+" %s: wireguard-go up (port %d: if another program uses it, give the network another port with -o port=): %w", name, n.Port, err)
 		}
+		// A bind that failed (the port taken) leaves wireguard-go with
+		// port 0, and its next up, from the TUN's events or the line
+		// above, binds any port: up is not enough.
+		if err := b.withClient(func(c *wgctrl.Client) error { return checkPort(c, name, n.Port) }); err != nil {
+			return fmt.Errorf(Name+" %s: %w", name, err)
+		}
 	}
 	if err := b.routePool(link, n); err != nil {
 		return fmt.Errorf(Name+" %s: %w", name, err)
@@ -324,6 +330,18 @@ func configureDevice(c *wgctrl.Client, name string, key wgtypes.Key, port int, r
 			return fmt.Errorf("configure (port %d: if another program uses it, give the network another port with -o port=): %w", port, err)
 		}
 		return fmt.Errorf("configure: %w", err)
+	}
+	return nil
+}
+
+// checkPort fails unless the device listens on port.
+func checkPort(c *wgctrl.Client, name string, port int) error {
+	d, err := c.Device(name)
+	if err != nil {
+		return fmt.Errorf("read device: %w", err)
+	}
+	if d.ListenPort != port {
+		return fmt.Errorf("wireguard-go could not bind port %d (it listens on %d): if another program uses it, give the network another port with -o port=", port, d.ListenPort)
 	}
 	return nil
 }

@@ -43,3 +43,31 @@ func TestUserspaceBindsOnceOnItsPort(t *testing.T) {
 		t.Errorf("binding port %d next to the device: %v, want it in use", wireguard.DefaultPort, err)
 	}
 }
+
+// A port another program holds fails Setup naming -o port= (the device
+// cannot bind it when it goes up); once the port is free, the next Setup
+// works.
+func TestUserspacePortTaken(t *testing.T) {
+	tb, b, n := newBed(t, t.TempDir())
+	a := tb.Hosts[0]
+	var c *net.UDPConn
+	if err := a.NS.Do(func() error {
+		var err error
+		c, err = net.ListenUDP("udp", &net.UDPAddr{Port: wireguard.DefaultPort})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Setup(context.Background(), n)
+	if err == nil || !strings.Contains(err.Error(), "-o port=") {
+		c.Close()
+		t.Fatalf("setup with the port taken: %v, want an error naming -o port=", err)
+	}
+	c.Close()
+	if err := b.Setup(context.Background(), n); err != nil {
+		t.Fatalf("setup with the port free again: %v", err)
+	}
+	if st := status(t, b, n); st.ListenPort != wireguard.DefaultPort {
+		t.Fatalf("listen port %d", st.ListenPort)
+	}
+}
