@@ -127,6 +127,10 @@ func TestScrape(t *testing.T) {
 		return metrics.State{LeasesHeld: 2, LeasesKnown: 5, LeasesRead: true, InSync: true, Networks: []metrics.NetworkState{
 			{Pool: "10.42.0.0/16", Backend: "vxlan", Peers: 2},
 			{Pool: "10.43.0.0/16", Backend: "udp", Peers: 1, DataPath: &metrics.DataPath{TxPackets: 7, TxBytes: 700, RxPackets: 9, RxBytes: 900, RxDropped: 1}},
+			{Pool: "10.44.0.0/16", Backend: "wireguard", Peers: 2, WireGuard: []metrics.WireGuardPeer{
+				{Peer: "192.168.77.2", RxBytes: 1500, TxBytes: 2500, LastHandshake: time.Now().Add(-90 * time.Second)},
+				{Peer: "192.168.77.3"}, // no handshake yet
+			}},
 		}}
 	})
 
@@ -155,14 +159,26 @@ func TestScrape(t *testing.T) {
 		`felt_leases_known`:     5,
 		`felt_leases_read`:      1,
 		`felt_overlay_in_sync`:  1,
-		`felt_overlay_networks`: 2,
-		`felt_overlay_peers{backend="vxlan",pool="10.42.0.0/16"}`:                        2,
-		`felt_overlay_peers{backend="udp",pool="10.43.0.0/16"}`:                          1,
-		`felt_dataplane_packets_total{backend="udp",direction="tx",pool="10.43.0.0/16"}`: 7,
-		`felt_dataplane_bytes_total{backend="udp",direction="rx",pool="10.43.0.0/16"}`:   900,
-		`felt_dataplane_dropped_total{backend="udp",direction="rx",pool="10.43.0.0/16"}`: 1,
-		`felt_build_info{version="1.2.3-test"}`:                                          1,
+		`felt_overlay_networks`: 3,
+		`felt_overlay_peers{backend="vxlan",pool="10.42.0.0/16"}`:                           2,
+		`felt_overlay_peers{backend="udp",pool="10.43.0.0/16"}`:                             1,
+		`felt_dataplane_packets_total{backend="udp",direction="tx",pool="10.43.0.0/16"}`:    7,
+		`felt_dataplane_bytes_total{backend="udp",direction="rx",pool="10.43.0.0/16"}`:      900,
+		`felt_dataplane_dropped_total{backend="udp",direction="rx",pool="10.43.0.0/16"}`:    1,
+		`felt_build_info{version="1.2.3-test"}`:                                             1,
+		`felt_wireguard_peer_receive_bytes_total{peer="192.168.77.2",pool="10.44.0.0/16"}`:  1500,
+		`felt_wireguard_peer_transmit_bytes_total{peer="192.168.77.2",pool="10.44.0.0/16"}`: 2500,
+		`felt_wireguard_peer_receive_bytes_total{peer="192.168.77.3",pool="10.44.0.0/16"}`:  0,
 	})
+	if age := v[`felt_wireguard_peer_last_handshake_age_seconds{peer="192.168.77.2",pool="10.44.0.0/16"}`]; age < 90 || age > 150 {
+		t.Errorf("192.168.77.2's last handshake %v s ago, want about 90", age)
+	}
+	if _, ok := v[`felt_wireguard_peer_last_handshake_age_seconds{peer="192.168.77.3",pool="10.44.0.0/16"}`]; ok {
+		t.Error("a peer without a handshake has a handshake age")
+	}
+	if _, ok := v[`felt_wireguard_peer_receive_bytes_total{peer="host-b",pool="10.43.0.0/16"}`]; ok {
+		t.Error("a udp network has WireGuard counters")
+	}
 	if _, ok := v[`felt_peer_rtt_seconds{peer="host-c",pool="10.42.0.0/16"}`]; ok {
 		t.Error("an unreachable peer has an RTT")
 	}
@@ -191,7 +207,8 @@ func TestEveryMetricDocumented(t *testing.T) {
 	m.SetPeerMTU("10.42.0.0/16", "h", true)
 	m.Store(&kvFake{}).Get(context.Background(), "k")
 	m.SetState(func() metrics.State {
-		return metrics.State{Networks: []metrics.NetworkState{{Pool: "10.43.0.0/16", Backend: "udp", DataPath: &metrics.DataPath{}}}}
+		return metrics.State{Networks: []metrics.NetworkState{{Pool: "10.43.0.0/16", Backend: "udp", DataPath: &metrics.DataPath{}},
+			{Pool: "10.44.0.0/16", Backend: "wireguard", WireGuard: []metrics.WireGuardPeer{{Peer: "h", LastHandshake: time.Now()}}}}}
 	})
 	fams, err := reg.Gather()
 	if err != nil {

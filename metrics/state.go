@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,6 +26,16 @@ type NetworkState struct {
 	// DataPath is the traffic through felt's own data path (udp); nil for
 	// backends the kernel carries (vxlan, host-gw).
 	DataPath *DataPath
+	// WireGuard are the peers of the network's WireGuard device (wireguard
+	// backend), as wgctrl reads them; nil for other backends.
+	WireGuard []WireGuardPeer
+}
+
+// WireGuardPeer is one peer of a network's WireGuard device.
+type WireGuardPeer struct {
+	Peer             string // the peer host as felt_peer_reachable names it: its lease's public IP (its subnet when no live lease names it)
+	RxBytes, TxBytes int64
+	LastHandshake    time.Time // zero: no handshake yet
 }
 
 // DataPath counts a network's traffic through felt's userspace data path.
@@ -54,6 +65,12 @@ var (
 		"Packets carried by felt's userspace data path (udp backend), by direction: tx (read from the TUN, sent to a peer) or rx (received from a peer, written to the TUN). A TCP super-packet counts once.", []string{"pool", "backend", "direction"}, nil)
 	descDPBytes = prometheus.NewDesc("felt_dataplane_bytes_total",
 		"Bytes of the IP packets carried by felt's userspace data path (without encapsulation), by direction.", []string{"pool", "backend", "direction"}, nil)
+	descWGRx = prometheus.NewDesc("felt_wireguard_peer_receive_bytes_total",
+		"Bytes received from the peer host through the network's WireGuard device (wireguard backend), as WireGuard counts them: encrypted, handshakes and keepalives included. Starts again at 0 when the device or the peer is recreated.", []string{"pool", "peer"}, nil)
+	descWGTx = prometheus.NewDesc("felt_wireguard_peer_transmit_bytes_total",
+		"Bytes sent to the peer host through the network's WireGuard device (wireguard backend), as WireGuard counts them: encrypted, handshakes and keepalives included. Starts again at 0 when the device or the peer is recreated.", []string{"pool", "peer"}, nil)
+	descWGHandshake = prometheus.NewDesc("felt_wireguard_peer_last_handshake_age_seconds",
+		"Seconds since the last WireGuard handshake with the peer host (wireguard backend); absent until the first. A session rekeys every 2 minutes while traffic flows: a much older handshake with traffic wanted means the peer is not answering.", []string{"pool", "peer"}, nil)
 	descDPDropped = prometheus.NewDesc("felt_dataplane_dropped_total",
 		"Packets felt's userspace data path dropped, by direction: tx (not IPv4, no peer holds the destination, or the send failed), rx (forged source, or the TUN refused the write).", []string{"pool", "backend", "direction"}, nil)
 )
@@ -66,7 +83,7 @@ type stateCollector struct {
 func newStateCollector() *stateCollector { return &stateCollector{} }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeasesHeld, descLeasesKnown, descLeasesRead, descInSync, descNetworks, descPeers, descDPPackets, descDPBytes, descDPDropped} {
+	for _, d := range []*prometheus.Desc{descLeasesHeld, descLeasesKnown, descLeasesRead, descInSync, descNetworks, descPeers, descDPPackets, descDPBytes, descDPDropped, descWGRx, descWGTx, descWGHandshake} {
 		ch <- d
 	}
 }
@@ -102,6 +119,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descDPBytes, dp.RxBytes, n.Pool, n.Backend, "rx")
 			counter(descDPDropped, dp.TxDropped, n.Pool, n.Backend, "tx")
 			counter(descDPDropped, dp.RxDropped, n.Pool, n.Backend, "rx")
+		}
+		peers := map[string]bool{} // one series per peer: two leases of one host would be a duplicate
+		for _, p := range n.WireGuard {
+			if peers[p.Peer] {
+				continue
+			}
+			peers[p.Peer] = true
+			counter(descWGRx, uint64(max(p.RxBytes, 0)), n.Pool, p.Peer)
+			counter(descWGTx, uint64(max(p.TxBytes, 0)), n.Pool, p.Peer)
+			if !p.LastHandshake.IsZero() {
+				gauge(descWGHandshake, max(time.Since(p.LastHandshake).Seconds(), 0), n.Pool, p.Peer)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay/internal/kernel"
@@ -9,7 +10,10 @@ import (
 
 // CheckPeer rejects leases a backend must not program: a route for a subnet
 // outside the pool, or overlapping this host's own subnet, would replace a
-// route that is not the peer's (such as the bridge's own).
+// route that is not the peer's (such as the bridge's own); and a public IP
+// that cannot be a peer host's address (PublicIPError) would have every
+// backend send the subnet's traffic where no peer is. The subnet is checked
+// first: a *PublicIPError means the subnet itself is fine.
 func CheckPeer(n Network, p lease.Lease) error {
 	switch {
 	case !p.Subnet.IsValid() || !p.Subnet.Addr().Is4():
@@ -20,8 +24,47 @@ func CheckPeer(n Network, p lease.Lease) error {
 		return fmt.Errorf("peer %s: subnet %s is outside pool %s", p.HostID, p.Subnet, n.Pool)
 	case n.Subnet.IsValid() && p.Subnet.Overlaps(n.Subnet):
 		return fmt.Errorf("peer %s: subnet %s overlaps this host's subnet %s", p.HostID, p.Subnet, n.Subnet)
-	case !p.PublicIP.IsValid() || !p.PublicIP.Is4():
-		return fmt.Errorf("peer %s (subnet %s): public IP %q is not an IPv4 address", p.HostID, p.Subnet, p.PublicIP)
+	}
+	if why := publicIPProblem(p.PublicIP, n.Pool); why != "" {
+		return &PublicIPError{HostID: p.HostID, Subnet: p.Subnet, IP: p.PublicIP, Why: why}
 	}
 	return nil
+}
+
+// PublicIPError is CheckPeer's refusal of a lease whose public IP cannot be
+// a peer host's (unicast, underlay) address; its subnet is fine. The
+// wireguard backend skips such a peer (logged once) rather than failing
+// its Sync.
+type PublicIPError struct {
+	HostID string
+	Subnet netip.Prefix
+	IP     netip.Addr
+	Why    string // "is …"
+}
+
+func (e *PublicIPError) Error() string {
+	return fmt.Sprintf("peer %s (subnet %s): public IP %q %s", e.HostID, e.Subnet, e.IP, e.Why)
+}
+
+// publicIPProblem says why ip cannot be the public IP of a peer of the
+// network with pool, or "". Private and link-local unicast addresses are
+// fine (hosts on one LAN, test setups), and so is 240.0.0.0/4, which Linux
+// routes as unicast; the broadcast address of the underlay's subnet is not
+// known here.
+func publicIPProblem(ip netip.Addr, pool netip.Prefix) string {
+	switch {
+	case !ip.IsValid() || !ip.Is4():
+		return "is not an IPv4 address"
+	case ip.As4()[0] == 0: // 0.0.0.0/8, the unspecified address included
+		return "is unspecified (0.0.0.0/8 means this host, not another one)"
+	case ip.IsLoopback():
+		return "is a loopback address: packets to it would never leave this host"
+	case ip.IsMulticast(): // link-local multicast (224.0.0.0/24) included
+		return "is a multicast address, not a host's"
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is the broadcast address, not a host's"
+	case pool.IsValid() && pool.Contains(ip):
+		return fmt.Sprintf("lies in the network's pool %s: packets to the peer would be routed into the overlay itself", pool)
+	}
+	return ""
 }

@@ -2,12 +2,14 @@ package wireguard
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -17,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/felt-net/felt/internal/nsutil"
 )
@@ -72,8 +75,15 @@ type userDevice struct {
 // startUserspace creates the TUN device name in ns (with offloads: TSO and
 // UDP GSO in, GRO out, wireguard-go's default batch sizes) and runs
 // wireguard-go on it with the standard bind (UDP GSO/GRO), reachable by
-// wgctrl through its UAPI socket. The device stays down until Up.
-func startUserspace(ns netns.NsHandle, name string, mtu int, log *slog.Logger) (*userDevice, error) {
+// wgctrl through its UAPI socket.
+//
+// The device gets key and port before it can go up: a TUN reports itself
+// up at once (wireguard-go's write probe answers "up" for a TUN that is
+// still down), and a device up without them binds a random port, to
+// rebind on felt's a moment later; a peer's handshake in between met a
+// closed port. So the TUN's events reach wireguard-go only once key and
+// port are set (gatedTUN), and its one bind is on the port.
+func startUserspace(ns netns.NsHandle, name string, mtu int, key wgtypes.Key, port int, log *slog.Logger) (*userDevice, error) {
 	var td tun.Device
 	err := nsutil.Do(ns, func() error {
 		var err error
@@ -87,7 +97,14 @@ func startUserspace(ns netns.NsHandle, name string, mtu int, log *slog.Logger) (
 	if ns.IsOpen() {
 		bind = &nsBind{Bind: bind, ns: ns}
 	}
-	dev := device.NewDevice(td, bind, deviceLogger(log, name))
+	gated := gateEvents(td)
+	dev := device.NewDevice(gated, bind, deviceLogger(log, name))
+	err = dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(key[:]), port))
+	gated.release()
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("wireguard-go %s: key and port %d: %w", name, port, err)
+	}
 	f, err := ipc.UAPIOpen(name)
 	if err != nil {
 		dev.Close()
@@ -104,6 +121,30 @@ func startUserspace(ns netns.NsHandle, name string, mtu int, log *slog.Logger) (
 	go u.serve(log)
 	return u, nil
 }
+
+// gatedTUN holds a TUN's events (up, down, MTU) back from wireguard-go
+// until released, then passes them on, and ends with the TUN's.
+type gatedTUN struct {
+	tun.Device
+	events  chan tun.Event
+	open    chan struct{}
+	release func()
+}
+
+func gateEvents(td tun.Device) *gatedTUN {
+	g := &gatedTUN{Device: td, events: make(chan tun.Event, 1), open: make(chan struct{})}
+	g.release = sync.OnceFunc(func() { close(g.open) })
+	go func() {
+		defer close(g.events)
+		<-g.open
+		for e := range td.Events() {
+			g.events <- e
+		}
+	}()
+	return g
+}
+
+func (g *gatedTUN) Events() <-chan tun.Event { return g.events }
 
 // serve hands each UAPI connection (wgctrl's) to the device, until the
 // listener is closed or its socket file deleted.

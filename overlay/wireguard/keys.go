@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -74,4 +76,25 @@ func createKey(path string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("wireguard private key %s: %w", path, err)
 	}
 	return key, nil
+}
+
+// fileID tells a file's versions apart: a file replaced (renamed over) has
+// another inode, one rewritten in place another size or mtime. The zero
+// fileID is a file that cannot be looked at (none).
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+}
+
+func statKey(path string) fileID {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}
+	}
+	id := fileID{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(st.Dev), st.Ino
+	}
+	return id
 }

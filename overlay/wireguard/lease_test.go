@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/testkit"
 	"github.com/felt-net/felt/testkit/netns"
 )
 
@@ -97,5 +99,77 @@ func TestBrokenKeyFileFailsOnlyWireGuard(t *testing.T) {
 	}
 	if got, err := b.PublicKey(); err != nil || got != key.PublicKey() {
 		t.Fatalf("after the fix: %v, %v", got, err)
+	}
+}
+
+// A key file replaced while felt runs (rotation) is read at the next
+// call: the lease data publishes the new public key. A replacement that
+// cannot be used (half written, garbage) keeps the key in use, reported
+// once; fixed, it is read. Removed, a new key is made, as at a start.
+func TestKeyFileReplacedIsReread(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, KeyFile)
+	logs := &testkit.LogBuffer{}
+	b := New(overlay.BackendConfig{HostID: "h", StateDir: dir, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	k1, err := b.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := func() string {
+		t.Helper()
+		data, err := json.Marshal(b.LeaseData(pool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return LeasePublicKey(lease.Lease{BackendData: data})
+	}
+	replace := func(content string) {
+		t.Helper()
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k2, _ := wgtypes.GeneratePrivateKey()
+	replace(k2.String() + "\n")
+	if got := published(); got != k2.PublicKey().String() {
+		t.Fatalf("lease publishes %s after the key file was replaced, want the new %s (was %s)", got, k2.PublicKey(), k1)
+	}
+	if !strings.Contains(logs.String(), "key file replaced") {
+		t.Errorf("the rotation is not logged:\n%s", logs)
+	}
+
+	// Rewritten in place, half way (truncated): the key in use stays.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got, err := b.PublicKey(); err != nil || got != k2.PublicKey() {
+			t.Fatalf("with the key file empty: %v, %v, want the key in use %s", got, err, k2.PublicKey())
+		}
+	}
+	if n := strings.Count(logs.String(), "cannot be used"); n != 1 {
+		t.Errorf("an unusable key file reported %d times, want once:\n%s", n, logs)
+	}
+	k3, _ := wgtypes.GeneratePrivateKey()
+	if err := os.WriteFile(path, []byte(k3.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := published(); got != k3.PublicKey().String() {
+		t.Fatalf("lease publishes %s after the key file was written in place, want %s", got, k3.PublicKey())
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	k4, err := b.PublicKey()
+	if err != nil || k4 == k3.PublicKey() {
+		t.Fatalf("after the key file was removed: %v, %v, want a new key", k4, err)
+	}
+	if again, _ := loadKey(path); again.PublicKey() != k4 {
+		t.Fatalf("the new key is not the file's")
 	}
 }

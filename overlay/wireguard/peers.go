@@ -3,6 +3,7 @@ package wireguard
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,7 +34,8 @@ type skip struct {
 
 // wantedPeers turns the leases of n's pool held by other hosts into
 // WireGuard peers. A lease a backend must not program (overlay.CheckPeer)
-// is an error and gets nothing. A lease without a usable key is skipped:
+// is an error and gets nothing; one whose public IP only is unusable, and
+// one without a usable key, are skipped. Without a usable key is:
 // none or a malformed one, this host's own key, or a key two leases share
 // (copied state: WireGuard tells peers apart by key alone, so neither can
 // be told which of them sent a packet). A skipped lease still gets its
@@ -45,13 +47,19 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 	var cands []peer
 	for _, l := range leases {
 		if err := overlay.CheckPeer(n, l); err != nil {
-			errs = append(errs, err)
-			if routable(n, l.Subnet) {
-				// Only its public IP is unusable (none, IPv6): no peer,
-				// but its subnet still goes into the device, which drops
-				// it, rather than out by the default route in clear.
+			var bad *overlay.PublicIPError
+			if errors.As(err, &bad) {
+				// Only its public IP is unusable (none, IPv6, loopback,
+				// multicast…): no peer, but its subnet still goes into
+				// the device, which drops it, rather than out by the
+				// default route in clear. The lease is another host's
+				// doing: skipped (logged once), not this Sync's failure.
 				routes = append(routes, l.Subnet)
+				skips = append(skips, skip{HostID: l.HostID, Subnet: l.Subnet,
+					Why: fmt.Sprintf("its lease's public IP %q %s", bad.IP, bad.Why)})
+				continue
 			}
+			errs = append(errs, err)
 			continue
 		}
 		routes = append(routes, l.Subnet)
@@ -159,22 +167,34 @@ func routable(n overlay.Network, s netip.Prefix) bool {
 }
 
 // config is p as wgctrl configures it: its allowed IPs replaced by its
-// subnet, so a subnet that moved to another host is never claimed twice.
-func (p peer) config() wgtypes.PeerConfig {
-	return wgtypes.PeerConfig{
+// subnet, so a subnet that moved to another host is never claimed twice;
+// its endpoint only with withEndpoint (see diffPeers).
+func (p peer) config(withEndpoint bool) wgtypes.PeerConfig {
+	c := wgtypes.PeerConfig{
 		PublicKey:         p.Key,
-		Endpoint:          net.UDPAddrFromAddrPort(p.Endpoint),
 		ReplaceAllowedIPs: true,
 		AllowedIPs:        []net.IPNet{ipNet(p.Subnet)},
 	}
+	if withEndpoint {
+		c.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
+	}
+	return c
 }
 
 // diffPeers is the change that turns the device's peers (have) into want:
-// new peers and those whose endpoint or allowed IPs differ are set, peers
-// not wanted (a lease gone, a key changed) removed, and the others left
-// alone, so that their sessions go on. Never ReplacePeers: it would make
-// every peer handshake again at each Sync.
-func diffPeers(have []wgtypes.Peer, want []peer) []wgtypes.PeerConfig {
+// new peers and those whose allowed IPs differ are set, peers not wanted
+// (a lease gone, a key changed) removed, and the others left alone, so
+// that their sessions go on. Never ReplacePeers: it would make every peer
+// handshake again at each Sync.
+//
+// A peer's endpoint is the lease's only where the device has none, or the
+// lease's changed since felt last set it (set: by key, the endpoint of
+// the lease felt last programmed; none known, as after a restart adopting
+// a kernel device, the device's must then equal the lease's). Otherwise
+// the device's stands: WireGuard moves it to wherever the peer's
+// authenticated packets come from (roaming, NAT), and setting the lease's
+// at every Sync would undo that.
+func diffPeers(have []wgtypes.Peer, want []peer, set map[wgtypes.Key]netip.AddrPort) []wgtypes.PeerConfig {
 	byKey := map[wgtypes.Key]wgtypes.Peer{}
 	for _, h := range have {
 		byKey[h.PublicKey] = h
@@ -184,10 +204,12 @@ func diffPeers(have []wgtypes.Peer, want []peer) []wgtypes.PeerConfig {
 	for _, w := range want {
 		wanted[w.Key] = true
 		h, ok := byKey[w.Key]
-		if ok && sameEndpoint(h.Endpoint, w.Endpoint) && sameAllowed(h.AllowedIPs, w.Subnet) {
+		last, known := set[w.Key]
+		setEndpoint := !ok || h.Endpoint == nil || (!known || last != w.Endpoint) && !sameEndpoint(h.Endpoint, w.Endpoint)
+		if ok && !setEndpoint && sameAllowed(h.AllowedIPs, w.Subnet) {
 			continue
 		}
-		out = append(out, w.config())
+		out = append(out, w.config(setEndpoint))
 	}
 	for _, h := range have {
 		if !wanted[h.PublicKey] {

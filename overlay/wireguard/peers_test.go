@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -63,7 +64,7 @@ func TestWantedPeers(t *testing.T) {
 	if p := got["host-c"]; p.Endpoint != netip.MustParseAddrPort("192.168.78.3:51999") || p.Subnet != netip.MustParsePrefix("10.42.3.0/24") {
 		t.Fatalf("host-c: %+v", p)
 	}
-	c := got["host-b"].config()
+	c := got["host-b"].config(true)
 	if !c.ReplaceAllowedIPs || c.Remove || len(c.AllowedIPs) != 1 || c.AllowedIPs[0].String() != "10.42.2.0/24" ||
 		c.Endpoint.String() != "192.168.77.2:51999" {
 		t.Fatalf("config %+v", c)
@@ -128,7 +129,7 @@ func TestDiffPeers(t *testing.T) {
 		p(added, "192.168.77.6:51820", "10.42.6.0/24"),
 		p(keyNew, "192.168.77.7:51820", "10.42.7.0/24"),
 	}
-	change := diffPeers(have, want)
+	change := diffPeers(have, want, nil)
 	got := map[wgtypes.Key]wgtypes.PeerConfig{}
 	for _, c := range change {
 		got[c.PublicKey] = c
@@ -147,46 +148,67 @@ func TestDiffPeers(t *testing.T) {
 	if len(change) != 5 {
 		t.Errorf("change %+v", change)
 	}
-	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24")}, want[:1]); len(c) != 0 {
+	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24")}, want[:1], nil); len(c) != 0 {
 		t.Errorf("nothing differs, change %+v", c)
 	}
 	// A device that knows no endpoint, or more allowed IPs than asked, is
 	// fixed.
-	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "", "10.42.2.0/24")}, want[:1]); len(c) != 1 {
+	if c := diffPeers([]wgtypes.Peer{devicePeer(same, "", "10.42.2.0/24")}, want[:1], nil); len(c) != 1 {
 		t.Errorf("no endpoint: change %+v", c)
 	}
 	two := devicePeer(same, "192.168.77.2:51820", "10.42.2.0/24")
 	two.AllowedIPs = append(two.AllowedIPs, net.IPNet{IP: net.IPv4(10, 42, 9, 0).To4(), Mask: net.CIDRMask(24, 32)})
-	if c := diffPeers([]wgtypes.Peer{two}, want[:1]); len(c) != 1 || !c[0].ReplaceAllowedIPs {
+	if c := diffPeers([]wgtypes.Peer{two}, want[:1], nil); len(c) != 1 || !c[0].ReplaceAllowedIPs {
 		t.Errorf("extra allowed IPs: change %+v", c)
 	}
-	if c := diffPeers(nil, nil); len(c) != 0 {
+	if c := diffPeers(nil, nil, nil); len(c) != 0 {
 		t.Errorf("nothing: %+v", c)
 	}
 }
 
-// A lease whose subnet is fine but whose public IP is unusable (none, or
-// IPv6) gets no peer, but its subnet must still be routed into the device:
-// without the route, traffic to it would leave by the default route in
-// clear.
-func TestBadPublicIPStillRouted(t *testing.T) {
+// A lease whose subnet is fine but whose public IP cannot be a peer's
+// (none, IPv6, unspecified, loopback, multicast, broadcast, inside the
+// pool) gets no peer: it is skipped with the reason, not an error of the
+// Sync. Its subnet must still be routed into the device: without the
+// route, traffic to it would leave by the default route in clear. A lease
+// with a subnet outside the pool stays an error, and unrouted.
+func TestBadPublicIPSkippedStillRouted(t *testing.T) {
 	own := newKey(t)
 	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
-	v6 := leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())
+	leases := []lease.Lease{leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())}
 	none := leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String())
 	none.PublicIP = netip.Addr{}
-	outside := leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String())
-	want, routes, _, errs := wantedPeers(n, own, []lease.Lease{v6, none, outside})
-	if len(want) != 0 || len(errs) != 3 {
-		t.Fatalf("peers %+v, errors %v: want none and 3", want, errs)
+	leases = append(leases, none)
+	why := map[string]string{"host-b": "not an IPv4 address", "host-c": "not an IPv4 address"}
+	for i, c := range []struct{ ip, why string }{
+		{"0.0.0.0", "unspecified"}, {"127.0.0.1", "loopback"}, {"224.0.0.5", "multicast"},
+		{"239.255.0.1", "multicast"}, {"255.255.255.255", "broadcast"}, {"10.42.77.1", "pool"},
+	} {
+		host := fmt.Sprintf("host-%c", 'd'+i)
+		leases = append(leases, leaseWith(host, c.ip, fmt.Sprintf("10.42.%d.0/24", 4+i), newKey(t).String()))
+		why[host] = c.why
 	}
-	var rs []string
-	for _, r := range routes {
-		rs = append(rs, r.String())
+	leases = append(leases, leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String()))
+	fine := leaseWith("host-z", "169.254.7.7", "10.42.20.0/24", newKey(t).String()) // link-local unicast is fine
+	leases = append(leases, fine)
+	want, routes, skips, errs := wantedPeers(n, own, leases)
+	if len(want) != 1 || want[0].HostID != "host-z" || len(errs) != 1 || !strings.Contains(errs[0].Error(), "host-x") {
+		t.Fatalf("peers %+v, errors %v: want host-z's peer and host-x's error only", want, errs)
 	}
-	slices.Sort(rs)
-	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24"}; !slices.Equal(rs, wantR) {
-		t.Fatalf("routes %v, want %v (into the device, not by the default route in clear)", rs, wantR)
+	got := map[string]string{}
+	for _, s := range skips {
+		got[s.HostID] = s.Why
+	}
+	for host, w := range why {
+		if !strings.Contains(got[host], "public IP") || !strings.Contains(got[host], w) {
+			t.Errorf("%s skipped for %q, want its public IP named and %q", host, got[host], w)
+		}
+	}
+	if len(skips) != len(why) {
+		t.Errorf("skips %+v", skips)
+	}
+	if len(routes) != len(why)+1 || slices.Contains(routes, netip.MustParsePrefix("10.99.0.0/24")) {
+		t.Fatalf("routes %v, want every skipped lease's subnet and host-z's (into the device, not by the default route in clear)", routes)
 	}
 }
 
@@ -247,5 +269,54 @@ func TestOversizedKeyBounded(t *testing.T) {
 	_, _, skips, _ := wantedPeers(n, newKey(t), []lease.Lease{leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", big)})
 	if len(skips) != 1 || len(skips[0].Why) > 300 || !strings.Contains(skips[0].Why, "malformed") {
 		t.Fatalf("%d skips, reason of %d bytes", len(skips), len(skips[0].Why))
+	}
+}
+
+// An endpoint the device learned (the peer roamed, or is behind a NAT) is
+// kept while the peer's lease says what it said when felt set it; a lease
+// whose endpoint changed, and a device that knows none, get the lease's.
+// Other changes of a roamed peer leave its endpoint out of the change.
+func TestDiffPeersKeepsLearnedEndpoint(t *testing.T) {
+	roamed, moved, regrown, unknown, lost := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
+	p := func(k wgtypes.Key, ep, subnet string) peer {
+		return peer{Key: k, Endpoint: netip.MustParseAddrPort(ep), Subnet: netip.MustParsePrefix(subnet)}
+	}
+	have := []wgtypes.Peer{
+		devicePeer(roamed, "203.0.113.7:40001", "10.42.2.0/24"),
+		devicePeer(moved, "203.0.113.8:40002", "10.42.3.0/24"),
+		devicePeer(regrown, "203.0.113.9:40003", "10.42.4.0/24"),
+		devicePeer(unknown, "203.0.113.10:40004", "10.42.5.0/24"),
+		devicePeer(lost, "", "10.42.6.0/24"),
+	}
+	want := []peer{
+		p(roamed, "192.168.77.2:51820", "10.42.2.0/24"),
+		p(moved, "192.168.77.33:51820", "10.42.3.0/24"), // its lease's public IP changed
+		p(regrown, "192.168.77.4:51820", "10.42.40.0/24"),
+		p(unknown, "192.168.77.5:51820", "10.42.5.0/24"), // set by an earlier felt, or by no one
+		p(lost, "192.168.77.6:51820", "10.42.6.0/24"),
+	}
+	set := map[wgtypes.Key]netip.AddrPort{
+		roamed:  netip.MustParseAddrPort("192.168.77.2:51820"),
+		moved:   netip.MustParseAddrPort("192.168.77.3:51820"),
+		regrown: netip.MustParseAddrPort("192.168.77.4:51820"),
+		lost:    netip.MustParseAddrPort("192.168.77.6:51820"),
+	}
+	got := map[wgtypes.Key]wgtypes.PeerConfig{}
+	for _, c := range diffPeers(have, want, set) {
+		got[c.PublicKey] = c
+	}
+	if c, ok := got[roamed]; ok {
+		t.Errorf("a roamed peer with an unchanged lease is in the change: %+v", c)
+	}
+	for k, ep := range map[wgtypes.Key]string{moved: "192.168.77.33:51820", unknown: "192.168.77.5:51820", lost: "192.168.77.6:51820"} {
+		if c, ok := got[k]; !ok || c.Endpoint == nil || c.Endpoint.String() != ep {
+			t.Errorf("peer %s: %+v (in change %v), want endpoint %s", k, c, ok, ep)
+		}
+	}
+	if c, ok := got[regrown]; !ok || c.Endpoint != nil || len(c.AllowedIPs) != 1 || c.AllowedIPs[0].String() != "10.42.40.0/24" {
+		t.Errorf("roamed peer with a new subnet: %+v (in change %v), want its allowed IPs without an endpoint", c, ok)
+	}
+	if len(got) != 4 {
+		t.Errorf("change %+v", got)
 	}
 }

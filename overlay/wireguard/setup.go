@@ -59,7 +59,7 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		}
 	}
 	if st.impl == "" {
-		if link, err = b.start(st, n, name); err != nil {
+		if link, err = b.start(st, n, name, key); err != nil {
 			return fmt.Errorf(Name+" %s: %w", name, err)
 		}
 		fresh = true
@@ -82,6 +82,12 @@ func (b *Backend) setup(n overlay.Network, name string, st *wgNet) error {
 		// reports a port someone else holds.
 		if err := st.user.dev.Up(); err != nil {
 			return fmt.Errorf(Name+" %s: wireguard-go up (port %d: if another program uses it, give the network another port with -o port=): %w", name, n.Port, err)
+		}
+		// A bind that failed (the port taken) leaves wireguard-go with
+		// port 0, and its next up, from the TUN's events or the line
+		// above, binds any port: up is not enough.
+		if err := b.withClient(func(c *wgctrl.Client) error { return checkPort(c, name, n.Port) }); err != nil {
+			return fmt.Errorf(Name+" %s: %w", name, err)
 		}
 	}
 	if err := b.routePool(link, n); err != nil {
@@ -147,7 +153,7 @@ func (b *Backend) stale(st *wgNet, n overlay.Network, name string) (string, netl
 
 // start creates (or, for a kernel device left by an earlier run, adopts)
 // st's device.
-func (b *Backend) start(st *wgNet, n overlay.Network, name string) (netlink.Link, error) {
+func (b *Backend) start(st *wgNet, n overlay.Network, name string, key wgtypes.Key) (netlink.Link, error) {
 	link, err := b.cfg.Netlink.LinkByName(name)
 	switch {
 	case err == nil && link.Type() == "wireguard" && b.mode != ModeUserspace:
@@ -175,7 +181,7 @@ func (b *Backend) start(st *wgNet, n overlay.Network, name string) (netlink.Link
 		return nil, err
 	}
 	if impl == ImplUserspace {
-		u, err := startUserspace(b.ns, name, n.MTU, b.cfg.Log)
+		u, err := startUserspace(b.ns, name, n.MTU, key, n.Port, b.cfg.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -272,8 +278,22 @@ const blackholeMetric = 0x7fffffff
 // port is broken now), or deleted until the next reconcile. Without it the
 // pool's traffic would follow the default route onto the underlay in
 // clear. It stays until Teardown.
+//
+// It carries felt's route protocol, as felt's other routes do: deleting it
+// then matches felt's route only, never an administrator's (static) one
+// to the pool, and felt's route cleanup (kernel.PruneRoutes) finds it,
+// which is why Sync names it among the routes it wants.
 func poolBlackhole(n overlay.Network) netlink.Route {
-	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC, Priority: blackholeMetric}
+	return netlink.Route{Dst: kernel.IPNet(n.Pool.Masked()), Type: unix.RTN_BLACKHOLE, Protocol: kernel.RouteProtocol, Priority: blackholeMetric}
+}
+
+// legacyBlackhole is poolBlackhole as felt made it before it carried
+// felt's protocol: "proto static", at felt's metric. A Teardown after an
+// upgrade deletes it; a static route of another metric is not matched.
+func legacyBlackhole(n overlay.Network) netlink.Route {
+	r := poolBlackhole(n)
+	r.Protocol = unix.RTPROT_STATIC
+	return r
 }
 
 func (b *Backend) blackholePool(n overlay.Network) {
@@ -314,6 +334,18 @@ func configureDevice(c *wgctrl.Client, name string, key wgtypes.Key, port int, r
 	return nil
 }
 
+// checkPort fails unless the device listens on port.
+func checkPort(c *wgctrl.Client, name string, port int) error {
+	d, err := c.Device(name)
+	if err != nil {
+		return fmt.Errorf("read device: %w", err)
+	}
+	if d.ListenPort != port {
+		return fmt.Errorf("wireguard-go could not bind port %d (it listens on %d): if another program uses it, give the network another port with -o port=", port, d.ListenPort)
+	}
+	return nil
+}
+
 // Teardown stops n's device (wireguard-go's, closing its UAPI socket and
 // TUN) and deletes any device left by that name, a stale UAPI socket and
 // felt's routes into the pool. It works without a prior Setup, e.g. after
@@ -343,9 +375,10 @@ func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
 	if others {
 		return errors.Join(errs...) // the pool's device and routes are another network's
 	}
-	blackhole := poolBlackhole(n)
-	if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
-		errs = append(errs, fmt.Errorf(Name+" %s: blackhole route: %w", n.Pool, err))
+	for _, blackhole := range []netlink.Route{poolBlackhole(n), legacyBlackhole(n)} {
+		if err := b.cfg.Netlink.RouteDel(&blackhole); err != nil && !nlerr.IsNotFound(err) && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf(Name+" %s: blackhole route (proto %d): %w", n.Pool, blackhole.Protocol, err))
+		}
 	}
 	if err := removeStaleSocket(name); err != nil {
 		errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))

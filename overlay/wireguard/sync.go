@@ -45,14 +45,14 @@ func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *
 	b.logSkips(st, n, skips)
 	configs := make([]wgtypes.PeerConfig, 0, len(want))
 	for _, p := range want {
-		configs = append(configs, p.config())
+		configs = append(configs, p.config(true))
 	}
 	err = b.withClient(func(c *wgctrl.Client) error {
 		d, err := c.Device(name)
 		if err != nil {
 			return fmt.Errorf("read device: %w", err)
 		}
-		change := diffPeers(d.Peers, want)
+		change := diffPeers(d.Peers, want, st.endpoints)
 		if len(change) == 0 {
 			return nil
 		}
@@ -66,7 +66,14 @@ func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *
 		return errors.Join(append(errs, fmt.Errorf(Name+" %s: %w", name, err))...)
 	}
 	st.peers, st.routes = configs, routes
-	wantRoutes := map[kernel.RouteKey]bool{}
+	// The device now has each wanted peer's lease endpoint, or one it
+	// learned since felt set that one.
+	st.endpoints = make(map[wgtypes.Key]netip.AddrPort, len(want))
+	for _, p := range want {
+		st.endpoints[p.Key] = p.Endpoint
+	}
+	// The pool's blackhole is felt's too (poolBlackhole), and stays.
+	wantRoutes := map[kernel.RouteKey]bool{kernel.KeyOf(poolBlackhole(n)): true}
 	for _, s := range routes {
 		r := devRoute(s, link.Attrs().Index)
 		wantRoutes[kernel.KeyOf(r)] = true

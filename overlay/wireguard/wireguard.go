@@ -60,6 +60,11 @@ type Backend struct {
 
 	keyMu sync.Mutex
 	key   *wgtypes.Key // loaded (or made) once it could be
+	// keyFile is the key file as it was when key was read from it; a
+	// file that differs is read again (rotation). keyBad is one that
+	// could not be used, reported once, key staying in use meanwhile.
+	keyFile fileID
+	keyBad  *fileID
 
 	mu   sync.Mutex
 	nets map[string]*wgNet // by network ID
@@ -76,6 +81,10 @@ type wgNet struct {
 	// recreated device so that traffic flows before the next Sync.
 	peers  []wgtypes.PeerConfig
 	routes []netip.Prefix
+	// endpoints are the peers' endpoints as felt last set them (their
+	// leases'), by key: a Sync sets a peer's endpoint again only when its
+	// lease's changed, leaving one WireGuard learned (roaming) alone.
+	endpoints map[wgtypes.Key]netip.AddrPort
 	// skipped are the leases Sync skipped, by host and cause, so that
 	// each is logged once (while it lasts).
 	skipped map[string]bool
@@ -153,23 +162,43 @@ func (b *Backend) PublicKey() (wgtypes.Key, error) {
 // privateKey loads this host's key (keys.go), or makes one in memory
 // without a state directory. A failure is not kept: a fixed key file is
 // read at the next call.
+//
+// The key file is read again whenever it changed (its inode, size or
+// mtime: replaced, as a key rotation does): every Setup and Sync and
+// every lease renewal asks, so Setup gives the device the new key and the
+// next renewal publishes its public key, which peers then take from the
+// lease. A changed file that cannot be used (half written, readable by
+// others, garbage) is reported once and the loaded key stays in use.
 func (b *Backend) privateKey() (wgtypes.Key, error) {
 	b.keyMu.Lock()
 	defer b.keyMu.Unlock()
-	if b.key != nil {
+	if b.keyPath == "" {
+		if b.key == nil {
+			key, err := wgtypes.GeneratePrivateKey()
+			if err != nil {
+				return wgtypes.Key{}, err
+			}
+			b.key = &key
+		}
 		return *b.key, nil
 	}
-	var key wgtypes.Key
-	var err error
-	if b.keyPath != "" {
-		key, err = loadKey(b.keyPath)
-	} else {
-		key, err = wgtypes.GeneratePrivateKey()
+	id := statKey(b.keyPath) // before reading: a change meanwhile is read at the next call
+	if b.key != nil && (id == b.keyFile || b.keyBad != nil && id == *b.keyBad) {
+		return *b.key, nil
 	}
-	if err != nil {
+	key, err := loadKey(b.keyPath)
+	switch {
+	case err != nil && b.key == nil:
 		return wgtypes.Key{}, err
+	case err != nil:
+		b.keyBad = &id
+		b.cfg.Log.Error("wireguard: the key file changed but cannot be used: keeping the key loaded before", "publicKey", b.key.PublicKey().String(), "err", err)
+		return *b.key, nil
+	case b.key != nil && key != *b.key:
+		b.cfg.Log.Info("wireguard: key file replaced: using its key; peers learn the new public key from this host's leases",
+			"file", b.keyPath, "publicKey", key.PublicKey().String(), "was", b.key.PublicKey().String())
 	}
-	b.key = &key
+	b.key, b.keyFile, b.keyBad = &key, id, nil
 	return key, nil
 }
 

@@ -259,13 +259,15 @@ func TestWireGuardAgainstAPeer(t *testing.T) {
 		}
 	})
 
-	t.Run("unusable keys", func(t *testing.T) {
+	t.Run("unusable keys and public IPs", func(t *testing.T) {
 		bad := leaseOf(c, "bm90IGEga2V5")
 		bad.HostID, bad.Subnet, bad.PublicIP = "host-z", netip.MustParsePrefix("10.42.9.0/24"), netip.MustParseAddr("192.168.77.9")
 		mine := leaseOf(c, own.String())
 		mine.HostID, mine.Subnet, mine.PublicIP = "host-y", netip.MustParsePrefix("10.42.8.0/24"), netip.MustParseAddr("192.168.77.8")
+		lo := leaseOf(c, newPublicKey(t)) // a public IP no peer can have
+		lo.HostID, lo.Subnet, lo.PublicIP = "host-w", netip.MustParsePrefix("10.42.7.0/24"), netip.MustParseAddr("127.0.0.1")
 		for range 2 {
-			if err := b.Sync(ctx, n, append([]lease.Lease{bad, mine}, leases...)); err != nil {
+			if err := b.Sync(ctx, n, append([]lease.Lease{bad, mine, lo}, leases...)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -274,12 +276,12 @@ func TestWireGuardAgainstAPeer(t *testing.T) {
 			t.Fatalf("peers %+v, want only the good one", st.Peers)
 		}
 		routes := testbed.FeltRoutes(t, a)
-		for _, s := range []string{"10.42.9.0/24", "10.42.8.0/24"} {
+		for _, s := range []string{"10.42.9.0/24", "10.42.8.0/24", "10.42.7.0/24"} {
 			if r, ok := routes[netip.MustParsePrefix(s)]; !ok || r.LinkIndex != ifindex(t, a) {
 				t.Errorf("no route %s into the device (traffic to it must not leave in clear)", s)
 			}
 		}
-		if got := strings.Count(a.Logs.String(), "peer skipped"); got != 2 {
+		if got := strings.Count(a.Logs.String(), "peer skipped"); got != 3 {
 			t.Errorf("%d skip messages after two syncs, want one per lease", got)
 		}
 		testbed.MustPing(t, a, c)
