@@ -6,9 +6,11 @@ import (
 	"fmt"
 
 	"github.com/felt-net/felt/kv"
+	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/metrics"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/udp/dataplane"
+	"github.com/felt-net/felt/overlay/wireguard"
 )
 
 // serveMetrics starts the FELT_METRICS_ADDR server, if set, until ctx ends.
@@ -87,8 +89,38 @@ func (a *App) metricsState() metrics.State {
 						RxPackets: s.RxPackets, RxBytes: s.RxBytes, RxDropped: s.RxDropped}
 				}
 			}
+			if r, ok := b.(wireguard.StatusReporter); ok {
+				ns.WireGuard = wireGuardPeers(r, n, a.Overlay.Peers(n, leases))
+			}
 		}
 		st.Networks = append(st.Networks, ns)
 	}
 	return st
+}
+
+// wireGuardPeers are the peers of n's WireGuard device for the metrics
+// (one wgctrl read of the device, as felt status does), each named by the
+// public IP of the live lease whose subnet it is allowed (as the probes
+// name peers), else by that subnet. A device that cannot be read has none.
+func wireGuardPeers(r wireguard.StatusReporter, n overlay.Network, peers []lease.Lease) []metrics.WireGuardPeer {
+	st, ok, err := r.WireGuardStatus(n)
+	if !ok || err != nil {
+		return nil
+	}
+	bySubnet := map[string]string{}
+	for _, l := range peers {
+		bySubnet[l.Subnet.String()] = l.PublicIP.String()
+	}
+	out := make([]metrics.WireGuardPeer, 0, len(st.Peers))
+	for _, p := range st.Peers {
+		name := p.PublicKey
+		if len(p.AllowedIPs) > 0 {
+			name = p.AllowedIPs[0]
+			if ip, ok := bySubnet[name]; ok {
+				name = ip
+			}
+		}
+		out = append(out, metrics.WireGuardPeer{Peer: name, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, LastHandshake: p.LatestHandshake})
+	}
+	return out
 }

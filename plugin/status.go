@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/kv"
 	"github.com/felt-net/felt/lease"
@@ -359,6 +360,9 @@ func (a *App) drift(nets []overlay.Network, leases []lease.Lease, known bool) []
 			ones, _ := r.Dst.Mask.Size()
 			if !ok || !n.Pool.Contains(ip) {
 				continue
+			}
+			if r.Type == unix.RTN_BLACKHOLE && netip.PrefixFrom(ip, ones) == n.Pool.Masked() {
+				continue // the wireguard backend's blackhole of the whole pool: felt's, no peer's
 			}
 			have[netip.PrefixFrom(ip, ones)] = true
 		}
