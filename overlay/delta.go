@@ -26,7 +26,7 @@ import (
 //
 // What is O(peers) per lease change is in memory: the watch's answer holds
 // every lease of the pool (lease.Update has no per-record change list), so
-// Peers filters them and delta walks them against synced, with no
+// delta walks them, keeping the peers (isPeer), against synced, with no
 // allocation unless something changed. BenchmarkDelta measures it.
 
 // peerOf is what of l a backend programs.
@@ -39,13 +39,18 @@ func (p peer) same(l lease.Lease) bool {
 	return p.hostID == l.HostID && p.publicIP == l.PublicIP && p.data == string(l.BackendData)
 }
 
-// delta is how peers differ from s: the leases of peers added or changed,
-// and the subnets of s no peer holds any more. It walks peers once and
-// looks each up in s; only when some subnet of s was not seen does it index
-// peers to find which. peers hold one lease per subnet (one store key each).
-func (s peerSet) delta(peers []lease.Lease) (changed []lease.Lease, removed []netip.Prefix) {
+// delta is how the peers among all (the leases isPeer keeps) differ from
+// s: the leases of peers added or changed, and the subnets of s no peer
+// holds any more. It walks all once and looks each peer up in s, copying
+// no lease; only when some subnet of s was not seen does it index the
+// peers to find which. A pool holds one lease per subnet (one store key
+// each).
+func (s peerSet) delta(all []lease.Lease, isPeer func(lease.Lease) bool) (changed []lease.Lease, removed []netip.Prefix) {
 	seen := 0
-	for _, l := range peers {
+	for _, l := range all {
+		if !isPeer(l) {
+			continue
+		}
 		old, ok := s[l.Subnet]
 		if ok {
 			seen++
@@ -57,9 +62,11 @@ func (s peerSet) delta(peers []lease.Lease) (changed []lease.Lease, removed []ne
 	if seen == len(s) {
 		return changed, nil
 	}
-	now := make(map[netip.Prefix]struct{}, len(peers))
-	for _, l := range peers {
-		now[l.Subnet] = struct{}{}
+	now := make(map[netip.Prefix]struct{}, len(s))
+	for _, l := range all {
+		if isPeer(l) {
+			now[l.Subnet] = struct{}{}
+		}
 	}
 	for subnet := range s {
 		if _, ok := now[subnet]; !ok {
