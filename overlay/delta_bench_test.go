@@ -14,8 +14,8 @@ import (
 type clockOnly struct{}
 
 func (clockOnly) Leases(context.Context, netip.Prefix) ([]lease.Lease, error) { return nil, nil }
-func (clockOnly) RemoveExpired(context.Context, []lease.Lease) int          { return 0 }
-func (clockOnly) Now() time.Time                                            { return time.Now() }
+func (clockOnly) RemoveExpired(context.Context, []lease.Lease) int            { return 0 }
+func (clockOnly) Now() time.Time                                              { return time.Now() }
 
 // BenchmarkDelta is the in-memory work a lease change costs the Manager
 // besides the backend's, all O(leases of the pool): indexing the watch's

@@ -12,7 +12,9 @@ import (
 // split, and changes nothing of its input.
 func TestGroupByPool(t *testing.T) {
 	p1, p2 := netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.2.0.0/16")
-	l := func(p netip.Prefix, s string) lease.Lease { return lease.Lease{Pool: p, Subnet: netip.MustParsePrefix(s)} }
+	l := func(p netip.Prefix, s string) lease.Lease {
+		return lease.Lease{Pool: p, Subnet: netip.MustParsePrefix(s)}
+	}
 	in := []lease.Lease{l(p1, "10.1.1.0/24"), l(p1, "10.1.2.0/24"), l(p2, "10.2.1.0/24"), l(p1, "10.1.3.0/24")}
 	orig := slices.Clone(in)
 	got := groupByPool(in)
