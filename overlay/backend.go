@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 
 	"github.com/vishvananda/netns"
@@ -85,3 +86,26 @@ type NetNSHost interface {
 	Host
 	NetNS() netns.NsHandle
 }
+
+// DeltaSyncer is a Backend that can apply a change of a network's peers
+// without going over all of them: with 10,000 peers a full Sync dumps and
+// compares every neighbour, FDB entry and route of the network at each
+// lease change (issue #14). The Manager calls SyncPeers for a lease change
+// of a network it synced successfully before, with the peers that were
+// added or changed since (changed) and the subnets whose peer went
+// (removed); everything else is taken to be as the last successful Sync or
+// SyncPeers left it. A full Sync still runs on the first pass, the
+// periodic resync, Kick, kernel events and after any failure: it is what
+// repairs entries changed behind felt's back.
+type DeltaSyncer interface {
+	// SyncPeers installs (or replaces) the entries of the changed peers
+	// and removes those of the removed subnets. It returns an error
+	// wrapping ErrFullSyncNeeded when it cannot tell that the kernel still
+	// holds what the last sync left (the device was recreated since, say):
+	// the Manager then runs a full Sync at once.
+	SyncPeers(ctx context.Context, n Network, changed []lease.Lease, removed []netip.Prefix) error
+}
+
+// ErrFullSyncNeeded is what a DeltaSyncer's SyncPeers wraps when only a
+// full Sync can bring the network in line.
+var ErrFullSyncNeeded = errors.New("a full sync is needed")

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"maps"
 	"net/netip"
 
 	"github.com/felt-net/felt/lease"
@@ -18,7 +17,8 @@ import (
 //   - A lease answer: the networks of the pools it changed, if their peers
 //     (host, subnet, public IP, backend data of the live leases of others;
 //     not Expiry, which every renewal moves) differ from those of their
-//     last successful Sync.
+//     last successful sync; only the difference is synced when the
+//     backend takes a delta (delta.go).
 //   - The expiry timer: every network, on the same condition; only those a
 //     lease expired in have new peers.
 //   - A kernel event: the network whose device, address or route it
@@ -167,5 +167,3 @@ func peersOf(ls []lease.Lease) peerSet {
 	}
 	return s
 }
-
-func (s peerSet) equal(o peerSet) bool { return maps.Equal(s, o) }

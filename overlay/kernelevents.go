@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felt-net/felt/internal/nlerr"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // The kernel deletes felt's entries by itself: every route through the
@@ -320,7 +321,11 @@ func bridgePrefix(instance string) string { return "felt:" + instance + ":net:" 
 
 // routeTarget: one of felt's routes was deleted, by hand or by the
 // kernel, concerning the network whose pool holds its destination (none
-// attached: a teardown's, nothing to repair); or a default route
+// attached: a teardown's, nothing to repair), if it is a route to one of
+// the network's peers (attached.wantsRoute): a route to a subnet no peer
+// holds is one a sync removed itself, or a stray, and reconciling for it
+// would make each peer's departure, and each stray the resync prunes,
+// cost one more full Sync of every peer; or a default route
 // appeared, which is how the underlay is found when FELT_IFACE is not set
 // (a DHCP client adds it back after the link came up): every network.
 func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
@@ -329,7 +334,7 @@ func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
 		if u.Protocol != RouteProtocol {
 			return kernelTarget{}, false
 		}
-		if id := m.networkOfRoute(u.Dst); id != "" {
+		if id, a := m.networkOfRoute(u.Dst); a != nil && a.wantsRoute(kernel.PrefixOf(u.Dst).Masked()) {
 			return kernelTarget{network: id}, true
 		}
 		return kernelTarget{}, false
@@ -339,24 +344,24 @@ func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
 	return kernelTarget{}, false
 }
 
-// networkOfRoute is the attached network whose pool holds dst, or "".
+// networkOfRoute is the attached network whose pool holds dst, or nil.
 // felt routes only into pools, and a host has one network per pool.
-func (m *Manager) networkOfRoute(dst *net.IPNet) string {
+func (m *Manager) networkOfRoute(dst *net.IPNet) (string, *attached) {
 	if dst == nil {
-		return ""
+		return "", nil
 	}
 	ip, ok := netip.AddrFromSlice(dst.IP.To4())
 	if !ok {
-		return ""
+		return "", nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, a := range m.networks {
 		if a.view.Pool.Contains(ip) {
-			return id
+			return id, a
 		}
 	}
-	return ""
+	return "", nil
 }
 
 func isDefault(dst *net.IPNet) bool {

@@ -99,10 +99,7 @@ func (m *Manager) watch(ctx context.Context) {
 func (m *Manager) apply(u lease.Update) {
 	m.poolsMu.Lock()
 	defer m.poolsMu.Unlock()
-	byPool := map[netip.Prefix][]lease.Lease{}
-	for _, l := range u.Leases {
-		byPool[l.Pool] = append(byPool[l.Pool], l)
-	}
+	byPool := groupByPool(u.Leases)
 	m.leasesMu.Lock()
 	first := u.Complete && !m.snap.complete
 	m.snap = leaseSnapshot{all: u.Leases, byPool: byPool, complete: m.snap.complete || u.Complete}
@@ -128,4 +125,27 @@ func (m *Manager) apply(u lease.Update) {
 	if first {
 		m.dirty.markAll()
 	}
+}
+
+// groupByPool indexes leases by pool. An answer lists each pool's leases
+// together, in key order (lease.Update), so each pool's run is a subslice
+// of leases: no lease is copied, which cost milliseconds per answer with
+// 10,000 leases. Leases out of that order (a pool's run split in two) are
+// gathered into a copy.
+func groupByPool(leases []lease.Lease) map[netip.Prefix][]lease.Lease {
+	byPool := map[netip.Prefix][]lease.Lease{}
+	for i := 0; i < len(leases); {
+		p := leases[i].Pool
+		j := i + 1
+		for j < len(leases) && leases[j].Pool == p {
+			j++
+		}
+		if prev, ok := byPool[p]; ok {
+			byPool[p] = append(slices.Clip(prev), leases[i:j]...) // copies: leases is not changed
+		} else {
+			byPool[p] = leases[i:j:j]
+		}
+		i = j
+	}
+	return byPool
 }

@@ -113,11 +113,15 @@ type attached struct {
 	mu   sync.Mutex
 	n    Network
 	gone bool
-	// synced are the peers of the last successful Sync, to tell whether a
-	// lease change changed them (dirty.go) and the Observer what did;
-	// hasSynced says there was one since the network was attached.
+	// synced are the peers of the last sync (full or delta), recorded as
+	// it starts: to tell whether a lease change changed them (dirty.go),
+	// what a delta is (delta.go) and the Observer what changed. hasSynced
+	// says the last one succeeded, since the network was attached: only
+	// then is a delta enough. Written with mu and peersMu held; kernel
+	// events read it under peersMu alone (wantsRoute).
 	synced    peerSet
 	hasSynced bool
+	peersMu   sync.Mutex
 
 	// Under the Manager's mutex (mu may be held through a long reconcile):
 	// device is the backend's DeviceName(n), for deviceUser and kernel
@@ -543,7 +547,9 @@ type outcome struct {
 }
 
 // reconcile syncs one network, unless it was detached meanwhile, or the
-// work only asks for it if its peers changed and they did not.
+// work only asks for it if its peers changed and they did not. A lease
+// change of a network synced before goes to the backend as a delta when it
+// takes one (delta.go); everything else is a full Sync.
 func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot, known map[netip.Prefix]bool) outcome {
 	a := w.a
 	a.mu.Lock()
@@ -553,11 +559,14 @@ func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot,
 	}
 	n := a.n
 	have := known[n.Pool]
-	var peers []lease.Lease
+	var changed []lease.Lease
+	var removed []netip.Prefix
+	all := snap.byPool[n.Pool]
 	if have {
-		peers = m.Peers(n, snap.byPool[n.Pool])
+		now := m.cfg.Leases.Now()
+		changed, removed = a.synced.delta(all, func(l lease.Lease) bool { return m.isPeer(n, l, now) })
 	}
-	if w.how == reconcileIfPeersChanged && (!have || a.hasSynced && a.synced.equal(peersOf(peers))) {
+	if w.how == reconcileIfPeersChanged && (!have || a.hasSynced && len(changed)+len(removed) == 0) {
 		return outcome{ok: true}
 	}
 	b, err := m.backend(n.Backend)
@@ -572,30 +581,52 @@ func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot,
 	if !have {
 		return outcome{ran: true, ok: true}
 	}
+	added, gone := countChanges(a.synced, changed, removed)
+	if ds, ok := b.(DeltaSyncer); ok && w.how == reconcileIfPeersChanged && a.hasSynced {
+		full, err := m.syncDelta(ctx, a, ds, changed, removed)
+		if err != nil {
+			// What SyncPeers left is unknown: the retry is a full Sync.
+			a.hasSynced = false
+			m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
+			return outcome{ran: true}
+		}
+		if !full {
+			m.observePeers(added, gone)
+			return outcome{ran: true, ok: true, inLine: true}
+		}
+	}
+	peers := m.Peers(n, all)
+	a.setSynced(func() { a.synced = peersOf(peers) })
 	if err := b.Sync(ctx, n, peers); err != nil {
+		a.hasSynced = false
 		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
 		return outcome{ran: true}
 	}
-	m.observePeers(a, peersOf(peers))
+	a.hasSynced = true
+	m.observePeers(added, gone)
 	return outcome{ran: true, ok: true, inLine: true}
 }
 
-// observePeers tells the Observer how peers differ from a's last
-// successful sync (subnets and their public IPs), and remembers them.
-// Called with a.mu held.
-func (m *Manager) observePeers(a *attached, now peerSet) {
-	added, removed := 0, 0
-	for subnet, p := range now {
-		if old, ok := a.synced[subnet]; !ok || old.publicIP != p.publicIP {
+// countChanges counts, for the Observer, the peers a change adds and
+// removes compared with synced (subnets, and a subnet's public IP: a peer
+// that moved counts as one removed and one added).
+func countChanges(synced peerSet, changed []lease.Lease, removed []netip.Prefix) (added, gone int) {
+	gone = len(removed)
+	for _, l := range changed {
+		old, ok := synced[l.Subnet]
+		switch {
+		case !ok:
 			added++
+		case old.publicIP != l.PublicIP:
+			added++
+			gone++
 		}
 	}
-	for subnet, old := range a.synced {
-		if p, ok := now[subnet]; !ok || p.publicIP != old.publicIP {
-			removed++
-		}
-	}
-	a.synced, a.hasSynced = now, true
+	return added, gone
+}
+
+// observePeers tells the Observer what a successful sync changed.
+func (m *Manager) observePeers(added, removed int) {
 	if m.cfg.Observer != nil && added+removed > 0 {
 		m.cfg.Observer.PeersChanged(added, removed)
 	}
@@ -605,17 +636,23 @@ func (m *Manager) observePeers(a *attached, now peerSet) {
 // clock of the lease source, as the leases expire by it.
 func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	now := m.cfg.Leases.Now()
-	var peers []lease.Lease
+	// Sized for all: growing it by appends cost most of a lease change's
+	// CPU with 10,000 peers (BenchmarkScaleLeaseChange).
+	peers := make([]lease.Lease, 0, len(all))
 	for _, l := range all {
-		// A lease overlapping this host's subnet (a bad or hostile record:
-		// leases of one pool never overlap) would route part of this
-		// host's own containers to another host.
-		if l.Pool != n.Pool || l.HostID == m.cfg.HostID || l.Subnet.Overlaps(n.Subnet) || l.Expired(now) {
-			continue
+		if m.isPeer(n, l, now) {
+			peers = append(peers, l)
 		}
-		peers = append(peers, l)
 	}
 	return peers
+}
+
+// isPeer reports whether l is a peer of n (Peers) at now.
+func (m *Manager) isPeer(n Network, l lease.Lease, now time.Time) bool {
+	// A lease overlapping this host's subnet (a bad or hostile record:
+	// leases of one pool never overlap) would route part of this host's
+	// own containers to another host.
+	return l.Pool == n.Pool && l.HostID != m.cfg.HostID && !l.Subnet.Overlaps(n.Subnet) && !l.Expired(now)
 }
 
 // Check reports, at network creation, a layout n's backend cannot serve

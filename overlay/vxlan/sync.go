@@ -17,7 +17,11 @@ import (
 // peer shares the underlay's segment, else neighbour, FDB entry and route
 // through the VTEP) and then removes whatever felt entries match no peer.
 // Adding before removing means a peer whose entries change keeps working.
+// Each of the three tables is dumped once, before the writes: what is there
+// already is not written again, and what no peer wants is pruned from that
+// listing. A Sync without error records what it left, for SyncPeers.
 func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
+	b.forget(n.ID) // until this Sync succeeds, SyncPeers cannot trust a record
 	name := VTEPName(n.VNI)
 	vtep, err := b.cfg.Netlink.LinkByName(name)
 	if err != nil {
@@ -30,9 +34,11 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		}
 	}
 	want := wanted{routes: map[kernel.RouteKey]bool{}, neigh: map[netip.Addr]string{}, fdb: map[fdbKey]bool{}}
+	st := newRecord(vtep, u, len(peers))
 	var errs []error
 	// What is there already is not written again. A listing that fails
-	// leaves cur empty: everything is written, as a first sync does.
+	// leaves its part of cur empty: everything is written, as a first sync
+	// does, and nothing of that kind is pruned.
 	cur, err := b.current(vtep, n.Pool)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
@@ -41,47 +47,70 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := overlay.CheckPeer(n, p); err != nil {
+		e, err := b.program(vtep, u, n, p, want, cur)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 			continue
 		}
-		if n.DirectRouting && u.Direct(p.PublicIP) == nil {
-			r := kernel.PeerRoute(p.Subnet, p.PublicIP, u.Link.Attrs().Index, false)
-			want.routes[kernel.KeyOf(r)] = true
-			if kernel.Has(cur.routes, r) {
-				continue
-			}
-			if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
-				errs = append(errs, fmt.Errorf("vxlan %s: direct route %s via %s dev %s: %w", name, p.Subnet, p.PublicIP, u.Name(), err))
-			}
-			continue
-		}
-		if err := b.addNeighbour(vtep, p, want, cur); err != nil {
-			errs = append(errs, fmt.Errorf("vxlan %s: peer %s (subnet %s): %w", name, p.HostID, p.Subnet, err))
-		}
+		st.add(p.Subnet, e)
 	}
-	if err := b.prune(n, vtep, want); err != nil {
+	if err := b.prune(n, vtep, cur, want); err != nil {
 		errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
+	}
+	if len(errs) == 0 {
+		b.remember(n.ID, st)
 	}
 	return errors.Join(errs...)
 }
 
-// prune removes the VTEP's neighbour and FDB entries and felt's routes into
-// the pool that no peer wants: peers that left, died while felt was down, or
-// moved to a direct route.
-func (b *Backend) prune(n overlay.Network, vtep netlink.Link, want wanted) error {
+// program installs peer p's entries (see Sync), writing only what cur does
+// not hold, and marks them wanted. u is the underlay when directrouting is
+// on (zero otherwise).
+func (b *Backend) program(vtep netlink.Link, u kernel.Underlay, n overlay.Network, p lease.Lease, want wanted, cur current) (entry, error) {
+	if err := overlay.CheckPeer(n, p); err != nil {
+		return entry{}, err
+	}
+	if n.DirectRouting && u.Direct(p.PublicIP) == nil {
+		r := kernel.PeerRoute(p.Subnet, p.PublicIP, u.Link.Attrs().Index, false)
+		want.routes[kernel.KeyOf(r)] = true
+		e := entry{route: r}
+		if kernel.Has(cur.routes, r) {
+			return e, nil
+		}
+		if err := b.cfg.Netlink.RouteReplace(&r); err != nil {
+			return e, fmt.Errorf("direct route %s via %s dev %s: %w", p.Subnet, p.PublicIP, u.Name(), err)
+		}
+		return e, nil
+	}
+	e, err := b.addNeighbour(vtep, p, want, cur)
+	if err != nil {
+		return e, fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, err)
+	}
+	return e, nil
+}
+
+// prune removes, from cur's listings, the VTEP's neighbour and FDB entries
+// and felt's routes into the pool that no peer wants: peers that left, died
+// while felt was down, or moved to a direct route.
+func (b *Backend) prune(n overlay.Network, vtep netlink.Link, cur current, want wanted) error {
 	var errs []error
-	routes, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, want.routes)
-	if err != nil {
-		errs = append(errs, err)
+	var routes []netip.Prefix
+	var neigh, fdb int
+	var err error
+	if cur.okRoutes {
+		if routes, err = kernel.PruneFrom(b.cfg.Netlink, cur.routeList, want.routes); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	neigh, err := b.pruneNeigh(vtep, want)
-	if err != nil {
-		errs = append(errs, err)
+	if cur.okNeigh {
+		if neigh, err = b.pruneNeigh(vtep, cur.neighList, want); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	fdb, err := b.pruneFDB(vtep, want)
-	if err != nil {
-		errs = append(errs, err)
+	if cur.okFDB {
+		if fdb, err = b.pruneFDB(vtep, cur.fdbList, want); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(routes)+neigh+fdb > 0 {
 		b.cfg.Log.Info("removed stale entries", "network", n.ID, "device", vtep.Attrs().Name,

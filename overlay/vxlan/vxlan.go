@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
@@ -28,6 +29,11 @@ const Port = 4789
 // Backend is the vxlan backend of one host.
 type Backend struct {
 	cfg overlay.BackendConfig // the host ID derives the VTEP MAC (VtepMAC)
+
+	mu sync.Mutex
+	// records are what each network's last successful Sync left, by
+	// network ID, for SyncPeers (delta.go).
+	records map[string]*record
 }
 
 // New returns the backend for the host cfg describes.
