@@ -334,8 +334,13 @@ func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
 		if u.Protocol != RouteProtocol {
 			return kernelTarget{}, false
 		}
-		if id, a := m.networkOfRoute(u.Dst); a != nil && a.wantsRoute(kernel.PrefixOf(u.Dst).Masked()) {
-			return kernelTarget{network: id}, true
+		// A route to the whole pool (the udp and wireguard devices' pool
+		// route, wireguard's blackhole) is no peer's but felt's all the
+		// same: its deletion reconciles too.
+		if id, a, pool := m.networkOfRoute(u.Dst); a != nil {
+			if dst := kernel.PrefixOf(u.Dst).Masked(); dst == pool.Masked() || a.wantsRoute(dst) {
+				return kernelTarget{network: id}, true
+			}
 		}
 		return kernelTarget{}, false
 	case unix.RTM_NEWROUTE:
@@ -344,24 +349,25 @@ func (m *Manager) routeTarget(u netlink.RouteUpdate) (kernelTarget, bool) {
 	return kernelTarget{}, false
 }
 
-// networkOfRoute is the attached network whose pool holds dst, or nil.
+// networkOfRoute is the attached network whose pool holds dst (and that
+// pool), or nil.
 // felt routes only into pools, and a host has one network per pool.
-func (m *Manager) networkOfRoute(dst *net.IPNet) (string, *attached) {
+func (m *Manager) networkOfRoute(dst *net.IPNet) (string, *attached, netip.Prefix) {
 	if dst == nil {
-		return "", nil
+		return "", nil, netip.Prefix{}
 	}
 	ip, ok := netip.AddrFromSlice(dst.IP.To4())
 	if !ok {
-		return "", nil
+		return "", nil, netip.Prefix{}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, a := range m.networks {
 		if a.view.Pool.Contains(ip) {
-			return id, a
+			return id, a, a.view.Pool
 		}
 	}
-	return "", nil
+	return "", nil, netip.Prefix{}
 }
 
 func isDefault(dst *net.IPNet) bool {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/felt-net/felt/overlay"
 )
 
@@ -64,6 +67,20 @@ func TestKernelEventReconcilesItsNetworkOnly(t *testing.T) {
 	if n := deleted(b.subnet, vx, gw); n != 0 {
 		t.Errorf("a vxlan route deleted: the host-gw network synced %d times; want 0", n)
 	}
+
+	// A route of felt's to the whole pool (udp's and wireguard's devices
+	// hold one, wireguard a blackhole too) is no peer's, but its deletion
+	// is repaired all the same: it reconciles its network.
+	pool := &netlink.Route{Dst: ipnet(nvx.Pool.String()), Type: unix.RTN_BLACKHOLE, Protocol: overlay.RouteProtocol, Priority: 4000}
+	if err := a.ns.NL.RouteAdd(pool); err != nil {
+		t.Fatal(err)
+	}
+	waitQuiet(t, "after adding a pool route", vx)
+	syncs := vx.syncs.Load()
+	if err := a.ns.NL.RouteDel(pool); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the vxlan network reconciled after its pool route was deleted", func() bool { return vx.syncs.Load() > syncs })
 
 	before := gw.syncs.Load()
 	if err := m.Detach(ctx, nvx); err != nil {
