@@ -51,11 +51,14 @@ type Config struct {
 type Prober struct {
 	cfg Config
 
-	mu       sync.Mutex
-	targets  map[Key]Target
-	results  map[Key]Result
-	due      map[Key]time.Time
-	inflight map[Key]bool
+	mu      sync.Mutex
+	targets map[Key]*entry
+	queue   schedule // the targets not being probed, by due time
+	// leaving are the targets that left while their check was in flight:
+	// one listed again before it ends is not checked twice at once.
+	leaving   map[Key]*entry
+	refreshes uint64
+	results   map[Key]Result
 }
 
 // New returns a Prober; Run starts it.
@@ -78,8 +81,7 @@ func New(cfg Config) (*Prober, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Prober{cfg: cfg, targets: map[Key]Target{}, results: map[Key]Result{},
-		due: map[Key]time.Time{}, inflight: map[Key]bool{}}, nil
+	return &Prober{cfg: cfg, targets: map[Key]*entry{}, leaving: map[Key]*entry{}, results: map[Key]Result{}}, nil
 }
 
 // Interval is the period of each peer's check.
@@ -122,7 +124,7 @@ func (p *Prober) Run(ctx context.Context) {
 			p.refresh(p.cfg.Targets(), now)
 			nextRefresh = now.Add(refreshEvery)
 		}
-		t, due, ok := p.next()
+		e, due, ok := p.next()
 		if !ok || due.After(now) {
 			until := nextRefresh
 			if ok && due.Before(until) {
@@ -145,15 +147,15 @@ func (p *Prober) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		k := KeyOf(t)
 		p.mu.Lock()
-		if _, live := p.targets[k]; !live { // forgotten while waiting for a slot
+		if e.index < 0 { // forgotten while waiting for a slot
 			p.mu.Unlock()
 			<-sem
 			continue
 		}
-		p.inflight[k] = true
-		p.due[k] = now.Add(p.cfg.Interval)
+		p.queue.remove(e)
+		e.due = now.Add(p.cfg.Interval)
+		t, k := e.t, e.key
 		p.mu.Unlock()
 		lastStart = now
 		wg.Go(func() {
@@ -161,7 +163,11 @@ func (p *Prober) Run(ctx context.Context) {
 			r := p.check(ctx, t)
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			delete(p.inflight, k)
+			if p.targets[k] == e {
+				p.queue.add(e) // due again at e.due
+			} else if p.leaving[k] == e {
+				delete(p.leaving, k)
+			}
 			if ctx.Err() == nil {
 				p.record(t, r)
 			}
@@ -175,43 +181,63 @@ func (p *Prober) Run(ctx context.Context) {
 
 // refresh replaces the targets: new peers are due at once (the cap
 // spreads them out), departed ones are forgotten, changed ones (a new
-// MTU or gateway) keep their schedule and result.
+// MTU or gateway) keep their schedule and result. An unchanged list costs
+// one map lookup a target: no set is rebuilt, and the departed are looked
+// for only when fewer targets were listed than are known.
 func (p *Prober) refresh(ts []Target, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	next := make(map[Key]Target, len(ts))
+	p.refreshes++
+	gen := p.refreshes
+	listed := 0
 	for _, t := range ts {
 		k := KeyOf(t)
-		next[k] = t
-		if _, ok := p.due[k]; !ok {
-			p.due[k] = now
+		e, ok := p.targets[k]
+		if !ok {
+			if e, ok = p.leaving[k]; ok {
+				// Back before its last check ended: the check's end
+				// schedules it, due at once, as a new peer.
+				delete(p.leaving, k)
+				e.due = now
+			} else {
+				e = &entry{key: k, due: now}
+				p.queue.add(e)
+			}
+			p.targets[k] = e
+		}
+		e.t = t // a key listed twice: the last one wins
+		if e.seen != gen {
+			e.seen = gen
+			listed++
 		}
 	}
-	for k := range p.targets {
-		if _, ok := next[k]; !ok {
-			delete(p.due, k)
-			p.forget(k)
-		}
+	if listed == len(p.targets) {
+		return
 	}
-	p.targets = next
-}
-
-// next is the target due first that is not being probed.
-func (p *Prober) next() (Target, time.Time, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var best Target
-	var when time.Time
-	found := false
-	for k, t := range p.targets {
-		if p.inflight[k] {
+	for k, e := range p.targets {
+		if e.seen == gen {
 			continue
 		}
-		if d := p.due[k]; !found || d.Before(when) {
-			best, when, found = t, d, true
+		delete(p.targets, k)
+		if e.index >= 0 {
+			p.queue.remove(e)
+		} else {
+			p.leaving[k] = e // in flight: its end unschedules it
 		}
+		p.forget(k)
 	}
-	return best, when, found
+}
+
+// next is the target due first that is not being probed, and when it is
+// due (read under the lock: the entry's fields are the Prober's).
+func (p *Prober) next() (*entry, time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.queue.first()
+	if e == nil {
+		return nil, time.Time{}, false
+	}
+	return e, e.due, true
 }
 
 // check probes one peer: a small echo, then, if it came back, a full-size
