@@ -44,7 +44,8 @@ type Store interface {
 	// when a condition fails (ErrConflict; any other failure is another
 	// error, and nothing is written either). Every write of one
 	// transaction gets the same ModifyIndex, which Txn returns (0 if it
-	// wrote nothing). At most MaxTxnOps ops.
+	// wrote nothing); but Consul skips a write of the bytes a key already
+	// holds, whose index then stays. At most MaxTxnOps ops.
 	Txn(ctx context.Context, ops []Op) (uint64, error)
 	// Wait blocks until the data under prefix may have changed after index
 	// (a return does not promise a change), or ctx ends, then answers as List.

@@ -32,8 +32,9 @@ type AcquireRequest struct {
 
 // Acquire returns this host's lease in the pool: the one it already holds
 // (updated in place if its public IP or backend data changed), else Prefer if free,
-// else a random free subnet. Every claim is one create-if-absent (or one
-// compare-and-set, for a takeover).
+// else a random free subnet. Every claim is one transaction: a
+// create-if-absent of the lease's key (or a compare-and-set, for a renewal
+// or a takeover), with the owner's entries in the owner index (owners.go).
 //
 // One public IP is one host, in a pool (as in flannel): peers send a
 // subnet's traffic to its lease's public IP, so two live leases with the
@@ -43,7 +44,10 @@ type AcquireRequest struct {
 // Acquire takes it over, subnet included, instead of leasing a second
 // subnet beside it, so peers replace its backend data (vxlan's VTEP MAC)
 // rather than keep both. If that lease does not fit the request (outside Within, or another subnet
-// length) or this host already holds a lease, it is removed instead.
+// length) or this host already holds a lease, it is removed instead. Such
+// leases are found through the owner index: one an older felt wrote (it
+// has no entries) is not, and this host leases a second subnet beside it
+// until it expires, unless Acquire falls back to listing the pool.
 //
 // The network record is rewritten after the lease (see deleteNetwork), or
 // made again from req.Network if a host releasing the pool's last lease
@@ -54,10 +58,12 @@ type AcquireRequest struct {
 // (renewed or taken over) stays.
 //
 // Acquire does not list the pool in the usual cases (see claimFast): it
-// reads Prefer's lease and this host's entries in the owner index
-// (owners.go), and tries random subnets one by one (probe.go). Only what
-// that cannot settle (a pool nearly full, a race lost) lists the pool's
-// leases, as Acquire always did (claimListed).
+// reads Prefer's lease and the leases this host's entries in the owner
+// index name, and tries random subnets one by one (probe.go): a handful of
+// requests whatever the pool's size. Only what that cannot settle (a pool
+// nearly full, a race lost) lists the pool's leases, as Acquire always did
+// (claimListed). Expired leases are removed where Acquire meets them
+// (RemoveExpired sweeps the rest).
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	var created createdLease
 	l, err := r.claim(ctx, req, &created)
@@ -114,9 +120,15 @@ func (r *Registry) claim(ctx context.Context, req AcquireRequest, created *creat
 		return Lease{}, fmt.Errorf("pool %s: subnet length /%d does not fit the pool", n.Pool, n.SubnetLen)
 	}
 	if space, err := spaceOf(n, req.Within); err == nil { // else the listing says what is wrong
-		l, ok, err := r.claimFast(ctx, req, space, created)
-		if err != nil || ok {
-			return l, err
+		for range 3 {
+			l, ok, err := r.claimFast(ctx, req, space, created)
+			if errors.Is(err, errAgain) {
+				continue
+			}
+			if err != nil || ok {
+				return l, err
+			}
+			break
 		}
 	}
 	return r.claimListed(ctx, req, created)

@@ -21,12 +21,16 @@ import (
 // A fresh subnet is Prefer if free, else a random one (probe). ok false:
 // it could not settle the request (a lease changed meanwhile, the probes
 // missed), and the caller lists the pool (claimListed), which is always
-// right; a conflict is therefore never an error here.
+// right. errAgain: a lease it read changed before it could write it (two
+// writers of one lease, rare); the caller tries again.
 //
 // What it cannot see is what the index does not name: a lease written by
 // an older felt, or a second lease of this host's public IP. Acquire then
 // leases a fresh subnet beside it, as if the old one were another host's;
 // it goes when it expires.
+// errAgain is claimFast's "a lease changed meanwhile: look again".
+var errAgain = errors.New("a lease changed meanwhile")
+
 func (r *Registry) claimFast(ctx context.Context, req AcquireRequest, space netip.Prefix, created *createdLease) (Lease, bool, error) {
 	n, me := req.Network, req.Owner
 	now := r.clock.Now()
@@ -72,7 +76,7 @@ func (r *Registry) claimFast(ctx context.Context, req AcquireRequest, space neti
 			// A renewal, or a restart: this host's lease where it left it.
 			l, err := r.rewrite(ctx, l, req, now)
 			if errors.Is(err, kv.ErrConflict) {
-				return Lease{}, false, nil
+				return Lease{}, false, errAgain
 			}
 			return l, err == nil, err
 		}
@@ -134,7 +138,7 @@ func (r *Registry) claimFast(ctx context.Context, req AcquireRequest, space neti
 	}
 	l, done, err := r.settle(ctx, req, mine, stale, now)
 	if errors.Is(err, kv.ErrConflict) {
-		return Lease{}, false, nil
+		return Lease{}, false, errAgain
 	}
 	if err != nil || done {
 		return l, done, err
