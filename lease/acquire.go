@@ -43,7 +43,7 @@ type AcquireRequest struct {
 // directory was wiped, so it got a new host ID) that did not release it:
 // Acquire takes it over, subnet included, instead of leasing a second
 // subnet beside it, so peers replace its backend data (vxlan's VTEP MAC)
-// rather than keep both. If that lease does not fit the request (outside Within, or another subnet
+// rather than keep both (of several, the one at Prefer first). If that lease does not fit the request (outside Within, or another subnet
 // length) or this host already holds a lease, it is removed instead. Such
 // leases are found through the owner index: one an older felt wrote (it
 // has no entries) is not, and this host leases a second subnet beside it
@@ -190,7 +190,12 @@ func (r *Registry) claimListed(ctx context.Context, req AcquireRequest, created 
 // meanwhile, look again.
 func (r *Registry) settle(ctx context.Context, req AcquireRequest, mine, stale []Lease, now time.Time) (Lease, bool, error) {
 	if len(mine) == 0 {
-		if i := slices.IndexFunc(stale, func(l Lease) bool { return fits(req.Network, req, l) }); i >= 0 {
+		// Prefer's first: the subnet this host's containers were on.
+		i := slices.IndexFunc(stale, func(l Lease) bool { return l.Subnet == req.Prefer && fits(req.Network, req, l) })
+		if i < 0 {
+			i = slices.IndexFunc(stale, func(l Lease) bool { return fits(req.Network, req, l) })
+		}
+		if i >= 0 {
 			old := stale[i]
 			if err := r.dropStale(ctx, req, slices.Delete(slices.Clone(stale), i, i+1)); err != nil {
 				return Lease{}, false, err

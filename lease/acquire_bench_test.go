@@ -94,6 +94,10 @@ func bigPoolOwner(k int) lease.Owner {
 // simulated hosts at random subnets, straight into the store (the records
 // Acquire writes, without its other keys).
 func bigPoolRegistry(b *testing.B, s kv.Store) (*lease.Registry, lease.Network) {
+	return bigPoolRegistryT(b, s)
+}
+
+func bigPoolRegistryT(b testing.TB, s kv.Store) (*lease.Registry, lease.Network) {
 	b.Helper()
 	ctx := context.Background()
 	r := lease.NewRegistry(s, "felt/", nil)
