@@ -486,3 +486,27 @@ func storeOf(t *testing.T, r *lease.Registry) kv.Store {
 	t.Helper()
 	return lease.StoreOf(r)
 }
+
+// Held is one read: a lease of the host, another host's, none.
+func TestHeld(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	n := settle(t, r, pool)
+	l, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1"), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		subnet netip.Prefix
+		host   string
+		want   bool
+	}{
+		{l.Subnet, "a", true},
+		{l.Subnet, "b", false},
+		{netip.MustParsePrefix("10.42.250.0/24"), "a", l.Subnet.String() == "10.42.250.0/24"},
+	} {
+		if got, err := r.Held(ctx, pool, c.subnet, c.host); err != nil || got != c.want {
+			t.Errorf("Held(%s, %s) = %v, %v; want %v", c.subnet, c.host, got, err, c.want)
+		}
+	}
+}
