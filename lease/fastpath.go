@@ -13,14 +13,17 @@ import (
 	"github.com/felt-net/felt/kv"
 )
 
+// errAgain is claimFast's "a lease changed meanwhile: look again".
+var errAgain = errors.New("a lease changed meanwhile")
+
 // claimFast is claim without listing the pool. It reads at most three
 // leases: Prefer's, and those this host's entries in the owner index
 // (owners.go) name, by host ID and by public IP. What they say is settled
 // as the listing would (settle): this host's own lease renewed, else an
 // earlier incarnation's taken over, the others of its public IP removed.
 // A fresh subnet is Prefer if free, else a random one (probe). ok false:
-// it could not settle the request (a lease changed meanwhile, the probes
-// missed), and the caller lists the pool (claimListed), which is always
+// it could not settle the request (every probe missed: a pool nearly
+// full), and the caller lists the pool (claimListed), which is always
 // right. errAgain: a lease it read changed before it could write it (two
 // writers of one lease, rare); the caller tries again.
 //
@@ -28,9 +31,6 @@ import (
 // an older felt, or a second lease of this host's public IP. Acquire then
 // leases a fresh subnet beside it, as if the old one were another host's;
 // it goes when it expires.
-// errAgain is claimFast's "a lease changed meanwhile: look again".
-var errAgain = errors.New("a lease changed meanwhile")
-
 func (r *Registry) claimFast(ctx context.Context, req AcquireRequest, space netip.Prefix, created *createdLease) (Lease, bool, error) {
 	n, me := req.Network, req.Owner
 	now := r.clock.Now()
