@@ -41,6 +41,15 @@ func (s *faultStore) Put(ctx context.Context, key string, v []byte) error {
 	return s.Store.Put(ctx, key, v)
 }
 
+func (s *faultStore) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	for _, op := range ops {
+		if s.failOn != "" && op.Verb != kv.OpCheck && strings.Contains(op.Key, s.failOn) {
+			return 0, errInjected
+		}
+	}
+	return s.Store.Txn(ctx, ops)
+}
+
 type checkEnv struct {
 	d     *ipam.Driver
 	st    *state.Store

@@ -40,11 +40,48 @@ type Store interface {
 	// DeleteCAS removes key only if its ModifyIndex is still index,
 	// otherwise ErrConflict. A missing key is ErrConflict too.
 	DeleteCAS(ctx context.Context, key string, index uint64) error
+	// Txn applies ops in order as one atomic step: all of them, or none
+	// when a condition fails (ErrConflict; any other failure is another
+	// error, and nothing is written either). Every write of one
+	// transaction gets the same ModifyIndex, which Txn returns (0 if it
+	// wrote nothing); but Consul skips a write of the bytes a key already
+	// holds, whose index then stays. At most MaxTxnOps ops.
+	Txn(ctx context.Context, ops []Op) (uint64, error)
 	// Wait blocks until the data under prefix may have changed after index
 	// (a return does not promise a change), or ctx ends, then answers as List.
 	Wait(ctx context.Context, prefix string, index uint64) ([]Pair, uint64, error)
 	// Close releases the store's resources.
 	Close() error
+}
+
+// MaxTxnOps is the most ops one Txn may hold: Consul's limit on a
+// transaction (64 operations, a delete-cas counting as two, see consulkv),
+// held for every store so that code tested on one works on the other.
+const MaxTxnOps = 32
+
+// Verb is what an Op does.
+type Verb int
+
+const (
+	// OpPut writes Value at Key unconditionally.
+	OpPut Verb = iota + 1
+	// OpCAS writes Value at Key only if its ModifyIndex is Index; 0 means
+	// only if the key does not exist (as Store.CAS).
+	OpCAS
+	// OpDeleteCAS removes Key only if its ModifyIndex is Index; a missing
+	// key fails (as Store.DeleteCAS).
+	OpDeleteCAS
+	// OpCheck writes nothing and fails unless Key's ModifyIndex is Index;
+	// 0 means unless the key does not exist.
+	OpCheck
+)
+
+// Op is one operation of a transaction (Store.Txn).
+type Op struct {
+	Verb  Verb
+	Key   string
+	Value []byte // OpPut, OpCAS
+	Index uint64 // OpCAS, OpDeleteCAS, OpCheck
 }
 
 // ConnectionResetter is a Store that holds connections bound to this host's

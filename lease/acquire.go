@@ -32,8 +32,9 @@ type AcquireRequest struct {
 
 // Acquire returns this host's lease in the pool: the one it already holds
 // (updated in place if its public IP or backend data changed), else Prefer if free,
-// else a random free subnet. Every claim is one create-if-absent (or one
-// compare-and-set, for a takeover).
+// else a random free subnet. Every claim is one transaction: a
+// create-if-absent of the lease's key (or a compare-and-set, for a renewal
+// or a takeover), with the owner's entries in the owner index (owners.go).
 //
 // One public IP is one host, in a pool (as in flannel): peers send a
 // subnet's traffic to its lease's public IP, so two live leases with the
@@ -42,8 +43,11 @@ type AcquireRequest struct {
 // directory was wiped, so it got a new host ID) that did not release it:
 // Acquire takes it over, subnet included, instead of leasing a second
 // subnet beside it, so peers replace its backend data (vxlan's VTEP MAC)
-// rather than keep both. If that lease does not fit the request (outside Within, or another subnet
-// length) or this host already holds a lease, it is removed instead.
+// rather than keep both (of several, the one at Prefer first). If that lease does not fit the request (outside Within, or another subnet
+// length) or this host already holds a lease, it is removed instead. Such
+// leases are found through the owner index: one an older felt wrote (it
+// has no entries) is not, and this host leases a second subnet beside it
+// until it expires, unless Acquire falls back to listing the pool.
 //
 // The network record is rewritten after the lease (see deleteNetwork), or
 // made again from req.Network if a host releasing the pool's last lease
@@ -52,16 +56,24 @@ type AcquireRequest struct {
 // A lease this call created is removed again if Acquire then fails: the
 // caller holds nothing, so nothing would release it. A lease held before
 // (renewed or taken over) stays.
+//
+// Acquire does not list the pool in the usual cases (see claimFast): it
+// reads Prefer's lease and the leases this host's entries in the owner
+// index name, and tries random subnets one by one (probe.go): a handful of
+// requests whatever the pool's size. Only what that cannot settle (a pool
+// nearly full, a race lost) lists the pool's leases, as Acquire always did
+// (claimListed). Expired leases are removed where Acquire meets them
+// (RemoveExpired sweeps the rest).
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
-	var created kv.Pair
+	var created createdLease
 	l, err := r.claim(ctx, req, &created)
 	if err == nil {
 		err = r.keepNetwork(ctx, req.Network)
 	}
 	if err != nil {
-		if created.Key != "" {
-			if derr := r.store.DeleteCAS(ctx, created.Key, created.ModifyIndex); derr != nil && !errors.Is(derr, kv.ErrConflict) {
-				err = errors.Join(err, fmt.Errorf("lease %s: remove after the failure: %w", l.Subnet, derr))
+		if created.lease.Subnet.IsValid() {
+			if derr := r.undoCreate(ctx, created); derr != nil {
+				err = errors.Join(err, fmt.Errorf("lease %s: remove after the failure: %w", created.lease.Subnet, derr))
 			}
 		}
 		return Lease{}, err
@@ -69,14 +81,63 @@ func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, erro
 	return l, nil
 }
 
-// claim is Acquire (and Renew) up to the lease written: the one loop that
-// looks at the pool's leases and writes this host's. A lease it creates
+// createdLease is a lease Acquire created, with the owner entries written
+// with it (all at the lease's index), to be removed if Acquire fails.
+type createdLease struct {
+	lease  Lease
+	owners []string
+}
+
+// undoCreate removes a lease Acquire created, and its owner entries if
+// they are still the ones written with it; a lease that changed meanwhile
+// (another host removed it as expired, say) is not this call's to remove.
+func (r *Registry) undoCreate(ctx context.Context, c createdLease) error {
+	key := r.leaseKey(c.lease.Pool, c.lease.Subnet)
+	ops := []kv.Op{{Verb: kv.OpDeleteCAS, Key: key, Index: c.lease.index}}
+	for _, k := range c.owners {
+		ops = append(ops, kv.Op{Verb: kv.OpDeleteCAS, Key: k, Index: c.lease.index})
+	}
+	if _, err := r.store.Txn(ctx, ops); !errors.Is(err, kv.ErrConflict) {
+		return err
+	}
+	// An entry was rewritten since (or the lease was): the lease alone.
+	if err := r.store.DeleteCAS(ctx, key, c.lease.index); err != nil {
+		if errors.Is(err, kv.ErrConflict) {
+			return nil
+		}
+		return err
+	}
+	r.forgetOwner(ctx, c.lease)
+	return nil
+}
+
+// claim is Acquire (and Renew) up to the lease written: the fast path, and
+// the listing when that cannot settle the request. A lease it creates
 // (rather than renews or takes over) is recorded in created.
-func (r *Registry) claim(ctx context.Context, req AcquireRequest, created *kv.Pair) (Lease, error) {
+func (r *Registry) claim(ctx context.Context, req AcquireRequest, created *createdLease) (Lease, error) {
 	n := req.Network
 	if !n.Pool.Addr().Is4() || n.SubnetLen < n.Pool.Bits() || n.SubnetLen > 32 {
 		return Lease{}, fmt.Errorf("pool %s: subnet length /%d does not fit the pool", n.Pool, n.SubnetLen)
 	}
+	if space, err := spaceOf(n, req.Within); err == nil { // else the listing says what is wrong
+		for range 3 {
+			l, ok, err := r.claimFast(ctx, req, space, created)
+			if errors.Is(err, errAgain) {
+				continue
+			}
+			if err != nil || ok {
+				return l, err
+			}
+			break
+		}
+	}
+	return r.claimListed(ctx, req, created)
+}
+
+// claimListed is the claim that looks at every lease of the pool: the
+// slow path, always right, taken when claimFast cannot settle the request.
+func (r *Registry) claimListed(ctx context.Context, req AcquireRequest, created *createdLease) (Lease, error) {
+	n := req.Network
 	for attempt := 0; attempt < 10; attempt++ {
 		leases, err := r.Leases(ctx, n.Pool)
 		if err != nil {
@@ -88,80 +149,138 @@ func (r *Registry) claim(ctx context.Context, req AcquireRequest, created *kv.Pa
 		for _, l := range leases {
 			switch {
 			case l.HostID == req.Owner.HostID:
-				if l.Subnet.Bits() == n.SubnetLen && inside(l.Subnet, req.Within) {
+				if fits(n, req, l) {
 					mine = append(mine, l)
 				}
 				taken = append(taken, l.Subnet)
 			case l.Expired(now):
 				// A dead host's lease: remove it so the subnet can be reused.
-				_ = r.store.DeleteCAS(ctx, r.leaseKey(n.Pool, l.Subnet), l.index)
+				_ = r.dropExpired(ctx, l)
 			case req.Owner.PublicIP.IsValid() && l.PublicIP == req.Owner.PublicIP:
 				stale = append(stale, l)
 			default:
 				taken = append(taken, l.Subnet)
 			}
 		}
-		if len(mine) == 0 {
-			if i := slices.IndexFunc(stale, func(l Lease) bool {
-				return l.Subnet.Bits() == n.SubnetLen && n.Pool.Contains(l.Subnet.Addr()) && inside(l.Subnet, req.Within)
-			}); i >= 0 {
-				old := stale[i]
-				stale = slices.Delete(stale, i, i+1)
-				if err := r.dropStale(ctx, req, stale); err != nil {
-					if errors.Is(err, kv.ErrConflict) {
-						continue
-					}
-					return Lease{}, err
-				}
-				l, err := r.rewrite(ctx, old, req, now)
-				if errors.Is(err, kv.ErrConflict) {
-					continue // it changed meanwhile (renewed, or taken over by another): look again
-				}
-				if err == nil && req.OnTakeover != nil {
-					req.OnTakeover(old, "taken over")
-				}
-				return l, err
-			}
+		l, done, err := r.settle(ctx, req, mine, stale, now)
+		if errors.Is(err, kv.ErrConflict) {
+			continue // it changed meanwhile (renewed, or taken over by another): look again
 		}
-		if err := r.dropStale(ctx, req, stale); err != nil {
-			if errors.Is(err, kv.ErrConflict) {
-				continue
-			}
-			return Lease{}, err
-		}
-		if len(mine) > 0 {
-			l, err := r.rewrite(ctx, mine[0], req, now)
-			if errors.Is(err, kv.ErrConflict) {
-				continue
-			}
+		if err != nil || done {
 			return l, err
 		}
 		subnet, err := pick(n, req, taken)
 		if err != nil {
 			return Lease{}, err
 		}
-		l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, BackendData: req.Owner.BackendData}
-		if req.TTL > 0 {
-			l.Expiry = now.Add(req.TTL)
-		}
-		val, err := json.Marshal(l)
-		if err != nil {
-			return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
-		}
-		err = r.store.CAS(ctx, r.leaseKey(n.Pool, subnet), val, 0)
+		l, err = r.create(ctx, req, subnet, now, created)
 		if errors.Is(err, kv.ErrConflict) {
 			continue // another host won that subnet; choose again
 		}
-		if err != nil {
-			return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
-		}
-		got, err := r.get(ctx, n.Pool, subnet)
-		if err == nil {
-			*created = kv.Pair{Key: r.leaseKey(n.Pool, subnet), ModifyIndex: got.index}
-		}
-		return got, err
+		return l, err
 	}
 	return Lease{}, fmt.Errorf("pool %s: could not claim a subnet after 10 attempts (too many hosts racing), try again", n.Pool)
+}
+
+// settle applies the rule of Acquire to the leases found of this host
+// (mine: its own that fit the request) and of its earlier incarnations
+// (stale: live, another host ID, this host's public IP): renew its own,
+// else take over a fitting stale one; the other stale ones go. done false:
+// neither, a fresh subnet is to be leased. kv.ErrConflict: a lease changed
+// meanwhile, look again.
+func (r *Registry) settle(ctx context.Context, req AcquireRequest, mine, stale []Lease, now time.Time) (Lease, bool, error) {
+	if len(mine) == 0 {
+		// Prefer's first: the subnet this host's containers were on.
+		i := slices.IndexFunc(stale, func(l Lease) bool { return l.Subnet == req.Prefer && fits(req.Network, req, l) })
+		if i < 0 {
+			i = slices.IndexFunc(stale, func(l Lease) bool { return fits(req.Network, req, l) })
+		}
+		if i >= 0 {
+			old := stale[i]
+			if err := r.dropStale(ctx, req, slices.Delete(slices.Clone(stale), i, i+1)); err != nil {
+				return Lease{}, false, err
+			}
+			l, err := r.rewrite(ctx, old, req, now)
+			if err != nil {
+				return Lease{}, false, err
+			}
+			if req.OnTakeover != nil {
+				req.OnTakeover(old, "taken over")
+			}
+			return l, true, nil
+		}
+	}
+	if err := r.dropStale(ctx, req, stale); err != nil {
+		return Lease{}, false, err
+	}
+	if len(mine) > 0 {
+		l, err := r.rewrite(ctx, mine[0], req, now)
+		return l, err == nil, err
+	}
+	return Lease{}, false, nil
+}
+
+// fits reports whether l is a lease req may have: of the pool's subnet
+// length, inside the pool and inside req.Within.
+func fits(n Network, req AcquireRequest, l Lease) bool {
+	return l.Subnet.Bits() == n.SubnetLen && n.Pool.Contains(l.Subnet.Addr()) && inside(l.Subnet, req.Within)
+}
+
+// create leases subnet to req's owner: one transaction that creates the
+// lease if its key is absent, checks that no lease holds a subnet around it
+// (of a shorter length: see probe.go), and points the owner's entries at it.
+func (r *Registry) create(ctx context.Context, req AcquireRequest, subnet netip.Prefix, now time.Time, created *createdLease) (Lease, error) {
+	n := req.Network
+	l := Lease{Pool: n.Pool, Subnet: subnet, HostID: req.Owner.HostID, PublicIP: req.Owner.PublicIP, BackendData: req.Owner.BackendData}
+	if req.TTL > 0 {
+		l.Expiry = now.Add(req.TTL)
+	}
+	val, err := json.Marshal(l)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
+	}
+	ops := []kv.Op{{Verb: kv.OpCAS, Key: r.leaseKey(n.Pool, subnet), Value: val}}
+	owners := r.ownerPuts(l)
+	ops = append(ops, owners...)
+	if around := r.aroundChecks(n.Pool, subnet); len(ops)+len(around) <= kv.MaxTxnOps {
+		ops = append(around, ops...)
+	}
+	idx, err := r.store.Txn(ctx, ops)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
+	}
+	got, err := r.decodeWritten(ctx, l, val, idx)
+	if err != nil {
+		return Lease{}, err
+	}
+	*created = createdLease{lease: got}
+	for _, o := range owners {
+		created.owners = append(created.owners, o.Key)
+	}
+	return got, nil
+}
+
+// decodeWritten is the lease l as a read would return it after the
+// transaction that wrote val at idx; read back if the store did not say
+// the index.
+func (r *Registry) decodeWritten(ctx context.Context, l Lease, val []byte, idx uint64) (Lease, error) {
+	if idx == 0 {
+		return r.get(ctx, l.Pool, l.Subnet)
+	}
+	ls := r.decodeLeases([]kv.Pair{{Key: r.leaseKey(l.Pool, l.Subnet), Value: val, ModifyIndex: idx}})
+	if len(ls) != 1 {
+		return Lease{}, fmt.Errorf("lease %s: unreadable record", l.Subnet)
+	}
+	return ls[0], nil
+}
+
+// dropExpired removes an expired lease, and its owner entries.
+func (r *Registry) dropExpired(ctx context.Context, l Lease) error {
+	err := r.store.DeleteCAS(ctx, r.leaseKey(l.Pool, l.Subnet), l.index)
+	if err == nil {
+		r.forgetOwner(ctx, l)
+	}
+	return err
 }
 
 // dropStale removes leases of earlier incarnations of this host (see
@@ -175,6 +294,7 @@ func (r *Registry) dropStale(ctx context.Context, req AcquireRequest, stale []Le
 			}
 			return fmt.Errorf("lease %s of %s (this host's public IP %s): remove: %w", l.Subnet, l.HostID, l.PublicIP, err)
 		}
+		r.forgetOwner(ctx, l)
 		if req.OnTakeover != nil {
 			req.OnTakeover(l, "removed")
 		}
@@ -195,16 +315,9 @@ func inside(subnet, within netip.Prefix) bool {
 // ones: memory and time grow with the number of leases, not with the
 // number of subnets in the pool (a /8 in /30s has four million).
 func pick(n Network, req AcquireRequest, taken []netip.Prefix) (netip.Prefix, error) {
-	space := n.Pool
-	if req.Within.IsValid() {
-		space = req.Within.Masked()
-		if space.Bits() > n.SubnetLen {
-			// A range smaller than a host subnet: lease the subnet holding it.
-			space = netip.PrefixFrom(space.Addr(), n.SubnetLen).Masked()
-		}
-		if space.Bits() < n.Pool.Bits() || !n.Pool.Contains(space.Addr()) {
-			return netip.Prefix{}, fmt.Errorf("pool %s: range %s is not inside the pool", n.Pool, req.Within)
-		}
+	space, err := spaceOf(n, req.Within)
+	if err != nil {
+		return netip.Prefix{}, err
 	}
 	free := ipnet.NewFreeSubnets(space, n.SubnetLen, taken)
 	if req.Prefer.IsValid() && n.Pool.Contains(req.Prefer.Addr()) && free.IsFree(req.Prefer) {
@@ -215,4 +328,21 @@ func pick(n Network, req AcquireRequest, taken []netip.Prefix) (netip.Prefix, er
 		return netip.Prefix{}, fmt.Errorf("pool %s: no free /%d subnet left in %s for this host (all %d are leased by other hosts)", n.Pool, n.SubnetLen, space, free.Total())
 	}
 	return free.NthFree(rand.Uint64N(left)), nil
+}
+
+// spaceOf is where a subnet of n is chosen: the pool, or within (--ip-range)
+// made at least one host subnet large.
+func spaceOf(n Network, within netip.Prefix) (netip.Prefix, error) {
+	space := n.Pool
+	if within.IsValid() {
+		space = within.Masked()
+		if space.Bits() > n.SubnetLen {
+			// A range smaller than a host subnet: lease the subnet holding it.
+			space = netip.PrefixFrom(space.Addr(), n.SubnetLen).Masked()
+		}
+		if space.Bits() < n.Pool.Bits() || !n.Pool.Contains(space.Addr()) {
+			return netip.Prefix{}, fmt.Errorf("pool %s: range %s is not inside the pool", n.Pool, within)
+		}
+	}
+	return space, nil
 }

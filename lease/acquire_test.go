@@ -187,4 +187,8 @@ func TestFailedAcquireLeavesNoLease(t *testing.T) {
 	if ls, err := r.Leases(ctx, pool); err != nil || len(ls) != 0 {
 		t.Fatalf("leases left behind by a failed Acquire: %+v %v", ls, err)
 	}
+	// The owner index entries written with the lease went with it.
+	if pairs, _, err := s.List(ctx, "felt/lease-owners/"); err != nil || len(pairs) != 0 {
+		t.Fatalf("index entries left behind by a failed Acquire: %v %v", pairs, err)
+	}
 }

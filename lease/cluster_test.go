@@ -632,11 +632,14 @@ func TestDeclaredRecordOutlivesLeases(t *testing.T) {
 
 	// A settled pool's record rewritten by the pool's next host, a lease
 	// expiring under Acquire, then released.
-	if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("dead", "192.0.2.9"), TTL: time.Minute}); err != nil {
+	dead, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("dead", "192.0.2.9"), TTL: time.Minute})
+	if err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(time.Hour)
-	l, err = r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("b", "192.0.2.2")})
+	// b asks for the dead host's subnet: an Acquire removes the expired
+	// leases it meets (it lists the pool no more).
+	l, err = r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("b", "192.0.2.2"), Prefer: dead.Subnet})
 	if err != nil {
 		t.Fatal(err)
 	}

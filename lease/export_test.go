@@ -1,6 +1,10 @@
 package lease
 
-import "time"
+import (
+	"time"
+
+	"github.com/felt-net/felt/kv"
+)
 
 // Test hooks into Watch: its plan's size, its retry pace, and how many
 // records it decoded.
@@ -20,3 +24,6 @@ var PlanBuckets = planBuckets
 
 // NoCoalesce makes Next answer as soon as a change is read.
 func (w *Watch) NoCoalesce() { w.coalesce = 0 }
+
+// StoreOf is the store under r.
+func StoreOf(r *Registry) kv.Store { return r.store }

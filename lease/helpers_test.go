@@ -108,6 +108,20 @@ func (s *hooked) DeleteCAS(ctx context.Context, key string, index uint64) error 
 	return s.Store.DeleteCAS(ctx, key, index)
 }
 
+// Txn fires the hook as the ops would one by one: a lease is written in a
+// transaction with its owner entries.
+func (s *hooked) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	for _, op := range ops {
+		switch op.Verb {
+		case kv.OpCAS:
+			s.fire("CAS", op.Key, op.Index)
+		case kv.OpDeleteCAS:
+			s.fire("DeleteCAS", op.Key, op.Index)
+		}
+	}
+	return s.Store.Txn(ctx, ops)
+}
+
 // under: any key with prefix.
 func under(prefix string) func(string, uint64) bool {
 	return func(key string, _ uint64) bool { return strings.HasPrefix(key, prefix) }

@@ -20,8 +20,12 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 	default:
 		ls := r.decodeLeases([]kv.Pair{p})
 		if len(ls) == 1 && ls[0].HostID == hostID {
-			if err := r.store.DeleteCAS(ctx, p.Key, p.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
+			err := r.store.DeleteCAS(ctx, p.Key, p.ModifyIndex)
+			if err != nil && !errors.Is(err, kv.ErrConflict) {
 				return fmt.Errorf("lease %s: release: %w", subnet, err)
+			}
+			if err == nil {
+				r.forgetOwner(ctx, ls[0]) // its entries in the owner index
 			}
 			// Its container names go with the host's lease (dns.go).
 			if err := r.DeleteNames(ctx, pool, hostID); err != nil {

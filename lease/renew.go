@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/felt-net/felt/kv"
 )
 
 // RenewRequest asks to extend Owner's lease of Subnet in Network.
@@ -23,7 +26,10 @@ type RenewRequest struct {
 // expiry and the owner's current public IP and backend data.
 //
 // It is Acquire restricted to that one subnet (Prefer and Within), so it
-// repairs what happened meanwhile instead of failing on it: a lease that
+// costs what Acquire costs for a host's own lease at Prefer (claimFast): a
+// read and a transaction (and the network record's rewrite), whatever the
+// size of the pool. And it repairs
+// what happened meanwhile instead of failing on it: a lease that
 // vanished (it expired and a peer removed it, or the store lost its data)
 // is claimed again if the subnet is still free; a lease of an earlier
 // incarnation of this host on it is taken over; the network record is made
@@ -47,7 +53,10 @@ func (r *Registry) Renew(ctx context.Context, req RenewRequest) (Lease, error) {
 // rewrite writes l again for req's owner with a fresh expiry and the
 // owner's current public IP and backend data: this host's own lease renewed (a host
 // whose address changed keeps its subnet), or an earlier incarnation's
-// lease taken over (see Acquire). One compare-and-set at l's index.
+// lease taken over (see Acquire). One transaction: a compare-and-set at l's
+// index, and the owner's entries in the index (owners.go) pointed at it,
+// which also gives a lease an older felt wrote its entries. The entries of
+// l's former owner or address go after it, if they still name l.
 func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now time.Time) (Lease, error) {
 	next := l
 	next.PublicIP = req.Owner.PublicIP
@@ -64,8 +73,17 @@ func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now
 	if err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
 	}
-	if err := r.store.CAS(ctx, r.leaseKey(l.Pool, l.Subnet), val, l.index); err != nil {
+	ops := append([]kv.Op{{Verb: kv.OpCAS, Key: r.leaseKey(l.Pool, l.Subnet), Value: val, Index: l.index}}, r.ownerPuts(next)...)
+	if _, err := r.store.Txn(ctx, ops); err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
 	}
+	for _, k := range r.ownerKeys(l) {
+		if !slices.Contains(r.ownerKeys(next), k) {
+			r.dropEntryIf(ctx, k, func(e ownerEntry) bool { return e.HostID == l.HostID && e.Subnet == l.Subnet })
+		}
+	}
+	// Read back rather than taken from the transaction: Consul keeps the
+	// index of a write that changes nothing (a permanent lease renewed
+	// unchanged), so the transaction's index need not be the lease's.
 	return r.get(ctx, l.Pool, l.Subnet)
 }

@@ -93,7 +93,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"change"}),
 		storeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "felt_store_requests_total",
-			Help: "Requests to the shared store (Consul, or the embedded store without CONSUL_HTTP_ADDR), by op (get, list, put, cas, delete, delete_cas, wait) and outcome (ok, not_found, conflict, error).",
+			Help: "Requests to the shared store (Consul, or the embedded store without CONSUL_HTTP_ADDR), by op (get, list, put, cas, delete, delete_cas, txn, wait) and outcome (ok, not_found, conflict, error).",
 		}, []string{"op", "outcome"}),
 		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "felt_store_request_duration_seconds",

@@ -84,6 +84,13 @@ func (s *store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 	return err
 }
 
+func (s *store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	start := time.Now()
+	idx, err := s.Store.Txn(ctx, ops)
+	s.observe("txn", start, err)
+	return idx, err
+}
+
 // Wait is counted but not timed: a blocking query lasts until a change or
 // its wait time, minutes, which says nothing about the store's latency.
 // A Wait ended by its caller (shutdown) is neither an error nor a request.

@@ -66,3 +66,10 @@ func (g *guarded) DeleteCAS(ctx context.Context, key string, index uint64) error
 	}
 	return g.Store.DeleteCAS(ctx, key, index)
 }
+
+func (g *guarded) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	if err := g.ensure(ctx); err != nil {
+		return 0, err
+	}
+	return g.Store.Txn(ctx, ops)
+}

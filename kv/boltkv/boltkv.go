@@ -189,6 +189,84 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 	return nil
 }
 
+// Txn applies ops in one bbolt transaction: a failed condition returns
+// kv.ErrConflict from inside it, which rolls every earlier op back. As in
+// Consul, the transaction's writes share one index, and each condition sees
+// the ops before it.
+func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	if err := checkOps(ops); err != nil {
+		return 0, err
+	}
+	var idx uint64
+	err := s.update(func(tx *bolt.Tx) (bool, error) {
+		// One index for every write: taken at the first.
+		index := func() (uint64, error) {
+			if idx != 0 {
+				return idx, nil
+			}
+			var err error
+			idx, err = bump(tx)
+			return idx, err
+		}
+		for i, op := range ops {
+			cur, err := modifyIndex(tx, op.Key)
+			if err != nil {
+				return false, err
+			}
+			switch op.Verb {
+			case kv.OpPut, kv.OpCAS:
+				if op.Verb == kv.OpCAS && cur != op.Index {
+					return false, fmt.Errorf("op %d: cas %s at index %d: %w", i, op.Key, op.Index, kv.ErrConflict)
+				}
+				at, err := index()
+				if err != nil {
+					return false, err
+				}
+				if err := putAt(tx, op.Key, op.Value, at); err != nil {
+					return false, err
+				}
+			case kv.OpDeleteCAS:
+				if cur == 0 || cur != op.Index {
+					return false, fmt.Errorf("op %d: delete-cas %s at index %d: %w", i, op.Key, op.Index, kv.ErrConflict)
+				}
+				at, err := index()
+				if err != nil {
+					return false, err
+				}
+				if err := delAt(tx, op.Key, at); err != nil {
+					return false, err
+				}
+			case kv.OpCheck:
+				if cur != op.Index {
+					return false, fmt.Errorf("op %d: check %s at index %d: %w", i, op.Key, op.Index, kv.ErrConflict)
+				}
+			}
+		}
+		return idx != 0, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("txn: %w", err)
+	}
+	return idx, nil
+}
+
+// checkOps refuses a transaction no store would run: too many ops, an
+// unknown verb, an empty key.
+func checkOps(ops []kv.Op) error {
+	if len(ops) > kv.MaxTxnOps {
+		return fmt.Errorf("txn: %d ops, at most %d", len(ops), kv.MaxTxnOps)
+	}
+	for i, op := range ops {
+		if op.Verb < kv.OpPut || op.Verb > kv.OpCheck {
+			return fmt.Errorf("txn: op %d: unknown verb %d", i, op.Verb)
+		}
+		if op.Key == "" {
+			return fmt.Errorf("txn: op %d: empty key", i)
+		}
+	}
+	return nil
+}
+
 // Wait blocks until the index of prefix is above index, or ctx ends, then
 // answers as List. Like a Consul blocking query, index 0 never blocks.
 func (s *Store) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
@@ -268,12 +346,17 @@ func modifyIndex(tx *bolt.Tx, key string) (uint64, error) {
 }
 
 func put(tx *bolt.Tx, key string, value []byte) error {
-	if key == "" {
-		return errors.New("empty key")
-	}
 	idx, err := bump(tx)
 	if err != nil {
 		return err
+	}
+	return putAt(tx, key, value, idx)
+}
+
+// putAt writes value at key with ModifyIndex idx, an index bump returned.
+func putAt(tx *bolt.Tx, key string, value []byte, idx uint64) error {
+	if key == "" {
+		return errors.New("empty key")
 	}
 	raw := make([]byte, 8+len(value))
 	binary.BigEndian.PutUint64(raw, idx)
@@ -286,6 +369,11 @@ func del(tx *bolt.Tx, key string) error {
 	if err != nil {
 		return err
 	}
+	return delAt(tx, key, idx)
+}
+
+// delAt removes key as a write at index idx, an index bump returned.
+func delAt(tx *bolt.Tx, key string, idx uint64) error {
 	if err := putUint(tx.Bucket(metaBucket), deleteKey, idx); err != nil {
 		return err
 	}

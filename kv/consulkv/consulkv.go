@@ -234,16 +234,79 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 		{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: key, Index: index}},
 		{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: key, Index: index}},
 	}
-	ok, resp, _, err := s.txn.Txn(ops, queryOpts(ctx))
-	if err != nil {
+	if _, err := s.runTxn(ctx, ops); err != nil {
 		return s.fail(ctx, err, "delete-cas %s at index %d", key, index)
 	}
-	if ok {
-		return nil
+	return nil
+}
+
+// Txn runs ops as one Consul transaction. Each op becomes one of Consul's:
+// OpCAS "cas", OpPut "set", OpCheck "check-index" (or "check-not-exists"
+// at index 0), and OpDeleteCAS a "check-index" then a "delete-cas", for the
+// reason DeleteCAS gives. kv.MaxTxnOps keeps that within Consul's 64.
+func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
+	if len(ops) > kv.MaxTxnOps {
+		return 0, fmt.Errorf("consul %s: txn: %d ops, at most %d", s.addr, len(ops), kv.MaxTxnOps)
 	}
-	// Consul runs every op and reports each failure. It is a conflict only
-	// if all of them say the key is missing or has moved on; anything else
-	// (a denied ACL, say) is a real error.
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	var tops api.TxnOps
+	writes := map[string]bool{}
+	for i, op := range ops {
+		if op.Key == "" {
+			return 0, fmt.Errorf("consul %s: txn: op %d: empty key", s.addr, i)
+		}
+		switch op.Verb {
+		case kv.OpPut:
+			tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: op.Key, Value: op.Value}})
+			writes[op.Key] = true
+		case kv.OpCAS:
+			tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: op.Key, Value: op.Value, Index: op.Index}})
+			writes[op.Key] = true
+		case kv.OpDeleteCAS:
+			tops = append(tops,
+				&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: op.Key, Index: op.Index}},
+				&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: op.Key, Index: op.Index}})
+		case kv.OpCheck:
+			verb := api.KVCheckIndex
+			if op.Index == 0 {
+				verb = api.KVCheckNotExists
+			}
+			tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: verb, Key: op.Key, Index: op.Index}})
+		default:
+			return 0, fmt.Errorf("consul %s: txn: op %d: unknown verb %d", s.addr, i, op.Verb)
+		}
+	}
+	resp, err := s.runTxn(ctx, tops)
+	if err != nil {
+		return 0, s.fail(ctx, err, "txn of %d ops on %s", len(ops), ops[0].Key)
+	}
+	// Results hold an entry (its value blanked) for each write and check
+	// that found a key, not one per op; the writes' entries carry the
+	// transaction's index.
+	var idx uint64
+	for _, r := range resp.Results {
+		if r != nil && r.KV != nil && writes[r.KV.Key] {
+			idx = max(idx, r.KV.ModifyIndex)
+		}
+	}
+	return idx, nil
+}
+
+// runTxn runs ops; a rollback is kv.ErrConflict only if every failure
+// Consul reports is a condition that did not hold (a key missing, present
+// or moved on); anything else (a denied ACL, say) is a real error.
+func (s *Store) runTxn(ctx context.Context, ops api.TxnOps) (*api.TxnResponse, error) {
+	ok, resp, _, err := s.txn.Txn(ops, queryOpts(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return resp, nil
+	}
 	var msgs []string
 	conflict := resp != nil && len(resp.Errors) > 0
 	if resp != nil {
@@ -255,16 +318,16 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 		}
 	}
 	if conflict {
-		return s.fail(ctx, kv.ErrConflict, "delete-cas %s at index %d", key, index)
+		return nil, fmt.Errorf("%w (%s)", kv.ErrConflict, strings.Join(msgs, "; "))
 	}
-	return s.fail(ctx, fmt.Errorf("transaction failed: %s", strings.Join(msgs, "; ")), "delete-cas %s at index %d", key, index)
+	return nil, fmt.Errorf("transaction failed: %s", strings.Join(msgs, "; "))
 }
 
 // conflictMsg recognises Consul's failure messages for check-index
-// ("key ... doesn't exist", "current modify index N != M") and delete-cas
-// ("index is stale").
+// ("key ... doesn't exist", "current modify index N != M"), delete-cas and
+// cas ("index is stale"), and check-not-exists ("key ... exists").
 func conflictMsg(what string) bool {
-	for _, m := range []string{"doesn't exist", "modify index", "index is stale"} {
+	for _, m := range []string{"doesn't exist", "modify index", "index is stale", "\" exists"} {
 		if strings.Contains(what, m) {
 			return true
 		}

@@ -38,7 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) kv.Store) {
 		})
 		return s
 	}
-	Suite(t, "kvtest", closing, []Case{
+	Suite(t, "kvtest", closing, append([]Case{
 		{"GetMissing", testGetMissing},
 		{"PutGet", testPutGet},
 		{"CASCreate", testCASCreate},
@@ -55,7 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) kv.Store) {
 		{"WaitDeadline", testWaitDeadline},
 		{"RaceCreate", testRaceCreate},
 		{"RaceCounter", testRaceCounter},
-	})
+	}, txnCases...))
 }
 
 // Case is one test of a suite run against every store: Fn gets the store
