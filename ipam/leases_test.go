@@ -171,3 +171,47 @@ func TestReleasePoolWithoutPublicIPReleasesLease(t *testing.T) {
 		t.Fatalf("an overlapping pool must now fail only for the missing IP: %v", err)
 	}
 }
+
+// LeasesMissing says whether a lease this host recorded is gone from the
+// store or held by another host now, by reading that one lease: false
+// while it is there, true once released behind the host's back or taken by
+// another host, false again after a renewal claims it back.
+func TestLeasesMissing(t *testing.T) {
+	s := openKV(t, filepath.Join(t.TempDir(), "db"))
+	st := state.New(s)
+	withFeltNetwork(t, st, testPool)
+	reg := lease.NewRegistry(s, "felt/", nil)
+	owner := lease.Owner{HostID: "host-a", PublicIP: netip.MustParseAddr("192.0.2.1")}
+	d := ipam.New(ipam.Config{State: st, Registry: reg,
+		Owner: func(context.Context, netip.Prefix) (lease.Owner, error) { return owner, nil }})
+	resp, err := d.RequestPool(ctx, &api.RequestPoolRequest{Pool: testPool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, subnet := netip.MustParsePrefix(testPool), netip.MustParsePrefix(resp.Pool)
+	missing := func(want bool, when string) {
+		t.Helper()
+		got, err := d.LeasesMissing(ctx)
+		if err != nil || got != want {
+			t.Fatalf("%s: LeasesMissing %v, %v; want %v", when, got, err, want)
+		}
+	}
+	missing(false, "with its lease in the store")
+	if err := reg.Release(ctx, pool, subnet, owner.HostID); err != nil {
+		t.Fatal(err)
+	}
+	missing(true, "after its lease was released behind its back")
+	n := lease.Network{Pool: pool, SubnetLen: subnet.Bits()}
+	if _, err := reg.Acquire(ctx, lease.AcquireRequest{Network: n, Prefer: subnet,
+		Owner: lease.Owner{HostID: "host-b", PublicIP: netip.MustParseAddr("192.0.2.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	missing(true, "with its subnet leased by another host")
+	if err := reg.Release(ctx, pool, subnet, "host-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	missing(false, "after a renewal claimed it back")
+}

@@ -90,15 +90,13 @@ func (d *Driver) LeasesMissing(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		ls, err := d.cfg.Registry.Leases(ctx, p.Pool)
+		// One read of the lease, not a listing of the pool: this runs on
+		// every host every resync interval.
+		held, err := d.cfg.Registry.Held(ctx, p.Pool, p.Subnet, hostID)
 		if err != nil {
 			return false, err
 		}
-		found := false
-		for _, l := range ls {
-			found = found || (l.Subnet == p.Subnet && l.HostID == hostID)
-		}
-		if !found {
+		if !held {
 			return true, nil
 		}
 	}

@@ -527,8 +527,8 @@ func (m *Manager) Snapshot() (nets []Network, leases []lease.Lease, known bool) 
 // (hosts that died without releasing), so that their subnets can be leased
 // again. Known leases are those of the attached pools; an expired lease of
 // another pool is removed by a host attached to it, or by the Acquire that
-// needs its subnet (lease.Registry.Acquire removes the expired leases of
-// the pool it claims from).
+// meets it (lease.Registry.Acquire removes an expired lease it probes, or
+// every one of the pool when it falls back to listing it).
 func (m *Manager) removeExpired(ctx context.Context) {
 	snap := m.snapshot()
 	if !snap.complete {
