@@ -395,6 +395,10 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 		after = max(idx, 1) // 0 would answer at once, again and again
 		records, changed := w.decode(b, pairs, known)
 		changed = changed || backwards
+		var pools map[netip.Prefix]bool // the shared query's pools that changed; nil: all
+		if changed && !backwards && !b.pool.IsValid() {
+			pools = changedPools(known, records)
+		}
 		known = records
 		w.mu.Lock()
 		if b.stopped {
@@ -405,9 +409,16 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			b.records = records
 			b.leases = validLeases(records)
 			b.answered = true
-			if b.pool.IsValid() {
+			switch {
+			case b.pool.IsValid():
 				w.changed[b.pool] = true
-			} else { // the shared query: any followed pool may have changed
+			case pools != nil && b.answered: // the shared query: the pools whose leases changed
+				for _, wp := range w.pools {
+					if pools[wp.pool] {
+						w.changed[wp.pool] = true
+					}
+				}
+			default: // its first answer, or after data loss: any pool may have changed
 				for _, wp := range w.pools {
 					w.changed[wp.pool] = true
 				}
@@ -456,6 +467,32 @@ func (w *Watch) decode(b *bucket, pairs []kv.Pair, known map[string]record) (map
 		records[p.Key] = rec
 	}
 	return records, changed
+}
+
+// changedPools are the pools whose leases differ between two answers of
+// the shared query (by record index): past the budget, one lease written
+// marks its own pool, not every followed pool, so the Manager looks at the
+// peers of one network, not of all. A record that is no lease before or
+// after changes no pool's leases.
+func changedPools(before, after map[string]record) map[netip.Prefix]bool {
+	pools := map[netip.Prefix]bool{}
+	mark := func(r record) {
+		if r.ok {
+			pools[r.lease.Pool] = true
+		}
+	}
+	for k, r := range after {
+		if old, ok := before[k]; !ok || old.index != r.index {
+			mark(r)
+			mark(old)
+		}
+	}
+	for k, old := range before {
+		if _, ok := after[k]; !ok {
+			mark(old)
+		}
+	}
+	return pools
 }
 
 // decodeAt reads the lease recorded at key, if it is one: a record that
@@ -567,13 +604,24 @@ func (w *Watch) completeLocked() bool {
 // them, decoding nothing.
 func (w *Watch) updateLocked(complete bool) Update {
 	u := Update{Complete: complete, Gen: w.gen}
+	// Past the budget every pool has the one shared bucket: it is counted
+	// and walked once, keeping the answered pools' leases (walking it for
+	// each pool, and sizing the answer as if each pool held all of it,
+	// cost O(pools × leases) per answer: 300 networks on one host spent
+	// most of felt's CPU here).
+	counted := map[*bucket]bool{}
 	n := 0
 	for _, wp := range w.pools {
 		for _, b := range wp.buckets {
-			n += len(b.leases)
+			if !counted[b] {
+				counted[b] = true
+				n += len(b.leases)
+			}
 		}
 	}
 	u.Leases = make([]Lease, 0, n)
+	var shared *bucket
+	sharedPools := map[netip.Prefix]bool{}
 	for _, wp := range w.pools {
 		if w.answeredLocked(wp) {
 			for _, b := range wp.buckets {
@@ -581,11 +629,15 @@ func (w *Watch) updateLocked(complete bool) Update {
 					u.Leases = append(u.Leases, b.leases...)
 					continue
 				}
-				for _, l := range b.leases { // the shared query holds every pool's
-					if l.Pool == wp.pool {
-						u.Leases = append(u.Leases, l)
-					}
-				}
+				shared = b // the shared query holds every pool's
+				sharedPools[wp.pool] = true
+			}
+		}
+	}
+	if shared != nil {
+		for _, l := range shared.leases {
+			if sharedPools[l.Pool] {
+				u.Leases = append(u.Leases, l)
 			}
 		}
 	}

@@ -695,8 +695,18 @@ func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.9.0/24", "e"))
 	u = next(t, w)
 	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e", "10.43.3.0/24=c"}, u.Changed, true)
-	if !slices.Contains(u.Changed, p2) {
-		t.Fatalf("changed %v; want %s", u.Changed, p2)
+	// One lease written marks its own pool only, not every shared one
+	// (the Manager then looks at one network's peers, not all).
+	if !slices.Equal(u.Changed, []netip.Prefix{p2}) {
+		t.Fatalf("changed %v; want only %s", u.Changed, p2)
+	}
+	if err := s.Delete(context.Background(), leaseKey(p3, netip.MustParsePrefix("10.43.3.0/24"))); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
+	if !slices.Equal(u.Changed, []netip.Prefix{p3}) {
+		t.Fatalf("after a lease of %s went: changed %v; want only %s", p3, u.Changed, p3)
 	}
 
 	// Back under the budget: a query per pool again, started from the
