@@ -38,9 +38,11 @@ const (
 	// the underlay's 192.168.77-78.0/24.
 	scalePool  = "10.128.0.0/10"
 	scaleSmall = 1000
-	// scaleAcquires: Acquire calls timed at each stage, 4 at a time, as the
-	// last of the stage's leases (the rest are bulk-loaded).
-	scaleAcquires      = 200
+	// scaleAcquireShare: a fifth of each stage's leases join through
+	// Acquire, timed, scaleWriters at a time, as the last of the stage's
+	// leases (the rest are bulk-loaded): 200 at 1,000 leases, 2,000 at
+	// 10,000, enough to show a sustained rate.
+	scaleAcquireShare  = 5
 	scaleAcquireBudget = 90 * time.Second
 	// scaleChanges: single lease changes (a new lease, written straight
 	// to the store) at each stage, one at a time, each waited for on every
@@ -87,7 +89,7 @@ type ScaleStage struct {
 	RoutedAfterLastBulkS  float64 `json:"routed_everywhere_after_last_bulk_write_s"`
 	RoutedAfterFirstBulkS float64 `json:"routed_everywhere_after_first_bulk_write_s"`
 	// Acquires: leases joined through lease.Registry.Acquire (felt's
-	// join path), 4 at a time, with the bulk-loaded ones present;
+	// join path), 8 at a time, with the bulk-loaded ones present;
 	// AcquireRate per second, AcquireCall each call's time;
 	// RoutedAfterLastAcquireS until every host routes them all.
 	Acquires                int     `json:"acquires"`
@@ -153,8 +155,8 @@ type scaleRun struct {
 func controlPlaneScale(s *scope, bin string, sc *Scale) {
 	*sc = Scale{RealHosts: realHosts, Pool: scalePool, Backend: "vxlan"}
 	large := *scaleLeases
-	if large < scaleSmall+2*scaleAcquires || large > 15000 {
-		s.Fatalf("-scale-leases %d: between %d and 15000 (the pool's /24s)", large, scaleSmall+2*scaleAcquires)
+	if large < 2*scaleSmall || large > 15000 {
+		s.Fatalf("-scale-leases %d: between %d and 15000 (the pool's /24s)", large, 2*scaleSmall)
 	}
 	counts, err := parseCounts(*scaleWatchers)
 	if err != nil {
@@ -222,8 +224,9 @@ func controlPlaneScale(s *scope, bin string, sc *Scale) {
 func (x *scaleRun) stage(size int, st *ScaleStage) {
 	s := x.s
 	st.Leases = size
-	// The bulk: all but the last scaleAcquires.
-	st.Bulk = size - scaleAcquires - x.count
+	// The bulk: all but the last fifth, which joins through Acquire.
+	acquires := size / scaleAcquireShare
+	st.Bulk = size - acquires - x.count
 	logf("scale: %d leases: bulk-loading %d", size, st.Bulk)
 	start := time.Now()
 	last, err := bulkLoad(x.ctx, x.store, "felt/", x.rec, x.seq, x.next, x.next+st.Bulk, scaleWriters)
@@ -239,8 +242,8 @@ func (x *scaleRun) stage(size int, st *ScaleStage) {
 	st.RoutedAfterFirstBulkS = round3(at.Sub(start).Seconds())
 	logf("  %d written in %.1f s (%.0f/s); every host routes them %.2f s after the last write", st.Bulk, st.BulkS, st.BulkRate, st.RoutedAfterLastBulkS)
 
-	logf("scale: up to %d Acquire calls with %d leases present, 4 at a time, for at most %s", scaleAcquires, x.count+realHosts, scaleAcquireBudget)
-	calls, next, took, last, err := acquireTimed(x.ctx, x.reg, x.rec, x.next, x.next+scaleAcquires, 4, scaleAcquireBudget)
+	logf("scale: up to %d Acquire calls with %d leases present, %d at a time, for at most %s", acquires, x.count+realHosts, scaleWriters, scaleAcquireBudget)
+	calls, next, took, last, err := acquireTimed(x.ctx, x.reg, x.rec, x.next, x.next+acquires, scaleWriters, scaleAcquireBudget)
 	if err != nil {
 		s.Fatalf("%v", err)
 	}
