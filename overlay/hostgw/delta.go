@@ -24,37 +24,12 @@ type record struct {
 	routes   map[netip.Prefix]netlink.Route
 }
 
-func (b *Backend) remember(id string, r *record) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.records == nil {
-		b.records = map[string]*record{}
-	}
-	b.records[id] = r
-}
-
-func (b *Backend) forget(id string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.records, id)
-}
-
-// take removes network id's record for a SyncPeers, which puts it back when
-// it succeeds: after one that failed, the next asks for a full Sync.
-func (b *Backend) take(id string) *record {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.records[id]
-	delete(b.records, id)
-	return r
-}
-
 // SyncPeers routes the changed peers and removes the routes of the removed
 // subnets, from the record of the last Sync: nothing is dumped. It asks for
 // a full Sync (overlay.ErrFullSyncNeeded) when there is no record or the
 // underlay interface is not the one the recorded routes are on.
 func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []lease.Lease, removed []netip.Prefix) error {
-	rec := b.take(n.ID)
+	rec := b.records.Take(n.ID)
 	if rec == nil {
 		return fmt.Errorf(Name+" %s: no record of a full sync: %w", n.Pool, overlay.ErrFullSyncNeeded)
 	}
@@ -98,6 +73,6 @@ func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []le
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	b.remember(n.ID, rec)
+	b.records.Remember(n.ID, rec)
 	return nil
 }

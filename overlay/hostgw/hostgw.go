@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -25,10 +24,9 @@ const Name = "host-gw"
 type Backend struct {
 	cfg overlay.BackendConfig
 
-	mu sync.Mutex
 	// records are what each network's last successful Sync left, by
 	// network ID, for SyncPeers (delta.go).
-	records map[string]*record
+	records kernel.Records[record]
 }
 
 // New returns the backend for the host cfg describes.
@@ -62,7 +60,7 @@ func (b *Backend) Setup(_ context.Context, n overlay.Network) error {
 // per sync with 10,000 peers), and the stale ones are pruned from that
 // listing. A Sync without error records its routes, for SyncPeers.
 func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
-	b.forget(n.ID)
+	b.records.Forget(n.ID)
 	u, err := kernel.LookupUnderlay(b.cfg.Netlink, b.cfg.Host)
 	if err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
@@ -99,7 +97,7 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		}
 	}
 	if len(errs) == 0 {
-		b.remember(n.ID, rec)
+		b.records.Remember(n.ID, rec)
 	}
 	return errors.Join(errs...)
 }
@@ -129,7 +127,7 @@ func (b *Backend) route(n overlay.Network, u kernel.Underlay, p lease.Lease, ins
 
 // Teardown removes felt's routes into the pool.
 func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
-	b.forget(n.ID)
+	b.records.Forget(n.ID)
 	if _, err := kernel.PruneRoutes(b.cfg.Netlink, n.Pool, nil); err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}

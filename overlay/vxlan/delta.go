@@ -71,32 +71,6 @@ func (r *record) drop(subnet netip.Prefix) (entry, bool) {
 	return e, true
 }
 
-func (b *Backend) remember(id string, r *record) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.records == nil {
-		b.records = map[string]*record{}
-	}
-	b.records[id] = r
-}
-
-func (b *Backend) forget(id string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.records, id)
-}
-
-// take removes network id's record for a SyncPeers, which puts it back
-// when it succeeds: a SyncPeers that fails leaves none, so the next one
-// asks for a full Sync.
-func (b *Backend) take(id string) *record {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.records[id]
-	delete(b.records, id)
-	return r
-}
-
 // SyncPeers installs the entries of the changed peers and removes those of
 // the removed subnets (and the changed peers' old ones that differ), from
 // the record of the network's last Sync: no table is dumped, and only the
@@ -106,7 +80,7 @@ func (b *Backend) take(id string) *record {
 // since: its entries went with it).
 func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []lease.Lease, removed []netip.Prefix) error {
 	name := VTEPName(n.VNI)
-	rec := b.take(n.ID)
+	rec := b.records.Take(n.ID)
 	if rec == nil {
 		return fmt.Errorf("vxlan %s: no record of a full sync: %w", name, overlay.ErrFullSyncNeeded)
 	}
@@ -168,7 +142,7 @@ func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []le
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	b.remember(n.ID, rec)
+	b.records.Remember(n.ID, rec)
 	return nil
 }
 

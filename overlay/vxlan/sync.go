@@ -21,7 +21,7 @@ import (
 // already is not written again, and what no peer wants is pruned from that
 // listing. A Sync without error records what it left, for SyncPeers.
 func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lease) error {
-	b.forget(n.ID) // until this Sync succeeds, SyncPeers cannot trust a record
+	b.records.Forget(n.ID) // until this Sync succeeds, SyncPeers cannot trust a record
 	name := VTEPName(n.VNI)
 	vtep, err := b.cfg.Netlink.LinkByName(name)
 	if err != nil {
@@ -58,7 +58,7 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 		errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 	}
 	if len(errs) == 0 {
-		b.remember(n.ID, st)
+		b.records.Remember(n.ID, st)
 	}
 	return errors.Join(errs...)
 }

@@ -152,7 +152,7 @@ func (b *Backend) ensureAddr(link netlink.Link, addr netip.Addr) error {
 // deleteDevice), which takes its neighbour and FDB entries and the routes
 // through it along, and the direct routes of the pool.
 func (b *Backend) Teardown(_ context.Context, n overlay.Network) error {
-	b.forget(n.ID)
+	b.records.Forget(n.ID)
 	var errs []error
 	if n.VNI > 0 {
 		name := VTEPName(n.VNI)

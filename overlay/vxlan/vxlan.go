@@ -13,10 +13,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // Name selects the backend: -o backend=vxlan.
@@ -30,10 +30,9 @@ const Port = 4789
 type Backend struct {
 	cfg overlay.BackendConfig // the host ID derives the VTEP MAC (VtepMAC)
 
-	mu sync.Mutex
 	// records are what each network's last successful Sync left, by
 	// network ID, for SyncPeers (delta.go).
-	records map[string]*record
+	records kernel.Records[record]
 }
 
 // New returns the backend for the host cfg describes.
