@@ -28,6 +28,7 @@ import (
 // watchers.
 var (
 	scaleLeases   = flag.Int("scale-leases", 10000, "scale part: simulated leases at the large stage (the small one is 1,000)")
+	scaleJoiners  = flag.Int("scale-joiners", 32, "scale part: Acquire calls at a time (hosts joining at once)")
 	scaleWatchers = flag.String("scale-watchers", "0,10,50,100", "scale part: numbers of simulated watching hosts, comma-separated")
 )
 
@@ -39,9 +40,11 @@ const (
 	scalePool  = "10.128.0.0/10"
 	scaleSmall = 1000
 	// scaleAcquireShare: a fifth of each stage's leases join through
-	// Acquire, timed, scaleWriters at a time, as the last of the stage's
-	// leases (the rest are bulk-loaded): 200 at 1,000 leases, 2,000 at
-	// 10,000, enough to show a sustained rate.
+	// Acquire, timed, -scale-joiners at a time (hosts joining at once: the
+	// store's writes are each a Raft commit, so the rate follows the
+	// joiners), as the last of the stage's leases (the rest are
+	// bulk-loaded): 200 at 1,000 leases, 2,000 at 10,000, enough to show a
+	// sustained rate.
 	scaleAcquireShare  = 5
 	scaleAcquireBudget = 90 * time.Second
 	// scaleChanges: single lease changes (a new lease, written straight
@@ -89,7 +92,7 @@ type ScaleStage struct {
 	RoutedAfterLastBulkS  float64 `json:"routed_everywhere_after_last_bulk_write_s"`
 	RoutedAfterFirstBulkS float64 `json:"routed_everywhere_after_first_bulk_write_s"`
 	// Acquires: leases joined through lease.Registry.Acquire (felt's
-	// join path), 8 at a time, with the bulk-loaded ones present;
+	// join path), -scale-joiners at a time, with the bulk-loaded ones present;
 	// AcquireRate per second, AcquireCall each call's time;
 	// RoutedAfterLastAcquireS until every host routes them all.
 	Acquires                int     `json:"acquires"`
@@ -242,8 +245,8 @@ func (x *scaleRun) stage(size int, st *ScaleStage) {
 	st.RoutedAfterFirstBulkS = round3(at.Sub(start).Seconds())
 	logf("  %d written in %.1f s (%.0f/s); every host routes them %.2f s after the last write", st.Bulk, st.BulkS, st.BulkRate, st.RoutedAfterLastBulkS)
 
-	logf("scale: up to %d Acquire calls with %d leases present, %d at a time, for at most %s", acquires, x.count+realHosts, scaleWriters, scaleAcquireBudget)
-	calls, next, took, last, err := acquireTimed(x.ctx, x.reg, x.rec, x.next, x.next+acquires, scaleWriters, scaleAcquireBudget)
+	logf("scale: up to %d Acquire calls with %d leases present, %d at a time, for at most %s", acquires, x.count+realHosts, *scaleJoiners, scaleAcquireBudget)
+	calls, next, took, last, err := acquireTimed(x.ctx, x.reg, x.rec, x.next, x.next+acquires, *scaleJoiners, scaleAcquireBudget)
 	if err != nil {
 		s.Fatalf("%v", err)
 	}

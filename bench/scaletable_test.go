@@ -30,7 +30,7 @@ func scaleRows(sc Scale, header, row func(cells ...string)) {
 		}
 		row(name, c[0], c[1], detail, "")
 	}
-	stageRow("leases joined per second: bulk loader / Acquire", "the bulk loader writes records straight to Consul (8 writers, not felt's join path); Acquire is felt's (8 at a time, a fifth of each stage's leases), call p50 in brackets",
+	stageRow("leases joined per second: bulk loader / Acquire", "the bulk loader writes records straight to Consul (8 writers, not felt's join path); Acquire is felt's (32 at a time, as hosts joining at once; a fifth of each stage's leases), call p50 in brackets",
 		func(st ScaleStage) string {
 			return fmt.Sprintf("%.0f / %.1f (%s)", st.BulkRate, st.AcquireRate, ms(st.AcquireCall.P50))
 		})
