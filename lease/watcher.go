@@ -267,7 +267,16 @@ func (w *Watch) shareLocked(pools []netip.Prefix) {
 		old[wp.pool] = true
 	}
 	next := make([]*watchedPool, 0, len(pools))
+	added := false
 	for _, p := range pools {
+		if !old[p] && shared.answered && !start {
+			// A pool the running shared query already holds: its leases
+			// are known now, and no later answer may concern it (an
+			// answer marks only the pools whose records changed). A new
+			// shared query marks every pool at its first answer.
+			w.changed[p] = true
+			added = true
+		}
 		delete(old, p)
 		next = append(next, &watchedPool{pool: p, key: w.r.poolLeasesPrefix(p), buckets: []*bucket{shared}})
 	}
@@ -281,7 +290,7 @@ func (w *Watch) shareLocked(pools []netip.Prefix) {
 		w.wg.Add(1)
 		go w.follow(ctx, shared)
 	}
-	if len(old) > 0 {
+	if len(old) > 0 || added {
 		w.signal()
 	}
 }
@@ -353,6 +362,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 	known := b.records // the bucket's records are only replaced, never changed
 	w.mu.Unlock()
 	var after uint64
+	first := true
 	backoff := time.Duration(0) // not 0: in a failure streak
 	defer func() {
 		if backoff != 0 { // stopped while failing: its streak ends, unlogged
@@ -405,14 +415,20 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			w.mu.Unlock()
 			return
 		}
-		if changed || !b.answered {
+		// A new shared query's first answer marks every pool it serves,
+		// even unchanged from the records it inherited at the change of
+		// plan: a pool added then may have no record yet, so no change
+		// would ever name it. (A pool's own bucket, inherited by a new
+		// plan, covers the same pool as before: nothing to mark.)
+		shared := !b.pool.IsValid()
+		if changed || !b.answered || first && shared {
 			b.records = records
 			b.leases = validLeases(records)
 			b.answered = true
 			switch {
 			case b.pool.IsValid():
 				w.changed[b.pool] = true
-			case pools != nil && b.answered: // the shared query: the pools whose leases changed
+			case pools != nil && !first: // the shared query: the pools whose leases changed
 				for _, wp := range w.pools {
 					if pools[wp.pool] {
 						w.changed[wp.pool] = true
@@ -425,6 +441,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			}
 			w.signal()
 		}
+		first = false
 		w.mu.Unlock()
 	}
 }

@@ -709,10 +709,40 @@ func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
 		t.Fatalf("after a lease of %s went: changed %v; want only %s", p3, u.Changed, p3)
 	}
 
+	// A pool added to the running shared query whose lease the query took
+	// in before the pool was followed (a 65th network's own lease,
+	// written by Acquire before its Attach): no later answer names it, so
+	// the SetPools that adds it does.
+	p4 := netip.MustParsePrefix("10.44.0.0/16")
+	putLease(t, s, mkLease("10.44.0.0/16", "10.44.5.0/24", "f"))
+	time.Sleep(300 * time.Millisecond) // the shared query answers; it names no followed pool
+	w.SetPools([]netip.Prefix{p1, p2, p4})
+	u = next(t, w)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e", "10.44.4.0/24=unfollowed", "10.44.5.0/24=f"}, u.Changed, true)
+	if !slices.Contains(u.Changed, p4) {
+		t.Fatalf("after following %s: changed %v; want it in", p4, u.Changed)
+	}
+	w.SetPools([]netip.Prefix{p1, p2, p3})
+	next(t, w)
+
 	// Back under the budget: a query per pool again, started from the
 	// shared query's records (complete at once, nothing lost).
 	w.SetPools([]netip.Prefix{p1, p2})
 	u = next(t, w)
 	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
 	waitOpen(t, s, 2)
+
+	// Into sharing again with a pool that holds no lease at all: the new
+	// shared query's first answer changes no record (the store holds only
+	// the followed pools' leases, which it inherited), and still names it.
+	for _, sub := range []string{"10.44.4.0/24", "10.44.5.0/24"} {
+		if err := s.Delete(context.Background(), leaseKey(p4, netip.MustParsePrefix(sub))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p5 := netip.MustParsePrefix("10.45.0.0/16")
+	w.SetPools([]netip.Prefix{p1, p2, p5})
+	for u = next(t, w); !slices.Contains(u.Changed, p5); u = next(t, w) {
+	}
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
 }
