@@ -14,8 +14,9 @@ import (
 // Scope is the driver option that keeps a network to its host:
 // `-o scope=local`. Any other value (or none) lets it be declared.
 const (
-	OptScope   = "scope"
-	ScopeLocal = "local"
+	OptScope     = "scope"
+	ScopeLocal   = "local"
+	scopeCluster = "cluster"
 )
 
 // localOnly reports whether the user kept n to this host.
@@ -35,12 +36,13 @@ func declarationOf(n Net, rng netip.Prefix, host string, at time.Time) lease.Dec
 
 // differs says how this host's network n (with --ip-range rng) differs from
 // declaration d, or "" if it is the same network: same name and every
-// option the user gave. Maps compare by content; nil equals empty.
+// option the user gave. Maps compare by content; nil equals empty; driver
+// options by meaning (canonicalOptions).
 func differs(d *lease.Declaration, n Net, rng netip.Prefix) string {
 	switch {
 	case d.Name != n.Name:
 		return fmt.Sprintf("name %q, not %q", n.Name, d.Name)
-	case !maps.Equal(d.DriverOpts, n.DriverOpts):
+	case !sameDriverOptions(d.DriverOpts, n.DriverOpts):
 		return fmt.Sprintf("options %v, not %v", n.DriverOpts, d.DriverOpts)
 	case !maps.Equal(d.IPAMOpts, n.IPAMOpts):
 		return fmt.Sprintf("IPAM options %v, not %v", n.IPAMOpts, d.IPAMOpts)
