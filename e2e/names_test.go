@@ -84,6 +84,14 @@ func TestNames(t *testing.T) {
 		if out := cli3.must(t, "wget", "-qO-", "http://web/"); strings.TrimSpace(out) != "hello-from-h2" {
 			t.Fatalf("h3 (Docker %s): wget http://web/ gave %q", h3.version, out)
 		}
+		// The address resolves back to the name, as Docker answers for a
+		// local container: "web.nm-blue" (busybox prints "name = ...").
+		for _, cli := range []nmCtr{cli1, cli3} {
+			out, _ := cli.h.e.docker("exec", cli.name, "nslookup", webIP)
+			if !strings.Contains(out, "name = web."+blue) {
+				t.Errorf("%s on %s (Docker %s): %s does not resolve back to web.%s:\n%s", cli.name, cli.h.name, cli.h.version, webIP, blue, out)
+			}
+		}
 		short := h2.e.must(t, "inspect", "-f", "{{.Id}}", "web")[:12]
 		if got := cli1.resolve(t, short); !slices.Equal(got, []string{webIP}) {
 			t.Errorf("h1: web's short ID %s resolves to %v", short, got)

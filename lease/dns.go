@@ -31,6 +31,10 @@ import (
 type NameEntry struct {
 	IP    netip.Addr `json:"ip"`
 	Names []string   `json:"names"`
+	// Name is the container's own name, what its address resolves back
+	// to (PTR), as Docker answers for its local containers. Empty in
+	// records of older felts: their addresses have no PTR answer.
+	Name string `json:"name,omitempty"`
 }
 
 // NameRecord is one host's names in one pool.
@@ -127,23 +131,36 @@ func (r *Registry) decodeNames(pairs []kv.Pair) []NameRecord {
 }
 
 // normalEntries drops invalid addresses and empty names, lowercases,
-// sorts and deduplicates: the record is deterministic.
+// sorts and deduplicates: the record is deterministic. Of several entries
+// for one address, the least non-empty Name is kept.
 func normalEntries(in []NameEntry) []NameEntry {
-	byIP := map[netip.Addr][]string{}
+	byIP := map[netip.Addr]*NameEntry{}
 	for _, e := range in {
 		if !e.IP.Is4() {
 			continue
 		}
+		cur := byIP[e.IP]
+		if cur == nil {
+			cur = &NameEntry{IP: e.IP}
+			byIP[e.IP] = cur
+		}
 		for _, n := range e.Names {
 			if n = strings.TrimSuffix(strings.ToLower(n), "."); n != "" {
-				byIP[e.IP] = append(byIP[e.IP], n)
+				cur.Names = append(cur.Names, n)
 			}
+		}
+		if n := strings.TrimSuffix(strings.ToLower(e.Name), "."); n != "" && (cur.Name == "" || n < cur.Name) {
+			cur.Name = n
 		}
 	}
 	out := make([]NameEntry, 0, len(byIP))
-	for ip, names := range byIP {
-		slices.Sort(names)
-		out = append(out, NameEntry{IP: ip, Names: slices.Compact(names)})
+	for _, e := range byIP {
+		if len(e.Names) == 0 && e.Name == "" {
+			continue
+		}
+		slices.Sort(e.Names)
+		e.Names = slices.Compact(e.Names)
+		out = append(out, *e)
 	}
 	slices.SortFunc(out, func(a, b NameEntry) int { return a.IP.Compare(b.IP) })
 	return out

@@ -26,7 +26,7 @@ func TestNames(t *testing.T) {
 			t.Fatal(err)
 		}
 		ip := l.Subnet.Addr().Next().Next()
-		entries := []lease.NameEntry{{IP: ip, Names: []string{"Web", "api", "web", ""}}, {IP: netip.Addr{}, Names: []string{"x"}}}
+		entries := []lease.NameEntry{{IP: ip, Names: []string{"Web", "api", "web", ""}, Name: "zz.blue"}, {IP: ip, Name: "Web.Blue."}, {IP: netip.Addr{}, Names: []string{"x"}}}
 		if err := r.PutNames(ctx, pool, "h1", entries); err != nil {
 			t.Fatal(err)
 		}
@@ -47,11 +47,11 @@ func TestNames(t *testing.T) {
 			}
 		}
 		if h1.Pool != pool || len(h1.Entries) != 1 || h1.Entries[0].IP != ip ||
-			len(h1.Entries[0].Names) != 2 || h1.Entries[0].Names[0] != "api" || h1.Entries[0].Names[1] != "web" {
-			t.Fatalf("h1's record %+v, want %s: [api web]", h1, ip)
+			len(h1.Entries[0].Names) != 2 || h1.Entries[0].Names[0] != "api" || h1.Entries[0].Names[1] != "web" || h1.Entries[0].Name != "web.blue" {
+			t.Fatalf("h1's record %+v, want %s: [api web], PTR web.blue", h1, ip)
 		}
 		// The same set again is no write: a watch from idx does not wake.
-		if err := r.PutNames(ctx, pool, "h1", []lease.NameEntry{{IP: ip, Names: []string{"web", "api"}}}); err != nil {
+		if err := r.PutNames(ctx, pool, "h1", []lease.NameEntry{{IP: ip, Names: []string{"web", "api"}, Name: "web.blue"}}); err != nil {
 			t.Fatal(err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)

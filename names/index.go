@@ -34,8 +34,19 @@ type Index struct {
 	table   atomic.Pointer[table]
 }
 
-// table maps pool → name → addresses.
-type table map[netip.Prefix]map[string][]address
+// table maps pool → name → addresses, and pool → address → the name it
+// resolves back to (PTR).
+type table struct {
+	names map[netip.Prefix]map[string][]address
+	ptrs  map[netip.Prefix]map[netip.Addr]ptr
+}
+
+// ptr is the name an address resolves back to, and until when its host's
+// lease vouches for it (zero: a permanent lease).
+type ptr struct {
+	name  string
+	until time.Time
+}
 
 // address is one container's address and until when its host's lease
 // vouches for it (zero: a permanent lease).
@@ -62,7 +73,7 @@ func (x *Index) Lookup(pools []netip.Prefix, name string, now time.Time) (ips []
 	t := *x.table.Load()
 	seen := map[netip.Addr]bool{}
 	for _, p := range pools {
-		for _, a := range t[p][name] {
+		for _, a := range t.names[p][name] {
 			known = true
 			if (!a.until.IsZero() && now.After(a.until)) || seen[a.ip] {
 				continue
@@ -72,6 +83,23 @@ func (x *Index) Lookup(pools []netip.Prefix, name string, now time.Time) (ips []
 		}
 	}
 	return ips, known
+}
+
+// Reverse returns the name ip resolves back to in pools (the first pool
+// that has it live), and whether ip is known there at all (live or not).
+func (x *Index) Reverse(pools []netip.Prefix, ip netip.Addr, now time.Time) (name string, known bool) {
+	t := x.table.Load()
+	for _, p := range pools {
+		r, ok := t.ptrs[p][ip]
+		if !ok {
+			continue
+		}
+		known = true
+		if r.until.IsZero() || !now.After(r.until) {
+			return r.name, true
+		}
+	}
+	return "", known
 }
 
 // Run watches the name records (a blocking query) until ctx ends,
@@ -167,7 +195,7 @@ func (x *Index) readLeases(ctx context.Context) error {
 // the table.
 func (x *Index) firstExpiry() (time.Time, bool) {
 	var first time.Time
-	for _, names := range *x.table.Load() {
+	for _, names := range x.table.Load().names {
 		for _, addrs := range names {
 			for _, a := range addrs {
 				if !a.until.IsZero() && (first.IsZero() || a.until.Before(first)) {
@@ -227,7 +255,7 @@ func build(records []lease.NameRecord, leases []lease.Lease, self string) table 
 		k := holder{l.Pool, l.HostID}
 		held[k] = append(held[k], l)
 	}
-	t := table{}
+	t := table{names: map[netip.Prefix]map[string][]address{}, ptrs: map[netip.Prefix]map[netip.Addr]ptr{}}
 	for _, rec := range records {
 		if rec.HostID == self {
 			continue
@@ -237,13 +265,21 @@ func build(records []lease.NameRecord, leases []lease.Lease, self string) table 
 				if !l.Subnet.Contains(e.IP) {
 					continue
 				}
-				m := t[rec.Pool]
+				m := t.names[rec.Pool]
 				if m == nil {
 					m = map[string][]address{}
-					t[rec.Pool] = m
+					t.names[rec.Pool] = m
 				}
 				for _, n := range e.Names {
 					m[n] = append(m[n], address{ip: e.IP, until: l.Expiry})
+				}
+				if e.Name != "" {
+					r := t.ptrs[rec.Pool]
+					if r == nil {
+						r = map[netip.Addr]ptr{}
+						t.ptrs[rec.Pool] = r
+					}
+					r[e.IP] = ptr{name: e.Name, until: l.Expiry}
 				}
 				break
 			}

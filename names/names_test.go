@@ -36,10 +36,10 @@ func ip4(s string) netip.Addr { return netip.MustParseAddr(s) }
 // with a lease that expires at t0+1m; h1 is this host.
 func testIndex() *Index {
 	recs := []lease.NameRecord{
-		{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"api", "web"}}, {IP: ipLiar, Names: []string{"liar"}}}},
-		{Pool: red, HostID: "h2", Entries: []lease.NameEntry{{IP: ipDB, Names: []string{"db"}}}},
-		{Pool: blue, HostID: "h3", Entries: []lease.NameEntry{{IP: ipAPI3, Names: []string{"api"}}}},
-		{Pool: blue, HostID: "h1", Entries: []lease.NameEntry{{IP: ip4("10.42.1.9"), Names: []string{"mine"}}}},
+		{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"api", "web"}, Name: "web.blue"}, {IP: ipLiar, Names: []string{"liar"}, Name: "liar.blue"}}},
+		{Pool: red, HostID: "h2", Entries: []lease.NameEntry{{IP: ipDB, Names: []string{"db"}}}}, // an older felt's: no Name
+		{Pool: blue, HostID: "h3", Entries: []lease.NameEntry{{IP: ipAPI3, Names: []string{"api"}, Name: "api.blue"}}},
+		{Pool: blue, HostID: "h1", Entries: []lease.NameEntry{{IP: ip4("10.42.1.9"), Names: []string{"mine"}, Name: "mine.blue"}}},
 	}
 	leases := []lease.Lease{
 		{Pool: blue, Subnet: h2blue, HostID: "h2"},
@@ -76,6 +76,60 @@ func TestIndexLookup(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("Lookup(%v, %s, %s) = %v, want %v", tc.pools, tc.name, tc.now.Format(time.TimeOnly), got, tc.want)
 		}
+	}
+}
+
+func TestIndexReverse(t *testing.T) {
+	x := testIndex()
+	for _, tc := range []struct {
+		pools []netip.Prefix
+		ip    netip.Addr
+		now   time.Time
+		want  string
+	}{
+		{[]netip.Prefix{blue}, ipWeb, t0, "web.blue"},
+		{[]netip.Prefix{blue}, ipAPI3, t0, "api.blue"},
+		{[]netip.Prefix{blue}, ipAPI3, t0.Add(2 * time.Minute), ""}, // h3's lease expired
+		{[]netip.Prefix{red}, ipWeb, t0, ""},                        // another network
+		{[]netip.Prefix{red}, ipDB, t0, ""},                         // an older felt's record: no name to give
+		{[]netip.Prefix{blue}, ipLiar, t0, ""},                      // outside its host's lease
+		{[]netip.Prefix{blue}, ip4("10.42.1.9"), t0, ""},            // this host's own: Docker answers it
+	} {
+		if got, _ := x.Reverse(tc.pools, tc.ip, tc.now); got != tc.want {
+			t.Errorf("Reverse(%v, %s, %s) = %q, want %q", tc.pools, tc.ip, tc.now.Format(time.TimeOnly), got, tc.want)
+		}
+	}
+}
+
+func TestReverseAddr(t *testing.T) {
+	for name, want := range map[string]string{
+		"2.2.42.10.in-addr.arpa":   "10.42.2.2",
+		"2.42.10.in-addr.arpa":     "",
+		"1.2.2.42.10.in-addr.arpa": "",
+		"x.2.42.10.in-addr.arpa":   "",
+		"256.2.42.10.in-addr.arpa": "",
+		"2.2.42.10.ip6.arpa":       "",
+		"web":                      "",
+	} {
+		ip, ok := reverseAddr(name)
+		if got := ""; ok {
+			got = ip.String()
+			if got != want {
+				t.Errorf("reverseAddr(%q) = %s, want %q", name, got, want)
+			}
+		} else if want != "" {
+			t.Errorf("reverseAddr(%q) refused, want %s", name, want)
+		}
+	}
+}
+
+func TestPTRName(t *testing.T) {
+	c := cluster.Container{Name: "Web"}
+	if got := ptrName(c, cluster.ContainerNet{Name: "Blue"}); got != "web.blue" {
+		t.Errorf("ptrName = %q, want web.blue", got)
+	}
+	if got := ptrName(c, cluster.ContainerNet{Name: "my net"}); got != "" {
+		t.Errorf("ptrName with a network name that is no DNS label = %q, want none", got)
 	}
 }
 
@@ -242,6 +296,27 @@ func TestServerAnswersScopedNames(t *testing.T) {
 		if got := addrsOf(query(t, srv, netw, "ext.test", dns.TypeA)); len(got) != 1 || got[0] != "192.0.2.80" {
 			t.Fatalf("ext.test over %s: %v", netw, got)
 		}
+	}
+}
+
+// A reverse query for another host's container is answered with its
+// name, as Docker answers one for a local container; others are forwarded.
+func TestServerAnswersPTR(t *testing.T) {
+	up, count := upstream(t)
+	srv := startServer(t, []netip.Prefix{blue}, true, []string{up})
+	for _, netw := range []string{"udp", "tcp"} {
+		r := query(t, srv, netw, "2.2.42.10.in-addr.arpa", dns.TypePTR)
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || !r.Authoritative {
+			t.Fatalf("PTR of web over %s: %v", netw, r)
+		}
+		if p, ok := r.Answer[0].(*dns.PTR); !ok || p.Ptr != "web.blue." || p.Hdr.Name != "2.2.42.10.in-addr.arpa." {
+			t.Fatalf("PTR of web over %s: %v", netw, r.Answer[0])
+		}
+	}
+	before := count.Load()
+	query(t, srv, "udp", "7.2.43.10.in-addr.arpa", dns.TypePTR) // db: another network
+	if count.Load() != before+1 {
+		t.Error("a reverse query for an address of another network was not forwarded")
 	}
 }
 

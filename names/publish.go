@@ -226,7 +226,7 @@ func (p *Publisher) pass(ctx context.Context, full bool, dirty map[string]string
 				continue
 			}
 			if names := NamesOf(c, cn); len(names) > 0 {
-				entries[n.Pool] = append(entries[n.Pool], lease.NameEntry{IP: cn.IP, Names: names})
+				entries[n.Pool] = append(entries[n.Pool], lease.NameEntry{IP: cn.IP, Names: names, Name: ptrName(c, cn)})
 			}
 		}
 	}
@@ -270,10 +270,25 @@ func (p *Publisher) drop(id string) {
 func fingerprint(es []lease.NameEntry) string {
 	parts := make([]string, 0, len(es))
 	for _, e := range es {
-		parts = append(parts, e.IP.String()+"="+strings.Join(e.Names, ","))
+		parts = append(parts, e.IP.String()+"="+e.Name+"="+strings.Join(e.Names, ","))
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ";")
+}
+
+// ptrName is the name c's address on cn resolves back to (PTR): what
+// Docker's resolver answers for a local container, its name and the
+// network's, "c2.blue" (the network's name on this host: a cluster
+// network has one name on every host); "" if that is no valid DNS name.
+func ptrName(c cluster.Container, cn cluster.ContainerNet) string {
+	n := strings.ToLower(c.Name)
+	if cn.Name != "" {
+		n += "." + strings.ToLower(cn.Name)
+	}
+	if !ValidName(n) {
+		return ""
+	}
+	return n
 }
 
 // NamesOf is what Docker itself resolves to c on network cn: DNSNames

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,6 +141,12 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			s.answer(w, req, q, ips)
 			return
 		}
+		if ip, ok := reverseAddr(name); ok && q.Qtype == dns.TypePTR {
+			if n, _ := s.cfg.Index.Reverse(from.Pools, ip, s.cfg.Now()); n != "" {
+				s.answerPTR(w, req, q, n)
+				return
+			}
+		}
 	}
 	if from.InternalOnly {
 		s.reply(w, req, dns.RcodeRefused)
@@ -189,6 +196,36 @@ func (s *Server) answer(w dns.ResponseWriter, req *dns.Msg, q dns.Question, ips 
 	}
 	m.Truncate(size)
 	_ = w.WriteMsg(m)
+}
+
+// answerPTR answers a reverse query for another host's container with its
+// name, as Docker answers one for a local container.
+func (s *Server) answerPTR(w dns.ResponseWriter, req *dns.Msg, q dns.Question, name string) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative, m.RecursionAvailable = true, true
+	m.Answer = append(m.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: ttl}, Ptr: dns.Fqdn(name)})
+	_ = w.WriteMsg(m)
+}
+
+// reverseAddr is the IPv4 address a reverse name ("4.3.2.1.in-addr.arpa",
+// lowercased, no trailing dot) stands for; ok is false for anything else,
+// a partial name ("3.2.1.in-addr.arpa") included.
+func reverseAddr(name string) (netip.Addr, bool) {
+	rest, ok := strings.CutSuffix(name, ".in-addr.arpa")
+	if !ok {
+		return netip.Addr{}, false
+	}
+	labels := strings.Split(rest, ".")
+	if len(labels) != 4 {
+		return netip.Addr{}, false
+	}
+	slices.Reverse(labels)
+	ip, err := netip.ParseAddr(strings.Join(labels, "."))
+	if err != nil || !ip.Is4() {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }
 
 // forward relays the query to the upstreams in order, over the transport
