@@ -14,6 +14,10 @@ import (
 // that cannot be a peer host's address (PublicIPError) would have every
 // backend send the subnet's traffic where no peer is. The subnet is checked
 // first: a *PublicIPError means the subnet itself is fine.
+//
+// The Manager leaves the leases it refuses out of every network's peers
+// (peerfilter.go), logged once: no backend sees them, so none checks
+// again.
 func CheckPeer(n Network, p lease.Lease) error {
 	switch {
 	case !p.Subnet.IsValid() || !p.Subnet.Addr().Is4():
@@ -32,9 +36,7 @@ func CheckPeer(n Network, p lease.Lease) error {
 }
 
 // PublicIPError is CheckPeer's refusal of a lease whose public IP cannot be
-// a peer host's (unicast, underlay) address; its subnet is fine. The
-// wireguard backend skips such a peer (logged once) rather than failing
-// its Sync.
+// a peer host's (unicast, underlay) address; its subnet is fine.
 type PublicIPError struct {
 	HostID string
 	Subnet netip.Prefix
