@@ -116,7 +116,7 @@ func (b *Backend) program(vtep netlink.Link, u kernel.Underlay, p lease.Lease, w
 	if w.err != nil {
 		return entry{}, fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, w.err)
 	}
-	e, err := b.addNeighbour(vtep, p, w.mac, fdbDst, want, cur)
+	e, err := b.addNeighbour(vtep, p, w, fdbDst, want, cur)
 	if err != nil {
 		return e, fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, err)
 	}
