@@ -50,8 +50,9 @@ type Backend interface {
 	Setup(ctx context.Context, n Network) error
 	// Sync makes the kernel entries towards peers (routes, neighbour and FDB
 	// entries) exactly match peers: the leases of n.Pool held by other hosts,
-	// none expired. Entries for subnets not in peers are removed, including
-	// those left by an earlier run.
+	// none expired, each one CheckPeer accepts (the Manager leaves the others
+	// out). Entries for subnets not in peers are removed, including those
+	// left by an earlier run.
 	Sync(ctx context.Context, n Network, peers []lease.Lease) error
 	// Teardown removes everything Setup and Sync made for n.
 	Teardown(ctx context.Context, n Network) error

@@ -99,6 +99,8 @@ type Manager struct {
 
 	leasesMu sync.Mutex
 	snap     leaseSnapshot
+	// refused are the leases CheckPeer refused, logged once (peerfilter.go).
+	refused refusals
 	// kernelOff: kernel events are not followed (export_test.go: unit
 	// tests that count reconciles in a namespace they share with others).
 	kernelOff bool
@@ -632,8 +634,9 @@ func (m *Manager) observePeers(added, removed int) {
 	}
 }
 
-// Peers are the live leases of n's pool held by other hosts; live by the
-// clock of the lease source, as the leases expire by it.
+// Peers are the live leases of n's pool held by other hosts, those
+// CheckPeer refuses left out (peerfilter.go); live by the clock of the
+// lease source, as the leases expire by it.
 func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	now := m.cfg.Leases.Now()
 	// Sized for all: growing it by appends cost most of a lease change's
@@ -647,12 +650,10 @@ func (m *Manager) Peers(n Network, all []lease.Lease) []lease.Lease {
 	return peers
 }
 
-// isPeer reports whether l is a peer of n (Peers) at now.
+// isPeer reports whether l is a peer of n (Peers) at now: a live lease
+// of n's pool held by another host that CheckPeer accepts (peerfilter.go).
 func (m *Manager) isPeer(n Network, l lease.Lease, now time.Time) bool {
-	// A lease overlapping this host's subnet (a bad or hostile record:
-	// leases of one pool never overlap) would route part of this host's
-	// own containers to another host.
-	return l.Pool == n.Pool && l.HostID != m.cfg.HostID && !l.Subnet.Overlaps(n.Subnet) && !l.Expired(now)
+	return l.Pool == n.Pool && l.HostID != m.cfg.HostID && !l.Expired(now) && m.accepts(n, l, now)
 }
 
 // Check reports, at network creation, a layout n's backend cannot serve

@@ -104,11 +104,8 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 
 // route installs peer p's route, unless installed (felt's routes as
 // listed; nil: none known) holds it. It returns the route (Dst nil when p
-// gets none: an invalid or unreachable peer, logged) and what failed.
+// gets none: an unreachable peer, logged) and what failed.
 func (b *Backend) route(n overlay.Network, u kernel.Underlay, p lease.Lease, installed map[kernel.RouteKey]int) (netlink.Route, error) {
-	if err := overlay.CheckPeer(n, p); err != nil {
-		return netlink.Route{}, fmt.Errorf(Name+" %s: %w", n.Pool, err)
-	}
 	if err := u.Direct(p.PublicIP); err != nil {
 		e := &UnreachablePeerError{HostID: p.HostID, Subnet: p.Subnet, PublicIP: p.PublicIP, Reason: err}
 		b.cfg.Log.Error(Name+" cannot reach peer; no route installed", "network", n.ID, "peer", p.HostID,

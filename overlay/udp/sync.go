@@ -29,25 +29,19 @@ func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *
 		return fmt.Errorf(Name+" %s: %w (Setup must create it first)", name, err)
 	}
 	var errs []error
-	var table []dataplane.Peer
-	var valid []lease.Lease
+	table := make([]dataplane.Peer, 0, len(peers))
 	for _, p := range peers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := overlay.CheckPeer(n, p); err != nil {
-			errs = append(errs, fmt.Errorf(Name+" %s: %w", name, err))
-			continue
-		}
 		table = append(table, dataplane.Peer{Subnet: p.Subnet, Addr: netip.AddrPortFrom(p.PublicIP, uint16(n.Port))})
-		valid = append(valid, p)
 	}
 	if err := st.tunnel.SetPeers(table); err != nil {
 		return errors.Join(append(errs, fmt.Errorf(Name+" %s: %w", name, err))...)
 	}
 	st.peers = table
 	want := map[kernel.RouteKey]bool{}
-	for _, p := range valid {
+	for _, p := range peers {
 		r := tunRoute(p.Subnet, link.Attrs().Index)
 		want[kernel.KeyOf(r)] = true
 		if err := b.cfg.Netlink.RouteReplace(&r); err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -18,44 +18,49 @@ import (
 var _ overlay.DeltaSyncer = (*Backend)(nil)
 
 // entry is what a sync installed for one peer: its route, and for a peer
-// through the VTEP (mac set) the neighbour entry at the route's gateway
-// and the FDB entry mac → dst.
+// through the VTEP (mac set) the neighbour entry at the route's gateway;
+// dst and expiry are the lease's public IP and expiry, which of the leases
+// with its MAC the MAC's FDB entry goes to (fdb.go).
 type entry struct {
-	route netlink.Route
-	mac   string
-	dst   netip.Addr
+	route  netlink.Route
+	mac    string
+	dst    netip.Addr
+	expiry time.Time
 }
 
 // record is what a network's last successful Sync left in the kernel, and
-// the SyncPeers since: the devices its entries are on and each peer's
-// entries, so that SyncPeers can remove a departed or changed peer's
-// entries without dumping the VTEP's tables.
+// the SyncPeers since: the devices its entries are on, each peer's
+// entries, and each MAC's FDB entry, so that SyncPeers can remove a
+// departed or changed peer's entries without dumping the VTEP's tables.
 type record struct {
 	vtep, underlay int // ifindexes (underlay: 0 without directrouting)
 	entries        map[netip.Prefix]entry
-	// fdb counts the peers using each FDB entry: a host holding two leases
-	// of the pool (a restart that leased anew before its old lease
-	// expired) has one MAC and public IP for both.
-	fdb map[fdbKey]int
+	// fdb is, by MAC, the destination its FDB entry was given and how
+	// many entries use it (fdb.go).
+	fdb map[string]fdbUse
 }
 
 func newRecord(vtep netlink.Link, u kernel.Underlay, size int) *record {
-	r := &record{vtep: vtep.Attrs().Index, entries: make(map[netip.Prefix]entry, size), fdb: map[fdbKey]int{}}
+	r := &record{vtep: vtep.Attrs().Index, entries: make(map[netip.Prefix]entry, size), fdb: make(map[string]fdbUse, size)}
 	if u.Link != nil {
 		r.underlay = u.Link.Attrs().Index
 	}
 	return r
 }
 
+// add records subnet's entries (replacing any), counting a use of its MAC.
 func (r *record) add(subnet netip.Prefix, e entry) {
 	r.drop(subnet)
 	r.entries[subnet] = e
 	if e.mac != "" {
-		r.fdb[fdbKey{mac: e.mac, dst: e.dst}]++
+		u := r.fdb[e.mac]
+		u.users++
+		r.fdb[e.mac] = u
 	}
 }
 
-// drop forgets subnet's entries and returns them.
+// drop forgets subnet's entries and returns them. Its MAC's FDB entry
+// stays recorded, even with no user left: what becomes of it is fixFDB's.
 func (r *record) drop(subnet netip.Prefix) (entry, bool) {
 	e, ok := r.entries[subnet]
 	if !ok {
@@ -63,10 +68,9 @@ func (r *record) drop(subnet netip.Prefix) (entry, bool) {
 	}
 	delete(r.entries, subnet)
 	if e.mac != "" {
-		k := fdbKey{mac: e.mac, dst: e.dst}
-		if r.fdb[k]--; r.fdb[k] <= 0 {
-			delete(r.fdb, k)
-		}
+		u := r.fdb[e.mac]
+		u.users--
+		r.fdb[e.mac] = u
 	}
 	return e, true
 }
@@ -110,7 +114,12 @@ func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []le
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := b.program(vtep, u, n, p, want, current{})
+		w := wayOf(u, n, p)
+		var dst netip.Addr
+		if w.mac != nil {
+			dst = rec.chooseWith(w.macStr, p)
+		}
+		e, err := b.program(vtep, u, p, w, dst, want, current{})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 			// A lease that cannot be programmed (no entry made) loses
@@ -125,6 +134,9 @@ func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []le
 		}
 		old, had := rec.drop(p.Subnet)
 		rec.add(p.Subnet, e)
+		if e.mac != "" {
+			rec.wrote(e.mac, dst)
+		}
 		if had {
 			errs = append(errs, b.remove(vtep, rec, p.Subnet, old, e)...)
 		}
@@ -148,8 +160,10 @@ func (b *Backend) SyncPeers(ctx context.Context, n overlay.Network, changed []le
 
 // remove deletes what of old (subnet's entries until now) now (its new
 // entries; zero: none) does not hold, in the reverse of addNeighbour's
-// order: the route first, so no packet takes it to a missing neighbour. An
-// FDB entry another peer still uses stays; anything already gone is done.
+// order: the route first, so no packet takes it to a missing neighbour.
+// Old's MAC's FDB entry, unless now's MAC is the same (its write chose the
+// destination already), goes with its last user or moves to a remaining
+// lease's destination (fixFDB). Anything already gone is done.
 func (b *Backend) remove(vtep netlink.Link, rec *record, subnet netip.Prefix, old, now entry) []error {
 	var errs []error
 	idx := vtep.Attrs().Index
@@ -169,18 +183,11 @@ func (b *Backend) remove(vtep netlink.Link, rec *record, subnet netip.Prefix, ol
 			errs = append(errs, fmt.Errorf("vxlan %s: delete neighbour %s: %w", vtep.Attrs().Name, gw, err))
 		}
 	}
-	k := fdbKey{mac: old.mac, dst: old.dst}
-	if rec.fdb[k] > 0 || (now.mac == old.mac && now.dst == old.dst) {
+	if now.mac == old.mac {
 		return errs
 	}
-	mac, err := net.ParseMAC(old.mac)
-	if err != nil {
-		return append(errs, fmt.Errorf("vxlan %s: fdb %s: %w", vtep.Attrs().Name, old.mac, err))
-	}
-	// When only the destination moved, the new entry replaced the old
-	// one's: deleting the old destination finds nothing (ENOENT), done.
-	if err := b.cfg.Netlink.NeighDel(fdbEntry(idx, mac, old.dst)); err != nil && !nlerr.IsNotFound(err) {
-		errs = append(errs, fmt.Errorf("vxlan %s: delete fdb %s dst %s: %w", vtep.Attrs().Name, old.mac, old.dst, err))
+	if err := b.fixFDB(vtep, rec, old.mac); err != nil {
+		errs = append(errs, fmt.Errorf("vxlan %s: %w", vtep.Attrs().Name, err))
 	}
 	return errs
 }

@@ -37,19 +37,18 @@ type fdbKey struct {
 // it find a MAC and a destination rather than a failed lookup. The entries
 // are marked wanted before they are installed: a failure to update one must
 // not make prune delete the working one that is there. cur holds what the
-// kernel has (zero: nothing known, everything is written). It returns the
-// peer's entries, for SyncPeers' record (delta.go).
-func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, want wanted, cur current) (entry, error) {
-	mac, err := peerMAC(p)
-	if err != nil {
-		return entry{}, err
-	}
+// kernel has (zero: nothing known, everything is written). w holds the
+// lease's MAC; its FDB entry goes to fdbDst, p's public IP unless another
+// lease with that MAC is preferred (fdb.go). It returns the peer's
+// entries, for SyncPeers' record (delta.go).
+func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, w way, fdbDst netip.Addr, want wanted, cur current) (entry, error) {
+	mac := w.mac
 	gw := p.Subnet.Addr() // the peer VTEP's address, its subnet's .0
 	idx := vtep.Attrs().Index
 	r := kernel.PeerRoute(p.Subnet, gw, idx, true)
-	e := entry{route: r, mac: mac.String(), dst: p.PublicIP}
+	e := entry{route: r, mac: w.macStr, dst: p.PublicIP, expiry: p.Expiry}
 	want.neigh[gw] = e.mac
-	want.fdb[fdbKey{mac: e.mac, dst: p.PublicIP}] = true
+	want.fdb[fdbKey{mac: e.mac, dst: fdbDst}] = true
 	want.routes[kernel.KeyOf(r)] = true
 
 	if cur.neigh[gw] != e.mac {
@@ -59,9 +58,9 @@ func (b *Backend) addNeighbour(vtep netlink.Link, p lease.Lease, want wanted, cu
 			return e, fmt.Errorf("neighbour %s lladdr %s: %w", gw, mac, err)
 		}
 	}
-	if !cur.fdb[fdbKey{mac: e.mac, dst: p.PublicIP}] {
-		if err := b.cfg.Netlink.NeighSet(fdbEntry(idx, mac, p.PublicIP)); err != nil {
-			return e, fmt.Errorf("fdb %s dst %s: %w", mac, p.PublicIP, err)
+	if !cur.fdb[fdbKey{mac: e.mac, dst: fdbDst}] {
+		if err := b.cfg.Netlink.NeighSet(fdbEntry(idx, mac, fdbDst)); err != nil {
+			return e, fmt.Errorf("fdb %s dst %s: %w", mac, fdbDst, err)
 		}
 	}
 	if kernel.Has(cur.routes, r) {

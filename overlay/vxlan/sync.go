@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -43,11 +44,22 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 	if err != nil {
 		errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 	}
-	for _, p := range peers {
+	// How each peer is reached (its MAC read once), and the destination
+	// of each MAC's one FDB entry (fdb.go), before anything is written:
+	// a MAC in two leases at two public IPs gets one destination, not the
+	// last peer's, which differed from one Sync to the next.
+	ways := make([]way, len(peers))
+	for i, p := range peers {
+		ways[i] = wayOf(u, n, p)
+		if ways[i].mac != nil {
+			st.offer(ways[i].macStr, p, cur)
+		}
+	}
+	for i, p := range peers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := b.program(vtep, u, n, p, want, cur)
+		e, err := b.program(vtep, u, p, ways[i], st.fdbDst(ways[i].macStr), want, cur)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: %w", name, err))
 			continue
@@ -63,14 +75,33 @@ func (b *Backend) Sync(ctx context.Context, n overlay.Network, peers []lease.Lea
 	return errors.Join(errs...)
 }
 
-// program installs peer p's entries (see Sync), writing only what cur does
-// not hold, and marks them wanted. u is the underlay when directrouting is
-// on (zero otherwise).
-func (b *Backend) program(vtep netlink.Link, u kernel.Underlay, n overlay.Network, p lease.Lease, want wanted, cur current) (entry, error) {
-	if err := overlay.CheckPeer(n, p); err != nil {
-		return entry{}, err
-	}
+// way is how a peer is reached: by a direct route (directrouting on, the
+// peer on the underlay's segment), or through the VTEP at its lease's MAC
+// (none, with err, when the lease publishes no usable one).
+type way struct {
+	direct bool
+	mac    net.HardwareAddr
+	macStr string
+	err    error
+}
+
+// wayOf is how p is reached; u is the underlay when directrouting is on.
+func wayOf(u kernel.Underlay, n overlay.Network, p lease.Lease) way {
 	if n.DirectRouting && u.Direct(p.PublicIP) == nil {
+		return way{direct: true}
+	}
+	mac, err := peerMAC(p)
+	if err != nil {
+		return way{err: err}
+	}
+	return way{mac: mac, macStr: mac.String()}
+}
+
+// program installs peer p's entries (see Sync) the way w says, its MAC's
+// FDB entry to fdbDst, writing only what cur does not hold, and marks them
+// wanted. u is the underlay when directrouting is on (zero otherwise).
+func (b *Backend) program(vtep netlink.Link, u kernel.Underlay, p lease.Lease, w way, fdbDst netip.Addr, want wanted, cur current) (entry, error) {
+	if w.direct {
 		r := kernel.PeerRoute(p.Subnet, p.PublicIP, u.Link.Attrs().Index, false)
 		want.routes[kernel.KeyOf(r)] = true
 		e := entry{route: r}
@@ -82,7 +113,10 @@ func (b *Backend) program(vtep netlink.Link, u kernel.Underlay, n overlay.Networ
 		}
 		return e, nil
 	}
-	e, err := b.addNeighbour(vtep, p, want, cur)
+	if w.err != nil {
+		return entry{}, fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, w.err)
+	}
+	e, err := b.addNeighbour(vtep, p, w, fdbDst, want, cur)
 	if err != nil {
 		return e, fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, err)
 	}

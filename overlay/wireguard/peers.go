@@ -3,7 +3,6 @@ package wireguard
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
-	"github.com/felt-net/felt/overlay/internal/kernel"
 )
 
 // peer is a WireGuard peer as a lease asks for it.
@@ -32,36 +30,17 @@ type skip struct {
 	Why    string
 }
 
-// wantedPeers turns the leases of n's pool held by other hosts into
-// WireGuard peers. A lease a backend must not program (overlay.CheckPeer)
-// is an error and gets nothing; one whose public IP only is unusable, and
-// one without a usable key, are skipped. Without a usable key is:
-// none or a malformed one, this host's own key, or a key two leases share
-// (copied state: WireGuard tells peers apart by key alone, so neither can
-// be told which of them sent a packet). A skipped lease still gets its
-// route (routes), through the device, which drops what it has no peer
-// for: without it, traffic to that subnet would leave in clear by the
-// default route.
-func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want []peer, routes []netip.Prefix, skips []skip, errs []error) {
+// wantedPeers turns the leases of n's pool held by other hosts (each one
+// overlay.CheckPeer accepts: the Manager leaves the others out) into
+// WireGuard peers. A lease without a usable key is skipped: none or a
+// malformed one, this host's own key, or a key two leases share (copied
+// state: WireGuard tells peers apart by key alone, so neither can be told
+// which of them sent a packet). A skipped lease still gets its route
+// (routes), through the device, which drops what it has no peer for.
+func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want []peer, routes []netip.Prefix, skips []skip) {
 	byKey := map[wgtypes.Key][]int{}
 	var cands []peer
 	for _, l := range leases {
-		if err := overlay.CheckPeer(n, l); err != nil {
-			var bad *overlay.PublicIPError
-			if errors.As(err, &bad) {
-				// Only its public IP is unusable (none, IPv6, loopback,
-				// multicast…): no peer, but its subnet still goes into
-				// the device, which drops it, rather than out by the
-				// default route in clear. The lease is another host's
-				// doing: skipped (logged once), not this Sync's failure.
-				routes = append(routes, l.Subnet)
-				skips = append(skips, skip{HostID: l.HostID, Subnet: l.Subnet,
-					Why: fmt.Sprintf("its lease's public IP %q %s", bad.IP, bad.Why)})
-				continue
-			}
-			errs = append(errs, err)
-			continue
-		}
 		routes = append(routes, l.Subnet)
 		s := LeasePublicKey(l)
 		var why string
@@ -86,7 +65,7 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 		byKey[key] = append(byKey[key], len(cands))
 		cands = append(cands, peer{HostID: l.HostID, Key: key, Endpoint: netip.AddrPortFrom(l.PublicIP, uint16(n.Port)), Subnet: l.Subnet})
 	}
-	overlap := overlapping(leases, n)
+	overlap := overlapping(leases)
 	for _, p := range cands {
 		if other, ok := overlap[p.HostID+"|"+p.Subnet.String()]; ok {
 			skips = append(skips, skip{HostID: p.HostID, Subnet: p.Subnet,
@@ -107,24 +86,18 @@ func wantedPeers(n overlay.Network, own wgtypes.Key, leases []lease.Lease) (want
 		want = append(want, p)
 	}
 	slices.SortFunc(want, func(a, b peer) int { return bytes.Compare(a.Key[:], b.Key[:]) })
-	return want, routes, skips, errs
+	return want, routes, skips
 }
 
-// overlapping finds the routable leases whose subnets overlap another
-// lease's (a hostile or confused host claiming another's addresses):
-// by host and subnet, a description of one lease it overlaps. WireGuard
-// would give the addresses to the more specific or the last configured
-// peer, letting one host receive and send as the other. Prefixes either
-// nest or are disjoint, so after sorting by address (wider first) a
-// subnet overlaps an earlier one exactly when it starts before the
-// furthest end seen so far.
-func overlapping(leases []lease.Lease, n overlay.Network) map[string]string {
-	var ls []lease.Lease
-	for _, l := range leases {
-		if routable(n, l.Subnet) {
-			ls = append(ls, l)
-		}
-	}
+// overlapping finds the leases whose subnets overlap another lease's (a
+// hostile or confused host claiming another's addresses): by host and
+// subnet, a description of one lease it overlaps. WireGuard would give
+// the addresses to the more specific or the last configured peer, letting
+// one host receive and send as the other. Prefixes either nest or are
+// disjoint, so after sorting by address (wider first) a subnet overlaps an
+// earlier one exactly when it starts before the furthest end seen so far.
+func overlapping(leases []lease.Lease) map[string]string {
+	ls := slices.Clone(leases)
 	slices.SortFunc(ls, func(a, b lease.Lease) int {
 		return cmp.Or(a.Subnet.Addr().Compare(b.Subnet.Addr()), cmp.Compare(a.Subnet.Bits(), b.Subnet.Bits()))
 	})
@@ -156,14 +129,6 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	v |= uint32(1)<<(32-p.Bits()) - 1
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
-// routable says whether a lease's subnet may be routed into n's device:
-// an IPv4 prefix of n's pool, apart from this host's subnet (CheckPeer's
-// subnet checks, without its public IP one).
-func routable(n overlay.Network, s netip.Prefix) bool {
-	return s.IsValid() && s.Addr().Is4() && s.Masked() == s && kernel.Within(s, n.Pool) &&
-		!(n.Subnet.IsValid() && s.Overlaps(n.Subnet))
 }
 
 // config is p as wgctrl configures it: its allowed IPs replaced by its

@@ -2,7 +2,6 @@ package wireguard
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -35,8 +34,8 @@ func leaseWith(host, pub, subnet, key string) lease.Lease {
 // Each lease with a good key of its own is a peer at its public IP and the
 // network's port, allowed its subnet. Leases without a usable key are
 // skipped, with the reason, but still routed (into the device, which drops
-// their traffic rather than letting it leave in clear); leases no backend
-// may program are errors and get nothing.
+// their traffic). Leases no backend may program (overlay.CheckPeer) never
+// get here: the Manager leaves them out (overlay's TestRefusedLeasesSkipped).
 func TestWantedPeers(t *testing.T) {
 	own := newKey(t)
 	a, b, dup := newKey(t), newKey(t), newKey(t)
@@ -49,10 +48,8 @@ func TestWantedPeers(t *testing.T) {
 		leaseWith("host-f", "192.168.77.6", "10.42.6.0/24", own.String()),
 		leaseWith("host-g", "192.168.77.7", "10.42.7.0/24", dup.String()),
 		leaseWith("host-h", "192.168.77.8", "10.42.8.0/24", dup.String()),
-		leaseWith("host-x", "192.168.77.9", "10.99.0.0/24", newKey(t).String()),  // outside the pool
-		leaseWith("host-y", "192.168.77.10", "10.42.1.0/25", newKey(t).String()), // overlaps ours
 	}
-	want, routes, skips, errs := wantedPeers(n, own, leases)
+	want, routes, skips := wantedPeers(n, own, leases)
 
 	got := map[string]peer{}
 	for _, p := range want {
@@ -90,9 +87,6 @@ func TestWantedPeers(t *testing.T) {
 	slices.Sort(rs)
 	if wantR := []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24", "10.42.7.0/24", "10.42.8.0/24"}; !slices.Equal(rs, wantR) {
 		t.Errorf("routes %v, want %v", rs, wantR)
-	}
-	if len(errs) != 2 {
-		t.Errorf("errors %v, want host-x's and host-y's", errs)
 	}
 }
 
@@ -166,52 +160,6 @@ func TestDiffPeers(t *testing.T) {
 	}
 }
 
-// A lease whose subnet is fine but whose public IP cannot be a peer's
-// (none, IPv6, unspecified, loopback, multicast, broadcast, inside the
-// pool) gets no peer: it is skipped with the reason, not an error of the
-// Sync. Its subnet must still be routed into the device: without the
-// route, traffic to it would leave by the default route in clear. A lease
-// with a subnet outside the pool stays an error, and unrouted.
-func TestBadPublicIPSkippedStillRouted(t *testing.T) {
-	own := newKey(t)
-	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
-	leases := []lease.Lease{leaseWith("host-b", "2001:db8::2", "10.42.2.0/24", newKey(t).String())}
-	none := leaseWith("host-c", "192.168.77.3", "10.42.3.0/24", newKey(t).String())
-	none.PublicIP = netip.Addr{}
-	leases = append(leases, none)
-	why := map[string]string{"host-b": "not an IPv4 address", "host-c": "not an IPv4 address"}
-	for i, c := range []struct{ ip, why string }{
-		{"0.0.0.0", "unspecified"}, {"127.0.0.1", "loopback"}, {"224.0.0.5", "multicast"},
-		{"239.255.0.1", "multicast"}, {"255.255.255.255", "broadcast"}, {"10.42.77.1", "pool"},
-	} {
-		host := fmt.Sprintf("host-%c", 'd'+i)
-		leases = append(leases, leaseWith(host, c.ip, fmt.Sprintf("10.42.%d.0/24", 4+i), newKey(t).String()))
-		why[host] = c.why
-	}
-	leases = append(leases, leaseWith("host-x", "2001:db8::9", "10.99.0.0/24", newKey(t).String()))
-	fine := leaseWith("host-z", "169.254.7.7", "10.42.20.0/24", newKey(t).String()) // link-local unicast is fine
-	leases = append(leases, fine)
-	want, routes, skips, errs := wantedPeers(n, own, leases)
-	if len(want) != 1 || want[0].HostID != "host-z" || len(errs) != 1 || !strings.Contains(errs[0].Error(), "host-x") {
-		t.Fatalf("peers %+v, errors %v: want host-z's peer and host-x's error only", want, errs)
-	}
-	got := map[string]string{}
-	for _, s := range skips {
-		got[s.HostID] = s.Why
-	}
-	for host, w := range why {
-		if !strings.Contains(got[host], "public IP") || !strings.Contains(got[host], w) {
-			t.Errorf("%s skipped for %q, want its public IP named and %q", host, got[host], w)
-		}
-	}
-	if len(skips) != len(why) {
-		t.Errorf("skips %+v", skips)
-	}
-	if len(routes) != len(why)+1 || slices.Contains(routes, netip.MustParsePrefix("10.99.0.0/24")) {
-		t.Fatalf("routes %v, want every skipped lease's subnet and host-z's (into the device, not by the default route in clear)", routes)
-	}
-}
-
 // A lease claiming (part of) another lease's subnet, as a hostile or
 // confused host writing to the store can, must not get that subnet's
 // traffic, nor be allowed to send from it: WireGuard would give the
@@ -230,9 +178,9 @@ func TestOverlappingLeasesSkipped(t *testing.T) {
 		leaseWith("host-j", "192.168.77.68", "10.42.8.0/22", newKey(t).String()), // covers host-e's
 		leaseWith("host-e", "192.168.77.5", "10.42.9.0/24", ""),                  // skipped anyway
 	}
-	want, routes, skips, errs := wantedPeers(n, own, leases)
-	if len(want) != 1 || want[0].HostID != "host-d" || len(errs) != 0 {
-		t.Fatalf("peers %+v, errors %v: want only host-d", want, errs)
+	want, routes, skips := wantedPeers(n, own, leases)
+	if len(want) != 1 || want[0].HostID != "host-d" {
+		t.Fatalf("peers %+v: want only host-d", want)
 	}
 	why := map[string]string{}
 	for _, s := range skips {
@@ -255,7 +203,7 @@ func TestForgedLeaseOfAnotherHostSkipped(t *testing.T) {
 	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
 	real := leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", newKey(t).String())
 	forged := leaseWith("host-b", "192.168.77.66", "10.42.2.0/24", newKey(t).String())
-	want, _, _, _ := wantedPeers(n, own, []lease.Lease{real, forged, real})
+	want, _, _ := wantedPeers(n, own, []lease.Lease{real, forged, real})
 	if len(want) != 0 {
 		t.Fatalf("peers %+v, want none", want)
 	}
@@ -266,7 +214,7 @@ func TestForgedLeaseOfAnotherHostSkipped(t *testing.T) {
 func TestOversizedKeyBounded(t *testing.T) {
 	n := overlay.Network{ID: "n", Pool: pool, Subnet: netip.MustParsePrefix("10.42.1.0/24"), Port: 51999}
 	big := strings.Repeat("A", 1<<20)
-	_, _, skips, _ := wantedPeers(n, newKey(t), []lease.Lease{leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", big)})
+	_, _, skips := wantedPeers(n, newKey(t), []lease.Lease{leaseWith("host-b", "192.168.77.2", "10.42.2.0/24", big)})
 	if len(skips) != 1 || len(skips[0].Why) > 300 || !strings.Contains(skips[0].Why, "malformed") {
 		t.Fatalf("%d skips, reason of %d bytes", len(skips), len(skips[0].Why))
 	}

@@ -38,10 +38,8 @@ func (b *Backend) sync(ctx context.Context, n overlay.Network, name string, st *
 	if err != nil {
 		return fmt.Errorf(Name+" %s: %w", n.Pool, err)
 	}
-	want, routes, skips, errs := wantedPeers(n, key.PublicKey(), leases)
-	for i, err := range errs {
-		errs[i] = fmt.Errorf(Name+" %s: %w", name, err)
-	}
+	want, routes, skips := wantedPeers(n, key.PublicKey(), leases)
+	var errs []error
 	b.logSkips(st, n, skips)
 	configs := make([]wgtypes.PeerConfig, 0, len(want))
 	for _, p := range want {

@@ -65,6 +65,9 @@ type Backend struct {
 	// could not be used, reported once, key staying in use meanwhile.
 	keyFile fileID
 	keyBad  *fileID
+	// keyChanged is closed when the key in use changes (KeyChanged); nil
+	// until someone asks.
+	keyChanged chan struct{}
 
 	mu   sync.Mutex
 	nets map[string]*wgNet // by network ID
@@ -166,9 +169,10 @@ func (b *Backend) PublicKey() (wgtypes.Key, error) {
 // The key file is read again whenever it changed (its inode, size or
 // mtime: replaced, as a key rotation does): every Setup and Sync and
 // every lease renewal asks, so Setup gives the device the new key and the
-// next renewal publishes its public key, which peers then take from the
-// lease. A changed file that cannot be used (half written, readable by
-// others, garbage) is reported once and the loaded key stays in use.
+// renewal, woken (KeyChanged), publishes its public key, which peers then
+// take from the lease. A changed file that cannot be used (half written,
+// readable by others, garbage) is reported once and the loaded key stays
+// in use.
 func (b *Backend) privateKey() (wgtypes.Key, error) {
 	b.keyMu.Lock()
 	defer b.keyMu.Unlock()
@@ -198,8 +202,27 @@ func (b *Backend) privateKey() (wgtypes.Key, error) {
 		b.cfg.Log.Info("wireguard: key file replaced: using its key; peers learn the new public key from this host's leases",
 			"file", b.keyPath, "publicKey", key.PublicKey().String(), "was", b.key.PublicKey().String())
 	}
+	changed := b.key != nil && key != *b.key
 	b.key, b.keyFile, b.keyBad = &key, id, nil
+	if changed && b.keyChanged != nil {
+		close(b.keyChanged)
+		b.keyChanged = nil
+	}
 	return key, nil
+}
+
+// KeyChanged returns a channel closed when the key in use next changes:
+// the key file replaced and read again by whichever call noticed first (a
+// reconcile's Setup or Sync, LeaseData, PublicKey). The plugin's renewal
+// waits on it, so that the leases publish the new public key as soon as
+// the devices use the new key, not at its next check.
+func (b *Backend) KeyChanged() <-chan struct{} {
+	b.keyMu.Lock()
+	defer b.keyMu.Unlock()
+	if b.keyChanged == nil {
+		b.keyChanged = make(chan struct{})
+	}
+	return b.keyChanged
 }
 
 // DeviceName is n's device's (DeviceName), for a valid pool.
