@@ -138,6 +138,10 @@ type PeerStatus struct {
 	Gateway     netip.Addr   `json:"gateway"` // what the probe pings
 	LeaseExpiry time.Time    `json:"leaseExpiry,omitzero"`
 	Expired     bool         `json:"expired,omitempty"` // its lease ran out: not a peer any more
+	// Refused says why this host programs nothing for the lease (a public
+	// IP no host can have, a subnet overlapping this host's): CheckPeer's
+	// error; "" for a lease it accepts.
+	Refused string `json:"refused,omitempty"`
 	// Probed is false until the first probe (or with probing off); the
 	// fields below mean something only when it is true.
 	Probed     bool      `json:"probed"`
@@ -276,9 +280,12 @@ func (a *App) networkStatus(r state.Network, rec lease.Network, leases []lease.L
 			continue
 		}
 		p := PeerStatus{HostID: l.HostID, PublicIP: l.PublicIP, Subnet: l.Subnet, LeaseExpiry: l.Expiry, Expired: l.Expired(now)}
+		if err := overlay.CheckPeer(on, l); err != nil {
+			p.Refused = err.Error()
+		}
 		t := peerTarget(on, r.Gateway, l)
 		p.Gateway = t.Dst
-		if a.Prober != nil && !p.Expired {
+		if a.Prober != nil && !p.Expired && p.Refused == "" {
 			if res, ok := a.Prober.Result(t); ok {
 				p.Probed, p.Reachable, p.MTUOK, p.Error = res.Probed, res.Reachable, res.MTUOK, res.Err
 				p.Since, p.LastProbe = res.Since.UTC(), res.Last.UTC()
@@ -422,6 +429,9 @@ func problems(st Status, now time.Time) []Problem {
 			switch {
 			case p.Expired:
 				add(peer+": lease expired at "+p.LeaseExpiry.UTC().Format(time.RFC3339), "lease expired: is that host down, or cut off from the store? Its routes are removed")
+			case p.Refused != "":
+				add(peer+": refused, not programmed: "+p.Refused,
+					"that host's lease cannot be trusted with traffic: check its FELT_PUBLIC_IP (or the address felt found) and its subnet; no traffic goes to it")
 			case !p.Probed:
 			case !p.Reachable:
 				add(peer+": unreachable over the overlay ("+n.Backend+")", probe.Hint(n.Backend))
@@ -456,7 +466,7 @@ func wireGuardProblems(add func(what, check string), name string, n NetworkStatu
 		}
 	}
 	for _, p := range n.Peers {
-		if !p.Expired && !have[p.Subnet.String()] {
+		if !p.Expired && p.Refused == "" && !have[p.Subnet.String()] { // a refused one is a problem of its own
 			add(fmt.Sprintf("network %s: peer %s (host %s, subnet %s) has no WireGuard peer on %s: its traffic is dropped", name, p.PublicIP, shortHost(p.HostID), p.Subnet, wg.Device),
 				"its lease has no usable or a duplicate WireGuard public key, or a subnet another lease overlaps (felt's log says which: \"peer skipped\"); was a state directory copied between hosts?")
 		}

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felt-net/felt/lease"
+	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/testkit"
 )
 
@@ -87,6 +90,7 @@ func TestStatusProblems(t *testing.T) {
 		peer("192.168.1.2", func(p *PeerStatus) { p.Reachable, p.MTUOK = false, false }),
 		peer("192.168.1.3", func(p *PeerStatus) { p.MTUOK = false }),
 		peer("192.168.1.4", func(p *PeerStatus) { p.Expired, p.Probed = true, false }),
+		peer("127.0.0.1", func(p *PeerStatus) { p.Refused, p.Probed = "peer 0123: public IP 127.0.0.1 is loopback", false }),
 	}
 	bad.Drift = []Drift{{Network: "1234567890abcdef", What: "no route to 10.42.9.0/24"}}
 	var lines []string
@@ -101,13 +105,14 @@ func TestStatusProblems(t *testing.T) {
 		"peer 192.168.1.3 (host 01234567, subnet 10.42.9.0/24): reachable, but full-size packets (1450 bytes) lost => MTU: full-size packets lost: lower -o com.docker.network.driver.mtu or fix the underlay MTU",
 		"peer 192.168.1.4 (host 01234567, subnet 10.42.9.0/24): lease expired at",
 		"drift in network 1234567890ab: no route to 10.42.9.0/24 => felt repairs it",
+		"peer 127.0.0.1 (host 01234567, subnet 10.42.9.0/24): refused, not programmed: peer 0123: public IP 127.0.0.1 is loopback => that host's lease cannot be trusted",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no problem %q in:\n%s", want, all)
 		}
 	}
-	if len(lines) != 6 {
-		t.Errorf("%d problems, want 6:\n%s", len(lines), all)
+	if len(lines) != 7 {
+		t.Errorf("%d problems, want 7:\n%s", len(lines), all)
 	}
 	n.Backend = "host-gw"
 	if ps := problems(bad, now); !strings.Contains(ps[2].Check, "peer off this host's L2 segment") {
@@ -178,6 +183,12 @@ func TestStatusWireGuardProblems(t *testing.T) {
 		!strings.Contains(ps[0].Check, "peer skipped") {
 		t.Fatalf("problems %+v", ps)
 	}
+	// A refused lease is reported as refused (not as a missing WireGuard peer).
+	st.Networks[0].Peers[1].Refused = "public IP is loopback"
+	if ps := wgProblems(); len(ps) != 0 {
+		t.Fatalf("a refused lease is reported as a missing WireGuard peer: %+v", ps)
+	}
+	st.Networks[0].Peers[1].Refused = ""
 	st.Networks[0].WireGuard.Peers = append(st.Networks[0].WireGuard.Peers, WireGuardPeer{PublicKey: "k3", AllowedIPs: []string{"10.44.3.0/24"}})
 	if ps := wgProblems(); len(ps) != 0 {
 		t.Fatalf("every live peer has a WireGuard peer: %+v", ps)
@@ -185,5 +196,22 @@ func TestStatusWireGuardProblems(t *testing.T) {
 	st.Networks[0].WireGuard.Error = "wireguard feltw.0a2c0000: read device: file does not exist"
 	if ps := wgProblems(); len(ps) != 1 || !strings.Contains(ps[0].What, "WireGuard device feltw.0a2c0000 unreadable") {
 		t.Fatalf("problems %+v", ps)
+	}
+}
+
+// A lease CheckPeer refuses shows as refused in the network's peers, and is
+// not probed; an accepted one is not marked.
+func TestNetworkStatusMarksRefusedPeers(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	pfx := netip.MustParsePrefix
+	a := &App{hostID: "me", backends: overlay.NewBackends()}
+	r := state.Network{ID: "n1", Pool: pfx("10.42.0.0/16"), Backend: "vxlan", MTU: 1450, Subnet: pfx("10.42.1.0/24"), Gateway: netip.MustParseAddr("10.42.1.1")}
+	leases := []lease.Lease{
+		{Pool: r.Pool, Subnet: pfx("10.42.2.0/24"), HostID: "good", PublicIP: netip.MustParseAddr("192.168.1.2"), Expiry: now.Add(time.Hour)},
+		{Pool: r.Pool, Subnet: pfx("10.42.3.0/24"), HostID: "bad", PublicIP: netip.MustParseAddr("127.0.0.1"), Expiry: now.Add(time.Hour)},
+	}
+	ns := a.networkStatus(r, lease.Network{}, leases, now)
+	if len(ns.Peers) != 2 || ns.Peers[0].Refused != "" || !strings.Contains(ns.Peers[1].Refused, "127.0.0.1") {
+		t.Fatalf("peers %+v: want 10.42.3.0/24 refused for its loopback public IP, 10.42.2.0/24 not", ns.Peers)
 	}
 }

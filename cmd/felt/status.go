@@ -270,6 +270,8 @@ func printStatus(w io.Writer, socket string, st plugin.Status) {
 			switch {
 			case p.Expired:
 				overlay = "lease expired"
+			case p.Refused != "":
+				overlay = "REFUSED" // why: under PROBLEMS
 			case !st.Probes.On:
 				overlay = "not probed"
 			case !p.Probed:

@@ -25,7 +25,7 @@ const netBlue = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2
 
 // sampleStatus is a felt with two networks whose peers are in every state:
 // reachable, unreachable, full-size packets lost, not probed yet, lease
-// expired; drift; Consul down.
+// expired, refused; drift; Consul down.
 func sampleStatus() plugin.Status {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	ip := netip.MustParseAddr
@@ -57,6 +57,10 @@ func sampleStatus() plugin.Status {
 					peer("ffff2222aaaa3333bbbb4444cccc5555", "192.168.77.16", "10.42.14.0/24", func(p *plugin.PeerStatus) {
 						*p = plugin.PeerStatus{HostID: p.HostID, PublicIP: p.PublicIP, Subnet: p.Subnet, Gateway: p.Gateway,
 							LeaseExpiry: now.Add(-5 * time.Minute), Expired: true}
+					}),
+					peer("aaaa3333bbbb4444cccc5555dddd6666", "127.0.0.1", "10.42.15.0/24", func(p *plugin.PeerStatus) {
+						*p = plugin.PeerStatus{HostID: p.HostID, PublicIP: p.PublicIP, Subnet: p.Subnet, Gateway: p.Gateway, LeaseExpiry: p.LeaseExpiry,
+							Refused: "peer aaaa3333bbbb4444cccc5555dddd6666: public IP 127.0.0.1 is loopback"}
 					}),
 				}},
 			{ID: "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0", Pool: pfx("10.43.0.0/16"), Backend: "host-gw", MTU: 1500,
