@@ -359,10 +359,8 @@ func (w *Watch) signal() {
 func (w *Watch) follow(ctx context.Context, b *bucket) {
 	defer w.wg.Done()
 	w.mu.Lock()
-	known := b.records // the bucket's records are only replaced, never changed
+	st := followState{known: b.records, first: true} // the bucket's records are only replaced, never changed
 	w.mu.Unlock()
-	var after uint64
-	first := true
 	backoff := time.Duration(0) // not 0: in a failure streak
 	defer func() {
 		if backoff != 0 { // stopped while failing: its streak ends, unlogged
@@ -372,7 +370,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 		}
 	}()
 	for {
-		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, after)
+		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, st.after)
 		if ctx.Err() != nil {
 			return
 		}
@@ -393,57 +391,74 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			w.streak(b, nil, false)
 			backoff = 0
 		}
-		backwards := idx < after
-		if backwards {
-			// The store's index went backwards (Consul restored from a
-			// snapshot): an index is no longer proof that a record is the
-			// one known, so this answer is read afresh, and reported: it
-			// is compared with nothing, so an empty one would look
-			// unchanged and leave the gone leases in place.
-			known = nil
-		}
-		after = max(idx, 1) // 0 would answer at once, again and again
-		records, changed := w.decode(b, pairs, known)
-		changed = changed || backwards
-		var pools map[netip.Prefix]bool // the shared query's pools that changed; nil: all
-		if changed && !backwards && !b.pool.IsValid() {
-			pools = changedPools(known, records)
-		}
-		known = records
-		w.mu.Lock()
-		if b.stopped {
-			w.mu.Unlock()
+		if !w.take(b, &st, pairs, idx) {
 			return
 		}
-		// A new shared query's first answer marks every pool it serves,
-		// even unchanged from the records it inherited at the change of
-		// plan: a pool added then may have no record yet, so no change
-		// would ever name it. (A pool's own bucket, inherited by a new
-		// plan, covers the same pool as before: nothing to mark.)
-		shared := !b.pool.IsValid()
-		if changed || !b.answered || first && shared {
-			b.records = records
-			b.leases = validLeases(records)
-			b.answered = true
-			switch {
-			case b.pool.IsValid():
-				w.changed[b.pool] = true
-			case pools != nil && !first: // the shared query: the pools whose leases changed
-				for _, wp := range w.pools {
-					if pools[wp.pool] {
-						w.changed[wp.pool] = true
-					}
-				}
-			default: // its first answer, or after data loss: any pool may have changed
-				for _, wp := range w.pools {
+	}
+}
+
+// followState is what a bucket's query loop carries from one answer to the
+// next.
+type followState struct {
+	known map[string]record // the records of the last answer
+	after uint64            // the index to wait from
+	first bool              // no answer taken yet
+}
+
+// take records one answer of b's query; false: b was stopped meanwhile.
+func (w *Watch) take(b *bucket, st *followState, pairs []kv.Pair, idx uint64) bool {
+	known := st.known
+	backwards := idx < st.after
+	if backwards {
+		// The store's index went backwards (Consul restored from a
+		// snapshot): an index is no longer proof that a record is the
+		// one known, so this answer is read afresh, and reported: it
+		// is compared with nothing, so an empty one would look
+		// unchanged and leave the gone leases in place.
+		known = nil
+	}
+	st.after = max(idx, 1) // 0 would answer at once, again and again
+	records, changed := w.decode(b, pairs, known)
+	changed = changed || backwards
+	var pools map[netip.Prefix]bool // the shared query's pools that changed; nil: all
+	if changed && !backwards && !b.pool.IsValid() {
+		pools = changedPools(known, records)
+	}
+	st.known = records
+	first := st.first
+	st.first = false
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if b.stopped {
+		return false
+	}
+	// A new shared query's first answer marks every pool it serves,
+	// even unchanged from the records it inherited at the change of
+	// plan: a pool added then may have no record yet, so no change
+	// would ever name it. (A pool's own bucket, inherited by a new
+	// plan, covers the same pool as before: nothing to mark.)
+	shared := !b.pool.IsValid()
+	if changed || !b.answered || first && shared {
+		b.records = records
+		b.leases = validLeases(records)
+		b.answered = true
+		switch {
+		case b.pool.IsValid():
+			w.changed[b.pool] = true
+		case pools != nil && !first: // the shared query: the pools whose leases changed
+			for _, wp := range w.pools {
+				if pools[wp.pool] {
 					w.changed[wp.pool] = true
 				}
 			}
-			w.signal()
+		default: // its first answer, or after data loss: any pool may have changed
+			for _, wp := range w.pools {
+				w.changed[wp.pool] = true
+			}
 		}
-		first = false
-		w.mu.Unlock()
+		w.signal()
 	}
+	return true
 }
 
 // streak logs a bucket's failure streak starting (on) or ending: once for
