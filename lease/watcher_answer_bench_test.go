@@ -58,7 +58,7 @@ func BenchmarkWatchAnswer(b *testing.B) {
 			}
 			states := map[*bucket]*followState{}
 			for _, bk := range wp.buckets {
-				states[bk] = &followState{known: bk.records, first: true}
+				states[bk] = &followState{first: true}
 				w.take(bk, states[bk], answers[bk], idx)
 			}
 			w.mu.Lock()

@@ -69,7 +69,7 @@ func BenchmarkManagerChange(b *testing.B) {
 			for i := range count {
 				without = append(without, peer(i))
 			}
-			with := append(append([]lease.Lease(nil), without...), peer(count))
+			extra := peer(count)
 			be := &countingDelta{}
 			m := NewManager(ManagerConfig{Leases: expiringSource{}, HostID: "me", Backends: NewBackends(be),
 				Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -77,17 +77,19 @@ func BenchmarkManagerChange(b *testing.B) {
 			if err := m.Attach(ctx, n); err != nil {
 				b.Fatal(err)
 			}
-			m.apply(lease.Update{Leases: without, Changed: []netip.Prefix{pool}, Complete: true})
+			m.apply(lease.Update{Changes: map[netip.Prefix]lease.PoolChange{pool: {Reset: true, Upserted: without}},
+				Changed: []netip.Prefix{pool}, Complete: true})
 			if ok, _ := m.reconcileDirty(ctx); !ok || be.syncs != 1 {
 				b.Fatalf("first pass: ok %v, %d syncs", ok, be.syncs)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				u := lease.Update{Leases: with, Changed: []netip.Prefix{pool}, Complete: true}
+				c := lease.PoolChange{Upserted: []lease.Lease{extra}}
 				if i%2 == 1 {
-					u.Leases = without
+					c = lease.PoolChange{Removed: []netip.Prefix{extra.Subnet}}
 				}
+				u := lease.Update{Changes: map[netip.Prefix]lease.PoolChange{pool: c}, Changed: []netip.Prefix{pool}, Complete: true}
 				m.apply(u)
 				if ok, _ := m.reconcileDirty(ctx); !ok {
 					b.Fatal("pass failed")
