@@ -831,3 +831,145 @@ func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
 	}
 	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
 }
+
+// wantChange asserts what u tells of pool p: reset or not, the leases
+// upserted ("subnet=host", by subnet key) and the subnets removed.
+func wantChange(t *testing.T, u update, p netip.Prefix, reset bool, upserted, removed []string) {
+	t.Helper()
+	c, ok := u.Changes[p]
+	if !ok {
+		t.Fatalf("no change of %s in %v", p, u.Changed)
+	}
+	var rm []string
+	for _, s := range c.Removed {
+		rm = append(rm, s.String())
+	}
+	if c.Reset != reset || !slices.Equal(leaseList(c.Upserted), upserted) || !slices.Equal(rm, removed) {
+		t.Fatalf("change of %s: %v; want reset %v, upserted %v, removed %v", p, changeList(c), reset, upserted, removed)
+	}
+}
+
+// An Update tells each pool's changes record by record: the first answer
+// is the pool whole (a Reset), then a lease added, one rewritten, one
+// removed, and a record rewritten into something that is no lease (a
+// removal) are told as such, and nothing else of the pool; a lease added
+// and removed between two Updates is not told at all. Across buckets.
+func TestWatchUpdateTellsChanges(t *testing.T) {
+	s := newStore(t)
+	r := lease.NewRegistry(s, "felt/", nil)
+	ctx := context.Background()
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.200.0/24", "c"))
+	w := newView(r.NewWatch(nil))
+	defer w.Close()
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA})
+	u := next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a", "10.42.2.0/24=b", "10.42.200.0/24=c"}, nil)
+
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.3.0/24=d"}, nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b2"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.2.0/24=b2"}, nil)
+	if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.200.0/24"))); err != nil {
+		t.Fatal(err)
+	}
+	wantChange(t, next(t, w), poolA, false, nil, []string{"10.42.200.0/24"})
+	if err := s.Put(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.1.0/24")), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, w)
+	wantChange(t, u, poolA, false, nil, []string{"10.42.1.0/24"})
+	wantUpdate(t, u, []string{"10.42.2.0/24=b2", "10.42.3.0/24=d"}, []netip.Prefix{poolA}, true)
+	// Back to a lease: told as upserted.
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a2"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.1.0/24=a2"}, nil)
+
+	// Several changes in several buckets before Next: one Update, the
+	// later change of a subnet winning; a lease come and gone meanwhile
+	// is a removal of what was never told, harmless, or nothing.
+	w.Watch.NoCoalesce()
+	func() {
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.9.0/24", "e"))
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d2"))
+		if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.2.0/24"))); err != nil {
+			t.Fatal(err)
+		}
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d3"))
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		u = next(t, w)
+		if got := leaseList(u.Leases); slices.Equal(got, []string{"10.42.1.0/24=a2", "10.42.3.0/24=d3", "10.42.9.0/24=e"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leases %v", leaseList(u.Leases))
+		}
+	}
+	quiet(t, w)
+}
+
+// A pool no longer followed is told as a Reset with no lease; followed
+// again, whole again (a Reset with its leases), whatever the Manager had
+// of it before. Each first answer of a pool, and each re-read of it (the
+// store's index went backwards), is a Reset.
+func TestWatchResets(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+	w := newView(r.NewWatch(nil))
+	defer w.Close()
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	u := next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a"}, nil)
+	wantChange(t, u, poolB, true, []string{"10.43.7.0/24=d"}, nil)
+
+	w.SetPools([]netip.Prefix{poolA})
+	u = next(t, w)
+	wantChange(t, u, poolB, true, nil, nil)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a"}, []netip.Prefix{poolB}, true)
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.8.0/24", "e")) // not followed: wakes no one
+	quiet(t, w)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	u = next(t, w)
+	wantChange(t, u, poolB, true, []string{"10.43.7.0/24=d", "10.43.8.0/24=e"}, nil)
+	if _, ok := u.Changes[poolA]; ok {
+		t.Fatalf("pool %s told again though it did not change: %v", poolA, changeList(u.Changes[poolA]))
+	}
+
+	// Restored from a snapshot: poolA's bucket is read afresh, whole.
+	s.set(func(s *counting) { s.rewind = 1000 })
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	u = next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a", "10.42.2.0/24=b"}, nil)
+}
+
+// Past the budget (one shared query): a change tells its own pool's
+// records only, a pool added is told whole at once, and a lease of a pool
+// not followed is told of no pool.
+func TestWatchSharedQueryTellsChanges(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	p1, p2, p3 := netip.MustParsePrefix("10.41.0.0/16"), netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("10.43.0.0/16")
+	putLease(t, s, mkLease("10.41.0.0/16", "10.41.1.0/24", "a"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.3.0/24", "c"))
+	w := newView(r.NewWatch(nil))
+	w.Tune(1, 256)
+	defer w.Close()
+	w.SetPools([]netip.Prefix{p1, p2})
+	u := next(t, w)
+	wantChange(t, u, p1, true, []string{"10.41.1.0/24=a"}, nil)
+	wantChange(t, u, p2, true, nil, nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	u = next(t, w)
+	wantChange(t, u, p2, false, []string{"10.42.2.0/24=b"}, nil)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b"}, []netip.Prefix{p2}, true)
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.4.0/24", "d")) // p3 not followed
+	quiet(t, w)
+	w.SetPools([]netip.Prefix{p1, p2, p3})
+	u = next(t, w)
+	wantChange(t, u, p3, true, []string{"10.43.3.0/24=c", "10.43.4.0/24=d"}, nil)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.43.3.0/24=c", "10.43.4.0/24=d"}, []netip.Prefix{p3}, true)
+}

@@ -169,10 +169,10 @@ type testWatch struct {
 	mu       sync.Mutex
 	pools    []netip.Prefix
 	reported map[netip.Prefix]map[netip.Prefix]lease.Lease // each pool's leases as last answered, by subnet
-	index    uint64                  // to wait from; 0: read at once
-	repoll   chan struct{}           // closed (and replaced) by SetPools
-	answered int                     // Next's answers
-	gen      uint64                  // SetPools calls that changed the pools
+	index    uint64                                        // to wait from; 0: read at once
+	repoll   chan struct{}                                 // closed (and replaced) by SetPools
+	answered int                                           // Next's answers
+	gen      uint64                                        // SetPools calls that changed the pools
 }
 
 func newTestWatch(read func(context.Context, netip.Prefix) ([]lease.Lease, error),

@@ -468,9 +468,9 @@ func (m *Manager) runPass(ctx context.Context, work []workItem) bool {
 		return true
 	}
 	start := time.Now()
-	// known before the leases: the watch records its answer's leases, then
-	// the pools it answered for, so this pass may see leases newer than
-	// what it knows answered, never a pool known without its leases.
+	// A pool becomes known with its leases (apply holds mu and leasesMu),
+	// and is forgotten with them (followPools): a network of a pool known
+	// here reads its pool's leases, as they are when it is reconciled.
 	m.mu.Lock()
 	known := make(map[netip.Prefix]bool, len(m.known))
 	for p := range m.known {
