@@ -92,11 +92,11 @@ type Watch struct {
 
 	mu      sync.Mutex
 	closed  bool
-	pools   []*watchedPool // followed, sorted by key
-	set     []netip.Prefix // their prefixes, as SetPools had them last
+	pools   []*watchedPool              // followed, sorted by key
+	set     []netip.Prefix              // their prefixes, as SetPools had them last
 	changed map[netip.Prefix]*poolDelta // what the next Update tells, by pool
-	failing int    // buckets in a failure streak
-	gen     uint64 // SetPools calls that changed the pools
+	failing int                         // buckets in a failure streak
+	gen     uint64                      // SetPools calls that changed the pools
 
 	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
