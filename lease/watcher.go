@@ -731,7 +731,13 @@ func (w *Watch) listLocked(pools []*watchedPool) map[netip.Prefix]PoolChange {
 	}
 	lists := make(map[netip.Prefix][]keyed, len(pools))
 	for _, wp := range pools {
-		lists[wp.pool] = nil
+		n := 0
+		for _, b := range wp.buckets {
+			if b.pool.IsValid() { // the shared bucket's records are of every pool: not counted
+				n += len(b.records)
+			}
+		}
+		lists[wp.pool] = make([]keyed, 0, n)
 	}
 	walked := map[*bucket]bool{}
 	for _, wp := range pools {
