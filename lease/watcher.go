@@ -163,8 +163,10 @@ func (r *Registry) NewWatch(log *slog.Logger) *Watch {
 // prefix stays keeps its query and records; a new one starts from what
 // the old buckets it splits or merges knew, so the plan changing wakes no
 // one for leases that did not. A removed pool's queries stop, its leases
-// go, and it is reported in the next Update's Changed. It returns the
-// generation of the pools now followed (Update.Gen).
+// go, and it is reported in the next Update's Changed (a Reset with no
+// lease); a new pool is reported whole (a Reset) once all its buckets
+// answered. It returns the generation of the pools now followed
+// (Update.Gen).
 func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 	pools = slices.Clone(pools)
 	for i, p := range pools {
