@@ -93,14 +93,16 @@ func leaseWatchWatcher(pool netip.Prefix) leaseWatcher {
 			w := lease.NewRegistry(store, "felt/", nil).NewWatch(nil)
 			defer w.Close()
 			w.SetPools([]netip.Prefix{pool})
+			var latest int64 // of every lease told so far
 			for {
 				u, err := w.Next(ctx)
 				if err != nil {
 					return
 				}
-				var latest int64
-				for _, l := range u.Leases {
-					latest = max(latest, l.Expiry.UnixNano())
+				for _, c := range u.Changes { // the renewed lease is told, with the latest expiry
+					for _, l := range c.Upserted {
+						latest = max(latest, l.Expiry.UnixNano())
+					}
 				}
 				seen(uint64(latest))
 			}

@@ -17,28 +17,48 @@ import (
 	"github.com/felt-net/felt/kv"
 )
 
-// Update is what a lease watch (Watch, watcher.go) answers: the current
-// leases of the pools it follows and which of them changed.
+// Update is what a lease watch (Watch, watcher.go) answers: how the leases
+// of the pools it follows changed since its previous Update, record by
+// record. It carries the changes only, never the pools' other leases: a
+// lease change costs its consumer the change, not the pool (issue #14:
+// copying and walking 10,000 leases per change made felt's CPU per change
+// grow with the pool). A consumer that needs a pool whole keeps it, from
+// the Resets and changes (overlay's Manager does).
 type Update struct {
-	// Leases are the current leases (expired ones included) of every
-	// followed pool that has answered at least once (all its buckets), in
-	// store key order (pools by key, then subnets by key: textual, so
-	// 10.42.10.0/24 comes before 10.42.2.0/24), as AllLeases lists them.
-	Leases []Lease
+	// Changes are, for each pool in Changed, how its leases changed.
+	Changes map[netip.Prefix]PoolChange
 	// Changed are the followed pools whose leases (any record: added,
-	// removed, rewritten) changed since the previous Update, and pools
-	// whose first answer this is. A pool SetPools stopped following since
-	// the previous Update is in Changed too, with no leases left: it is no
+	// removed, rewritten) changed since the previous Update, pools whose
+	// first answer this is, and pools read afresh (a Reset each), in store
+	// key order. A pool SetPools stopped following since the previous
+	// Update is in Changed too, with a Reset and no leases: it is no
 	// longer watched, and what was known of it is dropped.
 	Changed []netip.Prefix
 	// Complete: every followed pool has answered at least once, so a
-	// lease missing from Leases is really gone.
+	// lease missing from what the Updates told is really gone.
 	Complete bool
 	// Gen is the generation of the followed pools the Update was made
 	// under: what the SetPools call that set them returned. An Update made
 	// before a SetPools may be read after it; a pool that call followed
-	// afresh is told of by a later Update only (Gen at least the call's).
+	// afresh is told of by a later Update only (Gen at least the call's),
+	// with a Reset.
 	Gen uint64
+}
+
+// PoolChange is how one pool's leases changed (Update.Changes).
+type PoolChange struct {
+	// Reset: Upserted is every lease of the pool (expired ones included),
+	// and whatever was known of it before is to be forgotten. A pool's
+	// first answer since it was followed is a Reset, and so is a pool read
+	// afresh (the store's index went backwards: restored from a snapshot),
+	// and a pool no longer followed (with no lease).
+	Reset bool
+	// Upserted are the pool's leases added or rewritten (a renewal
+	// included), by subnet key; with Reset, all of them.
+	Upserted []Lease
+	// Removed are the subnets whose lease went: its record deleted, or
+	// rewritten into something that is no lease (Reset: none).
+	Removed []netip.Prefix
 }
 
 // ErrWatchClosed is what Next returns once the watch is closed.
@@ -72,11 +92,11 @@ type Watch struct {
 
 	mu      sync.Mutex
 	closed  bool
-	pools   []*watchedPool // followed, sorted by key
-	set     []netip.Prefix // their prefixes, as SetPools had them last
-	changed map[netip.Prefix]bool
-	failing int    // buckets in a failure streak
-	gen     uint64 // SetPools calls that changed the pools
+	pools   []*watchedPool              // followed, sorted by key
+	set     []netip.Prefix              // their prefixes, as SetPools had them last
+	changed map[netip.Prefix]*poolDelta // what the next Update tells, by pool
+	failing int                         // buckets in a failure streak
+	gen     uint64                      // SetPools calls that changed the pools
 
 	decodes atomic.Int64 // records decoded, for tests and benchmarks
 }
@@ -98,8 +118,20 @@ type bucket struct {
 	// Guarded by Watch.mu.
 	stopped  bool
 	answered bool
-	records  map[string]record // by key: what the last answer held
-	leases   []Lease           // the valid ones, by key
+	// records are, by key, what the last answer held. Only the bucket's
+	// own query (take) changes them, under Watch.mu, in place: an answer
+	// costs the records it changed, not a copy of the bucket. That query
+	// reads them without the lock; everyone else with it.
+	records map[string]record
+}
+
+// poolDelta is what a followed pool's next PoolChange tells: the leases
+// upserted and the subnets removed since the previous Update, by subnet
+// (the later change of a subnet wins), or a reset.
+type poolDelta struct {
+	reset    bool // tell the whole pool; the maps are unused
+	upserted map[netip.Prefix]Lease
+	removed  map[netip.Prefix]bool
 }
 
 // record is one pair of a bucket's last answer: its ModifyIndex, and its
@@ -122,7 +154,7 @@ func (r *Registry) NewWatch(log *slog.Logger) *Watch {
 		coalesce: 20 * time.Millisecond, settle: time.Second,
 		retry: 500 * time.Millisecond, retryMax: 2 * time.Second,
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
-		changed: map[netip.Prefix]bool{},
+		changed: map[netip.Prefix]*poolDelta{},
 	}
 }
 
@@ -131,8 +163,10 @@ func (r *Registry) NewWatch(log *slog.Logger) *Watch {
 // prefix stays keeps its query and records; a new one starts from what
 // the old buckets it splits or merges knew, so the plan changing wakes no
 // one for leases that did not. A removed pool's queries stop, its leases
-// go, and it is reported in the next Update's Changed. It returns the
-// generation of the pools now followed (Update.Gen).
+// go, and it is reported in the next Update's Changed (a Reset with no
+// lease); a new pool is reported whole (a Reset) once all its buckets
+// answered. It returns the generation of the pools now followed
+// (Update.Gen).
 func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 	pools = slices.Clone(pools)
 	for i, p := range pools {
@@ -184,6 +218,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 		delete(old, p)
 		if wp == nil {
 			wp = &watchedPool{pool: p, key: w.r.poolLeasesPrefix(p)}
+			w.resetLocked(p) // told once all its buckets answered
 		}
 		byPrefix := map[string]*bucket{}
 		for _, b := range wp.buckets {
@@ -211,7 +246,7 @@ func (w *Watch) SetPools(pools []netip.Prefix) uint64 {
 		for _, b := range wp.buckets {
 			w.stopLocked(b)
 		}
-		w.changed[wp.pool] = true
+		w.resetLocked(wp.pool) // told as a pool with no lease
 	}
 	w.pools = next
 	w.set = pools
@@ -257,7 +292,6 @@ func (w *Watch) shareLocked(pools []netip.Prefix) {
 		if !shared.answered {
 			clear(shared.records)
 		}
-		shared.leases = validLeases(shared.records)
 	}
 	for _, o := range olds {
 		w.stopLocked(o)
@@ -269,19 +303,20 @@ func (w *Watch) shareLocked(pools []netip.Prefix) {
 	next := make([]*watchedPool, 0, len(pools))
 	added := false
 	for _, p := range pools {
-		if !old[p] && shared.answered && !start {
+		if !old[p] && !start {
 			// A pool the running shared query already holds: its leases
-			// are known now, and no later answer may concern it (an
-			// answer marks only the pools whose records changed). A new
-			// shared query marks every pool at its first answer.
-			w.changed[p] = true
+			// are known now (or at its first answer, which resets every
+			// pool), and no later answer may concern it (an answer marks
+			// only the pools whose records changed). A new shared query
+			// resets every pool at its first answer.
+			w.resetLocked(p)
 			added = true
 		}
 		delete(old, p)
 		next = append(next, &watchedPool{pool: p, key: w.r.poolLeasesPrefix(p), buckets: []*bucket{shared}})
 	}
 	for p := range old {
-		w.changed[p] = true
+		w.resetLocked(p)
 	}
 	w.pools, w.set = next, pools
 	if start {
@@ -320,24 +355,23 @@ func inherit(prefix string, pool netip.Prefix, olds []*bucket) *bucket {
 	if !b.answered {
 		clear(b.records)
 	}
-	b.leases = validLeases(b.records)
 	return b
 }
 
-// validLeases are the leases of records, in key order.
-func validLeases(records map[string]record) []Lease {
-	keys := make([]string, 0, len(records))
-	for k, rec := range records {
-		if rec.ok {
-			keys = append(keys, k)
-		}
+// resetLocked has the next Update tell p whole (or, no longer followed,
+// as empty), dropping the changes gathered for it.
+func (w *Watch) resetLocked(p netip.Prefix) {
+	w.changed[p] = &poolDelta{reset: true}
+}
+
+// deltaLocked is what the next Update tells of p, gathered so far.
+func (w *Watch) deltaLocked(p netip.Prefix) *poolDelta {
+	d := w.changed[p]
+	if d == nil {
+		d = &poolDelta{upserted: map[netip.Prefix]Lease{}, removed: map[netip.Prefix]bool{}}
+		w.changed[p] = d
 	}
-	slices.Sort(keys)
-	out := make([]Lease, len(keys))
-	for i, k := range keys {
-		out[i] = records[k].lease
-	}
-	return out
+	return d
 }
 
 func (w *Watch) stopLocked(b *bucket) {
@@ -358,11 +392,7 @@ func (w *Watch) signal() {
 // follow runs b's blocking query until ctx ends.
 func (w *Watch) follow(ctx context.Context, b *bucket) {
 	defer w.wg.Done()
-	w.mu.Lock()
-	known := b.records // the bucket's records are only replaced, never changed
-	w.mu.Unlock()
-	var after uint64
-	first := true
+	st := followState{first: true}
 	backoff := time.Duration(0) // not 0: in a failure streak
 	defer func() {
 		if backoff != 0 { // stopped while failing: its streak ends, unlogged
@@ -372,7 +402,7 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 		}
 	}()
 	for {
-		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, after)
+		pairs, idx, err := w.r.store.Wait(ctx, b.prefix, st.after)
 		if ctx.Err() != nil {
 			return
 		}
@@ -393,57 +423,134 @@ func (w *Watch) follow(ctx context.Context, b *bucket) {
 			w.streak(b, nil, false)
 			backoff = 0
 		}
-		backwards := idx < after
-		if backwards {
-			// The store's index went backwards (Consul restored from a
-			// snapshot): an index is no longer proof that a record is the
-			// one known, so this answer is read afresh, and reported: it
-			// is compared with nothing, so an empty one would look
-			// unchanged and leave the gone leases in place.
-			known = nil
-		}
-		after = max(idx, 1) // 0 would answer at once, again and again
-		records, changed := w.decode(b, pairs, known)
-		changed = changed || backwards
-		var pools map[netip.Prefix]bool // the shared query's pools that changed; nil: all
-		if changed && !backwards && !b.pool.IsValid() {
-			pools = changedPools(known, records)
-		}
-		known = records
-		w.mu.Lock()
-		if b.stopped {
-			w.mu.Unlock()
+		if !w.take(b, &st, pairs, idx) {
 			return
 		}
-		// A new shared query's first answer marks every pool it serves,
-		// even unchanged from the records it inherited at the change of
-		// plan: a pool added then may have no record yet, so no change
-		// would ever name it. (A pool's own bucket, inherited by a new
-		// plan, covers the same pool as before: nothing to mark.)
-		shared := !b.pool.IsValid()
-		if changed || !b.answered || first && shared {
-			b.records = records
-			b.leases = validLeases(records)
-			b.answered = true
-			switch {
-			case b.pool.IsValid():
-				w.changed[b.pool] = true
-			case pools != nil && !first: // the shared query: the pools whose leases changed
-				for _, wp := range w.pools {
-					if pools[wp.pool] {
-						w.changed[wp.pool] = true
-					}
-				}
-			default: // its first answer, or after data loss: any pool may have changed
-				for _, wp := range w.pools {
-					w.changed[wp.pool] = true
-				}
+	}
+}
+
+// followState is what a bucket's query loop carries from one answer to the
+// next.
+type followState struct {
+	after uint64 // the index to wait from
+	first bool   // no answer taken yet
+}
+
+// recordChange is one record of a bucket that an answer changed: its key,
+// what it was (had: it was there) and what it is (has: it still is).
+type recordChange struct {
+	key      string
+	old, new record
+	had, has bool
+}
+
+// take records one answer of b's query: the records whose ModifyIndex is
+// not the one known are decoded, and their leases' changes are gathered
+// for the next Update (per pool, by subnet). It costs the answer's records
+// compared by index and the changed ones decoded; the bucket's records are
+// changed in place. It returns false when b was stopped meanwhile.
+func (w *Watch) take(b *bucket, st *followState, pairs []kv.Pair, idx uint64) bool {
+	// The store's index went backwards (Consul restored from a snapshot):
+	// an index is no longer proof that a record is the one known, so
+	// every record is decoded, and the bucket's pools are read afresh
+	// (reset): what was known of them is not to be trusted either.
+	backwards := idx < st.after
+	st.after = max(idx, 1) // 0 would answer at once, again and again
+	first := st.first
+	st.first = false
+	known := b.records // only this query writes them: read without the lock
+	var changes []recordChange
+	seen := 0
+	for _, p := range pairs {
+		old, had := known[p.Key]
+		if had {
+			seen++
+			if !backwards && old.index == p.ModifyIndex {
+				continue
 			}
+		}
+		changes = append(changes, recordChange{key: p.Key, old: old, had: had, new: w.decodeRecord(b, p), has: true})
+	}
+	if seen < len(known) { // some records went: find which (rare: O(bucket))
+		inAnswer := make(map[string]bool, len(pairs))
+		for _, p := range pairs {
+			inAnswer[p.Key] = true
+		}
+		for k, old := range known {
+			if !inAnswer[k] {
+				changes = append(changes, recordChange{key: k, old: old, had: true})
+			}
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if b.stopped {
+		return false
+	}
+	for _, c := range changes {
+		if c.has {
+			b.records[c.key] = c.new
+		} else {
+			delete(b.records, c.key)
+		}
+	}
+	shared := !b.pool.IsValid()
+	switch {
+	case backwards || !b.answered || first && shared:
+		// Read afresh, or a first answer with nothing known before it
+		// (what it inherited at a change of plan, if anything, was
+		// incomplete), or a new shared query's first answer: a pool
+		// added at that change of plan may have no record, so no change
+		// would ever name it. Every pool of the bucket is told whole.
+		b.answered = true
+		if shared {
+			for _, wp := range w.pools {
+				w.resetLocked(wp.pool)
+			}
+		} else {
+			w.resetLocked(b.pool)
+		}
+		w.signal()
+	case len(changes) > 0:
+		if w.gatherLocked(changes) {
 			w.signal()
 		}
-		first = false
-		w.mu.Unlock()
 	}
+	return true
+}
+
+// gatherLocked adds the lease changes of changed records to what the next
+// Update tells of their pools, if followed (the shared query reads every
+// pool's); it reports whether some followed pool's leases changed. A
+// record that is no lease, before or after, changes no lease.
+func (w *Watch) gatherLocked(changes []recordChange) bool {
+	told := false
+	for _, c := range changes {
+		switch {
+		case c.has && c.new.ok:
+			if w.poolLocked(c.new.lease.Pool) == nil {
+				continue
+			}
+			told = true
+			d := w.deltaLocked(c.new.lease.Pool)
+			if !d.reset {
+				delete(d.removed, c.new.lease.Subnet)
+				d.upserted[c.new.lease.Subnet] = c.new.lease
+			}
+		case c.had && c.old.ok:
+			if w.poolLocked(c.old.lease.Pool) == nil {
+				continue
+			}
+			told = true
+			d := w.deltaLocked(c.old.lease.Pool)
+			if !d.reset {
+				delete(d.upserted, c.old.lease.Subnet)
+				d.removed[c.old.lease.Subnet] = true
+			}
+		}
+	}
+	return told
 }
 
 // streak logs a bucket's failure streak starting (on) or ending: once for
@@ -465,51 +572,13 @@ func (w *Watch) streak(b *bucket, err error, on bool) {
 	}
 }
 
-// decode turns a bucket's answer into its records, decoding only the pairs
-// whose ModifyIndex is not the one known, and says whether anything
-// differs from known.
-func (w *Watch) decode(b *bucket, pairs []kv.Pair, known map[string]record) (map[string]record, bool) {
-	records := make(map[string]record, len(pairs))
-	changed := len(pairs) != len(known)
-	for _, p := range pairs {
-		if rec, ok := known[p.Key]; ok && rec.index == p.ModifyIndex {
-			records[p.Key] = rec
-			continue
-		}
-		changed = true
-		w.decodes.Add(1)
-		rec := record{index: p.ModifyIndex}
-		rec.lease, rec.ok = w.r.decodeAt(p.Key, b.pool, p.Value)
-		rec.lease.index = p.ModifyIndex
-		records[p.Key] = rec
-	}
-	return records, changed
-}
-
-// changedPools are the pools whose leases differ between two answers of
-// the shared query (by record index): past the budget, one lease written
-// marks its own pool, not every followed pool, so the Manager looks at the
-// peers of one network, not of all. A record that is no lease before or
-// after changes no pool's leases.
-func changedPools(before, after map[string]record) map[netip.Prefix]bool {
-	pools := map[netip.Prefix]bool{}
-	mark := func(r record) {
-		if r.ok {
-			pools[r.lease.Pool] = true
-		}
-	}
-	for k, r := range after {
-		if old, ok := before[k]; !ok || old.index != r.index {
-			mark(r)
-			mark(old)
-		}
-	}
-	for k, old := range before {
-		if _, ok := after[k]; !ok {
-			mark(old)
-		}
-	}
-	return pools
+// decodeRecord reads one pair of b's answer.
+func (w *Watch) decodeRecord(b *bucket, p kv.Pair) record {
+	w.decodes.Add(1)
+	rec := record{index: p.ModifyIndex}
+	rec.lease, rec.ok = w.r.decodeAt(p.Key, b.pool, p.Value)
+	rec.lease.index = p.ModifyIndex
+	return rec
 }
 
 // decodeAt reads the lease recorded at key, if it is one: a record that
@@ -616,58 +685,92 @@ func (w *Watch) completeLocked() bool {
 	return true
 }
 
-// updateLocked makes the Update and forgets what changed. Each bucket
-// keeps its leases as a list, rebuilt when it changes: the Update copies
-// them, decoding nothing.
+// updateLocked makes the Update and forgets what changed: for each pool
+// that changed, its gathered changes (O(changes)), or, reset, its leases
+// listed from its buckets' records. Past the budget every pool has the one
+// shared bucket: it is walked once for all the pools reset together (its
+// first answer resets every pool), not once per pool (O(pools × leases)).
 func (w *Watch) updateLocked(complete bool) Update {
-	u := Update{Complete: complete, Gen: w.gen}
-	// Past the budget every pool has the one shared bucket: it is counted
-	// and walked once, keeping the answered pools' leases (walking it for
-	// each pool, and sizing the answer as if each pool held all of it,
-	// cost O(pools × leases) per answer: 300 networks on one host spent
-	// most of felt's CPU here).
-	counted := map[*bucket]bool{}
-	n := 0
-	for _, wp := range w.pools {
-		for _, b := range wp.buckets {
-			if !counted[b] {
-				counted[b] = true
-				n += len(b.leases)
+	u := Update{Complete: complete, Gen: w.gen, Changes: map[netip.Prefix]PoolChange{}}
+	var resets []*watchedPool
+	for p, d := range w.changed {
+		wp := w.poolLocked(p)
+		switch {
+		case wp == nil: // no longer followed
+			u.Changes[p] = PoolChange{Reset: true}
+		case !w.answeredLocked(wp):
+			continue // told once whole
+		case d.reset:
+			resets = append(resets, wp)
+		default:
+			c := PoolChange{Upserted: make([]Lease, 0, len(d.upserted)), Removed: make([]netip.Prefix, 0, len(d.removed))}
+			for _, l := range d.upserted {
+				c.Upserted = append(c.Upserted, l)
 			}
-		}
-	}
-	u.Leases = make([]Lease, 0, n)
-	var shared *bucket
-	sharedPools := map[netip.Prefix]bool{}
-	for _, wp := range w.pools {
-		if w.answeredLocked(wp) {
-			for _, b := range wp.buckets {
-				if b.pool.IsValid() {
-					u.Leases = append(u.Leases, b.leases...)
-					continue
-				}
-				shared = b // the shared query holds every pool's
-				sharedPools[wp.pool] = true
+			for s := range d.removed {
+				c.Removed = append(c.Removed, s)
 			}
+			sortLeases(c.Upserted)
+			slices.SortFunc(c.Removed, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
+			u.Changes[p] = c
 		}
 	}
-	if shared != nil {
-		for _, l := range shared.leases {
-			if sharedPools[l.Pool] {
-				u.Leases = append(u.Leases, l)
-			}
-		}
-	}
-	for p := range w.changed {
-		if wp := w.poolLocked(p); wp == nil || w.answeredLocked(wp) {
-			u.Changed = append(u.Changed, p)
-		}
-	}
-	slices.SortFunc(u.Changed, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
-	for _, p := range u.Changed {
+	maps.Copy(u.Changes, w.listLocked(resets))
+	for p := range u.Changes {
+		u.Changed = append(u.Changed, p)
 		delete(w.changed, p)
 	}
+	slices.SortFunc(u.Changed, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
 	return u
+}
+
+// listLocked lists the leases of pools from their buckets' records, as
+// Resets, each walked once (the shared one for all its pools).
+func (w *Watch) listLocked(pools []*watchedPool) map[netip.Prefix]PoolChange {
+	type keyed struct {
+		key   string
+		lease Lease
+	}
+	lists := make(map[netip.Prefix][]keyed, len(pools))
+	for _, wp := range pools {
+		n := 0
+		for _, b := range wp.buckets {
+			if b.pool.IsValid() { // the shared bucket's records are of every pool: not counted
+				n += len(b.records)
+			}
+		}
+		lists[wp.pool] = make([]keyed, 0, n)
+	}
+	walked := map[*bucket]bool{}
+	for _, wp := range pools {
+		for _, b := range wp.buckets {
+			if walked[b] {
+				continue
+			}
+			walked[b] = true
+			for k, rec := range b.records {
+				if _, ok := lists[rec.lease.Pool]; rec.ok && ok {
+					lists[rec.lease.Pool] = append(lists[rec.lease.Pool], keyed{k, rec.lease})
+				}
+			}
+		}
+	}
+	out := make(map[netip.Prefix]PoolChange, len(pools))
+	for p, ks := range lists {
+		slices.SortFunc(ks, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+		ls := make([]Lease, len(ks))
+		for i, k := range ks {
+			ls[i] = k.lease
+		}
+		out[p] = PoolChange{Reset: true, Upserted: ls}
+	}
+	return out
+}
+
+// sortLeases sorts one pool's leases by subnet key, as the store lists
+// them (textual: 10.42.10.0/24 before 10.42.2.0/24).
+func sortLeases(ls []Lease) {
+	slices.SortFunc(ls, func(a, b Lease) int { return strings.Compare(ipnet.Key(a.Subnet), ipnet.Key(b.Subnet)) })
 }
 
 // answeredLocked: every bucket of wp has answered, so its leases are whole.

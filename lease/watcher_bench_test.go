@@ -118,7 +118,7 @@ func benchWatch(b *testing.B, kind string, s *counting, ls []lease.Lease, settle
 			n += int64(a.n)
 		}
 	case "sharded":
-		w := r.NewWatch(nil)
+		w := newView(r.NewWatch(nil))
 		defer w.Close()
 		w.NoCoalesce()
 		w.SetPools([]netip.Prefix{benchPool})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -131,8 +132,92 @@ func mkLease(pool, subnet, host string) lease.Lease {
 		PublicIP: netip.MustParseAddr("192.0.2.1"), Expiry: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// next waits for w's next Update.
-func next(t testing.TB, w *lease.Watch) lease.Update {
+// view is a watch with what its Updates told folded in, as a consumer
+// (overlay's Manager) keeps it: each pool's leases by subnet, from the
+// Resets and changes alone.
+type view struct {
+	*lease.Watch
+	pools map[netip.Prefix]map[netip.Prefix]lease.Lease
+}
+
+func newView(w *lease.Watch) *view {
+	return &view{Watch: w, pools: map[netip.Prefix]map[netip.Prefix]lease.Lease{}}
+}
+
+// update is an Update and every lease of the view after it.
+type update struct {
+	lease.Update
+	// Leases are the leases of every pool told of so far, folded from
+	// the Updates' changes (pools by key, then subnets by key), as the
+	// Updates listed them whole before they told changes only.
+	Leases []lease.Lease
+}
+
+// fold applies u to the view, checking what any Update must be: Changed
+// is Changes' pools in key order, a pool is first told whole (a Reset),
+// a change's leases are of its pool, and no subnet is both upserted and
+// removed.
+func (v *view) fold(t testing.TB, u lease.Update) update {
+	t.Helper()
+	keys := slices.Collect(maps.Keys(u.Changes))
+	slices.SortFunc(keys, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
+	if !slices.Equal(keys, u.Changed) {
+		t.Fatalf("Changed %v; Changes are of %v", u.Changed, keys)
+	}
+	for _, p := range u.Changed {
+		c := u.Changes[p]
+		ls, ok := v.pools[p]
+		switch {
+		case c.Reset:
+			ls = map[netip.Prefix]lease.Lease{}
+			if len(c.Removed) > 0 {
+				t.Fatalf("pool %s: a Reset removing %v", p, c.Removed)
+			}
+		case !ok:
+			t.Fatalf("pool %s told a change (%s) before it was told whole", p, changeList(c))
+		}
+		for _, l := range c.Upserted {
+			if l.Pool != p {
+				t.Fatalf("pool %s told a lease of %s: %v", p, l.Pool, l)
+			}
+			if slices.Contains(c.Removed, l.Subnet) {
+				t.Fatalf("pool %s: %s both upserted and removed", p, l.Subnet)
+			}
+			ls[l.Subnet] = l
+		}
+		for _, s := range c.Removed {
+			delete(ls, s)
+		}
+		v.pools[p] = ls
+	}
+	out := update{Update: u}
+	pools := slices.Collect(maps.Keys(v.pools))
+	slices.SortFunc(pools, func(a, b netip.Prefix) int { return strings.Compare(ipnet.Key(a), ipnet.Key(b)) })
+	for _, p := range pools {
+		ls := slices.Collect(maps.Values(v.pools[p]))
+		slices.SortFunc(ls, func(a, b lease.Lease) int { return strings.Compare(ipnet.Key(a.Subnet), ipnet.Key(b.Subnet)) })
+		out.Leases = append(out.Leases, ls...)
+	}
+	return out
+}
+
+// changeList renders a pool's change: "reset", "+subnet=host", "-subnet".
+func changeList(c lease.PoolChange) []string {
+	var out []string
+	if c.Reset {
+		out = append(out, "reset")
+	}
+	for _, l := range c.Upserted {
+		out = append(out, "+"+l.Subnet.String()+"="+l.HostID)
+	}
+	for _, s := range c.Removed {
+		out = append(out, "-"+s.String())
+	}
+	return out
+}
+
+// next waits for w's next Update, and folds it into w.
+func next(t testing.TB, w *view) update {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -140,16 +225,16 @@ func next(t testing.TB, w *lease.Watch) lease.Update {
 	if err != nil {
 		t.Fatalf("Next: %v", err)
 	}
-	return u
+	return w.fold(t, u)
 }
 
 // quiet asserts w's Next does not return for a while.
-func quiet(t *testing.T, w *lease.Watch) {
+func quiet(t *testing.T, w *view) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if u, err := w.Next(ctx); err == nil {
-		t.Fatalf("Next returned %v (changed %v) with nothing changed", leaseList(u.Leases), u.Changed)
+		t.Fatalf("Next returned changes %v with nothing changed", u.Changes)
 	}
 }
 
@@ -162,7 +247,7 @@ func leaseList(ls []lease.Lease) []string {
 	return out
 }
 
-func wantUpdate(t *testing.T, u lease.Update, leases []string, changed []netip.Prefix, complete bool) {
+func wantUpdate(t *testing.T, u update, leases []string, changed []netip.Prefix, complete bool) {
 	t.Helper()
 	got := leaseList(u.Leases)
 	if !slices.Equal(got, leases) || !slices.Equal(u.Changed, changed) || u.Complete != complete {
@@ -197,7 +282,7 @@ func TestWatchChangeInOneBucket(t *testing.T) {
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.200.0/24", "c"))
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
 
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.Tune(64, 16) // a /16 split into many small buckets
 	buckets := lease.PlanBuckets([]netip.Prefix{poolA, poolB}, 64, 16)
@@ -273,7 +358,7 @@ func TestWatchCoalesces(t *testing.T) {
 	if err := s.Put(context.Background(), "felt/networks/x", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.Tune(64, 16)
 	w.SetPools([]netip.Prefix{poolA, poolB})
@@ -313,7 +398,7 @@ func TestWatchSkipsOddKeys(t *testing.T) {
 		}
 	}
 	for _, target := range []uint64{256, 16} { // one bucket, and many
-		w := r.NewWatch(nil)
+		w := newView(r.NewWatch(nil))
 		w.Tune(64, target)
 		w.SetPools([]netip.Prefix{poolA})
 		wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
@@ -332,7 +417,7 @@ func TestWatchSetPools(t *testing.T) {
 	putLease(t, s, mkLease("10.64.0.0/10", "10.64.1.0/24", "a"))
 	putLease(t, s, mkLease("10.64.0.0/10", "10.100.3.0/24", "b"))
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.SetPools([]netip.Prefix{big})
 	wantUpdate(t, next(t, w), []string{"10.100.3.0/24=b", "10.64.1.0/24=a"}, []netip.Prefix{big}, true)
@@ -379,7 +464,7 @@ func TestWatchStoreErrors(t *testing.T) {
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
 	var logs bytes.Buffer
 	var logMu sync.Mutex
-	w := r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)))
+	w := newView(r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))))
 	defer w.Close()
 	w.FastRetry()
 	w.Tune(64, 16)
@@ -429,7 +514,7 @@ func TestWatchIndexBackwards(t *testing.T) {
 	r := lease.NewRegistry(s, "felt/", nil)
 	a := mkLease("10.42.0.0/16", "10.42.1.0/24", "a")
 	putLease(t, s, a)
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.SetPools([]netip.Prefix{poolA})
 	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
@@ -458,7 +543,7 @@ func TestWatchIndexBackwardsToEmpty(t *testing.T) {
 	r := lease.NewRegistry(s, "felt/", nil)
 	a := mkLease("10.42.0.0/16", "10.42.1.0/24", "a")
 	putLease(t, s, a)
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.SetPools([]netip.Prefix{poolA})
 	wantUpdate(t, next(t, w), []string{"10.42.1.0/24=a"}, []netip.Prefix{poolA}, true)
@@ -480,7 +565,7 @@ func TestWatchUpdateGen(t *testing.T) {
 	s := newCounting(newStore(t))
 	r := lease.NewRegistry(s, "felt/", nil)
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	g1 := w.SetPools([]netip.Prefix{poolA})
 	if again := w.SetPools([]netip.Prefix{poolA}); again != g1 {
@@ -506,7 +591,7 @@ func TestWatchUpdateGen(t *testing.T) {
 func TestWatchClose(t *testing.T) {
 	s := newCounting(newStore(t))
 	r := lease.NewRegistry(s, "felt/", nil)
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	w.Tune(64, 16)
 	w.SetPools([]netip.Prefix{poolA, poolB})
 	next(t, w)
@@ -541,7 +626,7 @@ func TestWatchClose(t *testing.T) {
 	// Closed while its queries back off from a failing store: Close does
 	// not wait out their backoff (2 s at most, here).
 	s.set(func(s *counting) { s.down = true })
-	w = r.NewWatch(nil)
+	w = newView(r.NewWatch(nil))
 	w.Tune(64, 16)
 	w.SetPools([]netip.Prefix{poolA, poolB})
 	time.Sleep(1500 * time.Millisecond) // retries at 0.5 s, 1.5 s (and 3.5 s)
@@ -571,7 +656,7 @@ func testWatchOn(t *testing.T, s *counting) {
 		}
 		putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
 		putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
-		w := r.NewWatch(nil)
+		w := newView(r.NewWatch(nil))
 		defer w.Close()
 		w.Tune(64, 16)
 		w.SetPools([]netip.Prefix{poolA, poolB})
@@ -605,7 +690,7 @@ func TestWatchSetSamePools(t *testing.T) {
 	s := newCounting(newStore(t))
 	r := lease.NewRegistry(s, "felt/", nil)
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	defer w.Close()
 	w.Tune(64, 16)
 	w.SetPools([]netip.Prefix{poolA, poolB})
@@ -638,7 +723,7 @@ func TestWatchStreakOfStoppedBucket(t *testing.T) {
 		defer logMu.Unlock()
 		return strings.Count(logs.String(), msg)
 	}
-	w := r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)))
+	w := newView(r.NewWatch(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))))
 	defer w.Close()
 	w.FastRetry()
 	s.set(func(s *counting) { s.down = true })
@@ -677,7 +762,7 @@ func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
 	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.3.0/24", "c"))
 	putLease(t, s, mkLease("10.44.0.0/16", "10.44.4.0/24", "unfollowed"))
-	w := r.NewWatch(nil)
+	w := newView(r.NewWatch(nil))
 	w.Tune(2, 256)
 	defer w.Close()
 	w.SetPools([]netip.Prefix{p1, p2})
@@ -745,4 +830,146 @@ func TestWatchMorePoolsThanBudgetShareOneQuery(t *testing.T) {
 	for u = next(t, w); !slices.Contains(u.Changed, p5); u = next(t, w) {
 	}
 	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.42.9.0/24=e"}, u.Changed, true)
+}
+
+// wantChange asserts what u tells of pool p: reset or not, the leases
+// upserted ("subnet=host", by subnet key) and the subnets removed.
+func wantChange(t *testing.T, u update, p netip.Prefix, reset bool, upserted, removed []string) {
+	t.Helper()
+	c, ok := u.Changes[p]
+	if !ok {
+		t.Fatalf("no change of %s in %v", p, u.Changed)
+	}
+	var rm []string
+	for _, s := range c.Removed {
+		rm = append(rm, s.String())
+	}
+	if c.Reset != reset || !slices.Equal(leaseList(c.Upserted), upserted) || !slices.Equal(rm, removed) {
+		t.Fatalf("change of %s: %v; want reset %v, upserted %v, removed %v", p, changeList(c), reset, upserted, removed)
+	}
+}
+
+// An Update tells each pool's changes record by record: the first answer
+// is the pool whole (a Reset), then a lease added, one rewritten, one
+// removed, and a record rewritten into something that is no lease (a
+// removal) are told as such, and nothing else of the pool; a lease added
+// and removed between two Updates is not told at all. Across buckets.
+func TestWatchUpdateTellsChanges(t *testing.T) {
+	s := newStore(t)
+	r := lease.NewRegistry(s, "felt/", nil)
+	ctx := context.Background()
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.200.0/24", "c"))
+	w := newView(r.NewWatch(nil))
+	defer w.Close()
+	w.Tune(64, 16)
+	w.SetPools([]netip.Prefix{poolA})
+	u := next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a", "10.42.2.0/24=b", "10.42.200.0/24=c"}, nil)
+
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.3.0/24=d"}, nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b2"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.2.0/24=b2"}, nil)
+	if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.200.0/24"))); err != nil {
+		t.Fatal(err)
+	}
+	wantChange(t, next(t, w), poolA, false, nil, []string{"10.42.200.0/24"})
+	if err := s.Put(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.1.0/24")), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, w)
+	wantChange(t, u, poolA, false, nil, []string{"10.42.1.0/24"})
+	wantUpdate(t, u, []string{"10.42.2.0/24=b2", "10.42.3.0/24=d"}, []netip.Prefix{poolA}, true)
+	// Back to a lease: told as upserted.
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a2"))
+	wantChange(t, next(t, w), poolA, false, []string{"10.42.1.0/24=a2"}, nil)
+
+	// Changes in several buckets, one subnet rewritten twice and one
+	// removed, in quick succession: however Next groups them, the later
+	// change of a subnet wins, and what the Updates tell folds into the
+	// store's leases (checked by fold at each Update).
+	func() {
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.9.0/24", "e"))
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d2"))
+		if err := s.Delete(ctx, leaseKey(poolA, netip.MustParsePrefix("10.42.2.0/24"))); err != nil {
+			t.Fatal(err)
+		}
+		putLease(t, s, mkLease("10.42.0.0/16", "10.42.3.0/24", "d3"))
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		u = next(t, w)
+		if got := leaseList(u.Leases); slices.Equal(got, []string{"10.42.1.0/24=a2", "10.42.3.0/24=d3", "10.42.9.0/24=e"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leases %v", leaseList(u.Leases))
+		}
+	}
+	quiet(t, w)
+}
+
+// A pool no longer followed is told as a Reset with no lease; followed
+// again, whole again (a Reset with its leases), whatever the Manager had
+// of it before. Each first answer of a pool, and each re-read of it (the
+// store's index went backwards), is a Reset.
+func TestWatchResets(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.1.0/24", "a"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.7.0/24", "d"))
+	w := newView(r.NewWatch(nil))
+	defer w.Close()
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	u := next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a"}, nil)
+	wantChange(t, u, poolB, true, []string{"10.43.7.0/24=d"}, nil)
+
+	w.SetPools([]netip.Prefix{poolA})
+	u = next(t, w)
+	wantChange(t, u, poolB, true, nil, nil)
+	wantUpdate(t, u, []string{"10.42.1.0/24=a"}, []netip.Prefix{poolB}, true)
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.8.0/24", "e")) // not followed: wakes no one
+	quiet(t, w)
+	w.SetPools([]netip.Prefix{poolA, poolB})
+	u = next(t, w)
+	wantChange(t, u, poolB, true, []string{"10.43.7.0/24=d", "10.43.8.0/24=e"}, nil)
+	if _, ok := u.Changes[poolA]; ok {
+		t.Fatalf("pool %s told again though it did not change: %v", poolA, changeList(u.Changes[poolA]))
+	}
+
+	// Restored from a snapshot: poolA's bucket is read afresh, whole.
+	s.set(func(s *counting) { s.rewind = 1000 })
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	u = next(t, w)
+	wantChange(t, u, poolA, true, []string{"10.42.1.0/24=a", "10.42.2.0/24=b"}, nil)
+}
+
+// Past the budget (one shared query): a change tells its own pool's
+// records only, a pool added is told whole at once, and a lease of a pool
+// not followed is told of no pool.
+func TestWatchSharedQueryTellsChanges(t *testing.T) {
+	s := newCounting(newStore(t))
+	r := lease.NewRegistry(s, "felt/", nil)
+	p1, p2, p3 := netip.MustParsePrefix("10.41.0.0/16"), netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("10.43.0.0/16")
+	putLease(t, s, mkLease("10.41.0.0/16", "10.41.1.0/24", "a"))
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.3.0/24", "c"))
+	w := newView(r.NewWatch(nil))
+	w.Tune(1, 256)
+	defer w.Close()
+	w.SetPools([]netip.Prefix{p1, p2})
+	u := next(t, w)
+	wantChange(t, u, p1, true, []string{"10.41.1.0/24=a"}, nil)
+	wantChange(t, u, p2, true, nil, nil)
+	putLease(t, s, mkLease("10.42.0.0/16", "10.42.2.0/24", "b"))
+	u = next(t, w)
+	wantChange(t, u, p2, false, []string{"10.42.2.0/24=b"}, nil)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b"}, []netip.Prefix{p2}, true)
+	putLease(t, s, mkLease("10.43.0.0/16", "10.43.4.0/24", "d")) // p3 not followed
+	quiet(t, w)
+	w.SetPools([]netip.Prefix{p1, p2, p3})
+	u = next(t, w)
+	wantChange(t, u, p3, true, []string{"10.43.3.0/24=c", "10.43.4.0/24=d"}, nil)
+	wantUpdate(t, u, []string{"10.41.1.0/24=a", "10.42.2.0/24=b", "10.43.3.0/24=c", "10.43.4.0/24=d"}, []netip.Prefix{p3}, true)
 }

@@ -24,10 +24,13 @@ import (
 // reconcile after any failure (hasSynced is cleared). The resync's full
 // pass is what repairs entries changed behind felt's back, as before.
 //
-// What is O(peers) per lease change is in memory: the watch's answer holds
-// every lease of the pool (lease.Update has no per-record change list), so
-// delta walks them, keeping the peers (isPeer), against synced, with no
-// allocation unless something changed. BenchmarkDelta measures it.
+// Nothing of it is O(peers) per lease change: the watch's answer tells the
+// leases each pool's change upserted and removed (lease.PoolChange), the
+// Manager keeps each pool's leases by subnet and notes, per network, the
+// subnets changed since its last sync (attached.pending, leasewatch.go),
+// and delta looks at those subnets only (deltaAt). A pool told whole (a
+// Reset: read afresh) is compared whole, once (deltaAll).
+// BenchmarkManagerChange measures a change from the Update to SyncPeers.
 
 // peerOf is what of l a backend programs.
 func peerOf(l lease.Lease) peer {
@@ -39,37 +42,36 @@ func (p peer) same(l lease.Lease) bool {
 	return p.hostID == l.HostID && p.publicIP == l.PublicIP && p.data == string(l.BackendData)
 }
 
-// delta is how the peers among all (the leases isPeer keeps) differ from
-// s: the leases of peers added or changed, and the subnets of s no peer
-// holds any more. It walks all once and looks each peer up in s, copying
-// no lease; only when some subnet of s was not seen does it index the
-// peers to find which. A pool holds one lease per subnet (one store key
-// each).
-func (s peerSet) delta(all []lease.Lease, isPeer func(lease.Lease) bool) (changed []lease.Lease, removed []netip.Prefix) {
-	seen := 0
-	for _, l := range all {
+// deltaAt is how the peers among leases (those isPeer keeps) differ from s
+// at subnets: the leases of peers added or changed there, and the subnets
+// of s no peer holds any more. A subnet no change touched is as s has it.
+func (s peerSet) deltaAt(subnets map[netip.Prefix]bool, leases map[netip.Prefix]lease.Lease, isPeer func(lease.Lease) bool) (changed []lease.Lease, removed []netip.Prefix) {
+	for subnet := range subnets {
+		l, ok := leases[subnet]
+		peer := ok && isPeer(l)
+		old, was := s[subnet]
+		switch {
+		case peer && (!was || !old.same(l)):
+			changed = append(changed, l)
+		case !peer && was:
+			removed = append(removed, subnet)
+		}
+	}
+	return changed, removed
+}
+
+// deltaAll is deltaAt at every subnet, of leases and of s: O(pool).
+func (s peerSet) deltaAll(leases map[netip.Prefix]lease.Lease, isPeer func(lease.Lease) bool) (changed []lease.Lease, removed []netip.Prefix) {
+	for subnet, l := range leases {
 		if !isPeer(l) {
 			continue
 		}
-		old, ok := s[l.Subnet]
-		if ok {
-			seen++
-		}
-		if !ok || !old.same(l) {
+		if old, ok := s[subnet]; !ok || !old.same(l) {
 			changed = append(changed, l)
 		}
 	}
-	if seen == len(s) {
-		return changed, nil
-	}
-	now := make(map[netip.Prefix]struct{}, len(s))
-	for _, l := range all {
-		if isPeer(l) {
-			now[l.Subnet] = struct{}{}
-		}
-	}
 	for subnet := range s {
-		if _, ok := now[subnet]; !ok {
+		if l, ok := leases[subnet]; !ok || !isPeer(l) {
 			removed = append(removed, subnet)
 		}
 	}

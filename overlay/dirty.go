@@ -19,8 +19,8 @@ import (
 //     not Expiry, which every renewal moves) differ from those of their
 //     last successful sync; only the difference is synced when the
 //     backend takes a delta (delta.go).
-//   - The expiry timer: every network, on the same condition; only those a
-//     lease expired in have new peers.
+//   - The expiry timer: the networks of the pools a lease expired in, on
+//     the same condition (expire, leasewatch.go).
 //   - A kernel event: the network whose device, address or route it
 //     concerns, always (kernelevents.go).
 //   - A failure: the failed networks, always, on the retry timer.
@@ -41,9 +41,8 @@ const (
 
 // dirtySet is the work marked for the next pass, under the Manager's mutex.
 type dirtySet struct {
-	all      bool // every network, always
-	checkAll bool // every network, if its peers changed
-	nets     map[string]reconcileHow
+	all  bool // every network, always
+	nets map[string]reconcileHow
 }
 
 // mark asks for network id's reconcile; always wins over a peer check.
@@ -78,11 +77,7 @@ func (m *Manager) takeWork() []workItem {
 	}
 	var work []workItem
 	for id, a := range m.networks {
-		how := d.nets[id]
-		if how == 0 && d.checkAll {
-			how = reconcileIfPeersChanged
-		}
-		if how != 0 {
+		if how := d.nets[id]; how != 0 {
 			work = append(work, workItem{a: a, id: id, gen: a.gen, how: how})
 		}
 	}
@@ -103,14 +98,6 @@ func (m *Manager) markAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.dirty.markAll()
-}
-
-// markExpired asks the next pass to check every network's peers: a lease
-// expired, and the networks it was a peer of lose it.
-func (m *Manager) markExpired() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.dirty.checkAll = true
 }
 
 // markFailed asks the next pass to retry the networks whose last reconcile

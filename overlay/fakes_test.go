@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -160,7 +158,8 @@ func (f *fakeLeases) RemoveExpired(_ context.Context, ls []lease.Lease) int {
 // is over the store: it reads each followed pool whole once the source may
 // have changed (wait: a blocking query, answering with the index to wait
 // from next), and answers with the pools whose leases differ from its
-// previous answer, and pools it answers for the first time. A read that
+// previous answer, lease by lease, and pools it answers for the first time,
+// whole (a Reset). A read that
 // fails is retried every 50 ms, inside, as lease.Watch retries the store:
 // Next does not answer meanwhile.
 type testWatch struct {
@@ -169,16 +168,16 @@ type testWatch struct {
 
 	mu       sync.Mutex
 	pools    []netip.Prefix
-	reported map[netip.Prefix]string // each pool's leases as last answered
-	index    uint64                  // to wait from; 0: read at once
-	repoll   chan struct{}           // closed (and replaced) by SetPools
-	answered int                     // Next's answers
-	gen      uint64                  // SetPools calls that changed the pools
+	reported map[netip.Prefix]map[netip.Prefix]lease.Lease // each pool's leases as last answered, by subnet
+	index    uint64                                        // to wait from; 0: read at once
+	repoll   chan struct{}                                 // closed (and replaced) by SetPools
+	answered int                                           // Next's answers
+	gen      uint64                                        // SetPools calls that changed the pools
 }
 
 func newTestWatch(read func(context.Context, netip.Prefix) ([]lease.Lease, error),
 	wait func(context.Context, uint64) (uint64, error)) *testWatch {
-	return &testWatch{read: read, wait: wait, reported: map[netip.Prefix]string{}, repoll: make(chan struct{})}
+	return &testWatch{read: read, wait: wait, reported: map[netip.Prefix]map[netip.Prefix]lease.Lease{}, repoll: make(chan struct{})}
 }
 
 func (w *testWatch) SetPools(pools []netip.Prefix) uint64 {
@@ -224,16 +223,14 @@ func (w *testWatch) Next(ctx context.Context) (lease.Update, error) {
 			w.index = next
 		}
 		w.mu.Unlock()
-		var all []lease.Lease
-		now := map[netip.Prefix]string{}
+		now := map[netip.Prefix][]lease.Lease{}
 		for _, p := range pools {
 			ls, err := w.read(ctx, p)
 			if err != nil {
 				now = nil
 				break
 			}
-			all = append(all, ls...)
-			now[p] = leaseKeys(ls)
+			now[p] = ls
 		}
 		if now == nil { // the store failed: retry, inside
 			w.mu.Lock()
@@ -252,16 +249,26 @@ func (w *testWatch) Next(ctx context.Context) (lease.Update, error) {
 			continue // SetPools meanwhile: read what is followed now
 		}
 		var changed []netip.Prefix
+		changes := map[netip.Prefix]lease.PoolChange{}
 		for _, p := range pools {
-			if old, ok := w.reported[p]; !ok || old != now[p] {
-				changed = append(changed, p)
-				w.reported[p] = now[p]
+			old, ok := w.reported[p]
+			c := leaseChange(old, now[p])
+			if !ok {
+				c = lease.PoolChange{Reset: true, Upserted: now[p]}
+			} else if len(c.Upserted)+len(c.Removed) == 0 {
+				continue
+			}
+			changed = append(changed, p)
+			changes[p] = c
+			w.reported[p] = map[netip.Prefix]lease.Lease{}
+			for _, l := range now[p] {
+				w.reported[p][l.Subnet] = l
 			}
 		}
 		if len(changed) > 0 || w.answered == 0 {
 			w.answered++
 			w.mu.Unlock()
-			return lease.Update{Leases: all, Changed: changed, Complete: true, Gen: w.gen}, nil
+			return lease.Update{Changes: changes, Changed: changed, Complete: true, Gen: w.gen}, nil
 		}
 		w.mu.Unlock()
 	}
@@ -287,13 +294,23 @@ func waitCtx(ctx context.Context, stop <-chan struct{}) (context.Context, contex
 	return wctx, cancel
 }
 
-// leaseKeys is every field of ls, as the store's records would differ.
-func leaseKeys(ls []lease.Lease) string {
-	var b strings.Builder
-	for _, l := range ls {
-		fmt.Fprintf(&b, "%s %s %s %s %d %s;", l.Pool, l.Subnet, l.HostID, l.PublicIP, l.Expiry.UnixNano(), l.BackendData)
+// leaseChange is how a pool's leases went from old (by subnet) to now,
+// lease by lease: any field changed is a rewritten record.
+func leaseChange(old map[netip.Prefix]lease.Lease, now []lease.Lease) lease.PoolChange {
+	var c lease.PoolChange
+	seen := map[netip.Prefix]bool{}
+	for _, l := range now {
+		seen[l.Subnet] = true
+		if o, ok := old[l.Subnet]; !ok || !sameLease(o, l) {
+			c.Upserted = append(c.Upserted, l)
+		}
 	}
-	return b.String()
+	for s := range old {
+		if !seen[s] {
+			c.Removed = append(c.Removed, s)
+		}
+	}
+	return c
 }
 
 // fakeBackend is an overlay.Backend that touches no kernel: it records, per

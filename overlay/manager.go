@@ -97,9 +97,24 @@ type Manager struct {
 	// followed it then (apply).
 	followed map[netip.Prefix]uint64
 
+	// Under leasesMu (taken after mu when both are held): the followed
+	// pools' leases as the watch told them (leasewatch.go), kept from its
+	// Resets and changes; complete: an answer came in which every
+	// followed pool had answered (lease.Update.Complete) since Run
+	// started (it stays true: a pool followed since has its own
+	// knowledge, known, and Snapshot's "leases read" should not flicker
+	// with each Attach of a new pool); the expiry heap of the leases not
+	// expired yet; the expired ones removeExpired removes from the store;
+	// and Snapshot's list of every lease, made on demand.
 	leasesMu sync.Mutex
-	snap     leaseSnapshot
-	// refused are the leases CheckPeer refused, logged once (peerfilter.go).
+	leases   map[netip.Prefix]*poolLeases
+	complete bool
+	expiries expiryHeap
+	expired  map[leaseID]lease.Lease
+	all      []lease.Lease
+
+	// refused are the leases CheckPeer refused, logged once (peerfilter.go;
+	// its own lock).
 	refused refusals
 	// kernelOff: kernel events are not followed (export_test.go: unit
 	// tests that count reconciles in a namespace they share with others).
@@ -124,6 +139,12 @@ type attached struct {
 	synced    peerSet
 	hasSynced bool
 	peersMu   sync.Mutex
+	// pending are the subnets of the network's pool whose leases changed
+	// (or expired) since its last sync, which a delta looks at; pendingAll:
+	// the pool was told whole since, so every subnet. Under the Manager's
+	// leasesMu.
+	pending    map[netip.Prefix]bool
+	pendingAll bool
 
 	// Under the Manager's mutex (mu may be held through a long reconcile):
 	// device is the backend's DeviceName(n), for deviceUser and kernel
@@ -149,7 +170,8 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	instance := instanceOf(cfg.Instance, cfg.HostID)
 	return &Manager{cfg: cfg, nl: orDefault(cfg.Netlink), instance: instance, networks: map[string]*attached{},
-		known: map[netip.Prefix]bool{}, followed: map[netip.Prefix]uint64{}, wake: make(chan struct{}, 1), closed: make(chan struct{})}
+		known: map[netip.Prefix]bool{}, followed: map[netip.Prefix]uint64{}, wake: make(chan struct{}, 1), closed: make(chan struct{}),
+		leases: map[netip.Prefix]*poolLeases{}, expired: map[leaseID]lease.Lease{}}
 }
 
 func (m *Manager) backend(name string) (Backend, error) {
@@ -345,7 +367,7 @@ func (m *Manager) Run(ctx context.Context) {
 			m.markAll()
 		case <-expiry.C:
 			m.cfg.Log.Debug("a lease expired; reconciling")
-			m.markExpired()
+			m.expire()
 		case <-retry.C:
 			m.markFailed()
 		case <-m.wake:
@@ -362,7 +384,7 @@ func (m *Manager) Run(ctx context.Context) {
 		// Removing expired leases from the store is housekeeping (Peers
 		// ignores them already): beside the loop, so a store that hangs
 		// does not hold up the next repair.
-		if m.removing.CompareAndSwap(false, true) {
+		if m.expiredToRemove() && m.removing.CompareAndSwap(false, true) {
 			wg.Go(func() {
 				defer m.removing.Store(false)
 				m.removeExpired(ctx)
@@ -390,24 +412,17 @@ func (m *Manager) sweep() {
 }
 
 // nextExpiry is how long until the earliest known lease that has not
-// expired yet does, and a little more: a dead host's lease expires without
-// any event, and its peers' entries must go then, not at the next resync.
+// expired yet does (the top of the expiry heap), and a little more: a dead
+// host's lease expires without any event, and its peers' entries must go
+// then, not at the next resync.
 func (m *Manager) nextExpiry() (time.Duration, bool) {
 	m.leasesMu.Lock()
 	defer m.leasesMu.Unlock()
-	now := m.cfg.Leases.Now()
-	var first time.Time
-	for _, l := range m.snap.all {
-		if l.Expiry.IsZero() || l.Expired(now) {
-			continue
-		}
-		if first.IsZero() || l.Expiry.Before(first) {
-			first = l.Expiry
-		}
-	}
-	if first.IsZero() {
+	if len(m.expiries) == 0 {
 		return 0, false
 	}
+	first := m.expiries[0].at
+	now := m.cfg.Leases.Now()
 	// Expired means strictly after Expiry; the margin also absorbs timer
 	// slack. Capped: a lease centuries ahead (a broken clock, a hostile
 	// record) makes Sub saturate, and the margin would then overflow into
@@ -457,20 +472,19 @@ func (m *Manager) runPass(ctx context.Context, work []workItem) bool {
 		return true
 	}
 	start := time.Now()
-	// known before the leases: the watch records its answer's leases, then
-	// the pools it answered for, so this pass may see leases newer than
-	// what it knows answered, never a pool known without its leases.
+	// A pool becomes known with its leases (apply holds mu and leasesMu),
+	// and is forgotten with them (followPools): a network of a pool known
+	// here reads its pool's leases, as they are when it is reconciled.
 	m.mu.Lock()
 	known := make(map[netip.Prefix]bool, len(m.known))
 	for p := range m.known {
 		known[p] = true
 	}
 	m.mu.Unlock()
-	snap := m.snapshot()
 	ok, ran, failed := true, 0, 0
 	outcomes := make([]outcome, len(work))
 	for i, w := range work {
-		o := m.reconcile(ctx, w, snap, known)
+		o := m.reconcile(ctx, w, known)
 		outcomes[i] = o
 		if o.ran {
 			ran++
@@ -521,24 +535,41 @@ func (m *Manager) Snapshot() (nets []Network, leases []lease.Lease, known bool) 
 		nets = append(nets, a.view)
 	}
 	m.mu.Unlock()
-	snap := m.snapshot()
-	return nets, snap.all, snap.complete
+	m.leasesMu.Lock()
+	defer m.leasesMu.Unlock()
+	return nets, m.allLocked(), m.complete
 }
 
 // removeExpired deletes the known leases past their expiry from the store
 // (hosts that died without releasing), so that their subnets can be leased
-// again. Known leases are those of the attached pools; an expired lease of
-// another pool is removed by a host attached to it, or by the Acquire that
-// meets it (lease.Registry.Acquire removes an expired lease it probes, or
-// every one of the pool when it falls back to listing it).
+// again: those the expiry heap gave up (expire) or that came expired, not
+// every lease. Known leases are those of the attached pools; an expired
+// lease of another pool is removed by a host attached to it, or by the
+// Acquire that meets it (lease.Registry.Acquire removes an expired lease it
+// probes, or every one of the pool when it falls back to listing it). One
+// the store keeps (a failure) is tried again after the next pass; one
+// renewed or removed leaves the list with the watch's news of it.
 func (m *Manager) removeExpired(ctx context.Context) {
-	snap := m.snapshot()
-	if !snap.complete {
+	m.leasesMu.Lock()
+	if !m.complete || len(m.expired) == 0 {
+		m.leasesMu.Unlock()
 		return
 	}
-	if n := m.cfg.Leases.RemoveExpired(ctx, snap.all); n > 0 {
+	expired := make([]lease.Lease, 0, len(m.expired))
+	for _, l := range m.expired {
+		expired = append(expired, l)
+	}
+	m.leasesMu.Unlock()
+	if n := m.cfg.Leases.RemoveExpired(ctx, expired); n > 0 {
 		m.cfg.Log.Info("removed expired leases", "count", n)
 	}
+}
+
+// expiredToRemove: removeExpired has something to do.
+func (m *Manager) expiredToRemove() bool {
+	m.leasesMu.Lock()
+	defer m.leasesMu.Unlock()
+	return m.complete && len(m.expired) > 0
 }
 
 // outcome is what one network's reconcile came to.
@@ -552,7 +583,7 @@ type outcome struct {
 // work only asks for it if its peers changed and they did not. A lease
 // change of a network synced before goes to the backend as a delta when it
 // takes one (delta.go); everything else is a full Sync.
-func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot, known map[netip.Prefix]bool) outcome {
+func (m *Manager) reconcile(ctx context.Context, w workItem, known map[netip.Prefix]bool) outcome {
 	a := w.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -561,30 +592,35 @@ func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot,
 	}
 	n := a.n
 	have := known[n.Pool]
+	// A delta is enough for a lease change of a network synced before:
+	// it looks at the subnets that changed since (pendingDeltaLocked).
+	delta := have && w.how == reconcileIfPeersChanged && a.hasSynced
 	var changed []lease.Lease
 	var removed []netip.Prefix
-	all := snap.byPool[n.Pool]
-	if have {
-		now := m.cfg.Leases.Now()
-		changed, removed = a.synced.delta(all, func(l lease.Lease) bool { return m.isPeer(n, l, now) })
+	if delta {
+		m.leasesMu.Lock()
+		changed, removed = m.pendingDeltaLocked(a, n, m.cfg.Leases.Now())
+		m.leasesMu.Unlock()
 	}
-	if w.how == reconcileIfPeersChanged && (!have || a.hasSynced && len(changed)+len(removed) == 0) {
+	if w.how == reconcileIfPeersChanged && (!have || delta && len(changed)+len(removed) == 0) {
 		return outcome{ok: true}
 	}
 	b, err := m.backend(n.Backend)
 	if err != nil {
+		a.hasSynced = false // the changes taken were not synced
 		m.cfg.Log.Error("reconcile", "network", n.ID, "err", err)
 		return outcome{ran: true, ok: true, inLine: true} // retrying cannot help: the backend is unknown
 	}
 	if err := b.Setup(ctx, n); err != nil {
+		a.hasSynced = false // the changes taken were not synced: the retry syncs all
 		m.cfg.Log.Error("overlay device repair failed", "network", n.ID, "err", err)
 		return outcome{ran: true}
 	}
 	if !have {
 		return outcome{ran: true, ok: true}
 	}
-	added, gone := countChanges(a.synced, changed, removed)
-	if ds, ok := b.(DeltaSyncer); ok && w.how == reconcileIfPeersChanged && a.hasSynced {
+	if ds, ok := b.(DeltaSyncer); ok && delta {
+		added, gone := countChanges(a.synced, changed, removed)
 		full, err := m.syncDelta(ctx, a, ds, changed, removed)
 		if err != nil {
 			// What SyncPeers left is unknown: the retry is a full Sync.
@@ -597,8 +633,12 @@ func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot,
 			return outcome{ran: true, ok: true, inLine: true}
 		}
 	}
-	peers := m.Peers(n, all)
-	a.setSynced(func() { a.synced = peersOf(peers) })
+	m.leasesMu.Lock()
+	peers := m.peersLocked(a, n, m.cfg.Leases.Now())
+	m.leasesMu.Unlock()
+	next := peersOf(peers)
+	added, gone := countSets(a.synced, next)
+	a.setSynced(func() { a.synced = next })
 	if err := b.Sync(ctx, n, peers); err != nil {
 		a.hasSynced = false
 		m.cfg.Log.Error("overlay sync failed", "network", n.ID, "err", err)
@@ -607,6 +647,27 @@ func (m *Manager) reconcile(ctx context.Context, w workItem, snap leaseSnapshot,
 	a.hasSynced = true
 	m.observePeers(added, gone)
 	return outcome{ran: true, ok: true, inLine: true}
+}
+
+// countSets counts, for the Observer, the peers of next added and removed
+// compared with synced, as countChanges does for a delta.
+func countSets(synced, next peerSet) (added, gone int) {
+	for subnet, p := range next {
+		old, ok := synced[subnet]
+		switch {
+		case !ok:
+			added++
+		case old.publicIP != p.publicIP:
+			added++
+			gone++
+		}
+	}
+	for subnet := range synced {
+		if _, ok := next[subnet]; !ok {
+			gone++
+		}
+	}
+	return added, gone
 }
 
 // countChanges counts, for the Observer, the peers a change adds and

@@ -78,11 +78,11 @@ func TestStaleAnswerAfterDetachAttach(t *testing.T) {
 			t.Fatal("the Manager does not read the watch")
 		}
 	}
-	send(lease.Update{Leases: []lease.Lease{lp, lq}, Changed: prefixes(p, q), Complete: true, Gen: w.current()})
+	send(lease.Update{Changes: changes(p, reset(lp), q, reset(lq)), Changed: prefixes(p, q), Complete: true, Gen: w.current()})
 	waitPeers(t, b, a.ID, "10.200.2.0/24")
 	waitPeers(t, b, c.ID, "10.201.2.0/24")
 
-	stale := lease.Update{Leases: []lease.Lease{lp, lq}, Changed: prefixes(p), Complete: true, Gen: w.current()}
+	stale := lease.Update{Changes: changes(p, reset(lp)), Changed: prefixes(p), Complete: true, Gen: w.current()}
 	if err := m.Detach(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestStaleAnswerAfterDetachAttach(t *testing.T) {
 	send(stale)
 	// q changes; p, followed afresh, has not been read yet.
 	lq2 := unitLease("host-c", q, "10.201.4.0/24", time.Time{})
-	send(lease.Update{Leases: []lease.Lease{lq, lq2}, Changed: prefixes(q), Complete: false, Gen: w.current()})
+	send(lease.Update{Changes: changes(q, lease.PoolChange{Upserted: []lease.Lease{lq2}}), Changed: prefixes(q), Complete: false, Gen: w.current()})
 	waitPeers(t, b, c.ID, "10.201.2.0/24", "10.201.4.0/24")
 	m.Kick()
 	time.Sleep(300 * time.Millisecond)
@@ -103,7 +103,7 @@ func TestStaleAnswerAfterDetachAttach(t *testing.T) {
 	if m.InSync() {
 		t.Fatal("InSync before the new network's pool was read")
 	}
-	send(lease.Update{Leases: []lease.Lease{lp, lq, lq2}, Changed: prefixes(p), Complete: true, Gen: w.current()})
+	send(lease.Update{Changes: changes(p, reset(lp)), Changed: prefixes(p), Complete: true, Gen: w.current()})
 	waitPeers(t, b, nb.ID, "10.200.2.0/24")
 	waitFor(t, "InSync", m.InSync)
 }
@@ -112,6 +112,18 @@ func prefixes(ps ...string) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range ps {
 		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}
+
+// reset is a pool told whole: ls.
+func reset(ls ...lease.Lease) lease.PoolChange { return lease.PoolChange{Reset: true, Upserted: ls} }
+
+// changes are an Update's Changes: pools (strings) and their changes, in turn.
+func changes(kv ...any) map[netip.Prefix]lease.PoolChange {
+	out := map[netip.Prefix]lease.PoolChange{}
+	for i := 0; i < len(kv); i += 2 {
+		out[netip.MustParsePrefix(kv[i].(string))] = kv[i+1].(lease.PoolChange)
 	}
 	return out
 }

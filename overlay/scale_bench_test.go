@@ -83,7 +83,7 @@ func newScaleBed(b *testing.B, peers int) *scaleBed {
 		b.Fatal(err)
 	}
 	go s.m.Run(ctx)
-	s.send(b, s.peers)
+	s.send(b, lease.PoolChange{Reset: true, Upserted: s.peers})
 	for deadline := time.Now().Add(5 * time.Minute); !s.m.InSync(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b.Fatal("the first sync did not finish")
@@ -93,11 +93,11 @@ func newScaleBed(b *testing.B, peers int) *scaleBed {
 	return s
 }
 
-// send answers the Manager's watch with ls and waits for the pass it makes.
-func (s *scaleBed) send(b *testing.B, ls []lease.Lease) {
+// send answers the Manager's watch with c and waits for the pass it makes.
+func (s *scaleBed) send(b *testing.B, c lease.PoolChange) {
 	b.Helper()
 	_, before := s.obs.reconciledNetworks()
-	s.w.ch <- lease.Update{Leases: ls, Changed: []netip.Prefix{scalePool}, Complete: true, Gen: 1}
+	s.w.ch <- lease.Update{Changes: map[netip.Prefix]lease.PoolChange{scalePool: c}, Changed: []netip.Prefix{scalePool}, Complete: true, Gen: 1}
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(time.Millisecond) {
 		if _, passes := s.obs.reconciledNetworks(); passes > before {
 			return
@@ -133,16 +133,15 @@ func BenchmarkScaleLeaseChange(b *testing.B) {
 		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
 			s := newScaleBed(b, peers)
 			extra := scalePeer(peers)
-			with := append(append([]lease.Lease(nil), s.peers...), extra)
 			var cpu time.Duration
 			b.ResetTimer()
 			for i := range b.N {
-				ls := with
+				c := lease.PoolChange{Upserted: []lease.Lease{extra}}
 				if i%2 == 1 {
-					ls = s.peers
+					c = lease.PoolChange{Removed: []netip.Prefix{extra.Subnet}}
 				}
 				start := cpuTime()
-				s.send(b, ls)
+				s.send(b, c)
 				b.StopTimer()
 				s.settle() // counted in CPU: the change's kernel events' work
 				cpu += cpuTime() - start
