@@ -653,7 +653,7 @@ func TestDeclaredRecordOutlivesLeases(t *testing.T) {
 }
 
 // The record writes other than Declare and Withdraw keep the declaration:
-// keepNetwork after a lease (raw bytes), SettleNetwork settling the rest
+// a lease (which checks the record, not writes it), SettleNetwork settling the rest
 // of the record, ReservePool, Renew.
 func TestDeclarationSurvivesRecordWrites(t *testing.T) {
 	ctx := context.Background()

@@ -28,8 +28,9 @@ type RenewRequest struct {
 //
 // It is Acquire restricted to that one subnet (Prefer and Within), so it
 // costs what Acquire costs for a host's own lease at Prefer (claimFast): a
-// read and a transaction (and the network record's rewrite), whatever the
-// size of the pool. And it repairs
+// read and a transaction (which checks the network record's index, and
+// writes nothing for a lease unchanged), whatever the size of the pool.
+// And it repairs
 // what happened meanwhile instead of failing on it: a lease that
 // vanished (it expired and a peer removed it, or the store lost its data)
 // is claimed again if the subnet is still free; a lease of an earlier
