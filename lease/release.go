@@ -13,9 +13,9 @@ import (
 // hostID), and removes the network record when no host holds a lease any more.
 //
 // It reads the lease at its key and the two entries of the owner index
-// that may name it (owners.go), and removes the lease with the entries
-// that do in one transaction; the pool is listed only to know whether
-// that was its last lease (deleteNetwork).
+// that may name it (owners.go), and removes the lease, the entries that
+// do and the host's container names in one transaction; the pool is
+// listed only to know whether that was its last lease (deleteNetwork).
 func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostID string) error {
 	p, err := r.store.Get(ctx, r.leaseKey(pool, subnet))
 	switch {
@@ -38,11 +38,21 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 					owners = append(owners, kv.Op{Verb: kv.OpDeleteCAS, Key: k, Index: ep.ModifyIndex})
 				}
 			}
-			if err := r.removeLease(ctx, l, owners); err != nil {
-				return fmt.Errorf("lease %s: release: %w", subnet, err)
+			// Its container names go with the host's lease (dns.go),
+			// in the same transaction.
+			names := kv.Op{Verb: kv.OpDelete, Key: r.dnsKey(pool, hostID)}
+			ops := append(append([]kv.Op{{Verb: kv.OpDeleteCAS, Key: p.Key, Index: l.index}}, owners...), names)
+			_, err := r.store.Txn(ctx, ops)
+			if errors.Is(err, kv.ErrConflict) {
+				// The lease or an entry changed since it was read: the
+				// lease alone (if it is still that one), its entries by
+				// forgetOwner's rule, the names anyway.
+				err = r.removeLease(ctx, l, nil)
+				if err == nil {
+					err = r.DeleteNames(ctx, pool, hostID)
+				}
 			}
-			// Its container names go with the host's lease (dns.go).
-			if err := r.DeleteNames(ctx, pool, hostID); err != nil {
+			if err != nil {
 				return fmt.Errorf("lease %s: release: %w", subnet, err)
 			}
 		}
