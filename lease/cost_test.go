@@ -132,6 +132,24 @@ func TestRequestCost(t *testing.T) {
 		// transaction with the host's names; the pool listed (was it the
 		// last?).
 		check("a Release", map[string]int{"Get": 3, "Txn": 1, "List": 1}, false)
+
+		// The last lease of a pool: as above, then the record read,
+		// marked "deleting", the pool listed again (a lease written before
+		// the mark), the VNI claim read, record and claim removed.
+		last := netip.MustParsePrefix("10.96.0.0/16")
+		ln := settle(t, r, last)
+		l, err := r.Acquire(ctx, lease.AcquireRequest{Network: ln, Owner: owner("a", "192.0.2.1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reset()
+		if err := r.Release(ctx, last, l.Subnet, "a"); err != nil {
+			t.Fatal(err)
+		}
+		check("the last Release", map[string]int{"Get": 5, "Txn": 2, "List": 2, "DeleteCAS": 2}, false)
+		if _, err := r.GetNetwork(ctx, last); err == nil {
+			t.Fatal("the record outlived the last release")
+		}
 	})
 }
 
