@@ -27,7 +27,8 @@ func (r *Registry) Release(ctx context.Context, pool, subnet netip.Prefix, hostI
 		if len(ls) == 1 && ls[0].HostID == hostID {
 			l := ls[0]
 			// Its entries, if they name it (else they are another
-			// lease's, or unreadable: left to forgetOwner's rule).
+			// lease's; an unreadable one is dropped by the next
+			// Acquire that reads it).
 			var owners []kv.Op
 			for _, k := range r.ownerKeys(l) {
 				e, ep, err := r.ownerHint(ctx, k)

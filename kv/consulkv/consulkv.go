@@ -243,7 +243,8 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 // Txn runs ops as one Consul transaction. Each op becomes one of Consul's:
 // OpCAS "cas", OpPut "set", OpCheck "check-index" (or "check-not-exists"
 // at index 0), OpDelete "delete", and OpDeleteCAS a "check-index" then a
-// "delete-cas", for the reason DeleteCAS gives. kv.MaxTxnOps keeps that within Consul's 64.
+// "delete-cas", for the reason DeleteCAS gives. kv.MaxTxnOps keeps that
+// within Consul's 64.
 func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
 	if len(ops) > kv.MaxTxnOps {
 		return 0, fmt.Errorf("consul %s: txn: %d ops, at most %d", s.addr, len(ops), kv.MaxTxnOps)
