@@ -74,6 +74,9 @@ const (
 	// OpCheck writes nothing and fails unless Key's ModifyIndex is Index;
 	// 0 means unless the key does not exist.
 	OpCheck
+	// OpDelete removes Key unconditionally; a missing key is no failure
+	// (as Store.Delete), and no write.
+	OpDelete
 )
 
 // Op is one operation of a transaction (Store.Txn).
@@ -81,7 +84,7 @@ type Op struct {
 	Verb  Verb
 	Key   string
 	Value []byte // OpPut, OpCAS
-	Index uint64 // OpCAS, OpDeleteCAS, OpCheck
+	Index uint64 // OpCAS, OpDeleteCAS, OpCheck; not OpDelete
 }
 
 // ConnectionResetter is a Store that holds connections bound to this host's

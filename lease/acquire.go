@@ -28,6 +28,10 @@ type AcquireRequest struct {
 	// with this host's public IP that Acquire took over or removed (see
 	// Acquire), so the caller can log it.
 	OnTakeover func(old Lease, action string)
+
+	// fence is the network record's version every lease write of this
+	// Acquire checks (recordFence); set by Acquire.
+	fence *recordFence
 }
 
 // Acquire returns this host's lease in the pool: the one it already holds
@@ -49,9 +53,11 @@ type AcquireRequest struct {
 // has no entries) is not, and this host leases a second subnet beside it
 // until it expires, unless Acquire falls back to listing the pool.
 //
-// The network record is rewritten after the lease (see deleteNetwork), or
-// made again from req.Network if a host releasing the pool's last lease
-// removed it meanwhile.
+// The network record is not written: every lease write checks, in its own
+// transaction, that the record is at req.Network's version (or the one
+// read since), not marked for deletion (recordFence, deleteNetwork). It is
+// read only when that check fails, and made again from req.Network if a
+// host releasing the pool's last lease removed it meanwhile.
 //
 // A lease this call created is removed again if Acquire then fails: the
 // caller holds nothing, so nothing would release it. A lease held before
@@ -66,13 +72,11 @@ type AcquireRequest struct {
 // (RemoveExpired sweeps the rest).
 func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	var created createdLease
+	req.fence = newFence(req.Network)
 	l, err := r.claim(ctx, req, &created)
-	if err == nil {
-		err = r.keepNetwork(ctx, req.Network)
-	}
 	if err != nil {
 		if created.lease.Subnet.IsValid() {
-			if derr := r.undoCreate(ctx, created); derr != nil {
+			if derr := r.removeLease(ctx, created.lease, created.owners); derr != nil {
 				err = errors.Join(err, fmt.Errorf("lease %s: remove after the failure: %w", created.lease.Subnet, derr))
 			}
 		}
@@ -82,32 +86,31 @@ func (r *Registry) Acquire(ctx context.Context, req AcquireRequest) (Lease, erro
 }
 
 // createdLease is a lease Acquire created, with the owner entries written
-// with it (all at the lease's index), to be removed if Acquire fails.
+// with it (deletes at the lease's index), to be removed if Acquire fails.
 type createdLease struct {
 	lease  Lease
-	owners []string
+	owners []kv.Op
 }
 
-// undoCreate removes a lease Acquire created, and its owner entries if
-// they are still the ones written with it; a lease that changed meanwhile
-// (another host removed it as expired, say) is not this call's to remove.
-func (r *Registry) undoCreate(ctx context.Context, c createdLease) error {
-	key := r.leaseKey(c.lease.Pool, c.lease.Subnet)
-	ops := []kv.Op{{Verb: kv.OpDeleteCAS, Key: key, Index: c.lease.index}}
-	for _, k := range c.owners {
-		ops = append(ops, kv.Op{Verb: kv.OpDeleteCAS, Key: k, Index: c.lease.index})
-	}
+// removeLease removes l at its index (a lease Acquire created, and undoes
+// on a failure; a lease released), with its owner entries in one
+// transaction: owners are entry keys with their index, each known to name
+// l (written with it, or read). A lease that changed meanwhile (another
+// host removed it as expired, say) is not the caller's to remove: nil.
+func (r *Registry) removeLease(ctx context.Context, l Lease, owners []kv.Op) error {
+	key := r.leaseKey(l.Pool, l.Subnet)
+	ops := append([]kv.Op{{Verb: kv.OpDeleteCAS, Key: key, Index: l.index}}, owners...)
 	if _, err := r.store.Txn(ctx, ops); !errors.Is(err, kv.ErrConflict) {
 		return err
 	}
 	// An entry was rewritten since (or the lease was): the lease alone.
-	if err := r.store.DeleteCAS(ctx, key, c.lease.index); err != nil {
+	if err := r.store.DeleteCAS(ctx, key, l.index); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
 			return nil
 		}
 		return err
 	}
-	r.forgetOwner(ctx, c.lease)
+	r.forgetOwner(ctx, l)
 	return nil
 }
 
@@ -242,10 +245,11 @@ func (r *Registry) create(ctx context.Context, req AcquireRequest, subnet netip.
 	ops := []kv.Op{{Verb: kv.OpCAS, Key: r.leaseKey(n.Pool, subnet), Value: val}}
 	owners := r.ownerPuts(l)
 	ops = append(ops, owners...)
-	if around := r.aroundChecks(n.Pool, subnet); len(ops)+len(around) <= kv.MaxTxnOps {
+	// One op more for the record's check (writeLease).
+	if around := r.aroundChecks(n.Pool, subnet); len(ops)+len(around)+1 <= kv.MaxTxnOps {
 		ops = append(around, ops...)
 	}
-	idx, err := r.store.Txn(ctx, ops)
+	idx, err := r.writeLease(ctx, req.fence, ops)
 	if err != nil {
 		return Lease{}, fmt.Errorf("lease %s: %w", subnet, err)
 	}
@@ -255,7 +259,7 @@ func (r *Registry) create(ctx context.Context, req AcquireRequest, subnet netip.
 	}
 	*created = createdLease{lease: got}
 	for _, o := range owners {
-		created.owners = append(created.owners, o.Key)
+		created.owners = append(created.owners, kv.Op{Verb: kv.OpDeleteCAS, Key: o.Key, Index: got.index})
 	}
 	return got, nil
 }

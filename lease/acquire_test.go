@@ -170,9 +170,12 @@ func TestReincarnationTakesOverLease(t *testing.T) {
 	})
 }
 
-// A lease this Acquire wrote is taken back when Acquire fails after it (the
-// network record's rewrite fails): the caller sees an error and holds
-// nothing, so nothing would ever release the lease (with TTL 0, never).
+// An Acquire that fails leaves no lease: here the network record went
+// (the pool's last lease released) and cannot be made again. The lease's
+// transaction checks the record, so it is never written; before, the
+// lease was written first and taken back when the record's rewrite
+// failed. Either way the caller sees an error and holds nothing, so
+// nothing would ever release a lease left (with TTL 0, never).
 func TestFailedAcquireLeavesNoLease(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -180,9 +183,12 @@ func TestFailedAcquireLeavesNoLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Delete(ctx, "felt/networks/10.42.0.0-16"); err != nil {
+		t.Fatal(err)
+	}
 	r := lease.NewRegistry(failNetworkWrites{s}, "felt/", nil)
-	if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")}); err == nil {
-		t.Fatal("Acquire succeeded though the network record could not be written")
+	if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")}); err == nil || !strings.Contains(err.Error(), "cannot be made again") {
+		t.Fatalf("Acquire though the network record could not be made again: %v", err)
 	}
 	if ls, err := r.Leases(ctx, pool); err != nil || len(ls) != 0 {
 		t.Fatalf("leases left behind by a failed Acquire: %+v %v", ls, err)

@@ -194,7 +194,7 @@ func (r *Registry) Declare(ctx context.Context, pool netip.Prefix, d Declaration
 		}
 		err = r.store.CAS(ctx, r.networkKey(pool), val, cur.index)
 		if errors.Is(err, kv.ErrConflict) {
-			continue // the record changed (a lease's rewrite, a settle, a takeover's fence): look again
+			continue // the record changed (a settle, a deleting mark, a takeover's fence): look again
 		}
 		if err != nil {
 			return fail(fmt.Errorf("declaring network %q on pool %s: %w", d.Name, pool, err))

@@ -653,7 +653,7 @@ func TestDeclaredRecordOutlivesLeases(t *testing.T) {
 }
 
 // The record writes other than Declare and Withdraw keep the declaration:
-// keepNetwork after a lease (raw bytes), SettleNetwork settling the rest
+// a lease (which checks the record, not writes it), SettleNetwork settling the rest
 // of the record, ReservePool, Renew.
 func TestDeclarationSurvivesRecordWrites(t *testing.T) {
 	ctx := context.Background()
@@ -752,15 +752,16 @@ func TestNetworkRecordWireCompatible(t *testing.T) {
 	if err := json.Unmarshal(p.Value, &before); err != nil || before.Pool != pool || before.SubnetLen != 24 || before.Backend != "vxlan" || before.VNI != 1 || before.MTU != 1400 || before.Port != 4789 {
 		t.Fatalf("an older felt reads %+v, %v", before, err)
 	}
-	// A lease keeps the tombstoned record (without, it goes at once). Its
-	// rewrite of the record (a fence) changes only a trailing newline:
-	// Consul would not bump the index of an identical write.
+	// A lease keeps the tombstoned record (without, it goes at once). It
+	// does not write the record (its transaction checks the record's
+	// index, the fence against deleteNetwork): bytes and index stay.
 	if _, err := r.Acquire(ctx, lease.AcquireRequest{Network: n, Owner: owner("a", "192.0.2.1")}); err != nil {
 		t.Fatal(err)
 	}
+	before1 := p.ModifyIndex
 	p, _ = s.Get(ctx, "felt/networks/10.42.0.0-16")
-	if string(p.Value) != want+"\n" {
-		t.Fatalf("after a lease:\n%q\nwant\n%q", p.Value, want+"\n")
+	if string(p.Value) != want || p.ModifyIndex != before1 {
+		t.Fatalf("after a lease (index %d, was %d):\n%q\nwant\n%q", p.ModifyIndex, before1, p.Value, want)
 	}
 	if err := json.Unmarshal(p.Value, &before); err != nil || before.VNI != 1 {
 		t.Fatalf("an older felt reads %+v, %v", before, err)

@@ -30,8 +30,9 @@ const (
 // before it takes a lease. The rest is the network driver's: CreateNetwork
 // (and Reassert) settles them through SettleNetwork. Zero values of Backend,
 // VNI and Port mean "not settled yet": the network is reserved but no host
-// has created it. Acquire rewrites the record unchanged after each lease
-// (keepNetwork), making it again by the same two calls if it went.
+// has created it. A lease is written only against a version of the record
+// not marked for deletion (recordFence), which Acquire makes again by the
+// same two calls if it went.
 type Network struct {
 	Pool          netip.Prefix `json:"pool"`                    // ReservePool
 	SubnetLen     int          `json:"subnetLen"`               // ReservePool
@@ -48,6 +49,14 @@ type Network struct {
 	Cluster *Declaration `json:"cluster,omitempty"`
 
 	index uint64
+	// deleting is the record's "deleting" mark: a host is removing the
+	// record (deleteNetwork), and no lease may be written on the strength
+	// of this version of it (see recordFence). Kept out of the struct's
+	// JSON: deleteNetwork sets it, and an Acquire clears it, on the raw
+	// record (setDeleting); every other write of the record (through
+	// Network) drops it, which is what a write that uses the record must
+	// do. Older felts ignore it.
+	deleting bool
 }
 
 // Spec is what one host asks for. Zero fields are "not given": the recorded
@@ -108,12 +117,34 @@ func (r *Registry) ListNetworks(ctx context.Context) ([]Network, error) {
 }
 
 func decodeNetwork(p kv.Pair) (Network, error) {
-	var n Network
-	if err := json.Unmarshal(p.Value, &n); err != nil {
+	var w struct {
+		Network
+		Deleting bool `json:"deleting"`
+	}
+	if err := json.Unmarshal(p.Value, &w); err != nil {
 		return Network{}, fmt.Errorf("network record %s: %w", p.Key, err)
 	}
+	n := w.Network
 	n.index = p.ModifyIndex
+	n.deleting = w.Deleting
 	return n, nil
+}
+
+// setDeleting returns the record v with its "deleting" mark set (on) or
+// removed, every other key kept as it is, those this felt does not know
+// included. The bytes always differ from v's when the mark changes, so the
+// write gets a new index on Consul too.
+func setDeleting(v []byte, on bool) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(v, &m); err != nil {
+		return nil, err
+	}
+	if on {
+		m["deleting"] = json.RawMessage("true")
+	} else {
+		delete(m, "deleting")
+	}
+	return json.Marshal(m)
 }
 
 // ReservePool records pool and the length of its host subnets (0: the
@@ -416,18 +447,49 @@ func keyToPool(k string) string {
 // A tombstoned one goes, as any other, with the last lease.
 //
 // Another host may be taking a lease meanwhile, on the strength of the
-// record as it is (no write to it). Every lease write is followed by a
-// rewrite of the record (keepNetwork), so the record is read first, the
-// leases listed after, and the record deleted only if it is unchanged: a
-// lease written before the listing is seen in it, and one written after
-// rewrites the record before or after the delete (the delete fails, or
-// the writer finds no record and makes it again). The VNI claim goes only
-// if unchanged too: a host making the record again rewrites its claim.
+// record as it is. Lease writes do not write the record (a per-pool key
+// every host watches): each checks, in its own transaction, that the
+// record is still at a version not marked "deleting" (recordFence). So the
+// record is first marked (a compare-and-set at the index read), the leases
+// listed after the mark, and the record deleted at the marked index only:
+//
+//   - a lease written before the mark is seen in the listing: the record
+//     stays (the mark is taken off again);
+//   - a lease write after the mark fails its check (the record is at the
+//     marked index, or gone); that host reads the record again and takes
+//     the mark off (a compare-and-set at the marked index, so our delete
+//     then fails and the record stays) or, if the delete came first, makes
+//     the record again (and rewrites its VNI claim, so our delete of the
+//     claim fails too), and writes its lease against the new version;
+//   - a record found marked already (a host removing it now, or one that
+//     stopped half-way) is not marked again: no lease can have been
+//     written against a marked version, so one written against an earlier
+//     version was written before this read, and the listing sees it.
+//
+// Older felts write their lease first and then rewrite the record
+// (their keepNetwork's touch, which keeps the mark): our delete at the
+// marked index fails, or they find the record gone and make it again, as
+// with older deleters. (An older felt's deleteNetwork against this felt's
+// Acquire is not fenced: it deletes at the index it read before its
+// listing, which a lease write here does not change.)
+//
+// The pool is listed once before anything is written: a pool that still
+// has leases (every release but the last) costs a listing, no write, and
+// wakes nobody's watch.
 func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
-	n, err := r.GetNetwork(ctx, pool)
+	rest, err := r.Leases(ctx, pool)
+	if err != nil || len(rest) > 0 {
+		return err
+	}
+	key := r.networkKey(pool)
+	p, err := r.store.Get(ctx, key)
 	if errors.Is(err, kv.ErrNotFound) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	n, err := decodeNetwork(p)
 	if err != nil {
 		return err
 	}
@@ -436,9 +498,31 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 		// so the DeleteCAS below fails on it.
 		return nil
 	}
-	rest, err := r.Leases(ctx, pool)
-	if err != nil || len(rest) > 0 {
+	marked := p.Value
+	if !n.deleting {
+		if marked, err = setDeleting(p.Value, true); err != nil {
+			return fmt.Errorf("network record %s: %w", key, err)
+		}
+		idx, err := r.store.Txn(ctx, []kv.Op{{Verb: kv.OpCAS, Key: key, Value: marked, Index: n.index}})
+		if errors.Is(err, kv.ErrConflict) {
+			return nil // someone is using it again
+		}
+		if err != nil {
+			return err
+		}
+		n.index = idx
+	}
+	if rest, err = r.Leases(ctx, pool); err != nil {
 		return err
+	}
+	if len(rest) > 0 {
+		// A lease written before the mark: the record stays, unmarked
+		// (else the next Acquire takes the mark off). A conflict: someone
+		// else wrote it since, which serves as well.
+		if v, err := setDeleting(marked, false); err == nil {
+			_ = r.store.CAS(ctx, key, v, n.index)
+		}
+		return nil
 	}
 	var claim kv.Pair
 	if n.VNI != 0 {
@@ -446,7 +530,7 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 			return err
 		}
 	}
-	if err := r.store.DeleteCAS(ctx, r.networkKey(pool), n.index); err != nil {
+	if err := r.store.DeleteCAS(ctx, key, n.index); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
 			return nil // someone is using it again
 		}
@@ -476,49 +560,129 @@ func (r *Registry) touch(ctx context.Context, p kv.Pair) error {
 	return r.store.CAS(ctx, p.Key, v, p.ModifyIndex)
 }
 
-// keepNetwork follows every lease write: it rewrites the record of n.Pool
-// unchanged in meaning (touch), so that a deleteNetwork that read it before
-// fails (see there), or makes it again from n when it is gone. Without it
-// a host could hold a lease of a pool without a record, and the next host
-// to create the network would get another VNI.
-func (r *Registry) keepNetwork(ctx context.Context, n Network) error {
+// recordFence is how a lease write stands against deleteNetwork: the
+// index of a version of the pool's record not marked "deleting", which
+// every lease write of one Acquire checks in its own transaction
+// (writeLease). The record itself is not written: it is a per-pool key
+// every host watches (the cluster loop), and a write per join woke them
+// all. See deleteNetwork for the interleavings.
+type recordFence struct {
+	n     Network // the caller's record: made again from it if gone
+	index uint64  // 0: not known yet
+}
+
+// newFence is the fence of an Acquire for n: n's own index, if n is an
+// unmarked version read from the store (ipam reads the record just before
+// it asks: no request), else read (readFence) when first needed.
+func newFence(n Network) *recordFence {
+	f := &recordFence{n: n}
+	if !n.deleting {
+		f.index = n.index
+	}
+	return f
+}
+
+// readFence reads the record and sets f.index to an unmarked version of it:
+// the one read, or the mark taken off (a compare-and-set at the marked
+// index, which makes the deleting host's delete fail), or the record made
+// again from f.n if it went (the pool's last lease was released). It is
+// what keepNetwork was, without a write when nothing is amiss.
+func (r *Registry) readFence(ctx context.Context, f *recordFence) error {
+	n := f.n
 	key := r.networkKey(n.Pool)
-	p, err := r.store.Get(ctx, key)
-	if err == nil {
-		err = r.touch(ctx, p)
-		if !errors.Is(err, kv.ErrConflict) {
-			if err != nil {
-				return fmt.Errorf("network %s: %w", n.Pool, err)
-			}
-			return nil
-		}
-		// Written meanwhile, after the lease: that serves as well, unless
-		// the write removed the record, or it was made anew otherwise.
-		p, err = r.store.Get(ctx, key)
-		if err == nil {
-			cur, err := decodeNetwork(p)
+	for range 10 {
+		p, err := r.store.Get(ctx, key)
+		if errors.Is(err, kv.ErrNotFound) {
+			made, err := r.remakeNetwork(ctx, n)
 			if err != nil {
 				return err
 			}
-			if n.VNI != 0 && cur.VNI != n.VNI {
-				return fmt.Errorf("network %s: its record was made again with vni=%d meanwhile (this host had %d): try again", n.Pool, cur.VNI, n.VNI)
+			if !made.deleting && made.index != 0 {
+				f.index = made.index
+				return nil
 			}
+			continue // marked again already: look again
+		}
+		if err != nil {
+			return fmt.Errorf("network %s: %w", n.Pool, err)
+		}
+		cur, err := decodeNetwork(p)
+		if err != nil {
+			return err
+		}
+		if n.VNI != 0 && cur.VNI != n.VNI {
+			return fmt.Errorf("network %s: its record was made again with vni=%d meanwhile (this host had %d): try again", n.Pool, cur.VNI, n.VNI)
+		}
+		if !cur.deleting {
+			f.index = cur.index
 			return nil
 		}
+		v, err := setDeleting(p.Value, false)
+		if err != nil {
+			return fmt.Errorf("network record %s: %w", key, err)
+		}
+		idx, err := r.store.Txn(ctx, []kv.Op{{Verb: kv.OpCAS, Key: key, Value: v, Index: cur.index}})
+		if errors.Is(err, kv.ErrConflict) {
+			continue // deleted, or written, meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("network %s: %w", n.Pool, err)
+		}
+		f.index = idx
+		return nil
 	}
-	if !errors.Is(err, kv.ErrNotFound) {
-		return fmt.Errorf("network %s: %w", n.Pool, err)
-	}
+	return fmt.Errorf("network %s: its record kept changing (hosts removing it while this one leases), try again", n.Pool)
+}
+
+// remakeNetwork makes the record of n.Pool again from n, after it went: by
+// the calls that made it (ReservePool, and SettleNetwork if n was settled).
+// Without it a host could hold a lease of a pool without a record, and the
+// next host to create the network would get another VNI.
+func (r *Registry) remakeNetwork(ctx context.Context, n Network) (Network, error) {
+	var made Network
+	var err error
 	if n.Backend == "" {
-		_, err = r.ReservePool(ctx, n.Pool, n.SubnetLen)
+		made, err = r.ReservePool(ctx, n.Pool, n.SubnetLen)
 	} else {
 		spec := Spec{Pool: n.Pool, SubnetLen: n.SubnetLen, Backend: n.Backend, VNI: n.VNI, MTU: n.MTU, Port: n.Port, DirectRouting: &n.DirectRouting}
-		_, err = r.SettleNetwork(ctx, spec)
+		made, err = r.SettleNetwork(ctx, spec)
 	}
 	if err != nil {
-		return fmt.Errorf("network %s: its record was removed meanwhile and cannot be made again: %w", n.Pool, err)
+		return Network{}, fmt.Errorf("network %s: its record was removed meanwhile and cannot be made again: %w", n.Pool, err)
 	}
-	return nil
+	return made, nil
+}
+
+// writeLease runs ops, a lease write (create, renewal, takeover), with the
+// check of f's record version first (f nil: none). A failed check is told
+// from a failed lease condition by reading the record: if it moved, the
+// fence is read again (readFence) and ops tried again; else the conflict
+// is the lease's, for the caller.
+func (r *Registry) writeLease(ctx context.Context, f *recordFence, ops []kv.Op) (uint64, error) {
+	if f == nil {
+		return r.store.Txn(ctx, ops)
+	}
+	key := r.networkKey(f.n.Pool)
+	for range 5 {
+		if f.index == 0 {
+			if err := r.readFence(ctx, f); err != nil {
+				return 0, err
+			}
+		}
+		idx, err := r.store.Txn(ctx, append([]kv.Op{{Verb: kv.OpCheck, Key: key, Index: f.index}}, ops...))
+		if !errors.Is(err, kv.ErrConflict) {
+			return idx, err
+		}
+		p, gerr := r.store.Get(ctx, key)
+		if gerr == nil && p.ModifyIndex == f.index {
+			return 0, err // the lease's condition
+		}
+		if gerr != nil && !errors.Is(gerr, kv.ErrNotFound) {
+			return 0, fmt.Errorf("network %s: %w", f.n.Pool, gerr)
+		}
+		f.index = 0
+	}
+	return 0, fmt.Errorf("network %s: its record kept changing (hosts removing it while this one leases), try again", f.n.Pool)
 }
 
 // DeleteAll removes every key under the registry's prefix and says how

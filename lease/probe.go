@@ -65,7 +65,7 @@ func (r *Registry) probe(ctx context.Context, req AcquireRequest, space netip.Pr
 // create.
 func (r *Registry) tryCreate(ctx context.Context, req AcquireRequest, cand netip.Prefix, now time.Time, created *createdLease) (Lease, bool, error) {
 	n := req.Network
-	if len(r.aroundChecks(n.Pool, cand))+3 > kv.MaxTxnOps {
+	if len(r.aroundChecks(n.Pool, cand))+4 > kv.MaxTxnOps { // the lease, its two entries, the record's check
 		return Lease{}, false, nil // a /32 of a /1, say: left to the listing
 	}
 	pairs, _, err := r.store.List(ctx, r.nearPrefix(n.Pool, cand))

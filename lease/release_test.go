@@ -98,8 +98,10 @@ func checkRecordKept(t *testing.T, reg *lease.Registry, vni int) {
 // A deleted the record and its VNI claim though B held a lease: the pool
 // was in use without a record, its VNI free for another pool, and the next
 // host creating the network got whatever VNI was lowest. On each store:
-// Consul keeps the ModifyIndex of a write that changes nothing, so B's
-// rewrite of the record must change its bytes (touch).
+// A marked the record before its listing (Consul keeps the ModifyIndex of
+// a write that changes nothing, so the mark must change its bytes); B's
+// settle finds the record unchanged but marked, B's Acquire takes the mark
+// off before it writes its lease, and A's delete at the marked index fails.
 func TestReleaseRacingAcquireKeepsTheRecord(t *testing.T) {
 	for name, store := range map[string]func(*testing.T) kv.Store{"embedded": newStore, "consul": consulStore} {
 		t.Run(name, func(t *testing.T) {

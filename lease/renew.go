@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,8 +28,9 @@ type RenewRequest struct {
 //
 // It is Acquire restricted to that one subnet (Prefer and Within), so it
 // costs what Acquire costs for a host's own lease at Prefer (claimFast): a
-// read and a transaction (and the network record's rewrite), whatever the
-// size of the pool. And it repairs
+// read and a transaction (which checks the network record's index, and
+// writes nothing for a lease unchanged), whatever the size of the pool.
+// And it repairs
 // what happened meanwhile instead of failing on it: a lease that
 // vanished (it expired and a peer removed it, or the store lost its data)
 // is claimed again if the subnet is still free; a lease of an earlier
@@ -73,17 +75,30 @@ func (r *Registry) rewrite(ctx context.Context, l Lease, req AcquireRequest, now
 	if err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
 	}
-	ops := append([]kv.Op{{Verb: kv.OpCAS, Key: r.leaseKey(l.Pool, l.Subnet), Value: val, Index: l.index}}, r.ownerPuts(next)...)
-	if _, err := r.store.Txn(ctx, ops); err != nil {
+	// A lease unchanged (a permanent one renewed by its host, same
+	// address and data) is checked at its index rather than written: its
+	// index stays on every store (Consul skips a write of the same bytes,
+	// the embedded store would not), so it is known without a read, and
+	// nobody's lease watch wakes.
+	key := r.leaseKey(l.Pool, l.Subnet)
+	op := kv.Op{Verb: kv.OpCAS, Key: key, Value: val, Index: l.index}
+	was, err := json.Marshal(l)
+	same := err == nil && bytes.Equal(was, val)
+	if same {
+		op = kv.Op{Verb: kv.OpCheck, Key: key, Index: l.index}
+	}
+	idx, err := r.writeLease(ctx, req.fence, append([]kv.Op{op}, r.ownerPuts(next)...))
+	if err != nil {
 		return Lease{}, fmt.Errorf("lease %s: renew: %w", l.Subnet, err)
+	}
+	if same {
+		idx = l.index
 	}
 	for _, k := range r.ownerKeys(l) {
 		if !slices.Contains(r.ownerKeys(next), k) {
 			r.dropEntryIf(ctx, k, func(e ownerEntry) bool { return e.HostID == l.HostID && e.Subnet == l.Subnet })
 		}
 	}
-	// Read back rather than taken from the transaction: Consul keeps the
-	// index of a write that changes nothing (a permanent lease renewed
-	// unchanged), so the transaction's index need not be the lease's.
-	return r.get(ctx, l.Pool, l.Subnet)
+	// A changed lease was written, at the transaction's index.
+	return r.decodeWritten(ctx, next, val, idx)
 }

@@ -240,6 +240,17 @@ func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
 				if cur != op.Index {
 					return false, fmt.Errorf("op %d: check %s at index %d: %w", i, op.Key, op.Index, kv.ErrConflict)
 				}
+			case kv.OpDelete:
+				if cur == 0 {
+					continue // as Delete: nothing to write
+				}
+				at, err := index()
+				if err != nil {
+					return false, err
+				}
+				if err := delAt(tx, op.Key, at); err != nil {
+					return false, err
+				}
 			}
 		}
 		return idx != 0, nil
@@ -257,7 +268,7 @@ func checkOps(ops []kv.Op) error {
 		return fmt.Errorf("txn: %d ops, at most %d", len(ops), kv.MaxTxnOps)
 	}
 	for i, op := range ops {
-		if op.Verb < kv.OpPut || op.Verb > kv.OpCheck {
+		if op.Verb < kv.OpPut || op.Verb > kv.OpDelete {
 			return fmt.Errorf("txn: op %d: unknown verb %d", i, op.Verb)
 		}
 		if op.Key == "" {

@@ -242,8 +242,9 @@ func (s *Store) DeleteCAS(ctx context.Context, key string, index uint64) error {
 
 // Txn runs ops as one Consul transaction. Each op becomes one of Consul's:
 // OpCAS "cas", OpPut "set", OpCheck "check-index" (or "check-not-exists"
-// at index 0), and OpDeleteCAS a "check-index" then a "delete-cas", for the
-// reason DeleteCAS gives. kv.MaxTxnOps keeps that within Consul's 64.
+// at index 0), OpDelete "delete", and OpDeleteCAS a "check-index" then a
+// "delete-cas", for the reason DeleteCAS gives. kv.MaxTxnOps keeps that
+// within Consul's 64.
 func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
 	if len(ops) > kv.MaxTxnOps {
 		return 0, fmt.Errorf("consul %s: txn: %d ops, at most %d", s.addr, len(ops), kv.MaxTxnOps)
@@ -276,6 +277,9 @@ func (s *Store) Txn(ctx context.Context, ops []kv.Op) (uint64, error) {
 				verb = api.KVCheckNotExists
 			}
 			tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: verb, Key: op.Key, Index: op.Index}})
+		case kv.OpDelete:
+			// Consul's "delete" of a missing key succeeds, as DELETE does.
+			tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: op.Key}})
 		default:
 			return 0, fmt.Errorf("consul %s: txn: op %d: unknown verb %d", s.addr, i, op.Verb)
 		}

@@ -20,6 +20,7 @@ var txnCases = []Case{
 	{"TxnSeesEarlierOps", testTxnSeesEarlierOps},
 	{"TxnWakesWait", testTxnWakesWait},
 	{"TxnTooMany", testTxnTooMany},
+	{"TxnDelete", testTxnDelete},
 	{"RaceTxnCreate", testRaceTxnCreate},
 }
 
@@ -190,5 +191,34 @@ func testRaceTxnCreate(t *testing.T, s kv.Store, root string) {
 	pairs, _, err := s.List(ctx, root+"own/")
 	if err != nil || len(pairs) != 1 || pairs[0].Key != fmt.Sprintf("%sown/%d", root, winner) {
 		t.Fatalf("own keys %v, %v; want the winner's (%d) only", keys(pairs), err, winner)
+	}
+}
+
+// OpDelete removes a key whatever its index, and a missing key is no
+// failure; with a failing condition it removes nothing.
+func testTxnDelete(t *testing.T, s kv.Store, root string) {
+	ctx := ctxFor(t)
+	mustPut(t, s, root+"a", []byte("a"))
+	mustPut(t, s, root+"b", []byte("b"))
+	if _, err := s.Txn(ctx, []kv.Op{
+		{Verb: kv.OpDelete, Key: root + "a"},
+		{Verb: kv.OpCheck, Key: root + "b"}, // exists: fails
+	}); !errors.Is(err, kv.ErrConflict) {
+		t.Fatalf("Txn with a failing check = %v; want kv.ErrConflict", err)
+	}
+	wantValue(t, s, root+"a", []byte("a"))
+	b := mustGet(t, s, root+"b")
+	if _, err := s.Txn(ctx, []kv.Op{
+		{Verb: kv.OpDelete, Key: root + "a"},
+		{Verb: kv.OpDelete, Key: root + "missing"},
+		{Verb: kv.OpCheck, Key: root + "b", Index: b.ModifyIndex},
+	}); err != nil {
+		t.Fatalf("Txn: %v", err)
+	}
+	wantMissing(t, s, root+"a")
+	wantMissing(t, s, root+"missing")
+	wantValue(t, s, root+"b", []byte("b"))
+	if _, err := s.Txn(ctx, []kv.Op{{Verb: kv.OpDelete, Key: root + "missing"}}); err != nil {
+		t.Fatalf("Txn deleting a missing key: %v", err)
 	}
 }
