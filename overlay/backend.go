@@ -107,6 +107,15 @@ type DeltaSyncer interface {
 	SyncPeers(ctx context.Context, n Network, changed []lease.Lease, removed []netip.Prefix) error
 }
 
+// PeerChecker is a backend that can refuse a peer's lease for its own data
+// in it (vxlan: a VTEP MAC that is none, or one that would capture other
+// hosts' traffic). The Manager leaves such a lease out of every network's
+// peers, logged once, as it does those CheckPeer refuses: the backend
+// never sees it, and it fails no Sync.
+type PeerChecker interface {
+	CheckPeerData(n Network, l lease.Lease) error
+}
+
 // ErrFullSyncNeeded is what a DeltaSyncer's SyncPeers wraps when only a
 // full Sync can bring the network in line.
 var ErrFullSyncNeeded = errors.New("a full sync is needed")

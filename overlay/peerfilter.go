@@ -23,14 +23,21 @@ import (
 // leaving by the default route in clear.
 
 // accepts reports whether l, a live lease of n's pool held by another
-// host, may be programmed (CheckPeer), logging a refusal the first time.
+// host, may be programmed (CheckPeer, and the backend's own check of its
+// data in the lease: PeerChecker), logging a refusal the first time.
 func (m *Manager) accepts(n Network, l lease.Lease, now time.Time) bool {
-	if accepted(&n, &l) { // CheckPeer's shortcut, without its copies
-		return true
+	var err error
+	if !accepted(&n, &l) { // CheckPeer's shortcut, without its copies
+		err = checkPeer(n, l)
 	}
-	err := checkPeer(n, l)
 	if err == nil {
-		return true
+		pc, ok := m.cfg.Backends.lookup(n.Backend).(PeerChecker)
+		if !ok {
+			return true
+		}
+		if err = pc.CheckPeerData(n, l); err == nil {
+			return true
+		}
 	}
 	m.refused.note(m.cfg.Log, n, l, err.Error(), now)
 	return false

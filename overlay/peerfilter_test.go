@@ -1,6 +1,7 @@
 package overlay_test
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -105,6 +106,47 @@ func TestRefusedLeasesSkipped(t *testing.T) {
 		t.Errorf("%s's refused lease logged %d times, want once", gone.HostID, got)
 	}
 	if !strings.Contains(logs.String(), `why="peer `+gone.HostID) || !strings.Contains(logs.String(), "loopback") {
+		t.Errorf("the refusal does not say why:\n%s", logs)
+	}
+}
+
+// checkingBackend refuses, as a PeerChecker, the leases of hosts named
+// "bad-…" (vxlan refuses a lease whose VTEP MAC is unusable).
+type checkingBackend struct{ *deltaBackend }
+
+func (checkingBackend) CheckPeerData(_ overlay.Network, l lease.Lease) error {
+	if strings.HasPrefix(l.HostID, "bad-") {
+		return fmt.Errorf("peer %s: unusable backend data", l.HostID)
+	}
+	return nil
+}
+
+// A lease the backend's own check refuses is left out as CheckPeer's
+// refusals are: never handed to Sync or SyncPeers, logged once, no failure.
+func TestBackendRefusedLeasesSkipped(t *testing.T) {
+	d := &deltaBed{b: newDeltaBackend(), n: unitNetwork("net-a", deltaPool, "10.42.1.0/24")}
+	for i := range 3 {
+		d.leases = append(d.leases, deltaPeer(i))
+	}
+	bad := unitLease("bad-mac", deltaPool, "10.42.9.0/28", time.Time{})
+	d.src = newFakeLeases(append(slices.Clone(d.leases), bad)...)
+	logs := &syncBuffer{}
+	d.m = overlay.WithoutKernelEvents(newUnitManager(t, d.src, checkingBackend{d.b}, logs))
+	attachAndRun(t, d.m, d.n)
+	d.waitPeers(t)
+	waitFor(t, "the network in sync", d.m.InSync)
+	for range 2 {
+		d.m.Kick()
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "the network in sync", d.m.InSync)
+	if got := subnets(d.m.Peers(d.n, append(slices.Clone(d.leases), bad))); !slices.Equal(got, subnets(d.leases)) {
+		t.Fatalf("Peers %v, want the accepted leases' %v", got, subnets(d.leases))
+	}
+	if got := strings.Count(logs.String(), "host=bad-mac "); got != 1 {
+		t.Errorf("the refused lease logged %d times, want once\n%s", got, logs)
+	}
+	if !strings.Contains(logs.String(), "unusable backend data") {
 		t.Errorf("the refusal does not say why:\n%s", logs)
 	}
 }

@@ -7,6 +7,7 @@
 package vxlan
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -69,10 +70,29 @@ func LeaseVtepMAC(l lease.Lease) string {
 func peerMAC(p lease.Lease) (net.HardwareAddr, error) {
 	s := LeaseVtepMAC(p)
 	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 {
+	switch {
+	case err != nil || len(mac) != 6:
 		return nil, fmt.Errorf("VTEP MAC %q in lease is not a MAC address (is that host running another backend?)", s)
+	case mac[0]&1 != 0:
+		// A group MAC's FDB entry would send every frame to that address
+		// (broadcast included) to this peer alone.
+		return nil, fmt.Errorf("VTEP MAC %s in lease is a multicast or broadcast address, which no VTEP has", mac)
+	case bytes.Equal(mac, make(net.HardwareAddr, 6)):
+		// 00:00:00:00:00:00 is the VTEP's default FDB destination: every
+		// frame with no entry of its own would go to this peer.
+		return nil, fmt.Errorf("VTEP MAC %s in lease is the all-zero address, which no VTEP has", mac)
 	}
 	return mac, nil
+}
+
+// CheckPeerData refuses a lease whose VTEP MAC is unusable (peerMAC): the
+// Manager then leaves it out of the peers (overlay.PeerChecker), so one
+// bad lease does not fail every Sync of the network.
+func (*Backend) CheckPeerData(_ overlay.Network, p lease.Lease) error {
+	if _, err := peerMAC(p); err != nil {
+		return fmt.Errorf("peer %s (subnet %s): %w", p.HostID, p.Subnet, err)
+	}
+	return nil
 }
 
 // DeviceName is the VTEP's name, VTEPName(n.VNI).

@@ -2,13 +2,16 @@ package vxlan_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
 	"github.com/felt-net/felt/overlay/vxlan"
 	"github.com/felt-net/felt/testkit/testbed"
@@ -349,5 +352,25 @@ func TestVXLANTeardownLeavesAnothersVTEP(t *testing.T) {
 	}
 	if _, err := h.NS.NL.LinkByName(vxlan.VTEPName(testbed.VNI)); err == nil {
 		t.Fatal("an unmarked VTEP of the network's name stayed")
+	}
+}
+
+// A lease whose VTEP MAC is none, a group address or the all-zero one
+// (the VTEP's default destination) is refused; a unicast MAC is not.
+func TestCheckPeerDataRefusesUnusableMACs(t *testing.T) {
+	b := &vxlan.Backend{}
+	for mac, ok := range map[string]bool{
+		"02:42:0a:2a:01:00":       true,
+		"":                        false,
+		"not-a-mac":               false,
+		"ff:ff:ff:ff:ff:ff":       false,
+		"01:00:5e:00:00:01":       false,
+		"00:00:00:00:00:00":       false,
+		"02:42:0a:2a:01:00:00:00": false,
+	} {
+		l := lease.Lease{HostID: "h2", Subnet: netip.MustParsePrefix("10.42.2.0/24"), BackendData: json.RawMessage(`{"vtepMAC":` + strconv.Quote(mac) + `}`)}
+		if err := b.CheckPeerData(overlay.Network{}, l); (err == nil) != ok {
+			t.Errorf("VTEP MAC %q: CheckPeerData = %v, want accepted %t", mac, err, ok)
+		}
 	}
 }
