@@ -269,6 +269,7 @@ func (a *App) networkStatus(r state.Network, rec lease.Network, leases []lease.L
 		ns.Name = rec.Cluster.Name
 	}
 	on := overlay.Network{ID: r.ID, Pool: r.Pool, Subnet: r.Subnet, Backend: r.Backend, MTU: r.MTU}
+	backend, _ := a.backends.Get(r.Backend) // nil for a backend not here: nothing of its own to refuse
 	for _, l := range leases {
 		if l.Pool != r.Pool {
 			continue
@@ -282,6 +283,10 @@ func (a *App) networkStatus(r state.Network, rec lease.Network, leases []lease.L
 		p := PeerStatus{HostID: l.HostID, PublicIP: l.PublicIP, Subnet: l.Subnet, LeaseExpiry: l.Expiry, Expired: l.Expired(now)}
 		if err := overlay.CheckPeer(on, l); err != nil {
 			p.Refused = err.Error()
+		} else if pc, ok := backend.(overlay.PeerChecker); ok {
+			if err := pc.CheckPeerData(on, l); err != nil {
+				p.Refused = err.Error()
+			}
 		}
 		t := peerTarget(on, r.Gateway, l)
 		p.Gateway = t.Dst

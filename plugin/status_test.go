@@ -16,6 +16,7 @@ import (
 
 	"github.com/felt-net/felt/lease"
 	"github.com/felt-net/felt/overlay"
+	"github.com/felt-net/felt/overlay/vxlan"
 	"github.com/felt-net/felt/state"
 	"github.com/felt-net/felt/testkit"
 )
@@ -204,14 +205,17 @@ func TestStatusWireGuardProblems(t *testing.T) {
 func TestNetworkStatusMarksRefusedPeers(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	pfx := netip.MustParsePrefix
-	a := &App{hostID: "me", backends: overlay.NewBackends()}
+	a := &App{hostID: "me", backends: overlay.NewBackends(vxlan.New(overlay.BackendConfig{}))}
 	r := state.Network{ID: "n1", Pool: pfx("10.42.0.0/16"), Backend: "vxlan", MTU: 1450, Subnet: pfx("10.42.1.0/24"), Gateway: netip.MustParseAddr("10.42.1.1")}
 	leases := []lease.Lease{
 		{Pool: r.Pool, Subnet: pfx("10.42.2.0/24"), HostID: "good", PublicIP: netip.MustParseAddr("192.168.1.2"), Expiry: now.Add(time.Hour)},
 		{Pool: r.Pool, Subnet: pfx("10.42.3.0/24"), HostID: "bad", PublicIP: netip.MustParseAddr("127.0.0.1"), Expiry: now.Add(time.Hour)},
+		{Pool: r.Pool, Subnet: pfx("10.42.4.0/24"), HostID: "zero", PublicIP: netip.MustParseAddr("192.168.1.4"), Expiry: now.Add(time.Hour),
+			BackendData: json.RawMessage(`{"vtepMAC":"00:00:00:00:00:00"}`)},
 	}
+	leases[0].BackendData = json.RawMessage(`{"vtepMAC":"02:42:0a:2a:02:00"}`)
 	ns := a.networkStatus(r, lease.Network{}, leases, now)
-	if len(ns.Peers) != 2 || ns.Peers[0].Refused != "" || !strings.Contains(ns.Peers[1].Refused, "127.0.0.1") {
-		t.Fatalf("peers %+v: want 10.42.3.0/24 refused for its loopback public IP, 10.42.2.0/24 not", ns.Peers)
+	if len(ns.Peers) != 3 || ns.Peers[0].Refused != "" || !strings.Contains(ns.Peers[1].Refused, "127.0.0.1") || !strings.Contains(ns.Peers[2].Refused, "all-zero") {
+		t.Fatalf("peers %+v: want 10.42.3.0/24 refused for its loopback public IP, 10.42.4.0/24 for its VTEP MAC, 10.42.2.0/24 not", ns.Peers)
 	}
 }
