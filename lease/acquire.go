@@ -101,6 +101,9 @@ func (r *Registry) removeLease(ctx context.Context, l Lease, owners []kv.Op) err
 	key := r.leaseKey(l.Pool, l.Subnet)
 	ops := append([]kv.Op{{Verb: kv.OpDeleteCAS, Key: key, Index: l.index}}, owners...)
 	if _, err := r.store.Txn(ctx, ops); !errors.Is(err, kv.ErrConflict) {
+		if err == nil && len(owners) == 0 {
+			r.forgetOwner(ctx, l) // its entries were not known: by forgetOwner's rule
+		}
 		return err
 	}
 	// An entry was rewritten since (or the lease was): the lease alone.

@@ -530,16 +530,20 @@ func (r *Registry) deleteNetwork(ctx context.Context, pool netip.Prefix) error {
 			return err
 		}
 	}
-	if err := r.store.DeleteCAS(ctx, key, n.index); err != nil {
+	// The record and its claim go in one transaction: deleted apart, a
+	// host finding the record gone between the two makes it again and
+	// "rewrites" the claim with the same bytes, which Consul skips (the
+	// index stays), so the claim's delete then succeeded and the VNI
+	// was free for another pool while this one used it.
+	ops := []kv.Op{{Verb: kv.OpDeleteCAS, Key: key, Index: n.index}}
+	if claim.Key != "" && string(claim.Value) == ipnet.Key(pool) {
+		ops = append(ops, kv.Op{Verb: kv.OpDeleteCAS, Key: claim.Key, Index: claim.ModifyIndex})
+	}
+	if _, err := r.store.Txn(ctx, ops); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
 			return nil // someone is using it again
 		}
 		return err
-	}
-	if claim.Key != "" && string(claim.Value) == ipnet.Key(pool) {
-		if err := r.store.DeleteCAS(ctx, claim.Key, claim.ModifyIndex); err != nil && !errors.Is(err, kv.ErrConflict) {
-			return err
-		}
 	}
 	return nil
 }

@@ -147,20 +147,21 @@ func (m *Manager) apply(u lease.Update) {
 	defer m.leasesMu.Unlock()
 	first := u.Complete && !m.complete
 	m.complete = m.complete || u.Complete
-	attachedPools := map[netip.Prefix]bool{}
-	for _, a := range m.networks {
-		attachedPools[a.view.Pool] = true
-	}
 	now := m.cfg.Leases.Now()
 	changed := map[netip.Prefix]bool{}
 	for _, p := range u.Changed {
-		// An answer for a pool no longer attached (made before its
-		// Detach), or made before it was followed again, must not make
-		// it known, nor change what is kept of it: it is known from its
-		// next first answer only.
+		// An answer for a pool no longer followed (made before the
+		// followPools of its Detach), or made before it was followed
+		// again, must not make it known, nor change what is kept of it:
+		// it is known from its next first answer only. A pool still
+		// followed is taken even if no network of it is attached at this
+		// moment (a Detach whose followPools has not run yet): an Attach
+		// of the pool before that followPools keeps it followed, with no
+		// Reset to come, so what is kept of it must stay whole; the
+		// followPools that stops following it drops it.
 		gen, ok := m.followed[p]
-		if !attachedPools[p] || !ok || u.Gen < gen {
-			if !attachedPools[p] {
+		if !ok || u.Gen < gen {
+			if !ok {
 				m.dropPoolLocked(p)
 			}
 			continue
