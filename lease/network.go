@@ -234,13 +234,17 @@ func (r *Registry) undoIfOverlapping(ctx context.Context, n Network) error {
 	if overlap == nil {
 		return nil
 	}
-	if err := r.store.DeleteCAS(ctx, r.networkKey(n.Pool), n.index); err != nil {
-		return errors.Join(overlap, fmt.Errorf("network %s: not removed again: %w", n.Pool, err))
-	}
+	// The record and its claim go in one transaction, as in deleteNetwork:
+	// deleted apart, a host making the record again between the two would
+	// lose its claim on Consul (its same-bytes rewrite keeps the index).
+	ops := []kv.Op{{Verb: kv.OpDeleteCAS, Key: r.networkKey(n.Pool), Index: n.index}}
 	if n.VNI != 0 {
 		if claim, err := r.store.Get(ctx, r.vniKey(n.VNI)); err == nil && string(claim.Value) == ipnet.Key(n.Pool) {
-			_ = r.store.DeleteCAS(ctx, claim.Key, claim.ModifyIndex)
+			ops = append(ops, kv.Op{Verb: kv.OpDeleteCAS, Key: claim.Key, Index: claim.ModifyIndex})
 		}
+	}
+	if _, err := r.store.Txn(ctx, ops); err != nil {
+		return errors.Join(overlap, fmt.Errorf("network %s: not removed again: %w", n.Pool, err))
 	}
 	return overlap
 }

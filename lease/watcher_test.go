@@ -40,6 +40,26 @@ type counting struct {
 
 func newCounting(s kv.Store) *counting { return &counting{Store: s, answers: map[string]int{}} }
 
+// waitQueriesBlocked waits until s has open queries and their number has
+// not changed for 100 ms: every query of the watch is blocked, waiting for
+// a change.
+func waitQueriesBlocked(t *testing.T, s *counting) {
+	t.Helper()
+	open := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.open }
+	last, since := -1, time.Now()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := open()
+		if n != last {
+			last, since = n, time.Now()
+		} else if n > 0 && time.Since(since) > 100*time.Millisecond {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watch's queries never all blocked (%d open)", n)
+		}
+	}
+}
+
 func (s *counting) Wait(ctx context.Context, prefix string, index uint64) ([]kv.Pair, uint64, error) {
 	s.mu.Lock()
 	s.open++
@@ -739,6 +759,9 @@ func TestWatchStreakOfStoppedBucket(t *testing.T) {
 		}
 	}
 	failed := count("reading leases failed")
+	// Every bucket's query blocked first: one that started again between
+	// "down" and the put would fail and never see the put.
+	waitQueriesBlocked(t, s)
 	s.set(func(s *counting) { s.down = true })
 	putLease(t, s, mkLease("10.43.0.0/16", "10.43.1.0/24", "b")) // answered; the query after it fails
 	wantUpdate(t, next(t, w), []string{"10.43.1.0/24=b"}, []netip.Prefix{poolB}, true)

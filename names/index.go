@@ -273,7 +273,7 @@ func build(records []lease.NameRecord, leases []lease.Lease, self string) table 
 				for _, n := range e.Names {
 					m[n] = append(m[n], address{ip: e.IP, until: l.Expiry})
 				}
-				if e.Name != "" {
+				if e.Name != "" && ValidName(e.Name) { // another host's record: a name that cannot be packed would fail the answer
 					r := t.ptrs[rec.Pool]
 					if r == nil {
 						r = map[netip.Addr]ptr{}

@@ -27,6 +27,7 @@ var (
 	ipAPI3  = netip.MustParseAddr("10.42.3.5")
 	ipDB    = netip.MustParseAddr("10.43.2.7")
 	ipLiar  = netip.MustParseAddr("10.42.9.9") // in no lease of its host
+	ipLong  = netip.MustParseAddr("10.42.2.3") // its PTR name has a label too long to send
 	clients = netip.MustParseAddr("10.42.1.2")
 )
 
@@ -36,7 +37,7 @@ func ip4(s string) netip.Addr { return netip.MustParseAddr(s) }
 // with a lease that expires at t0+1m; h1 is this host.
 func testIndex() *Index {
 	recs := []lease.NameRecord{
-		{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"api", "web"}, Name: "web.blue"}, {IP: ipLiar, Names: []string{"liar"}, Name: "liar.blue"}}},
+		{Pool: blue, HostID: "h2", Entries: []lease.NameEntry{{IP: ipWeb, Names: []string{"api", "web"}, Name: "web.blue"}, {IP: ipLiar, Names: []string{"liar"}, Name: "liar.blue"}, {IP: ipLong, Names: []string{"long"}, Name: strings.Repeat("x", 64) + ".blue"}}},
 		{Pool: red, HostID: "h2", Entries: []lease.NameEntry{{IP: ipDB, Names: []string{"db"}}}}, // an older felt's: no Name
 		{Pool: blue, HostID: "h3", Entries: []lease.NameEntry{{IP: ipAPI3, Names: []string{"api"}, Name: "api.blue"}}},
 		{Pool: blue, HostID: "h1", Entries: []lease.NameEntry{{IP: ip4("10.42.1.9"), Names: []string{"mine"}, Name: "mine.blue"}}},
@@ -93,6 +94,7 @@ func TestIndexReverse(t *testing.T) {
 		{[]netip.Prefix{red}, ipWeb, t0, ""},                        // another network
 		{[]netip.Prefix{red}, ipDB, t0, ""},                         // an older felt's record: no name to give
 		{[]netip.Prefix{blue}, ipLiar, t0, ""},                      // outside its host's lease
+		{[]netip.Prefix{blue}, ipLong, t0, ""},                      // no valid DNS name
 		{[]netip.Prefix{blue}, ip4("10.42.1.9"), t0, ""},            // this host's own: Docker answers it
 	} {
 		if got, _ := x.Reverse(tc.pools, tc.ip, tc.now); got != tc.want {

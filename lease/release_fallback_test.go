@@ -7,14 +7,14 @@ import (
 	"github.com/felt-net/felt/lease"
 )
 
-// Review (s22-rev): Release's transaction conflicts when an owner entry of
+// Release's transaction conflicts when an owner entry of
 // the lease changed since Release read it (rewritten meanwhile, still
 // naming the lease). Its fallback, removeLease(l, nil), deletes the lease
 // by itself and returns at once: forgetOwner, which the comment promises
 // ("its entries by forgetOwner's rule"), runs only on removeLease's own
 // conflict path, so the lease's entries stay behind, naming a lease that
 // is gone.
-func TestReviewReleaseFallbackDropsEntries(t *testing.T) {
+func TestReleaseFallbackDropsEntries(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	ipKey := "felt/lease-owners/10.42.0.0-16/ip/192.0.2.2"

@@ -13,13 +13,13 @@ import (
 	"github.com/felt-net/felt/overlay"
 )
 
-// Review (s22-rev), a stress test: an answer of pool P applied between a
+// A stress test: an answer of pool P applied between a
 // Detach's removal of P's network and that Detach's followPools, with an
 // Attach of another network of P in between too, has apply drop P's leases
 // (P not attached at that moment) while P stays known and followed (the
 // pools never changed, so no SetPools, no Reset). The new network is then
 // synced with the peers told after only: none of those known before.
-func TestReviewDetachAttachDropsLeases(t *testing.T) {
+func TestDetachAttachKeepsLeases(t *testing.T) {
 	const pool = deltaPool
 	l2, l3 := unitLease("host-2", pool, "10.42.2.0/24", time.Time{}), unitLease("host-3", pool, "10.42.3.0/24", time.Time{})
 	l4 := unitLease("host-4", pool, "10.42.4.0/24", time.Time{})

@@ -4,7 +4,7 @@ import (
 	"testing"
 )
 
-// Review (s22-rev): host A releases the pool's last lease; deleteNetwork
+// host A releases the pool's last lease; deleteNetwork
 // has deleted the record and is about to delete the VNI claim it read
 // (DeleteCAS at the claim's index) when host B's Acquire finds the record
 // gone and makes it again. B's claimVNI finds the claim its own and
@@ -12,7 +12,7 @@ import (
 // ModifyIndex stays), so A's DeleteCAS of the claim succeeds: B's pool
 // holds a lease and a record with VNI n but no claim, and the next network
 // gets VNI n too (two overlays on one VNI).
-func TestReviewRemadeRecordKeepsItsVNIClaim(t *testing.T) {
+func TestRemadeRecordKeepsItsVNIClaim(t *testing.T) {
 	for name, store := range fenceStores {
 		t.Run(name, func(t *testing.T) {
 			reg, rec := releaseRacingAcquire(t, store(t), "felt/vnis/", acquireB)
