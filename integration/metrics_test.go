@@ -72,7 +72,7 @@ func TestMetricsOfHosts(t *testing.T) {
 			`felt_dataplane_packets_total{backend="udp",direction="rx",` + pool + `}`,
 			`felt_overlay_reconciles_total{outcome="ok"}`,
 			`felt_overlay_peer_changes_total{change="added"}`,
-			`felt_store_requests_total{op="cas",outcome="ok"}`,
+			`felt_store_requests_total{op="txn",outcome="ok"}`, // the lease
 		} {
 			if v[series] < 1 {
 				t.Errorf("host %d: %s = %v, want at least 1 (the pings, the lease, the peer)", i, series, v[series])
