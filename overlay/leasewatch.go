@@ -196,6 +196,7 @@ func (m *Manager) apply(u lease.Update) {
 // changed (none for a Reset: every one may have). Called with leasesMu.
 func (m *Manager) changePoolLocked(p netip.Prefix, c lease.PoolChange, now time.Time) []netip.Prefix {
 	m.all = nil
+	m.version.Add(1)
 	if c.Reset {
 		m.dropPoolLocked(p)
 	}
@@ -273,6 +274,7 @@ func (m *Manager) dropPoolLocked(p netip.Prefix) {
 	}
 	delete(m.leases, p)
 	m.all = nil
+	m.version.Add(1)
 }
 
 // expire takes the leases past their expiry off the expiry heap (the
@@ -291,6 +293,9 @@ func (m *Manager) expire() {
 		delete(ps.expiring, it.id.subnet)
 		m.expired[it.id] = ps.bySubnet[it.id.subnet]
 		byPool[it.id.pool] = append(byPool[it.id.pool], it.id.subnet)
+	}
+	if len(byPool) > 0 {
+		m.version.Add(1) // an expired lease is no peer any more
 	}
 	pools := map[netip.Prefix]bool{}
 	for _, a := range m.networks {

@@ -113,6 +113,10 @@ type Manager struct {
 	expired  map[leaseID]lease.Lease
 	all      []lease.Lease
 
+	// version counts what can change Snapshot's networks or the peers
+	// among its leases: PeersVersion.
+	version atomic.Uint64
+
 	// refused are the leases CheckPeer refused, logged once (peerfilter.go;
 	// its own lock).
 	refused refusals
@@ -204,6 +208,7 @@ func (m *Manager) Attach(ctx context.Context, n Network) error {
 	a.device, a.view = b.DeviceName(n), n
 	a.gen++
 	a.inLine = false
+	m.version.Add(1)
 	m.mu.Unlock()
 	m.followPools()
 	a.mu.Lock()
@@ -240,6 +245,7 @@ func (m *Manager) Detach(ctx context.Context, n Network) error {
 	a := m.networks[n.ID]
 	delete(m.networks, n.ID)
 	m.dirty.forget(n.ID)
+	m.version.Add(1)
 	m.mu.Unlock()
 	m.followPools()
 	if a != nil {
@@ -524,6 +530,12 @@ func (m *Manager) InSync() bool {
 	}
 	return true
 }
+
+// PeersVersion changes whenever Snapshot's networks or the peers among its
+// leases may have changed: an Attach or Detach, a lease change, an expiry.
+// A caller that derives something from Snapshot and Peers (the prober's
+// targets) rebuilds it only when the version moved.
+func (m *Manager) PeersVersion() uint64 { return m.version.Load() }
 
 // Snapshot returns the attached networks and the latest leases the Manager
 // works from, those of the attached networks' pools (known false until the

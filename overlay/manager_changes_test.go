@@ -166,3 +166,37 @@ func TestExpiryWithoutStoreChange(t *testing.T) {
 		t.Fatalf("RemoveExpired called %d more times after the lease went", got-n)
 	}
 }
+
+// PeersVersion moves with every lease change, expiry, Attach and Detach,
+// and stays while nothing changes: the prober's targets are rebuilt by it.
+func TestPeersVersion(t *testing.T) {
+	d := newDeltaBed(t, 3)
+	v0 := d.m.PeersVersion()
+	time.Sleep(50 * time.Millisecond)
+	if v := d.m.PeersVersion(); v != v0 {
+		t.Fatalf("version moved from %d to %d with nothing changing", v0, v)
+	}
+	short := unitLease("host-short", deltaPool, "10.42.9.0/28", d.src.Now().Add(300*time.Millisecond))
+	d.set(append(slices.Clone(d.leases), short)...)
+	d.waitPeers(t)
+	v1 := d.m.PeersVersion()
+	if v1 == v0 {
+		t.Fatal("a lease added did not move the version")
+	}
+	waitFor(t, "the short lease's expiry to move the version", func() bool { return d.m.PeersVersion() != v1 })
+	v2 := d.m.PeersVersion()
+	other := unitNetwork("net-b", "10.43.0.0/16", "10.43.1.0/24")
+	if err := d.m.Attach(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	v3 := d.m.PeersVersion()
+	if v3 == v2 {
+		t.Fatal("an Attach did not move the version")
+	}
+	if err := d.m.Detach(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	if d.m.PeersVersion() == v3 {
+		t.Fatal("a Detach did not move the version")
+	}
+}

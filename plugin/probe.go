@@ -17,26 +17,54 @@ func (a *App) newProber() (*probe.Prober, error) {
 	if a.Settings.ProbeEvery <= 0 {
 		return nil, nil
 	}
-	return probe.New(probe.Config{Interval: a.Settings.ProbeEvery, Pinger: probe.NewICMP(), Targets: a.probeTargets,
-		Observer: a.Metrics, Log: a.Log})
+	var t probeTargets
+	return probe.New(probe.Config{Interval: a.Settings.ProbeEvery, Pinger: probe.NewICMP(),
+		Targets: func() []probe.Target { return t.get(a) }, Observer: a.Metrics, Log: a.Log})
+}
+
+// probeTargets are the peers of every attached network as last built, and
+// the overlay's PeersVersion they were built at. The prober asks every
+// second; with 10,000 peers building them anew each time (a filtered copy
+// of every lease per network, a target each) was most of what felt
+// allocated, so they are rebuilt only when the version moved, and the
+// prober is handed the very same slice otherwise (it skips its refresh).
+// Used from the prober's one goroutine.
+type probeTargets struct {
+	version uint64
+	built   bool
+	ts      []probe.Target
+}
+
+// get returns the targets, rebuilt if the overlay's peers may have changed.
+func (t *probeTargets) get(a *App) []probe.Target {
+	v := a.Overlay.PeersVersion() // before the snapshot: a change after it moves it again
+	if t.built && v == t.version {
+		return t.ts
+	}
+	ts, known := a.probeTargets()
+	if !known {
+		return nil
+	}
+	t.ts, t.version, t.built = ts, v, true
+	return ts
 }
 
 // probeTargets are the peers of every attached network, from the overlay's
 // snapshot (no store request): this host's gateway in each network from
-// its local records, each peer's the first address of its subnet.
-func (a *App) probeTargets() []probe.Target {
+// its local records, each peer's the first address of its subnet; known is
+// false until the overlay has read every followed pool's leases.
+func (a *App) probeTargets() (ts []probe.Target, known bool) {
 	nets, leases, known := a.Overlay.Snapshot()
 	if !known {
-		return nil
+		return nil, false
 	}
 	gws := a.gateways()
-	var ts []probe.Target
 	for _, n := range nets {
 		for _, l := range a.Overlay.Peers(n, leases) {
 			ts = append(ts, peerTarget(n, gws[n.ID], l))
 		}
 	}
-	return ts
+	return ts, true
 }
 
 // gateways are this host's gateways by network ID, from the local store

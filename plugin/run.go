@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"time"
 )
 
 // Run serves the plugin until ctx ends.
 func Run(ctx context.Context, s Settings, log *slog.Logger) error {
+	if s.MemoryLimit > 0 {
+		debug.SetMemoryLimit(s.MemoryLimit)
+	}
 	l, err := Listen(s.Socket)
 	if err != nil {
 		return err

@@ -37,7 +37,10 @@ type Settings struct {
 	MetricsOn  string        // FELT_METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty: off
 	ProbeEvery time.Duration // FELT_PROBE_INTERVAL: each peer's health probe through the overlay; 0: off
 	WireGuard  string        // FELT_WIREGUARD: auto, kernel or userspace (the wireguard backend's WireGuard)
-	Version    string        // felt's version (cmd/felt sets it; not from the environment)
+	// MemoryLimit is FELT_MEMORY_LIMIT in bytes, Go's soft memory limit
+	// for felt (runtime/debug.SetMemoryLimit); 0: none.
+	MemoryLimit int64
+	Version     string // felt's version (cmd/felt sets it; not from the environment)
 
 	// Container names across hosts (package names).
 	DNS         netip.Addr // FELT_DNS: the address felt serves container names on; invalid: off
@@ -73,7 +76,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM", "FELT_WIREGUARD"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM", "FELT_WIREGUARD", "FELT_MEMORY_LIMIT"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -161,6 +164,9 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.WireGuard, err = wireGuardMode(get("FELT_WIREGUARD", "auto")); err != nil {
 		return s, err
 	}
+	if s.MemoryLimit, err = memoryLimit(get("FELT_MEMORY_LIMIT", DefaultMemoryLimit)); err != nil {
+		return s, err
+	}
 	if s.DNS, err = dnsAddr(get("FELT_DNS", DefaultDNS)); err != nil {
 		return s, err
 	}
@@ -168,6 +174,38 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 		return s, err
 	}
 	return s, nil
+}
+
+// DefaultMemoryLimit is FELT_MEMORY_LIMIT's default. Go's collector lets
+// the heap grow to twice what is live before it runs; with 10,000 leases
+// the bursts of a full sync (netlink dumps of every neighbour, FDB entry
+// and route) left felt at about 108 MiB resident. A soft limit makes the
+// collector run earlier as the heap nears it (never more than half the
+// CPU: past the limit felt grows rather than stalls), for a few ms of CPU
+// per lease change at that size (bench, "control plane at scale").
+const DefaultMemoryLimit = "80MiB"
+
+// memoryLimit checks FELT_MEMORY_LIMIT: a size in bytes with an optional
+// suffix B, KiB, MiB or GiB (as GOMEMLIMIT writes it), or off.
+func memoryLimit(v string) (int64, error) {
+	if strings.EqualFold(v, "off") {
+		return 0, nil
+	}
+	num, unit := v, int64(1)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, unit = n, u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 1 || n > (1<<62)/unit || n*unit < 16<<20 {
+		return 0, fmt.Errorf("FELT_MEMORY_LIMIT=%s: must be a size of at least 16MiB, in bytes or with a suffix KiB, MiB or GiB (e.g. 80MiB, 1GiB), Go's soft memory limit for felt, or off", quotedSetting(v))
+	}
+	return n * unit, nil
 }
 
 // wireGuardMode checks FELT_WIREGUARD: which WireGuard the wireguard

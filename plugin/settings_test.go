@@ -188,3 +188,22 @@ func TestSettingsWireGuard(t *testing.T) {
 		}
 	}
 }
+
+// FELT_MEMORY_LIMIT: a size as GOMEMLIMIT writes it, or off; the default
+// is DefaultMemoryLimit; nonsense and sizes too small are refused, naming
+// the setting.
+func TestSettingsMemoryLimit(t *testing.T) {
+	for v, want := range map[string]int64{
+		"": 80 << 20, "80MiB": 80 << 20, "1GiB": 1 << 30, "20971520": 20 << 20, "65536KiB": 64 << 20, "33554432B": 32 << 20, "off": 0, "OFF": 0,
+	} {
+		s, err := settingsFrom(env(map[string]string{"FELT_MEMORY_LIMIT": v}), func(string) bool { return false })
+		if err != nil || s.MemoryLimit != want {
+			t.Errorf("FELT_MEMORY_LIMIT=%q: %d, %v; want %d", v, s.MemoryLimit, err, want)
+		}
+	}
+	for _, v := range []string{"80M", "1MiB", "-5MiB", "lots", "9223372036854775807GiB"} {
+		if _, err := settingsFrom(env(map[string]string{"FELT_MEMORY_LIMIT": v}), func(string) bool { return false }); err == nil || !strings.Contains(err.Error(), "FELT_MEMORY_LIMIT") {
+			t.Errorf("FELT_MEMORY_LIMIT=%q: %v, want an error naming it", v, err)
+		}
+	}
+}

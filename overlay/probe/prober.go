@@ -40,7 +40,9 @@ type Config struct {
 	Pinger    Pinger
 	// Targets lists the peers to probe now (the plugin builds them from
 	// the overlay Manager's snapshot); called every second from one
-	// goroutine, it must not block on the store.
+	// goroutine, it must not block on the store. It may return the same
+	// slice as before (same array and length, unmodified) to say nothing
+	// changed: the prober then skips its refresh.
 	Targets  func() []Target
 	Observer Observer // nil: nobody
 	Log      *slog.Logger
@@ -59,6 +61,9 @@ type Prober struct {
 	leaving   map[Key]*entry
 	refreshes uint64
 	results   map[Key]Result
+	// last is the list of the last refresh: Targets handing the very same
+	// slice again (nothing changed) costs no refresh.
+	last []Target
 }
 
 // New returns a Prober; Run starts it.
@@ -187,6 +192,10 @@ func (p *Prober) Run(ctx context.Context) {
 func (p *Prober) refresh(ts []Target, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(ts) > 0 && len(ts) == len(p.last) && &ts[0] == &p.last[0] {
+		return // the list of the last refresh, unchanged
+	}
+	p.last = ts
 	p.refreshes++
 	gen := p.refreshes
 	listed := 0

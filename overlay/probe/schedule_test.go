@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -117,6 +118,7 @@ func TestRefreshDiffsTargets(t *testing.T) {
 	p.queue.add(e)
 	p.results[e.key] = Result{Probed: true, Reachable: true}
 
+	ts = slices.Clone(ts) // a new list, as Targets makes one when something changed
 	changed := ts[0]
 	for i := range ts {
 		if KeyOf(ts[i]) == e.key {
@@ -198,5 +200,31 @@ func BenchmarkRefreshUnchanged(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.refresh(ts, now)
+	}
+}
+
+// Targets handing the very same slice again costs no refresh; a new slice
+// (a copy with one target changed) is refreshed as before.
+func TestSameTargetsSkipRefresh(t *testing.T) {
+	p, err := New(Config{Pinger: newFakePinger(), Targets: func() []Target { return nil }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := manyTargets(300)
+	now := time.Now()
+	p.refresh(ts, now)
+	p.refresh(ts, now)
+	if p.refreshes != 1 {
+		t.Fatalf("the same slice twice: %d refreshes, want 1", p.refreshes)
+	}
+	changed := append([]Target(nil), ts...)
+	changed[7].MTU = 1400
+	p.refresh(changed, now)
+	if p.refreshes != 2 || p.targets[KeyOf(changed[7])].t.MTU != 1400 {
+		t.Fatalf("a new slice: %d refreshes, MTU %d; want 2 and the new MTU", p.refreshes, p.targets[KeyOf(changed[7])].t.MTU)
+	}
+	p.refresh(changed[:10], now)
+	if len(p.targets) != 10 {
+		t.Fatalf("a shorter list of the same array: %d targets, want 10", len(p.targets))
 	}
 }
