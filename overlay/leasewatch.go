@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"net/netip"
@@ -196,9 +197,9 @@ func (m *Manager) apply(u lease.Update) {
 // changed (none for a Reset: every one may have). Called with leasesMu.
 func (m *Manager) changePoolLocked(p netip.Prefix, c lease.PoolChange, now time.Time) []netip.Prefix {
 	m.all = nil
-	m.version.Add(1)
 	if c.Reset {
 		m.dropPoolLocked(p)
+		m.version.Add(1)
 	}
 	ps := m.leases[p]
 	if ps == nil {
@@ -213,6 +214,9 @@ func (m *Manager) changePoolLocked(p netip.Prefix, c lease.PoolChange, now time.
 		if l.Pool != p { // not the watch's: it reads a pool's own
 			continue
 		}
+		if old, had := ps.bySubnet[l.Subnet]; !had || !sameButLater(old, l, now) {
+			m.version.Add(1)
+		}
 		ps.bySubnet[l.Subnet] = l
 		m.expiryLocked(ps, l, now)
 		if !c.Reset {
@@ -220,11 +224,23 @@ func (m *Manager) changePoolLocked(p netip.Prefix, c lease.PoolChange, now time.
 		}
 	}
 	for _, s := range c.Removed {
+		if _, had := ps.bySubnet[s]; had {
+			m.version.Add(1)
+		}
 		delete(ps.bySubnet, s)
 		m.unexpireLocked(ps, leaseID{p, s})
 		subnets = append(subnets, s)
 	}
 	return subnets
+}
+
+// sameButLater reports whether l is old renewed: the same holder, address
+// and backend data, live before and after, only its expiry moved. Every
+// host renews its leases (hourly by default), so with 10,000 peers this is
+// most lease changes; it changes no peer, so PeersVersion stays.
+func sameButLater(old, l lease.Lease, now time.Time) bool {
+	return old.HostID == l.HostID && old.PublicIP == l.PublicIP && bytes.Equal(old.BackendData, l.BackendData) &&
+		old.Expiry.IsZero() == l.Expiry.IsZero() && !old.Expired(now) && !l.Expired(now)
 }
 
 // expiryLocked files l by its expiry: in the heap if it is to expire, with

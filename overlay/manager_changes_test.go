@@ -176,12 +176,23 @@ func TestPeersVersion(t *testing.T) {
 	if v := d.m.PeersVersion(); v != v0 {
 		t.Fatalf("version moved from %d to %d with nothing changing", v0, v)
 	}
-	short := unitLease("host-short", deltaPool, "10.42.9.0/28", d.src.Now().Add(300*time.Millisecond))
+	short := unitLease("host-short", deltaPool, "10.42.9.0/28", d.src.Now().Add(3*time.Second)) // live while renewed below, even on a loaded machine
 	d.set(append(slices.Clone(d.leases), short)...)
 	d.waitPeers(t)
 	v1 := d.m.PeersVersion()
 	if v1 == v0 {
 		t.Fatal("a lease added did not move the version")
+	}
+	// A renewal (only the expiry moved) changes no peer.
+	renewed := short
+	renewed.Expiry = short.Expiry.Add(500 * time.Millisecond)
+	d.set(append(slices.Clone(d.leases[:len(d.leases)-1]), renewed)...)
+	waitFor(t, "the renewal to be known", func() bool {
+		_, ls, _ := d.m.Snapshot()
+		return slices.ContainsFunc(ls, func(l lease.Lease) bool { return l.Subnet == renewed.Subnet && l.Expiry.Equal(renewed.Expiry) })
+	})
+	if v := d.m.PeersVersion(); v != v1 {
+		t.Fatalf("a renewal moved the version from %d to %d", v1, v)
 	}
 	waitFor(t, "the short lease's expiry to move the version", func() bool { return d.m.PeersVersion() != v1 })
 	v2 := d.m.PeersVersion()

@@ -41,36 +41,44 @@ func (t *probeTargets) get(a *App) []probe.Target {
 	if t.built && v == t.version {
 		return t.ts
 	}
-	ts, known := a.probeTargets()
+	ts, known, final := a.probeTargets()
 	if !known {
 		return nil
 	}
-	t.ts, t.version, t.built = ts, v, true
+	// Kept only if every network's gateway was read: CreateNetwork
+	// attaches a network (moving the version) before it records the
+	// gateway, and a target built in between probes from the subnet's
+	// first address until the version moves again.
+	t.ts, t.version, t.built = ts, v, final
 	return ts
 }
 
 // probeTargets are the peers of every attached network, from the overlay's
 // snapshot (no store request): this host's gateway in each network from
 // its local records, each peer's the first address of its subnet; known is
-// false until the overlay has read every followed pool's leases.
-func (a *App) probeTargets() (ts []probe.Target, known bool) {
+// false until the overlay has read every followed pool's leases; final is
+// false if some network's gateway could not be read (its source guessed).
+func (a *App) probeTargets() (ts []probe.Target, known, final bool) {
 	nets, leases, known := a.Overlay.Snapshot()
 	if !known {
-		return nil, false
+		return nil, false, false
 	}
-	gws := a.gateways()
+	gws, err := a.gateways()
+	final = err == nil
 	for _, n := range nets {
+		gw, ok := gws[n.ID]
+		final = final && ok
 		for _, l := range a.Overlay.Peers(n, leases) {
-			ts = append(ts, peerTarget(n, gws[n.ID], l))
+			ts = append(ts, peerTarget(n, gw, l))
 		}
 	}
-	return ts, true
+	return ts, true, final
 }
 
 // gateways are this host's gateways by network ID, from the local store
 // (the bridge's address: the subnet's first unless --gateway said
 // otherwise).
-func (a *App) gateways() map[string]netip.Addr {
+func (a *App) gateways() (map[string]netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	gws := map[string]netip.Addr{}
@@ -81,7 +89,7 @@ func (a *App) gateways() map[string]netip.Addr {
 	for _, r := range recs {
 		gws[r.ID] = r.Gateway
 	}
-	return gws
+	return gws, err
 }
 
 // peerTarget is the probe of peer l in n, from src (this host's gateway;

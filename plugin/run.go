@@ -11,6 +11,7 @@ import (
 
 // Run serves the plugin until ctx ends.
 func Run(ctx context.Context, s Settings, log *slog.Logger) error {
+	debug.SetGCPercent(s.GCPercent)
 	if s.MemoryLimit > 0 {
 		debug.SetMemoryLimit(s.MemoryLimit)
 	}

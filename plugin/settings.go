@@ -40,7 +40,10 @@ type Settings struct {
 	// MemoryLimit is FELT_MEMORY_LIMIT in bytes, Go's soft memory limit
 	// for felt (runtime/debug.SetMemoryLimit); 0: none.
 	MemoryLimit int64
-	Version     string // felt's version (cmd/felt sets it; not from the environment)
+	// GCPercent is FELT_GC_PERCENT, Go's GOGC for felt
+	// (runtime/debug.SetGCPercent).
+	GCPercent int
+	Version   string // felt's version (cmd/felt sets it; not from the environment)
 
 	// Container names across hosts (package names).
 	DNS         netip.Addr // FELT_DNS: the address felt serves container names on; invalid: off
@@ -76,7 +79,7 @@ func SettingNames() []string { return slices.Clone(settingNames) }
 var settingNames = []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
 	"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "FELT_KV_PREFIX", "FELT_STATE_DIR", "FELT_IFACE", "FELT_PUBLIC_IP",
 	"FELT_SOCKET", "FELT_LOG_LEVEL", "FELT_LEASE_TTL", "FELT_RESYNC_INTERVAL", "FELT_IPTABLES",
-	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM", "FELT_WIREGUARD", "FELT_MEMORY_LIMIT"}
+	"FELT_DOCKER_HOST", "FELT_DRIVER_NAME", "FELT_METRICS_ADDR", "FELT_PROBE_INTERVAL", "FELT_DNS", "FELT_DNS_UPSTREAM", "FELT_WIREGUARD", "FELT_GC_PERCENT", "FELT_MEMORY_LIMIT"}
 
 // SettingsFromEnv reads the settings; lookup is os.LookupEnv in production.
 // FELT_DOCKER_HOST's default also depends on whether ManagedDockerDir exists.
@@ -164,7 +167,10 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	if s.WireGuard, err = wireGuardMode(get("FELT_WIREGUARD", "auto")); err != nil {
 		return s, err
 	}
-	if s.MemoryLimit, err = memoryLimit(get("FELT_MEMORY_LIMIT", DefaultMemoryLimit)); err != nil {
+	if s.GCPercent, err = gcPercent(get("FELT_GC_PERCENT", strconv.Itoa(DefaultGCPercent))); err != nil {
+		return s, err
+	}
+	if s.MemoryLimit, err = memoryLimit(get("FELT_MEMORY_LIMIT", "off")); err != nil {
 		return s, err
 	}
 	if s.DNS, err = dnsAddr(get("FELT_DNS", DefaultDNS)); err != nil {
@@ -176,14 +182,24 @@ func settingsFrom(lookup func(string) (string, bool), isDir func(string) bool) (
 	return s, nil
 }
 
-// DefaultMemoryLimit is FELT_MEMORY_LIMIT's default. Go's collector lets
-// the heap grow to twice what is live before it runs; with 10,000 leases
-// the bursts of a full sync (netlink dumps of every neighbour, FDB entry
-// and route) left felt at about 108 MiB resident. A soft limit makes the
-// collector run earlier as the heap nears it (never more than half the
-// CPU: past the limit felt grows rather than stalls), for a few ms of CPU
-// per lease change at that size (bench, "control plane at scale").
-const DefaultMemoryLimit = "80MiB"
+// DefaultGCPercent is FELT_GC_PERCENT's default. Go's default (100) lets
+// the heap grow to twice what is live before it collects; with 10,000
+// leases the bursts of a full sync (netlink dumps of every neighbour, FDB
+// entry and route) left felt at about 108 MiB resident. 50 collects at
+// half again the live heap: a fixed factor of CPU at any scale, where a
+// fixed memory limit would have the collector run back to back once the
+// live heap outgrew it.
+const DefaultGCPercent = 50
+
+// gcPercent checks FELT_GC_PERCENT: 10 to 1000 (Go's GOGC; off is not
+// offered: felt's heap would grow without bound).
+func gcPercent(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 10 || n > 1000 {
+		return 0, fmt.Errorf("FELT_GC_PERCENT=%s: must be a number from 10 to 1000, Go's GOGC for felt (the heap may grow by that many percent of what is live before it is collected; default %d)", quotedSetting(v), DefaultGCPercent)
+	}
+	return n, nil
+}
 
 // memoryLimit checks FELT_MEMORY_LIMIT: a size in bytes with an optional
 // suffix B, KiB, MiB or GiB (as GOMEMLIMIT writes it), or off.

@@ -189,12 +189,12 @@ func TestSettingsWireGuard(t *testing.T) {
 	}
 }
 
-// FELT_MEMORY_LIMIT: a size as GOMEMLIMIT writes it, or off; the default
-// is DefaultMemoryLimit; nonsense and sizes too small are refused, naming
+// FELT_MEMORY_LIMIT: a size as GOMEMLIMIT writes it, or off (the
+// default); nonsense and sizes too small are refused, naming
 // the setting.
 func TestSettingsMemoryLimit(t *testing.T) {
 	for v, want := range map[string]int64{
-		"": 80 << 20, "80MiB": 80 << 20, "1GiB": 1 << 30, "20971520": 20 << 20, "65536KiB": 64 << 20, "33554432B": 32 << 20, "off": 0, "OFF": 0,
+		"": 0, "80MiB": 80 << 20, "1GiB": 1 << 30, "20971520": 20 << 20, "65536KiB": 64 << 20, "33554432B": 32 << 20, "off": 0, "OFF": 0,
 	} {
 		s, err := settingsFrom(env(map[string]string{"FELT_MEMORY_LIMIT": v}), func(string) bool { return false })
 		if err != nil || s.MemoryLimit != want {
@@ -204,6 +204,22 @@ func TestSettingsMemoryLimit(t *testing.T) {
 	for _, v := range []string{"80M", "1MiB", "-5MiB", "lots", "9223372036854775807GiB"} {
 		if _, err := settingsFrom(env(map[string]string{"FELT_MEMORY_LIMIT": v}), func(string) bool { return false }); err == nil || !strings.Contains(err.Error(), "FELT_MEMORY_LIMIT") {
 			t.Errorf("FELT_MEMORY_LIMIT=%q: %v, want an error naming it", v, err)
+		}
+	}
+}
+
+// FELT_GC_PERCENT: 10 to 1000, DefaultGCPercent by default; anything else
+// is refused, naming the setting.
+func TestSettingsGCPercent(t *testing.T) {
+	for v, want := range map[string]int{"": DefaultGCPercent, "100": 100, "10": 10, "1000": 1000} {
+		s, err := settingsFrom(env(map[string]string{"FELT_GC_PERCENT": v}), func(string) bool { return false })
+		if err != nil || s.GCPercent != want {
+			t.Errorf("FELT_GC_PERCENT=%q: %d, %v; want %d", v, s.GCPercent, err, want)
+		}
+	}
+	for _, v := range []string{"off", "-1", "9", "1001", "50%"} {
+		if _, err := settingsFrom(env(map[string]string{"FELT_GC_PERCENT": v}), func(string) bool { return false }); err == nil || !strings.Contains(err.Error(), "FELT_GC_PERCENT") {
+			t.Errorf("FELT_GC_PERCENT=%q: %v, want an error naming it", v, err)
 		}
 	}
 }

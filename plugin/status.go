@@ -436,7 +436,7 @@ func problems(st Status, now time.Time) []Problem {
 				add(peer+": lease expired at "+p.LeaseExpiry.UTC().Format(time.RFC3339), "lease expired: is that host down, or cut off from the store? Its routes are removed")
 			case p.Refused != "":
 				add(peer+": refused, not programmed: "+p.Refused,
-					"that host's lease cannot be trusted with traffic: check its FELT_PUBLIC_IP (or the address felt found) and its subnet; no traffic goes to it")
+					"that host's lease cannot be programmed, so no traffic goes to it: a public IP no host can have (check that host's FELT_PUBLIC_IP or the address felt found), a subnet overlapping this host's, or backend data this felt cannot use (another backend, or a broken felt, on that host?)")
 			case !p.Probed:
 			case !p.Reachable:
 				add(peer+": unreachable over the overlay ("+n.Backend+")", probe.Hint(n.Backend))

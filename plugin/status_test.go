@@ -106,7 +106,7 @@ func TestStatusProblems(t *testing.T) {
 		"peer 192.168.1.3 (host 01234567, subnet 10.42.9.0/24): reachable, but full-size packets (1450 bytes) lost => MTU: full-size packets lost: lower -o com.docker.network.driver.mtu or fix the underlay MTU",
 		"peer 192.168.1.4 (host 01234567, subnet 10.42.9.0/24): lease expired at",
 		"drift in network 1234567890ab: no route to 10.42.9.0/24 => felt repairs it",
-		"peer 127.0.0.1 (host 01234567, subnet 10.42.9.0/24): refused, not programmed: peer 0123: public IP 127.0.0.1 is loopback => that host's lease cannot be trusted",
+		"peer 127.0.0.1 (host 01234567, subnet 10.42.9.0/24): refused, not programmed: peer 0123: public IP 127.0.0.1 is loopback => that host's lease cannot be programmed",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no problem %q in:\n%s", want, all)
