@@ -532,7 +532,8 @@ func (m *Manager) InSync() bool {
 }
 
 // PeersVersion changes whenever Snapshot's networks or the peers among its
-// leases may have changed: an Attach or Detach, a lease change, an expiry.
+// leases may have changed: an Attach or Detach, a lease added, removed or
+// changed in more than its expiry, an expiry. A renewal does not move it.
 // A caller that derives something from Snapshot and Peers (the prober's
 // targets) rebuilds it only when the version moved.
 func (m *Manager) PeersVersion() uint64 { return m.version.Load() }
